@@ -1,0 +1,57 @@
+// File descriptors owned by exactly one object, and the EINTR-safe I/O helpers every module uses.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <utility>
+
+namespace pcopy {
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() { reset(); }
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) reset(std::exchange(other.fd_, -1));
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  explicit operator bool() const { return valid(); }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1);
+  // Closes and reports close()'s error (0 or an errno); close is never retried on EINTR.
+  int close_checked();
+
+ private:
+  int fd_ = -1;
+};
+
+struct Pipe {
+  UniqueFd read;
+  UniqueFd write;
+};
+// pipe2(O_CLOEXEC | extra_flags); throws std::system_error on failure.
+Pipe make_pipe(int extra_flags = 0);
+
+// Full read/write with EINTR retried. write_all returns 0 or an errno. read_some returns bytes read,
+// 0 at EOF, or -errno.
+int write_all(int fd, const void* data, size_t size);
+ssize_t read_some(int fd, void* data, size_t size);
+// Reads until `size` bytes or EOF; returns bytes read or -errno.
+ssize_t read_full(int fd, void* data, size_t size);
+
+void set_nonblocking(int fd, bool on);
+
+// errno as the OS's text ("Permission denied").
+std::string errno_text(int err);
+
+}  // namespace pcopy

@@ -1,0 +1,66 @@
+// The fixed pool of worker processes: forking them (and forking a replacement when one dies),
+// the two pipes each worker owns, and buffered non-blocking writes so the parent never blocks on
+// one worker while another has something to say.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "pcopy/fd.hpp"
+#include "pcopy/protocol.hpp"
+
+namespace pcopy {
+
+struct WorkerSlot {
+  pid_t pid = -1;
+  UniqueFd jobs;     // parent's write end, non-blocking
+  UniqueFd results;  // parent's read end, non-blocking
+  std::string out;   // encoded frames not yet written
+  FrameReader reader;
+  std::unordered_set<uint64_t> held;  // ids of jobs sent and not yet answered
+  int batches = 0;                    // batches sent and not fully answered
+};
+
+class Pool {
+ public:
+  // `worker_main(job_fd, result_fd)` runs in each child; its return value is the exit status.
+  // `keep_fds` are the extra descriptors a worker needs (e.g. the SRC and DST roots); in the child
+  // they are renumbered 5, 6, … in order, and every other descriptor is closed.
+  using WorkerMain = std::function<int(int job_fd, int result_fd)>;
+  Pool(unsigned workers, std::vector<int> keep_fds, WorkerMain worker_main);
+  ~Pool();  // kills and reaps whatever is still running
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  size_t size() const { return slots_.size(); }
+  WorkerSlot& slot(size_t i) { return slots_[i]; }
+  const WorkerSlot& slot(size_t i) const { return slots_[i]; }
+  // Forks a worker into slot i (replacing a dead one).
+  void spawn(size_t i);
+  // Queues a frame for worker i and writes as much as the pipe takes now.
+  void send(size_t i, const std::string& frame);
+  // Writes queued bytes to worker i; returns false if the worker is gone.
+  bool flush(size_t i);
+  // Closes every job pipe: workers finish what they hold and exit.
+  void close_jobs();
+  // Waits (at most `timeout_ms`) for workers to exit, then SIGKILLs and reaps the rest.
+  void shutdown(int timeout_ms);
+  // Reaps slot i's process if it has exited; returns its wait status or -1.
+  int reap(size_t i, bool block);
+  void signal_all(int sig);
+
+ private:
+  std::vector<WorkerSlot> slots_;
+  std::vector<int> keep_fds_;
+  WorkerMain worker_main_;
+};
+
+// Describes a wait status: "killed by signal 9 (Killed)" or "exited with status 3".
+std::string describe_wait_status(int status);
+
+}  // namespace pcopy

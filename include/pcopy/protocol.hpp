@@ -1,0 +1,98 @@
+// The messages between the parent and its workers, and their framing on a pipe.
+//
+// A frame is: u32 payload length (little-endian), u8 type, payload. Strings are u32 length + raw
+// bytes, so paths of any length and any byte value travel unchanged; a frame split across reads is
+// reassembled by FrameReader. Jobs travel in batches (one directory, many entries) so that a pipe
+// write carries hundreds of small files; every job has an id the parent tracks until its result.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pcopy {
+
+enum class MsgType : uint8_t { Batch = 1, Result = 2, Progress = 3 };
+
+enum class JobKind : uint8_t {
+  File = 1,      // regular file: data + metadata, atomically
+  Symlink = 2,   // symbolic link, target text unchanged
+  Fifo = 3,      // recreated, never opened
+  Device = 4,    // character or block device (archive mode, as root)
+  HardLink = 5,  // link `name` to the already copied `link_target` (relative to DST)
+};
+
+// What the parent knows from its walk; the worker re-checks what matters on the opened file.
+struct Job {
+  uint64_t id = 0;
+  JobKind kind = JobKind::File;
+  uint8_t attempt = 0;  // 0 first try, 1 retry after a worker died
+  std::string name;     // entry name inside the batch's directory
+  std::string dst_name;  // name in the destination directory when it differs (single-file copies)
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  std::string link_target;  // HardLink: DST-relative path of the first copy
+
+  const std::string& target() const { return dst_name.empty() ? name : dst_name; }
+};
+
+struct Batch {
+  std::string dir;  // directory relative to SRC/DST ("" = the root)
+  std::vector<Job> jobs;
+};
+
+enum class Outcome : uint8_t { Copied = 0, Replaced = 1, Skipped = 2, Failed = 3 };
+
+struct Result {
+  uint64_t id = 0;
+  Outcome outcome = Outcome::Copied;
+  int32_t err = 0;       // errno when Failed (0 with a detail text for non-OS failures)
+  uint64_t bytes = 0;    // data bytes written
+  uint64_t size = 0;     // size of the copy
+  int64_t mtime_ns = 0;  // mtime of the copy
+  std::string detail;    // reason text when err alone does not say it
+  std::optional<std::array<uint8_t, 16>> hash;  // XXH3-128 of the contents, when asked for
+};
+
+// Bytes written so far in a long file, so the bar moves before the file is done.
+struct Progress {
+  uint64_t id = 0;
+  uint64_t bytes = 0;  // delta since the last report
+};
+
+class ProtocolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Appends whole frames to `out`.
+void encode(std::string& out, const Batch& batch);
+void encode(std::string& out, const Result& result);
+void encode(std::string& out, const Progress& progress);
+
+struct Frame {
+  MsgType type;
+  std::string payload;
+};
+
+Batch decode_batch(std::string_view payload);
+Result decode_result(std::string_view payload);
+Progress decode_progress(std::string_view payload);
+
+// Collects bytes as they arrive and hands out complete frames.
+class FrameReader {
+ public:
+  void feed(const char* data, size_t size) { buffer_.append(data, size); }
+  std::optional<Frame> next();  // throws ProtocolError on a malformed header
+  bool empty() const { return buffer_.size() == consumed_; }
+
+ private:
+  std::string buffer_;
+  size_t consumed_ = 0;
+};
+
+}  // namespace pcopy

@@ -1,0 +1,63 @@
+// What the user reads at the end: the summary line, the --json report, the --manifest lines, and
+// the quoting of raw-byte paths for each of them.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pcopy/hash.hpp"
+
+namespace pcopy {
+
+struct ErrorRecord {
+  std::string path;  // relative to SRC, raw bytes
+  std::string reason;
+};
+
+struct Stats {
+  uint64_t files_copied = 0;  // regular files, hard links, FIFOs, devices
+  uint64_t files_skipped = 0;
+  uint64_t files_deleted = 0;
+  uint64_t dirs_created = 0;
+  uint64_t links_copied = 0;  // symbolic links
+  uint64_t bytes_copied = 0;
+  uint64_t warnings = 0;
+  double elapsed_s = 0;
+  unsigned workers = 0;
+  bool interrupted = false;
+  int exit_status = 0;
+  std::vector<ErrorRecord> errors;
+};
+
+// For terminal and log lines: printable UTF-8 passes, anything else (control bytes, newlines,
+// invalid UTF-8, backslashes) becomes a C-style escape, so one path is always one line.
+std::string display_path(std::string_view raw);
+// For JSON strings: valid UTF-8 passes unchanged; otherwise each invalid byte becomes "\xHH" and
+// each backslash "\\", so no path is dropped or made unreadable.
+std::string json_path(std::string_view raw);
+bool valid_utf8(std::string_view s);
+
+// "copied 10 files, 2 dirs, 1 link, 4.0 KiB in 0:01 (4.0 KiB/s), 4 workers, 0 errors"
+std::string summary_line(const Stats& stats, bool show_skipped, bool show_deleted, bool dry_run);
+std::string json_report(const Stats& stats);
+
+// --manifest FILE: one JSON object per line for every file copied.
+class Manifest {
+ public:
+  Manifest() = default;
+  ~Manifest();
+  Manifest(const Manifest&) = delete;
+  Manifest& operator=(const Manifest&) = delete;
+  int open(const std::string& path);  // 0 or errno
+  bool is_open() const { return file_ != nullptr; }
+  void add(std::string_view rel, uint64_t size, int64_t mtime_ns, const Hash128& hash);
+  int close();  // 0 or errno
+
+ private:
+  std::FILE* file_ = nullptr;
+};
+
+}  // namespace pcopy

@@ -1,0 +1,30 @@
+// Turns SRC and DST as typed into what the run works on: the source root (or the directory of a
+// single source file), the destination root, created with its parents; and refuses, before
+// anything is written, what SPEC refuses (exit 2).
+#pragma once
+
+#include <sys/stat.h>
+
+#include <string>
+#include <variant>
+
+#include "pcopy/fd.hpp"
+#include "pcopy/options.hpp"
+
+namespace pcopy {
+
+struct Target {
+  bool single_file = false;
+  std::string dst_display;  // DST as the summary names it
+  UniqueFd src_root;        // SRC, or the directory holding the single file
+  UniqueFd dst_root;        // DST, or the directory receiving the single file; invalid in a dry run
+                            // whose destination does not exist
+  std::string src_name;     // single file: its name in src_root
+  std::string dst_name;     // single file: its name in dst_root
+  struct stat src_st {};
+};
+
+// A Target, or the message to print before exiting with status 2.
+std::variant<Target, std::string> prepare_target(const Options& options);
+
+}  // namespace pcopy

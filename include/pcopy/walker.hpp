@@ -1,0 +1,109 @@
+// The parent's walk of SRC: streams the entries that need a copy job, creates the destination
+// directories as it enters them, and applies each directory's own metadata once everything inside
+// it is done (so read-only directories and directory times come out right).
+//
+// It walks with directory fds (openat), never with ever-longer path strings, and iteratively, so
+// neither depth nor path length is limited: only the top few levels keep their fds open; a level
+// whose fds were closed is reopened through ".." (checked by device and inode) on the way back up.
+// Within a directory, entries stream out as they are read; subdirectories wait until the listing
+// is over, so only subdirectory names are held in memory.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "pcopy/fd.hpp"
+#include "pcopy/options.hpp"
+
+namespace pcopy {
+
+struct DirNode {
+  DirNode* parent = nullptr;
+  std::string name;  // "" for the root
+  struct stat st {};  // of the source directory
+  UniqueFd dst;       // destination directory, open while it is likely needed
+  dev_t dst_dev = 0;
+  ino_t dst_ino = 0;
+  long pending = 1;    // the walk of the directory itself + jobs and subdirectories not yet done
+  bool fresh = false;  // created by this run
+  bool deferred_fd = false;  // `dst` kept open after the walk left it, counted against a budget
+  std::vector<std::pair<std::string, std::string>> xattrs;  // archive mode: applied at the end
+};
+
+struct WalkEvent {
+  enum class Type {
+    Entry,    // a non-directory to copy: `dir` holds one more pending job for it
+    Dir,      // entered directory dir/name; `created` when this run made it (or would, dry run)
+    Error,    // `err` (errno) or `detail` about dir/name; the walk goes on
+    Warning,  // not an error: skipped sockets, devices without privilege
+  };
+  Type type = Type::Entry;
+  DirNode* dir = nullptr;
+  std::string name;
+  struct stat st {};
+  int err = 0;
+  std::string detail;
+  bool created = false;
+};
+
+class Walker {
+ public:
+  // Called when a directory's metadata could not be applied.
+  using DirErrorFn = std::function<void(const DirNode&, int err)>;
+
+  Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, const struct stat& src_st,
+         DirErrorFn on_dir_error);
+  ~Walker();
+  Walker(const Walker&) = delete;
+  Walker& operator=(const Walker&) = delete;
+
+  // The next event, or nullopt when the whole tree has been listed.
+  std::optional<WalkEvent> next();
+  // One pending job (or subdirectory) of `dir` is over; finishes directories that are complete.
+  void release(DirNode* dir);
+  // True once every directory, the root included, has been finished.
+  bool finished() const { return finished_; }
+  int walk_errors() const { return walk_errors_; }
+
+  std::string rel_path(const DirNode* dir) const;
+  std::string rel_path(const DirNode* dir, const std::string& name) const;
+  int dst_root() const { return dst_root_.get(); }
+  int src_root() const { return src_root_.get(); }
+
+ private:
+  struct Frame;
+  bool read_entries(Frame& frame, std::optional<WalkEvent>& out);
+  std::optional<WalkEvent> classify(Frame& frame, const char* name, unsigned char d_type);
+  std::optional<WalkEvent> descend(Frame& frame, const std::string& name);
+  void pop();
+  int open_dst_child(DirNode* parent, const std::string& name, bool& fresh, int& err);
+  void evict_fds();
+  bool reopen(Frame& frame, Frame& child);
+  void finish_dir(DirNode* dir);
+  int dst_fd_for(DirNode* dir);
+  std::vector<std::pair<std::string, std::string>> read_dir_xattrs(int fd);
+
+  const Options& opt_;
+  UniqueFd src_root_;
+  UniqueFd dst_root_;
+  dev_t root_dev_;
+  DirErrorFn on_dir_error_;
+  std::vector<std::unique_ptr<Frame>> stack_;
+  std::unordered_set<DirNode*> live_;  // every node not yet finished: freed if the walk is abandoned
+  std::string dents_;  // getdents64 buffer of the directory being listed
+  size_t dents_pos_ = 0, dents_len_ = 0;
+  int open_frames_ = 0;
+  int deferred_fds_ = 0;
+  int walk_errors_ = 0;
+  bool finished_ = false;
+};
+
+}  // namespace pcopy

@@ -1,0 +1,12 @@
+// The body of a worker process: read batches of jobs, copy each entry, answer with one result per
+// job (and progress for long files), until the parent closes the job pipe.
+#pragma once
+
+#include "pcopy/options.hpp"
+
+namespace pcopy {
+
+// Returns the worker's exit status. `dst_root` is -1 in a dry run whose DST does not exist.
+int run_worker(const Options& options, int job_fd, int result_fd, int src_root, int dst_root);
+
+}  // namespace pcopy

@@ -1,0 +1,15 @@
+// Extended attributes, POSIX ACLs included (they are the system.posix_acl_* attributes).
+// Attributes the caller may not write (trusted.* unprivileged, user.* on links) are left out
+// quietly, as cp -a does; a file system without xattr support is not an error either.
+#pragma once
+
+#include <string>
+
+namespace pcopy {
+
+// Both return 0 or an errno.
+int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged);
+int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
+                   bool privileged);
+
+}  // namespace pcopy

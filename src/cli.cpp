@@ -1,0 +1,151 @@
+#include "pcopy/cli.hpp"
+
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <fstream>
+
+namespace pcopy {
+namespace {
+
+constexpr const char* kExamples = R"(Examples:
+  pcopy ~/photos /mnt/backup/photos -j4        copy a tree with 4 workers and a progress bar
+  pcopy -a -u --delete /home /backup/home      nightly mirror: only what changed, removals follow
+  pcopy -q --json --exclude '*.o' build/ out/  CI staging: quiet, JSON report on stdout
+
+Exit status: 0 all copied, 1 some entries failed (each one printed), 2 usage error or nothing
+could be done, 130/143 interrupted by SIGINT/SIGTERM.)";
+
+unsigned online_cpus() {
+  long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1u : static_cast<unsigned>(std::min(n, 1024L));
+}
+
+void add_filter_file(Options& o, const std::string& file) {
+  std::ifstream in(file);
+  if (!in) throw CLI::ValidationError("--exclude-from", "cannot read '" + file + "'");
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line.front() == '#' || line.front() == ';') continue;
+    if (line.size() > 2 && (line.starts_with("+ ") || line.starts_with("- "))) {
+      o.filters.push_back(make_rule(line[0] == '+', std::string_view(line).substr(2)));
+    } else {
+      o.filters.push_back(make_rule(false, line));
+    }
+  }
+}
+
+void define_options(CLI::App& app, Options& o, std::string& progress, std::string& reflink) {
+  app.add_option("SRC", o.src, "Tree (or single file) to copy")->required();
+  app.add_option("DST", o.dst, "Destination directory; default: SRC-copy beside SRC");
+
+  const char* copying = "Copying";
+  app.add_option("-j,--jobs", o.jobs, "Worker processes, 1-1024 (default: online CPUs)")
+      ->check(CLI::Range(1u, 1024u))
+      ->group(copying);
+  app.add_flag("-a,--archive", o.archive,
+               "Also keep owner and group, xattrs and ACLs, hard links, special files")
+      ->group(copying);
+  app.add_flag("-L,--dereference", o.dereference, "Follow symbolic links inside SRC")->group(copying);
+  app.add_flag("-x,--one-file-system", o.one_file_system, "Do not cross into other file systems")
+      ->group(copying);
+  app.add_option("--reflink", reflink, "Clone extents: auto|always|never (default auto)")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->group(copying);
+  app.add_flag("!--no-copy-file-range", o.copy_file_range,
+               "Copy data with read/write only (no kernel copy_file_range)")
+      ->group(copying);
+
+  const char* selection = "Selection";
+  app.add_flag("-u,--update", o.update, "Skip files whose destination has the same size and mtime")
+      ->group(selection);
+  app.add_flag("--checksum", o.checksum, "Skip files whose contents are equal (implies -u)")
+      ->group(selection);
+  app.add_flag("--ignore-existing,--no-clobber", o.ignore_existing, "Never replace an existing file")
+      ->group(selection);
+  app.add_flag("--delete", o.delete_extraneous, "Remove destination entries that are not in SRC")
+      ->group(selection);
+  app.add_option_function<std::string>(
+         "--exclude", [&o](const std::string& p) { o.filters.push_back(make_rule(false, p)); },
+         "Skip paths matching the glob PAT")
+      ->type_name("PAT")
+      ->trigger_on_parse()
+      ->group(selection);
+  app.add_option_function<std::string>(
+         "--include", [&o](const std::string& p) { o.filters.push_back(make_rule(true, p)); },
+         "Keep paths matching PAT (first matching rule wins)")
+      ->type_name("PAT")
+      ->trigger_on_parse()
+      ->group(selection);
+  app.add_option_function<std::string>(
+         "--exclude-from", [&o](const std::string& f) { add_filter_file(o, f); },
+         "Read exclude patterns from FILE, one per line")
+      ->type_name("FILE")
+      ->trigger_on_parse()
+      ->group(selection);
+
+  const char* safety = "Safety";
+  app.add_flag("-n,--dry-run", o.dry_run, "Print what would be done; write nothing")->group(safety);
+  app.add_flag("--verify", o.verify, "Re-read each copy and compare hashes before it takes its name")
+      ->group(safety);
+  app.add_flag("--fsync", o.fsync, "Flush each file and directory to disk")->group(safety);
+  app.add_flag("--inplace", o.inplace, "Write straight to final names (faster, not atomic)")
+      ->group(safety);
+  app.add_flag("--fail-fast", o.fail_fast, "Stop at the first error")->group(safety);
+
+  const char* output = "Output";
+  app.add_option("--progress", progress, "auto|always|never (default auto)")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->group(output);
+  app.add_flag("-q,--quiet", o.quiet, "Print nothing but errors")->group(output);
+  app.add_flag("-v,--verbose", o.verbose, "Print each path copied, to stdout")->group(output);
+  app.add_flag("--json", o.json, "Print a JSON report to stdout at the end")->group(output);
+  app.add_option("--manifest", o.manifest, "Write one JSON line per file copied to FILE")
+      ->type_name("FILE")
+      ->group(output);
+}
+
+template <typename Mode>
+Mode mode_from(const std::string& s) {
+  return s == "always" ? Mode::Always : s == "never" ? Mode::Never : Mode::Auto;
+}
+
+}  // namespace
+
+std::string version_string() { return fmt::format("pcopy {} ({})", PCOPY_VERSION, PCOPY_GIT_REV); }
+
+CliResult parse_cli(int argc, const char* const* argv) {
+  CLI::App app{"pcopy: copy a directory tree fast, with a pool of worker processes.", "pcopy"};
+  app.footer(kExamples);
+  app.set_version_flag("--version", version_string());
+  app.get_formatter()->column_width(30);
+
+  Options o;
+  o.jobs = online_cpus();
+  std::string progress = "auto", reflink = "auto";
+  define_options(app, o, progress, reflink);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    app.exit(e);
+    return {std::nullopt, 0};
+  } catch (const CLI::CallForVersion& e) {
+    app.exit(e);
+    return {std::nullopt, 0};
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "pcopy: {}\nTry 'pcopy --help' for more information.\n", e.what());
+    return {std::nullopt, 2};
+  }
+  if (o.checksum) o.update = true;  // as rsync: --checksum alone means "skip identical contents"
+  if (o.src.empty()) {
+    fmt::print(stderr, "pcopy: SRC must not be empty\n");
+    return {std::nullopt, 2};
+  }
+  o.progress = mode_from<ProgressMode>(progress);
+  o.reflink = mode_from<ReflinkMode>(reflink);
+  if (o.quiet) o.verbose = false;
+  return {std::move(o), 0};
+}
+
+}  // namespace pcopy

@@ -1,0 +1,427 @@
+#include "pcopy/copier.hpp"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/openat2.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+
+#include "pcopy/hash.hpp"
+#include "pcopy/xattrs.hpp"
+
+namespace pcopy {
+
+namespace {
+
+constexpr size_t kBufferSize = 1 << 20;
+constexpr uint64_t kCfrChunk = 64ull << 20;      // bytes per copy_file_range call: the bar moves
+constexpr uint64_t kReportEvery = 8ull << 20;    // bytes between progress messages
+const char* const kChanged = "file changed as we read it";
+
+int64_t to_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+
+int open_source(int dir, const std::string& name, bool follow) {
+  int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW);
+  int fd = ::openat(dir, name.c_str(), flags | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = ::openat(dir, name.c_str(), flags);  // O_NOATIME needs ownership
+  return fd;
+}
+
+Result fail(Result r, int err, std::string detail = {}) {
+  r.outcome = Outcome::Failed;
+  r.err = err;
+  r.detail = std::move(detail);
+  return r;
+}
+
+bool fallback_errno(int err) {
+  return err == EXDEV || err == EINVAL || err == ENOSYS || err == EOPNOTSUPP || err == ENOTTY ||
+         err == EBADF || err == ETXTBSY;
+}
+
+// Resolves up to PATH_MAX-1 bytes of `rel` in one openat2 call.
+int open_segment(int dir, const std::string& seg, bool follow) {
+  struct open_how how {};
+  how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY;
+  how.resolve = follow ? 0 : RESOLVE_NO_SYMLINKS;
+  long fd = ::syscall(SYS_openat2, dir, seg.c_str(), &how, sizeof how);
+  if (fd >= 0 || errno != ENOSYS) return fd < 0 ? -errno : static_cast<int>(fd);
+  // Kernels before 5.6: one component at a time.
+  int cur = ::fcntl(dir, F_DUPFD_CLOEXEC, 0);
+  size_t pos = 0;
+  while (cur >= 0 && pos < seg.size()) {
+    size_t slash = seg.find('/', pos);
+    std::string comp = seg.substr(pos, slash - pos);
+    pos = slash == std::string::npos ? seg.size() : slash + 1;
+    if (comp.empty()) continue;
+    int next = ::openat(cur, comp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    int err = errno;
+    ::close(cur);
+    if (next < 0) return -err;
+    cur = next;
+  }
+  return cur < 0 ? -errno : cur;
+}
+
+}  // namespace
+
+// What one regular file's copy has done so far.
+struct FileCopy {
+  Hasher* hasher = nullptr;
+  uint64_t bytes = 0;
+  uint64_t unreported = 0;
+};
+
+bool is_temp_name(std::string_view name) {
+  return name.size() > kTempPrefix.size() + kTempSuffix.size() && name.starts_with(kTempPrefix) &&
+         name.ends_with(kTempSuffix);
+}
+
+int open_dir_beneath(int root, std::string_view rel, bool follow) {
+  if (rel.empty()) {
+    int fd = ::fcntl(root, F_DUPFD_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+  }
+  constexpr size_t kMax = PATH_MAX - 1;
+  int cur = root;
+  bool owned = false;
+  while (!rel.empty()) {
+    size_t cut = rel.size();
+    if (cut > kMax) {
+      cut = rel.rfind('/', kMax);
+      if (cut == std::string_view::npos || cut == 0) {
+        if (owned) ::close(cur);
+        return -ENAMETOOLONG;
+      }
+    }
+    int next = open_segment(cur, std::string(rel.substr(0, cut)), follow);
+    if (owned) ::close(cur);
+    if (next < 0) return next;
+    cur = next;
+    owned = true;
+    rel.remove_prefix(std::min(rel.size(), cut + 1));
+  }
+  return cur;
+}
+
+Copier::Copier(const Options& options)
+    : opt_(options),
+      privileged_(::geteuid() == 0),
+      try_reflink_(options.reflink != ReflinkMode::Never),
+      try_cfr_(options.copy_file_range) {}
+
+std::string Copier::next_temp_name() {
+  return std::string(kTempPrefix) + std::to_string(::getpid()) + "-" + std::to_string(++temp_counter_) +
+         std::string(kTempSuffix);
+}
+
+Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {
+  report_ = &report;
+  Result r;
+  r.id = job.id;
+  r.size = job.size;
+  r.mtime_ns = job.mtime_ns;
+
+  bool need_dst_stat = opt_.update || opt_.ignore_existing || opt_.dry_run;
+  if (need_dst_stat && dst_dir >= 0) {
+    struct stat dst;
+    if (::fstatat(dst_dir, job.target().c_str(), &dst, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (opt_.ignore_existing || (opt_.update && up_to_date(src_dir, dst_dir, job, dst))) {
+        r.outcome = Outcome::Skipped;
+        return r;
+      }
+      r.outcome = Outcome::Replaced;
+    } else if (errno != ENOENT) {
+      return fail(r, errno);
+    }
+  }
+  if (opt_.dry_run) {
+    r.bytes = job.kind == JobKind::File ? job.size : 0;
+    return r;
+  }
+  switch (job.kind) {
+    case JobKind::File: return copy_file(src_dir, dst_dir, job, r);
+    case JobKind::HardLink: return copy_hard_link(dst_dir, dst_root, job, r);
+    default: return copy_special(src_dir, dst_dir, job, r);
+  }
+}
+
+bool Copier::up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst) {
+  switch (job.kind) {
+    case JobKind::File:
+      if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
+      if (!opt_.checksum) return to_ns(dst.st_mtim) == job.mtime_ns;
+      break;
+    case JobKind::Symlink: {
+      if (!S_ISLNK(dst.st_mode)) return false;
+      std::string a(PATH_MAX, '\0'), b(PATH_MAX, '\0');
+      ssize_t n = ::readlinkat(src_dir, job.name.c_str(), a.data(), a.size());
+      ssize_t m = ::readlinkat(dst_dir, job.target().c_str(), b.data(), b.size());
+      return n >= 0 && n == m && std::memcmp(a.data(), b.data(), size_t(n)) == 0;
+    }
+    case JobKind::HardLink: return false;  // cheap to redo, and the group must be right
+    default: return (dst.st_mode & S_IFMT) != S_IFREG && (dst.st_mode & S_IFMT) != S_IFDIR &&
+                    (dst.st_mode & S_IFMT) != S_IFLNK && to_ns(dst.st_mtim) == job.mtime_ns;
+  }
+  // --checksum: same size, compare contents.
+  std::optional<Hash128> hashes[2];
+  int dirs[2] = {src_dir, dst_dir};
+  for (int i = 0; i < 2; ++i) {
+    UniqueFd fd(open_source(dirs[i], i == 0 ? job.name : job.target(), i == 0 && opt_.dereference));
+    if (!fd) return false;
+    Hasher h;
+    if (buffer_.empty()) buffer_.resize(kBufferSize);
+    for (;;) {
+      ssize_t n = read_some(fd.get(), buffer_.data(), buffer_.size());
+      if (n < 0) return false;
+      if (n == 0) break;
+      h.update(buffer_.data(), size_t(n));
+    }
+    hashes[i] = h.digest();
+  }
+  return hashes[0] == hashes[1];
+}
+
+Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
+  UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
+  if (!in) return fail(r, errno);
+  struct stat st;
+  if (::fstat(in.get(), &st) != 0) return fail(r, errno);
+  if (!S_ISREG(st.st_mode)) return fail(r, 0, "file changed type as we read it");
+  r.size = uint64_t(st.st_size);
+  r.mtime_ns = to_ns(st.st_mtim);
+
+  // A temporary beside the final name, or the final name itself with --inplace.
+  std::string tmp = opt_.inplace ? job.target() : next_temp_name();
+  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (opt_.inplace ? O_TRUNC : O_EXCL);
+  UniqueFd out(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
+  if (!out && opt_.inplace && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY)) {
+    // Never write through a link planted at the destination: replace it.
+    if (errno != EISDIR) ::unlinkat(dst_dir, tmp.c_str(), 0);
+    out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
+  }
+  if (!out) return fail(r, errno);
+  bool keep = false;
+  struct Cleanup {
+    int dir;
+    const std::string& name;
+    bool& keep;
+    bool temp;
+    ~Cleanup() {
+      if (!keep && temp) ::unlinkat(dir, name.c_str(), 0);
+    }
+  } cleanup{dst_dir, tmp, keep, !opt_.inplace};
+
+  std::optional<Hasher> hasher;
+  if (opt_.verify || !opt_.manifest.empty()) hasher.emplace();
+  FileCopy fc;
+  fc.hasher = hasher ? &*hasher : nullptr;
+  int err = copy_data(in.get(), out.get(), st, fc);
+  r.bytes = fc.bytes;
+  if (err == -1) return fail(r, 0, kChanged);
+  if (err) return fail(r, err);
+#ifdef PCOPY_TEST_HOOKS
+  if (const char* name = std::getenv("PCOPY_TEST_CORRUPT_NAME"); name && job.name == name)
+    (void)::pwrite(out.get(), "\x5a", 1, 0);
+#endif
+  if (hasher) r.hash = hasher->digest();
+  if (opt_.verify) {
+    Hasher check;
+    UniqueFd reread(::openat(dst_dir, tmp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!reread) return fail(r, errno);
+    for (;;) {
+      if (buffer_.empty()) buffer_.resize(kBufferSize);
+      ssize_t n = read_some(reread.get(), buffer_.data(), buffer_.size());
+      if (n < 0) return fail(r, int(-n));
+      if (n == 0) break;
+      check.update(buffer_.data(), size_t(n));
+    }
+    if (check.digest() != *r.hash) return fail(r, 0, "verification failed: the written copy differs from the source");
+  }
+  if ((err = apply_metadata(out.get(), in.get(), st, !opt_.inplace))) return fail(r, err);
+  if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
+  if ((err = out.close_checked())) return fail(r, err);
+  if (!opt_.inplace && ::renameat(dst_dir, tmp.c_str(), dst_dir, job.target().c_str()) != 0) return fail(r, errno);
+  keep = true;
+  return r;
+}
+
+int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
+  uint64_t size = uint64_t(st.st_size);
+  if (try_reflink_ && !fc.hasher && size > 0) {
+    if (::ioctl(out, FICLONE, in) == 0) {
+      fc.bytes = size;
+      (*report_)(size);
+      return 0;
+    }
+    if (opt_.reflink == ReflinkMode::Always) return errno;
+    if (fallback_errno(errno)) try_reflink_ = false;
+  }
+  bool sparse = size > 0 && uint64_t(st.st_blocks) * 512 < size;
+  int err = 0;
+  if (!sparse) {
+    err = copy_range(in, out, 0, UINT64_MAX, fc);
+  } else {
+    off_t pos = 0;
+    while (!err && uint64_t(pos) < size) {
+      off_t data = ::lseek(in, pos, SEEK_DATA);
+      if (data < 0) {
+        if (errno != ENXIO) return errno;
+        data = off_t(size);  // the rest is a hole
+      }
+      off_t hole = data < off_t(size) ? ::lseek(in, data, SEEK_HOLE) : data;
+      if (hole < 0) return errno;
+      if (fc.hasher) fc.hasher->update_zeros(uint64_t(data - pos));
+      if (hole > data) err = copy_range(in, out, data, uint64_t(hole - data), fc);
+      pos = hole;
+    }
+    if (!err && ::ftruncate(out, off_t(size)) != 0) err = errno;
+    if (!err && fc.bytes > size) return -1;
+  }
+  if (fc.unreported) (*report_)(std::exchange(fc.unreported, 0));
+  if (!err && !sparse && fc.bytes != size) return -1;
+  return err;
+}
+
+// Copies [off, off+len) of `in` to the same offsets of `out`, or up to EOF when len is UINT64_MAX.
+int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc) {
+  uint64_t left = len;
+  auto account = [&](uint64_t n) {
+    fc.bytes += n;
+    fc.unreported += n;
+    left -= std::min(left, n);
+    if (fc.unreported >= kReportEvery) (*report_)(std::exchange(fc.unreported, 0));
+  };
+  while (try_cfr_ && !fc.hasher && left > 0) {
+    loff_t off_in = off, off_out = off;
+    ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, size_t(std::min(left, kCfrChunk)), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (!fallback_errno(errno)) return errno;
+      try_cfr_ = false;  // fall through to read/write from here on
+      break;
+    }
+    if (n == 0) return 0;  // EOF: the source ended early
+    off += n;
+    account(uint64_t(n));
+  }
+  if (buffer_.empty()) buffer_.resize(kBufferSize);
+  while (left > 0) {
+    ssize_t n;
+    do n = ::pread(in, buffer_.data(), size_t(std::min<uint64_t>(left, buffer_.size())), off);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return errno;
+    if (n == 0) return 0;
+    if (fc.hasher) fc.hasher->update(buffer_.data(), size_t(n));
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = ::pwrite(out, buffer_.data() + done, size_t(n - done), off + done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return errno;
+      done += w;
+    }
+    off += n;
+    account(uint64_t(n));
+  }
+  return 0;
+}
+
+// Owner, xattrs, mode, times: coreutils' order, so set-id bits survive chown and the ACL mask.
+int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode) {
+  mode_t mode = st.st_mode & 07777;
+  bool owner_kept;
+  if (opt_.archive) {
+    owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
+    if (!owner_kept && (privileged_ || (errno != EPERM && errno != EINVAL))) return errno;
+    if (int err = copy_xattrs_fd(src_fd, fd, privileged_)) return err;
+  } else {
+    owner_kept = st.st_uid == ::geteuid() && st.st_gid == ::getegid();
+  }
+  if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
+  if ((!fresh_mode || opt_.archive || (mode & 07000)) && ::fchmod(fd, mode) != 0) return errno;
+  struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (::futimens(fd, times) != 0) return errno;
+  return 0;
+}
+
+Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) {
+  struct stat st;
+  int sflags = opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW;
+  if (::fstatat(src_dir, job.name.c_str(), &st, sflags) != 0) return fail(r, errno);
+  r.mtime_ns = to_ns(st.st_mtim);
+  std::string tmp = next_temp_name();
+  const char* t = tmp.c_str();
+  int rc;
+  if (S_ISLNK(st.st_mode)) {
+    std::string target(size_t(st.st_size) + 1, '\0');
+    for (;;) {
+      ssize_t n = ::readlinkat(src_dir, job.name.c_str(), target.data(), target.size());
+      if (n < 0) return fail(r, errno);
+      if (size_t(n) < target.size()) {
+        target.resize(size_t(n));
+        break;
+      }
+      target.resize(target.size() * 2);
+    }
+    rc = ::symlinkat(target.c_str(), dst_dir, t);
+  } else if (S_ISFIFO(st.st_mode)) {
+    rc = ::mkfifoat(dst_dir, t, st.st_mode & 0777);
+  } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+    rc = ::mknodat(dst_dir, t, st.st_mode & (S_IFMT | 0777), st.st_rdev);
+  } else {
+    return fail(r, 0, "file changed type as we read it");
+  }
+  if (rc != 0) return fail(r, errno);
+  int err = 0;
+  bool owner_kept = !opt_.archive ? st.st_uid == ::geteuid() && st.st_gid == ::getegid()
+                                  : ::fchownat(dst_dir, t, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
+  if (opt_.archive && !owner_kept && (privileged_ || (errno != EPERM && errno != EINVAL))) err = errno;
+  if (!err && opt_.archive) err = copy_xattrs_at(src_dir, job.name, dst_dir, tmp, privileged_);
+  if (!err && !S_ISLNK(st.st_mode)) {
+    mode_t mode = st.st_mode & 07777;
+    if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
+    if (::fchmodat(dst_dir, t, mode, 0) != 0) err = errno;
+  }
+  struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (!err && ::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
+  if (!err && ::renameat(dst_dir, t, dst_dir, job.target().c_str()) != 0) err = errno;
+  if (err) {
+    ::unlinkat(dst_dir, t, 0);
+    return fail(r, err);
+  }
+  return r;
+}
+
+Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result r) {
+  std::string_view target = job.link_target;
+  size_t slash = target.rfind('/');
+  std::string_view tdir = slash == std::string_view::npos ? std::string_view() : target.substr(0, slash);
+  std::string tname(slash == std::string_view::npos ? target : target.substr(slash + 1));
+  int tfd = open_dir_beneath(dst_root, tdir, false);
+  if (tfd < 0) return fail(r, -tfd);
+  UniqueFd tdir_fd(tfd);
+  struct stat a, b;
+  if (::fstatat(tdir_fd.get(), tname.c_str(), &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+      ::fstatat(dst_dir, job.target().c_str(), &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+      a.st_ino == b.st_ino)
+    return r;  // already the same file
+  std::string tmp = next_temp_name();
+  if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0) return fail(r, errno);
+  if (::renameat(dst_dir, tmp.c_str(), dst_dir, job.target().c_str()) != 0) {
+    int err = errno;
+    ::unlinkat(dst_dir, tmp.c_str(), 0);
+    return fail(r, err);
+  }
+  return r;
+}
+
+}  // namespace pcopy

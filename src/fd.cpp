@@ -1,0 +1,71 @@
+#include "pcopy/fd.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+namespace pcopy {
+
+void UniqueFd::reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);  // never retried: the descriptor is gone even on EINTR
+  fd_ = fd;
+}
+
+int UniqueFd::close_checked() {
+  if (fd_ < 0) return 0;
+  int rc = ::close(std::exchange(fd_, -1));
+  return rc == 0 || errno == EINTR ? 0 : errno;
+}
+
+Pipe make_pipe(int extra_flags) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC | extra_flags) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+  return Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+int write_all(int fd, const void* data, size_t size) {
+  auto* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+ssize_t read_some(int fd, void* data, size_t size) {
+  for (;;) {
+    ssize_t n = ::read(fd, data, size);
+    if (n >= 0) return n;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+ssize_t read_full(int fd, void* data, size_t size) {
+  auto* p = static_cast<char*>(data);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = read_some(fd, p + done, size - done);
+    if (n < 0) return n;
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(done);
+}
+
+void set_nonblocking(int fd, bool on) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) return;
+  ::fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK);
+}
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+}  // namespace pcopy

@@ -1,0 +1,18 @@
+// pcopy: parse the command line, run, exit with the status SPEC defines.
+#include <fmt/core.h>
+
+#include <exception>
+
+#include "pcopy/cli.hpp"
+#include "pcopy/run.hpp"
+
+int main(int argc, char** argv) {
+  pcopy::CliResult cli = pcopy::parse_cli(argc, argv);
+  if (!cli.options) return cli.exit_status;
+  try {
+    return pcopy::run(*cli.options);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "pcopy: {}\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,176 @@
+#include "pcopy/mirror.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <unordered_map>
+#include <vector>
+
+#include "pcopy/copier.hpp"
+#include "pcopy/fd.hpp"
+#include "pcopy/filter.hpp"
+
+namespace pcopy {
+
+namespace {
+
+constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW;
+
+struct Entry {
+  std::string name;
+  bool is_dir;
+};
+
+// Every entry of a directory but "." and "..", with its type (lstat when d_type is unknown).
+int list_dir(int fd, std::vector<Entry>& out) {
+  UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!dup) return errno;
+  DIR* d = ::fdopendir(dup.get());
+  if (!d) return errno;
+  dup.release();
+  ::rewinddir(d);
+  int err = 0;
+  for (;;) {
+    errno = 0;
+    dirent* e = ::readdir(d);
+    if (!e) {
+      err = errno;
+      break;
+    }
+    if (!std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..")) continue;
+    bool is_dir = e->d_type == DT_DIR;
+    if (e->d_type == DT_UNKNOWN) {
+      struct stat st;
+      is_dir = ::fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+    }
+    out.push_back({e->d_name, is_dir});
+  }
+  ::closedir(d);
+  return err;
+}
+
+std::string join(const std::string& rel, const std::string& name) { return rel.empty() ? name : rel + "/" + name; }
+
+}  // namespace
+
+int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb) {
+  struct Level {
+    UniqueFd fd;
+    std::string rel;
+    std::vector<Entry> entries;
+    size_t next = 0;
+  };
+  int first_err = 0;
+  auto note = [&](const std::string& path, int err) {
+    if (!first_err) first_err = err;
+    cb.failed(path, err);
+  };
+  UniqueFd top(::openat(dir, name.c_str(), kDirFlags));
+  if (!top) {
+    if (errno != ENOTDIR && errno != ELOOP) return note(rel, errno), first_err;
+    if (!dry_run && ::unlinkat(dir, name.c_str(), 0) != 0) return note(rel, errno), first_err;
+    cb.deleted(rel);
+    return 0;
+  }
+  std::vector<Level> stack;
+  stack.push_back({std::move(top), rel, {}, 0});
+  if (int err = list_dir(stack.back().fd.get(), stack.back().entries)) note(rel, err);
+  while (!stack.empty()) {
+    Level& lv = stack.back();
+    if (lv.next == lv.entries.size()) {
+      std::string done = lv.rel;
+      stack.pop_back();
+      int parent = stack.empty() ? dir : stack.back().fd.get();
+      std::string leaf = stack.empty() ? name : done.substr(done.rfind('/') + 1);
+      if (!dry_run && ::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) != 0) {
+        note(done, errno);
+      } else {
+        cb.deleted(done);
+      }
+      continue;
+    }
+    const Entry& e = lv.entries[lv.next++];
+    std::string path = join(lv.rel, e.name);
+    if (e.is_dir) {
+      UniqueFd fd(::openat(lv.fd.get(), e.name.c_str(), kDirFlags));
+      if (!fd) {
+        note(path, errno);
+        continue;
+      }
+      Level child{std::move(fd), path, {}, 0};
+      if (int err = list_dir(child.fd.get(), child.entries)) note(path, err);
+      stack.push_back(std::move(child));
+    } else if (!dry_run && ::unlinkat(lv.fd.get(), e.name.c_str(), 0) != 0) {
+      note(path, errno);
+    } else {
+      cb.deleted(path);
+    }
+  }
+  return first_err;
+}
+
+void delete_extraneous(int src_root, int dst_root, const Options& opt, const MirrorCallbacks& cb) {
+  struct Pair {
+    UniqueFd src, dst;
+    std::string rel;
+  };
+  std::vector<Pair> todo;
+  todo.push_back({UniqueFd(::fcntl(src_root, F_DUPFD_CLOEXEC, 0)), UniqueFd(::fcntl(dst_root, F_DUPFD_CLOEXEC, 0)), ""});
+  while (!todo.empty()) {
+    Pair p = std::move(todo.back());
+    todo.pop_back();
+    std::vector<Entry> src_entries, dst_entries;
+    if (int err = list_dir(p.src.get(), src_entries)) {
+      cb.failed(p.rel, err);  // never delete on the strength of a partial listing
+      continue;
+    }
+    if (int err = list_dir(p.dst.get(), dst_entries)) {
+      cb.failed(p.rel, err);
+      continue;
+    }
+    std::unordered_map<std::string, bool> in_src;
+    for (auto& e : src_entries) in_src.emplace(std::move(e.name), e.is_dir);
+    bool removed = false;
+    for (const Entry& e : dst_entries) {
+      std::string rel = join(p.rel, e.name);
+      auto it = in_src.find(e.name);
+      if (it != in_src.end()) {
+        bool src_is_dir = it->second;
+        if (!src_is_dir && opt.dereference) {
+          struct stat st;
+          src_is_dir = ::fstatat(p.src.get(), e.name.c_str(), &st, 0) == 0 && S_ISDIR(st.st_mode);
+        }
+        if (e.is_dir && src_is_dir && !is_excluded(opt.filters, rel, true)) {
+          UniqueFd s(::openat(p.src.get(), e.name.c_str(), kDirFlags & ~(opt.dereference ? O_NOFOLLOW : 0)));
+          UniqueFd d(::openat(p.dst.get(), e.name.c_str(), kDirFlags));
+          if (s && d) todo.push_back({std::move(s), std::move(d), rel});
+        }
+        continue;
+      }
+      if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
+      if (e.is_dir) {
+        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb);
+      } else if (!opt.dry_run && ::unlinkat(p.dst.get(), e.name.c_str(), 0) != 0) {
+        cb.failed(rel, errno);
+      } else {
+        cb.deleted(rel);
+      }
+      removed = true;
+    }
+    if (removed && !opt.dry_run) {
+      // Removing entries touched the directory's times; put SRC's back.
+      struct stat st;
+      if (::fstat(p.src.get(), &st) == 0) {
+        struct timespec times[2] = {st.st_atim, st.st_mtim};
+        ::futimens(p.dst.get(), times);
+      }
+    }
+  }
+}
+
+}  // namespace pcopy

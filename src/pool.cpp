@@ -1,0 +1,176 @@
+#include "pcopy/pool.hpp"
+
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <system_error>
+
+namespace pcopy {
+
+namespace {
+
+// In the child: puts `fds` at 3, 4, 5, … and closes everything else above 2. A forked worker
+// inherits every descriptor the parent holds (close-on-exec does nothing without exec), and a job
+// pipe held open by a sibling would keep EOF from ever arriving.
+void renumber_fds(const std::vector<int>& fds) {
+  std::vector<int> tmp;
+  for (int fd : fds) tmp.push_back(fd < 0 ? -1 : ::fcntl(fd, F_DUPFD, 1000));
+  for (size_t i = 0; i < tmp.size(); ++i) {
+    int want = 3 + int(i);
+    if (tmp[i] < 0) continue;
+    ::dup2(tmp[i], want);  // dup2 clears FD_CLOEXEC on the copy
+  }
+  ::close_range(3 + unsigned(tmp.size()), ~0u, 0);
+  for (size_t i = 0; i < tmp.size(); ++i)
+    if (tmp[i] < 0) ::close(3 + int(i));
+}
+
+void reset_signals_in_child() {
+  struct sigaction sa {};
+  sa.sa_handler = SIG_DFL;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE, SIGQUIT}) ::sigaction(sig, &sa, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+}  // namespace
+
+Pool::Pool(unsigned workers, std::vector<int> keep_fds, WorkerMain worker_main)
+    : slots_(workers), keep_fds_(std::move(keep_fds)), worker_main_(std::move(worker_main)) {
+  for (size_t i = 0; i < slots_.size(); ++i) spawn(i);
+}
+
+Pool::~Pool() {
+  close_jobs();
+  shutdown(0);
+}
+
+void Pool::spawn(size_t i) {
+  WorkerSlot& s = slots_[i];
+  Pipe jobs = make_pipe();
+  Pipe results = make_pipe();
+  pid_t parent = ::getpid();
+  std::fflush(nullptr);  // nothing buffered may be written twice
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid == 0) {
+    // Nothing may escape a forked child: every path ends in _exit.
+    int status = 70;
+    try {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(0);  // the parent died before prctl took effect
+      ::setpgid(0, 0);                        // a terminal's Ctrl-C reaches only the parent
+      reset_signals_in_child();
+      std::vector<int> fds{jobs.read.get(), results.write.get()};
+      fds.insert(fds.end(), keep_fds_.begin(), keep_fds_.end());
+      renumber_fds(fds);
+      jobs.read.release(), jobs.write.release(), results.read.release(), results.write.release();
+      for (auto& other : slots_) other.jobs.release(), other.results.release();
+      status = worker_main_(3, 4);
+    } catch (...) {
+    }
+    ::_exit(status);
+  }
+  ::setpgid(pid, pid);  // also from the parent, so it holds before either side runs on
+  s.pid = pid;
+  s.jobs = std::move(jobs.write);
+  s.results = std::move(results.read);
+  set_nonblocking(s.jobs.get(), true);
+  set_nonblocking(s.results.get(), true);
+  s.out.clear();
+  s.reader = FrameReader();
+  s.held.clear();
+  s.batches = 0;
+}
+
+void Pool::send(size_t i, const std::string& frame) {
+  slots_[i].out += frame;
+  flush(i);
+}
+
+bool Pool::flush(size_t i) {
+  WorkerSlot& s = slots_[i];
+  size_t done = 0;
+  while (done < s.out.size() && s.jobs) {
+    ssize_t n = ::write(s.jobs.get(), s.out.data() + done, s.out.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      s.out.erase(0, done);
+      return false;  // EPIPE: the worker died; its EOF will be seen on the result pipe
+    }
+    done += size_t(n);
+  }
+  s.out.erase(0, done);
+  return true;
+}
+
+void Pool::close_jobs() {
+  for (auto& s : slots_) s.jobs.reset();
+}
+
+int Pool::reap(size_t i, bool block) {
+  WorkerSlot& s = slots_[i];
+  if (s.pid <= 0) return -1;
+  int status = 0;
+  pid_t r;
+  do r = ::waitpid(s.pid, &status, block ? 0 : WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) return -1;
+  s.pid = -1;
+  return r > 0 ? status : 0;  // ECHILD: already reaped elsewhere
+}
+
+void Pool::signal_all(int sig) {
+  for (auto& s : slots_)
+    if (s.pid > 0) ::kill(s.pid, sig);
+}
+
+void Pool::shutdown(int timeout_ms) {
+  // Wait for EOF on every result pipe (the worker has exited or is about to), then reap.
+  struct timespec start;
+  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    std::vector<pollfd> fds;
+    for (auto& s : slots_)
+      if (s.pid > 0 && s.results) fds.push_back({s.results.get(), POLLIN, 0});
+    if (fds.empty()) break;
+    struct timespec now;
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    if (waited >= timeout_ms) break;
+    if (::poll(fds.data(), fds.size(), int(timeout_ms - waited)) <= 0) continue;
+    for (auto& s : slots_) {
+      if (!s.results) continue;
+      char buf[4096];
+      ssize_t n = ::read(s.results.get(), buf, sizeof buf);
+      if (n == 0) s.results.reset();
+    }
+  }
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (slots_[i].pid <= 0) continue;
+    if (reap(i, false) >= 0) continue;
+    ::kill(slots_[i].pid, SIGKILL);
+    reap(i, true);
+  }
+  for (auto& s : slots_) s.results.reset();
+}
+
+std::string describe_wait_status(int status) {
+  if (WIFSIGNALED(status))
+    return fmt::format("killed by signal {} ({})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  return "stopped";
+}
+
+}  // namespace pcopy

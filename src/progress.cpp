@@ -1,0 +1,120 @@
+#include "pcopy/progress.hpp"
+
+#include <fmt/core.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "pcopy/fd.hpp"
+
+namespace pcopy {
+
+std::string format_bytes(uint64_t bytes) {
+  static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  double v = double(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 6) v /= 1024, ++u;
+  if (v >= 1023.95 && u < 6) v /= 1024, ++u;  // never "1024.0 KiB"
+  return fmt::format("{:.1f} {}", v, units[u]);
+}
+
+std::string format_rate(double bytes_per_s) {
+  return format_bytes(uint64_t(std::max(0.0, bytes_per_s))) + "/s";
+}
+
+std::string format_duration(double seconds) {
+  auto s = uint64_t(std::max(0.0, std::round(seconds)));
+  if (s >= 3600) return fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+  return fmt::format("{}:{:02}", s / 60, s % 60);
+}
+
+std::string format_count(uint64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+namespace {
+
+int percent(const ProgressState& s) {
+  if (s.bytes_total > 0) return int(std::min<uint64_t>(100, s.bytes_done * 100 / s.bytes_total));
+  if (s.files_total > 0) return int(std::min<uint64_t>(100, s.files_done * 100 / s.files_total));
+  return s.counting ? 0 : 100;
+}
+
+std::string eta(const ProgressState& s) {
+  if (s.counting || s.rate <= 0 || s.bytes_total < s.bytes_done) return "ETA --:--";
+  return "ETA " + format_duration(double(s.bytes_total - s.bytes_done) / s.rate);
+}
+
+std::string totals(const ProgressState& s) {
+  const char* more = s.counting ? "+" : "";
+  return fmt::format("{}/{}{} files  {}/{}{}", format_count(s.files_done), format_count(s.files_total), more,
+                     format_bytes(s.bytes_done), format_bytes(s.bytes_total), more);
+}
+
+}  // namespace
+
+std::string format_bar(const ProgressState& s, int width) {
+  if (width < 1) return {};
+  int pct = percent(s);
+  std::string head = fmt::format("{:3}%", pct);
+  std::string tail = "  " + totals(s) + "  " + format_rate(s.rate) + "  " + eta(s);
+  if (s.counting) tail += "  (counting)";
+  // The bar takes what is left, between 10 and 40 columns; without room for it, drop it.
+  int room = width - int(head.size()) - int(tail.size()) - 3;
+  std::string line = head;
+  if (room >= 10) {
+    int len = std::min(room, 40);
+    int full = len * pct / 100;
+    line += " [" + std::string(size_t(full), '#') + std::string(size_t(len - full), '-') + "]";
+  }
+  line += tail;
+  if (int(line.size()) > width) line.resize(size_t(width));
+  return line;
+}
+
+std::string format_status_line(const ProgressState& s) {
+  return fmt::format("pcopy: {}%  {}  {}  {}  elapsed {}{}", percent(s), totals(s), format_rate(s.rate), eta(s),
+                     format_duration(s.elapsed_s), s.counting ? "  (still counting)" : "");
+}
+
+void RateMeter::sample(double t, uint64_t bytes) {
+  samples_.emplace_back(t, bytes);
+  while (samples_.size() > 2 && samples_.front().first < t - 5.0) samples_.pop_front();
+}
+
+double RateMeter::rate() const {
+  if (samples_.size() < 2) return 0;
+  double dt = samples_.back().first - samples_.front().first;
+  return dt <= 0 ? 0 : double(samples_.back().second - samples_.front().second) / dt;
+}
+
+int BarRenderer::width() const {
+  struct winsize ws {};
+  if (::ioctl(fd_, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 80;
+}
+
+void BarRenderer::draw(const ProgressState& s) {
+  // One column short of the width: writing the last column makes some terminals wrap.
+  std::string text = format_bar(s, width() - 1);
+  if (text == shown_) return;
+  shown_ = text;
+  std::string out = "\r" + text + "\x1b[K";
+  write_all(fd_, out.data(), out.size());
+}
+
+void BarRenderer::clear() {
+  if (shown_.empty()) return;
+  shown_.clear();
+  write_all(fd_, "\r\x1b[K", 4);
+}
+
+}  // namespace pcopy

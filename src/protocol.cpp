@@ -1,0 +1,181 @@
+#include "pcopy/protocol.hpp"
+
+#include <cstring>
+
+namespace pcopy {
+namespace {
+
+constexpr size_t kHeader = 5;
+constexpr uint32_t kMaxPayload = 1u << 30;  // a corrupt length must not make us allocate forever
+
+class Writer {
+ public:
+  explicit Writer(std::string& out, MsgType type) : out_(out), start_(out.size()) {
+    out_.append(4, '\0');
+    out_.push_back(static_cast<char>(type));
+  }
+  ~Writer() {
+    auto len = static_cast<uint32_t>(out_.size() - start_ - kHeader);
+    for (int i = 0; i < 4; ++i) out_[start_ + i] = static_cast<char>(len >> (8 * i));
+  }
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  template <typename T>
+  void num(T value) {
+    auto v = static_cast<uint64_t>(value);
+    for (size_t i = 0; i < sizeof(T); ++i) out_.push_back(static_cast<char>(v >> (8 * i)));
+  }
+  void str(std::string_view s) {
+    num(static_cast<uint32_t>(s.size()));
+    out_.append(s);
+  }
+
+ private:
+  std::string& out_;
+  size_t start_;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view data) : data_(data) {}
+  template <typename T>
+  T num() {
+    need(sizeof(T));
+    uint64_t v = 0;
+    for (size_t i = 0; i < sizeof(T); ++i) v |= uint64_t(static_cast<unsigned char>(data_[i])) << (8 * i);
+    data_.remove_prefix(sizeof(T));
+    return static_cast<T>(v);
+  }
+  std::string str() {
+    auto n = num<uint32_t>();
+    need(n);
+    std::string s(data_.substr(0, n));
+    data_.remove_prefix(n);
+    return s;
+  }
+  void finish() const {
+    if (!data_.empty()) throw ProtocolError("trailing bytes in message");
+  }
+
+ private:
+  void need(size_t n) const {
+    if (data_.size() < n) throw ProtocolError("truncated message");
+  }
+  std::string_view data_;
+};
+
+}  // namespace
+
+void encode(std::string& out, const Batch& batch) {
+  Writer w(out, MsgType::Batch);
+  w.str(batch.dir);
+  w.num(static_cast<uint32_t>(batch.jobs.size()));
+  for (const Job& job : batch.jobs) {
+    w.num(job.id);
+    w.num(static_cast<uint8_t>(job.kind));
+    w.num(job.attempt);
+    w.str(job.name);
+    w.str(job.dst_name);
+    w.num(job.size);
+    w.num(job.mtime_ns);
+    w.str(job.link_target);
+  }
+}
+
+void encode(std::string& out, const Result& r) {
+  Writer w(out, MsgType::Result);
+  w.num(r.id);
+  w.num(static_cast<uint8_t>(r.outcome));
+  w.num(r.err);
+  w.num(r.bytes);
+  w.num(r.size);
+  w.num(r.mtime_ns);
+  w.str(r.detail);
+  w.str(r.hash ? std::string_view(reinterpret_cast<const char*>(r.hash->data()), 16) : std::string_view());
+}
+
+void encode(std::string& out, const Progress& p) {
+  Writer w(out, MsgType::Progress);
+  w.num(p.id);
+  w.num(p.bytes);
+}
+
+Batch decode_batch(std::string_view payload) {
+  Reader r(payload);
+  Batch batch;
+  batch.dir = r.str();
+  auto n = r.num<uint32_t>();
+  if (n > payload.size()) throw ProtocolError("impossible job count");
+  batch.jobs.resize(n);
+  for (Job& job : batch.jobs) {
+    job.id = r.num<uint64_t>();
+    job.kind = static_cast<JobKind>(r.num<uint8_t>());
+    job.attempt = r.num<uint8_t>();
+    job.name = r.str();
+    job.dst_name = r.str();
+    job.size = r.num<uint64_t>();
+    job.mtime_ns = r.num<int64_t>();
+    job.link_target = r.str();
+  }
+  r.finish();
+  return batch;
+}
+
+Result decode_result(std::string_view payload) {
+  Reader r(payload);
+  Result res;
+  res.id = r.num<uint64_t>();
+  res.outcome = static_cast<Outcome>(r.num<uint8_t>());
+  res.err = r.num<int32_t>();
+  res.bytes = r.num<uint64_t>();
+  res.size = r.num<uint64_t>();
+  res.mtime_ns = r.num<int64_t>();
+  res.detail = r.str();
+  std::string hash = r.str();
+  if (hash.size() == 16) {
+    res.hash.emplace();
+    std::memcpy(res.hash->data(), hash.data(), 16);
+  } else if (!hash.empty()) {
+    throw ProtocolError("bad hash length");
+  }
+  r.finish();
+  return res;
+}
+
+Progress decode_progress(std::string_view payload) {
+  Reader r(payload);
+  Progress p;
+  p.id = r.num<uint64_t>();
+  p.bytes = r.num<uint64_t>();
+  r.finish();
+  return p;
+}
+
+std::optional<Frame> FrameReader::next() {
+  size_t avail = buffer_.size() - consumed_;
+  if (avail < kHeader) {
+    if (consumed_ > 0 && avail == 0) buffer_.clear(), consumed_ = 0;
+    return std::nullopt;
+  }
+  const char* h = buffer_.data() + consumed_;
+  uint32_t len = 0;
+  for (int i = 0; i < 4; ++i) len |= uint32_t(static_cast<unsigned char>(h[i])) << (8 * i);
+  if (len > kMaxPayload) throw ProtocolError("frame too large");
+  auto type = static_cast<MsgType>(h[4]);
+  if (type != MsgType::Batch && type != MsgType::Result && type != MsgType::Progress)
+    throw ProtocolError("unknown message type");
+  if (avail < kHeader + len) return std::nullopt;
+  Frame frame{type, buffer_.substr(consumed_ + kHeader, len)};
+  consumed_ += kHeader + len;
+  if (consumed_ == buffer_.size()) {
+    buffer_.clear();
+    consumed_ = 0;
+  } else if (consumed_ > (1u << 20)) {
+    buffer_.erase(0, consumed_);
+    consumed_ = 0;
+  }
+  return frame;
+}
+
+}  // namespace pcopy

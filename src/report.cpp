@@ -1,0 +1,138 @@
+#include "pcopy/report.hpp"
+
+#include <fmt/core.h>
+
+#include <cerrno>
+#include <nlohmann/json.hpp>
+
+#include "pcopy/progress.hpp"
+
+namespace pcopy {
+
+namespace {
+
+// Length of the valid UTF-8 sequence at s[i], or 0.
+size_t utf8_len(std::string_view s, size_t i) {
+  auto c = static_cast<unsigned char>(s[i]);
+  size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+  if (n == 2 && c < 0xC2) return 0;  // overlong
+  if (n == 3) {
+    auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) return 0;  // overlong, surrogate
+  }
+  if (n == 4) {
+    auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if ((c == 0xF0 && c1 < 0x90) || c > 0xF4 || (c == 0xF4 && c1 >= 0x90)) return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    size_t n = utf8_len(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+std::string display_path(std::string_view raw) {
+  std::string out;
+  out.reserve(raw.size());
+  for (size_t i = 0; i < raw.size();) {
+    auto c = static_cast<unsigned char>(raw[i]);
+    size_t n = utf8_len(raw, i);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (n == 0 || c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out.append(raw.substr(i, n));
+      i += n;
+      continue;
+    }
+    ++i;
+  }
+  return out;
+}
+
+std::string json_path(std::string_view raw) {
+  if (valid_utf8(raw)) return std::string(raw);
+  std::string out;
+  for (size_t i = 0; i < raw.size();) {
+    size_t n = utf8_len(raw, i);
+    if (raw[i] == '\\') {
+      out += "\\\\";
+    } else if (n == 0) {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(raw[i]));
+    } else {
+      out.append(raw.substr(i, n));
+      i += n;
+      continue;
+    }
+    ++i;
+  }
+  return out;
+}
+
+std::string summary_line(const Stats& s, bool show_skipped, bool show_deleted, bool dry_run) {
+  auto plural = [](uint64_t n, const char* one, const char* many) {
+    return fmt::format("{} {}", format_count(n), n == 1 ? one : many);
+  };
+  std::string line = fmt::format(
+      "pcopy: {}{} {}, {}, {}, {} in {} ({}), {}, {}", s.interrupted ? "interrupted: " : "",
+      dry_run ? "would copy" : "copied", plural(s.files_copied, "file", "files"),
+      plural(s.dirs_created, "dir", "dirs"), plural(s.links_copied, "link", "links"), format_bytes(s.bytes_copied),
+      format_duration(s.elapsed_s), format_rate(s.elapsed_s > 0 ? double(s.bytes_copied) / s.elapsed_s : 0),
+      plural(s.workers, "worker", "workers"), plural(s.errors.size(), "error", "errors"));
+  if (show_skipped) line += fmt::format(", {} skipped", format_count(s.files_skipped));
+  if (show_deleted) line += fmt::format(", {} deleted", format_count(s.files_deleted));
+  if (s.warnings > 0) line += fmt::format(", {}", plural(s.warnings, "warning", "warnings"));
+  return line;
+}
+
+std::string json_report(const Stats& s) {
+  nlohmann::json errors = nlohmann::json::array();
+  for (const auto& e : s.errors) errors.push_back({{"path", json_path(e.path)}, {"reason", e.reason}});
+  nlohmann::json j = {
+      {"files_copied", s.files_copied}, {"files_skipped", s.files_skipped}, {"files_deleted", s.files_deleted},
+      {"dirs_created", s.dirs_created}, {"links_copied", s.links_copied},   {"bytes_copied", s.bytes_copied},
+      {"elapsed_s", s.elapsed_s},       {"workers", s.workers},             {"interrupted", s.interrupted},
+      {"exit_status", s.exit_status},   {"errors", std::move(errors)},
+  };
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Manifest::~Manifest() {
+  if (file_) std::fclose(file_);
+}
+
+int Manifest::open(const std::string& path) {
+  file_ = std::fopen(path.c_str(), "we");
+  return file_ ? 0 : errno;
+}
+
+void Manifest::add(std::string_view rel, uint64_t size, int64_t mtime_ns, const Hash128& hash) {
+  nlohmann::json j = {{"path", json_path(rel)}, {"size", size}, {"mtime_ns", mtime_ns}, {"xxh128", to_hex(hash)}};
+  std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  line.push_back('\n');
+  std::fwrite(line.data(), 1, line.size(), file_);
+}
+
+int Manifest::close() {
+  if (!file_) return 0;
+  bool bad = std::ferror(file_);
+  int rc = std::fclose(std::exchange(file_, nullptr));
+  return bad || rc != 0 ? (errno ? errno : EIO) : 0;
+}
+
+}  // namespace pcopy

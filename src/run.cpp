@@ -1,0 +1,744 @@
+#include "pcopy/run.hpp"
+
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <optional>
+#include <unordered_map>
+
+#include "pcopy/copier.hpp"
+#include "pcopy/mirror.hpp"
+#include "pcopy/pool.hpp"
+#include "pcopy/progress.hpp"
+#include "pcopy/protocol.hpp"
+#include "pcopy/report.hpp"
+#include "pcopy/target.hpp"
+#include "pcopy/walker.hpp"
+#include "pcopy/worker.hpp"
+
+namespace pcopy {
+
+namespace {
+
+constexpr size_t kBatchFiles = 128;           // jobs per message: pipes are never the bottleneck
+constexpr uint64_t kBatchBytes = 4ull << 20;  // a big file travels alone
+constexpr int kBatchesPerWorker = 2;          // one being worked on, one waiting: no idle gaps
+constexpr int kEventsPerPoll = 1024;          // walk at most this much between looks at the pipes
+constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
+constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
+
+double now_s() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+}
+
+int64_t to_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+
+JobKind kind_of(mode_t mode) {
+  if (S_ISREG(mode)) return JobKind::File;
+  if (S_ISLNK(mode)) return JobKind::Symlink;
+  if (S_ISFIFO(mode)) return JobKind::Fifo;
+  return JobKind::Device;
+}
+
+std::string reason_of(const Result& r) {
+  if (!r.detail.empty()) return r.detail;
+  return errno_text(r.err);
+}
+
+struct JobInfo {
+  DirNode* dir = nullptr;  // null for a single-file copy
+  Job job;
+  int worker = -1;
+  uint64_t reported = 0;  // bytes already counted through Progress messages
+  std::optional<std::pair<dev_t, ino_t>> link_key;  // archive mode: first of a hard-link group
+};
+
+struct PendingBatch {
+  DirNode* dir = nullptr;
+  std::vector<uint64_t> ids;
+  uint64_t bytes = 0;
+};
+
+// A group of hard links: the first entry is copied, the others wait and are then linked to it.
+struct LinkGroup {
+  std::string first;  // DST-relative path of the copy, once done
+  bool done = false;
+  std::optional<Hash128> hash;
+  std::vector<uint64_t> waiting;  // job ids parked until the first copy exists
+};
+
+class Runner {
+ public:
+  Runner(const Options& o, Target& t) : opt_(o), target_(t) {}
+  int run();
+
+ private:
+  void start_pool();
+  void setup_signals();
+  void produce();
+  void handle_walk_event(WalkEvent& ev);
+  void add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key = {});
+  void seal();
+  void dispatch();
+  int pick_worker() const;
+  void poll_once(int timeout_ms);
+  void read_worker(size_t w);
+  void on_result(size_t w, const Result& r);
+  void on_progress(const Progress& p);
+  void on_worker_gone(size_t w);
+  void remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs);
+  void on_signal();
+  void finish_link_group(const JobInfo& info, const Result& r);
+  void stop_dispatching();
+  void release(DirNode* dir) {
+    if (walker_) walker_->release(dir);
+  }
+  std::string rel(const JobInfo& info) const;
+  std::string rel(DirNode* dir, const std::string& name) const;
+
+  void error(const std::string& rel, const std::string& reason);
+  void warning(const std::string& rel, const std::string& text);
+  void say(const std::string& line);      // stderr, above the bar
+  void out_line(const std::string& line); // stdout
+  void tick(bool force);
+  ProgressState progress_state() const;
+  int timeout_ms() const;
+  void run_delete();
+  int finish();
+
+  const Options& opt_;
+  Target& target_;
+  std::optional<Walker> walker_;
+  std::optional<Pool> pool_;
+  UniqueFd sigfd_;
+  sigset_t old_mask_{};
+
+  std::unordered_map<uint64_t, JobInfo> jobs_;  // every job not yet answered: queued or sent
+  std::deque<PendingBatch> queue_;
+  PendingBatch current_;
+  std::vector<std::deque<size_t>> batch_left_;  // per worker: unanswered jobs of each batch sent, oldest first
+  std::map<std::pair<dev_t, ino_t>, LinkGroup> links_;
+  uint64_t next_id_ = 1;
+  size_t window_ = 0;
+  bool walk_done_ = false;
+  bool stopping_ = false;  // --fail-fast, full disk: no new work
+  int interrupted_ = 0;    // the signal that stopped us
+
+  Stats stats_;
+  uint64_t files_total_ = 0, bytes_total_ = 0, files_done_ = 0, bytes_done_ = 0;
+  double start_ = now_s();
+  double last_draw_ = 0;
+  RateMeter meter_;
+  std::optional<BarRenderer> bar_;
+  bool status_lines_ = false;
+  bool stdout_tty_ = false;
+  Manifest manifest_;
+  std::string stdout_buf_;
+};
+
+std::string Runner::rel(DirNode* dir, const std::string& name) const {
+  if (!walker_) return name;
+  return walker_->rel_path(dir, name);
+}
+
+std::string Runner::rel(const JobInfo& info) const { return rel(info.dir, info.job.name); }
+
+void Runner::say(const std::string& line) {
+  if (bar_) bar_->clear();
+  std::string text = line + "\n";
+  write_all(STDERR_FILENO, text.data(), text.size());
+}
+
+void Runner::out_line(const std::string& line) {
+  stdout_buf_ += line;
+  stdout_buf_ += '\n';
+  if (stdout_tty_ || stdout_buf_.size() >= 64 * 1024) {
+    if (bar_ && stdout_tty_) bar_->clear();
+    write_all(STDOUT_FILENO, stdout_buf_.data(), stdout_buf_.size());
+    stdout_buf_.clear();
+  }
+}
+
+void Runner::error(const std::string& path, const std::string& reason) {
+  say(fmt::format("pcopy: cannot copy '{}': {}", display_path(path), reason));
+  stats_.errors.push_back({path, reason});
+  if (opt_.fail_fast) stop_dispatching();
+}
+
+void Runner::warning(const std::string& path, const std::string& text) {
+  ++stats_.warnings;
+  if (!opt_.quiet) say(fmt::format("pcopy: warning: '{}': {}", display_path(path), text));
+}
+
+void Runner::stop_dispatching() {
+  if (stopping_) return;
+  stopping_ = true;
+  // Drop what was never sent; directories still get their metadata.
+  auto drop = [&](PendingBatch& b) {
+    for (uint64_t id : b.ids) {
+      auto it = jobs_.find(id);
+      if (it == jobs_.end()) continue;
+      DirNode* dir = it->second.dir;
+      jobs_.erase(it);
+      release(dir);
+    }
+  };
+  for (auto& b : queue_) drop(b);
+  queue_.clear();
+  drop(current_);
+  current_ = {};
+  for (auto& [key, group] : links_) {
+    for (uint64_t id : group.waiting) {
+      auto it = jobs_.find(id);
+      if (it == jobs_.end()) continue;
+      DirNode* dir = it->second.dir;
+      jobs_.erase(it);
+      release(dir);
+    }
+    group.waiting.clear();
+  }
+}
+
+void Runner::setup_signals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&mask, sig);
+  ::sigprocmask(SIG_BLOCK, &mask, &old_mask_);
+  sigfd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death
+}
+
+void Runner::start_pool() {
+  std::vector<int> keep{target_.src_root.get(), target_.dst_root.get()};
+  const Options& opt = opt_;
+  bool has_dst = target_.dst_root.valid();
+  pool_.emplace(opt_.jobs, keep, [&opt, has_dst](int job_fd, int result_fd) {
+    return run_worker(opt, job_fd, result_fd, 5, has_dst ? 6 : -1);
+  });
+  batch_left_.assign(pool_->size(), {});
+  window_ = std::max<size_t>(4096, size_t(opt_.jobs) * kBatchFiles * 4);
+}
+
+void Runner::add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key) {
+  if (current_.dir != dir && !current_.ids.empty()) seal();
+  current_.dir = dir;
+  job.id = next_id_++;
+  uint64_t bytes = job.kind == JobKind::File ? job.size : 0;
+  current_.ids.push_back(job.id);
+  current_.bytes += bytes;
+  jobs_.emplace(job.id, JobInfo{dir, std::move(job), -1, 0, link_key});
+  if (current_.ids.size() >= kBatchFiles || current_.bytes >= kBatchBytes) seal();
+}
+
+void Runner::seal() {
+  if (current_.ids.empty()) return;
+  queue_.push_back(std::move(current_));
+  current_ = {};
+}
+
+void Runner::handle_walk_event(WalkEvent& ev) {
+  switch (ev.type) {
+    case WalkEvent::Type::Dir: {
+      if (!ev.created) return;
+      ++stats_.dirs_created;
+      std::string path = display_path(rel(ev.dir, ev.name)) + "/";
+      if (opt_.dry_run) out_line("copy " + path);
+      else if (opt_.verbose) out_line(path);
+      return;
+    }
+    case WalkEvent::Type::Error: {
+      std::string path = rel(ev.dir, ev.name);
+      error(path.empty() ? "." : path, ev.detail.empty() ? errno_text(ev.err) : ev.detail);
+      return;
+    }
+    case WalkEvent::Type::Warning: warning(rel(ev.dir, ev.name), ev.detail); return;
+    case WalkEvent::Type::Entry: break;
+  }
+  Job job;
+  job.kind = kind_of(ev.st.st_mode);
+  job.name = std::move(ev.name);
+  job.size = job.kind == JobKind::File ? uint64_t(ev.st.st_size) : 0;
+  job.mtime_ns = to_ns(ev.st.st_mtim);
+  ++files_total_;
+  bytes_total_ += job.size;
+  if (opt_.archive && ev.st.st_nlink > 1) {
+    auto key = std::make_pair(ev.st.st_dev, ev.st.st_ino);
+    auto [it, first] = links_.try_emplace(key);
+    LinkGroup& group = it->second;
+    if (!first) {
+      job.kind = JobKind::HardLink;
+      if (group.done) {
+        job.link_target = group.first;
+        add_job(ev.dir, std::move(job));
+      } else {
+        job.id = next_id_++;
+        group.waiting.push_back(job.id);
+        jobs_.emplace(job.id, JobInfo{ev.dir, std::move(job), -1, 0, {}});
+      }
+      return;
+    }
+    add_job(ev.dir, std::move(job), key);
+    return;
+  }
+  add_job(ev.dir, std::move(job));
+}
+
+void Runner::produce() {
+  int budget = kEventsPerPoll;
+  while (!walk_done_ && !stopping_ && jobs_.size() < window_ && budget-- > 0) {
+    std::optional<WalkEvent> ev = walker_->next();
+    if (!ev) {
+      walk_done_ = true;
+      break;
+    }
+    handle_walk_event(*ev);
+    // Idle workers get work at once rather than after a full batch.
+    if (queue_.empty() && !current_.ids.empty() && pick_worker() >= 0) {
+      seal();
+      dispatch();
+    }
+  }
+  if (walk_done_ || jobs_.size() >= window_ || pick_worker() >= 0) seal();
+}
+
+int Runner::pick_worker() const {
+  int best = -1;
+  size_t best_load = SIZE_MAX;
+  for (size_t i = 0; i < pool_->size(); ++i) {
+    size_t load = batch_left_[i].size();
+    if (pool_->slot(i).pid > 0 && load < size_t(kBatchesPerWorker) && load < best_load) {
+      best = int(i);
+      best_load = load;
+    }
+  }
+  return best;
+}
+
+void Runner::dispatch() {
+  while (!queue_.empty() && !interrupted_) {
+    int w = pick_worker();
+    if (w < 0) return;
+    PendingBatch pb = std::move(queue_.front());
+    queue_.pop_front();
+    Batch batch;
+    batch.dir = walker_ ? walker_->rel_path(pb.dir) : std::string();
+    WorkerSlot& slot = pool_->slot(size_t(w));
+    for (uint64_t id : pb.ids) {
+      JobInfo& info = jobs_.at(id);
+      info.worker = w;
+      slot.held.insert(id);
+      batch.jobs.push_back(info.job);
+    }
+    batch_left_[size_t(w)].push_back(pb.ids.size());
+    std::string frame;
+    encode(frame, batch);
+    pool_->send(size_t(w), frame);
+  }
+}
+
+void Runner::on_progress(const Progress& p) {
+  auto it = jobs_.find(p.id);
+  if (it == jobs_.end()) return;
+  it->second.reported += p.bytes;
+  bytes_done_ += p.bytes;
+}
+
+void Runner::on_result(size_t w, const Result& r) {
+  auto it = jobs_.find(r.id);
+  if (it == jobs_.end()) return;
+  JobInfo info = std::move(it->second);
+  jobs_.erase(it);
+  pool_->slot(w).held.erase(r.id);
+  auto& left = batch_left_[w];
+  if (!left.empty() && --left.front() == 0) left.pop_front();
+
+  bytes_done_ += r.bytes >= info.reported ? r.bytes - info.reported : 0;
+  ++files_done_;
+  std::string path = rel(info);
+  switch (r.outcome) {
+    case Outcome::Failed:
+      error(path, reason_of(r));
+      if (r.err == ENOSPC || r.err == EDQUOT) {
+        if (!stopping_) say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(r.err)));
+        stop_dispatching();
+      }
+      break;
+    case Outcome::Skipped:
+      ++stats_.files_skipped;
+      if (opt_.dry_run) out_line("skip " + display_path(path));
+      break;
+    case Outcome::Copied:
+    case Outcome::Replaced:
+      if (info.job.kind == JobKind::Symlink) {
+        ++stats_.links_copied;
+      } else {
+        ++stats_.files_copied;
+      }
+      stats_.bytes_copied += r.bytes;
+      if (opt_.dry_run) {
+        out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(path));
+      } else if (opt_.verbose) {
+        out_line(display_path(path));
+      }
+      if (manifest_.is_open()) {
+        std::optional<Hash128> hash = r.hash;
+        if (!hash && info.job.kind == JobKind::HardLink) {
+          // A hard link has the contents of its group's first copy.
+          for (auto& [key, group] : links_)
+            if (group.first == info.job.link_target) hash = group.hash;
+        }
+        if (hash) manifest_.add(path, r.size, r.mtime_ns, *hash);
+      }
+      break;
+  }
+  if (info.link_key) finish_link_group(info, r);
+  release(info.dir);
+}
+
+// The first copy of a hard-link group is done: link the others to it, or, if it failed, let the
+// next one be copied in its place.
+void Runner::finish_link_group(const JobInfo& info, const Result& r) {
+  auto it = links_.find(*info.link_key);
+  if (it == links_.end()) return;
+  LinkGroup& group = it->second;
+  std::vector<uint64_t> waiting = std::move(group.waiting);
+  group.waiting.clear();
+  if (r.outcome == Outcome::Failed) {
+    if (waiting.empty() || stopping_) {
+      links_.erase(it);
+      return;
+    }
+    JobInfo& next = jobs_.at(waiting.front());
+    next.job.kind = kind_of(S_IFREG);
+    next.link_key = info.link_key;
+    DirNode* dir = next.dir;
+    Job job = next.job;
+    jobs_.erase(waiting.front());
+    group.waiting.assign(waiting.begin() + 1, waiting.end());
+    add_job(dir, std::move(job), info.link_key);
+    return;
+  }
+  group.done = true;
+  group.first = rel(info);
+  group.hash = r.hash;
+  for (uint64_t id : waiting) {
+    JobInfo parked = std::move(jobs_.at(id));
+    jobs_.erase(id);
+    parked.job.link_target = group.first;
+    add_job(parked.dir, std::move(parked.job));
+  }
+  seal();
+}
+
+void Runner::read_worker(size_t w) {
+  WorkerSlot& slot = pool_->slot(w);
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(slot.results.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) {
+      on_worker_gone(w);
+      return;
+    }
+    slot.reader.feed(buf, size_t(n));
+    try {
+      while (auto frame = slot.reader.next()) {
+        if (frame->type == MsgType::Result) {
+          on_result(w, decode_result(frame->payload));
+        } else if (frame->type == MsgType::Progress) {
+          on_progress(decode_progress(frame->payload));
+        } else {
+          throw ProtocolError("unexpected message from a worker");
+        }
+      }
+    } catch (const ProtocolError& e) {
+      say(fmt::format("pcopy: worker {}: {}; replacing it", slot.pid, e.what()));
+      ::kill(slot.pid, SIGKILL);
+      on_worker_gone(w);
+      return;
+    }
+    if (size_t(n) < sizeof buf) return;
+  }
+}
+
+// A worker died (EOF on its pipe): reap it, remove its temporaries, start another, and retry
+// what it held once, each job alone, so a job that kills workers is found and named.
+void Runner::on_worker_gone(size_t w) {
+  WorkerSlot& slot = pool_->slot(w);
+  pid_t pid = slot.pid;
+  int status = pool_->reap(w, true);
+  std::vector<uint64_t> held(slot.held.begin(), slot.held.end());
+  std::sort(held.begin(), held.end());
+  std::vector<DirNode*> dirs;
+  for (uint64_t id : held) dirs.push_back(jobs_.at(id).dir);
+  remove_temps_of(pid, dirs);
+  slot.held.clear();
+  slot.results.reset();
+  slot.jobs.reset();
+  batch_left_[w].clear();
+  if (!interrupted_) pool_->spawn(w);
+  std::string how = describe_wait_status(status);
+  std::vector<PendingBatch> retries;
+  for (uint64_t id : held) {
+    JobInfo& info = jobs_.at(id);
+    bytes_done_ -= std::min(bytes_done_, info.reported);
+    info.reported = 0;
+    info.worker = -1;
+    if (interrupted_) continue;
+    if (info.job.attempt == 0 && !stopping_) {
+      info.job.attempt = 1;
+      retries.push_back(PendingBatch{info.dir, {id}, 0});
+      continue;
+    }
+    Result r;
+    r.id = id;
+    r.outcome = Outcome::Failed;
+    r.detail = fmt::format("a worker died copying it ({}), also on retry", how);
+    if (stopping_ && info.job.attempt == 0) r.detail = fmt::format("a worker died copying it ({})", how);
+    slot.held.insert(id);
+    batch_left_[w].push_back(1);
+    on_result(w, r);
+  }
+  for (auto it = retries.rbegin(); it != retries.rend(); ++it) queue_.push_front(std::move(*it));
+}
+
+void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
+  if (!target_.dst_root || opt_.inplace) return;
+  std::string prefix = std::string(kTempPrefix) + std::to_string(pid) + "-";
+  std::vector<std::string> seen;
+  for (DirNode* dir : dirs) {
+    std::string rel_dir = walker_ ? walker_->rel_path(dir) : std::string();
+    if (std::find(seen.begin(), seen.end(), rel_dir) != seen.end()) continue;
+    seen.push_back(rel_dir);
+    int fd = open_dir_beneath(target_.dst_root.get(), rel_dir, false);
+    if (fd < 0) continue;
+    UniqueFd dfd(fd);
+    std::string buf(32 * 1024, '\0');
+    for (;;) {
+      long n = ::syscall(SYS_getdents64, dfd.get(), buf.data(), buf.size());
+      if (n <= 0) break;
+      for (long pos = 0; pos < n;) {
+        struct Dent {
+          ino64_t ino;
+          off64_t off;
+          unsigned short reclen;
+          unsigned char type;
+          char name[1];
+        };
+        auto* d = reinterpret_cast<Dent*>(buf.data() + pos);
+        pos += d->reclen;
+        std::string_view name(d->name);
+        if (name.starts_with(prefix) && is_temp_name(name)) ::unlinkat(dfd.get(), d->name, 0);
+      }
+    }
+  }
+}
+
+void Runner::on_signal() {
+  signalfd_siginfo si;
+  while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGCHLD) continue;  // deaths are seen as EOF on the worker's pipe
+    if (!interrupted_) interrupted_ = int(si.ssi_signo);
+  }
+}
+
+ProgressState Runner::progress_state() const {
+  ProgressState s;
+  s.files_done = files_done_;
+  s.files_total = files_total_;
+  s.bytes_done = bytes_done_;
+  s.bytes_total = bytes_total_;
+  s.counting = !walk_done_;
+  s.elapsed_s = now_s() - start_;
+  s.rate = meter_.rate();
+  return s;
+}
+
+void Runner::tick(bool force) {
+  double t = now_s();
+  if (!bar_ && !status_lines_) return;
+  double interval = bar_ ? kBarInterval : kLineInterval;
+  if (!force && t - last_draw_ < interval) return;
+  last_draw_ = t;
+  meter_.sample(t - start_, bytes_done_);
+  if (bar_) {
+    bar_->draw(progress_state());
+  } else {
+    say(format_status_line(progress_state()));
+  }
+}
+
+int Runner::timeout_ms() const {
+  if (!walk_done_ && !stopping_ && jobs_.size() < window_) return 0;
+  if (!bar_ && !status_lines_) return -1;
+  double interval = bar_ ? kBarInterval : kLineInterval;
+  double left = last_draw_ + interval - now_s();
+  return std::max(1, int(left * 1000) + 1);
+}
+
+void Runner::poll_once(int timeout) {
+  std::vector<pollfd> fds;
+  fds.push_back({sigfd_.get(), POLLIN, 0});
+  for (size_t i = 0; i < pool_->size(); ++i) {
+    WorkerSlot& s = pool_->slot(i);
+    fds.push_back({s.results.get(), POLLIN, 0});
+    fds.push_back({s.out.empty() ? -1 : s.jobs.get(), POLLOUT, 0});
+  }
+  int n = ::poll(fds.data(), fds.size(), timeout);
+  if (n <= 0) return;
+  if (fds[0].revents) on_signal();
+  if (interrupted_) return;
+  for (size_t i = 0; i < pool_->size(); ++i) {
+    if (fds[2 + 2 * i].revents & (POLLOUT | POLLERR)) pool_->flush(i);
+    if (fds[1 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) read_worker(i);
+  }
+}
+
+void Runner::run_delete() {
+  if (!opt_.delete_extraneous || target_.single_file || interrupted_ || stopping_ || !target_.dst_root) return;
+  if (walker_->walk_errors() > 0) {
+    say("pcopy: --delete skipped: reading SRC failed, so nothing in DST is known to be extraneous");
+    stats_.errors.push_back({".", "--delete skipped because reading SRC failed"});
+    return;
+  }
+  MirrorCallbacks cb;
+  cb.deleted = [&](const std::string& path) {
+    ++stats_.files_deleted;
+    if (opt_.dry_run) {
+      out_line("delete " + display_path(path));
+    } else if (opt_.verbose) {
+      out_line("deleted " + display_path(path));
+    }
+  };
+  cb.failed = [&](const std::string& path, int err) {
+    std::string reason = fmt::format("cannot delete: {}", errno_text(err));
+    say(fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err)));
+    stats_.errors.push_back({path, reason});
+  };
+  delete_extraneous(target_.src_root.get(), target_.dst_root.get(), opt_, cb);
+}
+
+int Runner::run() {
+  bool stderr_tty = ::isatty(STDERR_FILENO);
+  stdout_tty_ = ::isatty(STDOUT_FILENO);
+  if (!opt_.quiet && opt_.progress != ProgressMode::Never) {
+    if (stderr_tty) bar_.emplace(STDERR_FILENO);
+    else if (opt_.progress == ProgressMode::Always) status_lines_ = true;
+  }
+  if (!opt_.manifest.empty() && !opt_.dry_run) {
+    if (int err = manifest_.open(opt_.manifest)) {
+      fmt::print(stderr, "pcopy: cannot write manifest '{}': {}\n", display_path(opt_.manifest), errno_text(err));
+      return 2;
+    }
+  }
+  stats_.workers = opt_.jobs;
+  setup_signals();
+  start_pool();
+
+  if (target_.single_file) {
+    Job job;
+    job.kind = kind_of(target_.src_st.st_mode);
+    job.name = target_.src_name;
+    if (target_.dst_name != target_.src_name) job.dst_name = target_.dst_name;
+    job.size = job.kind == JobKind::File ? uint64_t(target_.src_st.st_size) : 0;
+    job.mtime_ns = to_ns(target_.src_st.st_mtim);
+    files_total_ = 1;
+    bytes_total_ = job.size;
+    add_job(nullptr, std::move(job));
+    seal();
+    walk_done_ = true;
+  } else {
+    UniqueFd src(::fcntl(target_.src_root.get(), F_DUPFD_CLOEXEC, 0));
+    UniqueFd dst(target_.dst_root ? ::fcntl(target_.dst_root.get(), F_DUPFD_CLOEXEC, 0) : -1);
+    walker_.emplace(opt_, std::move(src), std::move(dst), target_.src_st, [this](const DirNode& dir, int err) {
+      std::string path = walker_->rel_path(&dir);
+      error(path.empty() ? "." : path, errno_text(err));
+    });
+  }
+
+  tick(true);
+  while (!interrupted_) {
+    if (walker_) produce();
+    dispatch();
+    if ((walk_done_ || stopping_) && jobs_.empty()) break;
+    poll_once(timeout_ms());
+    tick(false);
+  }
+  return finish();
+}
+
+int Runner::finish() {
+  if (interrupted_) {
+    // Abandon the files in flight: stop the workers, then remove their temporaries.
+    pool_->signal_all(SIGKILL);
+    for (size_t w = 0; w < pool_->size(); ++w) {
+      WorkerSlot& slot = pool_->slot(w);
+      pid_t pid = slot.pid;
+      std::vector<DirNode*> dirs;
+      for (uint64_t id : slot.held) dirs.push_back(jobs_.at(id).dir);
+      pool_->reap(w, true);
+      remove_temps_of(pid, dirs);
+    }
+  } else {
+    run_delete();
+  }
+  pool_->close_jobs();
+  pool_->shutdown(5000);
+  ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
+
+  if (bar_) {
+    tick(true);
+    bar_->clear();
+  } else if (status_lines_) {
+    meter_.sample(now_s() - start_, bytes_done_);
+    say(format_status_line(progress_state()));
+  }
+  if (!stdout_buf_.empty()) write_all(STDOUT_FILENO, stdout_buf_.data(), stdout_buf_.size());
+  if (int err = manifest_.close()) {
+    say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)));
+    stats_.errors.push_back({opt_.manifest, errno_text(err)});
+  }
+
+  stats_.elapsed_s = now_s() - start_;
+  stats_.interrupted = interrupted_ != 0;
+  stats_.exit_status = interrupted_ ? 128 + interrupted_ : stats_.errors.empty() ? 0 : 1;
+  if (!opt_.quiet) {
+    std::string line = summary_line(stats_, opt_.update || opt_.ignore_existing, opt_.delete_extraneous, opt_.dry_run);
+    if (opt_.dst.empty()) line += fmt::format(" into '{}'", display_path(target_.dst_display));
+    say(line);
+  }
+  if (opt_.json) {
+    std::string text = json_report(stats_) + "\n";
+    write_all(STDOUT_FILENO, text.data(), text.size());
+  }
+  return stats_.exit_status;
+}
+
+}  // namespace
+
+int run(const Options& options) {
+  auto prepared = prepare_target(options);
+  if (auto* message = std::get_if<std::string>(&prepared)) {
+    fmt::print(stderr, "{}\n", *message);
+    return 2;
+  }
+  Runner runner(options, std::get<Target>(prepared));
+  return runner.run();
+}
+
+}  // namespace pcopy

@@ -1,0 +1,140 @@
+#include "pcopy/target.hpp"
+
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "pcopy/fd.hpp"
+#include "pcopy/report.hpp"
+
+namespace pcopy {
+
+namespace {
+
+std::string strip_slashes(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
+std::string dir_of(const std::string& p) {
+  size_t slash = p.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+std::string base_of(const std::string& p) {
+  size_t slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+std::string real(const std::string& p) {
+  char buf[PATH_MAX];
+  return ::realpath(p.c_str(), buf) ? std::string(buf) : std::string();
+}
+
+// The absolute, symlink-free form of `p`, which need not exist: the deepest existing ancestor is
+// resolved by the kernel, the rest is normalised by hand.
+std::string canonical_future(const std::string& p) {
+  std::string path = p.empty() || p[0] == '/' ? p : real(".") + "/" + p;
+  std::vector<std::string> tail;
+  std::string head = strip_slashes(path);
+  std::string resolved;
+  while ((resolved = real(head)).empty()) {
+    tail.push_back(base_of(head));
+    std::string up = dir_of(head);
+    if (up == head) break;
+    head = up;
+  }
+  std::string out = resolved;
+  for (auto it = tail.rbegin(); it != tail.rend(); ++it) {
+    if (*it == "." || it->empty()) continue;
+    if (*it == "..") {
+      out = dir_of(out);
+      continue;
+    }
+    if (out != "/") out += "/";
+    out += *it;
+  }
+  return out;
+}
+
+// mkdir -p; 0 or errno.
+int make_dirs(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+  std::string parent = dir_of(strip_slashes(path));
+  if (parent != path && parent != "/" && parent != ".") {
+    if (int err = make_dirs(parent)) return err;
+  }
+  if (::mkdir(path.c_str(), 0777) != 0 && errno != EEXIST) return errno;
+  return 0;
+}
+
+std::string quoted(const std::string& p) { return fmt::format("'{}'", display_path(p)); }
+
+}  // namespace
+
+std::variant<Target, std::string> prepare_target(const Options& opt) {
+  Target t;
+  const std::string& src = opt.src;
+  std::string dst = opt.dst.empty() ? strip_slashes(src) + "-copy" : opt.dst;
+  t.dst_display = dst;
+  if (::stat(src.c_str(), &t.src_st) != 0)
+    return fmt::format("pcopy: cannot access {}: {}", quoted(src), errno_text(errno));
+
+  struct stat dst_st;
+  bool dst_exists = ::stat(dst.c_str(), &dst_st) == 0;
+  if (dst_exists && dst_st.st_dev == t.src_st.st_dev && dst_st.st_ino == t.src_st.st_ino)
+    return fmt::format("pcopy: {} and {} are the same", quoted(src), quoted(dst));
+
+  if (S_ISDIR(t.src_st.st_mode)) {
+    if (dst_exists && !S_ISDIR(dst_st.st_mode))
+      return fmt::format("pcopy: destination {} exists and is not a directory", quoted(dst));
+    std::string real_src = real(src), real_dst = canonical_future(dst);
+    if (real_dst == real_src || real_dst.starts_with(real_src == "/" ? "/" : real_src + "/"))
+      return fmt::format("pcopy: cannot copy {} into itself ({})", quoted(src), quoted(dst));
+    t.src_root.reset(::open(src.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!t.src_root) return fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno));
+    if (!opt.dry_run) {
+      if (int err = make_dirs(dst)) return fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err));
+    }
+    t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!t.dst_root && !(opt.dry_run && errno == ENOENT))
+      return fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno));
+    return t;
+  }
+
+  // A single file (or link target, FIFO, device): DST is the file, or DST/<name> for a directory.
+  t.single_file = true;
+  std::string real_src = real(src);
+  t.src_root.reset(::open(dir_of(real_src).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!t.src_root) return fmt::format("pcopy: cannot open {}: {}", quoted(dir_of(real_src)), errno_text(errno));
+  t.src_name = base_of(real_src);
+  std::string dst_dir;
+  if ((dst_exists && S_ISDIR(dst_st.st_mode)) || dst.back() == '/') {
+    dst_dir = dst;
+    t.dst_name = t.src_name;
+  } else {
+    dst_dir = dir_of(dst);
+    t.dst_name = base_of(dst);
+  }
+  if (!opt.dry_run) {
+    if (int err = make_dirs(dst_dir))
+      return fmt::format("pcopy: cannot create {}: {}", quoted(dst_dir), errno_text(err));
+  }
+  t.dst_root.reset(::open(dst_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!t.dst_root && !(opt.dry_run && errno == ENOENT))
+    return fmt::format("pcopy: cannot open {}: {}", quoted(dst_dir), errno_text(errno));
+  struct stat final_st;
+  if (t.dst_root && ::fstatat(t.dst_root.get(), t.dst_name.c_str(), &final_st, 0) == 0 &&
+      final_st.st_dev == t.src_st.st_dev && final_st.st_ino == t.src_st.st_ino)
+    return fmt::format("pcopy: {} and {} are the same file", quoted(src), quoted(dst));
+  return t;
+}
+
+}  // namespace pcopy

@@ -1,0 +1,408 @@
+#include "pcopy/walker.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "pcopy/copier.hpp"
+#include "pcopy/filter.hpp"
+
+namespace pcopy {
+
+namespace {
+
+constexpr int kMaxOpenFrames = 16;  // levels of the walk whose fds stay open
+constexpr int kMaxDeferredFds = 128;  // finished listings still waiting for their jobs
+constexpr size_t kDentsBuffer = 64 * 1024;
+constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY;
+
+struct linux_dirent64 {
+  ino64_t d_ino;
+  off64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[1];  // really d_reclen - 19 bytes, NUL-terminated
+};
+
+bool is_dot(const char* n) { return n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0')); }
+
+bool same_inode(int fd, dev_t dev, ino_t ino) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+// Removes temporaries an interrupted run left in a directory we are about to fill again.
+void remove_leftover_temps(int dir) {
+  std::string buf(16 * 1024, '\0');
+  for (;;) {
+    long n = ::syscall(SYS_getdents64, dir, buf.data(), buf.size());
+    if (n <= 0) break;
+    for (long pos = 0; pos < n;) {
+      auto* d = reinterpret_cast<linux_dirent64*>(buf.data() + pos);
+      pos += d->d_reclen;
+      if ((d->d_type == DT_REG || d->d_type == DT_UNKNOWN || d->d_type == DT_LNK || d->d_type == DT_FIFO ||
+           d->d_type == DT_CHR || d->d_type == DT_BLK) &&
+          is_temp_name(d->d_name))
+        ::unlinkat(dir, d->d_name, 0);
+    }
+  }
+  ::lseek(dir, 0, SEEK_SET);
+}
+
+}  // namespace
+
+struct Walker::Frame {
+  DirNode* node = nullptr;
+  UniqueFd src;
+  bool listing = true;
+  std::vector<std::string> subdirs;
+  size_t next_subdir = 0;
+  std::string rel;  // kept only when filters need it
+};
+
+Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, const struct stat& src_st,
+               DirErrorFn on_dir_error)
+    : opt_(options),
+      src_root_(std::move(src_root)),
+      dst_root_(std::move(dst_root)),
+      root_dev_(src_st.st_dev),
+      on_dir_error_(std::move(on_dir_error)),
+      dents_(kDentsBuffer, '\0') {
+  auto* root = new DirNode;
+  live_.insert(root);
+  root->st = src_st;
+  if (dst_root_) {
+    root->dst.reset(::fcntl(dst_root_.get(), F_DUPFD_CLOEXEC, 0));
+    if (!opt_.dry_run) remove_leftover_temps(root->dst.get());
+  }
+  auto frame = std::make_unique<Frame>();
+  frame->node = root;
+  frame->src.reset(::fcntl(src_root_.get(), F_DUPFD_CLOEXEC, 0));
+  if (opt_.archive) root->xattrs = read_dir_xattrs(frame->src.get());
+  stack_.push_back(std::move(frame));
+  open_frames_ = 1;
+}
+
+Walker::~Walker() {
+  for (DirNode* node : live_) delete node;
+  live_.clear();
+}
+
+std::string Walker::rel_path(const DirNode* dir) const {
+  std::vector<const std::string*> names;
+  size_t len = 0;
+  for (; dir && dir->parent; dir = dir->parent) {
+    names.push_back(&dir->name);
+    len += dir->name.size() + 1;
+  }
+  std::string rel;
+  rel.reserve(len);
+  for (auto it = names.rbegin(); it != names.rend(); ++it) {
+    if (!rel.empty()) rel.push_back('/');
+    rel += **it;
+  }
+  return rel;
+}
+
+std::string Walker::rel_path(const DirNode* dir, const std::string& name) const {
+  std::string rel = rel_path(dir);
+  if (!rel.empty()) rel.push_back('/');
+  return rel + name;
+}
+
+std::optional<WalkEvent> Walker::next() {
+  while (!stack_.empty()) {
+    Frame& top = *stack_.back();
+    if (top.listing) {
+      std::optional<WalkEvent> ev;
+      if (read_entries(top, ev)) {
+        if (ev) return ev;
+        continue;
+      }
+      top.listing = false;
+      if (ev) return ev;
+      continue;
+    }
+    if (top.next_subdir < top.subdirs.size()) {
+      std::string name = std::move(top.subdirs[top.next_subdir++]);
+      if (auto ev = descend(top, name)) return ev;
+      continue;
+    }
+    pop();
+  }
+  return std::nullopt;
+}
+
+// Reads one entry. Returns false when the listing is over (with an error event if it failed).
+bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
+  for (;;) {
+    if (dents_pos_ >= dents_len_) {
+      long n = ::syscall(SYS_getdents64, frame.src.get(), dents_.data(), dents_.size());
+      dents_pos_ = 0;
+      dents_len_ = n > 0 ? size_t(n) : 0;
+      if (n < 0) {
+        ++walk_errors_;
+        out = WalkEvent{WalkEvent::Type::Error, frame.node->parent, frame.node->name, {}, errno, {}};
+        if (!frame.node->parent) out->dir = frame.node, out->name.clear();
+        return false;
+      }
+      if (n == 0) return false;
+    }
+    auto* d = reinterpret_cast<linux_dirent64*>(dents_.data() + dents_pos_);
+    dents_pos_ += d->d_reclen;
+    if (is_dot(d->d_name)) continue;
+    out = classify(frame, d->d_name, d->d_type);
+    return true;
+  }
+}
+
+std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsigned char d_type) {
+  bool filtered = !opt_.filters.empty();
+  std::string rel;
+  if (filtered) rel = frame.rel.empty() ? std::string(name) : frame.rel + "/" + name;
+  if (d_type == DT_DIR) {
+    if (!filtered || !is_excluded(opt_.filters, rel, true)) frame.subdirs.emplace_back(name);
+    return std::nullopt;
+  }
+  WalkEvent ev;
+  ev.dir = frame.node;
+  ev.name = name;
+  int follow = opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW;
+  if (::fstatat(frame.src.get(), name, &ev.st, follow) != 0) {
+    ev.type = WalkEvent::Type::Error;
+    ev.err = errno;
+    if (opt_.dereference && errno == ENOENT) ev.detail = "symbolic link points to nothing";
+    if (errno != ENOENT) ++walk_errors_;
+    return ev;
+  }
+  if (S_ISDIR(ev.st.st_mode)) {
+    if (!filtered || !is_excluded(opt_.filters, rel, true)) frame.subdirs.emplace_back(name);
+    return std::nullopt;
+  }
+  if (filtered && is_excluded(opt_.filters, rel, false)) return std::nullopt;
+  if (S_ISSOCK(ev.st.st_mode)) {
+    ev.type = WalkEvent::Type::Warning;
+    ev.detail = "socket skipped";
+    return ev;
+  }
+  if ((S_ISCHR(ev.st.st_mode) || S_ISBLK(ev.st.st_mode)) && !(opt_.archive && ::geteuid() == 0)) {
+    ev.type = WalkEvent::Type::Warning;
+    ev.detail = "device skipped (devices are recreated only with -a, as root)";
+    return ev;
+  }
+  ++frame.node->pending;
+  return ev;
+}
+
+std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) {
+  WalkEvent ev;
+  ev.dir = frame.node;
+  ev.name = name;
+  ev.type = WalkEvent::Type::Error;
+  UniqueFd src(::openat(frame.src.get(), name.c_str(), kDirFlags | (opt_.dereference ? 0 : O_NOFOLLOW)));
+  if (!src || ::fstat(src.get(), &ev.st) != 0) {
+    ev.err = errno;
+    if (errno != ENOENT) ++walk_errors_;
+    return ev;
+  }
+  if (opt_.dereference) {
+    for (DirNode* a = frame.node; a; a = a->parent) {
+      if (a->st.st_dev == ev.st.st_dev && a->st.st_ino == ev.st.st_ino) {
+        ev.detail = "symbolic link loop: it leads back to a directory being copied";
+        return ev;
+      }
+    }
+  }
+  auto* node = new DirNode;
+  live_.insert(node);
+  node->parent = frame.node;
+  node->name = name;
+  node->st = ev.st;
+  ++frame.node->pending;
+  int err = 0;
+  node->dst.reset(open_dst_child(frame.node, name, node->fresh, err));
+  if (err) {
+    ev.err = err;
+    ++walk_errors_;
+    live_.erase(node);
+    delete node;
+    release(frame.node);
+    return ev;
+  }
+  if (opt_.archive) node->xattrs = read_dir_xattrs(src.get());
+  ev.type = WalkEvent::Type::Dir;
+  ev.created = node->fresh;
+  if (opt_.one_file_system && ev.st.st_dev != root_dev_) {
+    release(node);  // the mount point itself is copied, not what is mounted on it
+    return ev;
+  }
+  auto child = std::make_unique<Frame>();
+  child->node = node;
+  child->src = std::move(src);
+  if (!opt_.filters.empty()) child->rel = frame.rel.empty() ? name : frame.rel + "/" + name;
+  stack_.push_back(std::move(child));
+  ++open_frames_;
+  evict_fds();
+  return ev;
+}
+
+int Walker::open_dst_child(DirNode* parent, const std::string& name, bool& fresh, int& err) {
+  int pfd = parent->dst ? parent->dst.get() : -1;
+  if (pfd < 0) return -1;  // dry run below a directory that does not exist yet
+  const char* n = name.c_str();
+  if (opt_.dry_run) {
+    int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
+    fresh = fd < 0;
+    return fd;
+  }
+  fresh = ::mkdirat(pfd, n, 0700) == 0;
+  if (!fresh && errno != EEXIST) {
+    err = errno;
+    return -1;
+  }
+  int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
+  if (fd < 0 && !fresh && (errno == ENOTDIR || errno == ELOOP)) {
+    // A file or a planted link where SRC has a directory: replace it, never follow it.
+    if (::unlinkat(pfd, n, 0) != 0 || ::mkdirat(pfd, n, 0700) != 0) {
+      err = errno;
+      return -1;
+    }
+    fresh = true;
+    fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
+  }
+  if (fd < 0) {
+    err = errno;
+    return -1;
+  }
+  if (!fresh) remove_leftover_temps(fd);
+  return fd;
+}
+
+void Walker::evict_fds() {
+  for (auto& frame : stack_) {
+    if (open_frames_ <= kMaxOpenFrames) return;
+    if (!frame->src) continue;
+    DirNode* node = frame->node;
+    if (node->dst) {
+      struct stat st;
+      if (::fstat(node->dst.get(), &st) == 0) node->dst_dev = st.st_dev, node->dst_ino = st.st_ino;
+      node->dst.reset();
+    }
+    frame->src.reset();
+    --open_frames_;
+  }
+}
+
+// Reopens an evicted frame through ".." of its child, checked by inode; by path if that fails.
+bool Walker::reopen(Frame& frame, Frame& child) {
+  DirNode* node = frame.node;
+  frame.src.reset(::openat(child.src.get(), "..", kDirFlags));
+  if (frame.src && !same_inode(frame.src.get(), node->st.st_dev, node->st.st_ino)) frame.src.reset();
+  if (!frame.src) {
+    int fd = open_dir_beneath(src_root_.get(), rel_path(node), opt_.dereference);
+    if (fd < 0) return false;
+    frame.src.reset(fd);
+  }
+  ++open_frames_;
+  if (dst_root_ && !node->dst && child.node->dst) {
+    node->dst.reset(::openat(child.node->dst.get(), "..", kDirFlags));
+    if (node->dst && !same_inode(node->dst.get(), node->dst_dev, node->dst_ino)) node->dst.reset();
+  }
+  return true;
+}
+
+void Walker::pop() {
+  std::unique_ptr<Frame> child = std::move(stack_.back());
+  stack_.pop_back();
+  if (!stack_.empty() && !stack_.back()->src && !reopen(*stack_.back(), *child)) {
+    // The parent vanished under us: its remaining subdirectories cannot be reached.
+    ++walk_errors_;
+    stack_.back()->next_subdir = stack_.back()->subdirs.size();
+  }
+  child->src.reset();
+  --open_frames_;
+  DirNode* node = child->node;
+  if (node->pending > 1 && node->dst) {
+    // Jobs inside are still running: keep the fd for the metadata, within a budget.
+    if (deferred_fds_ >= kMaxDeferredFds) {
+      node->dst.reset();
+    } else {
+      node->deferred_fd = true;
+      ++deferred_fds_;
+    }
+  }
+  release(node);
+}
+
+void Walker::release(DirNode* dir) {
+  while (dir && --dir->pending == 0) {
+    DirNode* parent = dir->parent;
+    finish_dir(dir);
+    if (!parent) finished_ = true;
+    dir = parent;
+  }
+}
+
+int Walker::dst_fd_for(DirNode* dir) {
+  if (!dir->dst && dst_root_) {
+    int fd = open_dir_beneath(dst_root_.get(), rel_path(dir), false);
+    if (fd >= 0) dir->dst.reset(fd);
+  }
+  return dir->dst.get();
+}
+
+void Walker::finish_dir(DirNode* dir) {
+  if (!opt_.dry_run && dst_root_) {
+    int fd = dst_fd_for(dir);
+    int err = fd < 0 ? errno : 0;
+    const struct stat& st = dir->st;
+    bool owner_kept = st.st_uid == ::geteuid() && st.st_gid == ::getegid();
+    if (!err && opt_.archive) {
+      owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
+      if (!owner_kept && (::geteuid() == 0 || (errno != EPERM && errno != EINVAL))) err = errno;
+      for (const auto& [name, value] : dir->xattrs) {
+        if (!err && ::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) != 0 && errno != ENOTSUP &&
+            errno != EPERM)
+          err = errno;
+      }
+    }
+    mode_t mode = st.st_mode & 07777;
+    if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
+    if (!err && ::fchmod(fd, mode) != 0) err = errno;
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    if (!err && ::futimens(fd, times) != 0) err = errno;
+    if (!err && opt_.fsync && ::fsync(fd) != 0) err = errno;
+    if (err) on_dir_error_(*dir, err);
+  }
+  if (dir->deferred_fd) --deferred_fds_;
+  live_.erase(dir);
+  delete dir;
+}
+
+std::vector<std::pair<std::string, std::string>> Walker::read_dir_xattrs(int fd) {
+  std::vector<std::pair<std::string, std::string>> out;
+  ssize_t n = ::flistxattr(fd, nullptr, 0);
+  if (n <= 0) return out;
+  std::string names(size_t(n), '\0');
+  n = ::flistxattr(fd, names.data(), names.size());
+  for (ssize_t pos = 0; pos < n;) {
+    std::string name(names.c_str() + pos);
+    pos += ssize_t(name.size()) + 1;
+    ssize_t len = ::fgetxattr(fd, name.c_str(), nullptr, 0);
+    if (len < 0) continue;
+    std::string value(size_t(len), '\0');
+    len = ::fgetxattr(fd, name.c_str(), value.data(), value.size());
+    if (len < 0) continue;
+    value.resize(size_t(len));
+    out.emplace_back(std::move(name), std::move(value));
+  }
+  return out;
+}
+
+}  // namespace pcopy

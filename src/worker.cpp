@@ -1,0 +1,119 @@
+#include "pcopy/worker.hpp"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "pcopy/copier.hpp"
+#include "pcopy/fd.hpp"
+#include "pcopy/protocol.hpp"
+
+namespace pcopy {
+
+namespace {
+
+constexpr size_t kFlushBytes = 16 * 1024;
+constexpr long kFlushMs = 100;  // results of a slow batch still reach the bar promptly
+
+long now_ms() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+// The source and destination directory of the batch being worked on, reused while batches come
+// from the same directory.
+class DirPair {
+ public:
+  DirPair(const Options& o, int src_root, int dst_root) : opt_(o), src_root_(src_root), dst_root_(dst_root) {}
+  // 0 or an errno.
+  int open(const std::string& rel) {
+    if (open_ && rel == rel_) return 0;
+    open_ = false;
+    src_.reset();
+    dst_.reset();
+    int fd = open_dir_beneath(src_root_, rel, opt_.dereference);
+    if (fd < 0) return -fd;
+    src_.reset(fd);
+    if (dst_root_ >= 0) {
+      fd = open_dir_beneath(dst_root_, rel, false);
+      if (fd < 0 && !(opt_.dry_run && fd == -ENOENT)) return -fd;
+      dst_.reset(fd < 0 ? -1 : fd);
+    }
+    rel_ = rel;
+    open_ = true;
+    return 0;
+  }
+  int src() const { return src_.get(); }
+  int dst() const { return dst_.get(); }
+
+ private:
+  const Options& opt_;
+  int src_root_, dst_root_;
+  std::string rel_;
+  bool open_ = false;
+  UniqueFd src_, dst_;
+};
+
+#ifdef PCOPY_TEST_HOOKS
+// Test builds only: die on a named file, to exercise the parent's recovery.
+void test_hooks(const Job& job) {
+  const char* always = std::getenv("PCOPY_TEST_KILL_NAME");
+  const char* once = std::getenv("PCOPY_TEST_KILL_ONCE_NAME");
+  if ((always && job.name == always) || (once && job.attempt == 0 && job.name == once)) ::raise(SIGKILL);
+}
+#else
+void test_hooks(const Job&) {}
+#endif
+
+}  // namespace
+
+int run_worker(const Options& options, int job_fd, int result_fd, int src_root, int dst_root) {
+  ::umask(0);  // files are created with their final permission bits
+  Copier copier(options);
+  DirPair dirs(options, src_root, dst_root);
+  FrameReader reader;
+  std::string in(64 * 1024, '\0');
+  std::string out;
+  long last_flush = now_ms();
+  auto flush = [&] {
+    if (out.empty()) return true;
+    if (write_all(result_fd, out.data(), out.size()) != 0) return false;
+    out.clear();
+    last_flush = now_ms();
+    return true;
+  };
+
+  for (;;) {
+    ssize_t n = read_some(job_fd, in.data(), in.size());
+    if (n <= 0) return 0;  // the parent closed the pipe: no more work
+    reader.feed(in.data(), size_t(n));
+    while (auto frame = reader.next()) {
+      if (frame->type != MsgType::Batch) return 3;
+      Batch batch = decode_batch(frame->payload);
+      int dir_err = dirs.open(batch.dir);
+      for (const Job& job : batch.jobs) {
+        Result r;
+        if (dir_err) {
+          r.id = job.id;
+          r.outcome = Outcome::Failed;
+          r.err = dir_err;
+        } else {
+          test_hooks(job);
+          r = copier.copy(dirs.src(), dirs.dst(), dst_root, job, [&](uint64_t bytes) {
+            encode(out, Progress{job.id, bytes});
+            flush();
+          });
+        }
+        encode(out, r);
+        if ((out.size() >= kFlushBytes || now_ms() - last_flush >= kFlushMs) && !flush()) return 4;
+      }
+      if (!flush()) return 4;
+    }
+  }
+}
+
+}  // namespace pcopy

@@ -1,0 +1,625 @@
+// End-to-end tests of the core copy: the real pcopy binary on real trees in a temporary directory,
+// checked with diff_trees and explicit assertions on what SPEC.md promises.
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "harness.hpp"
+
+namespace pcopy::test {
+namespace {
+
+constexpr uid_t kNobody = 65534;
+
+// stdout and stderr, with every byte but the newline made printable.
+std::string describe(const RunResult& r) {
+  auto printable = [](std::string_view text) {
+    std::string out;
+    size_t start = 0;
+    while (start < text.size() && out.size() < 8000) {
+      size_t end = std::min(text.find('\n', start), text.size());
+      out += escape_path(text.substr(start, end - start)) + "\n";
+      start = end + 1;
+    }
+    return out;
+  };
+  return fmt::format("exit status {}\n--- stdout ---\n{}--- stderr ---\n{}", r.status, printable(r.out),
+                     printable(r.err));
+}
+
+std::vector<std::string> lines_of(std::string_view text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = std::min(text.find('\n', start), text.size());
+    lines.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+bool has_line(std::string_view text, std::string_view line) {
+  auto lines = lines_of(text);
+  return std::find(lines.begin(), lines.end(), line) != lines.end();
+}
+
+struct stat lstat_of(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) ADD_FAILURE() << "cannot lstat " << escape_path(path);
+  return st;
+}
+
+long long mtime_ns(const struct stat& st) { return st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec; }
+long long atime_ns(const struct stat& st) { return st.st_atim.tv_sec * 1'000'000'000LL + st.st_atim.tv_nsec; }
+mode_t mode_bits(const std::string& path) { return lstat_of(path).st_mode & 07777; }
+
+size_t count_regular_files(const std::string& root) {
+  auto paths = list_tree(root);
+  return static_cast<size_t>(std::count_if(paths.begin(), paths.end(), [&](const std::string& rel) {
+    return S_ISREG(lstat_of(root + "/" + rel).st_mode);
+  }));
+}
+
+// Removes one source entry the copy was expected to miss, keeping its directory's times so the
+// rest of the tree still compares equal.
+void remove_keeping_parent_times(const std::string& path) {
+  std::string parent = path.substr(0, path.rfind('/'));
+  struct stat st = lstat_of(parent);
+  ASSERT_EQ(::unlink(path.c_str()), 0) << escape_path(path);
+  set_times(parent, atime_ns(st), mtime_ns(st));
+}
+
+// Options that run pcopy as an ordinary user. Under root the whole temporary tree is given to
+// nobody, so permission bits apply to pcopy exactly as they would for a user copying their files.
+RunOptions unprivileged(const TempDir& tmp) {
+  RunOptions options;
+  if (::geteuid() == 0) {
+    chown_tree(tmp.path(), kNobody, kNobody);
+    options.uid = kNobody;
+  }
+  return options;
+}
+
+class CopyTest : public ::testing::Test {
+ protected:
+  void SetUp() override { make_dir(src); }
+
+  // pcopy OPTIONS... SRC DST
+  RunResult copy(std::vector<std::string> args = {}, const RunOptions& options = {}) {
+    args.push_back(src);
+    args.push_back(dst);
+    return run_pcopy(args, options);
+  }
+
+  void expect_copied(const RunResult& r, const CompareOptions& compare = {}) {
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(diff_trees(src, dst, compare), "");
+  }
+
+  // A usage error: exit 2, a message, and `must_not_exist` never created.
+  void expect_refused(const RunResult& r, const std::string& must_not_exist) {
+    EXPECT_EQ(r.status, 2) << describe(r);
+    EXPECT_NE(r.err, "") << "a refusal must say why";
+    EXPECT_FALSE(exists(must_not_exist)) << escape_path(must_not_exist) << " was created\n" << describe(r);
+  }
+
+  // A mixed tree: sizes from 0 to a few hundred KiB, nested directories and links.
+  void make_mixed_tree(int files) {
+    for (int d = 0; d < 8; ++d) make_dirs(src + fmt::format("/d{}/sub{}", d, d % 3));
+    for (int i = 0; i < files; ++i) {
+      std::string dir = fmt::format("{}/d{}{}", src, i % 8, i % 2 == 0 ? fmt::format("/sub{}", i % 8 % 3) : "");
+      size_t size = static_cast<size_t>(i * i * 37 % 300'000) * (i % 5 == 0 ? 0 : 1);
+      write_file(fmt::format("{}/f{}.bin", dir, i), random_bytes(size, static_cast<unsigned>(i)), 0600 + i % 2 * 0044);
+      set_times(fmt::format("{}/f{}.bin", dir, i), 1'500'000'000'000'000'000LL + i, 1'600'000'000'000'000'000LL + i);
+    }
+    make_symlink("../d1/f1.bin", src + "/d0/link-to-f1");
+    make_symlink("missing", src + "/d2/dangling");
+  }
+
+  TempDir tmp;
+  std::string src = tmp / "src";
+  std::string dst = tmp / "dst";
+};
+
+// ---------------------------------------------------------------------------------------------------
+// What gets copied.
+
+TEST_F(CopyTest, CopiesEmptySourceDirectory) {
+  set_times(src, 1'400'000'000'111'111'111LL, 1'400'000'000'222'222'222LL);
+  expect_copied(copy());
+  EXPECT_TRUE(list_tree(dst).empty());
+}
+
+TEST_F(CopyTest, CopiesEmptyDirectories) {
+  make_dirs(src + "/a/b/empty");
+  make_dir(src + "/e", 0700);
+  expect_copied(copy());
+  EXPECT_TRUE(S_ISDIR(lstat_of(dst + "/a/b/empty").st_mode));
+  EXPECT_TRUE(S_ISDIR(lstat_of(dst + "/e").st_mode));
+}
+
+TEST_F(CopyTest, CopiesEightLevelsDeep) {
+  std::string dir = src;
+  for (int level = 1; level <= 8; ++level) {
+    dir += fmt::format("/level{}", level);
+    make_dir(dir);
+    write_file(dir + "/file.txt", fmt::format("at level {}\n", level));
+  }
+  expect_copied(copy());
+  EXPECT_EQ(read_file(dst + "/level1/level2/level3/level4/level5/level6/level7/level8/file.txt"), "at level 8\n");
+}
+
+TEST_F(CopyTest, CopiesZeroByteFile) {
+  write_file(src + "/empty.bin", "", 0600);
+  set_times(src + "/empty.bin", 1'300'000'000'000'000'001LL, 1'300'000'000'000'000'002LL);
+  expect_copied(copy());
+  struct stat st = lstat_of(dst + "/empty.bin");
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_size, 0);
+}
+
+TEST_F(CopyTest, CopiesLargeFileByteExact) {
+  const size_t size = (64u << 20) + 1;  // one byte past a power-of-two boundary
+  write_file(src + "/large.bin", random_bytes(size, 64));
+  expect_copied(copy());
+  EXPECT_EQ(lstat_of(dst + "/large.bin").st_size, static_cast<off_t>(size));
+}
+
+TEST_F(CopyTest, CopiesTenThousandSmallFiles) {
+  for (int d = 0; d < 100; ++d) {
+    std::string dir = src + fmt::format("/dir{:03}", d);
+    make_dir(dir);
+    for (int f = 0; f < 100; ++f) write_file(dir + fmt::format("/file{:03}", f), fmt::format("{}/{}\n", d, f));
+  }
+  expect_copied(copy());
+  EXPECT_EQ(list_tree(dst).size(), 10'100u);
+}
+
+TEST_F(CopyTest, CopiesNamesWithArbitraryBytes) {
+  const std::vector<std::string> names = {
+      "with space",  " leading space", "trailing space ", "new\nline", "-leading-dash", "--double-dash", "-",
+      "\xff\xfe",    "tab\there",      "back\\slash",     "quote'\"",  "*glob?[x]",     "\x01\x1b[31m", "na\xc3\xafve",
+  };
+  make_dir(src + "/-dir\n\xff");
+  for (size_t i = 0; i < names.size(); ++i) {
+    write_file(src + "/" + names[i], "content of " + names[i]);
+    write_file(src + "/-dir\n\xff/" + names[i], std::to_string(i));
+  }
+  make_symlink("new\nline", src + "/link\nto newline");
+  expect_copied(copy());
+  EXPECT_EQ(list_tree(dst), list_tree(src));
+  EXPECT_EQ(read_file(dst + "/\xff\xfe"), "content of \xff\xfe");
+}
+
+TEST_F(CopyTest, CopiesSymlinksWithTargetTextUnchanged) {
+  write_file(src + "/file", "data");
+  make_dir(src + "/dir");
+  make_symlink("../file", src + "/dir/relative");
+  make_symlink(src + "/file", src + "/absolute");  // points into SRC: must not be rewritten to DST
+  make_symlink("no/such/target", src + "/dangling");
+  make_symlink("loop", src + "/loop");
+  set_times(src + "/dir/relative", 1'111'111'111'000'000'001LL, 1'222'222'222'000'000'002LL);
+  set_times(src + "/absolute", 1'111'111'111'000'000'003LL, 1'222'222'222'000'000'004LL);
+  set_times(src + "/dangling", 1'111'111'111'000'000'005LL, 1'222'222'222'000'000'006LL);
+  set_times(src + "/dir", 1'111'111'111'000'000'007LL, 1'222'222'222'000'000'008LL);
+
+  expect_copied(copy());
+  EXPECT_EQ(read_link(dst + "/dir/relative"), "../file");
+  EXPECT_EQ(read_link(dst + "/absolute"), src + "/file");
+  EXPECT_EQ(read_link(dst + "/dangling"), "no/such/target");
+  EXPECT_EQ(read_link(dst + "/loop"), "loop");
+  EXPECT_EQ(mtime_ns(lstat_of(dst + "/dangling")), 1'222'222'222'000'000'006LL);
+  EXPECT_EQ(mtime_ns(lstat_of(dst + "/dir/relative")), 1'222'222'222'000'000'002LL);
+}
+
+TEST_F(CopyTest, CopiesReadOnlyDirectoryWithItsContents) {
+  make_dir(src + "/ro");
+  write_file(src + "/ro/inside.txt", "inside");
+  make_dir(src + "/ro/sub");
+  write_file(src + "/ro/sub/deeper.txt", "deeper");
+  ::chmod((src + "/ro").c_str(), 0555);
+  write_file(src + "/owner-read-only.txt", "secret", 0400);
+  RunOptions options = unprivileged(tmp);  // as root the modes would not stop anything
+
+  expect_copied(copy({}, options));
+  EXPECT_EQ(mode_bits(dst + "/ro"), 0555u);
+  EXPECT_EQ(read_file(dst + "/ro/sub/deeper.txt"), "deeper");
+  EXPECT_EQ(mode_bits(dst + "/owner-read-only.txt"), 0400u);
+  EXPECT_EQ(read_file(dst + "/owner-read-only.txt"), "secret");
+}
+
+TEST_F(CopyTest, PreservesModeBitsAndNanosecondMtimes) {
+  const std::vector<mode_t> file_modes = {0600, 0640, 0644, 0700, 0755, 0444, 0511, 04755, 02755, 06711};
+  const std::vector<mode_t> dir_modes = {0700, 0750, 0711, 02775, 01777, 0555};
+  for (size_t i = 0; i < dir_modes.size(); ++i) {
+    std::string dir = src + fmt::format("/dir{:o}", dir_modes[i]);
+    make_dir(dir);
+    write_file(dir + "/f", "x");
+    ::chmod(dir.c_str(), dir_modes[i]);
+    set_times(dir, 1'000'000'000'000'000'000LL + static_cast<long long>(i), 1'500'000'000'123'456'700LL + static_cast<long long>(i));
+  }
+  for (size_t i = 0; i < file_modes.size(); ++i) {
+    std::string file = src + fmt::format("/file{:o}", file_modes[i]);
+    write_file(file, std::string(i * 100, 'm'), file_modes[i]);
+    set_times(file, 1'000'000'000'000'000'000LL, 1'600'000'000'987'654'300LL + static_cast<long long>(i));
+  }
+
+  expect_copied(copy());
+  EXPECT_EQ(mode_bits(dst + "/file4755"), 04755u);
+  EXPECT_EQ(mode_bits(dst + "/dir1777"), 01777u);
+  EXPECT_EQ(mtime_ns(lstat_of(dst + "/file644")), 1'600'000'000'987'654'302LL);
+  EXPECT_EQ(mtime_ns(lstat_of(dst + "/dir2775")), 1'500'000'000'123'456'703LL);
+}
+
+TEST_F(CopyTest, PreservesAccessTimes) {
+  // Set before pcopy reads the sources (which may itself move their access times).
+  make_dir(src + "/dir");
+  write_file(src + "/dir/file", "read me");
+  set_times(src + "/dir/file", 1'234'567'890'123'456'789LL, 1'334'567'890'000'000'001LL);
+  set_times(src + "/dir", 1'234'567'890'000'000'002LL, 1'334'567'890'000'000'003LL);
+
+  RunResult r = copy();
+  ASSERT_EQ(r.status, 0) << describe(r);
+  // Checked before anything here reads the copies.
+  EXPECT_EQ(atime_ns(lstat_of(dst + "/dir/file")), 1'234'567'890'123'456'789LL);
+  EXPECT_EQ(atime_ns(lstat_of(dst + "/dir")), 1'234'567'890'000'000'002LL);
+}
+
+TEST_F(CopyTest, OneAndEightWorkersProduceIdenticalTrees) {
+  make_mixed_tree(400);
+  std::string one = tmp / "one", eight = tmp / "eight";
+  RunResult r1 = run_pcopy({"-j1", src, one});
+  RunResult r8 = run_pcopy({"-j", "8", src, eight});
+  EXPECT_EQ(r1.status, 0) << describe(r1);
+  EXPECT_EQ(r8.status, 0) << describe(r8);
+  EXPECT_EQ(diff_trees(src, one), "");
+  EXPECT_EQ(diff_trees(src, eight), "");
+  EXPECT_EQ(diff_trees(one, eight), "");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Where it goes.
+
+TEST_F(CopyTest, CreatesMissingDestinationAndItsParents) {
+  write_file(src + "/f", "f");
+  dst = tmp / "new/parents/dst";
+  expect_copied(copy());
+}
+
+TEST_F(CopyTest, MergesIntoExistingDestination) {
+  write_file(src + "/same.txt", "from source");
+  make_dir(src + "/sub");
+  write_file(src + "/sub/new.txt", "new");
+  make_dir(dst);
+  write_file(dst + "/keep.txt", "keep me");
+  write_file(dst + "/same.txt", "an older and longer version from the destination");
+  make_dir(dst + "/sub");
+  write_file(dst + "/sub/keep-too.txt", "keep me too");
+
+  RunResult r = copy();
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/keep.txt"), "keep me");
+  EXPECT_EQ(read_file(dst + "/sub/keep-too.txt"), "keep me too");
+  EXPECT_EQ(read_file(dst + "/same.txt"), "from source");
+  EXPECT_EQ(read_file(dst + "/sub/new.txt"), "new");
+  EXPECT_EQ(mtime_ns(lstat_of(dst + "/same.txt")), mtime_ns(lstat_of(src + "/same.txt")));
+  EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"keep.txt", "same.txt", "sub", "sub/keep-too.txt", "sub/new.txt"}));
+}
+
+TEST_F(CopyTest, ReplacesSymlinkPlantedInDestinationWithoutWritingThroughIt) {
+  write_file(src + "/target.txt", "from source");
+  write_file(tmp / "outside.txt", "must stay");
+  make_dir(dst);
+  make_symlink(tmp / "outside.txt", dst + "/target.txt");
+
+  RunResult r = copy();
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(tmp / "outside.txt"), "must stay");
+  EXPECT_TRUE(S_ISREG(lstat_of(dst + "/target.txt").st_mode));
+  EXPECT_EQ(read_file(dst + "/target.txt"), "from source");
+}
+
+class SingleFileTest : public CopyTest {
+ protected:
+  void SetUp() override {
+    file = tmp / "one.bin";
+    write_file(file, random_bytes(10'000, 1), 0640);
+    set_times(file, 1'200'000'000'000'000'001LL, 1'250'000'000'000'000'002LL);
+  }
+  void expect_same_file(const std::string& copy_path) {
+    EXPECT_EQ(read_file(copy_path), read_file(file));
+    struct stat st = lstat_of(copy_path);
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    EXPECT_EQ(mtime_ns(st), 1'250'000'000'000'000'002LL);
+  }
+  std::string file;
+};
+
+TEST_F(SingleFileTest, CopiesSingleFileToTargetName) {
+  RunResult r = run_pcopy({file, tmp / "copy.bin"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  expect_same_file(tmp / "copy.bin");
+}
+
+TEST_F(SingleFileTest, ReplacesExistingTargetFile) {
+  write_file(tmp / "copy.bin", "old contents");
+  RunResult r = run_pcopy({file, tmp / "copy.bin"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  expect_same_file(tmp / "copy.bin");
+}
+
+TEST_F(SingleFileTest, CreatesMissingParentsOfTargetFile) {
+  RunResult r = run_pcopy({file, tmp / "new/dir/copy.bin"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  expect_same_file(tmp / "new/dir/copy.bin");
+}
+
+TEST_F(SingleFileTest, CopiesSingleFileIntoExistingDirectory) {
+  make_dir(tmp / "into");
+  RunResult r = run_pcopy({file, tmp / "into"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  expect_same_file(tmp / "into/one.bin");
+  EXPECT_EQ(list_tree(tmp / "into"), std::vector<std::string>{"one.bin"});
+}
+
+TEST_F(CopyTest, DefaultsDestinationToSourceWithCopySuffix) {
+  write_file(src + "/f", "f");
+  dst = tmp / "src-copy";
+  RunResult r = run_pcopy({src});
+  expect_copied(r);
+  EXPECT_NE(r.err.find("src-copy"), std::string::npos) << "the summary names the destination\n" << describe(r);
+}
+
+TEST_F(CopyTest, DefaultDestinationOfSourceWithTrailingSlashIsBesideIt) {
+  write_file(src + "/f", "f");
+  dst = tmp / "src-copy";
+  expect_copied(run_pcopy({src + "/"}));
+  EXPECT_FALSE(exists(src + "/-copy"));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Errors while copying.
+
+TEST_F(CopyTest, ReportsUnreadableFileAndCopiesTheRest) {
+  write_file(src + "/a.txt", "a");
+  make_dir(src + "/sub");
+  write_file(src + "/sub/ok.txt", "ok");
+  write_file(src + "/sub/secret", "no one may read this", 0000);
+  make_dir(src + "/other");
+  write_file(src + "/other/b.txt", "b");
+  RunResult r = copy({}, unprivileged(tmp));
+
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'sub/secret': Permission denied")) << describe(r);
+  EXPECT_FALSE(exists(dst + "/sub/secret"));
+  remove_keeping_parent_times(src + "/sub/secret");
+  EXPECT_EQ(diff_trees(src, dst), "") << "everything else is copied, and no temporary is left behind";
+}
+
+// 2,000 files of which every tenth is unreadable.
+class FailingTreeTest : public CopyTest {
+ protected:
+  void SetUp() override {
+    CopyTest::SetUp();
+    for (int d = 0; d < 20; ++d) {
+      make_dir(src + fmt::format("/d{:02}", d));
+      for (int f = 0; f < 100; ++f) {
+        write_file(src + fmt::format("/d{:02}/f{:03}", d, f), "x", f % 10 == 0 ? 0000 : 0644);
+      }
+    }
+  }
+  static size_t error_lines(const RunResult& r) {
+    auto lines = lines_of(r.err);
+    return static_cast<size_t>(std::count_if(lines.begin(), lines.end(), [](const std::string& line) {
+      return line.starts_with("pcopy: cannot copy '") && line.ends_with("': Permission denied");
+    }));
+  }
+};
+
+TEST_F(FailingTreeTest, ReportsEveryErrorAndGoesOnByDefault) {
+  RunResult r = copy({}, unprivileged(tmp));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(error_lines(r), 200u) << describe(r);
+  EXPECT_EQ(count_regular_files(dst), 1800u);
+}
+
+TEST_F(FailingTreeTest, FailFastStopsAfterFirstError) {
+  RunResult r = copy({"--fail-fast", "-j1"}, unprivileged(tmp));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_GE(error_lines(r), 1u) << describe(r);
+  // Jobs already in flight may finish, but the copy must not go on through the whole tree.
+  EXPECT_LT(error_lines(r), 200u) << describe(r);
+  EXPECT_LT(exists(dst) ? count_regular_files(dst) : 0, 1800u);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Refused before anything is written (exit 2).
+
+TEST_F(CopyTest, RefusesMissingSource) {
+  src = tmp / "no-such-source";
+  expect_refused(copy(), dst);
+}
+
+TEST_F(CopyTest, RefusesDestinationEqualToSource) {
+  write_file(src + "/f", "f");
+  const auto before = list_tree(src);
+  for (const std::string& same : {src, src + "/", src + "/.", src + "/../src"}) {
+    SCOPED_TRACE(same);
+    dst = same;
+    RunResult r = copy();
+    EXPECT_EQ(r.status, 2) << describe(r);
+    EXPECT_EQ(list_tree(src), before) << "nothing may be written";
+  }
+}
+
+TEST_F(CopyTest, RefusesDestinationInsideSource) {
+  write_file(src + "/f", "f");
+  dst = src + "/sub/inner";
+  expect_refused(copy(), src + "/sub");
+}
+
+TEST_F(CopyTest, RefusesDestinationInsideSourceThroughSymlink) {
+  write_file(src + "/f", "f");
+  make_symlink(src, tmp / "alias");
+  dst = tmp / "alias/inner";
+  expect_refused(copy(), src + "/inner");
+
+  // And the other way round: SRC named through the link, DST spelled directly.
+  RunResult r = run_pcopy({tmp / "alias", src + "/inner2"});
+  expect_refused(r, src + "/inner2");
+}
+
+TEST_F(CopyTest, RefusesDirectoryOntoExistingFile) {
+  write_file(src + "/f", "f");
+  write_file(dst, "a file in the way");
+  RunResult r = copy();
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_TRUE(S_ISREG(lstat_of(dst).st_mode));
+  EXPECT_EQ(read_file(dst), "a file in the way");
+}
+
+TEST_F(CopyTest, RefusesBadJobCounts) {
+  write_file(src + "/f", "f");
+  for (const char* jobs : {"0", "100000", "abc", "1025", "-1", "2x"}) {
+    SCOPED_TRACE(jobs);
+    expect_refused(copy({"-j", jobs}), dst);
+  }
+}
+
+TEST_F(CopyTest, RefusesUnknownOptionAndBadValues) {
+  write_file(src + "/f", "f");
+  expect_refused(copy({"--no-such-option"}), dst);
+  expect_refused(copy({"--progress=sometimes"}), dst);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Output.
+
+// Strips CSI (ESC [ ... final byte) and OSC (ESC ] ... BEL or ESC \) sequences and lone escapes.
+std::string strip_ansi(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\x1b') {
+      out += s[i];
+      continue;
+    }
+    if (i + 1 < s.size() && s[i + 1] == '[') {
+      i += 2;
+      while (i < s.size() && !(s[i] >= 0x40 && s[i] <= 0x7e)) ++i;
+    } else if (i + 1 < s.size() && s[i + 1] == ']') {
+      i += 2;
+      while (i < s.size() && s[i] != '\a' && !(s[i] == '\x1b' && i + 1 < s.size() && s[i + 1] == '\\')) ++i;
+      if (i < s.size() && s[i] == '\x1b') ++i;
+    } else {
+      ++i;  // two-byte escape such as ESC 7
+    }
+  }
+  return out;
+}
+
+// Terminal columns: one per UTF-8 character (the bar may use block characters), none for controls.
+size_t display_width(std::string_view s) {
+  return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) {
+    auto b = static_cast<unsigned char>(c);
+    return (b & 0xC0) != 0x80 && b >= 0x20 && b != 0x7f;
+  }));
+}
+
+// The progress frames in terminal output. Frames are separated by '\r'; a segment ending a line
+// ('\n') only counts when it is a bar left on screen (it shows a percentage) rather than the summary
+// or an error printed after the bar was cleared.
+std::vector<std::string> bar_frames(std::string_view out) {
+  std::vector<std::string> frames;
+  char before = '\n';
+  size_t start = 0;
+  while (start <= out.size()) {
+    size_t end = std::min(out.find_first_of("\r\n", start), out.size());
+    char after = end < out.size() ? out[end] : '\0';
+    std::string text = strip_ansi(out.substr(start, end - start));
+    bool frame = after == '\r' || (before == '\r' && (after == '\0' || text.find('%') != std::string::npos));
+    if (frame && !text.empty()) frames.push_back(text);
+    before = after;
+    start = end + 1;
+  }
+  return frames;
+}
+
+TEST_F(CopyTest, NonTerminalStderrHasNoCarriageReturn) {
+  make_mixed_tree(300);
+  for (const char* mode : {"--progress=always", "--progress=auto"}) {
+    SCOPED_TRACE(mode);
+    RunResult r = run_pcopy({mode, src, tmp / fmt::format("dst{}", mode)});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(r.err.find('\r'), std::string::npos) << describe(r);
+    EXPECT_EQ(r.out.find('\r'), std::string::npos) << describe(r);
+  }
+}
+
+class TerminalProgressTest : public CopyTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(TerminalProgressTest, DrawsBarNoWiderThanTerminal) {
+  // Big enough that the copy lasts several redraw periods, even in an optimised build.
+  make_mixed_tree(1500);
+  write_file(src + "/large.bin", random_bytes(48u << 20, 9));
+  RunOptions options;
+  options.pty = true;
+  options.pty_columns = 50;
+  RunResult r = copy({GetParam(), "-j2"}, options);
+
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_NE(r.out.find('\r'), std::string::npos) << "no progress bar was drawn\n" << describe(r);
+  auto frames = bar_frames(r.out);
+  EXPECT_TRUE(std::any_of(frames.begin(), frames.end(), [](auto& f) { return f.find('%') != std::string::npos; }))
+      << "no frame shows a percentage\n" << describe(r);
+  for (const auto& frame : frames) {
+    EXPECT_LE(display_width(frame), 50u) << "frame wider than the 50-column terminal: '" << escape_path(frame) << "'";
+  }
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(ProgressModes, TerminalProgressTest, ::testing::Values("--progress=always", "--progress=auto"),
+                         [](const auto& info) { return std::string(info.param).substr(11); });
+
+TEST_F(CopyTest, QuietPrintsNothingOnSuccess) {
+  make_mixed_tree(50);
+  RunResult r = copy({"-q"});
+  expect_copied(r);
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(CopyTest, DefaultPrintsOneSummaryLine) {
+  make_mixed_tree(50);
+  RunResult r = copy();
+  expect_copied(r);
+  EXPECT_EQ(lines_of(r.err).size(), 1u) << describe(r);
+  EXPECT_TRUE(r.err.ends_with("\n")) << describe(r);
+  EXPECT_EQ(r.out, "") << "the summary goes to stderr";
+}
+
+TEST_F(CopyTest, VerbosePrintsEachCopiedPathToStdout) {
+  write_file(src + "/a.txt", "a");
+  make_dirs(src + "/sub/deeper");
+  write_file(src + "/sub/b.txt", "b");
+  write_file(src + "/sub/deeper/c.txt", "c");
+  RunResult r = copy({"-v"});
+  expect_copied(r);
+  auto lines = lines_of(r.out);
+  for (std::string rel : {"a.txt", "sub/b.txt", "sub/deeper/c.txt"}) {
+    // Printed relative to SRC, or as a full path ending in it.
+    bool printed = std::any_of(lines.begin(), lines.end(),
+                               [&](const std::string& line) { return line == rel || line.ends_with("/" + rel); });
+    EXPECT_TRUE(printed) << rel << " not printed\n" << describe(r);
+  }
+}
+
+}  // namespace
+}  // namespace pcopy::test

@@ -1,0 +1,845 @@
+// The end-to-end harness: temporary trees, running the pcopy binary, and comparing trees.
+//
+// Trees are walked with directory fds and an explicit stack so that names with any bytes, paths far
+// longer than PATH_MAX and trees 10,000 levels deep all work with O(1) descriptors and no deep recursion.
+
+#include "harness.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <utility>
+
+#include "pcopy/fd.hpp"
+
+extern char** environ;
+
+namespace pcopy::test {
+namespace {
+
+[[noreturn]] void fail(std::string_view what, std::string_view path, int err) {
+  throw std::runtime_error(fmt::format("{} '{}': {}", what, escape_path(path), std::strerror(err)));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Paths longer than PATH_MAX: resolved component by component to (directory fd, last name).
+
+struct Located {
+  UniqueFd owner;  // keeps `dirfd` open when it is not AT_FDCWD
+  int dirfd = AT_FDCWD;
+  std::string name;
+};
+
+Located locate(const std::string& path) {
+  Located loc;
+  // Leave room for the kernel's own limit; shorter paths go straight to the *at call.
+  if (path.size() < PATH_MAX - 1) {
+    loc.name = path;
+    return loc;
+  }
+  size_t last_slash = path.find_last_of('/');
+  std::string_view dirs(path.data(), last_slash);
+  loc.name = path.substr(last_slash + 1);
+  if (path[0] == '/') {
+    loc.owner.reset(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    loc.dirfd = loc.owner.get();
+  }
+  size_t pos = 0;
+  while (pos < dirs.size()) {
+    size_t end = std::min(dirs.find('/', pos), dirs.size());
+    std::string component(dirs.substr(pos, end - pos));
+    pos = end + 1;
+    if (component.empty()) continue;
+    UniqueFd next(::openat(loc.dirfd, component.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!next) fail("cannot resolve", path, errno);
+    loc.owner = std::move(next);
+    loc.dirfd = loc.owner.get();
+  }
+  return loc;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Directory walking.
+
+struct DirEntry {
+  std::string name;
+  unsigned char type;  // DT_* from getdents, resolved with fstatat when DT_UNKNOWN
+};
+
+// Reads a directory through its own open file description, so the caller's fd keeps its offset.
+std::vector<DirEntry> read_dir(int dirfd, std::string_view rel) {
+  int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open directory", rel, errno);
+  DIR* dir = ::fdopendir(fd);
+  if (dir == nullptr) {
+    int err = errno;
+    ::close(fd);
+    fail("cannot open directory", rel, err);
+  }
+  std::vector<DirEntry> entries;
+  errno = 0;
+  while (dirent* d = ::readdir(dir)) {
+    std::string_view name(d->d_name);
+    if (name == "." || name == "..") continue;
+    unsigned char type = d->d_type;
+    if (type == DT_UNKNOWN) {
+      struct stat st {};
+      if (::fstatat(dirfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) type = IFTODT(st.st_mode);
+    }
+    entries.push_back({std::string(name), type});
+  }
+  int err = errno;
+  ::closedir(dir);
+  if (err != 0) fail("cannot read directory", rel, err);
+  std::sort(entries.begin(), entries.end(), [](auto& x, auto& y) { return x.name < y.name; });
+  return entries;
+}
+
+// One open directory fd that moves down by name and back up through "..", tracking the relative path.
+class TreeCursor {
+ public:
+  explicit TreeCursor(const std::string& root) {
+    Located loc = locate(root);
+    fd_.reset(::openat(loc.dirfd, loc.name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd_) fail("cannot open directory", root, errno);
+  }
+  int fd() const { return fd_.get(); }
+  const std::string& rel() const { return rel_; }
+  std::string rel_of(std::string_view name) const {
+    return rel_.empty() ? std::string(name) : rel_ + "/" + std::string(name);
+  }
+  std::string_view last_name() const { return std::string_view(rel_).substr(starts_.back()); }
+
+  // 0 or an errno; O_NOFOLLOW so a symlink is never entered.
+  int descend(const std::string& name) {
+    UniqueFd child(::openat(fd_.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!child) return errno;
+    fd_ = std::move(child);
+    starts_.push_back(rel_.empty() ? 0 : rel_.size() + 1);
+    rel_ = rel_of(name);
+    return 0;
+  }
+  void ascend() {
+    UniqueFd parent(::openat(fd_.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!parent) fail("cannot reopen parent of", rel_, errno);
+    fd_ = std::move(parent);
+    rel_.resize(starts_.back() == 0 ? 0 : starts_.back() - 1);
+    starts_.pop_back();
+  }
+
+ private:
+  UniqueFd fd_;
+  std::string rel_;
+  std::vector<size_t> starts_;  // offset in rel_ where each level's name begins
+};
+
+// Depth-first walk with an explicit stack. `visit_dir` is called once per directory with the cursor
+// inside it and returns the names of the subdirectories to enter; `leave_dir(cursor, name)` runs after a
+// subdirectory was left (cursor back in its parent).
+template <typename Visit, typename Leave>
+void walk(TreeCursor& cursor, Visit visit_dir, Leave leave_dir) {
+  std::vector<std::vector<std::string>> pending;  // per level: subdirectories still to enter (reversed)
+  pending.push_back(visit_dir(cursor));
+  std::reverse(pending.back().begin(), pending.back().end());
+  while (!pending.empty()) {
+    if (pending.back().empty()) {
+      pending.pop_back();
+      if (pending.empty()) break;
+      std::string name(cursor.last_name());
+      cursor.ascend();
+      leave_dir(cursor, name);
+      continue;
+    }
+    std::string name = std::move(pending.back().back());
+    pending.back().pop_back();
+    if (cursor.descend(name) != 0) continue;  // visit_dir made sure it can be entered, or reported it
+    pending.push_back(visit_dir(cursor));
+    std::reverse(pending.back().begin(), pending.back().end());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Removal.
+
+void warn(std::string_view what, std::string_view path, int err) {
+  std::fprintf(stderr, "harness: %.*s '%s': %s\n", static_cast<int>(what.size()), what.data(),
+               escape_path(path).c_str(), std::strerror(err));
+}
+
+// Unlinks every non-directory and returns the subdirectories, made writable and searchable so they
+// can be emptied (tests create read-only and mode-000 directories).
+std::vector<std::string> empty_files(TreeCursor& cursor) {
+  std::vector<std::string> subdirs;
+  for (auto& entry : read_dir(cursor.fd(), cursor.rel())) {
+    if (entry.type != DT_DIR && ::unlinkat(cursor.fd(), entry.name.c_str(), 0) == 0) continue;
+    if (entry.type != DT_DIR && errno != EISDIR) {
+      warn("cannot remove", cursor.rel_of(entry.name), errno);
+      continue;
+    }
+    if (::fchmodat(cursor.fd(), entry.name.c_str(), 0700, 0) != 0) warn("cannot chmod", cursor.rel_of(entry.name), errno);
+    subdirs.push_back(std::move(entry.name));
+  }
+  return subdirs;
+}
+
+void remove_tree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (!S_ISDIR(st.st_mode)) {
+    if (::unlink(path.c_str()) != 0) warn("cannot remove", path, errno);
+    return;
+  }
+  ::chmod(path.c_str(), 0700);
+  TreeCursor cursor(path);
+  walk(cursor, empty_files, [](TreeCursor& c, const std::string& name) {
+    if (::unlinkat(c.fd(), name.c_str(), AT_REMOVEDIR) != 0) warn("cannot remove", c.rel_of(name), errno);
+  });
+  if (::rmdir(path.c_str()) != 0) warn("cannot remove", path, errno);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Comparison.
+
+std::string type_name(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return "file";
+    case S_IFDIR: return "directory";
+    case S_IFLNK: return "symlink";
+    case S_IFIFO: return "fifo";
+    case S_IFSOCK: return "socket";
+    case S_IFCHR: return "char device";
+    case S_IFBLK: return "block device";
+    default: return "unknown";
+  }
+}
+
+std::string format_ns(const timespec& ts) { return fmt::format("{}.{:09}", ts.tv_sec, ts.tv_nsec); }
+
+std::string read_link_at(int dirfd, const std::string& name) {
+  std::string target(256, '\0');
+  for (;;) {
+    ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
+    if (n < 0) return fmt::format("<readlink failed: {}>", std::strerror(errno));
+    if (static_cast<size_t>(n) < target.size()) {
+      target.resize(static_cast<size_t>(n));
+      return target;
+    }
+    target.resize(target.size() * 2);
+  }
+}
+
+// name -> value for every xattr of dirfd/name, without following a final symlink. The /proc/self/fd
+// prefix keeps the path short however deep the entry is.
+std::map<std::string, std::string> read_xattrs(int dirfd, const std::string& name) {
+  std::string path = fmt::format("/proc/self/fd/{}/{}", dirfd, name);
+  std::map<std::string, std::string> result;
+  std::string names(1024, '\0');
+  ssize_t n;
+  while ((n = ::llistxattr(path.c_str(), names.data(), names.size())) < 0 && errno == ERANGE) {
+    names.resize(names.size() * 4);
+  }
+  if (n < 0) {
+    if (errno != ENOTSUP) result["<error>"] = std::strerror(errno);
+    return result;
+  }
+  for (size_t pos = 0; pos < static_cast<size_t>(n);) {
+    std::string key(names.c_str() + pos);
+    pos += key.size() + 1;
+    std::string value(256, '\0');
+    ssize_t len;
+    while ((len = ::lgetxattr(path.c_str(), key.c_str(), value.data(), value.size())) < 0 && errno == ERANGE) {
+      value.resize(value.size() * 4);
+    }
+    value.resize(len < 0 ? 0 : static_cast<size_t>(len));
+    result[key] = len < 0 ? fmt::format("<error: {}>", std::strerror(errno)) : value;
+  }
+  return result;
+}
+
+class Differ {
+ public:
+  explicit Differ(const CompareOptions& options) : options_(options), buf_a_(kChunk), buf_b_(kChunk) {}
+
+  std::string run(const std::string& a, const std::string& b) {
+    TreeCursor ca(a);
+    TreeCursor cb(b);
+    if (options_.root) compare_root(ca, cb);
+    std::vector<std::vector<std::string>> pending;
+    pending.push_back(compare_dir(ca, cb));
+    while (!pending.empty()) {
+      if (pending.back().empty()) {
+        pending.pop_back();
+        if (pending.empty()) break;
+        ca.ascend();
+        cb.ascend();
+        continue;
+      }
+      std::string name = std::move(pending.back().back());
+      pending.back().pop_back();
+      if (!descend_both(ca, cb, name)) continue;
+      pending.push_back(compare_dir(ca, cb));
+    }
+    if (lines_ > kMaxLines) out_ += fmt::format("... and {} more differences\n", lines_ - kMaxLines);
+    return out_;
+  }
+
+ private:
+  static constexpr size_t kChunk = 1 << 20;
+  static constexpr size_t kMaxLines = 200;
+  using InodeKey = std::pair<dev_t, ino_t>;
+  struct LinkSeen {
+    InodeKey other;
+    std::string first_path;
+  };
+
+  void note(std::string_view rel, std::string_view what) {
+    if (++lines_ <= kMaxLines) out_ += fmt::format("{}: {}\n", escape_path(rel.empty() ? "." : rel), what);
+  }
+
+  bool descend_both(TreeCursor& ca, TreeCursor& cb, const std::string& name) {
+    if (int err = ca.descend(name); err != 0) {
+      note(ca.rel_of(name), fmt::format("cannot enter in a: {}", std::strerror(err)));
+      return false;
+    }
+    if (int err = cb.descend(name); err != 0) {
+      note(ca.rel(), fmt::format("cannot enter in b: {}", std::strerror(err)));
+      ca.ascend();
+      return false;
+    }
+    return true;
+  }
+
+  void compare_root(TreeCursor& ca, TreeCursor& cb) {
+    struct stat sa {}, sb {};
+    ::fstat(ca.fd(), &sa);
+    ::fstat(cb.fd(), &sb);
+    compare_metadata(ca.fd(), cb.fd(), ".", "", sa, sb);
+  }
+
+  // Compares the entries of the two current directories; returns the subdirectories present in both.
+  std::vector<std::string> compare_dir(TreeCursor& ca, TreeCursor& cb) {
+    auto names_a = read_dir(ca.fd(), ca.rel());
+    auto names_b = read_dir(cb.fd(), cb.rel());
+    std::vector<std::string> subdirs;
+    size_t i = 0, j = 0;
+    while (i < names_a.size() || j < names_b.size()) {
+      if (j == names_b.size() || (i < names_a.size() && names_a[i].name < names_b[j].name)) {
+        note(ca.rel_of(names_a[i++].name), "missing in b");
+      } else if (i == names_a.size() || names_b[j].name < names_a[i].name) {
+        note(cb.rel_of(names_b[j++].name), "extra in b (not in a)");
+      } else {
+        const std::string& name = names_a[i].name;
+        if (compare_entry(ca, cb, name)) subdirs.push_back(name);
+        ++i;
+        ++j;
+      }
+    }
+    return subdirs;
+  }
+
+  // True when both are directories (to be descended).
+  bool compare_entry(TreeCursor& ca, TreeCursor& cb, const std::string& name) {
+    std::string rel = ca.rel_of(name);
+    struct stat sa {}, sb {};
+    if (::fstatat(ca.fd(), name.c_str(), &sa, AT_SYMLINK_NOFOLLOW) != 0 ||
+        ::fstatat(cb.fd(), name.c_str(), &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+      note(rel, fmt::format("cannot lstat: {}", std::strerror(errno)));
+      return false;
+    }
+    if ((sa.st_mode & S_IFMT) != (sb.st_mode & S_IFMT)) {
+      note(rel, fmt::format("type {} vs {}", type_name(sa.st_mode), type_name(sb.st_mode)));
+      return false;
+    }
+    compare_data(ca.fd(), cb.fd(), name, rel, sa, sb);
+    compare_metadata(ca.fd(), cb.fd(), name, rel, sa, sb);
+    if (options_.hardlinks && !S_ISDIR(sa.st_mode) && (sa.st_nlink > 1 || sb.st_nlink > 1)) {
+      record_link(links_a_, {sa.st_dev, sa.st_ino}, {sb.st_dev, sb.st_ino}, rel, "in a, not in b");
+      record_link(links_b_, {sb.st_dev, sb.st_ino}, {sa.st_dev, sa.st_ino}, rel, "in b, not in a");
+    }
+    return S_ISDIR(sa.st_mode);
+  }
+
+  void compare_data(int fa, int fb, const std::string& name, const std::string& rel, const struct stat& sa,
+                    const struct stat& sb) {
+    if (S_ISREG(sa.st_mode)) {
+      if (sa.st_size != sb.st_size) {
+        note(rel, fmt::format("size {} vs {}", sa.st_size, sb.st_size));
+      } else {
+        compare_content(fa, fb, name, rel);
+      }
+      if (options_.blocks) {
+        long long diff = (static_cast<long long>(sa.st_blocks) - static_cast<long long>(sb.st_blocks)) * 512;
+        if (std::llabs(diff) > (1LL << 20)) {
+          note(rel, fmt::format("allocated {} vs {} bytes", sa.st_blocks * 512LL, sb.st_blocks * 512LL));
+        }
+      }
+    } else if (S_ISLNK(sa.st_mode)) {
+      std::string ta = read_link_at(fa, name), tb = read_link_at(fb, name);
+      if (ta != tb) note(rel, fmt::format("link target '{}' vs '{}'", escape_path(ta), escape_path(tb)));
+    } else if ((S_ISCHR(sa.st_mode) || S_ISBLK(sa.st_mode)) && sa.st_rdev != sb.st_rdev) {
+      note(rel, fmt::format("device {}:{} vs {}:{}", major(sa.st_rdev), minor(sa.st_rdev), major(sb.st_rdev),
+                            minor(sb.st_rdev)));
+    }
+  }
+
+  // Streams both files; never holds more than one chunk of each.
+  void compare_content(int fa, int fb, const std::string& name, const std::string& rel) {
+    UniqueFd a(::openat(fa, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+    UniqueFd b(::openat(fb, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+    if (!a || !b) {
+      note(rel, fmt::format("cannot open {} to compare: {}", !a ? "a" : "b", std::strerror(errno)));
+      return;
+    }
+    for (long long offset = 0;;) {
+      ssize_t na = read_full(a.get(), buf_a_.data(), kChunk);
+      ssize_t nb = read_full(b.get(), buf_b_.data(), kChunk);
+      if (na < 0 || nb < 0) {
+        note(rel, fmt::format("read error: {}", std::strerror(static_cast<int>(-std::min(na, nb)))));
+        return;
+      }
+      size_t common = static_cast<size_t>(std::min(na, nb));
+      auto mismatch = std::mismatch(buf_a_.begin(), buf_a_.begin() + static_cast<long>(common), buf_b_.begin());
+      if (mismatch.first != buf_a_.begin() + static_cast<long>(common) || na != nb) {
+        note(rel, fmt::format("content differs at byte {}", offset + (mismatch.first - buf_a_.begin())));
+        return;
+      }
+      if (na == 0) return;
+      offset += na;
+    }
+  }
+
+  void compare_metadata(int fa, int fb, const std::string& name, std::string_view rel, const struct stat& sa,
+                        const struct stat& sb) {
+    if (!S_ISLNK(sa.st_mode) && (sa.st_mode & 07777) != (sb.st_mode & 07777)) {
+      note(rel, fmt::format("mode {:04o} vs {:04o}", sa.st_mode & 07777, sb.st_mode & 07777));
+    }
+    bool timed = S_ISREG(sa.st_mode) || S_ISDIR(sa.st_mode) || S_ISLNK(sa.st_mode);
+    if (options_.times && timed &&
+        (sa.st_mtim.tv_sec != sb.st_mtim.tv_sec || sa.st_mtim.tv_nsec != sb.st_mtim.tv_nsec)) {
+      note(rel, fmt::format("mtime {} vs {}", format_ns(sa.st_mtim), format_ns(sb.st_mtim)));
+    }
+    if (options_.owners && (sa.st_uid != sb.st_uid || sa.st_gid != sb.st_gid)) {
+      note(rel, fmt::format("owner {}:{} vs {}:{}", sa.st_uid, sa.st_gid, sb.st_uid, sb.st_gid));
+    }
+    if (options_.xattrs) compare_xattrs(fa, fb, name, rel);
+  }
+
+  void compare_xattrs(int fa, int fb, const std::string& name, std::string_view rel) {
+    auto xa = read_xattrs(fa, name), xb = read_xattrs(fb, name);
+    for (auto& [key, value] : xa) {
+      auto it = xb.find(key);
+      if (it == xb.end()) {
+        note(rel, fmt::format("xattr {} missing in b", escape_path(key)));
+      } else if (it->second != value) {
+        note(rel, fmt::format("xattr {} '{}' vs '{}'", escape_path(key), escape_path(value),
+                              escape_path(it->second)));
+      }
+    }
+    for (auto& [key, value] : xb) {
+      if (!xa.contains(key)) note(rel, fmt::format("xattr {} extra in b", escape_path(key)));
+    }
+  }
+
+  // Each inode on one side must correspond to exactly one inode on the other.
+  void record_link(std::map<InodeKey, LinkSeen>& seen, InodeKey self, InodeKey other, const std::string& rel,
+                   std::string_view where) {
+    auto [it, inserted] = seen.try_emplace(self, LinkSeen{other, rel});
+    if (!inserted && it->second.other != other) {
+      note(rel, fmt::format("hard link to '{}' {}", escape_path(it->second.first_path), where));
+    }
+  }
+
+  CompareOptions options_;
+  std::vector<char> buf_a_, buf_b_;
+  std::map<InodeKey, LinkSeen> links_a_, links_b_;
+  std::string out_;
+  size_t lines_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Running programs.
+
+// `script` runs the command through a shell; single quotes protect every byte but the quote itself.
+std::string shell_quote(std::string_view arg) {
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+std::vector<std::string> pty_command(const std::vector<std::string>& argv, int columns) {
+  // -onlcr: keep the program's own bytes, so a '\r' in the output is one the program wrote.
+  std::string command = fmt::format("stty cols {} rows 24 -onlcr; exec", columns);
+  for (auto& arg : argv) command += " " + shell_quote(arg);
+  return {"script", "-qfec", command, "/dev/null"};
+}
+
+std::vector<std::string> child_environment(const RunOptions& options) {
+  std::vector<std::string> extra = options.env;
+  if (options.pty) {
+    extra.insert(extra.begin(), "SHELL=/bin/sh");                          // what `script -c` runs
+    if (std::getenv("TERM") == nullptr) extra.insert(extra.begin(), "TERM=xterm");  // a real terminal's
+  }
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  // NAME=VALUE replaces NAME; a bare NAME (no '=') removes it.
+  for (auto& entry : extra) {
+    size_t eq = entry.find('=');
+    std::string key = (eq == std::string::npos ? entry : entry.substr(0, eq)) + "=";
+    std::erase_if(env, [&](const std::string& e) { return e.starts_with(key); });
+    if (eq != std::string::npos) env.push_back(entry);
+  }
+  return env;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& strings) {
+  std::vector<char*> result;
+  for (auto& s : strings) result.push_back(s.data());
+  result.push_back(nullptr);
+  return result;
+}
+
+// Only async-signal-safe calls from here to exec: the test process may have threads.
+void child_write(const char* text) { (void)!::write(2, text, std::strlen(text)); }
+
+[[noreturn]] void child_fail(const char* what) {
+  int err = errno;
+  char digits[16];
+  int n = 0;
+  do digits[n++] = static_cast<char>('0' + err % 10);
+  while ((err /= 10) > 0 && n < 15);
+  child_write("harness: ");
+  child_write(what);
+  child_write(" failed, errno ");
+  while (n > 0) (void)!::write(2, &digits[--n], 1);
+  child_write("\n");
+  ::_exit(127);
+}
+
+[[noreturn]] void exec_child(Pipe& in, Pipe& out, Pipe& err, char** argv, char** envp, const RunOptions& options) {
+  if (::dup2(in.read.get(), 0) < 0 || ::dup2(out.write.get(), 1) < 0 || ::dup2(err.write.get(), 2) < 0) {
+    child_fail("dup2");
+  }
+  ::close_range(3, ~0U, 0);  // nothing of the test process leaks in (pcopy's fd-limit tests count them)
+  ::setpgid(0, 0);           // its own group, so a timeout can kill pcopy and its workers together
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::signal(SIGPIPE, SIG_DFL);  // the harness ignores it, and ignoring survives exec
+  if (options.nofile) {
+    rlimit limit{static_cast<rlim_t>(*options.nofile), static_cast<rlim_t>(*options.nofile)};
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) child_fail("setrlimit");
+  }
+  if (options.uid) {
+    if (::setgroups(0, nullptr) != 0) child_fail("setgroups");
+    if (::setgid(65534) != 0) child_fail("setgid");
+    if (::setuid(*options.uid) != 0) child_fail("setuid");
+  }
+  ::execvpe(argv[0], argv, envp);
+  child_fail("exec");
+}
+
+struct Stream {
+  UniqueFd fd;
+  std::string* sink;
+};
+
+// Feeds stdin and drains stdout/stderr together, so no pipe fills up and blocks the child.
+// Returns false on timeout.
+bool pump(UniqueFd& input, std::string_view data, Stream (&outputs)[2], std::chrono::steady_clock::time_point deadline) {
+  size_t written = 0;
+  if (data.empty()) input.reset();
+  if (input) set_nonblocking(input.get(), true);
+  char buf[65536];
+  while (outputs[0].fd || outputs[1].fd) {
+    pollfd fds[3];
+    nfds_t n = 0;
+    for (auto& s : outputs) {
+      if (s.fd) fds[n++] = {s.fd.get(), POLLIN, 0};
+    }
+    if (input) fds[n++] = {input.get(), POLLOUT, 0};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    int ready = ::poll(fds, n, static_cast<int>(std::max<long long>(0, left.count())));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) return false;
+    for (nfds_t i = 0; i < n; ++i) {
+      if (fds[i].revents == 0) continue;
+      if (input && fds[i].fd == input.get()) {
+        ssize_t w = ::write(input.get(), data.data() + written, data.size() - written);
+        if (w > 0) written += static_cast<size_t>(w);
+        if ((w < 0 && errno != EAGAIN && errno != EINTR) || written == data.size()) input.reset();
+        continue;
+      }
+      for (auto& s : outputs) {
+        if (s.fd.get() != fds[i].fd) continue;
+        ssize_t r = read_some(s.fd.get(), buf, sizeof buf);
+        if (r > 0) s.sink->append(buf, static_cast<size_t>(r));
+        else if (r != -EAGAIN) s.fd.reset();
+      }
+    }
+  }
+  return true;
+}
+
+int wait_status(pid_t pid, int options_flags) {
+  int status = 0;
+  pid_t r;
+  while ((r = ::waitpid(pid, &status, options_flags)) < 0 && errno == EINTR) {
+  }
+  if (r <= 0) return -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// Public interface.
+
+std::string escape_path(std::string_view path) {
+  std::string out;
+  for (unsigned char c : path) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c >= 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string pattern = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/pcopy-e2e-XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) fail("cannot create temporary directory", pattern, errno);
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  try {
+    remove_tree(path_);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "harness: cannot remove %s: %s\n", escape_path(path_).c_str(), e.what());
+  }
+}
+
+std::string pcopy_bin() {
+  if (const char* env = std::getenv("PCOPY_BIN"); env != nullptr && *env != '\0') return env;
+#ifdef PCOPY_BIN
+  return PCOPY_BIN;
+#else
+  return "pcopy";
+#endif
+}
+
+RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
+  // Writing stdin to a child that has exited must be an EPIPE error, not a SIGPIPE for the test binary.
+  static const bool sigpipe_ignored = (::signal(SIGPIPE, SIG_IGN), true);
+  (void)sigpipe_ignored;
+
+  std::vector<std::string> args = options.pty ? pty_command(argv, options.pty_columns) : argv;
+  std::vector<std::string> env = child_environment(options);
+  std::vector<char*> c_args = c_strings(args), c_env = c_strings(env);
+  Pipe in = make_pipe(), out = make_pipe(), err = make_pipe();
+
+  RunResult result;
+  std::fflush(nullptr);  // nothing buffered may be written twice
+  pid_t pid = ::fork();
+  if (pid < 0) fail("cannot fork for", argv.empty() ? "" : argv[0], errno);
+  if (pid == 0) exec_child(in, out, err, c_args.data(), c_env.data(), options);
+
+  in.read.reset();
+  out.write.reset();
+  err.write.reset();
+  Stream outputs[2] = {{std::move(out.read), &result.out}, {std::move(err.read), &result.err}};
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.timeout_s);
+  if (!pump(in.write, options.stdin_data, outputs, deadline)) {
+    bool exited = wait_status(pid, WNOHANG) >= 0;
+    ::kill(-pid, SIGKILL);
+    ::kill(pid, SIGKILL);
+    if (!exited) wait_status(pid, 0);
+    result.err += fmt::format("\nharness: timed out after {} s{}\n", options.timeout_s,
+                              exited ? " (the program had exited but something kept its output pipes open)" : "");
+    result.status = 128 + SIGKILL;
+    return result;
+  }
+  result.status = wait_status(pid, 0);
+  return result;
+}
+
+RunResult run_pcopy(const std::vector<std::string>& args, const RunOptions& options) {
+  std::vector<std::string> argv{pcopy_bin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv, options);
+}
+
+void write_file(const std::string& path, std::string_view bytes, mode_t mode) {
+  Located loc = locate(path);
+  UniqueFd fd(::openat(loc.dirfd, loc.name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) fail("cannot create", path, errno);
+  if (int e = write_all(fd.get(), bytes.data(), bytes.size()); e != 0) fail("cannot write", path, e);
+  if (::fchmod(fd.get(), mode) != 0) fail("cannot chmod", path, errno);  // exact bits, whatever the umask
+  if (int e = fd.close_checked(); e != 0) fail("cannot close", path, e);
+}
+
+std::string read_file(const std::string& path) {
+  Located loc = locate(path);
+  UniqueFd fd(::openat(loc.dirfd, loc.name.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) fail("cannot open", path, errno);
+  std::string content;
+  char buf[65536];
+  ssize_t n;
+  while ((n = read_some(fd.get(), buf, sizeof buf)) > 0) content.append(buf, static_cast<size_t>(n));
+  if (n < 0) fail("cannot read", path, static_cast<int>(-n));
+  return content;
+}
+
+void make_dir(const std::string& path, mode_t mode) {
+  Located loc = locate(path);
+  if (::mkdirat(loc.dirfd, loc.name.c_str(), 0700) != 0) fail("cannot create directory", path, errno);
+  if (::fchmodat(loc.dirfd, loc.name.c_str(), mode, 0) != 0) fail("cannot chmod", path, errno);
+}
+
+void make_dirs(const std::string& path) {
+  // One component at a time from a directory fd, so any length works (and symlinks are followed,
+  // as with mkdir -p).
+  UniqueFd current;
+  int dirfd = AT_FDCWD;
+  if (path.starts_with('/')) {
+    current.reset(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    dirfd = current.get();
+  }
+  size_t pos = 0;
+  while (pos < path.size()) {
+    size_t end = std::min(path.find('/', pos), path.size());
+    std::string component = path.substr(pos, end - pos);
+    pos = end + 1;
+    if (component.empty()) continue;
+    if (::mkdirat(dirfd, component.c_str(), 0755) != 0 && errno != EEXIST) {
+      fail("cannot create directory", path.substr(0, end), errno);
+    }
+    UniqueFd next(::openat(dirfd, component.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!next) fail("cannot enter", path.substr(0, end), errno);
+    current = std::move(next);
+    dirfd = current.get();
+  }
+}
+
+void make_symlink(const std::string& target, const std::string& path) {
+  Located loc = locate(path);
+  if (::symlinkat(target.c_str(), loc.dirfd, loc.name.c_str()) != 0) fail("cannot create symlink", path, errno);
+}
+
+void set_times(const std::string& path, long long atime_ns, long long mtime_ns) {
+  auto to_timespec = [](long long ns) {
+    long long sec = ns / 1'000'000'000LL, rem = ns % 1'000'000'000LL;
+    if (rem < 0) {  // floor, so times before 1970 keep tv_nsec in [0, 1e9)
+      rem += 1'000'000'000LL;
+      --sec;
+    }
+    return timespec{static_cast<time_t>(sec), static_cast<long>(rem)};
+  };
+  timespec times[2] = {to_timespec(atime_ns), to_timespec(mtime_ns)};
+  Located loc = locate(path);
+  if (::utimensat(loc.dirfd, loc.name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) fail("cannot set times", path, errno);
+}
+
+bool exists(const std::string& path) {
+  Located loc = locate(path);
+  struct stat st {};
+  return ::fstatat(loc.dirfd, loc.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+std::string read_link(const std::string& path) {
+  Located loc = locate(path);
+  struct stat st {};
+  if (::fstatat(loc.dirfd, loc.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) fail("cannot lstat", path, errno);
+  if (!S_ISLNK(st.st_mode)) fail("not a symlink:", path, EINVAL);
+  return read_link_at(loc.dirfd, loc.name);
+}
+
+std::string random_bytes(size_t n, unsigned seed) {
+  // splitmix64: fast even in a Debug build, and the same bytes for the same seed everywhere.
+  uint64_t state = seed * 0x9E3779B97F4A7C15ULL + 1;
+  std::string bytes(n, '\0');
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    std::memcpy(bytes.data() + i, &z, std::min<size_t>(8, n - i));
+  }
+  return bytes;
+}
+
+std::vector<std::string> list_tree(const std::string& root) {
+  std::vector<std::string> paths;
+  TreeCursor cursor(root);
+  walk(
+      cursor,
+      [&](TreeCursor& c) {
+        std::vector<std::string> subdirs;
+        for (auto& entry : read_dir(c.fd(), c.rel())) {
+          paths.push_back(c.rel_of(entry.name));
+          if (entry.type == DT_DIR) subdirs.push_back(entry.name);
+        }
+        return subdirs;
+      },
+      [](TreeCursor&, const std::string&) {});
+  std::sort(paths.begin(), paths.end());
+  return paths;
+}
+
+void make_deep_dirs(const std::string& root, size_t depth, const std::string& component) {
+  TreeCursor cursor(root);
+  for (size_t level = 0; level < depth; ++level) {
+    if (::mkdirat(cursor.fd(), component.c_str(), 0755) != 0 && errno != EEXIST) {
+      fail("cannot create directory", cursor.rel_of(component), errno);
+    }
+    if (int err = cursor.descend(component); err != 0) fail("cannot enter", cursor.rel_of(component), err);
+  }
+}
+
+void chown_tree(const std::string& root, uid_t uid, gid_t gid) {
+  if (::lchown(root.c_str(), uid, gid) != 0) fail("cannot chown", root, errno);
+  TreeCursor cursor(root);
+  walk(
+      cursor,
+      [&](TreeCursor& c) {
+        std::vector<std::string> subdirs;
+        for (auto& entry : read_dir(c.fd(), c.rel())) {
+          if (::fchownat(c.fd(), entry.name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
+            fail("cannot chown", c.rel_of(entry.name), errno);
+          }
+          if (entry.type == DT_DIR) subdirs.push_back(entry.name);
+        }
+        return subdirs;
+      },
+      [](TreeCursor&, const std::string&) {});
+}
+
+std::string diff_trees(const std::string& a, const std::string& b, const CompareOptions& options) {
+  return Differ(options).run(a, b);
+}
+
+}  // namespace pcopy::test

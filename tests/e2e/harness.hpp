@@ -1,0 +1,80 @@
+// Shared helpers for the end-to-end tests: temporary trees on disk, running the built pcopy binary,
+// and comparing two trees the way a user would (bytes, types, modes, times, links, owners, xattrs).
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pcopy::test {
+
+// A fresh directory under $TMPDIR (default /tmp), removed recursively with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(std::string_view rel) const { return path_ + "/" + std::string(rel); }
+
+ private:
+  std::string path_;
+};
+
+struct RunOptions {
+  std::optional<uid_t> uid;            // drop to this uid (and gid 65534) before exec; needs root
+  std::optional<long> nofile;          // RLIMIT_NOFILE soft and hard limit for the child
+  bool pty = false;                    // run under a pseudo-terminal via `script`; stdout+stderr merged into out
+  int pty_columns = 80;                // terminal width when pty is set
+  std::vector<std::string> env;        // extra NAME=VALUE entries
+  std::string stdin_data;              // fed to the child's stdin
+  int timeout_s = 300;                 // then the child's process group is killed (status 128+9)
+};
+
+struct RunResult {
+  int status = -1;  // exit code, or 128 + signal number when killed
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Path of the pcopy binary under test.
+std::string pcopy_bin();
+RunResult run(const std::vector<std::string>& argv, const RunOptions& options = {});
+RunResult run_pcopy(const std::vector<std::string>& args, const RunOptions& options = {});
+
+// Tree building. Parents must exist. Paths are raw bytes.
+void write_file(const std::string& path, std::string_view bytes, mode_t mode = 0644);
+std::string read_file(const std::string& path);
+void make_dir(const std::string& path, mode_t mode = 0755);
+void make_dirs(const std::string& path);  // like mkdir -p
+void make_symlink(const std::string& target, const std::string& path);
+void set_times(const std::string& path, long long atime_ns, long long mtime_ns);  // does not follow links
+bool exists(const std::string& path);  // lstat succeeds
+std::string read_link(const std::string& path);  // a symlink's target text
+std::string random_bytes(size_t n, unsigned seed);
+std::vector<std::string> list_tree(const std::string& root);  // relative paths, sorted, root excluded
+// root/component/component/... `depth` levels below root (root must exist), built with directory fds so
+// the depth may go far past PATH_MAX. Path-based helpers above also accept such long paths (more slowly).
+void make_deep_dirs(const std::string& root, size_t depth, const std::string& component = "d");
+// lchown of root and everything below it (needs root); links are not followed.
+void chown_tree(const std::string& root, uid_t uid, gid_t gid);
+// A path made printable for messages: control bytes, bytes >= 0x7f and backslash become \n, \xNN, \\.
+std::string escape_path(std::string_view path);
+
+struct CompareOptions {
+  bool times = true;        // mtime (ns) on files, dirs and links
+  bool owners = false;      // uid/gid
+  bool xattrs = false;      // every xattr readable by the caller, incl. system.posix_acl_*
+  bool hardlinks = false;   // identical hard-link grouping
+  bool blocks = false;      // allocated blocks within 1 MiB of the source
+  bool root = true;         // also compare the two roots' own mode, times, owners and xattrs (path ".")
+};
+
+// Empty when the trees match; otherwise one line per difference ("path: what differs").
+std::string diff_trees(const std::string& a, const std::string& b, const CompareOptions& options = {});
+
+}  // namespace pcopy::test
