@@ -89,7 +89,8 @@ bool is_temp_name(std::string_view name) {
 
 int open_dir_beneath(int root, std::string_view rel, bool follow) {
   if (rel.empty()) {
-    int fd = ::fcntl(root, F_DUPFD_CLOEXEC, 0);
+    // A new open file description, not a dup: directory offsets must not be shared.
+    int fd = ::openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
   }
   constexpr size_t kMax = PATH_MAX - 1;

@@ -55,7 +55,8 @@ std::string eta(const ProgressState& s) {
 
 std::string totals(const ProgressState& s) {
   const char* more = s.counting ? "+" : "";
-  return fmt::format("{}/{}{} files  {}/{}{}", format_count(s.files_done), format_count(s.files_total), more,
+  // Fixed widths keep the line from jittering as the numbers change.
+  return fmt::format("{}/{}{} files  {:>10}/{}{}", format_count(s.files_done), format_count(s.files_total), more,
                      format_bytes(s.bytes_done), format_bytes(s.bytes_total), more);
 }
 
@@ -65,7 +66,7 @@ std::string format_bar(const ProgressState& s, int width) {
   if (width < 1) return {};
   int pct = percent(s);
   std::string head = fmt::format("{:3}%", pct);
-  std::string tail = "  " + totals(s) + "  " + format_rate(s.rate) + "  " + eta(s);
+  std::string tail = fmt::format("  {}  {:>12}  {}", totals(s), format_rate(s.rate), eta(s));
   if (s.counting) tail += "  (counting)";
   // The bar takes what is left, between 10 and 40 columns; without room for it, drop it.
   int room = width - int(head.size()) - int(tail.size()) - 3;

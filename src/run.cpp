@@ -64,7 +64,8 @@ struct JobInfo {
   Job job;
   int worker = -1;
   uint64_t reported = 0;  // bytes already counted through Progress messages
-  std::optional<std::pair<dev_t, ino_t>> link_key;  // archive mode: first of a hard-link group
+  std::optional<std::pair<dev_t, ino_t>> link_key = {};  // archive mode: first of a hard-link group
+  bool alone = false;     // sent as the only job of its batch
 };
 
 struct PendingBatch {
@@ -131,6 +132,7 @@ class Runner {
   std::deque<PendingBatch> queue_;
   PendingBatch current_;
   std::vector<std::deque<size_t>> batch_left_;  // per worker: unanswered jobs of each batch sent, oldest first
+  std::vector<std::deque<uint64_t>> sent_;      // per worker: ids in the order it works on them
   std::map<std::pair<dev_t, ino_t>, LinkGroup> links_;
   uint64_t next_id_ = 1;
   size_t window_ = 0;
@@ -230,6 +232,7 @@ void Runner::start_pool() {
     return run_worker(opt, job_fd, result_fd, 5, has_dst ? 6 : -1);
   });
   batch_left_.assign(pool_->size(), {});
+  sent_.assign(pool_->size(), {});
   window_ = std::max<size_t>(4096, size_t(opt_.jobs) * kBatchFiles * 4);
 }
 
@@ -340,7 +343,9 @@ void Runner::dispatch() {
     for (uint64_t id : pb.ids) {
       JobInfo& info = jobs_.at(id);
       info.worker = w;
+      info.alone = pb.ids.size() == 1;
       slot.held.insert(id);
+      sent_[size_t(w)].push_back(id);
       batch.jobs.push_back(info.job);
     }
     batch_left_[size_t(w)].push_back(pb.ids.size());
@@ -365,6 +370,8 @@ void Runner::on_result(size_t w, const Result& r) {
   pool_->slot(w).held.erase(r.id);
   auto& left = batch_left_[w];
   if (!left.empty() && --left.front() == 0) left.pop_front();
+  auto& sent = sent_[w];
+  while (!sent.empty() && !pool_->slot(w).held.count(sent.front())) sent.pop_front();
 
   bytes_done_ += r.bytes >= info.reported ? r.bytes - info.reported : 0;
   ++files_done_;
@@ -476,14 +483,17 @@ void Runner::read_worker(size_t w) {
   }
 }
 
-// A worker died (EOF on its pipe): reap it, remove its temporaries, start another, and retry
-// what it held once, each job alone, so a job that kills workers is found and named.
+// A worker died (EOF on its pipe): reap it, remove its temporaries and start another. Every job
+// it had not answered is retried, each alone. A worker answers a batch before starting the next,
+// so when the first unanswered job was alone in its batch it is certainly what the worker died
+// on; such a job dies on its retry fails with a message naming it.
 void Runner::on_worker_gone(size_t w) {
   WorkerSlot& slot = pool_->slot(w);
   pid_t pid = slot.pid;
   int status = pool_->reap(w, true);
-  std::vector<uint64_t> held(slot.held.begin(), slot.held.end());
-  std::sort(held.begin(), held.end());
+  std::vector<uint64_t> held;
+  for (uint64_t id : sent_[w])
+    if (slot.held.count(id)) held.push_back(id);
   std::vector<DirNode*> dirs;
   for (uint64_t id : held) dirs.push_back(jobs_.at(id).dir);
   remove_temps_of(pid, dirs);
@@ -491,30 +501,44 @@ void Runner::on_worker_gone(size_t w) {
   slot.results.reset();
   slot.jobs.reset();
   batch_left_[w].clear();
+  sent_[w].clear();
   if (!interrupted_) pool_->spawn(w);
-  std::string how = describe_wait_status(status);
-  std::vector<PendingBatch> retries;
   for (uint64_t id : held) {
     JobInfo& info = jobs_.at(id);
     bytes_done_ -= std::min(bytes_done_, info.reported);
     info.reported = 0;
     info.worker = -1;
-    if (interrupted_) continue;
-    if (info.job.attempt == 0 && !stopping_) {
-      info.job.attempt = 1;
-      retries.push_back(PendingBatch{info.dir, {id}, 0});
-      continue;
-    }
+  }
+  if (interrupted_ || held.empty()) return;
+
+  size_t first_retry = 0;
+  JobInfo& first = jobs_.at(held.front());
+  if (first.alone && first.job.attempt > 0) {
     Result r;
-    r.id = id;
+    r.id = held.front();
     r.outcome = Outcome::Failed;
-    r.detail = fmt::format("a worker died copying it ({}), also on retry", how);
-    if (stopping_ && info.job.attempt == 0) r.detail = fmt::format("a worker died copying it ({})", how);
-    slot.held.insert(id);
+    r.detail = fmt::format("a worker died copying it ({}), also on retry", describe_wait_status(status));
+    slot.held.insert(r.id);
     batch_left_[w].push_back(1);
     on_result(w, r);
+    first_retry = 1;
   }
-  for (auto it = retries.rbegin(); it != retries.rend(); ++it) queue_.push_front(std::move(*it));
+  std::deque<PendingBatch> retry;
+  for (size_t i = first_retry; i < held.size(); ++i) {
+    JobInfo& info = jobs_.at(held[i]);
+    info.job.attempt = 1;
+    retry.push_back(PendingBatch{info.dir, {held[i]}, 0});
+  }
+  if (stopping_) {
+    for (auto& b : retry)
+      for (uint64_t id : b.ids) {
+        DirNode* dir = jobs_.at(id).dir;
+        jobs_.erase(id);
+        release(dir);
+      }
+    return;
+  }
+  queue_.insert(queue_.begin(), std::make_move_iterator(retry.begin()), std::make_move_iterator(retry.end()));
 }
 
 void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {

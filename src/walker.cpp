@@ -78,12 +78,12 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
   live_.insert(root);
   root->st = src_st;
   if (dst_root_) {
-    root->dst.reset(::fcntl(dst_root_.get(), F_DUPFD_CLOEXEC, 0));
+    root->dst.reset(::openat(dst_root_.get(), ".", kDirFlags));
     if (!opt_.dry_run) remove_leftover_temps(root->dst.get());
   }
   auto frame = std::make_unique<Frame>();
   frame->node = root;
-  frame->src.reset(::fcntl(src_root_.get(), F_DUPFD_CLOEXEC, 0));
+  frame->src.reset(::openat(src_root_.get(), ".", kDirFlags));
   if (opt_.archive) root->xattrs = read_dir_xattrs(frame->src.get());
   stack_.push_back(std::move(frame));
   open_frames_ = 1;
