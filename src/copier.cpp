@@ -132,6 +132,8 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
   r.id = job.id;
   r.size = job.size;
   r.mtime_ns = job.mtime_ns;
+  if (job.kind == JobKind::FileChunk) return copy_chunk(src_dir, dst_dir, job, r);
+  if (job.kind == JobKind::FileEnd) return end_chunked(src_dir, dst_dir, job, r);
 
   bool need_dst_stat = opt_.update || opt_.ignore_existing || opt_.dry_run;
   if (need_dst_stat && dst_dir >= 0) {
@@ -152,6 +154,7 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
   }
   switch (job.kind) {
     case JobKind::File: return copy_file(src_dir, dst_dir, job, r);
+    case JobKind::FileBegin: return begin_chunked(src_dir, dst_dir, job, r);
     case JobKind::HardLink: return copy_hard_link(dst_dir, dst_root, job, r);
     default: return copy_special(src_dir, dst_dir, job, r);
   }
@@ -171,6 +174,10 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& job, const struct s
       return n >= 0 && n == m && std::memcmp(a.data(), b.data(), size_t(n)) == 0;
     }
     case JobKind::HardLink: return false;  // cheap to redo, and the group must be right
+    case JobKind::FileBegin:
+      if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
+      if (!opt_.checksum) return to_ns(dst.st_mtim) == job.mtime_ns;
+      break;
     default: return (dst.st_mode & S_IFMT) != S_IFREG && (dst.st_mode & S_IFMT) != S_IFDIR &&
                     (dst.st_mode & S_IFMT) != S_IFLNK && to_ns(dst.st_mtim) == job.mtime_ns;
   }
@@ -254,6 +261,66 @@ Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
   if ((err = out.close_checked())) return fail(r, err);
   if (!opt_.inplace && ::renameat(dst_dir, tmp.c_str(), dst_dir, job.target().c_str()) != 0) return fail(r, errno);
   keep = true;
+  return r;
+}
+
+// A big file split across workers. Begin creates the temporary (or truncates the final name with
+// --inplace); chunks write their ranges into it; End checks that the source did not change, sets
+// the metadata and renames. The parent removes the temporary if any part fails.
+Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
+  UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
+  if (!in) return fail(r, errno);
+  struct stat st;
+  if (::fstat(in.get(), &st) != 0) return fail(r, errno);
+  if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns)
+    return fail(r, 0, kChanged);
+  r.temp = opt_.inplace ? job.target() : next_temp_name();
+  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (opt_.inplace ? O_TRUNC : O_EXCL);
+  UniqueFd out(::openat(dst_dir, r.temp.c_str(), flags, st.st_mode & 0777));
+  if (!out && opt_.inplace && errno == ELOOP) {
+    ::unlinkat(dst_dir, r.temp.c_str(), 0);  // a planted link: replace it, never write through it
+    out.reset(::openat(dst_dir, r.temp.c_str(), flags, st.st_mode & 0777));
+  }
+  if (!out) return fail(r, errno);
+  if (int err = out.close_checked()) {
+    if (!opt_.inplace) ::unlinkat(dst_dir, r.temp.c_str(), 0);
+    return fail(r, err);
+  }
+  return r;
+}
+
+Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
+  UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
+  if (!in) return fail(r, errno);
+  UniqueFd out(::openat(dst_dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!out) return fail(r, errno);
+  FileCopy fc;
+  int err = copy_range(in.get(), out.get(), off_t(job.offset), job.length, fc);
+  if (fc.unreported) (*report_)(std::exchange(fc.unreported, 0));
+  r.bytes = fc.bytes;
+  if (!err && fc.bytes != job.length) return fail(r, 0, kChanged);
+  if (!err) err = out.close_checked();
+  return err ? fail(r, err) : r;
+}
+
+Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
+  UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
+  if (!in) return fail(r, errno);
+  struct stat st;
+  if (::fstat(in.get(), &st) != 0) return fail(r, errno);
+  if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns) return fail(r, 0, kChanged);
+  UniqueFd out(::openat(dst_dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!out) return fail(r, errno);
+  struct stat written;
+  if (::fstat(out.get(), &written) != 0) return fail(r, errno);
+  if (uint64_t(written.st_size) != job.size && ::ftruncate(out.get(), off_t(job.size)) != 0) return fail(r, errno);
+  if (int err = apply_metadata(out.get(), in.get(), st, !opt_.inplace)) return fail(r, err);
+  if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
+  if (int err = out.close_checked()) return fail(r, err);
+  if (!opt_.inplace && ::renameat(dst_dir, job.temp.c_str(), dst_dir, job.target().c_str()) != 0)
+    return fail(r, errno);
+  r.size = job.size;
+  r.mtime_ns = to_ns(st.st_mtim);
   return r;
 }
 

@@ -80,6 +80,9 @@ void encode(std::string& out, const Batch& batch) {
     w.num(job.size);
     w.num(job.mtime_ns);
     w.str(job.link_target);
+    w.str(job.temp);
+    w.num(job.offset);
+    w.num(job.length);
   }
 }
 
@@ -92,6 +95,7 @@ void encode(std::string& out, const Result& r) {
   w.num(r.size);
   w.num(r.mtime_ns);
   w.str(r.detail);
+  w.str(r.temp);
   w.str(r.hash ? std::string_view(reinterpret_cast<const char*>(r.hash->data()), 16) : std::string_view());
 }
 
@@ -117,6 +121,9 @@ Batch decode_batch(std::string_view payload) {
     job.size = r.num<uint64_t>();
     job.mtime_ns = r.num<int64_t>();
     job.link_target = r.str();
+    job.temp = r.str();
+    job.offset = r.num<uint64_t>();
+    job.length = r.num<uint64_t>();
   }
   r.finish();
   return batch;
@@ -132,6 +139,7 @@ Result decode_result(std::string_view payload) {
   res.size = r.num<uint64_t>();
   res.mtime_ns = r.num<int64_t>();
   res.detail = r.str();
+  res.temp = r.str();
   std::string hash = r.str();
   if (hash.size() == 16) {
     res.hash.emplace();

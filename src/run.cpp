@@ -38,6 +38,8 @@ constexpr int kBatchesPerWorker = 2;          // one being worked on, one waitin
 constexpr int kEventsPerPoll = 1024;          // walk at most this much between looks at the pipes
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
+constexpr uint64_t kChunkBytes = 64ull << 20;      // a big file is split into pieces of this size
+constexpr uint64_t kChunkThreshold = 128ull << 20;  // ... when it is at least this big
 
 double now_s() {
   struct timespec ts;
@@ -66,6 +68,19 @@ struct JobInfo {
   uint64_t reported = 0;  // bytes already counted through Progress messages
   std::optional<std::pair<dev_t, ino_t>> link_key = {};  // archive mode: first of a hard-link group
   bool alone = false;     // sent as the only job of its batch
+  uint64_t file = 0;      // FileChunk/FileEnd: the id of the FileBegin job of their file
+  std::optional<std::pair<dev_t, ino_t>> member_of = {};  // HardLink: its group
+};
+
+// A big file being copied in chunks by several workers.
+struct ChunkedFile {
+  JobInfo begin;     // the FileBegin job: directory, names, size, hard-link group
+  Outcome outcome = Outcome::Copied;
+  std::string temp;  // the temporary Begin created
+  size_t chunks_left = 0;
+  uint64_t bytes = 0;
+  Result failure;    // the first chunk failure, if any
+  bool failed = false;
 };
 
 struct PendingBatch {
@@ -104,6 +119,13 @@ class Runner {
   void remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs);
   void on_signal();
   void finish_link_group(const JobInfo& info, const Result& r);
+  void complete(JobInfo& info, const Result& r, uint64_t bytes);
+  bool should_chunk(const struct stat& st) const;
+  void start_chunks(JobInfo& begin, const Result& r);
+  void chunk_done(const JobInfo& info, const Result& r);
+  void end_done(JobInfo& info, const Result& r);
+  void fail_chunked(uint64_t file);
+  void remove_dst_temp(DirNode* dir, const std::string& temp);
   void stop_dispatching();
   void release(DirNode* dir) {
     if (walker_) walker_->release(dir);
@@ -134,6 +156,7 @@ class Runner {
   std::vector<std::deque<size_t>> batch_left_;  // per worker: unanswered jobs of each batch sent, oldest first
   std::vector<std::deque<uint64_t>> sent_;      // per worker: ids in the order it works on them
   std::map<std::pair<dev_t, ino_t>, LinkGroup> links_;
+  std::unordered_map<uint64_t, ChunkedFile> chunked_;  // by FileBegin job id
   uint64_t next_id_ = 1;
   size_t window_ = 0;
   bool walk_done_ = false;
@@ -194,9 +217,21 @@ void Runner::stop_dispatching() {
     for (uint64_t id : b.ids) {
       auto it = jobs_.find(id);
       if (it == jobs_.end()) continue;
-      DirNode* dir = it->second.dir;
+      JobInfo info = std::move(it->second);
       jobs_.erase(it);
-      release(dir);
+      if (info.file) {
+        // Part of a chunked file: the file as a whole fails once its last part is accounted for.
+        Result r;
+        r.outcome = Outcome::Failed;
+        r.detail = "not copied: pcopy stopped before it was complete";
+        if (info.job.kind == JobKind::FileEnd) {
+          chunked_.at(info.file).chunks_left = 1;
+          chunked_.at(info.file).failed = false;
+        }
+        chunk_done(info, r);
+        continue;
+      }
+      release(info.dir);
     }
   };
   for (auto& b : queue_) drop(b);
@@ -241,6 +276,7 @@ void Runner::add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t
   current_.dir = dir;
   job.id = next_id_++;
   uint64_t bytes = job.kind == JobKind::File ? job.size : 0;
+  if (job.kind == JobKind::FileBegin) bytes = kBatchBytes;  // a big file's first step travels alone
   current_.ids.push_back(job.id);
   current_.bytes += bytes;
   jobs_.emplace(job.id, JobInfo{dir, std::move(job), -1, 0, link_key});
@@ -276,6 +312,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
   job.name = std::move(ev.name);
   job.size = job.kind == JobKind::File ? uint64_t(ev.st.st_size) : 0;
   job.mtime_ns = to_ns(ev.st.st_mtim);
+  if (job.kind == JobKind::File && should_chunk(ev.st)) job.kind = JobKind::FileBegin;
   ++files_total_;
   bytes_total_ += job.size;
   if (opt_.archive && ev.st.st_nlink > 1) {
@@ -287,10 +324,13 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       if (group.done) {
         job.link_target = group.first;
         add_job(ev.dir, std::move(job));
+        jobs_.at(next_id_ - 1).member_of = key;
       } else {
         job.id = next_id_++;
         group.waiting.push_back(job.id);
-        jobs_.emplace(job.id, JobInfo{ev.dir, std::move(job), -1, 0, {}});
+        JobInfo info{ev.dir, std::move(job)};
+        info.member_of = key;
+        jobs_.emplace(info.job.id, std::move(info));
       }
       return;
     }
@@ -372,8 +412,21 @@ void Runner::on_result(size_t w, const Result& r) {
   if (!left.empty() && --left.front() == 0) left.pop_front();
   auto& sent = sent_[w];
   while (!sent.empty() && !pool_->slot(w).held.count(sent.front())) sent.pop_front();
-
   bytes_done_ += r.bytes >= info.reported ? r.bytes - info.reported : 0;
+
+  switch (info.job.kind) {
+    case JobKind::FileChunk: return chunk_done(info, r);
+    case JobKind::FileEnd: return end_done(info, r);
+    case JobKind::FileBegin:
+      if (r.outcome == Outcome::Copied || r.outcome == Outcome::Replaced) return start_chunks(info, r);
+      break;
+    default: break;
+  }
+  complete(info, r, r.bytes);
+}
+
+// The final word on one entry: counts, messages, manifest, hard-link group, directory.
+void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   ++files_done_;
   std::string path = rel(info);
   switch (r.outcome) {
@@ -395,7 +448,7 @@ void Runner::on_result(size_t w, const Result& r) {
       } else {
         ++stats_.files_copied;
       }
-      stats_.bytes_copied += r.bytes;
+      stats_.bytes_copied += bytes;
       if (opt_.dry_run) {
         out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(path));
       } else if (opt_.verbose) {
@@ -403,10 +456,10 @@ void Runner::on_result(size_t w, const Result& r) {
       }
       if (manifest_.is_open()) {
         std::optional<Hash128> hash = r.hash;
-        if (!hash && info.job.kind == JobKind::HardLink) {
+        if (!hash && info.member_of) {
           // A hard link has the contents of its group's first copy.
-          for (auto& [key, group] : links_)
-            if (group.first == info.job.link_target) hash = group.hash;
+          auto group = links_.find(*info.member_of);
+          if (group != links_.end()) hash = group->second.hash;
         }
         if (hash) manifest_.add(path, r.size, r.mtime_ns, *hash);
       }
@@ -414,6 +467,86 @@ void Runner::on_result(size_t w, const Result& r) {
   }
   if (info.link_key) finish_link_group(info, r);
   release(info.dir);
+}
+
+bool Runner::should_chunk(const struct stat& st) const {
+  // Hashing (--verify, --manifest) reads the file in order; a sparse file is copied by extents.
+  return opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold && !opt_.dry_run && !opt_.verify &&
+         opt_.manifest.empty() && uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size);
+}
+
+// FileBegin made the temporary: hand out the chunks, first in the queue, one per batch, so every
+// idle worker takes a piece.
+void Runner::start_chunks(JobInfo& begin, const Result& r) {
+  uint64_t file = begin.job.id;
+  ChunkedFile& cf = chunked_[file];
+  cf.begin = begin;
+  cf.outcome = r.outcome;
+  cf.temp = r.temp;
+  std::vector<PendingBatch> batches;
+  for (uint64_t off = 0; off < begin.job.size; off += kChunkBytes) {
+    Job c;
+    c.id = next_id_++;
+    c.kind = JobKind::FileChunk;
+    c.name = begin.job.name;
+    c.dst_name = begin.job.dst_name;
+    c.temp = r.temp;
+    c.offset = off;
+    c.length = std::min(kChunkBytes, begin.job.size - off);
+    JobInfo ci{begin.dir, std::move(c)};
+    ci.file = file;
+    batches.push_back(PendingBatch{begin.dir, {ci.job.id}, ci.job.length});
+    jobs_.emplace(ci.job.id, std::move(ci));
+    ++cf.chunks_left;
+  }
+  queue_.insert(queue_.begin(), std::make_move_iterator(batches.begin()), std::make_move_iterator(batches.end()));
+}
+
+void Runner::chunk_done(const JobInfo& info, const Result& r) {
+  ChunkedFile& cf = chunked_.at(info.file);
+  cf.bytes += r.bytes;
+  if (r.outcome == Outcome::Failed && !cf.failed) {
+    cf.failed = true;
+    cf.failure = r;
+  }
+  if (--cf.chunks_left > 0) return;
+  if (cf.failed) return fail_chunked(info.file);
+  Job end = cf.begin.job;
+  end.id = next_id_++;
+  end.kind = JobKind::FileEnd;
+  end.temp = cf.temp;
+  end.attempt = 0;
+  JobInfo ei{cf.begin.dir, std::move(end)};
+  ei.file = info.file;
+  queue_.push_front(PendingBatch{ei.dir, {ei.job.id}, 0});
+  jobs_.emplace(ei.job.id, std::move(ei));
+}
+
+void Runner::end_done(JobInfo& info, const Result& r) {
+  ChunkedFile cf = std::move(chunked_.at(info.file));
+  chunked_.erase(info.file);
+  if (r.outcome == Outcome::Failed) remove_dst_temp(cf.begin.dir, cf.temp);
+  Result final = r;
+  if (final.outcome != Outcome::Failed) final.outcome = cf.outcome;
+  complete(cf.begin, final, cf.bytes);
+}
+
+// Some part of a chunked file failed (or was never sent): drop the temporary, report the file.
+void Runner::fail_chunked(uint64_t file) {
+  ChunkedFile cf = std::move(chunked_.at(file));
+  chunked_.erase(file);
+  remove_dst_temp(cf.begin.dir, cf.temp);
+  Result r = cf.failure;
+  r.outcome = Outcome::Failed;
+  complete(cf.begin, r, 0);
+}
+
+void Runner::remove_dst_temp(DirNode* dir, const std::string& temp) {
+  if (opt_.inplace || temp.empty() || !target_.dst_root) return;
+  int fd = open_dir_beneath(target_.dst_root.get(), walker_ ? walker_->rel_path(dir) : std::string(), false);
+  if (fd < 0) return;
+  ::unlinkat(fd, temp.c_str(), 0);
+  ::close(fd);
 }
 
 // The first copy of a hard-link group is done: link the others to it, or, if it failed, let the
@@ -567,7 +700,10 @@ void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
         auto* d = reinterpret_cast<Dent*>(buf.data() + pos);
         pos += d->reclen;
         std::string_view name(d->name);
-        if (name.starts_with(prefix) && is_temp_name(name)) ::unlinkat(dfd.get(), d->name, 0);
+        if (!name.starts_with(prefix) || !is_temp_name(name)) continue;
+        // A chunked file's temporary outlives the worker that created it: others still write it.
+        bool live = std::any_of(chunked_.begin(), chunked_.end(), [&](const auto& kv) { return kv.second.temp == name; });
+        if (!live) ::unlinkat(dfd.get(), d->name, 0);
       }
     }
   }
@@ -681,6 +817,7 @@ int Runner::run() {
     if (target_.dst_name != target_.src_name) job.dst_name = target_.dst_name;
     job.size = job.kind == JobKind::File ? uint64_t(target_.src_st.st_size) : 0;
     job.mtime_ns = to_ns(target_.src_st.st_mtim);
+    if (job.kind == JobKind::File && should_chunk(target_.src_st)) job.kind = JobKind::FileBegin;
     files_total_ = 1;
     bytes_total_ = job.size;
     add_job(nullptr, std::move(job));
@@ -718,6 +855,7 @@ int Runner::finish() {
       pool_->reap(w, true);
       remove_temps_of(pid, dirs);
     }
+    for (auto& [id, cf] : chunked_) remove_dst_temp(cf.begin.dir, cf.temp);
   } else {
     run_delete();
   }

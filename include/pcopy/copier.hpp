@@ -44,6 +44,9 @@ class Copier {
 
  private:
   Result copy_file(int src_dir, int dst_dir, const Job& job, Result result);
+  Result begin_chunked(int src_dir, int dst_dir, const Job& job, Result result);
+  Result copy_chunk(int src_dir, int dst_dir, const Job& job, Result result);
+  Result end_chunked(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_special(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_hard_link(int dst_dir, int dst_root, const Job& job, Result result);
   bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst);

@@ -24,6 +24,11 @@ enum class JobKind : uint8_t {
   Fifo = 3,      // recreated, never opened
   Device = 4,    // character or block device (archive mode, as root)
   HardLink = 5,  // link `name` to the already copied `link_target` (relative to DST)
+  // A big file split across workers: Begin creates the temporary (answering its name), Chunks copy
+  // [offset, offset+length) into it, End checks the source, sets metadata and renames.
+  FileBegin = 6,
+  FileChunk = 7,
+  FileEnd = 8,
 };
 
 // What the parent knows from its walk; the worker re-checks what matters on the opened file.
@@ -36,6 +41,9 @@ struct Job {
   uint64_t size = 0;
   int64_t mtime_ns = 0;
   std::string link_target;  // HardLink: DST-relative path of the first copy
+  std::string temp;         // FileChunk, FileEnd: the temporary FileBegin created
+  uint64_t offset = 0;      // FileChunk
+  uint64_t length = 0;      // FileChunk
 
   const std::string& target() const { return dst_name.empty() ? name : dst_name; }
 };
@@ -55,6 +63,7 @@ struct Result {
   uint64_t size = 0;     // size of the copy
   int64_t mtime_ns = 0;  // mtime of the copy
   std::string detail;    // reason text when err alone does not say it
+  std::string temp;      // FileBegin: the temporary created
   std::optional<std::array<uint8_t, 16>> hash;  // XXH3-128 of the contents, when asked for
 };
 
