@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <optional>
@@ -136,6 +137,10 @@ class Runner {
   void error(const std::string& rel, const std::string& reason);
   void warning(const std::string& rel, const std::string& text);
   void say(const std::string& line);      // stderr, above the bar
+  // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
+  std::string paint(const char* sgr, const std::string& line) const {
+    return color_ ? fmt::format("\x1b[{}m{}\x1b[0m", sgr, line) : line;
+  }
   void out_line(const std::string& line); // stdout
   void tick(bool force);
   ProgressState progress_state() const;
@@ -171,6 +176,7 @@ class Runner {
   std::optional<BarRenderer> bar_;
   bool status_lines_ = false;
   bool stdout_tty_ = false;
+  bool color_ = false;
   Manifest manifest_;
   std::string stdout_buf_;
 };
@@ -199,14 +205,14 @@ void Runner::out_line(const std::string& line) {
 }
 
 void Runner::error(const std::string& path, const std::string& reason) {
-  say(fmt::format("pcopy: cannot copy '{}': {}", display_path(path), reason));
+  say(paint("31", fmt::format("pcopy: cannot copy '{}': {}", display_path(path), reason)));
   stats_.errors.push_back({path, reason});
   if (opt_.fail_fast) stop_dispatching();
 }
 
 void Runner::warning(const std::string& path, const std::string& text) {
   ++stats_.warnings;
-  if (!opt_.quiet) say(fmt::format("pcopy: warning: '{}': {}", display_path(path), text));
+  if (!opt_.quiet) say(paint("33", fmt::format("pcopy: warning: '{}': {}", display_path(path), text)));
 }
 
 void Runner::stop_dispatching() {
@@ -796,6 +802,8 @@ void Runner::run_delete() {
 int Runner::run() {
   bool stderr_tty = ::isatty(STDERR_FILENO);
   stdout_tty_ = ::isatty(STDOUT_FILENO);
+  const char* no_color = std::getenv("NO_COLOR");
+  color_ = stderr_tty && !(no_color && *no_color);
   if (!opt_.quiet && opt_.progress != ProgressMode::Never) {
     if (stderr_tty) bar_.emplace(STDERR_FILENO);
     else if (opt_.progress == ProgressMode::Always) status_lines_ = true;

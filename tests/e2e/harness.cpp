@@ -172,7 +172,7 @@ void walk(TreeCursor& cursor, Visit visit_dir, Leave leave_dir) {
     }
     std::string name = std::move(pending.back().back());
     pending.back().pop_back();
-    if (cursor.descend(name) != 0) continue;  // visit_dir made sure it can be entered, or reported it
+    if (cursor.descend(name) != 0) continue;  // unreadable to us (mode 000 when not root): skipped
     pending.push_back(visit_dir(cursor));
     std::reverse(pending.back().begin(), pending.back().end());
   }
@@ -196,7 +196,9 @@ std::vector<std::string> empty_files(TreeCursor& cursor) {
       warn("cannot remove", cursor.rel_of(entry.name), errno);
       continue;
     }
-    if (::fchmodat(cursor.fd(), entry.name.c_str(), 0700, 0) != 0) warn("cannot chmod", cursor.rel_of(entry.name), errno);
+    if (::fchmodat(cursor.fd(), entry.name.c_str(), 0700, 0) != 0) {
+      warn("cannot chmod", cursor.rel_of(entry.name), errno);
+    }
     subdirs.push_back(std::move(entry.name));
   }
   return subdirs;
@@ -284,7 +286,7 @@ class Differ {
     TreeCursor ca(a);
     TreeCursor cb(b);
     if (options_.root) compare_root(ca, cb);
-    std::vector<std::vector<std::string>> pending;
+    std::vector<std::vector<std::string>> pending;  // per level: subdirectories still to compare (reversed)
     pending.push_back(compare_dir(ca, cb));
     while (!pending.empty()) {
       if (pending.back().empty()) {
@@ -354,6 +356,7 @@ class Differ {
         ++j;
       }
     }
+    std::reverse(subdirs.begin(), subdirs.end());  // taken from the back: differences print in order
     return subdirs;
   }
 
@@ -565,7 +568,8 @@ struct Stream {
 
 // Feeds stdin and drains stdout/stderr together, so no pipe fills up and blocks the child.
 // Returns false on timeout.
-bool pump(UniqueFd& input, std::string_view data, Stream (&outputs)[2], std::chrono::steady_clock::time_point deadline) {
+bool pump(UniqueFd& input, std::string_view data, Stream (&outputs)[2],
+          std::chrono::steady_clock::time_point deadline) {
   size_t written = 0;
   if (data.empty()) input.reset();
   if (input) set_nonblocking(input.get(), true);
