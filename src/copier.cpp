@@ -118,12 +118,14 @@ int open_dir_beneath(int root, std::string_view rel, bool follow) {
 Copier::Copier(const Options& options)
     : opt_(options),
       privileged_(::geteuid() == 0),
+      euid_(::geteuid()),
+      egid_(::getegid()),
+      temp_prefix_(std::string(kTempPrefix) + std::to_string(::getpid()) + "-"),
       try_reflink_(options.reflink != ReflinkMode::Never),
       try_cfr_(options.copy_file_range) {}
 
 std::string Copier::next_temp_name() {
-  return std::string(kTempPrefix) + std::to_string(::getpid()) + "-" + std::to_string(++temp_counter_) +
-         std::string(kTempSuffix);
+  return temp_prefix_ + std::to_string(++temp_counter_) + std::string(kTempSuffix);
 }
 
 Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {
@@ -296,7 +298,6 @@ Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   if (!out) return fail(r, errno);
   FileCopy fc;
   int err = copy_range(in.get(), out.get(), off_t(job.offset), job.length, fc);
-  if (fc.unreported) (*report_)(std::exchange(fc.unreported, 0));
   r.bytes = fc.bytes;
   if (!err && fc.bytes != job.length) return fail(r, 0, kChanged);
   if (!err) err = out.close_checked();
@@ -329,7 +330,6 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
   if (try_reflink_ && !fc.hasher && size > 0) {
     if (::ioctl(out, FICLONE, in) == 0) {
       fc.bytes = size;
-      (*report_)(size);
       return 0;
     }
     if (opt_.reflink == ReflinkMode::Always) return errno;
@@ -338,7 +338,9 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
   bool sparse = size > 0 && uint64_t(st.st_blocks) * 512 < size;
   int err = 0;
   if (!sparse) {
-    err = copy_range(in, out, 0, UINT64_MAX, fc);
+    // Ask for one byte more than the size: getting exactly the size back means EOF without a
+    // second call, and getting more means the file grew.
+    err = copy_range(in, out, 0, size + 1, fc, true);
   } else {
     off_t pos = 0;
     while (!err && uint64_t(pos) < size) {
@@ -356,13 +358,14 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
     if (!err && ::ftruncate(out, off_t(size)) != 0) err = errno;
     if (!err && fc.bytes > size) return -1;
   }
-  if (fc.unreported) (*report_)(std::exchange(fc.unreported, 0));
+  // The rest of the bytes travel in the result: no progress message per small file.
   if (!err && !sparse && fc.bytes != size) return -1;
   return err;
 }
 
-// Copies [off, off+len) of `in` to the same offsets of `out`, or up to EOF when len is UINT64_MAX.
-int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc) {
+// Copies [off, off+len) of `in` to the same offsets of `out`, stopping early at EOF. With `to_eof`,
+// len is the expected size plus one probe byte: reaching the expected size ends the copy.
+int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof) {
   uint64_t left = len;
   auto account = [&](uint64_t n) {
     fc.bytes += n;
@@ -382,6 +385,7 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc) {
     if (n == 0) return 0;  // EOF: the source ended early
     off += n;
     account(uint64_t(n));
+    if (to_eof && left == 1) return 0;  // exactly the expected size in hand
   }
   if (buffer_.empty()) buffer_.resize(kBufferSize);
   while (left > 0) {
@@ -399,6 +403,7 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc) {
     }
     off += n;
     account(uint64_t(n));
+    if (to_eof && left == 1) return 0;
   }
   return 0;
 }
@@ -412,7 +417,7 @@ int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh
     if (!owner_kept && (privileged_ || (errno != EPERM && errno != EINVAL))) return errno;
     if (int err = copy_xattrs_fd(src_fd, fd, privileged_)) return err;
   } else {
-    owner_kept = st.st_uid == ::geteuid() && st.st_gid == ::getegid();
+    owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
   }
   if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
   if ((!fresh_mode || opt_.archive || (mode & 07000)) && ::fchmod(fd, mode) != 0) return errno;
@@ -450,7 +455,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   }
   if (rc != 0) return fail(r, errno);
   int err = 0;
-  bool owner_kept = !opt_.archive ? st.st_uid == ::geteuid() && st.st_gid == ::getegid()
+  bool owner_kept = !opt_.archive ? st.st_uid == euid_ && st.st_gid == egid_
                                   : ::fchownat(dst_dir, t, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
   if (opt_.archive && !owner_kept && (privileged_ || (errno != EPERM && errno != EINVAL))) err = errno;
   if (!err && opt_.archive) err = copy_xattrs_at(src_dir, job.name, dst_dir, tmp, privileged_);

@@ -51,12 +51,15 @@ class Copier {
   Result copy_hard_link(int dst_dir, int dst_root, const Job& job, Result result);
   bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
-  int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc);
+  int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);
   int apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode);
   std::string next_temp_name();
 
   const Options& opt_;
   bool privileged_;    // may chown to anyone and write every xattr namespace
+  uid_t euid_;
+  gid_t egid_;
+  std::string temp_prefix_;
   bool try_reflink_;   // cleared after the file system said no
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;
