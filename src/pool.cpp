@@ -137,7 +137,8 @@ void Pool::signal_all(int sig) {
 }
 
 void Pool::shutdown(int timeout_ms) {
-  // Wait for EOF on every result pipe (the worker has exited or is about to), then reap.
+  // A worker closes its result pipe only by exiting: after EOF it can be reaped without waiting.
+  // Whoever has not reached EOF within the timeout is killed.
   struct timespec start;
   ::clock_gettime(CLOCK_MONOTONIC, &start);
   for (;;) {
@@ -151,16 +152,15 @@ void Pool::shutdown(int timeout_ms) {
     if (waited >= timeout_ms) break;
     if (::poll(fds.data(), fds.size(), int(timeout_ms - waited)) <= 0) continue;
     for (auto& s : slots_) {
-      if (!s.results) continue;
+      if (s.pid <= 0 || !s.results) continue;
       char buf[4096];
       ssize_t n = ::read(s.results.get(), buf, sizeof buf);
-      if (n == 0) s.results.reset();
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) s.results.reset();
     }
   }
   for (size_t i = 0; i < slots_.size(); ++i) {
     if (slots_[i].pid <= 0) continue;
-    if (reap(i, false) >= 0) continue;
-    ::kill(slots_[i].pid, SIGKILL);
+    if (slots_[i].results) ::kill(slots_[i].pid, SIGKILL);
     reap(i, true);
   }
   for (auto& s : slots_) s.results.reset();
