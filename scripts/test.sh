@@ -18,3 +18,6 @@ run_suite() {
 run_suite build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DPCOPY_SANITIZE=ON
+
+# The Debian package: build it, install it with apt-get, check the command, man page and completion.
+scripts/package.sh

@@ -1,0 +1,80 @@
+# bash completion for pcopy(1)                                     -*- shell-script -*-
+#
+# Installed as share/bash-completion/completions/pcopy, where bash-completion loads it on demand.
+# Self-contained: it does not need bash-completion's helper functions, so it also works when simply
+# sourced. The options and their values must follow `pcopy --help` (src/cli.cpp).
+
+_pcopy() {
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    local prev=""
+    ((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
+
+    # After "--" every word is a positional argument (SRC or DST): directories.
+    local i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        if [[ ${COMP_WORDS[i]} == "--" ]]; then
+            _pcopy_dirs "$cur"
+            return 0
+        fi
+    done
+
+    # The option whose value is being completed, in any of the shapes bash hands over:
+    #   --opt VALUE              separate words
+    #   --opt = VALUE, --opt =   '=' in COMP_WORDBREAKS (the default): the word is VALUE alone
+    #   --opt=VALUE              '=' not in COMP_WORDBREAKS: the word is all of it
+    local opt="" value="" prefix=""
+    if [[ $cur == "=" && $prev == --* ]]; then
+        opt=$prev
+    elif [[ $prev == "=" ]] && ((COMP_CWORD >= 2)); then
+        opt=${COMP_WORDS[COMP_CWORD - 2]} value=$cur
+    elif [[ $cur == --*=* ]]; then
+        opt=${cur%%=*} value=${cur#*=} prefix="${cur%%=*}="
+    elif [[ $prev == -* ]]; then
+        opt=$prev value=$cur
+    fi
+
+    case $opt in
+        --progress | --reflink)
+            mapfile -t COMPREPLY < <(compgen -P "$prefix" -W "auto always never" -- "$value")
+            return 0
+            ;;
+        --exclude-from | --manifest)
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$value")
+            [[ -n $prefix ]] && COMPREPLY=("${COMPREPLY[@]/#/$prefix}")
+            return 0
+            ;;
+        -j | --jobs | --exclude | --include)
+            # A number or a glob pattern: nothing sensible to offer.
+            COMPREPLY=()
+            return 0
+            ;;
+    esac
+
+    if [[ $cur == -* ]]; then
+        local opts="-h --help --version
+            -j --jobs -a --archive -L --dereference -x --one-file-system --reflink=
+            --no-copy-file-range
+            -u --update --checksum --ignore-existing --no-clobber --delete
+            --exclude --include --exclude-from
+            -n --dry-run --verify --fsync --inplace --fail-fast
+            --progress= -q --quiet -v --verbose --json --manifest"
+        mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
+        # --progress= and --reflink= take their value in the same word: no space after them.
+        if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *= ]]; then
+            compopt -o nospace 2>/dev/null
+        fi
+        return 0
+    fi
+
+    _pcopy_dirs "$cur"
+    return 0
+}
+
+# SRC and DST: directories.
+_pcopy_dirs() {
+    compopt -o filenames 2>/dev/null
+    mapfile -t COMPREPLY < <(compgen -d -- "$1")
+}
+
+complete -F _pcopy pcopy

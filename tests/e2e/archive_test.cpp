@@ -1,0 +1,725 @@
+// End-to-end tests of faithful copies (issue 3): archive mode (-a) against `cp -a` on a fixture with hard
+// links, a sparse file, binary xattrs, ACLs, foreign owners, set-uid bits, a FIFO, a device node and a
+// symlink with its own owner and times; sparse files and FIFOs in the default mode; devices and sockets
+// skipped with a warning; -L over links and a loop; -x at a mount point; directory modes and times.
+//
+// Suite names start with "Archive" so that --gtest_filter='Archive*' selects every test of this file.
+
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <memory>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "harness.hpp"
+
+namespace pcopy::test {
+namespace {
+
+using namespace std::string_view_literals;
+
+constexpr uid_t kNobody = 65534;
+constexpr long long kMiB = 1LL << 20;
+constexpr long long kGiB = 1LL << 30;
+constexpr long long kSec = 1'000'000'000LL;
+
+// The three 1 MiB data extents of the 1 GiB sparse file; the file ends in a hole.
+constexpr long long kSparseExtents[] = {4 * kMiB, 400 * kMiB, 900 * kMiB};
+
+bool is_root() { return ::geteuid() == 0; }
+
+// stdout and stderr, with every byte but the newline made printable.
+std::string describe(const RunResult& r) {
+  auto printable = [](std::string_view text) {
+    std::string out;
+    size_t start = 0;
+    while (start < text.size() && out.size() < 8000) {
+      size_t end = std::min(text.find('\n', start), text.size());
+      out += escape_path(text.substr(start, end - start)) + "\n";
+      start = end + 1;
+    }
+    return out;
+  };
+  return fmt::format("exit status {}\n--- stdout ---\n{}--- stderr ---\n{}", r.status, printable(r.out),
+                     printable(r.err));
+}
+
+std::vector<std::string> lines_of(std::string_view text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = std::min(text.find('\n', start), text.size());
+    lines.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+// True when one line of `text` contains every one of `parts`.
+bool has_line_with(std::string_view text, std::initializer_list<std::string_view> parts) {
+  for (auto& line : lines_of(text)) {
+    if (std::all_of(parts.begin(), parts.end(), [&](std::string_view p) { return line.find(p) != std::string::npos; })) {
+      return true;
+    }
+  }
+  return false;
+}
+
+struct stat lstat_of(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) ADD_FAILURE() << "cannot lstat " << escape_path(path) << ": " << std::strerror(errno);
+  return st;
+}
+
+long long mtime_ns(const struct stat& st) { return st.st_mtim.tv_sec * kSec + st.st_mtim.tv_nsec; }
+long long atime_ns(const struct stat& st) { return st.st_atim.tv_sec * kSec + st.st_atim.tv_nsec; }
+mode_t mode_bits(const std::string& path) { return lstat_of(path).st_mode & 07777; }
+long long allocated_bytes(const std::string& path) { return static_cast<long long>(lstat_of(path).st_blocks) * 512; }
+
+// Fixture building: each helper throws (via the harness) or fails the test with the path and errno.
+void must(bool ok, std::string_view what, const std::string& path) {
+  if (!ok) throw std::runtime_error(fmt::format("{} '{}': {}", what, escape_path(path), std::strerror(errno)));
+}
+
+void set_xattr(const std::string& path, const std::string& name, std::string_view value) {
+  must(::lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0) == 0, "cannot set xattr " + name, path);
+}
+
+std::optional<std::string> get_xattr(const std::string& path, const std::string& name) {
+  std::string value(65536, '\0');
+  ssize_t n = ::lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+  if (n < 0) return std::nullopt;
+  value.resize(static_cast<size_t>(n));
+  return value;
+}
+
+void lchown_to(const std::string& path, uid_t uid, gid_t gid) {
+  must(::lchown(path.c_str(), uid, gid) == 0, "cannot chown", path);
+}
+
+void chmod_to(const std::string& path, mode_t mode) { must(::chmod(path.c_str(), mode) == 0, "cannot chmod", path); }
+
+void make_fifo(const std::string& path, mode_t mode) {
+  must(::mkfifo(path.c_str(), 0600) == 0, "cannot create fifo", path);
+  chmod_to(path, mode);
+}
+
+void make_char_device(const std::string& path, mode_t mode, unsigned major_no, unsigned minor_no) {
+  must(::mknod(path.c_str(), S_IFCHR | 0600, ::makedev(major_no, minor_no)) == 0, "cannot mknod", path);
+  chmod_to(path, mode);
+}
+
+// A bound AF_UNIX socket left on disk (the descriptor is closed; the socket file stays).
+void make_socket(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  must(fd >= 0, "cannot create socket for", path);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    ::close(fd);
+    throw std::runtime_error("socket path too long: " + path);
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  int err = errno;
+  ::close(fd);
+  errno = err;
+  must(ok, "cannot bind socket", path);
+}
+
+// `size` bytes, holes everywhere but 1 MiB of random data at each offset in `extents`.
+void make_sparse_file(const std::string& path, long long size, std::initializer_list<long long> extents, mode_t mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  must(fd >= 0, "cannot create", path);
+  unsigned seed = 100;
+  for (long long offset : extents) {
+    std::string data = random_bytes(kMiB, seed++);
+    if (::pwrite(fd, data.data(), data.size(), offset) != static_cast<ssize_t>(data.size())) {
+      ::close(fd);
+      must(false, "cannot write", path);
+    }
+  }
+  bool ok = ::ftruncate(fd, size) == 0 && ::fchmod(fd, mode) == 0;
+  ::close(fd);
+  must(ok, "cannot truncate", path);
+}
+
+// The 1 MiB at `offset`.
+std::string read_at(const std::string& path, long long offset, size_t n) {
+  std::string data(n, '\0');
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "<cannot open>";
+  ssize_t got = ::pread(fd, data.data(), n, offset);
+  ::close(fd);
+  data.resize(got < 0 ? 0 : static_cast<size_t>(got));
+  return data;
+}
+
+RunOptions with_timeout(int seconds) {
+  RunOptions options;
+  options.timeout_s = seconds;
+  return options;
+}
+
+RunOptions as_user(uid_t uid, int seconds = 300) {
+  RunOptions options = with_timeout(seconds);
+  options.uid = uid;
+  return options;
+}
+
+RunResult run_ok(const std::vector<std::string>& argv) {
+  RunResult r = run(argv, with_timeout(120));
+  if (r.status != 0) ADD_FAILURE() << argv[0] << " failed\n" << describe(r);
+  return r;
+}
+
+// `getfacl` text for one path, numeric ids, without the "# file:" header.
+std::string getfacl(const std::string& path) { return run_ok({"getfacl", "-c", "-n", "-p", path}).out; }
+
+// Wall-clock now in ns; a future atime is never bumped by relatime, so reads during the test keep it.
+long long now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec * kSec + ts.tv_nsec;
+}
+
+CompareOptions everything() {
+  return CompareOptions{.times = true, .owners = true, .xattrs = true, .hardlinks = true, .blocks = true, .root = true};
+}
+
+// A tmpfs mounted for the lifetime of the guard; declare it after the TempDir holding the mount point so
+// it is unmounted first.
+class TmpfsMount {
+ public:
+  explicit TmpfsMount(std::string path) : path_(std::move(path)) {
+    mounted_ = ::mount("tmpfs", path_.c_str(), "tmpfs", 0, "size=4m,mode=0755") == 0;
+    error_ = mounted_ ? 0 : errno;
+  }
+  ~TmpfsMount() {
+    if (mounted_ && ::umount2(path_.c_str(), 0) != 0) ::umount2(path_.c_str(), MNT_DETACH);
+  }
+  TmpfsMount(const TmpfsMount&) = delete;
+  TmpfsMount& operator=(const TmpfsMount&) = delete;
+  bool mounted() const { return mounted_; }
+  int error() const { return error_; }
+
+ private:
+  std::string path_;
+  bool mounted_ = false;
+  int error_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// The issue's fixture.
+
+constexpr std::string_view kBinaryValue = "\0\x01\x02\xff\xfe binary \0 with NULs\xff\0"sv;
+constexpr std::string_view kDirValue = "\xff\0dir\0\xff"sv;
+
+struct FixtureTimes {
+  long long link_atime;  // in the future: relatime never updates it when the link is read
+  long long link_mtime;
+};
+
+// Builds the whole fixture in `src` (which must not exist). Root-only parts (foreign owners, the set-uid
+// file, the device node, trusted.* and security.* xattrs) are added only when `privileged`.
+FixtureTimes make_archive_fixture(const std::string& src, bool privileged) {
+  make_dir(src);
+  long long t = 1'500'000'000LL * kSec;  // every entry gets its own ns times from here
+  auto stamp = [&](const std::string& path) {
+    t += 1'000'000'007LL;
+    set_times(path, t + 123'456'789, t);
+  };
+
+  // Hard links across directories: a group of 3 (one member inside a read-only directory) and a group of 2.
+  make_dirs(src + "/links/a");
+  make_dirs(src + "/links/b");
+  make_dir(src + "/ro");
+  write_file(src + "/links/a/one", "three names, one inode\n", 0640);
+  set_xattr(src + "/links/a/one", "user.group", "of three"sv);
+  must(::link((src + "/links/a/one").c_str(), (src + "/links/b/two").c_str()) == 0, "cannot link", src + "/links/b/two");
+  must(::link((src + "/links/a/one").c_str(), (src + "/ro/three").c_str()) == 0, "cannot link", src + "/ro/three");
+  stamp(src + "/links/a/one");
+  write_file(src + "/links/a/pair1", random_bytes(70'000, 2), 0600);
+  must(::link((src + "/links/a/pair1").c_str(), (src + "/links/b/pair2").c_str()) == 0, "cannot link",
+       src + "/links/b/pair2");
+  stamp(src + "/links/a/pair1");
+  write_file(src + "/ro/plain", "in a read-only directory\n", 0444);
+  stamp(src + "/ro/plain");
+
+  // 1 GiB, three 1 MiB extents, ending in a hole.
+  make_sparse_file(src + "/sparse.img", kGiB, {kSparseExtents[0], kSparseExtents[1], kSparseExtents[2]}, 0644);
+  stamp(src + "/sparse.img");
+
+  // User xattrs with binary values on a file and a directory (and an empty value, and a large one).
+  write_file(src + "/xattr-file", "has xattrs\n", 0644);
+  set_xattr(src + "/xattr-file", "user.binary", kBinaryValue);
+  set_xattr(src + "/xattr-file", "user.empty", ""sv);
+  set_xattr(src + "/xattr-file", "user.large", random_bytes(3000, 7));
+  stamp(src + "/xattr-file");
+  make_dir(src + "/xattr-dir", 0750);
+  set_xattr(src + "/xattr-dir", "user.dir", kDirValue);
+  write_file(src + "/xattr-dir/inside", "x\n");
+  stamp(src + "/xattr-dir/inside");
+
+  // An access ACL and a default ACL on a directory; a file created inside inherits the default.
+  make_dir(src + "/acl-dir", 0750);
+  run_ok({"setfacl", "-m", "u:65534:rwx,g:65534:r-x,m::rwx", src + "/acl-dir"});
+  run_ok({"setfacl", "-d", "-m", "u:65534:rw-,g::r--,o::---", src + "/acl-dir"});
+  write_file(src + "/acl-dir/inherits", "acl\n", 0640);
+  run_ok({"setfacl", "-m", "u:65534:r--", src + "/acl-dir/inherits"});
+  stamp(src + "/acl-dir/inherits");
+
+  // A FIFO and a plain file with ns times.
+  make_fifo(src + "/fifo", 0640);
+  write_file(src + "/plain.txt", "plain\n", 0600);
+  stamp(src + "/plain.txt");
+
+  // A symlink with its own times (and, as root, its own owner).
+  make_symlink("plain.txt", src + "/link");
+  FixtureTimes times{now_ns() + 10LL * 86'400 * kSec + 987'654'321, 1'234'567'890LL * kSec + 123'456'789};
+
+  if (privileged) {
+    write_file(src + "/nobodys", "owned by nobody\n", 0644);
+    lchown_to(src + "/nobodys", kNobody, kNobody);
+    stamp(src + "/nobodys");
+    write_file(src + "/suid", "#!/bin/sh\n", 0755);
+    lchown_to(src + "/suid", kNobody, kNobody);
+    chmod_to(src + "/suid", 04755);  // after chown, which clears it
+    stamp(src + "/suid");
+    write_file(src + "/sgid", "#!/bin/sh\n", 0755);
+    lchown_to(src + "/sgid", 0, kNobody);
+    chmod_to(src + "/sgid", 02750);
+    stamp(src + "/sgid");
+    make_char_device(src + "/null-dev", 0620, 1, 3);
+    lchown_to(src + "/null-dev", kNobody, 0);
+    lchown_to(src + "/links/a/one", kNobody, kNobody);
+    lchown_to(src + "/xattr-dir", kNobody, 0);
+    lchown_to(src + "/link", kNobody, kNobody);
+    set_xattr(src + "/xattr-file", "trusted.pcopy", "\0trusted\xff"sv);
+    set_xattr(src + "/xattr-dir", "trusted.dir", "T"sv);
+    // A file capability (cap_net_bind_service, revision 2); it must survive the copy's chown.
+    write_file(src + "/cap-file", "capable\n", 0755);
+    std::string cap("\x00\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 20);
+    set_xattr(src + "/cap-file", "security.capability", cap);
+    stamp(src + "/cap-file");
+  }
+  set_times(src + "/link", times.link_atime, times.link_mtime);
+
+  // Nested directories with ns times and a read-only directory, stamped bottom-up after their contents.
+  make_dirs(src + "/times/deep/deeper");
+  write_file(src + "/times/deep/deeper/leaf", "leaf\n");
+  stamp(src + "/times/deep/deeper/leaf");
+  chmod_to(src + "/times/deep", 0555);
+  for (const char* dir : {"/times/deep/deeper", "/times/deep", "/times", "/links/a", "/links/b", "/links", "/xattr-dir",
+                          "/acl-dir"}) {
+    stamp(src + dir);
+  }
+  chmod_to(src + "/ro", 0555);
+  stamp(src + "/ro");
+  stamp(src);
+  return times;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// pcopy -a against the source and against cp -a, with several worker counts.
+
+// The fixture and its `cp -a` copy are built once and shared by the -j variants (the source is only read);
+// besides saving time, re-reading the cached 1 GiB of holes is much cheaper than reading fresh ones.
+class ArchiveFixtureTest : public ::testing::TestWithParam<int> {
+ protected:
+  struct Shared {
+    TempDir tmp;
+    std::string src = tmp / "src";
+    std::string cpdst = tmp / "cp";
+    FixtureTimes times{};
+  };
+
+  static void TearDownTestSuite() { shared_.reset(); }
+
+  // Builds the shared fixture on first use; a failure is reported by the test that hit it.
+  static const Shared& shared() {
+    if (!shared_) {
+      auto fresh = std::make_unique<Shared>();
+      fresh->times = make_archive_fixture(fresh->src, is_root());
+      run_ok({"cp", "-a", fresh->src, fresh->cpdst});
+      shared_ = std::move(fresh);
+    }
+    return *shared_;
+  }
+
+  static inline std::unique_ptr<Shared> shared_;
+  TempDir tmp;
+  std::string dst = tmp / "dst";
+};
+
+TEST_P(ArchiveFixtureTest, ArchiveReproducesFixtureLikeCpA) {
+  const bool root = is_root();
+  const Shared& fixture = shared();
+  ASSERT_FALSE(HasFailure()) << "building the fixture failed";
+  const std::string& src = fixture.src;
+  const std::string& cpdst = fixture.cpdst;
+  const FixtureTimes& times = fixture.times;
+
+  RunResult r = run_pcopy({"-a", src, dst, fmt::format("-j{}", GetParam())}, with_timeout(120));
+  ASSERT_EQ(r.status, 0) << describe(r);
+
+  // Checked first, before anything else reads the link or lists the trees.
+  struct stat link = lstat_of(dst + "/link");
+  ASSERT_TRUE(S_ISLNK(link.st_mode));
+  EXPECT_EQ(read_link(dst + "/link"), "plain.txt");
+  EXPECT_EQ(atime_ns(link), times.link_atime) << "symlink atime";
+  EXPECT_EQ(mtime_ns(link), times.link_mtime) << "symlink mtime";
+
+  EXPECT_EQ(diff_trees(src, dst, everything()), "") << "pcopy -a differs from the source";
+  EXPECT_EQ(diff_trees(cpdst, dst, everything()), "") << "pcopy -a differs from cp -a";
+
+  // Sparse: the size is kept, only the data extents are allocated, and they hold the same bytes.
+  EXPECT_EQ(lstat_of(dst + "/sparse.img").st_size, kGiB);
+  EXPECT_LE(allocated_bytes(dst + "/sparse.img"), 8 * kMiB) << "the sparse file was filled in";
+  for (long long offset : kSparseExtents) {
+    EXPECT_TRUE(read_at(dst + "/sparse.img", offset, kMiB) == read_at(src + "/sparse.img", offset, kMiB))
+        << "extent at " << offset;
+  }
+
+  // Hard-link groups: one inode per group within DST, distinct from the source's, with the right counts.
+  struct stat one = lstat_of(dst + "/links/a/one"), two = lstat_of(dst + "/links/b/two"),
+              three = lstat_of(dst + "/ro/three");
+  EXPECT_EQ(one.st_ino, two.st_ino);
+  EXPECT_EQ(one.st_ino, three.st_ino);
+  EXPECT_EQ(one.st_nlink, 3u);
+  EXPECT_NE(one.st_ino, lstat_of(src + "/links/a/one").st_ino) << "DST must not be linked to SRC";
+  struct stat pair1 = lstat_of(dst + "/links/a/pair1"), pair2 = lstat_of(dst + "/links/b/pair2");
+  EXPECT_EQ(pair1.st_ino, pair2.st_ino);
+  EXPECT_EQ(pair1.st_nlink, 2u);
+  EXPECT_NE(pair1.st_ino, one.st_ino);
+  EXPECT_EQ(lstat_of(dst + "/plain.txt").st_nlink, 1u);
+
+  // Xattrs with binary values, byte for byte.
+  EXPECT_EQ(get_xattr(dst + "/xattr-file", "user.binary"), std::string(kBinaryValue));
+  EXPECT_EQ(get_xattr(dst + "/xattr-file", "user.empty"), std::string());
+  EXPECT_EQ(get_xattr(dst + "/xattr-dir", "user.dir"), std::string(kDirValue));
+
+  // ACLs: the raw system.posix_acl_* bytes and getfacl's reading of them.
+  for (const char* name : {"system.posix_acl_access", "system.posix_acl_default"}) {
+    auto expected = get_xattr(src + "/acl-dir", name);
+    ASSERT_TRUE(expected.has_value()) << "fixture: " << name << " not set";
+    EXPECT_EQ(get_xattr(dst + "/acl-dir", name), expected) << name;
+  }
+  EXPECT_EQ(get_xattr(dst + "/acl-dir/inherits", "system.posix_acl_access"),
+            get_xattr(src + "/acl-dir/inherits", "system.posix_acl_access"));
+  std::string acl = getfacl(dst + "/acl-dir");
+  EXPECT_EQ(acl, getfacl(src + "/acl-dir"));
+  EXPECT_NE(acl.find("default:user:65534:rw-"), std::string::npos) << acl;
+  EXPECT_NE(acl.find("user:65534:rwx"), std::string::npos) << acl;
+
+  // FIFO, directory modes and times.
+  struct stat fifo = lstat_of(dst + "/fifo");
+  EXPECT_TRUE(S_ISFIFO(fifo.st_mode));
+  EXPECT_EQ(fifo.st_mode & 07777, 0640u);
+  EXPECT_EQ(mode_bits(dst + "/ro"), 0555u);
+  EXPECT_EQ(mode_bits(dst + "/times/deep"), 0555u);
+  EXPECT_EQ(mtime_ns(lstat_of(dst + "/times/deep/deeper")), mtime_ns(lstat_of(src + "/times/deep/deeper")));
+  EXPECT_EQ(mtime_ns(lstat_of(dst)), mtime_ns(lstat_of(src)));
+
+  if (!root) GTEST_SKIP() << "needs root: owners, set-uid/set-gid, the device node and trusted.*/security.* xattrs "
+                             "were not checked (everything else was)";
+
+  EXPECT_EQ(link.st_uid, kNobody) << "symlink owner";
+  EXPECT_EQ(link.st_gid, kNobody) << "symlink group";
+  struct stat nobodys = lstat_of(dst + "/nobodys");
+  EXPECT_EQ(nobodys.st_uid, kNobody);
+  EXPECT_EQ(nobodys.st_gid, kNobody);
+  struct stat suid = lstat_of(dst + "/suid");
+  EXPECT_EQ(suid.st_uid, kNobody);
+  EXPECT_EQ(suid.st_mode & 07777, 04755u) << "set-uid must be kept when ownership is kept";
+  struct stat sgid = lstat_of(dst + "/sgid");
+  EXPECT_EQ(sgid.st_gid, kNobody);
+  EXPECT_EQ(sgid.st_mode & 07777, 02750u) << "set-gid must be kept when ownership is kept";
+  EXPECT_EQ(one.st_uid, kNobody) << "hard-link group owner";
+  struct stat dev = lstat_of(dst + "/null-dev");
+  EXPECT_TRUE(S_ISCHR(dev.st_mode)) << "device node not recreated";
+  EXPECT_EQ(dev.st_rdev, ::makedev(1, 3));
+  EXPECT_EQ(dev.st_mode & 07777, 0620u);
+  EXPECT_EQ(dev.st_uid, kNobody);
+  EXPECT_EQ(lstat_of(dst + "/xattr-dir").st_uid, kNobody) << "directory owner";
+  EXPECT_EQ(get_xattr(dst + "/xattr-file", "trusted.pcopy"), std::string("\0trusted\xff"sv));
+  EXPECT_EQ(get_xattr(dst + "/xattr-dir", "trusted.dir"), std::string("T"));
+  EXPECT_EQ(get_xattr(dst + "/cap-file", "security.capability"), get_xattr(src + "/cap-file", "security.capability"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Archive, ArchiveFixtureTest, ::testing::Values(1, 2, 8),
+                         [](const ::testing::TestParamInfo<int>& info) { return fmt::format("j{}", info.param); });
+
+// ---------------------------------------------------------------------------------------------------
+// Special files, sparse files, ownership bits, -L and -x.
+
+class ArchiveSpecialFilesTest : public ::testing::Test {
+ protected:
+  void SetUp() override { make_dir(src); }
+
+  TempDir tmp;
+  std::string src = tmp / "src";
+  std::string dst = tmp / "dst";
+};
+
+TEST_F(ArchiveSpecialFilesTest, DefaultModeKeepsSparseFilesSparse) {
+  make_sparse_file(src + "/sparse.img", kGiB, {kSparseExtents[0], kSparseExtents[1], kSparseExtents[2]}, 0640);
+  set_times(src + "/sparse.img", 1'600'000'000'111'111'111LL, 1'600'000'000'222'222'222LL);
+  // A small file that ends in a hole and one that is all hole.
+  make_sparse_file(src + "/tail-hole", 3 * kMiB, {0}, 0644);
+  make_sparse_file(src + "/all-hole", 5 * kMiB, {}, 0644);
+
+  RunResult r = run_pcopy({src, dst}, with_timeout(120));
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lstat_of(dst + "/sparse.img").st_size, kGiB);
+  EXPECT_LE(allocated_bytes(dst + "/sparse.img"), 8 * kMiB) << "the sparse file was filled in";
+  EXPECT_EQ(lstat_of(dst + "/tail-hole").st_size, 3 * kMiB);
+  EXPECT_LE(allocated_bytes(dst + "/tail-hole"), 2 * kMiB);
+  EXPECT_EQ(lstat_of(dst + "/all-hole").st_size, 5 * kMiB);
+  EXPECT_LE(allocated_bytes(dst + "/all-hole"), kMiB);
+  for (long long offset : kSparseExtents) {
+    EXPECT_TRUE(read_at(dst + "/sparse.img", offset, kMiB) == read_at(src + "/sparse.img", offset, kMiB))
+        << "extent at " << offset;
+  }
+  // Every byte, streamed (holes read as zeros), plus sizes, modes, times and allocation.
+  EXPECT_EQ(diff_trees(src, dst, CompareOptions{.blocks = true}), "");
+}
+
+TEST_F(ArchiveSpecialFilesTest, DefaultModeRecreatesFifoWithoutHanging) {
+  make_fifo(src + "/fifo", 0640);
+  make_dir(src + "/sub");
+  make_fifo(src + "/sub/fifo2", 0600);
+  write_file(src + "/after", "copied too\n");
+
+  // No writer ever opens the FIFOs: a copier that opens them for reading blocks until the timeout.
+  RunResult r = run({"timeout", "60", pcopy_bin(), src, dst}, with_timeout(90));
+  ASSERT_EQ(r.status, 0) << describe(r) << "(124 or 137: pcopy hung on the FIFO)";
+  struct stat fifo = lstat_of(dst + "/fifo");
+  EXPECT_TRUE(S_ISFIFO(fifo.st_mode)) << "fifo not recreated as a FIFO";
+  EXPECT_EQ(fifo.st_mode & 07777, 0640u);
+  struct stat fifo2 = lstat_of(dst + "/sub/fifo2");
+  EXPECT_TRUE(S_ISFIFO(fifo2.st_mode));
+  EXPECT_EQ(fifo2.st_mode & 07777, 0600u);
+  EXPECT_EQ(read_file(dst + "/after"), "copied too\n");
+  EXPECT_EQ(list_tree(dst), list_tree(src));
+}
+
+TEST_F(ArchiveSpecialFilesTest, DefaultModeSkipsDevicesWithWarning) {
+  if (!is_root()) GTEST_SKIP() << "needs root (mknod)";
+  make_char_device(src + "/null-dev", 0666, 1, 3);
+  write_file(src + "/file", "kept\n");
+
+  RunResult r = run({"timeout", "60", pcopy_bin(), src, dst}, with_timeout(90));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(has_line_with(r.err, {"warning", "null-dev"})) << "no warning naming the device\n" << describe(r);
+  EXPECT_FALSE(exists(dst + "/null-dev")) << "a device was created without -a";
+  EXPECT_EQ(list_tree(dst), std::vector<std::string>{"file"}) << "nothing but the file (no temporaries)";
+}
+
+TEST_F(ArchiveSpecialFilesTest, ArchiveAsUserSkipsDevicesWithWarning) {
+  if (!is_root()) GTEST_SKIP() << "needs root (mknod)";
+  make_char_device(src + "/null-dev", 0666, 1, 3);
+  write_file(src + "/file", "kept\n");
+  chown_tree(tmp.path(), kNobody, kNobody);
+
+  RunResult r = run({"timeout", "60", pcopy_bin(), "-a", src, dst}, as_user(kNobody, 90));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(has_line_with(r.err, {"warning", "null-dev"})) << "no warning naming the device\n" << describe(r);
+  EXPECT_FALSE(exists(dst + "/null-dev"));
+  EXPECT_EQ(list_tree(dst), std::vector<std::string>{"file"});
+}
+
+TEST_F(ArchiveSpecialFilesTest, SocketsAreSkippedWithWarning) {
+  make_socket(src + "/sock");
+  make_dir(src + "/sub");
+  make_socket(src + "/sub/sock2");
+  write_file(src + "/file", "kept\n");
+
+  for (bool archive : {false, true}) {
+    SCOPED_TRACE(archive ? "with -a" : "default mode");
+    std::string out = archive ? tmp / "dst-a" : dst;
+    std::vector<std::string> argv{"timeout", "60", pcopy_bin()};
+    if (archive) argv.push_back("-a");
+    argv.insert(argv.end(), {src, out});
+    RunResult r = run(argv, with_timeout(90));
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_TRUE(has_line_with(r.err, {"warning", "'sock'"})) << "no warning naming 'sock'\n" << describe(r);
+    EXPECT_TRUE(has_line_with(r.err, {"warning", "sub/sock2"})) << "no warning naming 'sub/sock2'\n" << describe(r);
+    EXPECT_EQ(list_tree(out), (std::vector<std::string>{"file", "sub"}));
+  }
+}
+
+TEST_F(ArchiveSpecialFilesTest, SetuidBitDroppedWhenOwnershipNotKept) {
+  if (!is_root()) GTEST_SKIP() << "needs root (chown)";
+  write_file(src + "/suid", "#!/bin/sh\n", 0755);
+  lchown_to(src + "/suid", kNobody, kNobody);
+  chmod_to(src + "/suid", 04755);
+  write_file(src + "/sgid", "#!/bin/sh\n", 0755);
+  lchown_to(src + "/sgid", kNobody, kNobody);
+  chmod_to(src + "/sgid", 02755);
+  ASSERT_EQ(mode_bits(src + "/suid"), 04755u) << "fixture";
+
+  // Default mode as root: the copies belong to root, so the bits must go.
+  RunResult r = run_pcopy({src, dst});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  for (const char* name : {"/suid", "/sgid"}) {
+    SCOPED_TRACE(name);
+    struct stat st = lstat_of(dst + name);
+    EXPECT_EQ(st.st_uid, 0u);
+    EXPECT_EQ(st.st_gid, 0u);
+    EXPECT_EQ(st.st_mode & 07777, 0755u) << fmt::format("mode {:04o}", st.st_mode & 07777);
+  }
+
+  // -a as an ordinary user: ownership cannot be kept (the source belongs to root), so neither can the bits.
+  TempDir user_tmp;
+  std::string usrc = user_tmp / "src", udst = user_tmp / "dst";
+  make_dir(usrc);
+  write_file(usrc + "/suid", "#!/bin/sh\n", 04755);
+  write_file(usrc + "/sgid", "#!/bin/sh\n", 02755);
+  ASSERT_EQ(::chmod(user_tmp.path().c_str(), 0777), 0);
+  r = run_pcopy({"-a", usrc, udst}, as_user(kNobody));
+  ASSERT_EQ(r.status, 0) << describe(r);
+  for (const char* name : {"/suid", "/sgid"}) {
+    SCOPED_TRACE(std::string("as nobody with -a: ") + name);
+    struct stat st = lstat_of(udst + name);
+    EXPECT_EQ(st.st_uid, kNobody);
+    EXPECT_EQ(st.st_mode & 07777, 0755u) << fmt::format("mode {:04o}", st.st_mode & 07777);
+  }
+}
+
+TEST_F(ArchiveSpecialFilesTest, DereferenceFollowsLinksAndReportsLoops) {
+  write_file(src + "/target.txt", "the target\n", 0640);
+  set_times(src + "/target.txt", 1'500'000'000'000'000'001LL, 1'500'000'000'000'000'002LL);
+  make_symlink("target.txt", src + "/link-to-file");
+  make_dir(src + "/realdir");
+  write_file(src + "/realdir/inner.txt", "inner\n");
+  make_symlink("realdir", src + "/link-to-dir");
+  make_symlink("realdir", src + "/link-to-dir-again");  // two links to one directory are no loop
+  make_dir(src + "/dir");
+  write_file(src + "/dir/keep.txt", "keep\n");
+  make_symlink("..", src + "/dir/up");  // leads back to SRC itself
+
+  RunResult r = run({"timeout", "60", pcopy_bin(), "-L", src, dst}, with_timeout(90));
+  ASSERT_NE(r.status, 124) << "pcopy -L did not terminate\n" << describe(r);
+  ASSERT_NE(r.status, 128 + 9) << "pcopy -L did not terminate\n" << describe(r);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line_with(r.err, {"'dir/up'"})) << "the loop is not reported by its path\n" << describe(r);
+  auto errors = lines_of(r.err);
+  EXPECT_EQ(std::count_if(errors.begin(), errors.end(),
+                          [](const std::string& line) { return line.starts_with("pcopy: cannot copy "); }),
+            1)
+      << "exactly one error expected (the loop)\n" << describe(r);
+  EXPECT_TRUE(has_line_with(r.err, {"pcopy: cannot copy 'dir/up'"})) << describe(r);
+
+  struct stat file = lstat_of(dst + "/link-to-file");
+  EXPECT_TRUE(S_ISREG(file.st_mode)) << "link to a file not copied as a file";
+  EXPECT_EQ(read_file(dst + "/link-to-file"), "the target\n");
+  EXPECT_EQ(file.st_mode & 07777, 0640u) << "the target's mode";
+  EXPECT_EQ(mtime_ns(file), 1'500'000'000'000'000'002LL) << "the target's mtime";
+  for (const char* dir : {"/link-to-dir", "/link-to-dir-again", "/realdir"}) {
+    SCOPED_TRACE(dir);
+    EXPECT_TRUE(S_ISDIR(lstat_of(dst + dir).st_mode)) << "not copied as a directory";
+    EXPECT_EQ(read_file(dst + dir + "/inner.txt"), "inner\n");
+  }
+  EXPECT_EQ(read_file(dst + "/dir/keep.txt"), "keep\n");
+  EXPECT_EQ(read_file(dst + "/target.txt"), "the target\n");
+  EXPECT_FALSE(exists(dst + "/dir/up")) << "the looping entry must not be copied";
+  EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"dir", "dir/keep.txt", "link-to-dir", "link-to-dir-again",
+                                                      "link-to-dir-again/inner.txt", "link-to-dir/inner.txt",
+                                                      "link-to-file", "realdir", "realdir/inner.txt", "target.txt"}));
+}
+
+TEST_F(ArchiveSpecialFilesTest, OneFileSystemStaysOnSourceFs) {
+  if (!is_root()) GTEST_SKIP() << "needs root (mount)";
+  make_dir(src + "/mnt");
+  write_file(src + "/outside.txt", "outside\n");
+  TmpfsMount mount(src + "/mnt");
+  if (!mount.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(mount.error());
+  make_dir(src + "/mnt/sub");
+  write_file(src + "/mnt/inside.txt", "inside\n");
+  write_file(src + "/mnt/sub/deeper.txt", "deeper\n");
+
+  RunResult r = run({"timeout", "60", pcopy_bin(), "-x", src, dst}, with_timeout(90));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/outside.txt"), "outside\n");
+  EXPECT_TRUE(S_ISDIR(lstat_of(dst + "/mnt").st_mode)) << "the mount point must be created";
+  EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"mnt", "outside.txt"})) << "-x crossed into the tmpfs";
+
+  std::string dst2 = tmp / "dst-no-x";
+  r = run({"timeout", "60", pcopy_bin(), src, dst2}, with_timeout(90));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst2 + "/mnt/inside.txt"), "inside\n");
+  EXPECT_EQ(read_file(dst2 + "/mnt/sub/deeper.txt"), "deeper\n");
+  EXPECT_EQ(read_file(dst2 + "/outside.txt"), "outside\n");
+}
+
+TEST_F(ArchiveSpecialFilesTest, ArchiveKeepsDirectoryTimesAndModesAfterContents) {
+  make_dirs(src + "/a/b/c");
+  make_dir(src + "/a/b/c/d");
+  make_dir(src + "/e");
+  write_file(src + "/a/b/c/d/leaf", "leaf\n", 0444);
+  write_file(src + "/a/b/file", "b\n", 0640);
+  write_file(src + "/e/file", "e\n", 0600);
+  make_symlink("../e/file", src + "/a/link");
+  set_times(src + "/a/b/c/d/leaf", 1'000'000'000'000'000'001LL, 1'000'000'000'000'000'002LL);
+  set_times(src + "/a/b/file", 1'000'000'001'000'000'001LL, 1'000'000'001'000'000'002LL);
+  set_times(src + "/e/file", 1'000'000'002'000'000'001LL, 1'000'000'002'000'000'002LL);
+  set_times(src + "/a/link", 1'000'000'003'000'000'001LL, 1'000'000'003'000'000'002LL);
+  struct Dir {
+    const char* rel;
+    mode_t mode;
+    long long mtime;
+  };
+  const Dir dirs[] = {{"/a/b/c/d", 0500, 1'100'000'000'000'000'011LL}, {"/a/b/c", 0555, 1'100'000'001'000'000'022LL},
+                      {"/a/b", 0500, 1'100'000'002'999'999'999LL},     {"/a", 0555, 1'100'000'003'000'000'001LL},
+                      {"/e", 0700, 1'100'000'004'000'000'004LL},       {"", 0755, 1'100'000'005'000'000'005LL}};
+  for (const Dir& d : dirs) {  // bottom-up: each after its contents
+    chmod_to(src + d.rel, d.mode);
+    set_times(src + d.rel, d.mtime + 7, d.mtime);
+  }
+
+  auto check = [&](const std::string& out) {
+    EXPECT_EQ(diff_trees(src, out, CompareOptions{.owners = true, .xattrs = true, .hardlinks = true}), "");
+    for (const Dir& d : dirs) {
+      SCOPED_TRACE(std::string("directory .") + d.rel);
+      struct stat st = lstat_of(out + d.rel);
+      EXPECT_EQ(st.st_mode & 07777, d.mode) << fmt::format("mode {:04o}", st.st_mode & 07777);
+      EXPECT_EQ(mtime_ns(st), d.mtime);
+    }
+    EXPECT_EQ(read_file(out + "/a/b/c/d/leaf"), "leaf\n");
+  };
+
+  RunResult r = run_pcopy({"-a", src, dst, "-j4"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  check(dst);
+
+  if (!is_root()) return;
+  // As an ordinary user the read-only directories are really read-only to pcopy: their contents can only
+  // be written before their modes are applied.
+  std::string user_dst = tmp / "user-dst";
+  chown_tree(tmp.path(), kNobody, kNobody);
+  r = run_pcopy({"-a", src, user_dst, "-j4"}, as_user(kNobody));
+  ASSERT_EQ(r.status, 0) << describe(r);
+  SCOPED_TRACE("as nobody");
+  check(user_dst);
+}
+
+}  // namespace
+}  // namespace pcopy::test
