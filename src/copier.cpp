@@ -17,6 +17,7 @@
 #include <optional>
 
 #include "pcopy/hash.hpp"
+#include "pcopy/mirror.hpp"
 #include "pcopy/xattrs.hpp"
 
 namespace pcopy {
@@ -92,6 +93,13 @@ int open_dir_beneath(int root, std::string_view rel, bool follow) {
     // A new open file description, not a dup: directory offsets must not be shared.
     int fd = ::openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
+  }
+  // Only ever downwards: no absolute paths, no "..".
+  if (rel.front() == '/') return -EXDEV;
+  for (size_t pos = 0; pos <= rel.size();) {
+    size_t slash = std::min(rel.find('/', pos), rel.size());
+    if (rel.substr(pos, slash - pos) == "..") return -EXDEV;
+    pos = slash + 1;
   }
   constexpr size_t kMax = PATH_MAX - 1;
   int cur = root;
@@ -190,13 +198,7 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& job, const struct s
     UniqueFd fd(open_source(dirs[i], i == 0 ? job.name : job.target(), i == 0 && opt_.dereference));
     if (!fd) return false;
     Hasher h;
-    if (buffer_.empty()) buffer_.resize(kBufferSize);
-    for (;;) {
-      ssize_t n = read_some(fd.get(), buffer_.data(), buffer_.size());
-      if (n < 0) return false;
-      if (n == 0) break;
-      h.update(buffer_.data(), size_t(n));
-    }
+    if (hash_file(fd.get(), h) != 0) return false;
     hashes[i] = h.digest();
   }
   return hashes[0] == hashes[1];
@@ -249,21 +251,52 @@ Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
     Hasher check;
     UniqueFd reread(::openat(dst_dir, tmp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!reread) return fail(r, errno);
-    for (;;) {
-      if (buffer_.empty()) buffer_.resize(kBufferSize);
-      ssize_t n = read_some(reread.get(), buffer_.data(), buffer_.size());
-      if (n < 0) return fail(r, int(-n));
-      if (n == 0) break;
-      check.update(buffer_.data(), size_t(n));
-    }
+    if ((err = hash_file(reread.get(), check))) return fail(r, err);
     if (check.digest() != *r.hash) return fail(r, 0, "verification failed: the written copy differs from the source");
   }
   if ((err = apply_metadata(out.get(), in.get(), st, !opt_.inplace))) return fail(r, err);
   if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
   if ((err = out.close_checked())) return fail(r, err);
-  if (!opt_.inplace && ::renameat(dst_dir, tmp.c_str(), dst_dir, job.target().c_str()) != 0) return fail(r, errno);
+  if (!opt_.inplace && (err = install(dst_dir, tmp, job.target()))) return fail(r, err);
   keep = true;
   return r;
+}
+
+// Hashes a file's contents, holes as the zeros they read as, without reading the holes.
+int Copier::hash_file(int fd, Hasher& h) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return errno;
+  if (buffer_.empty()) buffer_.resize(kBufferSize);
+  off_t size = st.st_size, pos = 0;
+  while (pos < size) {
+    off_t data = ::lseek(fd, pos, SEEK_DATA);
+    if (data < 0 && errno != ENXIO) return errno;
+    if (data < 0) data = size;
+    off_t hole = data < size ? ::lseek(fd, data, SEEK_HOLE) : size;
+    if (hole < 0) return errno;
+    h.update_zeros(uint64_t(data - pos));
+    for (off_t off = data; off < hole;) {
+      ssize_t n = ::pread(fd, buffer_.data(), size_t(std::min<off_t>(hole - off, off_t(buffer_.size()))), off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno;
+      if (n == 0) return 0;
+      h.update(buffer_.data(), size_t(n));
+      off += n;
+    }
+    pos = hole;
+  }
+  return 0;
+}
+
+// Renames the finished temporary over the final name. With --delete, a directory standing where
+// SRC has a file is removed first, as the mirror would remove it anyway.
+int Copier::install(int dst_dir, const std::string& tmp, const std::string& target) {
+  if (::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0) return 0;
+  int err = errno;
+  if (!opt_.delete_extraneous || (err != EISDIR && err != ENOTEMPTY && err != EEXIST)) return err;
+  MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}};
+  if (int rm = remove_tree(dst_dir, target, target, false, quiet)) return rm;
+  return ::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0 ? 0 : errno;
 }
 
 // A big file split across workers. Begin creates the temporary (or truncates the final name with
@@ -318,8 +351,7 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   if (int err = apply_metadata(out.get(), in.get(), st, !opt_.inplace)) return fail(r, err);
   if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
   if (int err = out.close_checked()) return fail(r, err);
-  if (!opt_.inplace && ::renameat(dst_dir, job.temp.c_str(), dst_dir, job.target().c_str()) != 0)
-    return fail(r, errno);
+  if (int err = opt_.inplace ? 0 : install(dst_dir, job.temp, job.target())) return fail(r, err);
   r.size = job.size;
   r.mtime_ns = to_ns(st.st_mtim);
   return r;
@@ -357,6 +389,7 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
     }
     if (!err && ::ftruncate(out, off_t(size)) != 0) err = errno;
     if (!err && fc.bytes > size) return -1;
+    fc.bytes = size;  // holes are copied too, as holes: the file's size is what was copied
   }
   // The rest of the bytes travel in the result: no progress message per small file.
   if (!err && !sparse && fc.bytes != size) return -1;
@@ -466,7 +499,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   }
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (!err && ::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
-  if (!err && ::renameat(dst_dir, t, dst_dir, job.target().c_str()) != 0) err = errno;
+  if (!err) err = install(dst_dir, tmp, job.target());
   if (err) {
     ::unlinkat(dst_dir, t, 0);
     return fail(r, err);
@@ -489,8 +522,7 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
     return r;  // already the same file
   std::string tmp = next_temp_name();
   if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0) return fail(r, errno);
-  if (::renameat(dst_dir, tmp.c_str(), dst_dir, job.target().c_str()) != 0) {
-    int err = errno;
+  if (int err = install(dst_dir, tmp, job.target())) {
     ::unlinkat(dst_dir, tmp.c_str(), 0);
     return fail(r, err);
   }

@@ -1,5 +1,7 @@
 #include "pcopy/filter.hpp"
 
+#include <vector>
+
 namespace pcopy {
 namespace {
 
@@ -29,44 +31,45 @@ bool match_class(std::string_view& p, char c, bool& ok) {
   return true;
 }
 
-bool match_here(std::string_view p, std::string_view t) {
-  while (!p.empty()) {
+// Matching with memoised (pattern, text) positions: each pair is decided once, so patterns with
+// many stars stay linear in pattern x text instead of exponential.
+class Matcher {
+ public:
+  Matcher(std::string_view p, std::string_view t) : p_(p), t_(t), memo_((p.size() + 1) * (t.size() + 1), 0) {}
+  bool match(size_t pi, size_t ti) {
+    char& m = memo_[pi * (t_.size() + 1) + ti];
+    if (m == 0) m = compute(pi, ti) ? 1 : 2;
+    return m == 1;
+  }
+
+ private:
+  bool compute(size_t pi, size_t ti) {
+    std::string_view p = p_.substr(pi), t = t_.substr(ti);
+    if (p.empty()) return t.empty();
     char c = p.front();
     if (c == '*') {
       bool cross = p.size() > 1 && p[1] == '*';
-      std::string_view rest = p.substr(cross ? 2 : 1);
-      if (cross && !rest.empty() && rest.front() == '/' && match_here(rest.substr(1), t)) return true;
-      for (size_t i = 0; i <= t.size(); ++i) {
-        if (match_here(rest, t.substr(i))) return true;
-        if (i < t.size() && !cross && t[i] == '/') return false;
-      }
-      return false;
+      size_t rest = pi + (cross ? 2 : 1);
+      if (cross && rest < p_.size() && p_[rest] == '/' && match(rest + 1, ti)) return true;
+      if (match(rest, ti)) return true;  // the star matches nothing
+      return !t.empty() && (cross || t.front() != '/') && match(pi, ti + 1);  // or one more byte
     }
     if (t.empty()) return false;
-    if (c == '?') {
-      if (t.front() == '/') return false;
-    } else if (c == '[') {
+    if (c == '?') return t.front() != '/' && match(pi + 1, ti + 1);
+    if (c == '[') {
       bool ok = false;
       std::string_view q = p;
-      if (match_class(q, t.front(), ok)) {
-        if (!ok) return false;
-        p = q;
-        t.remove_prefix(1);
-        continue;
-      }
-      if (t.front() != '[') return false;
-    } else {
-      if (c == '\\' && p.size() > 1) {
-        p.remove_prefix(1);
-        c = p.front();
-      }
-      if (c != t.front()) return false;
+      if (match_class(q, t.front(), ok)) return ok && match(p_.size() - q.size(), ti + 1);
+      return t.front() == '[' && match(pi + 1, ti + 1);
     }
-    p.remove_prefix(1);
-    t.remove_prefix(1);
+    size_t len = 1;
+    if (c == '\\' && p.size() > 1) c = p[1], len = 2;
+    return c == t.front() && match(pi + len, ti + 1);
   }
-  return t.empty();
-}
+
+  std::string_view p_, t_;
+  std::vector<char> memo_;  // 0 unknown, 1 match, 2 no match
+};
 
 }  // namespace
 
@@ -86,7 +89,7 @@ FilterRule make_rule(bool include, std::string_view pattern) {
   return rule;
 }
 
-bool glob_match(std::string_view pattern, std::string_view text) { return match_here(pattern, text); }
+bool glob_match(std::string_view pattern, std::string_view text) { return Matcher(pattern, text).match(0, 0); }
 
 bool is_excluded(const std::vector<FilterRule>& rules, std::string_view rel, bool is_dir) {
   size_t slash = rel.rfind('/');

@@ -22,14 +22,14 @@ namespace {
 // inherits every descriptor the parent holds (close-on-exec does nothing without exec), and a job
 // pipe held open by a sibling would keep EOF from ever arriving.
 void renumber_fds(const std::vector<int>& fds) {
+  // First lift every wanted fd above the target range (the first free numbers past it: a tight
+  // RLIMIT_NOFILE leaves no room for anything higher), then put each in place.
+  int base = 3 + int(fds.size());
   std::vector<int> tmp;
-  for (int fd : fds) tmp.push_back(fd < 0 ? -1 : ::fcntl(fd, F_DUPFD, 1000));
-  for (size_t i = 0; i < tmp.size(); ++i) {
-    int want = 3 + int(i);
-    if (tmp[i] < 0) continue;
-    ::dup2(tmp[i], want);  // dup2 clears FD_CLOEXEC on the copy
-  }
-  ::close_range(3 + unsigned(tmp.size()), ~0u, 0);
+  for (int fd : fds) tmp.push_back(fd < 0 ? -1 : ::fcntl(fd, F_DUPFD, base));
+  for (size_t i = 0; i < tmp.size(); ++i)
+    if (tmp[i] >= 0) ::dup2(tmp[i], 3 + int(i));  // dup2 clears FD_CLOEXEC on the copy
+  ::close_range(unsigned(base), ~0u, 0);
   for (size_t i = 0; i < tmp.size(); ++i)
     if (tmp[i] < 0) ::close(3 + int(i));
 }

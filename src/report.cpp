@@ -55,6 +55,11 @@ std::string display_path(std::string_view raw) {
       out += "\\t";
     } else if (n == 0 || c < 0x20 || c == 0x7f) {
       out += fmt::format("\\x{:02x}", c);
+    } else if (n == 2 && c == 0xC2 && static_cast<unsigned char>(raw[i + 1]) < 0xA0) {
+      // C1 controls (U+0080..U+009F) are valid UTF-8 but terminal commands: escape them too.
+      out += fmt::format("\\x{:02x}\\x{:02x}", c, static_cast<unsigned char>(raw[i + 1]));
+      i += 2;
+      continue;
     } else {
       out.append(raw.substr(i, n));
       i += n;

@@ -167,6 +167,9 @@ class Runner {
   bool walk_done_ = false;
   bool stopping_ = false;  // --fail-fast, full disk: no new work
   int interrupted_ = 0;    // the signal that stopped us
+  bool abandon_ = false;   // interrupted, --fail-fast error, or no worker can run: stop the workers now
+  std::vector<uint64_t> answered_;  // per worker: results since it was started
+  int startup_deaths_ = 0;          // workers in a row that died before answering anything
 
   Stats stats_;
   uint64_t files_total_ = 0, bytes_total_ = 0, files_done_ = 0, bytes_done_ = 0;
@@ -207,7 +210,10 @@ void Runner::out_line(const std::string& line) {
 void Runner::error(const std::string& path, const std::string& reason) {
   say(paint("31", fmt::format("pcopy: cannot copy '{}': {}", display_path(path), reason)));
   stats_.errors.push_back({path, reason});
-  if (opt_.fail_fast) stop_dispatching();
+  if (opt_.fail_fast) {
+    stop_dispatching();
+    abandon_ = true;  // and abandon what the workers hold: nothing more is copied
+  }
 }
 
 void Runner::warning(const std::string& path, const std::string& text) {
@@ -274,6 +280,7 @@ void Runner::start_pool() {
   });
   batch_left_.assign(pool_->size(), {});
   sent_.assign(pool_->size(), {});
+  answered_.assign(pool_->size(), 0);
   window_ = std::max<size_t>(4096, size_t(opt_.jobs) * kBatchFiles * 4);
 }
 
@@ -300,9 +307,8 @@ void Runner::handle_walk_event(WalkEvent& ev) {
     case WalkEvent::Type::Dir: {
       if (!ev.created) return;
       ++stats_.dirs_created;
-      std::string path = display_path(rel(ev.dir, ev.name)) + "/";
-      if (opt_.dry_run) out_line("copy " + path);
-      else if (opt_.verbose) out_line(path);
+      if (opt_.dry_run || opt_.verbose)
+        out_line((opt_.dry_run ? "copy " : "") + display_path(rel(ev.dir, ev.name)) + "/");
       return;
     }
     case WalkEvent::Type::Error: {
@@ -378,7 +384,7 @@ int Runner::pick_worker() const {
 }
 
 void Runner::dispatch() {
-  while (!queue_.empty() && !interrupted_) {
+  while (!queue_.empty() && !abandon_) {
     int w = pick_worker();
     if (w < 0) return;
     PendingBatch pb = std::move(queue_.front());
@@ -414,6 +420,7 @@ void Runner::on_result(size_t w, const Result& r) {
   JobInfo info = std::move(it->second);
   jobs_.erase(it);
   pool_->slot(w).held.erase(r.id);
+  ++answered_[w];
   auto& left = batch_left_[w];
   if (!left.empty() && --left.front() == 0) left.pop_front();
   auto& sent = sent_[w];
@@ -641,14 +648,22 @@ void Runner::on_worker_gone(size_t w) {
   slot.jobs.reset();
   batch_left_[w].clear();
   sent_[w].clear();
-  if (!interrupted_) pool_->spawn(w);
+  startup_deaths_ = answered_[w] == 0 ? startup_deaths_ + 1 : 0;
+  answered_[w] = 0;
+  if (startup_deaths_ > 2 * int(pool_->size()) + 2) {
+    std::string why = fmt::format("workers die before doing any work ({}); giving up", describe_wait_status(status));
+    say("pcopy: " + why);
+    stats_.errors.push_back({".", why});
+    abandon_ = true;
+  }
+  if (!abandon_) pool_->spawn(w);
   for (uint64_t id : held) {
     JobInfo& info = jobs_.at(id);
     bytes_done_ -= std::min(bytes_done_, info.reported);
     info.reported = 0;
     info.worker = -1;
   }
-  if (interrupted_ || held.empty()) return;
+  if (abandon_ || held.empty()) return;
 
   size_t first_retry = 0;
   JobInfo& first = jobs_.at(held.front());
@@ -720,6 +735,7 @@ void Runner::on_signal() {
   while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
     if (si.ssi_signo == SIGCHLD) continue;  // deaths are seen as EOF on the worker's pipe
     if (!interrupted_) interrupted_ = int(si.ssi_signo);
+    abandon_ = true;
   }
 }
 
@@ -768,7 +784,7 @@ void Runner::poll_once(int timeout) {
   int n = ::poll(fds.data(), fds.size(), timeout);
   if (n <= 0) return;
   if (fds[0].revents) on_signal();
-  if (interrupted_) return;
+  if (abandon_) return;
   for (size_t i = 0; i < pool_->size(); ++i) {
     if (fds[2 + 2 * i].revents & (POLLOUT | POLLERR)) pool_->flush(i);
     if (fds[1 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) read_worker(i);
@@ -776,7 +792,7 @@ void Runner::poll_once(int timeout) {
 }
 
 void Runner::run_delete() {
-  if (!opt_.delete_extraneous || target_.single_file || interrupted_ || stopping_ || !target_.dst_root) return;
+  if (!opt_.delete_extraneous || target_.single_file || abandon_ || stopping_ || !target_.dst_root) return;
   if (walker_->walk_errors() > 0) {
     say("pcopy: --delete skipped: reading SRC failed, so nothing in DST is known to be extraneous");
     stats_.errors.push_back({".", "--delete skipped because reading SRC failed"});
@@ -841,7 +857,7 @@ int Runner::run() {
   }
 
   tick(true);
-  while (!interrupted_) {
+  while (!abandon_) {
     if (walker_) produce();
     dispatch();
     if ((walk_done_ || stopping_) && jobs_.empty()) break;
@@ -852,7 +868,7 @@ int Runner::run() {
 }
 
 int Runner::finish() {
-  if (interrupted_) {
+  if (abandon_) {
     // Abandon the files in flight: stop the workers, then remove their temporaries.
     pool_->signal_all(SIGKILL);
     for (size_t w = 0; w < pool_->size(); ++w) {

@@ -37,6 +37,12 @@ bool same_inode(int fd, dev_t dev, ino_t ino) {
   return ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
 
+std::pair<dev_t, ino_t> inode_of(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return {0, 0};
+  return {st.st_dev, st.st_ino};
+}
+
 // Removes temporaries an interrupted run left in a directory we are about to fill again.
 void remove_leftover_temps(int dir) {
   std::string buf(16 * 1024, '\0');
@@ -79,7 +85,7 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
   root->st = src_st;
   if (dst_root_) {
     root->dst.reset(::openat(dst_root_.get(), ".", kDirFlags));
-    if (!opt_.dry_run) remove_leftover_temps(root->dst.get());
+    if (!opt_.dry_run) prepare_existing(root->dst.get());
   }
   auto frame = std::make_unique<Frame>();
   frame->node = root;
@@ -254,7 +260,10 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
 
 int Walker::open_dst_child(DirNode* parent, const std::string& name, bool& fresh, int& err) {
   int pfd = parent->dst ? parent->dst.get() : -1;
-  if (pfd < 0) return -1;  // dry run below a directory that does not exist yet
+  if (pfd < 0) {
+    fresh = true;  // dry run below a directory that does not exist yet: this one would be new too
+    return -1;
+  }
   const char* n = name.c_str();
   if (opt_.dry_run) {
     int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
@@ -280,20 +289,24 @@ int Walker::open_dst_child(DirNode* parent, const std::string& name, bool& fresh
     err = errno;
     return -1;
   }
-  if (!fresh) remove_leftover_temps(fd);
+  if (!fresh) prepare_existing(fd);
   return fd;
+}
+
+// An existing destination directory (a previous run's copy of a read-only one, say) must be
+// writable while we fill it; its real mode is applied when it is finished.
+void Walker::prepare_existing(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700 && st.st_uid == ::geteuid())
+    ::fchmod(fd, (st.st_mode & 07777) | 0700);
+  remove_leftover_temps(fd);
 }
 
 void Walker::evict_fds() {
   for (auto& frame : stack_) {
     if (open_frames_ <= kMaxOpenFrames) return;
     if (!frame->src) continue;
-    DirNode* node = frame->node;
-    if (node->dst) {
-      struct stat st;
-      if (::fstat(node->dst.get(), &st) == 0) node->dst_dev = st.st_dev, node->dst_ino = st.st_ino;
-      node->dst.reset();
-    }
+    close_dst(frame->node);
     frame->src.reset();
     --open_frames_;
   }
@@ -331,7 +344,7 @@ void Walker::pop() {
   if (node->pending > 1 && node->dst) {
     // Jobs inside are still running: keep the fd for the metadata, within a budget.
     if (deferred_fds_ >= kMaxDeferredFds) {
-      node->dst.reset();
+      close_dst(node);
     } else {
       node->deferred_fd = true;
       ++deferred_fds_;
@@ -343,10 +356,24 @@ void Walker::pop() {
 void Walker::release(DirNode* dir) {
   while (dir && --dir->pending == 0) {
     DirNode* parent = dir->parent;
+    // Finishing runs bottom-up: a parent about to be finished too is reached through "..",
+    // not by its path from the root (which would make deep trees quadratic).
+    if (parent && parent->pending == 1 && !parent->dst && dir->dst && parent->dst_ino) {
+      parent->dst.reset(::openat(dir->dst.get(), "..", kDirFlags));
+      if (parent->dst && !same_inode(parent->dst.get(), parent->dst_dev, parent->dst_ino)) parent->dst.reset();
+    }
     finish_dir(dir);
     if (!parent) finished_ = true;
     dir = parent;
   }
+}
+
+void Walker::close_dst(DirNode* node) {
+  if (!node->dst) return;
+  auto [dev, ino] = inode_of(node->dst.get());
+  node->dst_dev = dev;
+  node->dst_ino = ino;
+  node->dst.reset();
 }
 
 int Walker::dst_fd_for(DirNode* dir) {

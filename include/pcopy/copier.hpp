@@ -54,6 +54,8 @@ class Copier {
   int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);
   int apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode);
   std::string next_temp_name();
+  int hash_file(int fd, class Hasher& hasher);
+  int install(int dst_dir, const std::string& tmp, const std::string& target);
 
   const Options& opt_;
   bool privileged_;    // may chown to anyone and write every xattr namespace

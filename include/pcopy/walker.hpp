@@ -86,6 +86,8 @@ class Walker {
   void pop();
   int open_dst_child(DirNode* parent, const std::string& name, bool& fresh, int& err);
   void evict_fds();
+  void close_dst(DirNode* node);
+  void prepare_existing(int fd);
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
   int dst_fd_for(DirNode* dir);

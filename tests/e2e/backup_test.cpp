@@ -1,0 +1,812 @@
+// End-to-end tests of the options scripted backups and CI staging rely on (issue 5): -u/--update,
+// --checksum, --ignore-existing, --delete, the filters, --dry-run, --verify, --json, --manifest,
+// --progress=always without a terminal, --fsync and the summary's skipped/deleted counts.
+// Each test runs the real pcopy binary on trees in a temporary directory.
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "harness.hpp"
+#include "pcopy/hash.hpp"
+
+namespace pcopy::test {
+namespace {
+
+using nlohmann::json;
+
+constexpr uid_t kNobody = 65534;
+constexpr long long kOldTime = 1'600'000'000'000'000'000LL;  // a fixed past mtime, in ns
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers.
+
+// stdout and stderr, with every byte but the newline made printable.
+std::string describe(const RunResult& r) {
+  auto printable = [](std::string_view text) {
+    std::string out;
+    size_t start = 0;
+    while (start < text.size() && out.size() < 8000) {
+      size_t end = std::min(text.find('\n', start), text.size());
+      out += escape_path(text.substr(start, end - start)) + "\n";
+      start = end + 1;
+    }
+    return out;
+  };
+  return fmt::format("exit status {}\n--- stdout ---\n{}--- stderr ---\n{}", r.status, printable(r.out),
+                     printable(r.err));
+}
+
+std::vector<std::string> lines_of(std::string_view text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = std::min(text.find('\n', start), text.size());
+    lines.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+std::string join_lines(const std::vector<std::string>& lines) {
+  std::string out;
+  for (auto& line : lines) out += escape_path(line) + "\n";
+  return out;
+}
+
+std::multiset<std::string> line_set(std::string_view text) {
+  auto lines = lines_of(text);
+  return {lines.begin(), lines.end()};
+}
+
+std::string describe_set(const std::multiset<std::string>& lines) {
+  return join_lines(std::vector<std::string>(lines.begin(), lines.end()));
+}
+
+struct stat lstat_of(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) ADD_FAILURE() << "cannot lstat " << escape_path(path);
+  return st;
+}
+
+long long ns_of(const timespec& ts) { return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec; }
+long long mtime_ns(const std::string& path) { return ns_of(lstat_of(path).st_mtim); }
+long long atime_ns(const std::string& path) { return ns_of(lstat_of(path).st_atim); }
+
+// Writes a file and gives it a fixed past mtime, so a later change of mtime is a real change.
+void write_old(const std::string& path, std::string_view bytes, long long mtime = kOldTime) {
+  write_file(path, bytes);
+  set_times(path, mtime, mtime);
+}
+
+// Removes a file but keeps its directory's times (so two trees can still compare equal).
+void unlink_keeping_parent_times(const std::string& path) {
+  std::string parent = path.substr(0, path.rfind('/'));
+  long long a = atime_ns(parent), m = mtime_ns(parent);
+  ASSERT_EQ(::unlink(path.c_str()), 0) << escape_path(path);
+  set_times(parent, a, m);
+}
+
+// The --json report: stdout must be exactly one JSON object.
+json parse_report(const RunResult& r) {
+  try {
+    json j = json::parse(r.out);
+    if (!j.is_object()) ADD_FAILURE() << "--json printed a non-object\n" << describe(r);
+    return j;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "--json output does not parse: " << e.what() << "\n" << describe(r);
+    return json::object();
+  }
+}
+
+// A JSON number field as an integer (-1 when missing or not an integer).
+long long count(const json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_number_integer()) return -1;
+  return j[key].get<long long>();
+}
+
+// XXH3-128 of the bytes, 32 lowercase hex digits, canonical (big-endian) order.
+std::string xxh128_hex(std::string_view bytes) {
+  Hasher h;
+  h.update(bytes.data(), bytes.size());
+  return to_hex(h.digest());
+}
+
+// Everything about a tree a write could change, per entry (root as "."): type+mode, size, mtime and
+// ctime in ns, and the contents of files / targets of links.
+std::map<std::string, std::string> snapshot(const std::string& root) {
+  std::map<std::string, std::string> snap;
+  auto one = [&](const std::string& rel, const std::string& path) {
+    struct stat st = lstat_of(path);
+    std::string what = fmt::format("mode {:o} size {} mtime {} ctime {}", st.st_mode, st.st_size, ns_of(st.st_mtim),
+                                   ns_of(st.st_ctim));
+    if (S_ISREG(st.st_mode)) what += " xxh128 " + xxh128_hex(read_file(path));
+    if (S_ISLNK(st.st_mode)) what += " -> " + read_link(path);
+    snap[rel] = what;
+  };
+  one(".", root);
+  for (auto& rel : list_tree(root)) one(rel, root + "/" + rel);
+  return snap;
+}
+
+std::string diff_snapshots(const std::map<std::string, std::string>& before,
+                           const std::map<std::string, std::string>& after) {
+  std::string out;
+  for (auto& [rel, what] : before) {
+    auto it = after.find(rel);
+    if (it == after.end()) out += escape_path(rel) + ": removed\n";
+    else if (it->second != what) out += escape_path(rel) + ": was " + what + ", now " + it->second + "\n";
+  }
+  for (auto& [rel, what] : after)
+    if (!before.count(rel)) out += escape_path(rel) + ": created (" + what + ")\n";
+  return out;
+}
+
+// Options that run pcopy as an ordinary user. Under root the whole temporary tree is given to
+// nobody, so permission bits (mode 000 entries) apply to pcopy as they would to a user; an ordinary
+// user running the tests is denied by mode 000 the same way.
+RunOptions unprivileged(const TempDir& tmp) {
+  RunOptions options;
+  if (::geteuid() == 0) {
+    chown_tree(tmp.path(), kNobody, kNobody);
+    options.uid = kNobody;
+  }
+  return options;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Fixtures: one per suite name, all with SRC and DST in a fresh temporary directory.
+
+class BackupFixture : public ::testing::Test {
+ protected:
+  void SetUp() override { make_dir(src); }
+
+  // pcopy OPTIONS... SRC DST
+  RunResult copy(std::vector<std::string> args = {}, const RunOptions& options = {}) {
+    args.push_back(src);
+    args.push_back(dst);
+    return run_pcopy(args, options);
+  }
+
+  // A first full copy that must succeed and match.
+  void full_copy() {
+    RunResult r = copy();
+    ASSERT_EQ(r.status, 0) << describe(r);
+    ASSERT_EQ(diff_trees(src, dst), "");
+  }
+
+  // The regular files of a tree, relative paths, sorted.
+  static std::vector<std::string> files_of(const std::string& root) {
+    std::vector<std::string> files;
+    for (auto& rel : list_tree(root))
+      if (S_ISREG(lstat_of(root + "/" + rel).st_mode)) files.push_back(rel);
+    return files;
+  }
+
+  TempDir tmp;
+  std::string src = tmp / "src";
+  std::string dst = tmp / "dst";
+};
+
+class Backup : public BackupFixture {};
+class Filters : public BackupFixture {
+ protected:
+  // Copies with the given filter options into a fresh DST and returns what DST holds.
+  std::vector<std::string> copy_filtered(std::vector<std::string> args, const RunOptions& options = {}) {
+    RunResult r = copy(std::move(args), options);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(r.out, "") << describe(r);
+    if (!exists(dst)) return {};
+    return list_tree(dst);
+  }
+};
+class DryRun : public BackupFixture {};
+class Verify : public BackupFixture {};
+class Report : public BackupFixture {};
+
+// ---------------------------------------------------------------------------------------------------
+// Incremental backups: -u, --checksum, --ignore-existing, --delete.
+
+TEST_F(Backup, BackupScenarioCopiesOnlyChangesAndMirrorsDeletions) {
+  // Twelve files in three directories, all with old times.
+  for (int d = 0; d < 3; ++d) make_dir(src + fmt::format("/d{}", d));
+  for (int i = 0; i < 12; ++i) {
+    std::string path = i < 3 ? fmt::format("{}/f{}.txt", src, i) : fmt::format("{}/d{}/f{}.txt", src, i % 3, i);
+    write_old(path, random_bytes(100 + 997 * static_cast<size_t>(i), static_cast<unsigned>(i)), kOldTime + i);
+  }
+  for (int d = 0; d < 3; ++d) set_times(src + fmt::format("/d{}", d), kOldTime, kOldTime);
+  full_copy();
+
+  // Three modifications: contents and mtime; size only (same mtime); mtime only (same contents).
+  write_old(src + "/f0.txt", random_bytes(100, 1000), kOldTime + 5000);  // f0 had 100 bytes: same size
+  long long f4_mtime = mtime_ns(src + "/d1/f4.txt");
+  write_old(src + "/d1/f4.txt", read_file(src + "/d1/f4.txt") + "appended", f4_mtime);
+  set_times(src + "/d2/f5.txt", kOldTime, kOldTime + 7777);
+  // Two additions, one in a new directory; one deletion.
+  write_file(src + "/new1.txt", "new file one\n");
+  make_dir(src + "/d0/newdir");
+  write_file(src + "/d0/newdir/new2.txt", "new file two\n");
+  ASSERT_EQ(::unlink((src + "/d2/f8.txt").c_str()), 0);
+  ASSERT_EQ(files_of(src).size(), 13u);
+
+  RunResult r = copy({"-u", "--delete", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 5) << report.dump(2);
+  EXPECT_EQ(count(report, "files_deleted"), 1) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 8) << report.dump(2);
+  EXPECT_EQ(count(report, "exit_status"), 0) << report.dump(2);
+  EXPECT_EQ(report.value("errors", json::array()).size(), 0u) << report.dump(2);
+  EXPECT_EQ(diff_trees(src, dst), "");
+  EXPECT_EQ(read_file(dst + "/f0.txt"), read_file(src + "/f0.txt"));
+  EXPECT_FALSE(exists(dst + "/d2/f8.txt"));
+
+  // An unchanged re-run copies nothing and deletes nothing.
+  r = copy({"-u", "--delete", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 0) << report.dump(2);
+  EXPECT_EQ(count(report, "files_deleted"), 0) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 13) << report.dump(2);
+  EXPECT_EQ(count(report, "bytes_copied"), 0) << report.dump(2);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+// -u must decide from metadata alone: a source file nobody may read is skipped without error when
+// DST already has it with the same size and mtime (opening it would fail with EACCES).
+TEST_F(Backup, UpdateDoesNotOpenUnchangedFiles) {
+  write_old(src + "/secret.bin", random_bytes(50'000, 7));
+  write_old(src + "/changed.txt", "old contents\n");
+  full_copy();
+  ASSERT_EQ(::chmod((src + "/secret.bin").c_str(), 0), 0);
+  write_old(src + "/changed.txt", "new contents\n", kOldTime + 1);  // same size, newer mtime
+  RunOptions as_user = unprivileged(tmp);
+
+  RunResult r = copy({"-u", "--json"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_skipped"), 1) << report.dump(2);
+  EXPECT_EQ(count(report, "files_copied"), 1) << report.dump(2);
+  EXPECT_EQ(read_file(dst + "/changed.txt"), "new contents\n");
+
+  // Control: the file really is unreadable to that user, so a copy that opens it fails.
+  r = copy({"--json"}, as_user);
+  EXPECT_EQ(r.status, 1) << "the test's premise (secret.bin unreadable) does not hold\n" << describe(r);
+}
+
+TEST_F(Backup, ChecksumDetectsSameSizeSameMtimeChange) {
+  write_old(src + "/data.bin", "AAAAAAAAAAAAAAAA");
+  write_old(src + "/same.bin", "unchanged");
+  full_copy();
+  write_old(src + "/data.bin", "BBBBBBBBBBBBBBBB");  // same size, same mtime, other contents
+
+  RunResult r = copy({"-u", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 0) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 2) << report.dump(2);
+  EXPECT_EQ(read_file(dst + "/data.bin"), "AAAAAAAAAAAAAAAA") << "-u looks at size and mtime only";
+
+  // --checksum alone implies -u and compares contents.
+  r = copy({"--checksum", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 1) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 1) << report.dump(2);
+  EXPECT_EQ(read_file(dst + "/data.bin"), "BBBBBBBBBBBBBBBB");
+  EXPECT_EQ(diff_trees(src, dst), "");
+
+  r = copy({"-u", "--checksum", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_copied"), 0) << describe(r);
+}
+
+TEST_F(Backup, IgnoreExistingNeverReplaces) {
+  for (std::string option : {"--ignore-existing", "--no-clobber"}) {
+    SCOPED_TRACE(option);
+    TempDir where;
+    std::string d = where / "dst";
+    make_dir(d);
+    write_file(d + "/a.txt", "destination version, newer and longer\n");
+    write_old(src + "/a.txt", "source version\n");
+    write_old(src + "/b.txt", "only in source\n");
+    long long before = mtime_ns(d + "/a.txt");
+
+    RunResult r = run_pcopy({option, "--json", src, d});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    json report = parse_report(r);
+    EXPECT_EQ(count(report, "files_copied"), 1) << report.dump(2);
+    EXPECT_EQ(count(report, "files_skipped"), 1) << report.dump(2);
+    EXPECT_EQ(read_file(d + "/a.txt"), "destination version, newer and longer\n");
+    EXPECT_EQ(mtime_ns(d + "/a.txt"), before);
+    EXPECT_EQ(read_file(d + "/b.txt"), "only in source\n");
+  }
+}
+
+TEST_F(Backup, DeleteRefusesAfterWalkError) {
+  write_old(src + "/ok.txt", "fine\n");
+  make_dir(src + "/locked");
+  write_old(src + "/locked/inner.txt", "inside\n");
+  full_copy();
+  write_file(dst + "/extra.txt", "extraneous, but must survive a partial walk\n");
+  ASSERT_EQ(::chmod((src + "/locked").c_str(), 0), 0);
+  RunOptions as_user = unprivileged(tmp);
+
+  RunResult r = copy({"--delete", "--json"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_NE(r.err.find("pcopy: --delete skipped"), std::string::npos) << describe(r);
+  EXPECT_TRUE(exists(dst + "/extra.txt")) << "--delete ran after a failed walk\n" << describe(r);
+  EXPECT_TRUE(exists(dst + "/locked/inner.txt")) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "exit_status"), 1) << report.dump(2);
+  EXPECT_EQ(count(report, "files_deleted"), 0) << report.dump(2);
+  EXPECT_GE(report.value("errors", json::array()).size(), 1u) << report.dump(2);
+}
+
+TEST_F(Backup, DeleteRemovesExtraneousFilesDirectoriesAndLinksButKeepsExcluded) {
+  write_old(src + "/keep.txt", "kept\n");
+  make_dir(src + "/sub");
+  write_old(src + "/sub/keep2.txt", "kept too\n");
+  full_copy();
+
+  // Extraneous entries of every kind, at the top and below.
+  write_file(dst + "/extra.txt", "x");
+  write_file(dst + "/sub/extra2.txt", "x");
+  make_dirs(dst + "/extradir/deep/deeper");
+  write_file(dst + "/extradir/a", "a");
+  write_file(dst + "/extradir/deep/deeper/b", "b");
+  make_symlink("keep.txt", dst + "/extralink");
+  make_symlink("gone", dst + "/dangling");
+  // A link to a directory outside DST: the link goes, what it points to stays.
+  make_dir(tmp / "outside");
+  write_file(tmp / "outside/precious", "not pcopy's to delete");
+  make_symlink(tmp / "outside", dst + "/sub/linkdir");
+  // Excluded entries are kept, whatever their kind.
+  write_file(dst + "/build.o", "o");
+  write_file(dst + "/sub/deep.o", "o");
+  make_dir(dst + "/cache");
+  write_file(dst + "/cache/blob", "c");
+
+  RunResult r = copy({"--delete", "--exclude", "*.o", "--exclude", "cache/", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  std::vector<std::string> expected{"build.o", "cache", "cache/blob", "keep.txt", "sub", "sub/deep.o", "sub/keep2.txt"};
+  EXPECT_EQ(list_tree(dst), expected) << describe(r);
+  EXPECT_EQ(read_file(tmp / "outside/precious"), "not pcopy's to delete");
+  json report = parse_report(r);
+  EXPECT_GE(count(report, "files_deleted"), 6) << report.dump(2);
+  // With the excluded entries removed too, DST is SRC again, times included.
+  for (auto rel : {"build.o", "sub/deep.o", "cache/blob"}) ASSERT_EQ(::unlink((dst + "/" + rel).c_str()), 0);
+  ASSERT_EQ(::rmdir((dst + "/cache").c_str()), 0);
+  CompareOptions no_times;
+  no_times.times = false;
+  EXPECT_EQ(diff_trees(src, dst, no_times), "");
+}
+
+TEST_F(Backup, FsyncOptionCopiesCorrectly) {
+  make_dirs(src + "/a/b");
+  write_old(src + "/empty", "");
+  write_old(src + "/a/one.bin", random_bytes(300'000, 1));
+  write_old(src + "/a/b/two.bin", random_bytes(4096, 2));
+  make_symlink("../one.bin", src + "/a/b/link");
+  RunResult r = copy({"--fsync", "-j2"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+  // Also on an incremental run, with replacements.
+  write_old(src + "/a/one.bin", random_bytes(200'000, 3), kOldTime + 1);
+  r = copy({"--fsync", "-u"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Filters.
+
+TEST_F(Filters, PatternWithoutSlashMatchesAtAnyDepth) {
+  make_dirs(src + "/x/y");
+  for (auto rel : {"a.o", "x/b.o", "x/y/c.o", "keep.c", "x/keep.c", "x/y/keep.c", "x/y/notes.o.txt"}) {
+    write_file(src + "/" + rel, rel);
+  }
+  std::vector<std::string> expected{"keep.c", "x", "x/keep.c", "x/y", "x/y/keep.c", "x/y/notes.o.txt"};
+  EXPECT_EQ(copy_filtered({"--exclude", "*.o"}), expected);
+}
+
+TEST_F(Filters, TrailingSlashMatchesDirectoriesOnly) {
+  make_dirs(src + "/cache");
+  make_dirs(src + "/sub/cache");
+  make_dirs(src + "/other");
+  write_file(src + "/cache/x", "x");
+  write_file(src + "/sub/cache/y", "y");
+  write_file(src + "/other/cache", "a file named cache is still copied");
+  write_file(src + "/keep", "k");
+  std::vector<std::string> expected{"keep", "other", "other/cache", "sub"};
+  EXPECT_EQ(copy_filtered({"--exclude", "cache/"}), expected);
+}
+
+TEST_F(Filters, DoubleStarCrossesSlashSingleStarDoesNot) {
+  make_dirs(src + "/a/b/c");
+  make_dirs(src + "/other/a");
+  for (auto rel : {"top.tmp", "a/x.tmp", "a/b/y.tmp", "a/b/c/z.tmp", "a/keep.txt", "other/a/w.tmp"}) {
+    write_file(src + "/" + rel, rel);
+  }
+  // '**' spans any number of directories (including none); a pattern with '/' is anchored at SRC.
+  std::vector<std::string> expected{"a", "a/b", "a/b/c", "a/keep.txt", "other", "other/a", "other/a/w.tmp", "top.tmp"};
+  EXPECT_EQ(copy_filtered({"--exclude", "a/**/*.tmp"}), expected);
+
+  TempDir again;
+  dst = again / "dst";
+  // A single '*' stays within one path component.
+  expected = {"a", "a/b", "a/b/c", "a/b/c/z.tmp", "a/b/y.tmp", "a/keep.txt", "other", "other/a", "other/a/w.tmp", "top.tmp"};
+  EXPECT_EQ(copy_filtered({"--exclude", "a/*.tmp"}), expected);
+
+  TempDir third;
+  dst = third / "dst";
+  // '**' alone crosses '/': everything below a, but a itself stays.
+  expected = {"a", "other", "other/a", "other/a/w.tmp", "top.tmp"};
+  EXPECT_EQ(copy_filtered({"--exclude", "a/**"}), expected);
+}
+
+TEST_F(Filters, FirstMatchingRuleWins) {
+  make_dir(src + "/sub");
+  for (auto rel : {"a.keep", "b.txt", "sub/c.keep", "sub/d.txt"}) write_file(src + "/" + rel, rel);
+
+  // Include before exclude: the .keep files (and the directories, to reach them) survive.
+  std::vector<std::string> expected{"a.keep", "sub", "sub/c.keep"};
+  EXPECT_EQ(copy_filtered({"--include", "*/", "--include", "*.keep", "--exclude", "*"}), expected);
+
+  // The reverse order: '*' matches first, so nothing is copied.
+  TempDir again;
+  dst = again / "dst";
+  EXPECT_EQ(copy_filtered({"--exclude", "*", "--include", "*.keep"}), std::vector<std::string>{});
+
+  // Exclude a name, but an earlier include of one path under it wins for that path.
+  TempDir third;
+  dst = third / "dst";
+  EXPECT_EQ(copy_filtered({"--include", "sub/c.keep", "--exclude", "*.keep", "--exclude", "sub/*"}),
+            std::vector<std::string>({"b.txt", "sub", "sub/c.keep"}));
+}
+
+TEST_F(Filters, ExcludedDirectoryIsNotDescended) {
+  make_dirs(src + "/private/inner");
+  write_file(src + "/private/inner/secret", "s");
+  write_file(src + "/private/top", "t");
+  write_file(src + "/public", "p");
+  RunOptions as_user = unprivileged(tmp);
+  // Unreadable to the user pcopy runs as: entering it would be an error.
+  ASSERT_EQ(::chmod((src + "/private").c_str(), 0), 0);
+  EXPECT_EQ(copy_filtered({"--exclude", "private/"}, as_user), std::vector<std::string>{"public"});
+}
+
+TEST_F(Filters, ExcludeFromFileWithCommentsAndPlusMinusLines) {
+  make_dirs(src + "/sub");
+  make_dirs(src + "/tmp");
+  for (auto rel : {"a.log", "important.log", "sub/important.log", "sub/b.log", "tmp/x", "keep.txt", "sub/keep.txt"}) {
+    write_file(src + "/" + rel, rel);
+  }
+  std::string rules = tmp / "rules";
+  write_file(rules,
+             "# comments and blank lines are ignored\n"
+             "\n"
+             "+ important.log\n"
+             "- *.log\n"
+             "# a bare line excludes\n"
+             "tmp/\n"
+             "#keep.txt\n");
+  std::vector<std::string> expected{"important.log", "keep.txt", "sub", "sub/important.log", "sub/keep.txt"};
+  EXPECT_EQ(copy_filtered({"--exclude-from", rules}), expected);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Dry run.
+
+TEST_F(DryRun, DryRunWritesNothingAndListsActions) {
+  make_dir(src + "/keepdir");
+  write_old(src + "/same.txt", "same\n");
+  write_old(src + "/changed.txt", "old\n");
+  write_old(src + "/keepdir/k.txt", "k\n");
+  full_copy();
+  // SRC changes: one replacement, new file, new directory with a file, new link.
+  write_old(src + "/changed.txt", "new!\n", kOldTime + 1);
+  write_file(src + "/new.txt", "n\n");
+  make_dirs(src + "/newdir/deeper");
+  write_file(src + "/newdir/inner.txt", "i\n");
+  write_file(src + "/newdir/deeper/f.txt", "f\n");
+  make_symlink("same.txt", src + "/newlink");
+  // DST extras: a file and a directory tree.
+  write_file(dst + "/extra.txt", "e\n");
+  make_dirs(dst + "/extradir/deep");
+  write_file(dst + "/extradir/deep/x.txt", "x\n");
+  set_times(dst, kOldTime, kOldTime);
+  set_times(dst + "/extradir", kOldTime, kOldTime);
+
+  auto before = snapshot(dst);
+  RunResult r = copy({"-n", "-u", "--delete"});
+  auto after = snapshot(dst);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_snapshots(before, after), "") << describe(r);
+
+  std::multiset<std::string> expected{
+      "copy new.txt",         "replace changed.txt",         "skip same.txt",
+      "skip keepdir/k.txt",   "copy newdir/",                "copy newdir/inner.txt",
+      "copy newdir/deeper/",  "copy newdir/deeper/f.txt",
+      "copy newlink",         "delete extra.txt",            "delete extradir/deep/x.txt",
+      "delete extradir/deep", "delete extradir",
+  };
+  std::multiset<std::string> actual;
+  for (auto line : lines_of(r.out)) {
+    // A deleted directory may be written with or without its trailing '/'.
+    if (line.starts_with("delete ") && line.ends_with("/")) line.pop_back();
+    actual.insert(line);
+  }
+  EXPECT_EQ(actual, expected) << "expected:\n" << describe_set(expected) << "actual:\n" << describe_set(actual);
+  // The summary counts what would be done: 4 files (link apart), 2 directories, 4 deletions.
+  for (auto counted : {"4 files", "2 dirs", "1 link", "2 skipped", "4 deleted"})
+    EXPECT_NE(r.err.find(counted), std::string::npos) << counted << "\n" << describe(r);
+}
+
+TEST_F(DryRun, DryRunIntoMissingDestinationCreatesNothing) {
+  make_dir(src + "/sub");
+  write_file(src + "/a", "a");
+  write_file(src + "/sub/b", "b");
+  make_symlink("a", src + "/l");
+  std::string target = tmp / "not/there/dst";
+  RunResult r = run_pcopy({"-n", src, target});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_FALSE(exists(tmp / "not")) << describe(r);
+  std::multiset<std::string> expected{"copy a", "copy l", "copy sub/", "copy sub/b"};
+  auto actual = line_set(r.out);
+  // The destination root itself may or may not get a line of its own.
+  std::multiset<std::string> extra;
+  std::set_difference(actual.begin(), actual.end(), expected.begin(), expected.end(),
+                      std::inserter(extra, extra.begin()));
+  std::multiset<std::string> missing;
+  std::set_difference(expected.begin(), expected.end(), actual.begin(), actual.end(),
+                      std::inserter(missing, missing.begin()));
+  EXPECT_TRUE(missing.empty()) << "missing lines:\n" << describe_set(missing) << describe(r);
+  EXPECT_LE(extra.size(), 1u) << "unexpected lines:\n" << describe_set(extra);
+  for (auto& line : extra) EXPECT_TRUE(line.starts_with("copy ") && line.ends_with("/")) << escape_path(line);
+  EXPECT_NE(r.err.find("would copy"), std::string::npos) << describe(r);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// --verify.
+
+TEST_F(Verify, VerifyPassesOnGoodCopies) {
+  make_dir(src + "/d");
+  write_old(src + "/empty", "");
+  write_old(src + "/small", "small\n");
+  write_old(src + "/d/big.bin", random_bytes(5 * 1024 * 1024 + 17, 9));
+  RunResult r = copy({"--verify", "-j3", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+  EXPECT_EQ(count(parse_report(r), "files_copied"), 3) << describe(r);
+}
+
+TEST_F(Verify, VerifyFailsWhenWrittenDataIsCorrupted) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  write_old(src + "/good.bin", "A" + random_bytes(100'000, 1));
+  write_old(src + "/bad.bin", "A" + random_bytes(100'000, 2));  // the hook writes 'Z' at offset 0
+  write_old(src + "/replaced.bin", "A" + random_bytes(1000, 3));
+  make_dir(dst);
+  write_file(dst + "/replaced.bin", "previous version");
+  RunOptions hook;
+  hook.env = {"PCOPY_TEST_CORRUPT_NAME=bad.bin"};
+
+  RunResult r = copy({"--verify", "--json"}, hook);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_NE(r.err.find("verification failed"), std::string::npos) << describe(r);
+  EXPECT_NE(r.err.find("bad.bin"), std::string::npos) << describe(r);
+  json report = parse_report(r);
+  ASSERT_EQ(report.value("errors", json::array()).size(), 1u) << report.dump(2);
+  EXPECT_EQ(report["errors"][0].value("path", ""), "bad.bin") << report.dump(2);
+  EXPECT_NE(report["errors"][0].value("reason", "").find("verification failed"), std::string::npos) << report.dump(2);
+  // No corrupted file under the final name, no leftover temporary; the rest copied.
+  EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"good.bin", "replaced.bin"})) << describe(r);
+  EXPECT_EQ(read_file(dst + "/good.bin"), read_file(src + "/good.bin"));
+  EXPECT_EQ(read_file(dst + "/replaced.bin"), read_file(src + "/replaced.bin"));
+
+  // A failed verification never destroys the previous version it was replacing.
+  hook.env = {"PCOPY_TEST_CORRUPT_NAME=replaced.bin"};
+  write_old(src + "/replaced.bin", "A" + random_bytes(1000, 4), kOldTime + 1);
+  std::string previous = read_file(dst + "/replaced.bin");
+  r = copy({"--verify"}, hook);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(read_file(dst + "/replaced.bin"), previous);
+  EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"bad.bin", "good.bin", "replaced.bin"})) << describe(r);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// --json, --manifest, progress lines, summary.
+
+TEST_F(Report, JsonAndManifestParseAndMatchTree) {
+  make_dir(src + "/sub");
+  // relative path in SRC -> the path as the JSON must give it
+  std::map<std::string, std::string> files{
+      {"plain.txt", "plain.txt"},
+      {"empty", "empty"},
+      {"bad\xff.bin", "bad\\xff.bin"},
+      {"sub/b\\s\xfe", "sub/b\\\\s\\xfe"},                        // invalid: backslash doubled too
+      {"sub/\xc3\xbcn\xc3\xaf.txt", "sub/\xc3\xbcn\xc3\xaf.txt"},  // valid UTF-8 passes unchanged
+      {"sub/big.bin", "sub/big.bin"},
+  };
+  unsigned seed = 0;
+  for (auto& [rel, _] : files) {
+    ++seed;
+    size_t size = rel == "empty" ? 0 : rel == "sub/big.bin" ? 3 * 1024 * 1024 + 5 : 1000 + seed * 77;
+    write_old(src + "/" + rel, random_bytes(size, seed), kOldTime + 123'456'789LL * seed);
+  }
+  make_symlink("plain.txt", src + "/link");
+  std::string manifest = tmp / "manifest.jsonl";
+
+  RunResult r = copy({"--json", "--manifest", manifest, "-j2"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+
+  json report = parse_report(r);
+  uint64_t total_bytes = 0;
+  for (auto& [rel, _] : files) total_bytes += lstat_of(src + "/" + rel).st_size;
+  EXPECT_EQ(count(report, "files_copied"), static_cast<long long>(files.size())) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 0) << report.dump(2);
+  EXPECT_EQ(count(report, "files_deleted"), 0) << report.dump(2);
+  EXPECT_EQ(count(report, "dirs_created"), 1) << report.dump(2);
+  EXPECT_EQ(count(report, "links_copied"), 1) << report.dump(2);
+  EXPECT_EQ(count(report, "bytes_copied"), static_cast<long long>(total_bytes)) << report.dump(2);
+  EXPECT_EQ(count(report, "workers"), 2) << report.dump(2);
+  EXPECT_EQ(count(report, "exit_status"), 0) << report.dump(2);
+  EXPECT_TRUE(report.contains("elapsed_s") && report["elapsed_s"].is_number() && report["elapsed_s"] >= 0)
+      << report.dump(2);
+  EXPECT_EQ(report.value("interrupted", true), false) << report.dump(2);
+  EXPECT_TRUE(report.contains("errors") && report["errors"].is_array() && report["errors"].empty()) << report.dump(2);
+
+  // The manifest: one object per line, one line per regular file.
+  std::string text = read_file(manifest);
+  ASSERT_TRUE(text.empty() || text.back() == '\n');
+  std::map<std::string, json> by_path;
+  for (auto& line : lines_of(text)) {
+    json entry;
+    try {
+      entry = json::parse(line);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "manifest line does not parse: " << e.what() << ": " << escape_path(line);
+      continue;
+    }
+    ASSERT_TRUE(entry.is_object()) << escape_path(line);
+    ASSERT_TRUE(entry.contains("path") && entry["path"].is_string()) << escape_path(line);
+    EXPECT_TRUE(by_path.emplace(entry["path"].get<std::string>(), entry).second) << "twice: " << escape_path(line);
+  }
+  EXPECT_EQ(by_path.size(), files.size()) << escape_path(text);
+  for (auto& [rel, json_rel] : files) {
+    SCOPED_TRACE(escape_path(rel));
+    auto it = by_path.find(json_rel);
+    if (it == by_path.end()) {
+      ADD_FAILURE() << "no manifest line for " << escape_path(json_rel) << "\n" << escape_path(text);
+      continue;
+    }
+    const json& entry = it->second;
+    struct stat st = lstat_of(src + "/" + rel);
+    EXPECT_EQ(count(entry, "size"), static_cast<long long>(st.st_size)) << entry.dump();
+    EXPECT_EQ(count(entry, "mtime_ns"), ns_of(st.st_mtim)) << entry.dump();
+    std::string hash = entry.value("xxh128", "");
+    EXPECT_TRUE(std::regex_match(hash, std::regex("[0-9a-f]{32}"))) << entry.dump();
+    EXPECT_EQ(hash, xxh128_hex(read_file(src + "/" + rel))) << entry.dump();
+  }
+  // The hash is the canonical XXH3-128 (known value of the empty input, as `xxhsum -H2` prints it).
+  EXPECT_EQ(by_path["empty"].value("xxh128", ""), "99aa06d3014798d86001c324468d497f");
+}
+
+TEST_F(Report, JsonReportsErrorsWithPathAndReason) {
+  make_dir(src + "/sub");
+  write_file(src + "/ok.txt", "ok");
+  write_file(src + "/sub/secret.txt", "s", 0);
+  write_file(src + "/locked\xfe.txt", "s", 0);
+  RunOptions as_user = unprivileged(tmp);
+  RunResult r = copy({"--json"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "exit_status"), 1) << report.dump(2);
+  EXPECT_EQ(count(report, "files_copied"), 1) << report.dump(2);
+  ASSERT_TRUE(report.contains("errors") && report["errors"].is_array()) << report.dump(2);
+  std::set<std::pair<std::string, std::string>> errors;
+  for (auto& e : report["errors"]) errors.emplace(e.value("path", "?"), e.value("reason", "?"));
+  std::set<std::pair<std::string, std::string>> expected{{"sub/secret.txt", "Permission denied"},
+                                                         {"locked\\xfe.txt", "Permission denied"}};
+  EXPECT_EQ(errors, expected) << report.dump(2);
+  auto lines = lines_of(r.err);
+  EXPECT_NE(std::find(lines.begin(), lines.end(), "pcopy: cannot copy 'sub/secret.txt': Permission denied"),
+            lines.end())
+      << describe(r);
+}
+
+TEST_F(Report, ProgressAlwaysWithoutTerminalPrintsPlainLines) {
+  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/f{}", i), random_bytes(50'000, static_cast<unsigned>(i)));
+  RunResult r = copy({"--progress=always"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(r.err.find('\r'), std::string::npos) << describe(r);
+  EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << describe(r);
+  int progress_lines = 0;
+  for (auto& line : lines_of(r.err))
+    if (std::regex_search(line, std::regex("^pcopy: [0-9]+%"))) ++progress_lines;
+  EXPECT_GE(progress_lines, 1) << describe(r);
+  // The final line shows completion.
+  EXPECT_NE(r.err.find("pcopy: 100%"), std::string::npos) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+
+  // auto (the default) without a terminal prints no progress at all.
+  TempDir again;
+  r = run_pcopy({src, again / "dst"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  for (auto& line : lines_of(r.err))
+    EXPECT_FALSE(std::regex_search(line, std::regex("^pcopy: [0-9]+%"))) << describe(r);
+}
+
+// A run long enough for several periods: a status line at least every ~2 s of the run.
+TEST_F(Report, ProgressAlwaysWithoutTerminalRepeatsEveryFewSeconds) {
+  // A 1 GiB hole: no disk space, but --verify re-reads it all, which takes a few seconds.
+  write_file(src + "/sparse.bin", "");
+  ASSERT_EQ(::truncate((src + "/sparse.bin").c_str(), 1LL << 30), 0);
+  write_file(src + "/small", "s");
+  auto start = std::chrono::steady_clock::now();
+  RunResult r = copy({"--progress=always", "--verify", "-j1"});
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(r.err.find('\r'), std::string::npos) << describe(r);
+  int progress_lines = 0;
+  for (auto& line : lines_of(r.err))
+    if (std::regex_search(line, std::regex("^pcopy: [0-9]+%"))) ++progress_lines;
+  // One at the start, one per 2 s, one at the end; allow one period of slack.
+  EXPECT_GE(progress_lines, static_cast<int>(seconds / 2.0)) << "run took " << seconds << " s\n" << describe(r);
+}
+
+// The line printed at the end of a complete run says 100%, also when a file is mostly holes.
+TEST_F(Report, ProgressFinalLineSaysHundredPercentWithSparseFile) {
+  write_file(src + "/sparse.bin", "data at the start");
+  ASSERT_EQ(::truncate((src + "/sparse.bin").c_str(), 16LL << 20), 0);
+  write_file(src + "/small", "s");
+  RunResult r = copy({"--progress=always", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  std::string last;
+  for (auto& line : lines_of(r.err))
+    if (std::regex_search(line, std::regex("^pcopy: [0-9]+%"))) last = line;
+  EXPECT_TRUE(last.starts_with("pcopy: 100%")) << describe(r);
+  EXPECT_EQ(lstat_of(dst + "/sparse.bin").st_size, 16LL << 20);
+  EXPECT_EQ(read_file(dst + "/small"), "s");
+}
+
+TEST_F(Report, SummaryShowsSkippedAndDeletedCounts) {
+  for (int i = 0; i < 4; ++i) write_old(src + fmt::format("/f{}", i), fmt::format("file {}\n", i));
+  RunResult r = copy();
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(r.err.find("skipped"), std::string::npos) << "no skipped count without -u\n" << describe(r);
+  EXPECT_EQ(r.err.find("deleted"), std::string::npos) << "no deleted count without --delete\n" << describe(r);
+
+  unlink_keeping_parent_times(src + "/f3");
+  write_old(src + "/f0", "file 0 changed\n");
+  r = copy({"-u", "--delete"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  auto lines = lines_of(r.err);
+  ASSERT_FALSE(lines.empty()) << describe(r);
+  const std::string& summary = lines.back();
+  EXPECT_TRUE(summary.starts_with("pcopy: ")) << describe(r);
+  EXPECT_NE(summary.find("2 skipped"), std::string::npos) << describe(r);
+  EXPECT_NE(summary.find("1 deleted"), std::string::npos) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+
+  r = copy({"--ignore-existing"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_NE(r.err.find("3 skipped"), std::string::npos) << describe(r);
+}
+
+}  // namespace
+}  // namespace pcopy::test

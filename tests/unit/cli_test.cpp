@@ -1,0 +1,327 @@
+#include "pcopy/cli.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "unit_util.hpp"
+
+using namespace pcopy;
+
+namespace {
+
+CliResult parse(std::vector<std::string> args) {
+  std::vector<const char*> argv{"pcopy"};
+  for (const auto& a : args) argv.push_back(a.c_str());
+  argv.push_back(nullptr);
+  return parse_cli(int(argv.size() - 1), argv.data());
+}
+
+// Parses quietly: usage errors print to stderr, which is not what these tests look at.
+CliResult parse_quiet(std::vector<std::string> args) {
+  testing::internal::CaptureStderr();
+  testing::internal::CaptureStdout();
+  CliResult r = parse(std::move(args));
+  testing::internal::GetCapturedStdout();
+  testing::internal::GetCapturedStderr();
+  return r;
+}
+
+void expect_usage_error(std::vector<std::string> args) {
+  std::string joined;
+  for (const auto& a : args) joined += "'" + a + "' ";
+  testing::internal::CaptureStderr();
+  CliResult r = parse(args);
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(r.exit_status, 2) << joined;
+  EXPECT_FALSE(r.options.has_value()) << joined;
+  EXPECT_FALSE(err.empty()) << "a usage error says why: " << joined;
+}
+
+struct RuleView {
+  bool include;
+  std::string pattern;
+  bool dirs_only;
+  bool anchored;
+  bool operator==(const RuleView&) const = default;
+};
+
+std::vector<RuleView> view(const std::vector<FilterRule>& rules) {
+  std::vector<RuleView> out;
+  for (const auto& r : rules) out.push_back({r.include, r.pattern, r.dirs_only, r.anchored});
+  return out;
+}
+
+}  // namespace
+
+TEST(Cli, SrcAndDstWithDefaults) {
+  CliResult r = parse_quiet({"src", "dst"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_EQ(r.exit_status, 0);
+  const Options& o = *r.options;
+  EXPECT_EQ(o.src, "src");
+  EXPECT_EQ(o.dst, "dst");
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  EXPECT_EQ(o.jobs, unsigned(std::min(std::max(cpus, 1L), 1024L)));
+  EXPECT_FALSE(o.archive);
+  EXPECT_FALSE(o.dereference);
+  EXPECT_FALSE(o.one_file_system);
+  EXPECT_FALSE(o.update);
+  EXPECT_FALSE(o.checksum);
+  EXPECT_FALSE(o.ignore_existing);
+  EXPECT_FALSE(o.delete_extraneous);
+  EXPECT_TRUE(o.filters.empty());
+  EXPECT_FALSE(o.dry_run);
+  EXPECT_FALSE(o.verify);
+  EXPECT_FALSE(o.fsync);
+  EXPECT_FALSE(o.inplace);
+  EXPECT_EQ(o.reflink, ReflinkMode::Auto);
+  EXPECT_EQ(o.progress, ProgressMode::Auto);
+  EXPECT_FALSE(o.quiet);
+  EXPECT_FALSE(o.verbose);
+  EXPECT_FALSE(o.json);
+  EXPECT_TRUE(o.manifest.empty());
+  EXPECT_FALSE(o.fail_fast);
+}
+
+TEST(Cli, DstMayBeOmitted) {
+  CliResult r = parse_quiet({"only-src"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_EQ(r.options->src, "only-src");
+  EXPECT_EQ(r.options->dst, "");
+}
+
+TEST(Cli, MissingSrcIsAUsageError) { expect_usage_error({}); }
+
+TEST(Cli, EmptySrcIsAUsageError) { expect_usage_error({""}); }
+
+TEST(Cli, TooManyPositionalsIsAUsageError) { expect_usage_error({"a", "b", "c"}); }
+
+TEST(Cli, ShortOptionsSetTheirFields) {
+  CliResult r = parse_quiet({"-j", "3", "-a", "-L", "-x", "-u", "-n", "-v", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  const Options& o = *r.options;
+  EXPECT_EQ(o.jobs, 3u);
+  EXPECT_TRUE(o.archive);
+  EXPECT_TRUE(o.dereference);
+  EXPECT_TRUE(o.one_file_system);
+  EXPECT_TRUE(o.update);
+  EXPECT_TRUE(o.dry_run);
+  EXPECT_TRUE(o.verbose);
+}
+
+TEST(Cli, CombinedShortFlags) {
+  CliResult r = parse_quiet({"-aux", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_TRUE(r.options->archive);
+  EXPECT_TRUE(r.options->update);
+  EXPECT_TRUE(r.options->one_file_system);
+}
+
+TEST(Cli, LongOptionsSetTheirFields) {
+  CliResult r = parse_quiet({"--jobs", "16", "--archive", "--dereference", "--one-file-system", "--update",
+                             "--checksum", "--ignore-existing", "--delete", "--dry-run", "--verify", "--fsync",
+                             "--reflink=never", "--inplace", "--progress=always", "--json", "--manifest",
+                             "out.jsonl", "--fail-fast", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  const Options& o = *r.options;
+  EXPECT_EQ(o.jobs, 16u);
+  EXPECT_TRUE(o.archive);
+  EXPECT_TRUE(o.dereference);
+  EXPECT_TRUE(o.one_file_system);
+  EXPECT_TRUE(o.update);
+  EXPECT_TRUE(o.checksum);
+  EXPECT_TRUE(o.ignore_existing);
+  EXPECT_TRUE(o.delete_extraneous);
+  EXPECT_TRUE(o.dry_run);
+  EXPECT_TRUE(o.verify);
+  EXPECT_TRUE(o.fsync);
+  EXPECT_EQ(o.reflink, ReflinkMode::Never);
+  EXPECT_TRUE(o.inplace);
+  EXPECT_EQ(o.progress, ProgressMode::Always);
+  EXPECT_TRUE(o.json);
+  EXPECT_EQ(o.manifest, "out.jsonl");
+  EXPECT_TRUE(o.fail_fast);
+  EXPECT_EQ(o.src, "s");
+  EXPECT_EQ(o.dst, "d");
+}
+
+TEST(Cli, NoClobberIsAnAliasOfIgnoreExisting) {
+  CliResult r = parse_quiet({"--no-clobber", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_TRUE(r.options->ignore_existing);
+}
+
+TEST(Cli, ChecksumImpliesUpdate) {
+  CliResult r = parse_quiet({"--checksum", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_TRUE(r.options->checksum);
+  EXPECT_TRUE(r.options->update);
+}
+
+TEST(Cli, QuietWinsOverVerbose) {
+  CliResult r = parse_quiet({"-q", "-v", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_TRUE(r.options->quiet);
+  EXPECT_FALSE(r.options->verbose);
+  r = parse_quiet({"--quiet", "s"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_TRUE(r.options->quiet);
+}
+
+TEST(Cli, EveryProgressAndReflinkValueIsAccepted) {
+  const std::pair<const char*, ProgressMode> progress[] = {
+      {"auto", ProgressMode::Auto}, {"always", ProgressMode::Always}, {"never", ProgressMode::Never}};
+  for (auto [text, mode] : progress) {
+    CliResult r = parse_quiet({std::string("--progress=") + text, "s"});
+    ASSERT_TRUE(r.options.has_value()) << text;
+    EXPECT_EQ(r.options->progress, mode) << text;
+    r = parse_quiet({"--progress", text, "s"});
+    ASSERT_TRUE(r.options.has_value()) << text;
+    EXPECT_EQ(r.options->progress, mode) << text;
+  }
+  const std::pair<const char*, ReflinkMode> reflink[] = {
+      {"auto", ReflinkMode::Auto}, {"always", ReflinkMode::Always}, {"never", ReflinkMode::Never}};
+  for (auto [text, mode] : reflink) {
+    CliResult r = parse_quiet({std::string("--reflink=") + text, "s"});
+    ASSERT_TRUE(r.options.has_value()) << text;
+    EXPECT_EQ(r.options->reflink, mode) << text;
+  }
+}
+
+TEST(Cli, JobsAtTheLimitsAreAccepted) {
+  for (const char* n : {"1", "1024"}) {
+    CliResult r = parse_quiet({"-j", n, "s", "d"});
+    ASSERT_TRUE(r.options.has_value()) << n;
+    EXPECT_EQ(r.options->jobs, unsigned(std::stoul(n)));
+  }
+  CliResult r = parse_quiet({"--jobs=7", "s"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_EQ(r.options->jobs, 7u);
+}
+
+TEST(Cli, JobsZeroIsAUsageError) { expect_usage_error({"-j", "0", "s", "d"}); }
+
+TEST(Cli, JobsAboveTheLimitIsAUsageError) {
+  expect_usage_error({"-j", "1025", "s", "d"});
+  expect_usage_error({"-j", "100000", "s", "d"});
+  expect_usage_error({"-j", "4294967297", "s", "d"});  // would wrap to 1 as a 32-bit value
+}
+
+TEST(Cli, JobsNotANumberIsAUsageError) {
+  expect_usage_error({"-j", "abc", "s", "d"});
+  expect_usage_error({"-j", "4x", "s", "d"});
+  expect_usage_error({"--jobs=", "s", "d"});
+}
+
+TEST(Cli, NegativeJobsIsAUsageError) { expect_usage_error({"--jobs=-1", "s", "d"}); }
+
+TEST(Cli, UnknownOptionIsAUsageError) {
+  expect_usage_error({"--frobnicate", "s", "d"});
+  expect_usage_error({"-Z", "s", "d"});
+}
+
+TEST(Cli, BadProgressValueIsAUsageError) {
+  expect_usage_error({"--progress=bogus", "s", "d"});
+  expect_usage_error({"--progress", "", "s", "d"});
+}
+
+TEST(Cli, BadReflinkValueIsAUsageError) { expect_usage_error({"--reflink=sometimes", "s", "d"}); }
+
+TEST(Cli, HelpExitsZeroWithExamplesOnStdout) {
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  CliResult r = parse({"--help"});
+  std::string out = testing::internal::GetCapturedStdout();
+  testing::internal::GetCapturedStderr();
+  EXPECT_EQ(r.exit_status, 0);
+  EXPECT_FALSE(r.options.has_value());
+  EXPECT_NE(out.find("Examples"), std::string::npos) << out;
+  for (const char* opt : {"--jobs", "--archive", "--dereference", "--one-file-system", "--update", "--checksum",
+                          "--ignore-existing", "--delete", "--exclude", "--include", "--exclude-from",
+                          "--dry-run", "--verify", "--fsync", "--reflink", "--inplace", "--progress", "--quiet",
+                          "--verbose", "--json", "--manifest", "--fail-fast", "--version"})
+    EXPECT_NE(out.find(opt), std::string::npos) << "help does not mention " << opt;
+}
+
+TEST(Cli, HelpWinsOverOtherwiseMissingArguments) {
+  testing::internal::CaptureStdout();
+  CliResult r = parse({"-h"});
+  testing::internal::GetCapturedStdout();
+  EXPECT_EQ(r.exit_status, 0);
+  EXPECT_FALSE(r.options.has_value());
+}
+
+TEST(Cli, VersionExitsZeroAndNamesTheProgram) {
+  testing::internal::CaptureStdout();
+  CliResult r = parse({"--version"});
+  std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_EQ(r.exit_status, 0);
+  EXPECT_FALSE(r.options.has_value());
+  EXPECT_EQ(out.rfind("pcopy ", 0), 0u) << out;
+  EXPECT_EQ(version_string().rfind("pcopy " PCOPY_VERSION, 0), 0u) << version_string();
+}
+
+TEST(Cli, ExcludeAndIncludeKeepTheirCommandLineOrder) {
+  CliResult r = parse_quiet({"--exclude", "*.o", "--include", "keep.o", "--exclude=build/", "s", "--include",
+                             "src/*.c", "d", "--exclude", "/tmp"});
+  ASSERT_TRUE(r.options.has_value());
+  std::vector<RuleView> want{
+      {false, "*.o", false, false},
+      {true, "keep.o", false, false},
+      {false, "build", true, false},
+      {true, "src/*.c", false, true},
+      {false, "tmp", false, true},
+  };
+  EXPECT_EQ(view(r.options->filters), want);
+  EXPECT_EQ(r.options->src, "s");
+  EXPECT_EQ(r.options->dst, "d");
+}
+
+TEST(Cli, ExcludeFromFileRulesGoWhereTheOptionStands) {
+  pcopy_test::TempDir tmp;
+  std::string file = tmp / "filters";
+  pcopy_test::write_file(file, "# comment\n\n*.tmp\n+ important.tmp\n- cache/\n; another comment\nlogs/*.gz\n");
+  CliResult r = parse_quiet({"--include", "first", "--exclude-from", file, "--exclude", "last", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  std::vector<RuleView> want{
+      {true, "first", false, false},
+      {false, "*.tmp", false, false},
+      {true, "important.tmp", false, false},
+      {false, "cache", true, false},
+      {false, "logs/*.gz", false, true},
+      {false, "last", false, false},
+  };
+  EXPECT_EQ(view(r.options->filters), want);
+}
+
+TEST(Cli, ExcludeFromMissingFileIsAUsageError) {
+  pcopy_test::TempDir tmp;
+  expect_usage_error({"--exclude-from", tmp / "does-not-exist", "s", "d"});
+}
+
+TEST(Cli, DoubleDashLetsSrcStartWithADash) {
+  CliResult r = parse_quiet({"-j", "2", "--", "-weird-src", "--weird-dst"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_EQ(r.options->src, "-weird-src");
+  EXPECT_EQ(r.options->dst, "--weird-dst");
+  EXPECT_EQ(r.options->jobs, 2u);
+}
+
+TEST(Cli, OptionsMayFollowThePositionals) {
+  CliResult r = parse_quiet({"s", "d", "-j", "5", "--json"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_EQ(r.options->jobs, 5u);
+  EXPECT_TRUE(r.options->json);
+}
+
+TEST(Cli, ArbitraryBytesInPathsArePassedThrough) {
+  std::string src = "dir with space/\xff\xfe/\xe6\x97\xa5";
+  std::string dst = "line\nbreak";
+  CliResult r = parse_quiet({src, dst});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_EQ(r.options->src, src);
+  EXPECT_EQ(r.options->dst, dst);
+}

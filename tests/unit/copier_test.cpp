@@ -1,0 +1,740 @@
+#include "pcopy/copier.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <set>
+#include <string>
+
+#include "pcopy/hash.hpp"
+#include "unit_util.hpp"
+
+using namespace pcopy;
+using pcopy_test::TempDir;
+
+namespace {
+
+int64_t ns(time_t sec, long nsec) { return int64_t(sec) * 1'000'000'000 + nsec; }
+
+struct stat lstat_at(int dir, const std::string& name) {
+  struct stat st {};
+  EXPECT_EQ(::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW), 0) << name << ": " << std::strerror(errno);
+  return st;
+}
+
+
+std::set<std::string> temps_in(int dir) {
+  std::set<std::string> out;
+  for (const auto& n : pcopy_test::list_at(dir))
+    if (n.rfind(".pcopy-", 0) == 0) out.insert(n);
+  return out;
+}
+
+void set_times_at(int dir, const std::string& name, struct timespec atime, struct timespec mtime) {
+  struct timespec t[2] = {atime, mtime};
+  ASSERT_EQ(::utimensat(dir, name.c_str(), t, AT_SYMLINK_NOFOLLOW), 0) << name;
+}
+
+Hash128 hash_of(const std::string& data) {
+  Hasher h;
+  h.update(data.data(), data.size());
+  return h.digest();
+}
+
+class CopierTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Workers run with umask 0 (worker.cpp): files are created with their final bits.
+    old_umask_ = ::umask(0);
+    ASSERT_EQ(::mkdir((tmp / "src").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((tmp / "dst").c_str(), 0755), 0);
+    src_ = pcopy_test::open_dir(tmp / "src");
+    dst_ = pcopy_test::open_dir(tmp / "dst");
+  }
+  void TearDown() override {
+    ::close(src_);
+    ::close(dst_);
+    ::umask(old_umask_);
+  }
+
+  // A job for `name` as the walk would make it.
+  Job job_for(const std::string& name, uint64_t id = 1) {
+    struct stat st = lstat_at(src_, name);
+    Job j;
+    j.id = id;
+    j.name = name;
+    j.size = uint64_t(st.st_size);
+    j.mtime_ns = pcopy_test::ns_of(st.st_mtim);
+    j.kind = S_ISLNK(st.st_mode) ? JobKind::Symlink
+             : S_ISFIFO(st.st_mode) ? JobKind::Fifo
+             : S_ISREG(st.st_mode)  ? JobKind::File
+                                    : JobKind::Device;
+    return j;
+  }
+
+  Result copy(const Job& job) {
+    Copier copier(opt);
+    reported = 0;
+    Copier::ProgressFn report = [this](uint64_t n) { reported += n; };
+    return copier.copy(src_, dst_, dst_, job, report);
+  }
+  Result copy(const std::string& name) { return copy(job_for(name)); }
+
+  void expect_same_metadata(const std::string& name) {
+    struct stat a = lstat_at(src_, name), b = lstat_at(dst_, name);
+    EXPECT_EQ(a.st_mode, b.st_mode) << name;
+    EXPECT_EQ(pcopy_test::ns_of(a.st_mtim), pcopy_test::ns_of(b.st_mtim)) << name;
+    EXPECT_EQ(pcopy_test::ns_of(a.st_atim), pcopy_test::ns_of(b.st_atim)) << name;
+    EXPECT_EQ(a.st_size, b.st_size) << name;
+  }
+
+  TempDir tmp;
+  int src_ = -1, dst_ = -1;
+  Options opt;
+  uint64_t reported = 0;
+
+ private:
+  mode_t old_umask_ = 022;
+};
+
+}  // namespace
+
+// ---- regular files -------------------------------------------------------------------------
+
+TEST_F(CopierTest, EmptyFileIsCopiedWithModeAndNanosecondTimes) {
+  pcopy_test::write_at(src_, "empty", "", 0640);
+  set_times_at(src_, "empty", {1'111'111'111, 987'654'321}, {1'234'567'890, 123'456'789});
+  Result r = copy("empty");
+  EXPECT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  EXPECT_EQ(r.id, 1u);
+  EXPECT_EQ(r.err, 0);
+  EXPECT_EQ(r.bytes, 0u);
+  EXPECT_EQ(r.size, 0u);
+  EXPECT_EQ(r.mtime_ns, ns(1'234'567'890, 123'456'789));
+  struct stat st = lstat_at(dst_, "empty");  // before reading it: a read may move atime
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(pcopy_test::ns_of(st.st_mtim), ns(1'234'567'890, 123'456'789));
+  EXPECT_EQ(pcopy_test::ns_of(st.st_atim), ns(1'111'111'111, 987'654'321));
+  EXPECT_EQ(pcopy_test::read_at(dst_, "empty"), "");
+  EXPECT_TRUE(temps_in(dst_).empty());
+}
+
+TEST_F(CopierTest, RandomMebibytePlusThreeIsByteExactWithMetadata) {
+  const std::string data = pcopy_test::random_bytes((1 << 20) + 3, 1);
+  pcopy_test::write_at(src_, "blob", data, 0604);
+  set_times_at(src_, "blob", {1'600'000'000, 1}, {1'650'000'000, 999'999'999});
+  Result r = copy("blob");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  EXPECT_EQ(r.bytes, data.size());
+  EXPECT_EQ(r.size, data.size());
+  EXPECT_EQ(r.mtime_ns, ns(1'650'000'000, 999'999'999));
+  EXPECT_LE(reported, r.bytes) << "progress deltas never exceed what was written";
+  expect_same_metadata("blob");  // before reading it: a read may move atime
+  EXPECT_EQ(lstat_at(dst_, "blob").st_mode & 07777, 0604u);
+  EXPECT_TRUE(pcopy_test::read_at(dst_, "blob") == data);
+  EXPECT_FALSE(r.hash.has_value());
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"blob"}));
+}
+
+TEST_F(CopierTest, PlainReadWritePathIsByteExactToo) {
+  opt.copy_file_range = false;
+  opt.reflink = ReflinkMode::Never;
+  const std::string data = pcopy_test::random_bytes(3 * (1 << 20) + 17, 2);
+  pcopy_test::write_at(src_, "blob", data, 0644);
+  Result r = copy("blob");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  EXPECT_EQ(r.bytes, data.size());
+  expect_same_metadata("blob");
+  EXPECT_TRUE(pcopy_test::read_at(dst_, "blob") == data);
+}
+
+TEST_F(CopierTest, LongFileReportsProgressWhileItCopies) {
+  std::string data(20 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = char('a' + i % 23);
+  pcopy_test::write_at(src_, "long", data);
+  Result r = copy("long");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  EXPECT_EQ(r.bytes, data.size());
+  EXPECT_GT(reported, 0u) << "a 20 MiB file moves the bar before it is done";
+  EXPECT_LE(reported, r.bytes);
+  EXPECT_EQ(lstat_at(dst_, "long").st_size, off_t(data.size()));
+  EXPECT_TRUE(pcopy_test::read_at(dst_, "long") == data);
+}
+
+TEST_F(CopierTest, EveryModeBitIsKept) {
+  for (mode_t mode : {0777u, 0700u, 0444u, 0000u, 04755u, 02755u, 01777u}) {
+    SCOPED_TRACE(std::to_string(mode));
+    std::string name = "m" + std::to_string(mode);
+    pcopy_test::write_at(src_, name, "data", mode);
+    ASSERT_EQ(lstat_at(src_, name).st_mode & 07777, mode);
+    Result r = copy(name);
+    ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+    EXPECT_EQ(lstat_at(dst_, name).st_mode & 07777, mode);
+  }
+}
+
+TEST_F(CopierTest, ManifestOrVerifyMakesTheResultCarryTheContentHash) {
+  const std::string data = pcopy_test::random_bytes(200'001, 3);
+  pcopy_test::write_at(src_, "h", data);
+  opt.manifest = "/dev/null";
+  Result r = copy("h");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  ASSERT_TRUE(r.hash.has_value());
+  EXPECT_EQ(to_hex(*r.hash), to_hex(hash_of(data)));
+  EXPECT_TRUE(pcopy_test::read_at(dst_, "h") == data);
+
+  opt.manifest.clear();
+  opt.verify = true;
+  ASSERT_EQ(::unlinkat(dst_, "h", 0), 0);
+  r = copy("h");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  ASSERT_TRUE(r.hash.has_value());
+  EXPECT_EQ(*r.hash, hash_of(data));
+  EXPECT_TRUE(pcopy_test::read_at(dst_, "h") == data);
+  EXPECT_TRUE(temps_in(dst_).empty());
+}
+
+TEST_F(CopierTest, SparseFileStaysSparseAndIsByteExact) {
+  constexpr off_t kSize = 12 << 20;
+  {
+    int fd = ::openat(src_, "sparse", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "head", 4, 0), 4);
+    ASSERT_EQ(::pwrite(fd, "middle", 6, 5 << 20), 6);
+    ASSERT_EQ(::ftruncate(fd, kSize), 0);  // ends in a hole
+    ::close(fd);
+  }
+  struct stat s = lstat_at(src_, "sparse");
+  ASSERT_LT(s.st_blocks * 512, 1 << 20) << "the test file system does not keep holes";
+  opt.manifest = "x";  // also check the hash of what the holes read as
+  Result r = copy("sparse");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  struct stat d = lstat_at(dst_, "sparse");
+  EXPECT_EQ(d.st_size, kSize);
+  EXPECT_LT(d.st_blocks * 512, 1 << 20) << "st_blocks " << d.st_blocks;
+  EXPECT_EQ(r.bytes, uint64_t(kSize));  // holes count as copied (as holes)
+  expect_same_metadata("sparse");
+  std::string got = pcopy_test::read_at(dst_, "sparse");
+  ASSERT_EQ(got.size(), size_t(kSize));
+  std::string want(size_t(kSize), '\0');
+  want.replace(0, 4, "head");
+  want.replace(5 << 20, 6, "middle");
+  EXPECT_TRUE(got == want);
+  ASSERT_TRUE(r.hash.has_value());
+  EXPECT_EQ(*r.hash, hash_of(want));
+}
+
+TEST_F(CopierTest, SparseFileStartingWithAHoleIsByteExact) {
+  constexpr off_t kSize = 6 << 20;
+  {
+    int fd = ::openat(src_, "sparse", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "tail", 4, kSize - 4), 4);
+    ::close(fd);
+  }
+  opt.copy_file_range = false;
+  Result r = copy("sparse");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  std::string got = pcopy_test::read_at(dst_, "sparse");
+  ASSERT_EQ(got.size(), size_t(kSize));
+  EXPECT_EQ(got.substr(got.size() - 4), "tail");
+  EXPECT_EQ(got.find_first_not_of('\0'), size_t(kSize - 4));
+  EXPECT_LT(lstat_at(dst_, "sparse").st_blocks * 512, 1 << 20);
+}
+
+// ---- special files -------------------------------------------------------------------------
+
+TEST_F(CopierTest, SymlinkIsCopiedAsALinkWithItsTargetTextAndTimes) {
+  const std::string target = "../does/not/exist \n\xff odd";
+  ASSERT_EQ(::symlinkat(target.c_str(), src_, "link"), 0);
+  set_times_at(src_, "link", {1'000'000'001, 2}, {1'000'000'003, 4});
+  Result r = copy("link");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  struct stat st = lstat_at(dst_, "link");
+  ASSERT_TRUE(S_ISLNK(st.st_mode));
+  char buf[PATH_MAX];
+  ssize_t n = ::readlinkat(dst_, "link", buf, sizeof buf);
+  ASSERT_GE(n, 0);
+  EXPECT_EQ(std::string(buf, size_t(n)), target);
+  EXPECT_EQ(pcopy_test::ns_of(st.st_mtim), ns(1'000'000'003, 4));
+  EXPECT_EQ(pcopy_test::ns_of(st.st_atim), ns(1'000'000'001, 2));
+  EXPECT_TRUE(temps_in(dst_).empty());
+}
+
+TEST_F(CopierTest, LongSymlinkTargetIsCopiedWhole) {
+  std::string target(4000, 'x');
+  for (size_t i = 100; i < target.size(); i += 100) target[i] = '/';
+  ASSERT_EQ(::symlinkat(target.c_str(), src_, "long"), 0);
+  Result r = copy("long");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  char buf[PATH_MAX + 1];
+  ssize_t n = ::readlinkat(dst_, "long", buf, sizeof buf);
+  ASSERT_GE(n, 0);
+  EXPECT_EQ(std::string(buf, size_t(n)), target);
+}
+
+TEST_F(CopierTest, FifoIsRecreatedWithoutBeingOpened) {
+  ASSERT_EQ(::mkfifoat(src_, "fifo", 0620), 0);
+  set_times_at(src_, "fifo", {1'300'000'000, 5}, {1'300'000'001, 6});
+  ::alarm(20);  // opening the FIFO for reading would block forever: fail loudly instead
+  Result r = copy("fifo");
+  ::alarm(0);
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  struct stat st = lstat_at(dst_, "fifo");
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0620u);
+  EXPECT_EQ(pcopy_test::ns_of(st.st_mtim), ns(1'300'000'001, 6));
+  EXPECT_TRUE(temps_in(dst_).empty());
+}
+
+TEST_F(CopierTest, HardLinkJobLinksToTheAlreadyCopiedFile) {
+  ASSERT_EQ(::mkdirat(dst_, "a", 0755), 0);
+  int a = ::openat(dst_, "a", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(a, 0);
+  pcopy_test::write_at(a, "first", "shared");
+  ::close(a);
+  Job j;
+  j.id = 3;
+  j.kind = JobKind::HardLink;
+  j.name = "second";
+  j.link_target = "a/first";
+  Result r = copy(j);
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  struct stat x, y;
+  ASSERT_EQ(::fstatat(dst_, "a/first", &x, 0), 0);
+  ASSERT_EQ(::fstatat(dst_, "second", &y, 0), 0);
+  EXPECT_EQ(x.st_ino, y.st_ino);
+  EXPECT_EQ(x.st_nlink, 2u);
+  EXPECT_TRUE(temps_in(dst_).empty());
+}
+
+// ---- a big file in chunks ------------------------------------------------------------------
+
+TEST_F(CopierTest, ChunkedCopyAssemblesTheFileFromChunksInAnyOrder) {
+  const std::string data = pcopy_test::random_bytes(250'003, 6);
+  pcopy_test::write_at(src_, "big", data, 0640);
+  set_times_at(src_, "big", {1'500'000'000, 11}, {1'500'000'001, 22});
+  Job begin = job_for("big", 10);
+  begin.kind = JobKind::FileBegin;
+  Result b = copy(begin);
+  ASSERT_EQ(b.outcome, Outcome::Copied) << b.err << " " << b.detail;
+  ASSERT_TRUE(is_temp_name(b.temp)) << b.temp;
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{b.temp}));  // not under its final name yet
+
+  // Chunks of 100,000 bytes, the last one short, done last-first as parallel workers might.
+  uint64_t total = 0;
+  for (int i = 2; i >= 0; --i) {
+    Job c = begin;
+    c.id = 11 + uint64_t(i);
+    c.kind = JobKind::FileChunk;
+    c.temp = b.temp;
+    c.offset = uint64_t(i) * 100'000;
+    c.length = std::min<uint64_t>(100'000, data.size() - c.offset);
+    Result cr = copy(c);
+    ASSERT_EQ(cr.outcome, Outcome::Copied) << "chunk " << i << ": " << cr.err << " " << cr.detail;
+    EXPECT_EQ(cr.bytes, c.length);
+    total += cr.bytes;
+  }
+  EXPECT_EQ(total, data.size());
+  EXPECT_FALSE(pcopy_test::list_at(dst_).count("big"));
+
+  Job end = begin;
+  end.id = 14;
+  end.kind = JobKind::FileEnd;
+  end.temp = b.temp;
+  Result e = copy(end);
+  ASSERT_EQ(e.outcome, Outcome::Copied) << e.err << " " << e.detail;
+  EXPECT_EQ(e.size, data.size());
+  EXPECT_EQ(e.mtime_ns, ns(1'500'000'001, 22));
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"big"}));
+  expect_same_metadata("big");
+  EXPECT_TRUE(pcopy_test::read_at(dst_, "big") == data);
+}
+
+TEST_F(CopierTest, ChunkedCopyOfASourceThatChangedFailsWithoutAFinalName) {
+  pcopy_test::write_at(src_, "big", std::string(10'000, 'x'));
+  set_times_at(src_, "big", {1'000, 0}, {2'000, 0});
+  Job begin = job_for("big");
+  begin.kind = JobKind::FileBegin;
+  Result b = copy(begin);
+  ASSERT_EQ(b.outcome, Outcome::Copied) << b.err << " " << b.detail;
+  Job c = begin;
+  c.kind = JobKind::FileChunk;
+  c.temp = b.temp;
+  c.offset = 0;
+  c.length = 10'000;
+  ASSERT_EQ(copy(c).outcome, Outcome::Copied);
+  set_times_at(src_, "big", {1'000, 0}, {2'000, 1});  // touched while it was being copied
+  Job end = begin;
+  end.kind = JobKind::FileEnd;
+  end.temp = b.temp;
+  Result e = copy(end);
+  EXPECT_EQ(e.outcome, Outcome::Failed);
+  EXPECT_EQ(e.detail, "file changed as we read it");
+  EXPECT_FALSE(pcopy_test::list_at(dst_).count("big"));
+}
+
+TEST_F(CopierTest, ChunkedBeginRefusesASourceThatNoLongerMatchesTheWalk) {
+  pcopy_test::write_at(src_, "big", "12345");
+  Job begin = job_for("big");
+  begin.kind = JobKind::FileBegin;
+  begin.size = 6;  // the walk saw another size
+  Result b = copy(begin);
+  EXPECT_EQ(b.outcome, Outcome::Failed);
+  EXPECT_EQ(b.detail, "file changed as we read it");
+  EXPECT_TRUE(pcopy_test::list_at(dst_).empty());
+}
+
+// ---- failures leave nothing behind ----------------------------------------------------------
+
+TEST_F(CopierTest, VanishedSourceFailsWithEnoentAndLeavesNoFile) {
+  pcopy_test::write_at(src_, "gone", "soon gone");
+  Job j = job_for("gone");
+  ASSERT_EQ(::unlinkat(src_, "gone", 0), 0);
+  Result r = copy(j);
+  EXPECT_EQ(r.outcome, Outcome::Failed);
+  EXPECT_EQ(r.err, ENOENT);
+  EXPECT_EQ(r.id, j.id);
+  EXPECT_TRUE(pcopy_test::list_at(dst_).empty());
+}
+
+TEST_F(CopierTest, VanishedSymlinkOrFifoFailsAndLeavesNoFile) {
+  Job j;
+  j.kind = JobKind::Symlink;
+  j.name = "no-link";
+  Result r = copy(j);
+  EXPECT_EQ(r.outcome, Outcome::Failed);
+  EXPECT_EQ(r.err, ENOENT);
+  j.kind = JobKind::Fifo;
+  r = copy(j);
+  EXPECT_EQ(r.outcome, Outcome::Failed);
+  EXPECT_EQ(r.err, ENOENT);
+  EXPECT_TRUE(pcopy_test::list_at(dst_).empty());
+}
+
+TEST_F(CopierTest, FailedRenameOntoADirectoryRemovesTheTemporary) {
+  const std::string data = pcopy_test::random_bytes(100'000, 4);
+  pcopy_test::write_at(src_, "clash", data);
+  ASSERT_EQ(::mkdirat(dst_, "clash", 0755), 0);
+  int d = ::openat(dst_, "clash", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  pcopy_test::write_at(d, "inside", "keep me");
+  ::close(d);
+  Result r = copy("clash");
+  EXPECT_EQ(r.outcome, Outcome::Failed);
+  EXPECT_EQ(r.err, EISDIR);
+  EXPECT_TRUE(temps_in(dst_).empty());
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"clash"}));
+  EXPECT_EQ(pcopy_test::read_file(tmp / "dst/clash/inside"), "keep me");
+}
+
+TEST_F(CopierTest, WithDeleteAFileReplacesADirectoryStandingInItsPlace) {
+  opt.delete_extraneous = true;
+  pcopy_test::write_at(src_, "clash", "file now");
+  ASSERT_EQ(::mkdirat(dst_, "clash", 0755), 0);
+  int d = ::openat(dst_, "clash", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(::mkdirat(d, "sub", 0755), 0);
+  pcopy_test::write_at(d, "inside", "old tree");
+  ::close(d);
+  Result r = copy("clash");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  EXPECT_TRUE(S_ISREG(lstat_at(dst_, "clash").st_mode));
+  EXPECT_EQ(pcopy_test::read_at(dst_, "clash"), "file now");
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"clash"}));
+}
+
+TEST_F(CopierTest, FailedSymlinkRenameRemovesTheTemporary) {
+  ASSERT_EQ(::symlinkat("t", src_, "clash"), 0);
+  ASSERT_EQ(::mkdirat(dst_, "clash", 0755), 0);
+  int d = ::openat(dst_, "clash", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  pcopy_test::write_at(d, "inside", "keep me");
+  ::close(d);
+  Result r = copy("clash");
+  EXPECT_EQ(r.outcome, Outcome::Failed);
+  EXPECT_NE(r.err, 0);
+  EXPECT_TRUE(temps_in(dst_).empty());
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"clash"}));
+}
+
+TEST_F(CopierTest, FailedCopyKeepsThePreviousVersion) {
+  pcopy_test::write_at(dst_, "f", "previous version");
+  Job j;
+  j.name = "f";  // the source is missing
+  Result r = copy(j);
+  EXPECT_EQ(r.outcome, Outcome::Failed);
+  EXPECT_EQ(pcopy_test::read_at(dst_, "f"), "previous version");
+  EXPECT_TRUE(temps_in(dst_).empty());
+}
+
+// ---- replacing what is there --------------------------------------------------------------
+
+TEST_F(CopierTest, ExistingDestinationFileIsReplacedAtomically) {
+  pcopy_test::write_at(src_, "f", "new", 0640);
+  pcopy_test::write_at(dst_, "f", "the old, longer contents", 0600);
+  int old_fd = ::openat(dst_, "f", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(old_fd, 0);
+  Result r = copy("f");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  expect_same_metadata("f");
+  EXPECT_EQ(pcopy_test::read_at(dst_, "f"), "new");
+  // The old file was never written to: a reader that had it open still sees it whole.
+  char buf[64];
+  ssize_t n = ::pread(old_fd, buf, sizeof buf, 0);
+  ::close(old_fd);
+  EXPECT_EQ(std::string(buf, size_t(std::max<ssize_t>(n, 0))), "the old, longer contents");
+  EXPECT_TRUE(temps_in(dst_).empty());
+}
+
+TEST_F(CopierTest, ExistingDestinationSymlinkIsReplacedByTheNewLink) {
+  ASSERT_EQ(::symlinkat("new-target", src_, "l"), 0);
+  ASSERT_EQ(::symlinkat("old-target", dst_, "l"), 0);
+  Result r = copy("l");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  char buf[64];
+  ssize_t n = ::readlinkat(dst_, "l", buf, sizeof buf);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, size_t(n)), "new-target");
+}
+
+TEST_F(CopierTest, SymlinkPlantedAtTheDestinationIsReplacedAndItsTargetUntouched) {
+  pcopy_test::write_file(tmp / "victim", "precious", 0644);
+  pcopy_test::write_at(src_, "f", "copied data", 0644);
+  ASSERT_EQ(::symlinkat((tmp / "victim").c_str(), dst_, "f"), 0);
+  Result r = copy("f");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  struct stat st = lstat_at(dst_, "f");
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(pcopy_test::read_at(dst_, "f"), "copied data");
+  EXPECT_EQ(pcopy_test::read_file(tmp / "victim"), "precious");
+  EXPECT_EQ(::stat((tmp / "victim").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+}
+
+TEST_F(CopierTest, InplaceWritesTheFinalNameDirectly) {
+  opt.inplace = true;
+  const std::string data = pcopy_test::random_bytes(70'000, 5);
+  pcopy_test::write_at(src_, "f", data, 0640);
+  pcopy_test::write_at(dst_, "f", std::string(200'000, 'o'), 0600);
+  Result r = copy("f");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  expect_same_metadata("f");
+  EXPECT_TRUE(pcopy_test::read_at(dst_, "f") == data);
+  EXPECT_TRUE(temps_in(dst_).empty());
+}
+
+TEST_F(CopierTest, InplaceNeverWritesThroughAPlantedSymlink) {
+  opt.inplace = true;
+  pcopy_test::write_file(tmp / "victim", "precious", 0644);
+  pcopy_test::write_at(src_, "f", "copied data", 0644);
+  ASSERT_EQ(::symlinkat((tmp / "victim").c_str(), dst_, "f"), 0);
+  Result r = copy("f");
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  EXPECT_TRUE(S_ISREG(lstat_at(dst_, "f").st_mode));
+  EXPECT_EQ(pcopy_test::read_at(dst_, "f"), "copied data");
+  EXPECT_EQ(pcopy_test::read_file(tmp / "victim"), "precious");
+}
+
+TEST_F(CopierTest, SingleFileCopyWritesUnderTheDestinationName) {
+  pcopy_test::write_at(src_, "orig", "payload");
+  Job j = job_for("orig");
+  j.dst_name = "renamed";
+  Result r = copy(j);
+  ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"renamed"}));
+  EXPECT_EQ(pcopy_test::read_at(dst_, "renamed"), "payload");
+}
+
+// ---- what to skip -----------------------------------------------------------------------------
+
+TEST_F(CopierTest, UpdateSkipsSameSizeAndMtimeAndReplacesOtherwise) {
+  opt.update = true;
+  pcopy_test::write_at(src_, "f", "same!");
+  set_times_at(src_, "f", {1'000, 0}, {2'000, 777});
+  pcopy_test::write_at(dst_, "f", "SAME!");  // same size, different bytes: the quick check trusts it
+  set_times_at(dst_, "f", {1'000, 0}, {2'000, 777});
+  Result r = copy("f");
+  EXPECT_EQ(r.outcome, Outcome::Skipped);
+  EXPECT_EQ(pcopy_test::read_at(dst_, "f"), "SAME!");
+
+  set_times_at(dst_, "f", {1'000, 0}, {2'000, 778});  // one nanosecond off
+  r = copy("f");
+  EXPECT_EQ(r.outcome, Outcome::Replaced) << r.err << " " << r.detail;
+  EXPECT_EQ(pcopy_test::read_at(dst_, "f"), "same!");
+}
+
+TEST_F(CopierTest, ChecksumComparesContentsNotTimes) {
+  opt.update = true;
+  opt.checksum = true;
+  pcopy_test::write_at(src_, "f", "content");
+  pcopy_test::write_at(dst_, "f", "content");
+  set_times_at(dst_, "f", {5, 0}, {5, 0});
+  EXPECT_EQ(copy("f").outcome, Outcome::Skipped);
+  pcopy_test::write_at(dst_, "f", "CONTENT");
+  Result r = copy("f");
+  EXPECT_EQ(r.outcome, Outcome::Replaced);
+  EXPECT_EQ(pcopy_test::read_at(dst_, "f"), "content");
+}
+
+TEST_F(CopierTest, IgnoreExistingNeverReplaces) {
+  opt.ignore_existing = true;
+  pcopy_test::write_at(src_, "f", "new");
+  pcopy_test::write_at(dst_, "f", "old");
+  EXPECT_EQ(copy("f").outcome, Outcome::Skipped);
+  EXPECT_EQ(pcopy_test::read_at(dst_, "f"), "old");
+  pcopy_test::write_at(src_, "g", "fresh");
+  EXPECT_EQ(copy("g").outcome, Outcome::Copied);
+  EXPECT_EQ(pcopy_test::read_at(dst_, "g"), "fresh");
+}
+
+TEST_F(CopierTest, DryRunWritesNothingAndSaysCopyOrReplace) {
+  opt.dry_run = true;
+  pcopy_test::write_at(src_, "new", "12345");
+  pcopy_test::write_at(src_, "old", "abc");
+  pcopy_test::write_at(dst_, "old", "xyz");
+  Result r = copy("new");
+  EXPECT_EQ(r.outcome, Outcome::Copied);
+  EXPECT_EQ(r.bytes, 5u);
+  r = copy("old");
+  EXPECT_EQ(r.outcome, Outcome::Replaced);
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"old"}));
+  EXPECT_EQ(pcopy_test::read_at(dst_, "old"), "xyz");
+}
+
+// ---- temporaries -------------------------------------------------------------------------------
+
+TEST(TempName, RecognisesOnlyPcopyTemporaries) {
+  EXPECT_TRUE(is_temp_name(".pcopy-123-4.tmp"));
+  EXPECT_TRUE(is_temp_name(".pcopy-x.tmp"));
+  EXPECT_FALSE(is_temp_name(".pcopy-.tmp"));
+  EXPECT_FALSE(is_temp_name(".pcopy-123-4"));
+  EXPECT_FALSE(is_temp_name("pcopy-123-4.tmp"));
+  EXPECT_FALSE(is_temp_name("file.tmp"));
+  EXPECT_FALSE(is_temp_name(""));
+}
+
+// ---- open_dir_beneath ---------------------------------------------------------------------
+
+namespace {
+
+struct stat fstat_of(int fd) {
+  struct stat st {};
+  EXPECT_EQ(::fstat(fd, &st), 0);
+  return st;
+}
+
+bool same_file(int a, int b) {
+  struct stat x = fstat_of(a), y = fstat_of(b);
+  return x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+class OpenDirBeneath : public ::testing::Test {
+ protected:
+  void SetUp() override { root_ = pcopy_test::open_dir(tmp.path()); }
+  void TearDown() override { ::close(root_); }
+  TempDir tmp;
+  int root_ = -1;
+};
+
+}  // namespace
+
+TEST_F(OpenDirBeneath, EmptyPathDuplicatesTheRoot) {
+  int fd = open_dir_beneath(root_, "", false);
+  ASSERT_GE(fd, 0);
+  EXPECT_NE(fd, root_);
+  EXPECT_TRUE(same_file(fd, root_));
+  EXPECT_NE(::fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+  ::close(fd);
+}
+
+TEST_F(OpenDirBeneath, OpensANestedDirectory) {
+  ASSERT_EQ(::mkdir((tmp / "a").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((tmp / "a/b").c_str(), 0755), 0);
+  int fd = open_dir_beneath(root_, "a/b", false);
+  ASSERT_GE(fd, 0);
+  int want = pcopy_test::open_dir(tmp / "a/b");
+  EXPECT_TRUE(same_file(fd, want));
+  ::close(want);
+  ::close(fd);
+}
+
+TEST_F(OpenDirBeneath, PathLongerThanPathMaxIsOpened) {
+  const std::string comp(200, 'p');
+  std::string rel;
+  int fd = ::fcntl(root_, F_DUPFD_CLOEXEC, 0);
+  for (int i = 0; i < 30; ++i) {
+    std::string name = comp;
+    name[0] = char('A' + i % 26);
+    ASSERT_EQ(::mkdirat(fd, name.c_str(), 0755), 0);
+    int next = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(next, 0);
+    ::close(fd);
+    fd = next;
+    rel += (rel.empty() ? "" : "/") + name;
+  }
+  ASSERT_GT(rel.size(), size_t(PATH_MAX));
+  int got = open_dir_beneath(root_, rel, false);
+  ASSERT_GE(got, 0) << std::strerror(-got);
+  EXPECT_TRUE(same_file(got, fd));
+  ::close(got);
+
+  // A symbolic link in the part past the first PATH_MAX bytes is refused too.
+  ASSERT_EQ(::mkdirat(fd, "real", 0755), 0);
+  ASSERT_EQ(::symlinkat("real", fd, "sym"), 0);
+  got = open_dir_beneath(root_, rel + "/real", false);
+  EXPECT_GE(got, 0);
+  if (got >= 0) ::close(got);
+  got = open_dir_beneath(root_, rel + "/sym", false);
+  EXPECT_LT(got, 0);
+  if (got >= 0) ::close(got);
+  ::close(fd);
+}
+
+TEST_F(OpenDirBeneath, RefusesToFollowASymlinkComponent) {
+  ASSERT_EQ(::mkdir((tmp / "real").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((tmp / "real/inner").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink("real", (tmp / "link").c_str()), 0);
+  int fd = open_dir_beneath(root_, "link/inner", false);
+  EXPECT_LT(fd, 0);
+  EXPECT_TRUE(fd == -ELOOP || fd == -ENOTDIR || fd == -EXDEV) << fd;
+  if (fd >= 0) ::close(fd);
+  fd = open_dir_beneath(root_, "link", false);
+  EXPECT_LT(fd, 0);
+  EXPECT_TRUE(fd == -ELOOP || fd == -ENOTDIR || fd == -EXDEV) << fd;
+  if (fd >= 0) ::close(fd);
+}
+
+TEST_F(OpenDirBeneath, FollowsSymlinksWhenAsked) {
+  ASSERT_EQ(::mkdir((tmp / "real").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((tmp / "real/inner").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink("real", (tmp / "link").c_str()), 0);
+  int fd = open_dir_beneath(root_, "link/inner", true);
+  ASSERT_GE(fd, 0) << std::strerror(-fd);
+  int want = pcopy_test::open_dir(tmp / "real/inner");
+  EXPECT_TRUE(same_file(fd, want));
+  ::close(want);
+  ::close(fd);
+}
+
+TEST_F(OpenDirBeneath, MissingOrNonDirectoryComponentIsANegativeErrno) {
+  pcopy_test::write_file(tmp / "file", "x");
+  EXPECT_EQ(open_dir_beneath(root_, "nope", false), -ENOENT);
+  EXPECT_EQ(open_dir_beneath(root_, "nope/deeper", false), -ENOENT);
+  EXPECT_EQ(open_dir_beneath(root_, "file", false), -ENOTDIR);
+  EXPECT_EQ(open_dir_beneath(root_, "file/x", false), -ENOTDIR);
+}
+
+TEST_F(OpenDirBeneath, RefusesPathsThatLeaveTheRoot) {
+  // "beneath": neither ".." nor an absolute path may take the open outside `root`.
+  ASSERT_EQ(::mkdir((tmp / "inner").c_str(), 0755), 0);
+  int inner = pcopy_test::open_dir(tmp / "inner");
+  for (const char* rel : {"..", "../inner", "/", "/tmp"}) {
+    int fd = open_dir_beneath(inner, rel, false);
+    EXPECT_LT(fd, 0) << "'" << rel << "' opened a directory outside the root";
+    if (fd >= 0) ::close(fd);
+  }
+  ::close(inner);
+}

@@ -1,0 +1,264 @@
+#include "pcopy/filter.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+using namespace pcopy;
+
+namespace {
+
+std::vector<FilterRule> rules(std::initializer_list<std::pair<bool, const char*>> list) {
+  std::vector<FilterRule> out;
+  for (auto [include, pat] : list) out.push_back(make_rule(include, pat));
+  return out;
+}
+
+FilterRule exclude(const char* p) { return make_rule(false, p); }
+FilterRule include(const char* p) { return make_rule(true, p); }
+
+}  // namespace
+
+// ---- glob_match -------------------------------------------------------------------------------
+
+TEST(GlobMatch, LiteralPatternMatchesOnlyItself) {
+  EXPECT_TRUE(glob_match("abc", "abc"));
+  EXPECT_FALSE(glob_match("abc", "abcd"));
+  EXPECT_FALSE(glob_match("abc", "ab"));
+  EXPECT_FALSE(glob_match("abc", "ABC"));
+  EXPECT_TRUE(glob_match("", ""));
+  EXPECT_FALSE(glob_match("", "a"));
+}
+
+TEST(GlobMatch, StarMatchesAnyRunOfCharactersIncludingNone) {
+  EXPECT_TRUE(glob_match("*", ""));
+  EXPECT_TRUE(glob_match("*", "anything"));
+  EXPECT_TRUE(glob_match("*.o", "main.o"));
+  EXPECT_TRUE(glob_match("*.o", ".o"));
+  EXPECT_FALSE(glob_match("*.o", "main.c"));
+  EXPECT_FALSE(glob_match("*.o", "main.o.bak"));
+  EXPECT_TRUE(glob_match("a*b*c", "abc"));
+  EXPECT_TRUE(glob_match("a*b*c", "a-x-b-y-c"));
+  EXPECT_FALSE(glob_match("a*b*c", "a-x-c-y-b"));
+  EXPECT_TRUE(glob_match("*x*", "x"));
+}
+
+TEST(GlobMatch, StarDoesNotCrossSlash) {
+  EXPECT_FALSE(glob_match("*", "a/b"));
+  EXPECT_FALSE(glob_match("*.o", "dir/main.o"));
+  EXPECT_TRUE(glob_match("*/*.o", "dir/main.o"));
+  EXPECT_FALSE(glob_match("*/*.o", "a/b/main.o"));
+  EXPECT_FALSE(glob_match("a*", "a/"));
+}
+
+TEST(GlobMatch, DoubleStarCrossesSlash) {
+  EXPECT_TRUE(glob_match("**", "a/b/c"));
+  EXPECT_TRUE(glob_match("**", ""));
+  EXPECT_TRUE(glob_match("**.o", "a/b/main.o"));
+  EXPECT_TRUE(glob_match("a/**", "a/b/c/d"));
+  EXPECT_FALSE(glob_match("a/**", "b/c"));
+  EXPECT_TRUE(glob_match("**/main.o", "x/y/main.o"));
+  EXPECT_FALSE(glob_match("**/main.o", "x/y/main.c"));
+}
+
+TEST(GlobMatch, DoubleStarSlashMatchesZeroDirectories) {
+  EXPECT_TRUE(glob_match("a/**/b", "a/b"));
+  EXPECT_TRUE(glob_match("a/**/b", "a/x/b"));
+  EXPECT_TRUE(glob_match("a/**/b", "a/x/y/z/b"));
+  EXPECT_FALSE(glob_match("a/**/b", "a/x/c"));
+  EXPECT_FALSE(glob_match("a/**/b", "ab"));
+  EXPECT_TRUE(glob_match("**/b", "b"));
+}
+
+TEST(GlobMatch, QuestionMarkMatchesExactlyOneCharacterButNotSlash) {
+  EXPECT_TRUE(glob_match("?", "a"));
+  EXPECT_FALSE(glob_match("?", ""));
+  EXPECT_FALSE(glob_match("?", "ab"));
+  EXPECT_TRUE(glob_match("a?c", "abc"));
+  EXPECT_FALSE(glob_match("a?c", "a/c"));
+  EXPECT_TRUE(glob_match("???", "\xff\xfe\x01"));
+}
+
+TEST(GlobMatch, BracketRangeMatchesOneCharacterInTheRange) {
+  EXPECT_TRUE(glob_match("[a-z]", "a"));
+  EXPECT_TRUE(glob_match("[a-z]", "m"));
+  EXPECT_TRUE(glob_match("[a-z]", "z"));
+  EXPECT_FALSE(glob_match("[a-z]", "A"));
+  EXPECT_FALSE(glob_match("[a-z]", "0"));
+  EXPECT_FALSE(glob_match("[a-z]", "ab"));
+  EXPECT_TRUE(glob_match("file[0-9].txt", "file7.txt"));
+  EXPECT_FALSE(glob_match("file[0-9].txt", "fileX.txt"));
+  EXPECT_TRUE(glob_match("[abc]", "b"));
+  EXPECT_FALSE(glob_match("[abc]", "d"));
+  EXPECT_TRUE(glob_match("[a-cx-z]", "y"));
+  EXPECT_FALSE(glob_match("[a-cx-z]", "m"));
+}
+
+TEST(GlobMatch, NegatedBracketMatchesAnythingElseButSlash) {
+  EXPECT_FALSE(glob_match("[!x]", "x"));
+  EXPECT_TRUE(glob_match("[!x]", "y"));
+  EXPECT_TRUE(glob_match("[^x]", "y"));
+  EXPECT_FALSE(glob_match("[^x]", "x"));
+  EXPECT_FALSE(glob_match("[!x]", "/"));
+  EXPECT_FALSE(glob_match("[!a-z]", "q"));
+  EXPECT_TRUE(glob_match("[!a-z]", "Q"));
+  EXPECT_FALSE(glob_match("[!x]", ""));
+}
+
+TEST(GlobMatch, BracketWithLeadingCloseBracketTreatsItLiterally) {
+  EXPECT_TRUE(glob_match("[]]", "]"));
+  EXPECT_TRUE(glob_match("[]a]", "a"));
+  EXPECT_FALSE(glob_match("[]a]", "b"));
+  EXPECT_TRUE(glob_match("[!]]", "a"));
+  EXPECT_FALSE(glob_match("[!]]", "]"));
+}
+
+TEST(GlobMatch, UnterminatedBracketIsALiteral) {
+  EXPECT_TRUE(glob_match("[abc", "[abc"));
+  EXPECT_FALSE(glob_match("[abc", "a"));
+}
+
+TEST(GlobMatch, BackslashEscapesTheNextCharacter) {
+  EXPECT_TRUE(glob_match("\\*", "*"));
+  EXPECT_FALSE(glob_match("\\*", "a"));
+  EXPECT_TRUE(glob_match("\\?", "?"));
+  EXPECT_FALSE(glob_match("\\?", "x"));
+  EXPECT_TRUE(glob_match("\\[a]", "[a]"));
+  EXPECT_FALSE(glob_match("\\[a]", "a"));
+  EXPECT_TRUE(glob_match("a\\\\b", "a\\b"));
+  EXPECT_TRUE(glob_match("\\a", "a"));
+  EXPECT_TRUE(glob_match("*\\*", "star*"));
+  EXPECT_FALSE(glob_match("*\\*", "star"));
+  EXPECT_TRUE(glob_match("[\\]]", "]"));
+}
+
+TEST(GlobMatch, HighBytesAreMatchedAsBytes) {
+  EXPECT_TRUE(glob_match("caf\xc3\xa9", "caf\xc3\xa9"));
+  EXPECT_TRUE(glob_match("*\xff", "abc\xff"));
+  EXPECT_TRUE(glob_match("[\x80-\xff]", "\xc3"));
+  EXPECT_FALSE(glob_match("[\x80-\xff]", "c"));
+}
+
+TEST(GlobMatch, ManyStarsOnALongNonMatchingNameStayFast) {
+  // A six-star pattern against a 34-byte name that does not match: a matcher that retries every
+  // split of every star takes O(n^6) steps (about a second here, minutes for a 60-byte name, and it runs
+  // once per entry of the walk); one that gives up as soon as a star's tail cannot match is linear.
+  const std::string name(34, 'a');
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(glob_match("*a*a*a*a*a*a*b", name));
+  EXPECT_FALSE(glob_match("**a**a**a**a**a**a**b", name));
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(s, 0.1) << "glob_match took " << s << " s";
+  EXPECT_TRUE(glob_match("*a*a*a*a*a*a*b", name + "b"));
+}
+
+// ---- make_rule -----------------------------------------------------------------------------
+
+TEST(MakeRule, TrailingSlashMeansDirectoriesOnlyAndIsStripped) {
+  FilterRule r = make_rule(false, "build/");
+  EXPECT_TRUE(r.dirs_only);
+  EXPECT_FALSE(r.anchored);
+  EXPECT_EQ(r.pattern, "build");
+  EXPECT_FALSE(r.include);
+}
+
+TEST(MakeRule, PatternWithInnerSlashIsAnchored) {
+  FilterRule r = make_rule(true, "src/*.c");
+  EXPECT_TRUE(r.anchored);
+  EXPECT_FALSE(r.dirs_only);
+  EXPECT_TRUE(r.include);
+  EXPECT_EQ(r.pattern, "src/*.c");
+}
+
+TEST(MakeRule, LeadingSlashAnchorsAtTheRootAndIsStripped) {
+  FilterRule r = make_rule(false, "/tmp");
+  EXPECT_TRUE(r.anchored);
+  EXPECT_EQ(r.pattern, "tmp");
+}
+
+// ---- is_excluded -------------------------------------------------------------------------------
+
+TEST(IsExcluded, NoRulesExcludeNothing) {
+  EXPECT_FALSE(is_excluded({}, "a/b/c", false));
+  EXPECT_FALSE(is_excluded({}, "a", true));
+}
+
+TEST(IsExcluded, PatternWithoutSlashMatchesANameAtAnyDepth) {
+  auto r = rules({{false, "*.o"}});
+  EXPECT_TRUE(is_excluded(r, "main.o", false));
+  EXPECT_TRUE(is_excluded(r, "src/main.o", false));
+  EXPECT_TRUE(is_excluded(r, "a/b/c/d/main.o", false));
+  EXPECT_FALSE(is_excluded(r, "main.c", false));
+  EXPECT_FALSE(is_excluded(r, "main.o/readme", false));  // only the last component is the name
+  auto n = rules({{false, "node_modules"}});
+  EXPECT_TRUE(is_excluded(n, "node_modules", true));
+  EXPECT_TRUE(is_excluded(n, "web/app/node_modules", true));
+  EXPECT_FALSE(is_excluded(n, "web/node_modules_old", true));
+}
+
+TEST(IsExcluded, TrailingSlashMatchesDirectoriesOnly) {
+  auto r = rules({{false, "cache/"}});
+  EXPECT_TRUE(is_excluded(r, "cache", true));
+  EXPECT_TRUE(is_excluded(r, "a/b/cache", true));
+  EXPECT_FALSE(is_excluded(r, "cache", false));
+  EXPECT_FALSE(is_excluded(r, "a/b/cache", false));
+}
+
+TEST(IsExcluded, FirstMatchingRuleWinsSoIncludeBeforeExcludeKeeps) {
+  auto r = rules({{true, "keep.log"}, {false, "*.log"}});
+  EXPECT_FALSE(is_excluded(r, "keep.log", false));
+  EXPECT_FALSE(is_excluded(r, "sub/keep.log", false));
+  EXPECT_TRUE(is_excluded(r, "other.log", false));
+  EXPECT_FALSE(is_excluded(r, "other.txt", false));
+}
+
+TEST(IsExcluded, FirstMatchingRuleWinsSoExcludeBeforeIncludeExcludes) {
+  auto r = rules({{false, "*.log"}, {true, "keep.log"}});
+  EXPECT_TRUE(is_excluded(r, "keep.log", false));
+  EXPECT_TRUE(is_excluded(r, "other.log", false));
+}
+
+TEST(IsExcluded, IncludeThatMatchesNothingLeavesTheRestToLaterRules) {
+  auto r = rules({{true, "*.c"}, {false, "*"}});
+  EXPECT_FALSE(is_excluded(r, "main.c", false));
+  EXPECT_TRUE(is_excluded(r, "main.h", false));
+  EXPECT_TRUE(is_excluded(r, "docs", true));
+}
+
+TEST(IsExcluded, AnchoredPatternMatchesThePathFromTheRoot) {
+  auto r = rules({{false, "build/*.o"}});
+  EXPECT_TRUE(is_excluded(r, "build/main.o", false));
+  EXPECT_FALSE(is_excluded(r, "src/build/main.o", false));
+  EXPECT_FALSE(is_excluded(r, "main.o", false));
+  EXPECT_FALSE(is_excluded(r, "build/sub/main.o", false));  // '*' does not cross '/'
+}
+
+TEST(IsExcluded, LeadingSlashAnchorsASingleNameAtTheRoot) {
+  auto r = rules({{false, "/tmp"}});
+  EXPECT_TRUE(is_excluded(r, "tmp", true));
+  EXPECT_TRUE(is_excluded(r, "tmp", false));
+  EXPECT_FALSE(is_excluded(r, "a/tmp", true));
+}
+
+TEST(IsExcluded, AnchoredDoubleStarReachesAnyDepthBelow) {
+  auto r = rules({{false, "logs/**/*.gz"}});
+  EXPECT_TRUE(is_excluded(r, "logs/a.gz", false));
+  EXPECT_TRUE(is_excluded(r, "logs/2024/01/a.gz", false));
+  EXPECT_FALSE(is_excluded(r, "old/logs/a.gz", false));
+}
+
+TEST(IsExcluded, AnchoredDirectoryOnlyRule) {
+  auto r = rules({{false, "a/b/"}});
+  EXPECT_TRUE(is_excluded(r, "a/b", true));
+  EXPECT_FALSE(is_excluded(r, "a/b", false));
+  EXPECT_FALSE(is_excluded(r, "x/a/b", true));
+}
+
+TEST(IsExcluded, RulesBuiltByHandBehaveLikeMadeOnes) {
+  std::vector<FilterRule> r{include("*.keep"), exclude("tmp*")};
+  EXPECT_FALSE(is_excluded(r, "tmp.keep", false));
+  EXPECT_TRUE(is_excluded(r, "tmpfile", false));
+  EXPECT_TRUE(is_excluded(r, "d/tmpdir", true));
+}

@@ -1,0 +1,274 @@
+#include "pcopy/progress.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+using namespace pcopy;
+
+namespace {
+
+constexpr uint64_t KiB = 1024, MiB = KiB * 1024, GiB = MiB * 1024, TiB = GiB * 1024;
+
+bool has_control_bytes(const std::string& s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f) return true;
+  return false;
+}
+
+ProgressState midway() {
+  ProgressState s;
+  s.files_done = 1234;
+  s.files_total = 5678;
+  s.bytes_done = 3 * GiB / 2;  // 1.5 GiB
+  s.bytes_total = 6 * GiB;
+  s.elapsed_s = 30;
+  s.rate = 50.0 * MiB;
+  return s;
+}
+
+}  // namespace
+
+// ---- format_bytes -------------------------------------------------------------------------------
+
+TEST(FormatBytes, SmallValuesArePlainBytes) {
+  EXPECT_EQ(format_bytes(0), "0 B");
+  EXPECT_EQ(format_bytes(1), "1 B");
+  EXPECT_EQ(format_bytes(1023), "1023 B");
+}
+
+TEST(FormatBytes, LargerValuesUseIecUnitsWithOneDecimal) {
+  EXPECT_EQ(format_bytes(1024), "1.0 KiB");
+  EXPECT_EQ(format_bytes(1536), "1.5 KiB");
+  EXPECT_EQ(format_bytes(3 * MiB / 2), "1.5 MiB");
+  EXPECT_EQ(format_bytes(MiB), "1.0 MiB");
+  EXPECT_EQ(format_bytes(GiB), "1.0 GiB");
+  EXPECT_EQ(format_bytes(5 * GiB / 2), "2.5 GiB");
+  EXPECT_EQ(format_bytes(TiB), "1.0 TiB");
+  EXPECT_EQ(format_bytes(TiB * 1024), "1.0 PiB");
+  EXPECT_EQ(format_bytes(TiB * 1024 * 1024), "1.0 EiB");
+  EXPECT_EQ(format_bytes(std::numeric_limits<uint64_t>::max()), "16.0 EiB");
+}
+
+TEST(FormatBytes, JustBelowAUnitBoundaryRoundsUpToTheNextUnit) {
+  EXPECT_EQ(format_bytes(MiB - 1), "1.0 MiB");
+  EXPECT_EQ(format_bytes(GiB - 1), "1.0 GiB");
+  EXPECT_EQ(format_bytes(TiB - 1), "1.0 TiB");
+  EXPECT_EQ(format_bytes(MiB - 51), "1.0 MiB");     // 1023.950 KiB would round to "1024.0"
+  EXPECT_EQ(format_bytes(MiB - 52), "1023.9 KiB");  // 1023.949 KiB
+}
+
+TEST(FormatBytes, NeverPrints1024OfAUnit) {
+  for (uint64_t unit : {KiB, MiB, GiB, TiB, TiB * 1024}) {
+    for (uint64_t delta = 0; delta < 200; ++delta) {
+      for (uint64_t v : {unit * 1024 - delta, unit * 1024 - delta * (unit / 64 + 1)}) {
+        std::string s = format_bytes(v);
+        EXPECT_EQ(s.find("1024"), std::string::npos) << v << " -> " << s;
+      }
+    }
+  }
+}
+
+TEST(FormatBytes, NumberPartStaysBelow1024ForEveryPowerOfTwoNeighbourhood) {
+  for (int shift = 10; shift < 64; ++shift) {
+    for (int64_t d = -3; d <= 3; ++d) {
+      uint64_t v = (uint64_t(1) << shift) + uint64_t(d);
+      std::string s = format_bytes(v);
+      double number = std::stod(s);
+      EXPECT_LT(number, 1024.0) << v << " -> " << s;
+      EXPECT_GE(number, 1.0) << v << " -> " << s;
+    }
+  }
+}
+
+TEST(FormatRate, IsBytesPerSecond) {
+  EXPECT_EQ(format_rate(0), "0 B/s");
+  EXPECT_EQ(format_rate(12.5 * MiB), "12.5 MiB/s");
+  EXPECT_EQ(format_rate(-5), "0 B/s");
+}
+
+// ---- format_duration / format_count -------------------------------------------------------------
+
+TEST(FormatDuration, MinutesAndSecondsBelowAnHour) {
+  EXPECT_EQ(format_duration(0), "0:00");
+  EXPECT_EQ(format_duration(7), "0:07");
+  EXPECT_EQ(format_duration(59), "0:59");
+  EXPECT_EQ(format_duration(60), "1:00");
+  EXPECT_EQ(format_duration(754), "12:34");
+  EXPECT_EQ(format_duration(3599), "59:59");
+}
+
+TEST(FormatDuration, HoursMinutesSecondsFromAnHour) {
+  EXPECT_EQ(format_duration(3600), "1:00:00");
+  EXPECT_EQ(format_duration(3723), "1:02:03");
+  EXPECT_EQ(format_duration(100 * 3600 + 5), "100:00:05");
+}
+
+TEST(FormatDuration, RoundsToTheNearestSecondAndClampsNegatives) {
+  EXPECT_EQ(format_duration(6.6), "0:07");
+  EXPECT_EQ(format_duration(59.6), "1:00");
+  EXPECT_EQ(format_duration(3599.7), "1:00:00");
+  EXPECT_EQ(format_duration(0.4), "0:00");
+  EXPECT_EQ(format_duration(-12), "0:00");
+}
+
+TEST(FormatCount, GroupsThousandsWithCommas) {
+  EXPECT_EQ(format_count(0), "0");
+  EXPECT_EQ(format_count(999), "999");
+  EXPECT_EQ(format_count(1000), "1,000");
+  EXPECT_EQ(format_count(12345), "12,345");
+  EXPECT_EQ(format_count(123456), "123,456");
+  EXPECT_EQ(format_count(1234567), "1,234,567");
+  EXPECT_EQ(format_count(std::numeric_limits<uint64_t>::max()), "18,446,744,073,709,551,615");
+}
+
+// ---- format_bar -----------------------------------------------------------------------------
+
+TEST(FormatBar, NeverExceedsTheWidthForAnyWidthFrom1To200) {
+  ProgressState states[5];
+  states[0] = midway();
+  states[1] = midway();
+  states[1].counting = true;
+  states[2] = ProgressState{};  // nothing known yet
+  states[2].counting = true;
+  states[3] = midway();
+  states[3].files_done = states[3].files_total = std::numeric_limits<uint64_t>::max();
+  states[3].bytes_done = states[3].bytes_total = std::numeric_limits<uint64_t>::max();
+  states[3].rate = 1e18;
+  states[4] = midway();
+  states[4].bytes_done = states[4].bytes_total * 2;  // more than announced: still at most 100%
+  for (const ProgressState& s : states) {
+    for (int width = 1; width <= 200; ++width) {
+      std::string line = format_bar(s, width);
+      EXPECT_LE(int(line.size()), width) << "width " << width << ": '" << line << "'";
+      EXPECT_FALSE(has_control_bytes(line)) << line;
+    }
+  }
+}
+
+TEST(FormatBar, ZeroOrNegativeWidthGivesNothing) {
+  EXPECT_EQ(format_bar(midway(), 0), "");
+  EXPECT_EQ(format_bar(midway(), -5), "");
+}
+
+TEST(FormatBar, FullLineAt120ColumnsShowsPercentBarFilesBytesRateAndEta) {
+  ProgressState s = midway();
+  std::string line = format_bar(s, 120);
+  EXPECT_LE(line.size(), 120u);
+  EXPECT_EQ(line.substr(0, 4), " 25%") << line;
+  EXPECT_NE(line.find('['), std::string::npos) << line;
+  EXPECT_NE(line.find(']'), std::string::npos) << line;
+  EXPECT_NE(line.find('#'), std::string::npos) << line;
+  EXPECT_NE(line.find("1,234/5,678 files"), std::string::npos) << line;
+  EXPECT_NE(line.find("1.5 GiB/6.0 GiB"), std::string::npos) << line;
+  EXPECT_NE(line.find("50.0 MiB/s"), std::string::npos) << line;
+  // 4.5 GiB left at 50 MiB/s: 92.16 s.
+  EXPECT_NE(line.find("ETA 1:32"), std::string::npos) << line;
+  EXPECT_EQ(line.find('+'), std::string::npos) << line;
+  EXPECT_EQ(line.find('\r'), std::string::npos);
+  EXPECT_EQ(line.find('\x1b'), std::string::npos);
+}
+
+TEST(FormatBar, BarIsFilledInProportionToThePercentage) {
+  ProgressState s = midway();
+  std::string line = format_bar(s, 120);
+  size_t open = line.find('['), close = line.find(']');
+  ASSERT_NE(open, std::string::npos);
+  ASSERT_NE(close, std::string::npos);
+  std::string bar = line.substr(open + 1, close - open - 1);
+  size_t hashes = std::count(bar.begin(), bar.end(), '#');
+  size_t dashes = std::count(bar.begin(), bar.end(), '-');
+  EXPECT_EQ(hashes + dashes, bar.size());
+  EXPECT_EQ(hashes, bar.size() * 25 / 100);
+}
+
+TEST(FormatBar, WhileCountingTotalsAreMarkedWithPlusAndNoEtaIsGiven) {
+  ProgressState s = midway();
+  s.counting = true;
+  std::string line = format_bar(s, 120);
+  EXPECT_LE(line.size(), 120u);
+  EXPECT_NE(line.find("1,234/5,678+ files"), std::string::npos) << line;
+  EXPECT_NE(line.find("1.5 GiB/6.0 GiB+"), std::string::npos) << line;
+  EXPECT_NE(line.find("ETA --:--"), std::string::npos) << line;
+  EXPECT_EQ(line.find("ETA 1:32"), std::string::npos) << line;
+}
+
+TEST(FormatBar, CompleteCopyShows100Percent) {
+  ProgressState s = midway();
+  s.files_done = s.files_total;
+  s.bytes_done = s.bytes_total;
+  std::string line = format_bar(s, 120);
+  EXPECT_EQ(line.substr(0, 4), "100%") << line;
+  EXPECT_EQ(line.find("-]"), std::string::npos) << line;  // the bar is full
+}
+
+TEST(FormatBar, PercentNeverExceeds100) {
+  ProgressState s = midway();
+  s.bytes_done = s.bytes_total * 3;
+  EXPECT_EQ(format_bar(s, 120).substr(0, 4), "100%");
+}
+
+TEST(FormatBar, NarrowWidthStillStartsWithThePercentage) {
+  ProgressState s = midway();
+  EXPECT_EQ(format_bar(s, 4), " 25%");
+  EXPECT_EQ(format_bar(s, 2), " 2");
+  std::string line = format_bar(s, 40);
+  EXPECT_EQ(line.size(), 40u);  // parts cut to fit, not dropped to nothing
+  EXPECT_EQ(line.substr(0, 4), " 25%");
+}
+
+TEST(FormatBar, WithoutRateTheEtaIsUnknown) {
+  ProgressState s = midway();
+  s.rate = 0;
+  std::string line = format_bar(s, 150);
+  EXPECT_NE(line.find("ETA --:--"), std::string::npos) << line;
+}
+
+TEST(FormatStatusLine, IsOnePlainLineWithTheSameFacts) {
+  ProgressState s = midway();
+  std::string line = format_status_line(s);
+  EXPECT_FALSE(has_control_bytes(line)) << line;
+  EXPECT_EQ(line.find('\r'), std::string::npos);
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  EXPECT_EQ(line.rfind("pcopy: 25%", 0), 0u) << line;
+  EXPECT_NE(line.find("1,234/5,678 files"), std::string::npos) << line;
+  EXPECT_NE(line.find("1.5 GiB/6.0 GiB"), std::string::npos) << line;
+  EXPECT_NE(line.find("50.0 MiB/s"), std::string::npos) << line;
+  EXPECT_NE(line.find("elapsed 0:30"), std::string::npos) << line;
+}
+
+TEST(FormatStatusLine, SaysWhenStillCounting) {
+  ProgressState s = midway();
+  s.counting = true;
+  std::string line = format_status_line(s);
+  EXPECT_FALSE(has_control_bytes(line)) << line;
+  EXPECT_NE(line.find("5,678+ files"), std::string::npos) << line;
+  EXPECT_NE(line.find("counting"), std::string::npos) << line;
+}
+
+TEST(RateMeter, NeedsTwoSamples) {
+  RateMeter m;
+  EXPECT_EQ(m.rate(), 0.0);
+  m.sample(1.0, 100);
+  EXPECT_EQ(m.rate(), 0.0);
+}
+
+TEST(RateMeter, IsBytesOverTimeAcrossTheWindow) {
+  RateMeter m;
+  m.sample(0.0, 0);
+  m.sample(1.0, 1000);
+  m.sample(2.0, 3000);
+  EXPECT_DOUBLE_EQ(m.rate(), 1500.0);
+}
+
+TEST(RateMeter, ForgetsSamplesOlderThanTheWindow) {
+  RateMeter m;
+  m.sample(0.0, 0);
+  m.sample(1.0, 1'000'000);  // a burst long ago
+  for (int t = 2; t <= 20; ++t) m.sample(double(t), 1'000'000 + uint64_t(t - 1) * 10);
+  // Only the last ~5 seconds count: 10 bytes per second.
+  EXPECT_NEAR(m.rate(), 10.0, 0.01);
+}
