@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "pcopy/fd.hpp"
 
@@ -55,8 +56,7 @@ std::string eta(const ProgressState& s) {
 
 std::string totals(const ProgressState& s) {
   const char* more = s.counting ? "+" : "";
-  // Fixed widths keep the line from jittering as the numbers change.
-  return fmt::format("{}/{}{} files  {:>10}/{}{}", format_count(s.files_done), format_count(s.files_total), more,
+  return fmt::format("{}/{}{} files  {}/{}{}", format_count(s.files_done), format_count(s.files_total), more,
                      format_bytes(s.bytes_done), format_bytes(s.bytes_total), more);
 }
 
@@ -64,19 +64,32 @@ std::string totals(const ProgressState& s) {
 
 std::string format_bar(const ProgressState& s, int width) {
   if (width < 1) return {};
+  const char* more = s.counting ? "+" : "";
+  // Fixed widths keep the line from jittering as the numbers change; on a narrow terminal whole
+  // fields are dropped from the right rather than cut in the middle.
+  std::vector<std::string> fields = {
+      fmt::format("{}/{}{} files", format_count(s.files_done), format_count(s.files_total), more),
+      fmt::format("{:>10}/{}{}", format_bytes(s.bytes_done), format_bytes(s.bytes_total), more),
+      fmt::format("{:>12}", format_rate(s.rate)),
+      eta(s),
+  };
+  if (s.counting) fields.emplace_back("(counting)");
   int pct = percent(s);
   std::string head = fmt::format("{:3}%", pct);
-  std::string tail = fmt::format("  {}  {:>12}  {}", totals(s), format_rate(s.rate), eta(s));
-  if (s.counting) tail += "  (counting)";
-  // The bar takes what is left, between 10 and 40 columns; without room for it, drop it.
-  int room = width - int(head.size()) - int(tail.size()) - 3;
+  auto used = [&] {
+    size_t n = head.size();
+    for (const auto& f : fields) n += 2 + f.size();
+    return int(n);
+  };
+  while (!fields.empty() && used() > width) fields.pop_back();
   std::string line = head;
+  int room = width - used() - 3;  // the bar takes what is left, 10 to 40 columns, or nothing
   if (room >= 10) {
     int len = std::min(room, 40);
     int full = len * pct / 100;
     line += " [" + std::string(size_t(full), '#') + std::string(size_t(len - full), '-') + "]";
   }
-  line += tail;
+  for (const auto& f : fields) line += "  " + f;
   if (int(line.size()) > width) line.resize(size_t(width));
   return line;
 }
