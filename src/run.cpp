@@ -610,7 +610,9 @@ void Runner::read_worker(size_t w) {
     }
     slot.reader.feed(buf, size_t(n));
     try {
-      while (auto frame = slot.reader.next()) {
+      while (!abandon_) {  // after a --fail-fast error, later results are not looked at
+        auto frame = slot.reader.next();
+        if (!frame) break;
         if (frame->type == MsgType::Result) {
           on_result(w, decode_result(frame->payload));
         } else if (frame->type == MsgType::Progress) {
@@ -625,7 +627,7 @@ void Runner::read_worker(size_t w) {
       on_worker_gone(w);
       return;
     }
-    if (size_t(n) < sizeof buf) return;
+    if (size_t(n) < sizeof buf || abandon_) return;
   }
 }
 
@@ -785,7 +787,7 @@ void Runner::poll_once(int timeout) {
   if (n <= 0) return;
   if (fds[0].revents) on_signal();
   if (abandon_) return;
-  for (size_t i = 0; i < pool_->size(); ++i) {
+  for (size_t i = 0; i < pool_->size() && !abandon_; ++i) {
     if (fds[2 + 2 * i].revents & (POLLOUT | POLLERR)) pool_->flush(i);
     if (fds[1 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) read_worker(i);
   }
