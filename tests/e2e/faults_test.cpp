@@ -1,0 +1,1071 @@
+// Fault injection (issue 4): worker deaths, signals to the parent, a full disk, symlinks planted in the
+// destination, extreme paths and names, a tight descriptor limit, refused inputs. Every test checks the
+// outcome on disk: whatever is present under a final name is complete and byte-identical to SRC, and no
+// temporary (.pcopy-<pid>-<n>.tmp) is left unless the test says so.
+//
+// Tests that must act while pcopy is mid-copy start it asynchronously (AsyncPcopy) and poll the file
+// system and /proc for a condition, bounded by a deadline. To act at a moment that is certainly
+// mid-file, the processes are frozen with SIGSTOP, the condition is re-checked while nothing can move,
+// and only then is the fault injected; nothing depends on a sleep being long enough.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.hpp"
+#include "pcopy/fd.hpp"
+
+extern char** environ;
+
+namespace pcopy::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr std::string_view kTempPrefix = ".pcopy-";
+constexpr std::string_view kTempSuffix = ".tmp";
+
+// ---------------------------------------------------------------------------------------------------
+// Output and small file-system helpers.
+
+std::vector<std::string> lines_of(std::string_view text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = std::min(text.find('\n', start), text.size());
+    lines.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+// stdout and stderr, with every byte but the newline made printable.
+std::string describe(const RunResult& r) {
+  auto printable = [](std::string_view text) {
+    std::string out;
+    for (auto& line : lines_of(text)) {
+      if (out.size() > 8000) return out + "...\n";
+      out += escape_path(line) + "\n";
+    }
+    return out;
+  };
+  return fmt::format("exit status {}\n--- stdout ---\n{}--- stderr ---\n{}", r.status, printable(r.out),
+                     printable(r.err));
+}
+
+bool has_line_starting(std::string_view text, std::string_view prefix) {
+  for (auto& line : lines_of(text))
+    if (line.starts_with(prefix)) return true;
+  return false;
+}
+
+size_t count_lines_containing(std::string_view text, std::string_view needle) {
+  size_t n = 0;
+  for (auto& line : lines_of(text))
+    if (line.find(needle) != std::string::npos) ++n;
+  return n;
+}
+
+std::string base_name(std::string_view rel) {
+  size_t slash = rel.rfind('/');
+  return std::string(slash == std::string_view::npos ? rel : rel.substr(slash + 1));
+}
+
+bool is_temp_name(std::string_view name) {
+  return name.size() > kTempPrefix.size() + kTempSuffix.size() && name.starts_with(kTempPrefix) &&
+         name.ends_with(kTempSuffix);
+}
+
+// The worker pid in ".pcopy-<pid>-<n>.tmp", or -1.
+pid_t temp_owner(std::string_view name) {
+  if (!is_temp_name(name)) return -1;
+  std::string_view rest = name.substr(kTempPrefix.size());
+  size_t dash = rest.find('-');
+  if (dash == 0 || dash == std::string_view::npos) return -1;
+  pid_t pid = 0;
+  for (char c : rest.substr(0, dash)) {
+    if (c < '0' || c > '9') return -1;
+    pid = pid * 10 + (c - '0');
+  }
+  return pid;
+}
+
+// Temporaries anywhere below root (relative paths).
+std::vector<std::string> temporaries(const std::string& root) {
+  std::vector<std::string> temps;
+  for (auto& rel : list_tree(root))
+    if (is_temp_name(base_name(rel))) temps.push_back(rel);
+  return temps;
+}
+
+// Temporaries directly in `dir` (names); cheap enough to poll.
+std::vector<std::string> temporaries_in(const std::string& dir) {
+  std::vector<std::string> temps;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return temps;
+  while (dirent* e = ::readdir(d))
+    if (is_temp_name(e->d_name)) temps.emplace_back(e->d_name);
+  ::closedir(d);
+  return temps;
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (auto& item : items) out += escape_path(item) + "\n";
+  return out;
+}
+
+struct stat lstat_or_zero(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) st.st_mode = 0;
+  return st;
+}
+
+// Empty when the two files have the same bytes; otherwise what differs. Streams, never holds a file.
+std::string compare_contents(const std::string& a, const std::string& b) {
+  UniqueFd fa(::open(a.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd fb(::open(b.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fa || !fb) return fmt::format("cannot open {}", escape_path(!fa ? a : b));
+  std::vector<char> ba(1 << 20), bb(1 << 20);
+  for (long long offset = 0;;) {
+    ssize_t na = read_full(fa.get(), ba.data(), ba.size());
+    ssize_t nb = read_full(fb.get(), bb.data(), bb.size());
+    if (na < 0 || nb < 0) return "read error";
+    if (na != nb || std::memcmp(ba.data(), bb.data(), size_t(na)) != 0) {
+      return fmt::format("content differs near byte {} ({} vs {} bytes in this chunk)", offset, na, nb);
+    }
+    if (na == 0) return "";
+    offset += na;
+  }
+}
+
+// Every regular file under a final name in dst must be complete: a byte-identical copy of its
+// counterpart in src. Returns one line per violation.
+std::string incomplete_final_files(const std::string& src, const std::string& dst) {
+  std::string problems;
+  for (auto& rel : list_tree(dst)) {
+    if (is_temp_name(base_name(rel))) continue;
+    struct stat d = lstat_or_zero(dst + "/" + rel);
+    if (!S_ISREG(d.st_mode)) continue;
+    struct stat s = lstat_or_zero(src + "/" + rel);
+    if (!S_ISREG(s.st_mode)) {
+      problems += escape_path(rel) + ": in DST but not a file in SRC\n";
+      continue;
+    }
+    if (s.st_size != d.st_size) {
+      problems += fmt::format("{}: {} bytes, SRC has {}\n", escape_path(rel), d.st_size, s.st_size);
+      continue;
+    }
+    if (std::string diff = compare_contents(src + "/" + rel, dst + "/" + rel); !diff.empty()) {
+      problems += escape_path(rel) + ": " + diff + "\n";
+    }
+  }
+  return problems;
+}
+
+size_t count_regular_files(const std::string& root) {
+  size_t n = 0;
+  for (auto& rel : list_tree(root))
+    if (S_ISREG(lstat_or_zero(root + "/" + rel).st_mode) && !is_temp_name(base_name(rel))) ++n;
+  return n;
+}
+
+// A 1 MiB block of noise, shared by every big file; each MiB gets a header naming file and chunk, so
+// a chunk written at the wrong offset or into the wrong file is caught.
+const std::string& noise_block() {
+  static const std::string block = random_bytes(1 << 20, 4242);
+  return block;
+}
+
+void write_big_file(const std::string& path, size_t mib, unsigned id) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  ASSERT_TRUE(fd) << path << ": " << std::strerror(errno);
+  std::string block = noise_block();
+  for (size_t i = 0; i < mib; ++i) {
+    std::string header = fmt::format("<file {:06} chunk {:06}>", id, i);
+    std::memcpy(block.data(), header.data(), header.size());
+    ASSERT_EQ(write_all(fd.get(), block.data(), block.size()), 0) << path;
+  }
+}
+
+// The times of `path`'s parent survive the removal of `path`, so the trees still compare equal.
+void remove_keeping_parent_times(const std::string& path) {
+  std::string parent = path.substr(0, path.rfind('/'));
+  struct stat st = lstat_or_zero(parent);
+  ASSERT_EQ(::unlink(path.c_str()), 0) << escape_path(path);
+  set_times(parent, st.st_atim.tv_sec * 1'000'000'000LL + st.st_atim.tv_nsec,
+            st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec);
+}
+
+RunOptions with_timeout(int seconds) {
+  RunOptions options;
+  options.timeout_s = seconds;
+  return options;
+}
+
+template <typename Pred>
+bool poll_until(Clock::time_point deadline, Pred pred) {
+  for (;;) {
+    if (pred()) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Processes, seen through /proc.
+
+struct ProcInfo {
+  char state = '?';
+  pid_t ppid = 0;
+  unsigned long long start_time = 0;  // clock ticks after boot: tells a reused pid apart
+};
+
+std::optional<ProcInfo> proc_info(pid_t pid) {
+  UniqueFd fd(::open(fmt::format("/proc/{}/stat", pid).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  char buf[1024];
+  ssize_t n = read_full(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return std::nullopt;
+  std::string text(buf, size_t(n));
+  size_t paren = text.rfind(')');  // the command name may contain anything
+  if (paren == std::string::npos) return std::nullopt;
+  std::vector<std::string> fields;
+  size_t pos = paren + 2;
+  while (pos < text.size()) {
+    size_t end = std::min(text.find(' ', pos), text.size());
+    fields.push_back(text.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  if (fields.size() < 20) return std::nullopt;
+  ProcInfo info;
+  info.state = fields[0].empty() ? '?' : fields[0][0];
+  info.ppid = static_cast<pid_t>(std::stol(fields[1]));
+  info.start_time = std::stoull(fields[19]);
+  return info;
+}
+
+bool is_dead(char state) { return state == 'Z' || state == 'X' || state == 'x'; }
+
+struct Proc {
+  pid_t pid;
+  unsigned long long start_time;
+};
+
+// A process that exists and has not exited (a zombie has exited).
+bool alive(const Proc& p) {
+  auto info = proc_info(p.pid);
+  return info && info->start_time == p.start_time && !is_dead(info->state);
+}
+
+// Live children of `parent`: /proc/<pid>/task/<pid>/children when the kernel has it, else a scan.
+std::vector<Proc> children_of(pid_t parent) {
+  std::vector<pid_t> pids;
+  UniqueFd fd(::open(fmt::format("/proc/{}/task/{}/children", parent, parent).c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd) {
+    std::string text(65536, '\0');
+    ssize_t n = read_full(fd.get(), text.data(), text.size());
+    text.resize(n > 0 ? size_t(n) : 0);
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t end = std::min(text.find(' ', pos), text.size());
+      if (end > pos) pids.push_back(static_cast<pid_t>(std::stol(text.substr(pos, end - pos))));
+      pos = end + 1;
+    }
+  } else if (DIR* d = ::opendir("/proc")) {
+    while (dirent* e = ::readdir(d)) {
+      char* endp = nullptr;
+      long pid = std::strtol(e->d_name, &endp, 10);
+      if (endp == e->d_name || *endp != '\0') continue;
+      if (auto info = proc_info(static_cast<pid_t>(pid)); info && info->ppid == parent) pids.push_back(pid_t(pid));
+    }
+    ::closedir(d);
+  }
+  std::vector<Proc> children;
+  for (pid_t pid : pids) {
+    auto info = proc_info(pid);
+    if (info && info->ppid == parent && !is_dead(info->state)) children.push_back({pid, info->start_time});
+  }
+  return children;
+}
+
+// SIGSTOP and wait until the process is really stopped (or gone). True when it is stopped.
+bool stop_process(pid_t pid) {
+  if (::kill(pid, SIGSTOP) != 0) return false;
+  bool stopped = false;
+  poll_until(Clock::now() + 5s, [&] {
+    auto info = proc_info(pid);
+    if (!info || is_dead(info->state)) return true;
+    stopped = info->state == 'T' || info->state == 't';
+    return stopped;
+  });
+  return stopped;
+}
+
+// Copies of every pipe descriptor `pid` holds (pidfd_getfd, Linux 5.6; none where unavailable), so
+// the pipes stay open after it dies.
+std::vector<UniqueFd> hold_pipes_of(pid_t pid) {
+  std::vector<UniqueFd> held;
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) return held;
+  std::string fd_dir = fmt::format("/proc/{}/fd", pid);
+  DIR* d = ::opendir(fd_dir.c_str());
+  if (d == nullptr) return held;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    char target[256];
+    ssize_t n = ::readlink((fd_dir + "/" + e->d_name).c_str(), target, sizeof target - 1);
+    if (n <= 0 || !std::string_view(target, size_t(n)).starts_with("pipe:")) continue;
+    int fd = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), std::atoi(e->d_name), 0));
+    if (fd >= 0) held.emplace_back(fd);
+  }
+  ::closedir(d);
+  return held;
+}
+
+// pcopy started without waiting for it; stdout and stderr go to files in `log_dir`, so nothing can
+// block on a full pipe while the test looks at the disk. Killed (with its workers) if still running when
+// destroyed.
+class AsyncPcopy {
+ public:
+  AsyncPcopy(const std::vector<std::string>& args, const std::string& log_dir,
+             const std::vector<std::string>& extra_env = {})
+      : out_path_(log_dir + "/stdout"), err_path_(log_dir + "/stderr") {
+    std::vector<std::string> argv{pcopy_bin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+    for (auto& entry : extra_env) {
+      std::string key = entry.substr(0, entry.find('=') + 1);
+      std::erase_if(env, [&](const std::string& e) { return e.starts_with(key); });
+      env.push_back(entry);
+    }
+    std::vector<char*> c_argv, c_env;
+    for (auto& a : argv) c_argv.push_back(a.data());
+    c_argv.push_back(nullptr);
+    for (auto& e : env) c_env.push_back(e.data());
+    c_env.push_back(nullptr);
+    int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int out = ::open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int err = ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (in < 0 || out < 0 || err < 0) throw std::runtime_error("AsyncPcopy: cannot open its files");
+    std::fflush(nullptr);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      // Async-signal-safe calls only until exec.
+      if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(127);
+      ::close_range(3, ~0U, 0);
+      ::setpgid(0, 0);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      for (int sig : {SIGPIPE, SIGINT, SIGTERM}) ::signal(sig, SIG_DFL);
+      ::execve(c_argv[0], c_argv.data(), c_env.data());
+      ::_exit(127);
+    }
+    ::close(in);
+    ::close(out);
+    ::close(err);
+    if (pid_ < 0) throw std::runtime_error("AsyncPcopy: fork failed");
+  }
+  ~AsyncPcopy() {
+    if (!status_) kill_everything();
+  }
+  AsyncPcopy(const AsyncPcopy&) = delete;
+  AsyncPcopy& operator=(const AsyncPcopy&) = delete;
+
+  pid_t pid() const { return pid_; }
+
+  // False once it has exited (then reaped).
+  bool running() {
+    if (status_) return false;
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) status_ = decode(status);
+    return !status_;
+  }
+
+  RunResult wait(std::chrono::seconds timeout = 120s) {
+    RunResult result;
+    bool done = poll_until(Clock::now() + timeout, [&] { return !running(); });
+    if (!done) kill_everything();
+    result.status = *status_;
+    result.out = read_file(out_path_);
+    result.err = read_file(err_path_);
+    if (!done) result.err += fmt::format("\ntest: pcopy did not exit within {} s; killed\n", timeout.count());
+    return result;
+  }
+
+ private:
+  static int decode(int status) {
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+  }
+  void kill_everything() {
+    std::vector<Proc> workers = children_of(pid_);
+    ::kill(pid_, SIGKILL);
+    ::kill(pid_, SIGCONT);
+    for (auto& w : workers) {
+      if (alive(w)) {
+        ::kill(w.pid, SIGKILL);
+        ::kill(w.pid, SIGCONT);
+      }
+    }
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    status_ = decode(status);
+  }
+
+  std::string out_path_, err_path_;
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+// pcopy and its workers stopped with SIGSTOP: nothing on disk changes while the test looks at it.
+struct Frozen {
+  pid_t parent = -1;
+  std::vector<Proc> workers;
+};
+
+// Freezes the parent first (so no worker can be replaced meanwhile), then every worker. Nothing when
+// pcopy has already exited.
+std::optional<Frozen> freeze(AsyncPcopy& p) {
+  if (!p.running() || !stop_process(p.pid())) return std::nullopt;
+  Frozen f;
+  f.parent = p.pid();
+  f.workers = children_of(p.pid());
+  for (auto& w : f.workers) stop_process(w.pid);
+  return f;
+}
+
+void thaw(const Frozen& f) {
+  for (auto& w : f.workers)
+    if (alive(w)) ::kill(w.pid, SIGCONT);
+  ::kill(f.parent, SIGCONT);
+}
+
+// Unmounted (lazily if busy) on destruction.
+class TmpfsMount {
+ public:
+  TmpfsMount(const std::string& dir, const std::string& options) : dir_(dir) {
+    make_dirs(dir);
+    mounted_ = ::mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) == 0;
+    error_ = mounted_ ? 0 : errno;
+  }
+  ~TmpfsMount() {
+    if (mounted_ && ::umount2(dir_.c_str(), 0) != 0) ::umount2(dir_.c_str(), MNT_DETACH);
+  }
+  TmpfsMount(const TmpfsMount&) = delete;
+  TmpfsMount& operator=(const TmpfsMount&) = delete;
+  bool mounted() const { return mounted_; }
+  int error() const { return error_; }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+  int error_ = 0;
+};
+
+// Where trees with tens of thousands of entries go: a tmpfs when the test may mount one, else a plain
+// directory. Removing them from a disk file system mounted with `discard` takes ~1 ms per entry, which
+// would dominate the suite's run time; what is tested does not depend on the file system.
+class Scratch {
+ public:
+  Scratch(const std::string& dir, const std::string& size) : path_(dir) {
+    if (::geteuid() == 0) mount_.emplace(dir, "size=" + size);
+    if (!mount_ || !mount_->mounted()) make_dirs(dir);
+  }
+  std::string operator/(std::string_view rel) const { return path_ + "/" + std::string(rel); }
+
+ private:
+  std::string path_;
+  std::optional<TmpfsMount> mount_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Fixture: every test runs with -j1, -j2 and -j8. Large source trees are built once per suite and
+// shared by the three runs (they are only read).
+
+class FaultsByJobs : public ::testing::TestWithParam<int> {
+ protected:
+  static void TearDownTestSuite() {
+    shared_trees_.clear();
+    shared_.reset();
+  }
+
+  // The tree `name`, built by `build(root)` the first time it is asked for.
+  static std::string shared_tree(const std::string& name, const std::function<void(const std::string&)>& build) {
+    if (!shared_) shared_ = std::make_unique<TempDir>();
+    auto it = shared_trees_.find(name);
+    if (it != shared_trees_.end()) return it->second;
+    std::string root = *shared_ / name;
+    make_dir(root);
+    build(root);
+    shared_trees_[name] = root;
+    return root;
+  }
+
+  std::string jobs() const { return fmt::format("-j{}", GetParam()); }
+
+  // pcopy -jN [extra...] SRC DST
+  RunResult copy(const std::string& from, const std::string& to, std::vector<std::string> extra = {},
+                 const RunOptions& options = {}) {
+    std::vector<std::string> args{jobs()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(from);
+    args.push_back(to);
+    return run_pcopy(args, options);
+  }
+
+  void expect_complete_copy(const RunResult& r, const std::string& from, const std::string& to) {
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(diff_trees(from, to), "");
+    EXPECT_EQ(joined(temporaries(to)), "") << "temporaries left behind";
+  }
+
+  // The files written under a final name are complete, and no temporary remains.
+  void expect_no_partial_files(const std::string& from, const std::string& to) {
+    EXPECT_EQ(incomplete_final_files(from, to), "");
+    EXPECT_EQ(joined(temporaries(to)), "") << "temporaries left behind";
+  }
+
+  TempDir tmp;
+  std::string logs = tmp / "logs";
+  std::string dst = tmp / "dst";
+
+  static inline std::unique_ptr<TempDir> shared_;
+  static inline std::map<std::string, std::string> shared_trees_;
+
+  void SetUp() override { make_dir(logs); }
+};
+
+// A few hundred small files in nested directories.
+void make_small_tree(const std::string& root, int dirs, int files_per_dir) {
+  for (int d = 0; d < dirs; ++d) {
+    std::string dir = root + fmt::format("/dir{:02}", d);
+    make_dir(dir);
+    if (d % 3 == 0) make_dir(dir + "/sub");
+    for (int f = 0; f < files_per_dir; ++f) {
+      std::string file = fmt::format("{}{}/f{:03}", dir, f % 4 == 0 && d % 3 == 0 ? "/sub" : "", f);
+      write_file(file, random_bytes(size_t(f * 97 % 5000), unsigned(d * 1000 + f)));
+    }
+  }
+}
+
+// 4 x `mib` MiB files at the top (where the test watches for temporaries) and `small` small files in
+// 20 subdirectories.
+void make_big_tree(const std::string& root, size_t mib, int small) {
+  for (unsigned i = 0; i < 4; ++i) write_big_file(root + fmt::format("/big{}.bin", i), mib, i);
+  for (int d = 0; d < (small > 0 ? 20 : 0); ++d) {
+    std::string dir = root + fmt::format("/small{:02}", d);
+    make_dir(dir);
+    for (int f = 0; f < small / 20; ++f) write_file(dir + fmt::format("/s{:04}", f), fmt::format("{}:{}\n", d, f));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Worker death.
+
+TEST_P(FaultsByJobs, WorkerKilledByHookOnceIsRetriedAndRunSucceeds) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src";
+  make_dir(src);
+  make_small_tree(src, 6, 40);
+  // Two jobs named "victim": a small one that travels in a batch with its siblings, and one big enough
+  // to travel alone. Each kills its worker on the first attempt only.
+  write_file(src + "/dir01/victim", random_bytes(3000, 1));
+  write_file(src + "/dir04/victim", random_bytes((5u << 20) + 3, 2));
+  RunOptions options;
+  options.env = {"PCOPY_TEST_KILL_ONCE_NAME=victim"};
+  options.timeout_s = 120;
+  RunResult r = copy(src, dst, {}, options);
+  expect_complete_copy(r, src, dst);
+  EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 0u) << describe(r);
+}
+
+TEST_P(FaultsByJobs, JobThatKillsWorkersTwiceFailsNamingThePath) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src";
+  make_dir(src);
+  make_small_tree(src, 6, 40);
+  write_file(src + "/dir00/sub/poison", random_bytes(2000, 3));     // in a batch
+  write_file(src + "/dir05/poison", random_bytes((5u << 20) + 1, 4));  // alone in its batch
+  RunOptions options;
+  options.env = {"PCOPY_TEST_KILL_NAME=poison"};
+  options.timeout_s = 120;
+  RunResult r = copy(src, dst, {}, options);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  for (std::string path : {"dir00/sub/poison", "dir05/poison"}) {
+    std::string prefix = fmt::format("pcopy: cannot copy '{}': a worker died copying it", path);
+    EXPECT_TRUE(has_line_starting(r.err, prefix)) << "expected a line starting with: " << prefix << "\n" << describe(r);
+    EXPECT_FALSE(exists(dst + "/" + path));
+  }
+  EXPECT_EQ(count_lines_containing(r.err, "also on retry"), 2u) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 2u) << describe(r);
+  // Everything else was copied.
+  remove_keeping_parent_times(src + "/dir00/sub/poison");
+  remove_keeping_parent_times(src + "/dir05/poison");
+  EXPECT_EQ(diff_trees(src, dst), "");
+  EXPECT_EQ(joined(temporaries(dst)), "");
+}
+
+TEST_P(FaultsByJobs, WorkerKilledExternallyMidRunIsReplaced) {
+  std::string src = shared_tree("big64", [](const std::string& root) {
+    make_big_tree(root, 64, 2000);
+    write_big_file(root + "/huge.bin", 160, 9);  // past 128 MiB: split into chunks across workers (-j2, -j8)
+  });
+  AsyncPcopy p({jobs(), src, dst}, logs);
+  // Catch a worker with a big file half-written: freeze everything, check the temporary is still
+  // there (so its job is in flight), and kill the worker that owns it.
+  bool killed = false;
+  std::string victim_temp;
+  auto deadline = Clock::now() + 60s;
+  while (!killed && p.running() && Clock::now() < deadline) {
+    if (!poll_until(deadline, [&] { return !temporaries_in(dst).empty() || !p.running(); })) break;
+    auto frozen = freeze(p);
+    if (!frozen) break;
+    for (auto& temp : temporaries_in(dst)) {
+      pid_t owner = temp_owner(temp);
+      auto it = std::find_if(frozen->workers.begin(), frozen->workers.end(), [&](auto& w) { return w.pid == owner; });
+      if (it == frozen->workers.end()) continue;  // only ever kill a child of this pcopy
+      ASSERT_EQ(::kill(owner, SIGKILL), 0);
+      victim_temp = temp;
+      killed = true;
+      break;
+    }
+    thaw(*frozen);
+  }
+  RunResult r = p.wait();
+  ASSERT_TRUE(killed) << "no worker could be caught in the middle of a big file\n" << describe(r);
+  expect_complete_copy(r, src, dst);
+  EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 0u) << describe(r);
+  EXPECT_FALSE(exists(dst + "/" + victim_temp));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Signals to the parent.
+
+// SIGINT / SIGTERM while big files are half-written.
+void interrupt_mid_copy(int sig, int expected_status, const std::string& src, const std::string& dst,
+                        const std::string& logs, const std::string& jobs) {
+  AsyncPcopy p({jobs, src, dst}, logs);
+  bool sent = false;
+  std::vector<std::string> temps_seen;
+  std::vector<Proc> workers;
+  auto deadline = Clock::now() + 60s;
+  while (!sent && p.running() && Clock::now() < deadline) {
+    if (!poll_until(deadline, [&] { return !temporaries_in(dst).empty() || !p.running(); })) break;
+    auto frozen = freeze(p);
+    if (!frozen) break;
+    temps_seen = temporaries_in(dst);
+    if (!temps_seen.empty()) {
+      ASSERT_EQ(::kill(p.pid(), sig), 0);
+      workers = frozen->workers;
+      sent = true;
+    }
+    thaw(*frozen);
+  }
+  RunResult r = p.wait();
+  ASSERT_TRUE(sent) << "pcopy could not be caught in the middle of a big file\n" << describe(r);
+  EXPECT_EQ(r.status, expected_status) << describe(r);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: interrupted:")) << describe(r);
+  EXPECT_EQ(incomplete_final_files(src, dst), "");
+  EXPECT_EQ(joined(temporaries(dst)), "") << "temporaries left behind; seen before the signal:\n"
+                                           << joined(temps_seen);
+  for (auto& w : workers) EXPECT_FALSE(alive(w)) << "worker " << w.pid << " outlived pcopy";
+
+  // A rerun into the same destination finishes the job.
+  RunResult again = run_pcopy({jobs, src, dst}, with_timeout(120));
+  EXPECT_EQ(again.status, 0) << describe(again);
+  EXPECT_EQ(diff_trees(src, dst), "");
+  EXPECT_EQ(joined(temporaries(dst)), "");
+}
+
+TEST_P(FaultsByJobs, SigintMidCopyOfLargeFilesLeavesNoPartialFiles) {
+  std::string src = shared_tree("big128", [](const std::string& root) { make_big_tree(root, 128, 0); });
+  interrupt_mid_copy(SIGINT, 130, src, dst, logs, jobs());
+}
+
+TEST_P(FaultsByJobs, SigtermMidCopyOfLargeFilesLeavesNoPartialFiles) {
+  std::string src = shared_tree("big128", [](const std::string& root) { make_big_tree(root, 128, 0); });
+  interrupt_mid_copy(SIGTERM, 143, src, dst, logs, jobs());
+}
+
+TEST_P(FaultsByJobs, KilledParentLeavesNoWorkersAndNextRunCleansTemporaries) {
+  std::string src = shared_tree("big128", [](const std::string& root) { make_big_tree(root, 128, 0); });
+  AsyncPcopy p({jobs(), src, dst}, logs);
+  // Mid-copy, the parent is stopped (so it cannot replace a worker between census and kill) and
+  // SIGKILLed. The test holds copies of the parent's pipe descriptors meanwhile: a worker that only
+  // noticed its parent's death by EOF on its job pipe would then never notice, so the workers must die
+  // by the kernel's parent-death signal. (The workers keep running: a stopped one would be killed by
+  // the orphaned-process-group SIGHUP and prove nothing.)
+  std::vector<Proc> workers;
+  std::vector<UniqueFd> held_pipes;
+  bool killed = false;
+  auto deadline = Clock::now() + 60s;
+  if (poll_until(deadline, [&] { return !temporaries_in(dst).empty() || !p.running(); }) && p.running() &&
+      stop_process(p.pid())) {
+    workers = children_of(p.pid());
+    held_pipes = hold_pipes_of(p.pid());
+    ASSERT_EQ(::kill(p.pid(), SIGKILL), 0);
+    killed = true;
+  }
+  auto killed_at = Clock::now();
+  RunResult r = p.wait();
+  ASSERT_TRUE(killed) << "pcopy finished before it could be killed\n" << describe(r);
+  ASSERT_EQ(r.status, 128 + SIGKILL) << describe(r);
+  EXPECT_EQ(workers.size(), size_t(GetParam())) << "workers found before the kill";
+  poll_until(killed_at + 1s, [&] { return std::none_of(workers.begin(), workers.end(), alive); });
+  for (auto& w : workers) EXPECT_FALSE(alive(w)) << "worker " << w.pid << " outlived its parent by more than 1 s";
+  held_pipes.clear();
+  for (auto& w : workers) {
+    if (alive(w)) ::kill(w.pid, SIGKILL);
+  }
+  // Temporaries may remain; what is under a final name is complete.
+  EXPECT_EQ(incomplete_final_files(src, dst), "");
+
+  // The next run into the same destination removes them and completes the copy.
+  RunResult again = run_pcopy({jobs(), src, dst}, with_timeout(120));
+  expect_complete_copy(again, src, dst);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Full disk (root only: mounts a small tmpfs).
+
+TEST_P(FaultsByJobs, FullDiskReportsErrorRemovesTemporaryAndStops) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  std::string src = shared_tree("thirty4mib", [](const std::string& root) {
+    for (unsigned i = 0; i < 30; ++i) write_big_file(root + fmt::format("/file{:02}.bin", i), 4, 100 + i);
+  });
+  TmpfsMount mount(tmp / "mnt", "size=40m");
+  if (!mount.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(mount.error());
+  std::string to = tmp / "mnt/dst";
+  RunResult r = copy(src, to, {}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "stopping"), 1u) << "a line saying it stops\n" << describe(r);
+  size_t errors = count_lines_containing(r.err, "pcopy: cannot copy");
+  EXPECT_EQ(errors, count_lines_containing(r.err, "': No space left on device")) << describe(r);
+  EXPECT_GE(errors, 1u);
+  size_t copied = count_regular_files(to);
+  EXPECT_GE(copied, 1u) << "40 MiB holds several 4 MiB files";
+  EXPECT_LT(copied + errors, 30u) << "every file was tried: it did not stop after the disk filled\n" << describe(r);
+  expect_no_partial_files(src, to);
+}
+
+TEST_P(FaultsByJobs, FullDiskReplacingCopyKeepsTheOldFile) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  TmpfsMount mount(tmp / "mnt", "size=40m");
+  if (!mount.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(mount.error());
+  std::string src = tmp / "src";
+  make_dir(src);
+  // The new version does not fit; at 130 MiB it is split into chunks across workers (-j2, -j8).
+  write_big_file(src + "/keep.bin", 130, 1);
+  std::string to = tmp / "mnt/dst";
+  make_dir(to);
+  write_big_file(to + "/keep.bin", 8, 2);  // the old version
+  write_big_file(tmp / "mnt/filler", 28, 3);
+  std::string old = read_file(to + "/keep.bin");
+  RunResult r = copy(src, to, {}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'keep.bin': No space left on device")) << describe(r);
+  EXPECT_TRUE(read_file(to + "/keep.bin") == old) << "the previous version was damaged";
+  EXPECT_EQ(joined(temporaries(to)), "");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Hostile destinations.
+
+TEST_P(FaultsByJobs, PlantedSymlinkInDestinationIsReplacedNotFollowed) {
+  for (bool inplace : {false, true}) {
+    SCOPED_TRACE(inplace ? "--inplace" : "default");
+    TempDir t;
+    std::string src = t / "src", to = t / "dst", outside = t / "outside";
+    make_dirs(src + "/dir/nested");
+    make_dirs(src + "/dir2");
+    write_file(src + "/file", "the new content\n");
+    write_file(src + "/dir/inner", "inside the directory\n");
+    write_file(src + "/dir/nested/deeper", "deeper\n");
+    write_file(src + "/dir2/file", "second\n");
+    write_file(src + "/fresh", "must not create the dangling link's target\n");
+    make_dirs(outside + "/dir");
+    write_file(outside + "/victim", "precious\n");
+    write_file(outside + "/victim2", "precious too\n");
+    make_dirs(to + "/dir2");
+    make_symlink(outside + "/victim", to + "/file");             // a file name
+    make_symlink(outside + "/dir", to + "/dir");                 // a directory name
+    make_symlink(outside + "/victim2", to + "/dir2/file");       // a file name one level down
+    make_symlink(outside + "/created-through-link", to + "/fresh");  // dangling
+
+    std::vector<std::string> extra;
+    if (inplace) extra.push_back("--inplace");
+    RunResult r = copy(src, to, extra);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(diff_trees(src, to), "");
+    EXPECT_TRUE(S_ISREG(lstat_or_zero(to + "/file").st_mode));
+    EXPECT_TRUE(S_ISDIR(lstat_or_zero(to + "/dir").st_mode));
+    EXPECT_TRUE(S_ISREG(lstat_or_zero(to + "/dir2/file").st_mode));
+    EXPECT_TRUE(S_ISREG(lstat_or_zero(to + "/fresh").st_mode));
+    EXPECT_EQ(read_file(outside + "/victim"), "precious\n");
+    EXPECT_EQ(read_file(outside + "/victim2"), "precious too\n");
+    EXPECT_EQ(joined(list_tree(outside)), "dir\nvictim\nvictim2\n") << "something was written outside DST";
+    EXPECT_EQ(joined(temporaries(to)), "");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Limits: long paths, deep trees, every byte value, few descriptors.
+
+// root/<levels names>/..., created with directory fds; returns the relative path.
+std::string make_long_path(const std::string& root, int levels, size_t name_len) {
+  UniqueFd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  std::string rel;
+  for (int level = 0; level < levels; ++level) {
+    std::string name = fmt::format("{:03}", level) + std::string(name_len - 3, char('a' + level % 26));
+    if (::mkdirat(dir.get(), name.c_str(), 0755) != 0) ADD_FAILURE() << "mkdirat: " << std::strerror(errno);
+    UniqueFd next(::openat(dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!next) ADD_FAILURE() << "openat: " << std::strerror(errno);
+    dir = std::move(next);
+    rel += (rel.empty() ? "" : "/") + name;
+    if (level == levels / 2) {
+      UniqueFd f(::openat(dir.get(), "middle.txt", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+      EXPECT_EQ(write_all(f.get(), "half way down\n", 14), 0);
+    }
+  }
+  UniqueFd f(::openat(dir.get(), "bottom.bin", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640));
+  std::string content = random_bytes(100'000, 40);
+  EXPECT_EQ(write_all(f.get(), content.data(), content.size()), 0);
+  return rel;
+}
+
+TEST_P(FaultsByJobs, LongPathsBeyondPathMaxCopy) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  std::string rel = make_long_path(src, 40, 200);
+  ASSERT_GT(rel.size(), size_t(PATH_MAX) + 3000);  // about 8 KiB
+  RunResult r = copy(src, dst);
+  expect_complete_copy(r, src, dst);
+  EXPECT_EQ(read_file(dst + "/" + rel + "/bottom.bin"), random_bytes(100'000, 40));
+}
+
+TEST_P(FaultsByJobs, VeryDeepTreeCopiesWithoutStackOverflow) {
+  constexpr size_t kDepth = 10'000;
+  Scratch scratch(tmp / "scratch", "256m");
+  std::string src = scratch / "src", to = scratch / "dst";
+  make_dir(src);
+  std::string half;
+  for (size_t i = 0; i < kDepth / 2; ++i) half += "d/";
+  make_deep_dirs(src, kDepth / 2);
+  write_file(src + "/" + half + "middle.txt", "middle\n");
+  make_deep_dirs(src + "/" + half.substr(0, half.size() - 1), kDepth / 2);
+  write_file(src + "/" + half + half + "bottom.txt", "bottom\n");
+
+  RunResult r = copy(src, to, {}, with_timeout(120));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, to), "");
+  EXPECT_EQ(read_file(to + "/" + half + half + "bottom.txt"), "bottom\n");
+  EXPECT_EQ(read_file(to + "/" + half + "middle.txt"), "middle\n");
+}
+
+TEST_P(FaultsByJobs, NamesWithEveryByteValueCopy) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  // One directory whose name holds every byte but '/' and NUL (254 bytes), in a scrambled order.
+  std::string every;
+  for (int i = 0; i < 256; ++i) {
+    auto c = static_cast<unsigned char>(i * 37 % 256);
+    if (c != 0 && c != '/') every += static_cast<char>(c);
+  }
+  ASSERT_EQ(every.size(), 254u);
+  make_dir(src + "/" + every);
+  std::vector<std::string> names;
+  for (int b = 1; b < 256; ++b) {
+    if (b == '/') continue;
+    char c = static_cast<char>(b);
+    names.push_back(std::string("n") + c);
+    names.push_back(std::string(1, c) + "x" + c);
+    if (c != '.') names.push_back(std::string(1, c));  // "." alone is not a name
+  }
+  names.push_back(std::string(255, 'L'));
+  names.push_back(std::string(254, '\xff') + "z");
+  for (auto& name : names) {
+    write_file(src + "/" + name, "file " + name);
+    write_file(src + "/" + every + "/" + name, name);
+  }
+  make_symlink(every, src + "/link-" + std::string(100, '\n'));
+  RunResult r = copy(src, dst);
+  expect_complete_copy(r, src, dst);
+  EXPECT_EQ(list_tree(dst), list_tree(src));
+  EXPECT_EQ(list_tree(dst).size(), names.size() * 2 + 2);
+}
+
+TEST_P(FaultsByJobs, TightFdLimitStillCopiesEverything) {
+  RunOptions options;
+  options.nofile = 64;
+  options.timeout_s = 30;
+  // One file first: when pcopy cannot work at all under the limit, say so quickly.
+  {
+    std::string small = tmp / "small";
+    make_dir(small);
+    write_file(small + "/one", "one file\n");
+    RunResult r = copy(small, tmp / "small-copy", {}, options);
+    ASSERT_EQ(r.status, 0) << "cannot copy even one file with RLIMIT_NOFILE=64\n" << describe(r);
+  }
+
+  Scratch scratch(tmp / "scratch", "1g");
+  std::string src = scratch / "src";
+  make_dir(src);
+  for (int d = 0; d < 40; ++d) {
+    std::string dir = src + fmt::format("/dir{:02}", d);
+    make_dir(dir);
+    for (int f = 0; f < 1000; ++f) write_file(dir + fmt::format("/file{:04}", f), "the same small content\n");
+  }
+  std::vector<int> job_counts{GetParam()};
+  if (GetParam() == 8) job_counts.push_back(4);  // the issue's case, once
+  options.timeout_s = 120;
+  for (int j : job_counts) {
+    SCOPED_TRACE(fmt::format("-j{}", j));
+    std::string to = scratch / fmt::format("dst-j{}", j);
+    RunResult r = run_pcopy({fmt::format("-j{}", j), src, to}, options);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(count_regular_files(to), 40'000u);
+    EXPECT_EQ(diff_trees(src, to), "");
+    EXPECT_EQ(joined(temporaries(to)), "");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A source file that changes while it is copied.
+
+// Caught with its half-written temporary while the worker is frozen, the source shrinks or grows;
+// pcopy must report it ("file changed as we read it") or copy what the file now holds — never hang,
+// never leave a partial file or a temporary.
+void change_source_mid_copy(const std::string& src, const std::string& dst, const std::string& logs,
+                            const std::string& jobs, bool grow) {
+  const std::string file = src + "/changing.bin";
+  write_big_file(file, 256, 7);
+  AsyncPcopy p({jobs, src, dst}, logs);
+  bool changed = false;
+  auto deadline = Clock::now() + 60s;
+  while (!changed && p.running() && Clock::now() < deadline) {
+    if (!poll_until(deadline, [&] { return !temporaries_in(dst).empty() || !p.running(); })) break;
+    auto frozen = freeze(p);
+    if (!frozen) break;
+    for (auto& temp : temporaries_in(dst)) {
+      struct stat st = lstat_or_zero(dst + "/" + temp);
+      if (st.st_size >= (256 << 20)) continue;  // all data written already
+      if (grow) {
+        UniqueFd fd(::open(file.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+        ASSERT_EQ(write_all(fd.get(), "more bytes at the end", 21), 0);
+      } else {
+        ASSERT_EQ(::truncate(file.c_str(), 1 << 20), 0);
+      }
+      changed = true;
+      break;
+    }
+    thaw(*frozen);
+  }
+  RunResult r = p.wait();
+  if (!changed) GTEST_SKIP() << "the copy could not be caught half-way";
+  if (r.status == 0) {
+    EXPECT_EQ(compare_contents(file, dst + "/changing.bin"), "") << "copied, but not what the file holds";
+  } else {
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'changing.bin': file changed as we read it"))
+        << describe(r);
+    EXPECT_FALSE(exists(dst + "/changing.bin")) << "a partial file under the final name";
+  }
+  EXPECT_EQ(joined(temporaries(dst)), "");
+}
+
+TEST_P(FaultsByJobs, SourceFileShrinkingDuringCopyIsReportedOrConsistent) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  change_source_mid_copy(src, dst, logs, jobs(), false);
+}
+
+TEST_P(FaultsByJobs, SourceFileGrowingDuringCopyIsReportedOrConsistent) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  change_source_mid_copy(src, dst, logs, jobs(), true);
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, FaultsByJobs, ::testing::Values(1, 2, 8),
+                         [](const ::testing::TestParamInfo<int>& info) { return fmt::format("j{}", info.param); });
+
+// ---------------------------------------------------------------------------------------------------
+// Refused inputs: exit 2, a message, nothing created.
+
+TEST(Faults, RefusedInputsExitTwoAndCreateNothing) {
+  TempDir t;
+  std::string src = t / "src";
+  make_dirs(src + "/a");
+  write_file(src + "/a/f", "content\n");
+  write_file(t / "file", "a file, not a directory\n");
+  make_symlink(src, t / "link-to-src");
+  const std::vector<std::string> src_before = list_tree(src);
+
+  struct Case {
+    std::string what;
+    std::vector<std::string> args;
+    std::string must_not_exist;  // empty: nothing to check beyond SRC staying as it was
+  };
+  const std::vector<Case> cases = {
+      {"SRC missing", {t / "missing", t / "d1"}, t / "d1"},
+      {"SRC == DST", {src, src}, ""},
+      {"SRC == DST spelled differently", {src, src + "/../src/."}, ""},
+      {"DST inside SRC", {src, src + "/sub/dst"}, src + "/sub"},
+      {"DST inside SRC through a symlink", {src, t / "link-to-src/sub"}, src + "/sub"},
+      {"SRC given through a symlink, DST inside it", {t / "link-to-src", src + "/inner"}, src + "/inner"},
+      {"SRC a directory, DST an existing file", {src, t / "file"}, ""},
+      {"-j 0", {"-j", "0", src, t / "d2"}, t / "d2"},
+      {"-j 100000", {"-j", "100000", src, t / "d3"}, t / "d3"},
+      {"-j abc", {"-j", "abc", src, t / "d4"}, t / "d4"},
+      {"-j -1", {"-j", "-1", src, t / "d5"}, t / "d5"},
+      {"--bogus", {"--bogus", src, t / "d6"}, t / "d6"},
+  };
+  for (auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    RunResult r = run_pcopy(c.args, with_timeout(60));
+    EXPECT_EQ(r.status, 2) << describe(r);
+    EXPECT_TRUE(r.err.starts_with("pcopy:")) << "the message must start with 'pcopy:'\n" << describe(r);
+    EXPECT_EQ(r.out, "");
+    if (!c.must_not_exist.empty()) {
+      EXPECT_FALSE(exists(c.must_not_exist)) << escape_path(c.must_not_exist);
+    }
+    EXPECT_EQ(list_tree(src), src_before) << "SRC was changed";
+    EXPECT_EQ(read_file(t / "file"), "a file, not a directory\n");
+  }
+  EXPECT_EQ(joined(list_tree(t.path())), joined({"file", "link-to-src", "src", "src/a", "src/a/f"}));
+}
+
+}  // namespace
+}  // namespace pcopy::test
