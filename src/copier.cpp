@@ -170,7 +170,14 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
   }
 }
 
-bool Copier::up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst) {
+bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct stat& dst) {
+  Job job = given;
+  if (!job.known && job.kind == JobKind::File) {
+    struct stat src;
+    if (::fstatat(src_dir, job.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return false;
+    job.size = uint64_t(src.st_size);
+    job.mtime_ns = to_ns(src.st_mtim);
+  }
   switch (job.kind) {
     case JobKind::File:
       if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
@@ -236,6 +243,15 @@ Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
 
   std::optional<Hasher> hasher;
   if (opt_.verify || !opt_.manifest.empty()) hasher.emplace();
+  if (!job.known && !hasher && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
+      uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size)) {
+    // Big, and the parent did not know: hand it back to be copied in chunks by every worker.
+    if (int err = out.close_checked()) return fail(r, err);
+    keep = true;
+    r.outcome = Outcome::Split;
+    r.temp = tmp;
+    return r;
+  }
   FileCopy fc;
   fc.hasher = hasher ? &*hasher : nullptr;
   int err = copy_data(in.get(), out.get(), st, fc);

@@ -79,6 +79,7 @@ void encode(std::string& out, const Batch& batch) {
     w.str(job.dst_name);
     w.num(job.size);
     w.num(job.mtime_ns);
+    w.num(uint8_t(job.known));
     w.str(job.link_target);
     w.str(job.temp);
     w.num(job.offset);
@@ -120,6 +121,7 @@ Batch decode_batch(std::string_view payload) {
     job.dst_name = r.str();
     job.size = r.num<uint64_t>();
     job.mtime_ns = r.num<int64_t>();
+    job.known = r.num<uint8_t>() != 0;
     job.link_target = r.str();
     job.temp = r.str();
     job.offset = r.num<uint64_t>();

@@ -39,8 +39,6 @@ constexpr int kBatchesPerWorker = 2;          // one being worked on, one waitin
 constexpr int kEventsPerPoll = 1024;          // walk at most this much between looks at the pipes
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
-constexpr uint64_t kChunkBytes = 64ull << 20;      // a big file is split into pieces of this size
-constexpr uint64_t kChunkThreshold = 128ull << 20;  // ... when it is at least this big
 
 double now_s() {
   struct timespec ts;
@@ -88,6 +86,7 @@ struct PendingBatch {
   DirNode* dir = nullptr;
   std::vector<uint64_t> ids;
   uint64_t bytes = 0;
+  bool requeued = false;  // jobs a worker gave back
 };
 
 // A group of hard links: the first entry is copied, the others wait and are then linked to it.
@@ -116,6 +115,7 @@ class Runner {
   void read_worker(size_t w);
   void on_result(size_t w, const Result& r);
   void on_progress(const Progress& p);
+  void requeue(JobInfo& info);
   void on_worker_gone(size_t w);
   void remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs);
   void on_signal();
@@ -180,6 +180,7 @@ class Runner {
   bool status_lines_ = false;
   bool stdout_tty_ = false;
   bool color_ = false;
+  bool stat_entries_ = true;
   Manifest manifest_;
   std::string stdout_buf_;
 };
@@ -324,7 +325,8 @@ void Runner::handle_walk_event(WalkEvent& ev) {
   job.name = std::move(ev.name);
   job.size = job.kind == JobKind::File ? uint64_t(ev.st.st_size) : 0;
   job.mtime_ns = to_ns(ev.st.st_mtim);
-  if (job.kind == JobKind::File && should_chunk(ev.st)) job.kind = JobKind::FileBegin;
+  job.known = stat_entries_;
+  if (job.kind == JobKind::File && job.known && should_chunk(ev.st)) job.kind = JobKind::FileBegin;
   ++files_total_;
   bytes_total_ += job.size;
   if (opt_.archive && ev.st.st_nlink > 1) {
@@ -407,6 +409,19 @@ void Runner::dispatch() {
   }
 }
 
+// A job a worker gave back unstarted goes to the front of the queue, joined with its neighbours.
+void Runner::requeue(JobInfo& info) {
+  info.worker = -1;
+  if (!queue_.empty() && queue_.front().dir == info.dir && queue_.front().ids.size() < kBatchFiles &&
+      queue_.front().requeued) {
+    queue_.front().ids.push_back(info.job.id);
+    return;
+  }
+  PendingBatch b{info.dir, {info.job.id}, 0};
+  b.requeued = true;
+  queue_.push_front(std::move(b));
+}
+
 void Runner::on_progress(const Progress& p) {
   auto it = jobs_.find(p.id);
   if (it == jobs_.end()) return;
@@ -417,15 +432,26 @@ void Runner::on_progress(const Progress& p) {
 void Runner::on_result(size_t w, const Result& r) {
   auto it = jobs_.find(r.id);
   if (it == jobs_.end()) return;
-  JobInfo info = std::move(it->second);
-  jobs_.erase(it);
   pool_->slot(w).held.erase(r.id);
   ++answered_[w];
   auto& left = batch_left_[w];
   if (!left.empty() && --left.front() == 0) left.pop_front();
   auto& sent = sent_[w];
   while (!sent.empty() && !pool_->slot(w).held.count(sent.front())) sent.pop_front();
+  if (r.outcome == Outcome::Deferred) return requeue(it->second);
+
+  JobInfo info = std::move(it->second);
+  jobs_.erase(it);
   bytes_done_ += r.bytes >= info.reported ? r.bytes - info.reported : 0;
+  if (r.outcome == Outcome::Split) {
+    // The worker found the file big: from here on it is copied like a FileBegin.
+    bytes_total_ += r.size - std::min(r.size, info.job.size);
+    info.job.size = r.size;
+    info.job.mtime_ns = r.mtime_ns;
+    Result begun = r;
+    begun.outcome = Outcome::Copied;
+    return start_chunks(info, begun);
+  }
 
   switch (info.job.kind) {
     case JobKind::FileChunk: return chunk_done(info, r);
@@ -477,6 +503,8 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
         if (hash) manifest_.add(path, r.size, r.mtime_ns, *hash);
       }
       break;
+    case Outcome::Split:
+    case Outcome::Deferred: break;  // handled in on_result, never final
   }
   if (info.link_key) finish_link_group(info, r);
   release(info.dir);
@@ -833,6 +861,10 @@ int Runner::run() {
     }
   }
   stats_.workers = opt_.jobs;
+  // The parent stats every entry only when something needs it before the copy: byte totals for
+  // the progress display, hard links, -L, a dry run's byte count. Otherwise getdents' d_type is
+  // enough, workers look at sizes themselves, and the parent stays off the critical path.
+  stat_entries_ = bar_ || status_lines_ || opt_.archive || opt_.dereference || opt_.dry_run;
   setup_signals();
   start_pool();
 
@@ -843,6 +875,7 @@ int Runner::run() {
     if (target_.dst_name != target_.src_name) job.dst_name = target_.dst_name;
     job.size = job.kind == JobKind::File ? uint64_t(target_.src_st.st_size) : 0;
     job.mtime_ns = to_ns(target_.src_st.st_mtim);
+    job.known = true;
     if (job.kind == JobKind::File && should_chunk(target_.src_st)) job.kind = JobKind::FileBegin;
     files_total_ = 1;
     bytes_total_ = job.size;
@@ -852,10 +885,13 @@ int Runner::run() {
   } else {
     UniqueFd src(::fcntl(target_.src_root.get(), F_DUPFD_CLOEXEC, 0));
     UniqueFd dst(target_.dst_root ? ::fcntl(target_.dst_root.get(), F_DUPFD_CLOEXEC, 0) : -1);
-    walker_.emplace(opt_, std::move(src), std::move(dst), target_.src_st, [this](const DirNode& dir, int err) {
-      std::string path = walker_->rel_path(&dir);
-      error(path.empty() ? "." : path, errno_text(err));
-    });
+    walker_.emplace(
+        opt_, std::move(src), std::move(dst), target_.src_st,
+        [this](const DirNode& dir, int err) {
+          std::string path = walker_->rel_path(&dir);
+          error(path.empty() ? "." : path, errno_text(err));
+        },
+        stat_entries_);
   }
 
   tick(true);

@@ -30,6 +30,18 @@ struct linux_dirent64 {
   char d_name[1];  // really d_reclen - 19 bytes, NUL-terminated
 };
 
+mode_t mode_of(unsigned char d_type) {
+  switch (d_type) {
+    case DT_REG: return S_IFREG;
+    case DT_LNK: return S_IFLNK;
+    case DT_FIFO: return S_IFIFO;
+    case DT_CHR: return S_IFCHR;
+    case DT_BLK: return S_IFBLK;
+    case DT_SOCK: return S_IFSOCK;
+    default: return 0;
+  }
+}
+
 bool is_dot(const char* n) { return n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0')); }
 
 bool same_inode(int fd, dev_t dev, ino_t ino) {
@@ -73,12 +85,13 @@ struct Walker::Frame {
 };
 
 Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, const struct stat& src_st,
-               DirErrorFn on_dir_error)
+               DirErrorFn on_dir_error, bool stat_entries)
     : opt_(options),
       src_root_(std::move(src_root)),
       dst_root_(std::move(dst_root)),
       root_dev_(src_st.st_dev),
       on_dir_error_(std::move(on_dir_error)),
+      stat_entries_(stat_entries),
       dents_(kDentsBuffer, '\0') {
   auto* root = new DirNode;
   live_.insert(root);
@@ -180,7 +193,11 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
   ev.dir = frame.node;
   ev.name = name;
   int follow = opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW;
-  if (::fstatat(frame.src.get(), name, &ev.st, follow) != 0) {
+  mode_t type = mode_of(d_type);
+  if (!stat_entries_ && !opt_.dereference && type != 0) {
+    ev.st.st_mode = type;
+    ev.st.st_nlink = 1;
+  } else if (::fstatat(frame.src.get(), name, &ev.st, follow) != 0) {
     ev.type = WalkEvent::Type::Error;
     ev.err = errno;
     if (opt_.dereference && errno == ENOENT) ev.detail = "symbolic link points to nothing";

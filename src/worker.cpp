@@ -17,6 +17,7 @@ namespace {
 
 constexpr size_t kFlushBytes = 16 * 1024;
 constexpr long kFlushMs = 100;  // results of a slow batch still reach the bar promptly
+constexpr long kDeferMs = 250;  // a batch running longer gives back what it has not started
 
 long now_ms() {
   struct timespec ts;
@@ -95,9 +96,16 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
       if (frame->type != MsgType::Batch) return 3;
       Batch batch = decode_batch(frame->payload);
       int dir_err = dirs.open(batch.dir);
-      for (const Job& job : batch.jobs) {
+      long batch_start = now_ms();
+      for (size_t i = 0; i < batch.jobs.size(); ++i) {
+        const Job& job = batch.jobs[i];
         Result r;
-        if (dir_err) {
+        r.id = job.id;
+        if (i > 0 && now_ms() - batch_start >= kDeferMs) {
+          // Sizes are not always known when batches are cut: a batch that turns out long hands
+          // its unstarted jobs back, for whichever worker is idle.
+          r.outcome = Outcome::Deferred;
+        } else if (dir_err) {
           r.id = job.id;
           r.outcome = Outcome::Failed;
           r.err = dir_err;

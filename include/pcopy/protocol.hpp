@@ -40,6 +40,7 @@ struct Job {
   std::string dst_name;  // name in the destination directory when it differs (single-file copies)
   uint64_t size = 0;
   int64_t mtime_ns = 0;
+  bool known = false;  // size and mtime come from the parent's stat (else the worker looks)
   std::string link_target;  // HardLink: DST-relative path of the first copy
   std::string temp;         // FileChunk, FileEnd: the temporary FileBegin created
   uint64_t offset = 0;      // FileChunk
@@ -53,7 +54,18 @@ struct Batch {
   std::vector<Job> jobs;
 };
 
-enum class Outcome : uint8_t { Copied = 0, Replaced = 1, Skipped = 2, Failed = 3 };
+enum class Outcome : uint8_t {
+  Copied = 0,
+  Replaced = 1,
+  Skipped = 2,
+  Failed = 3,
+  Split = 4,     // File turned out big: its temporary exists, the parent hands out chunks
+  Deferred = 5,  // not started: the batch ran long, so the rest goes back to the parent to share
+};
+
+// Files at least this big are copied in chunks of kChunkBytes by every worker.
+inline constexpr uint64_t kChunkBytes = 64ull << 20;
+inline constexpr uint64_t kChunkThreshold = 128ull << 20;
 
 struct Result {
   uint64_t id = 0;

@@ -59,8 +59,10 @@ class Walker {
   // Called when a directory's metadata could not be applied.
   using DirErrorFn = std::function<void(const DirNode&, int err)>;
 
+  // Without `stat_entries`, non-directories are typed by getdents' d_type alone (no stat per
+  // file in the parent); events then carry only st_mode.
   Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, const struct stat& src_st,
-         DirErrorFn on_dir_error);
+         DirErrorFn on_dir_error, bool stat_entries = true);
   ~Walker();
   Walker(const Walker&) = delete;
   Walker& operator=(const Walker&) = delete;
@@ -98,6 +100,7 @@ class Walker {
   UniqueFd dst_root_;
   dev_t root_dev_;
   DirErrorFn on_dir_error_;
+  bool stat_entries_;
   std::vector<std::unique_ptr<Frame>> stack_;
   std::unordered_set<DirNode*> live_;  // every node not yet finished: freed if the walk is abandoned
   std::string dents_;  // getdents64 buffer of the directory being listed
