@@ -411,6 +411,12 @@ void Runner::dispatch() {
 
 // A job a worker gave back unstarted goes to the front of the queue, joined with its neighbours.
 void Runner::requeue(JobInfo& info) {
+  if (stopping_) {  // given back after a full disk or --fail-fast: not to be tried
+    DirNode* dir = info.dir;
+    jobs_.erase(info.job.id);
+    release(dir);
+    return;
+  }
   info.worker = -1;
   if (!queue_.empty() && queue_.front().dir == info.dir && queue_.front().ids.size() < kBatchFiles &&
       queue_.front().requeued) {

@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 
 #include "pcopy/copier.hpp"
@@ -97,11 +98,12 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
       Batch batch = decode_batch(frame->payload);
       int dir_err = dirs.open(batch.dir);
       long batch_start = now_ms();
+      bool give_back = false;  // a full disk (or --fail-fast error): the rest would fail too
       for (size_t i = 0; i < batch.jobs.size(); ++i) {
         const Job& job = batch.jobs[i];
         Result r;
         r.id = job.id;
-        if (i > 0 && now_ms() - batch_start >= kDeferMs) {
+        if (give_back || (i > 0 && now_ms() - batch_start >= kDeferMs)) {
           // Sizes are not always known when batches are cut: a batch that turns out long hands
           // its unstarted jobs back, for whichever worker is idle.
           r.outcome = Outcome::Deferred;
@@ -116,6 +118,9 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
             flush();
           });
         }
+        if (r.outcome == Outcome::Failed &&
+            (r.err == ENOSPC || r.err == EDQUOT || options.fail_fast))
+          give_back = true;
         encode(out, r);
         if ((out.size() >= kFlushBytes || now_ms() - last_flush >= kFlushMs) && !flush()) return 4;
       }
