@@ -424,7 +424,8 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
   };
   while (try_cfr_ && !fc.hasher && left > 0) {
     loff_t off_in = off, off_out = off;
-    ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, size_t(std::min(left, kCfrChunk)), 0);
+    size_t want = size_t(std::min(left, kCfrChunk));
+    ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, want, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (!fallback_errno(errno)) return errno;
@@ -434,12 +435,14 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     if (n == 0) return 0;  // EOF: the source ended early
     off += n;
     account(uint64_t(n));
-    if (to_eof && left == 1) return 0;  // exactly the expected size in hand
+    // Exactly the expected size, and the call stopped short of the probe byte: that was EOF.
+    if (to_eof && left == 1 && size_t(n) < want) return 0;
   }
   if (buffer_.empty()) buffer_.resize(kBufferSize);
   while (left > 0) {
     ssize_t n;
-    do n = ::pread(in, buffer_.data(), size_t(std::min<uint64_t>(left, buffer_.size())), off);
+    size_t want = size_t(std::min<uint64_t>(left, buffer_.size()));
+    do n = ::pread(in, buffer_.data(), want, off);
     while (n < 0 && errno == EINTR);
     if (n < 0) return errno;
     if (n == 0) return 0;
@@ -452,7 +455,7 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     }
     off += n;
     account(uint64_t(n));
-    if (to_eof && left == 1) return 0;
+    if (to_eof && left == 1 && size_t(n) < want) return 0;
   }
   return 0;
 }
