@@ -45,33 +45,6 @@ constexpr long long kSparseExtents[] = {4 * kMiB, 400 * kMiB, 900 * kMiB};
 
 bool is_root() { return ::geteuid() == 0; }
 
-// stdout and stderr, with every byte but the newline made printable.
-std::string describe(const RunResult& r) {
-  auto printable = [](std::string_view text) {
-    std::string out;
-    size_t start = 0;
-    while (start < text.size() && out.size() < 8000) {
-      size_t end = std::min(text.find('\n', start), text.size());
-      out += escape_path(text.substr(start, end - start)) + "\n";
-      start = end + 1;
-    }
-    return out;
-  };
-  return fmt::format("exit status {}\n--- stdout ---\n{}--- stderr ---\n{}", r.status, printable(r.out),
-                     printable(r.err));
-}
-
-std::vector<std::string> lines_of(std::string_view text) {
-  std::vector<std::string> lines;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = std::min(text.find('\n', start), text.size());
-    lines.emplace_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return lines;
-}
-
 // True when one line of `text` contains every one of `parts`.
 bool has_line_with(std::string_view text, std::initializer_list<std::string_view> parts) {
   for (auto& line : lines_of(text)) {

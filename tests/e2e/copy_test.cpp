@@ -18,33 +18,6 @@ namespace {
 
 constexpr uid_t kNobody = 65534;
 
-// stdout and stderr, with every byte but the newline made printable.
-std::string describe(const RunResult& r) {
-  auto printable = [](std::string_view text) {
-    std::string out;
-    size_t start = 0;
-    while (start < text.size() && out.size() < 8000) {
-      size_t end = std::min(text.find('\n', start), text.size());
-      out += escape_path(text.substr(start, end - start)) + "\n";
-      start = end + 1;
-    }
-    return out;
-  };
-  return fmt::format("exit status {}\n--- stdout ---\n{}--- stderr ---\n{}", r.status, printable(r.out),
-                     printable(r.err));
-}
-
-std::vector<std::string> lines_of(std::string_view text) {
-  std::vector<std::string> lines;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = std::min(text.find('\n', start), text.size());
-    lines.emplace_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return lines;
-}
-
 bool has_line(std::string_view text, std::string_view line) {
   auto lines = lines_of(text);
   return std::find(lines.begin(), lines.end(), line) != lines.end();

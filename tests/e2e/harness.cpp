@@ -870,4 +870,28 @@ std::string diff_trees(const std::string& a, const std::string& b, const Compare
   return Differ(options).run(a, b);
 }
 
+std::vector<std::string> lines_of(std::string_view text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = std::min(text.find('\n', start), text.size());
+    lines.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+std::string describe(const RunResult& r) {
+  auto printable = [](std::string_view text) {
+    std::string out;
+    for (auto& line : lines_of(text)) {
+      if (out.size() > 8000) return out + "...\n";
+      out += escape_path(line) + "\n";
+    }
+    return out;
+  };
+  return fmt::format("exit status {}\n--- stdout ---\n{}--- stderr ---\n{}", r.status, printable(r.out),
+                     printable(r.err));
+}
+
 }  // namespace pcopy::test

@@ -74,6 +74,12 @@ struct CompareOptions {
   bool root = true;         // also compare the two roots' own mode, times, owners and xattrs (path ".")
 };
 
+// A run's exit status, stdout and stderr, with every byte but the newline made printable: the
+// message of a failed assertion.
+std::string describe(const RunResult& r);
+// The lines of a text, without their newlines.
+std::vector<std::string> lines_of(std::string_view text);
+
 // Empty when the trees match; otherwise one line per difference ("path: what differs").
 std::string diff_trees(const std::string& a, const std::string& b, const CompareOptions& options = {});
 
