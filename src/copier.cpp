@@ -172,7 +172,7 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
 
 bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct stat& dst) {
   Job job = given;
-  if (!job.known && job.kind == JobKind::File) {
+  if (!job.known) {
     struct stat src;
     if (::fstatat(src_dir, job.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return false;
     job.size = uint64_t(src.st_size);
