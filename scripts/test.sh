@@ -6,13 +6,25 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 jobs=$(nproc)
+passed=0
+failed=0
 
 run_suite() {
   local dir=$1; shift
   echo "== $dir: $*"
   cmake -S . -B "$dir" -DPCOPY_TEST_HOOKS=ON "$@" >/dev/null
   cmake --build "$dir" -j"$jobs"
-  (cd "$dir" && ctest --output-on-failure -j"$jobs" --timeout 900)
+  local status=0
+  (cd "$dir" && ctest --output-on-failure -j"$jobs" --timeout 900) | tee "$dir/ctest.log" || status=$?
+  # "N% tests passed, F tests failed out of T"
+  local line
+  line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$dir/ctest.log" | tail -n 1)
+  local f t
+  f=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+  t=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+  passed=$((passed + ${t:-0} - ${f:-0}))
+  failed=$((failed + ${f:-0}))
+  return "$status"
 }
 
 run_suite build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -21,3 +33,5 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 
 # The Debian package: build it, install it with apt-get, check the command, man page and completion.
 scripts/package.sh
+
+echo "tests: $passed passed, $failed failed"
