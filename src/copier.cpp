@@ -1,5 +1,6 @@
 #include "pcopy/copier.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
@@ -86,6 +87,28 @@ struct FileCopy {
 bool is_temp_name(std::string_view name) {
   return name.size() > kTempPrefix.size() + kTempSuffix.size() && name.starts_with(kTempPrefix) &&
          name.ends_with(kTempSuffix);
+}
+
+void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {
+  struct Dirent64 {  // getdents64's record; the name runs to d_reclen, NUL-terminated
+    ino64_t d_ino;
+    off64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[1];
+  };
+  std::string buf(32 * 1024, '\0');
+  ::lseek(dir, 0, SEEK_SET);
+  for (;;) {
+    long n = ::syscall(SYS_getdents64, dir, buf.data(), buf.size());
+    if (n <= 0) break;
+    for (long pos = 0; pos < n;) {
+      auto* d = reinterpret_cast<Dirent64*>(buf.data() + pos);
+      pos += d->d_reclen;
+      if (d->d_type != DT_DIR && is_temp_name(d->d_name) && which(d->d_name)) ::unlinkat(dir, d->d_name, 0);
+    }
+  }
+  ::lseek(dir, 0, SEEK_SET);
 }
 
 int open_dir_beneath(int root, std::string_view rel, bool follow) {

@@ -742,27 +742,11 @@ void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
     int fd = open_dir_beneath(target_.dst_root.get(), rel_dir, false);
     if (fd < 0) continue;
     UniqueFd dfd(fd);
-    std::string buf(32 * 1024, '\0');
-    for (;;) {
-      long n = ::syscall(SYS_getdents64, dfd.get(), buf.data(), buf.size());
-      if (n <= 0) break;
-      for (long pos = 0; pos < n;) {
-        struct Dent {
-          ino64_t ino;
-          off64_t off;
-          unsigned short reclen;
-          unsigned char type;
-          char name[1];
-        };
-        auto* d = reinterpret_cast<Dent*>(buf.data() + pos);
-        pos += d->reclen;
-        std::string_view name(d->name);
-        if (!name.starts_with(prefix) || !is_temp_name(name)) continue;
-        // A chunked file's temporary outlives the worker that created it: others still write it.
-        bool live = std::any_of(chunked_.begin(), chunked_.end(), [&](const auto& kv) { return kv.second.temp == name; });
-        if (!live) ::unlinkat(dfd.get(), d->name, 0);
-      }
-    }
+    remove_temps(dfd.get(), [&](std::string_view name) {
+      // A chunked file's temporary outlives the worker that created it: others still write it.
+      return name.starts_with(prefix) &&
+             std::none_of(chunked_.begin(), chunked_.end(), [&](const auto& kv) { return kv.second.temp == name; });
+    });
   }
 }
 

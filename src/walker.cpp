@@ -55,24 +55,6 @@ std::pair<dev_t, ino_t> inode_of(int fd) {
   return {st.st_dev, st.st_ino};
 }
 
-// Removes temporaries an interrupted run left in a directory we are about to fill again.
-void remove_leftover_temps(int dir) {
-  std::string buf(16 * 1024, '\0');
-  for (;;) {
-    long n = ::syscall(SYS_getdents64, dir, buf.data(), buf.size());
-    if (n <= 0) break;
-    for (long pos = 0; pos < n;) {
-      auto* d = reinterpret_cast<linux_dirent64*>(buf.data() + pos);
-      pos += d->d_reclen;
-      if ((d->d_type == DT_REG || d->d_type == DT_UNKNOWN || d->d_type == DT_LNK || d->d_type == DT_FIFO ||
-           d->d_type == DT_CHR || d->d_type == DT_BLK) &&
-          is_temp_name(d->d_name))
-        ::unlinkat(dir, d->d_name, 0);
-    }
-  }
-  ::lseek(dir, 0, SEEK_SET);
-}
-
 }  // namespace
 
 struct Walker::Frame {
@@ -316,7 +298,8 @@ void Walker::prepare_existing(int fd) {
   struct stat st;
   if (::fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700 && st.st_uid == ::geteuid())
     ::fchmod(fd, (st.st_mode & 07777) | 0700);
-  remove_leftover_temps(fd);
+  // Temporaries an interrupted run left in a directory we are about to fill again.
+  remove_temps(fd, [](std::string_view) { return true; });
 }
 
 void Walker::evict_fds() {

@@ -22,6 +22,8 @@ namespace pcopy {
 inline constexpr std::string_view kTempPrefix = ".pcopy-";
 inline constexpr std::string_view kTempSuffix = ".tmp";
 bool is_temp_name(std::string_view name);
+// Unlinks the temporaries in `dir` (an open directory) for which `which(name)` holds.
+void remove_temps(int dir, const std::function<bool(std::string_view name)>& which);
 
 // Opens the directory `rel` ("" = root itself, duplicated) beneath `root` without following
 // symbolic links unless `follow`; works for paths longer than PATH_MAX. Returns -errno on failure.
