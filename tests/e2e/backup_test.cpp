@@ -126,18 +126,6 @@ std::string diff_snapshots(const std::map<std::string, std::string>& before,
   return out;
 }
 
-// Options that run pcopy as an ordinary user. Under root the whole temporary tree is given to
-// nobody, so permission bits (mode 000 entries) apply to pcopy as they would to a user; an ordinary
-// user running the tests is denied by mode 000 the same way.
-RunOptions unprivileged(const TempDir& tmp) {
-  RunOptions options;
-  if (::geteuid() == 0) {
-    chown_tree(tmp.path(), kNobody, kNobody);
-    options.uid = kNobody;
-  }
-  return options;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Fixtures: one per suite name, all with SRC and DST in a fresh temporary directory.
 

@@ -49,17 +49,6 @@ void remove_keeping_parent_times(const std::string& path) {
   set_times(parent, atime_ns(st), mtime_ns(st));
 }
 
-// Options that run pcopy as an ordinary user. Under root the whole temporary tree is given to
-// nobody, so permission bits apply to pcopy exactly as they would for a user copying their files.
-RunOptions unprivileged(const TempDir& tmp) {
-  RunOptions options;
-  if (::geteuid() == 0) {
-    chown_tree(tmp.path(), kNobody, kNobody);
-    options.uid = kNobody;
-  }
-  return options;
-}
-
 class CopyTest : public ::testing::Test {
  protected:
   void SetUp() override { make_dir(src); }

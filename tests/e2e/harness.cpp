@@ -894,4 +894,13 @@ std::string describe(const RunResult& r) {
                      printable(r.err));
 }
 
+RunOptions unprivileged(const TempDir& tmp) {
+  RunOptions options;
+  if (::geteuid() == 0) {
+    chown_tree(tmp.path(), 65534, 65534);
+    options.uid = 65534;
+  }
+  return options;
+}
+
 }  // namespace pcopy::test

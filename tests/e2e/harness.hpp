@@ -74,6 +74,11 @@ struct CompareOptions {
   bool root = true;         // also compare the two roots' own mode, times, owners and xattrs (path ".")
 };
 
+// Options that run pcopy as an ordinary user: under root the whole temporary tree is given to
+// nobody (65534) and pcopy runs as nobody, so permission bits apply as they would for a user;
+// a non-root test run is denied by them as it is.
+RunOptions unprivileged(const TempDir& tmp);
+
 // A run's exit status, stdout and stderr, with every byte but the newline made printable: the
 // message of a failed assertion.
 std::string describe(const RunResult& r);
