@@ -54,7 +54,7 @@ _pcopy() {
     if [[ $cur == -* ]]; then
         local opts="-h --help --version
             -j --jobs -a --archive -L --dereference -x --one-file-system --reflink=
-            --no-copy-file-range
+            --no-copy-file-range --no-io-uring
             -u --update --checksum --ignore-existing --no-clobber --delete
             --exclude --include --exclude-from
             -n --dry-run --verify --fsync --inplace --fail-fast

@@ -55,6 +55,9 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
   app.add_flag("!--no-copy-file-range", o.copy_file_range,
                "Copy data with read/write only (no kernel copy_file_range)")
       ->group(copying);
+  app.add_flag("!--no-io-uring", o.io_uring,
+               "Open and close files one system call at a time (no io_uring batches)")
+      ->group(copying);
 
   const char* selection = "Selection";
   app.add_flag("-u,--update", o.update, "Skip files whose destination has the same size and mtime")

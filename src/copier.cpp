@@ -5,7 +5,10 @@
 #include <linux/fs.h>
 #include <linux/openat2.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -19,6 +22,7 @@
 
 #include "pcopy/hash.hpp"
 #include "pcopy/mirror.hpp"
+#include "pcopy/ring.hpp"
 #include "pcopy/xattrs.hpp"
 
 namespace pcopy {
@@ -28,6 +32,8 @@ namespace {
 constexpr size_t kBufferSize = 1 << 20;
 constexpr uint64_t kCfrChunk = 64ull << 20;      // bytes per copy_file_range call: the bar moves
 constexpr uint64_t kReportEvery = 8ull << 20;    // bytes between progress messages
+constexpr size_t kBatchFiles = 64;               // files per batch: up to 128 fds open
+constexpr unsigned kRingEntries = 256;
 const char* const kChanged = "file changed as we read it";
 
 int64_t to_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
@@ -155,12 +161,19 @@ Copier::Copier(const Options& options)
       try_reflink_(options.reflink != ReflinkMode::Never),
       try_cfr_(options.copy_file_range) {}
 
+bool ends_batch(const Result& r, const Options& options) {
+  return r.outcome == Outcome::Failed && (r.err == ENOSPC || r.err == EDQUOT || options.fail_fast);
+}
+
+Copier::~Copier() = default;
+
 std::string Copier::next_temp_name() {
   return temp_prefix_ + std::to_string(++temp_counter_) + std::string(kTempSuffix);
 }
 
 Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {
   report_ = &report;
+  report_id_ = job.id;
   Result r;
   r.id = job.id;
   r.size = job.size;
@@ -239,6 +252,10 @@ Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
   if (!in) return fail(r, errno);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
+  return copy_opened(std::move(in), st, dst_dir, job, r);
+}
+
+Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, const Job& job, Result r) {
   if (!S_ISREG(st.st_mode)) return fail(r, 0, "file changed type as we read it");
   r.size = uint64_t(st.st_size);
   r.mtime_ns = to_ns(st.st_mtim);
@@ -295,9 +312,16 @@ Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
   }
   if ((err = apply_metadata(out.get(), in.get(), st, !opt_.inplace))) return fail(r, err);
   if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
-  if ((err = out.close_checked())) return fail(r, err);
+  // Where close cannot fail, it can wait for the batch's one closing round, after the rename.
+  if (!closes_ || !close_never_fails_) {
+    if ((err = out.close_checked())) return fail(r, err);
+  }
   if (!opt_.inplace && (err = install(dst_dir, tmp, job.target()))) return fail(r, err);
   keep = true;
+  if (closes_) {
+    closes_->push_back(in.release());
+    if (out) closes_->push_back(out.release());
+  }
   return r;
 }
 
@@ -443,7 +467,7 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     fc.bytes += n;
     fc.unreported += n;
     left -= std::min(left, n);
-    if (fc.unreported >= kReportEvery) (*report_)(std::exchange(fc.unreported, 0));
+    if (fc.unreported >= kReportEvery) (*report_)(report_id_, std::exchange(fc.unreported, 0));
   };
   while (try_cfr_ && !fc.hasher && left > 0) {
     loff_t off_in = off, off_out = off;
@@ -569,6 +593,106 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
     return fail(r, err);
   }
   return r;
+}
+
+size_t Copier::batch_limit() {
+  if (batch_limit_ != SIZE_MAX) return batch_limit_;
+  batch_limit_ = 0;
+  if (!opt_.io_uring) return 0;
+  // A batch keeps two descriptors per file open until its closing round; leave room for the rest.
+  struct rlimit nofile;
+  size_t limit = kBatchFiles;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY)
+    limit = std::min<size_t>(limit, nofile.rlim_cur > 64 ? (nofile.rlim_cur - 64) / 2 : 0);
+  if (limit < 8) return 0;
+  ring_ = Ring::create(kRingEntries);
+  if (ring_) batch_limit_ = limit;
+  return batch_limit_;
+}
+
+bool Copier::batchable(const Job& job) const {
+  // The plain copy of a regular file: nothing to look at in the destination first.
+  return job.kind == JobKind::File && !opt_.dry_run && !opt_.update && !opt_.ignore_existing && ring_ &&
+         ring_->usable();
+}
+
+namespace {
+
+// True for local file systems whose close() has no flush step and so cannot report an error.
+bool close_cannot_fail(int dir) {
+  struct statfs fs;
+  if (::fstatfs(dir, &fs) != 0) return false;
+  switch (fs.f_type) {
+    case TMPFS_MAGIC:
+    case EXT4_SUPER_MAGIC:  // also ext2 and ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC: return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, const ProgressFn& report,
+                        std::vector<Result>& results) {
+  report_ = &report;
+  results.assign(jobs.size(), Result{});
+  std::vector<UniqueFd> in(jobs.size());
+  Ring& ring = *ring_;
+
+  // Round 1: open every source (O_NOATIME needs ownership: asked again without it once refused).
+  const int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | (opt_.dereference ? 0 : O_NOFOLLOW);
+  for (int pass = 0; pass < 2; ++pass) {
+    int f = flags | (noatime_ && pass == 0 ? O_NOATIME : 0);
+    std::vector<size_t> asked;
+    for (size_t i = 0; i < jobs.size(); ++i)
+      if (!in[i]) {
+        ring.openat(src_dir, jobs[i].name.c_str(), f, 0);
+        asked.push_back(i);
+      }
+    const std::vector<int>& res = ring.run();
+    bool refused = false;
+    for (size_t k = 0; k < asked.size(); ++k) {
+      if (res[k] >= 0) in[asked[k]].reset(res[k]);
+      refused |= res[k] == -EPERM && (f & O_NOATIME);
+    }
+    if (!refused) break;
+    noatime_ = false;
+  }
+
+  // Each file as the one-file path copies it, its descriptors left open for round 2.
+  std::vector<int> closes;
+  closes_ = &closes;
+  close_never_fails_ = close_cannot_fail(dst_dir);
+  bool stop = false;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Job& job = jobs[i];
+    Result& r = results[i];
+    r.id = job.id;
+    r.size = job.size;
+    r.mtime_ns = job.mtime_ns;
+    report_id_ = job.id;
+    struct stat st;
+    if (stop) {
+      r.outcome = Outcome::Deferred;
+    } else if (!in[i]) {
+      r = copy_file(src_dir, dst_dir, job, r);  // it says why the open failed, if it fails again
+    } else if (::fstat(in[i].get(), &st) != 0) {
+      r = fail(r, errno);
+    } else {
+      r = copy_opened(std::move(in[i]), st, dst_dir, job, r);
+    }
+    stop = stop || ends_batch(r, opt_);
+  }
+  closes_ = nullptr;
+
+  // Round 2: close them all.
+  for (int fd : closes) ring.close(fd);
+  if (!closes.empty()) {
+    const std::vector<int>& res = ring.run();
+    for (size_t k = 0; k < closes.size(); ++k)
+      if (res[k] == -ECANCELED) ::close(closes[k]);  // the ring broke: close them ourselves
+  }
 }
 
 }  // namespace pcopy

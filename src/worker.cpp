@@ -7,6 +7,8 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <span>
+#include <vector>
 
 #include "pcopy/copier.hpp"
 #include "pcopy/fd.hpp"
@@ -80,6 +82,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
   FrameReader reader;
   std::string in(64 * 1024, '\0');
   std::string out;
+  std::vector<Result> results;
   long last_flush = now_ms();
   auto flush = [&] {
     if (out.empty()) return true;
@@ -99,7 +102,16 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
       int dir_err = dirs.open(batch.dir);
       long batch_start = now_ms();
       bool give_back = false;  // a full disk (or --fail-fast error): the rest would fail too
-      for (size_t i = 0; i < batch.jobs.size(); ++i) {
+      auto report = [&](uint64_t id, uint64_t bytes) {
+        encode(out, Progress{id, bytes});
+        flush();
+      };
+      auto finish = [&](const Result& r) {
+        give_back = give_back || ends_batch(r, options);
+        encode(out, r);
+        return (out.size() < kFlushBytes && now_ms() - last_flush < kFlushMs) || flush();
+      };
+      for (size_t i = 0; i < batch.jobs.size();) {
         const Job& job = batch.jobs[i];
         Result r;
         r.id = job.id;
@@ -108,21 +120,25 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
           // its unstarted jobs back, for whichever worker is idle.
           r.outcome = Outcome::Deferred;
         } else if (dir_err) {
-          r.id = job.id;
           r.outcome = Outcome::Failed;
           r.err = dir_err;
+        } else if (size_t limit = copier.batch_limit(); limit > 1 && copier.batchable(job)) {
+          // A run of small files: copied together, answered in order.
+          size_t end = i + 1;
+          while (end < batch.jobs.size() && end - i < limit && copier.batchable(batch.jobs[end])) ++end;
+          std::span<const Job> run(batch.jobs.data() + i, end - i);
+          for (const Job& j : run) test_hooks(j);
+          copier.copy_batch(dirs.src(), dirs.dst(), run, report, results);
+          for (const Result& done : results)
+            if (!finish(done)) return 4;
+          i = end;
+          continue;
         } else {
           test_hooks(job);
-          r = copier.copy(dirs.src(), dirs.dst(), dst_root, job, [&](uint64_t bytes) {
-            encode(out, Progress{job.id, bytes});
-            flush();
-          });
+          r = copier.copy(dirs.src(), dirs.dst(), dst_root, job, report);
         }
-        if (r.outcome == Outcome::Failed &&
-            (r.err == ENOSPC || r.err == EDQUOT || options.fail_fast))
-          give_back = true;
-        encode(out, r);
-        if ((out.size() >= kFlushBytes || now_ms() - last_flush >= kFlushMs) && !flush()) return 4;
+        if (!finish(r)) return 4;
+        ++i;
       }
       if (!flush()) return 4;
     }

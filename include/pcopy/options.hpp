@@ -36,6 +36,7 @@ struct Options {
   bool inplace = false;
   ReflinkMode reflink = ReflinkMode::Auto;
   bool copy_file_range = true;  // --no-copy-file-range turns the kernel copy off (plain read/write)
+  bool io_uring = true;         // --no-io-uring: small files one system call at a time
 
   // Output.
   ProgressMode progress = ProgressMode::Auto;

@@ -79,7 +79,7 @@ class CopierTest : public ::testing::Test {
   Result copy(const Job& job) {
     Copier copier(opt);
     reported = 0;
-    Copier::ProgressFn report = [this](uint64_t n) { reported += n; };
+    Copier::ProgressFn report = [this](uint64_t, uint64_t n) { reported += n; };
     return copier.copy(src_, dst_, dst_, job, report);
   }
   Result copy(const std::string& name) { return copy(job_for(name)); }
@@ -737,4 +737,108 @@ TEST_F(OpenDirBeneath, RefusesPathsThatLeaveTheRoot) {
     if (fd >= 0) ::close(fd);
   }
   ::close(inner);
+}
+
+// ---- batches of files ---------------------------------------------------------------------
+
+class CopierBatchTest : public CopierTest {
+ protected:
+  // Copies `jobs` as one batch, as a worker does; fails the test if batching is unavailable.
+  std::vector<Result> copy_batch(const std::vector<Job>& jobs) {
+    Copier copier(opt);
+    std::vector<Result> results;
+    if (copier.batch_limit() == 0) {
+      ADD_FAILURE() << "no io_uring batches on this kernel";
+      return results;
+    }
+    for (const Job& j : jobs) EXPECT_TRUE(copier.batchable(j)) << j.name;
+    Copier::ProgressFn report = [this](uint64_t, uint64_t n) { reported += n; };
+    copier.copy_batch(src_, dst_, jobs, report, results);
+    return results;
+  }
+};
+
+TEST_F(CopierBatchTest, CopiesEveryFileWithMetadataAndAnswersInOrder) {
+  std::vector<Job> jobs;
+  for (int i = 0; i < 40; ++i) {
+    std::string name = "f" + std::to_string(i);
+    pcopy_test::write_at(src_, name, pcopy_test::random_bytes(size_t(i) * 1000, unsigned(i)), 0600 | (i % 2 ? 044 : 0));
+    set_times_at(src_, name, {1'500'000'000, i}, {1'600'000'000, 1000 + i});
+    jobs.push_back(job_for(name, uint64_t(100 + i)));
+  }
+  std::vector<Result> results = copy_batch(jobs);
+  ASSERT_EQ(results.size(), jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    EXPECT_EQ(results[i].id, 100 + i);
+    EXPECT_EQ(results[i].outcome, Outcome::Copied) << jobs[i].name << ": " << std::strerror(results[i].err);
+    EXPECT_EQ(results[i].bytes, i * 1000);
+    EXPECT_EQ(results[i].mtime_ns, ns(1'600'000'000, 1000 + long(i)));
+    expect_same_metadata(jobs[i].name);
+    EXPECT_TRUE(pcopy_test::read_at(dst_, jobs[i].name) == pcopy_test::read_at(src_, jobs[i].name)) << jobs[i].name;
+  }
+  EXPECT_TRUE(temps_in(dst_).empty());
+}
+
+TEST_F(CopierBatchTest, FilesThatVanishedOrChangedTypeFailAloneAndTheRestIsCopied) {
+  pcopy_test::write_at(src_, "a", "first");
+  pcopy_test::write_at(src_, "gone", "about to vanish");
+  pcopy_test::write_at(src_, "now-a-fifo", "about to become a FIFO");
+  pcopy_test::write_at(src_, "b", "last");
+  std::vector<Job> jobs = {job_for("a", 1), job_for("gone", 2), job_for("now-a-fifo", 3), job_for("b", 4)};
+  ASSERT_EQ(::unlinkat(src_, "gone", 0), 0);
+  ASSERT_EQ(::unlinkat(src_, "now-a-fifo", 0), 0);
+  ASSERT_EQ(::mkfifoat(src_, "now-a-fifo", 0644), 0);
+
+  std::vector<Result> results = copy_batch(jobs);
+  ASSERT_EQ(results.size(), 4u);
+  EXPECT_EQ(results[0].outcome, Outcome::Copied);
+  EXPECT_EQ(results[1].outcome, Outcome::Failed);
+  EXPECT_EQ(results[1].err, ENOENT);
+  EXPECT_EQ(results[2].outcome, Outcome::Failed) << "a FIFO is never opened for reading as a file";
+  EXPECT_EQ(results[3].outcome, Outcome::Copied);
+  EXPECT_EQ(pcopy_test::read_at(dst_, "a"), "first");
+  EXPECT_EQ(pcopy_test::read_at(dst_, "b"), "last");
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"a", "b"}));
+}
+
+TEST_F(CopierBatchTest, ReplacesExistingFilesAndLeavesNoDescriptorOpen) {
+  pcopy_test::write_at(src_, "x", "new contents");
+  pcopy_test::write_at(dst_, "x", "old contents, longer than the new");
+  pcopy_test::write_at(src_, "y", "");
+  auto open_fds = [] {
+    int fd = pcopy_test::open_dir("/proc/self/fd");
+    size_t n = pcopy_test::list_at(fd).size();
+    ::close(fd);
+    return n;
+  };
+  size_t fds_before = open_fds();
+  std::vector<Result> results = copy_batch({job_for("x", 1), job_for("y", 2)});
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].outcome, Outcome::Copied);
+  EXPECT_EQ(pcopy_test::read_at(dst_, "x"), "new contents");
+  EXPECT_EQ(pcopy_test::read_at(dst_, "y"), "");
+  EXPECT_EQ(open_fds(), fds_before);
+}
+
+TEST_F(CopierBatchTest, FailureThatEndsTheBatchHandsBackTheRestUntried) {
+  opt.fail_fast = true;  // the same rule as a full disk: the first failure ends the batch
+  pcopy_test::write_at(src_, "ok", "fine");
+  pcopy_test::write_at(src_, "unreadable", "no", 0000);
+  pcopy_test::write_at(src_, "later", "never tried");
+  std::vector<Job> jobs = {job_for("ok", 1), job_for("unreadable", 2), job_for("later", 3)};
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::unlinkat(src_, "unreadable", 0), 0);  // root reads anything: make it fail another way
+  }
+  std::vector<Result> results = copy_batch(jobs);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].outcome, Outcome::Copied);
+  EXPECT_EQ(results[1].outcome, Outcome::Failed);
+  EXPECT_EQ(results[2].outcome, Outcome::Deferred);
+  EXPECT_FALSE(pcopy_test::list_at(dst_).count("later"));
+}
+
+TEST_F(CopierBatchTest, NoIoUringOptionTurnsBatchingOff) {
+  opt.io_uring = false;
+  Copier copier(opt);
+  EXPECT_EQ(copier.batch_limit(), 0u);
 }

@@ -1,0 +1,69 @@
+#include "pcopy/ring.hpp"
+
+#include <liburing.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace pcopy {
+
+Ring::Ring(unsigned capacity) : ring_(std::make_unique<struct io_uring>()), capacity_(capacity) {}
+
+std::unique_ptr<Ring> Ring::create(unsigned entries) {
+  std::unique_ptr<Ring> r(new Ring(entries));
+  // One process submits and reaps: completions run when we wait, not as interrupts (6.1+).
+  unsigned preferred = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  if (io_uring_queue_init(entries, r->ring_.get(), preferred) == 0) return r;
+  if (io_uring_queue_init(entries, r->ring_.get(), 0) == 0) return r;
+  return nullptr;
+}
+
+Ring::~Ring() {
+  if (usable_) io_uring_queue_exit(ring_.get());
+}
+
+struct io_uring_sqe* Ring::next_sqe() {
+  struct io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+  // Callers never queue more than capacity(): a full queue is a bug, not a condition.
+  if (!sqe) std::abort();
+  io_uring_sqe_set_data64(sqe, queued_++);
+  return sqe;
+}
+
+size_t Ring::openat(int dir, const char* path, int flags, mode_t mode) {
+  io_uring_prep_openat(next_sqe(), dir, path, flags, mode);
+  return queued_ - 1;
+}
+
+size_t Ring::close(int fd) {
+  io_uring_prep_close(next_sqe(), fd);
+  return queued_ - 1;
+}
+
+const std::vector<int>& Ring::run() {
+  results_.assign(queued_, -ECANCELED);
+  size_t done = 0;
+  while (usable_ && done < queued_) {
+    int rc = io_uring_submit_and_wait(ring_.get(), 1);
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+      // The ring itself failed: tearing it down waits for what was submitted and discards
+      // what was not. The caller falls back to plain system calls.
+      io_uring_queue_exit(ring_.get());
+      usable_ = false;
+      break;
+    }
+    struct io_uring_cqe* cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(ring_.get(), head, cqe) {
+      uint64_t i = io_uring_cqe_get_data64(cqe);
+      if (i < results_.size()) results_[i] = cqe->res;
+      ++seen;
+    }
+    io_uring_cq_advance(ring_.get(), seen);
+    done += seen;
+  }
+  queued_ = 0;
+  return results_;
+}
+
+}  // namespace pcopy
