@@ -57,6 +57,19 @@ bool fallback_errno(int err) {
          err == EBADF || err == ETXTBSY;
 }
 
+// True for local file systems whose close() has no flush step and so cannot report an error.
+bool close_cannot_fail(int dir) {
+  struct statfs fs;
+  if (::fstatfs(dir, &fs) != 0) return false;
+  switch (fs.f_type) {
+    case TMPFS_MAGIC:
+    case EXT4_SUPER_MAGIC:  // also ext2 and ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC: return true;
+    default: return false;
+  }
+}
+
 // Resolves up to PATH_MAX-1 bytes of `rel` in one openat2 call.
 int open_segment(int dir, const std::string& seg, bool follow) {
   struct open_how how {};
@@ -167,6 +180,8 @@ bool ends_batch(const Result& r, const Options& options) {
 
 Copier::~Copier() = default;
 
+void Copier::enter(int dst_dir) { close_never_fails_ = dst_dir >= 0 && close_cannot_fail(dst_dir); }
+
 std::string Copier::next_temp_name() {
   return temp_prefix_ + std::to_string(++temp_counter_) + std::string(kTempSuffix);
 }
@@ -260,16 +275,34 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   r.size = uint64_t(st.st_size);
   r.mtime_ns = to_ns(st.st_mtim);
 
-  // A temporary beside the final name, or the final name itself with --inplace.
-  std::string tmp = opt_.inplace ? job.target() : next_temp_name();
-  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (opt_.inplace ? O_TRUNC : O_EXCL);
-  UniqueFd out(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
-  if (!out && opt_.inplace && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY)) {
-    // Never write through a link planted at the destination: replace it.
-    if (errno != EISDIR) ::unlinkat(dst_dir, tmp.c_str(), 0);
-    out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
+  std::optional<Hasher> hasher;
+  if (opt_.verify || !opt_.manifest.empty()) hasher.emplace();
+  // Big, and the parent did not know: to be handed back and copied in chunks by every worker.
+  bool split = !job.known && !hasher && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
+               uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size);
+
+  // Where the data goes: an unnamed O_TMPFILE file linked in when complete (nothing to clean up
+  // after a crash, and cheaper), a named temporary beside the final name when the file system has
+  // no O_TMPFILE, its close may fail (NFS, FUSE: the check must come before the file appears),
+  // other workers must open it (split) or --verify rereads it; the final name with --inplace.
+  std::string tmp;
+  UniqueFd out;
+  if (!opt_.inplace && !split && !opt_.verify && close_never_fails_ && tmpfile_ != Tmpfile::No &&
+      (tmpfile_ != Tmpfile::Unknown || probe_tmpfile(dst_dir))) {
+    out.reset(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, st.st_mode & 0777));
+    if (!out && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_ = Tmpfile::No;
   }
-  if (!out) return fail(r, errno);
+  if (!out) {
+    tmp = opt_.inplace ? job.target() : next_temp_name();
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (opt_.inplace ? O_TRUNC : O_EXCL);
+    out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
+    if (!out && opt_.inplace && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY)) {
+      // Never write through a link planted at the destination: replace it.
+      if (errno != EISDIR) ::unlinkat(dst_dir, tmp.c_str(), 0);
+      out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
+    }
+    if (!out) return fail(r, errno);
+  }
   bool keep = false;
   struct Cleanup {
     int dir;
@@ -279,13 +312,9 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     ~Cleanup() {
       if (!keep && temp) ::unlinkat(dir, name.c_str(), 0);
     }
-  } cleanup{dst_dir, tmp, keep, !opt_.inplace};
+  } cleanup{dst_dir, tmp, keep, !opt_.inplace && !tmp.empty()};
 
-  std::optional<Hasher> hasher;
-  if (opt_.verify || !opt_.manifest.empty()) hasher.emplace();
-  if (!job.known && !hasher && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
-      uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size)) {
-    // Big, and the parent did not know: hand it back to be copied in chunks by every worker.
+  if (split) {
     if (int err = out.close_checked()) return fail(r, err);
     keep = true;
     r.outcome = Outcome::Split;
@@ -314,9 +343,12 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
   // Where close cannot fail, it can wait for the batch's one closing round, after the rename.
   if (!closes_ || !close_never_fails_) {
-    if ((err = out.close_checked())) return fail(r, err);
+    if (!tmp.empty() && (err = out.close_checked())) return fail(r, err);
   }
-  if (!opt_.inplace && (err = install(dst_dir, tmp, job.target()))) return fail(r, err);
+  if (!opt_.inplace) {
+    err = tmp.empty() ? link_in(out.get(), dst_dir, job.target()) : install(dst_dir, tmp, job.target());
+    if (err) return fail(r, err);
+  }
   keep = true;
   if (closes_) {
     closes_->push_back(in.release());
@@ -360,6 +392,43 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
   MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}};
   if (int rm = remove_tree(dst_dir, target, target, false, quiet)) return rm;
   return ::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0 ? 0 : errno;
+}
+
+// Gives the O_TMPFILE file open as `fd` the name `name`.
+int Copier::link_fd(int fd, int dir, const std::string& name) {
+  if (tmpfile_ == Tmpfile::EmptyPath)
+    return ::linkat(fd, "", dir, name.c_str(), AT_EMPTY_PATH) == 0 ? 0 : errno;
+  char proc[64];
+  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  return ::linkat(AT_FDCWD, proc, dir, name.c_str(), AT_SYMLINK_FOLLOW) == 0 ? 0 : errno;
+}
+
+// Makes the finished O_TMPFILE file appear as `target`. linkat never replaces: when something is
+// there already, the file is linked under a temporary name and renamed over it.
+int Copier::link_in(int fd, int dst_dir, const std::string& target) {
+  int err = link_fd(fd, dst_dir, target);
+  if (err != EEXIST) return err;
+  std::string tmp = next_temp_name();
+  if ((err = link_fd(fd, dst_dir, tmp))) return err;
+  if ((err = install(dst_dir, tmp, target))) ::unlinkat(dst_dir, tmp.c_str(), 0);
+  return err;
+}
+
+// Finds out, with an empty O_TMPFILE file, whether and how this worker can link one in.
+bool Copier::probe_tmpfile(int dst_dir) {
+  tmpfile_ = Tmpfile::No;
+  UniqueFd fd(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
+  if (!fd) return false;
+  std::string name = next_temp_name();
+  for (Tmpfile how : {Tmpfile::EmptyPath, Tmpfile::Proc}) {
+    tmpfile_ = how;
+    if (link_fd(fd.get(), dst_dir, name) == 0) {
+      ::unlinkat(dst_dir, name.c_str(), 0);
+      return true;
+    }
+  }
+  tmpfile_ = Tmpfile::No;
+  return false;
 }
 
 // A big file split across workers. Begin creates the temporary (or truncates the final name with
@@ -616,23 +685,6 @@ bool Copier::batchable(const Job& job) const {
          ring_->usable();
 }
 
-namespace {
-
-// True for local file systems whose close() has no flush step and so cannot report an error.
-bool close_cannot_fail(int dir) {
-  struct statfs fs;
-  if (::fstatfs(dir, &fs) != 0) return false;
-  switch (fs.f_type) {
-    case TMPFS_MAGIC:
-    case EXT4_SUPER_MAGIC:  // also ext2 and ext3
-    case XFS_SUPER_MAGIC:
-    case BTRFS_SUPER_MAGIC: return true;
-    default: return false;
-  }
-}
-
-}  // namespace
-
 void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, const ProgressFn& report,
                         std::vector<Result>& results) {
   report_ = &report;
@@ -663,7 +715,6 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
   // Each file as the one-file path copies it, its descriptors left open for round 2.
   std::vector<int> closes;
   closes_ = &closes;
-  close_never_fails_ = close_cannot_fail(dst_dir);
   bool stop = false;
   for (size_t i = 0; i < jobs.size(); ++i) {
     const Job& job = jobs[i];

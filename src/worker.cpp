@@ -49,8 +49,11 @@ class DirPair {
     }
     rel_ = rel;
     open_ = true;
+    ++opened_;
     return 0;
   }
+  // Counts the directories opened: tells a new destination directory from the same one.
+  uint64_t opened() const { return opened_; }
   int src() const { return src_.get(); }
   int dst() const { return dst_.get(); }
 
@@ -59,6 +62,7 @@ class DirPair {
   int src_root_, dst_root_;
   std::string rel_;
   bool open_ = false;
+  uint64_t opened_ = 0;
   UniqueFd src_, dst_;
 };
 
@@ -83,6 +87,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
   std::string in(64 * 1024, '\0');
   std::string out;
   std::vector<Result> results;
+  uint64_t entered = 0;  // the DirPair generation the copier was last told about
   long last_flush = now_ms();
   auto flush = [&] {
     if (out.empty()) return true;
@@ -100,6 +105,10 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
       if (frame->type != MsgType::Batch) return 3;
       Batch batch = decode_batch(frame->payload);
       int dir_err = dirs.open(batch.dir);
+      if (!dir_err && dirs.opened() != entered) {
+        copier.enter(dirs.dst());
+        entered = dirs.opened();
+      }
       long batch_start = now_ms();
       bool give_back = false;  // a full disk (or --fail-fast error): the rest would fail too
       auto report = [&](uint64_t id, uint64_t bytes) {

@@ -48,6 +48,11 @@ class Copier {
 
   using ProgressFn = std::function<void(uint64_t id, uint64_t bytes)>;
 
+  // The destination directory of the jobs that follow, until the next call: what its file system
+  // allows decides how files are made to appear (see copy_opened). Without it the copier makes no
+  // assumption: named temporaries, closed and checked before the rename.
+  void enter(int dst_dir);
+
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
   // `report` is called with the job's id and byte deltas while long files copy.
   Result copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report);
@@ -75,6 +80,9 @@ class Copier {
   int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);
   int apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode);
   std::string next_temp_name();
+  int link_fd(int fd, int dir, const std::string& name);
+  int link_in(int fd, int dst_dir, const std::string& target);
+  bool probe_tmpfile(int dst_dir);
   int hash_file(int fd, class Hasher& hasher);
   int install(int dst_dir, const std::string& tmp, const std::string& target);
 
@@ -93,7 +101,11 @@ class Copier {
   size_t batch_limit_ = SIZE_MAX;      // SIZE_MAX: not decided yet
   bool noatime_ = true;                // O_NOATIME, until the kernel refuses it (files of others)
   std::vector<int>* closes_ = nullptr;  // in a batch: descriptors left for its closing round
-  bool close_never_fails_ = false;     // the batch's destination file system has no close errors
+  bool close_never_fails_ = false;     // enter()'s file system reports no errors at close
+  // How an O_TMPFILE file gets its name: linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, the
+  // /proc/self/fd path needs /proc. Found out once per worker, on the first file.
+  enum class Tmpfile { Unknown, EmptyPath, Proc, No };
+  Tmpfile tmpfile_ = Tmpfile::Unknown;
 };
 
 }  // namespace pcopy
