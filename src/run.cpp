@@ -35,7 +35,10 @@ namespace {
 
 constexpr size_t kBatchFiles = 128;           // jobs per message: pipes are never the bottleneck
 constexpr uint64_t kBatchBytes = 4ull << 20;  // a big file travels alone
-constexpr int kBatchesPerWorker = 2;          // one being worked on, one waiting: no idle gaps
+// Sent ahead to a worker: two batches (one being worked on, one waiting), or more while they hold
+// fewer than a full batch of jobs, so trees of small directories keep the workers busy too.
+constexpr size_t kBatchesPerWorker = 2;
+constexpr size_t kMaxBatchesPerWorker = 16;
 constexpr int kEventsPerPoll = 1024;          // walk at most this much between looks at the pipes
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
@@ -110,7 +113,8 @@ class Runner {
   void add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key = {});
   void seal();
   void dispatch();
-  int pick_worker() const;
+  int pick_worker() const;  // the least loaded worker with room for another batch, or -1
+  bool idle_worker() const;
   void poll_once(int timeout_ms);
   void read_worker(size_t w);
   void on_result(size_t w, const Result& r);
@@ -364,7 +368,7 @@ void Runner::produce() {
     }
     handle_walk_event(*ev);
     // Idle workers get work at once rather than after a full batch.
-    if (queue_.empty() && !current_.ids.empty() && pick_worker() >= 0) {
+    if (queue_.empty() && !current_.ids.empty() && idle_worker()) {
       seal();
       dispatch();
     }
@@ -376,13 +380,23 @@ int Runner::pick_worker() const {
   int best = -1;
   size_t best_load = SIZE_MAX;
   for (size_t i = 0; i < pool_->size(); ++i) {
-    size_t load = batch_left_[i].size();
-    if (pool_->slot(i).pid > 0 && load < size_t(kBatchesPerWorker) && load < best_load) {
+    const auto& batches = batch_left_[i];
+    size_t load = 0;
+    for (size_t n : batches) load += n;
+    bool room = batches.size() < kBatchesPerWorker ||
+                (batches.size() < kMaxBatchesPerWorker && load < kBatchFiles);
+    if (pool_->slot(i).pid > 0 && room && load < best_load) {
       best = int(i);
       best_load = load;
     }
   }
   return best;
+}
+
+bool Runner::idle_worker() const {
+  for (size_t i = 0; i < pool_->size(); ++i)
+    if (pool_->slot(i).pid > 0 && batch_left_[i].empty()) return true;
+  return false;
 }
 
 void Runner::dispatch() {

@@ -196,7 +196,7 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
     ev.detail = "socket skipped";
     return ev;
   }
-  if ((S_ISCHR(ev.st.st_mode) || S_ISBLK(ev.st.st_mode)) && !(opt_.archive && ::geteuid() == 0)) {
+  if ((S_ISCHR(ev.st.st_mode) || S_ISBLK(ev.st.st_mode)) && !(opt_.archive && euid_ == 0)) {
     ev.type = WalkEvent::Type::Warning;
     ev.detail = "device skipped (devices are recreated only with -a, as root)";
     return ev;
@@ -296,7 +296,7 @@ int Walker::open_dst_child(DirNode* parent, const std::string& name, bool& fresh
 // writable while we fill it; its real mode is applied when it is finished.
 void Walker::prepare_existing(int fd) {
   struct stat st;
-  if (::fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700 && st.st_uid == ::geteuid())
+  if (::fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700 && st.st_uid == euid_)
     ::fchmod(fd, (st.st_mode & 07777) | 0700);
   // Temporaries an interrupted run left in a directory we are about to fill again.
   remove_temps(fd, [](std::string_view) { return true; });
@@ -389,10 +389,10 @@ void Walker::finish_dir(DirNode* dir) {
     int fd = dst_fd_for(dir);
     int err = fd < 0 ? errno : 0;
     const struct stat& st = dir->st;
-    bool owner_kept = st.st_uid == ::geteuid() && st.st_gid == ::getegid();
+    bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
     if (!err && opt_.archive) {
       owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
-      if (!owner_kept && (::geteuid() == 0 || (errno != EPERM && errno != EINVAL))) err = errno;
+      if (!owner_kept && (euid_ == 0 || (errno != EPERM && errno != EINVAL))) err = errno;
       for (const auto& [name, value] : dir->xattrs) {
         if (!err && ::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) != 0 && errno != ENOTSUP &&
             errno != EPERM)

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <functional>
@@ -96,6 +97,8 @@ class Walker {
   std::vector<std::pair<std::string, std::string>> read_dir_xattrs(int fd);
 
   const Options& opt_;
+  const uid_t euid_ = ::geteuid();
+  const gid_t egid_ = ::getegid();
   UniqueFd src_root_;
   UniqueFd dst_root_;
   dev_t root_dev_;
