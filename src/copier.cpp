@@ -57,19 +57,6 @@ bool fallback_errno(int err) {
          err == EBADF || err == ETXTBSY;
 }
 
-// True for local file systems whose close() has no flush step and so cannot report an error.
-bool close_cannot_fail(int dir) {
-  struct statfs fs;
-  if (::fstatfs(dir, &fs) != 0) return false;
-  switch (fs.f_type) {
-    case TMPFS_MAGIC:
-    case EXT4_SUPER_MAGIC:  // also ext2 and ext3
-    case XFS_SUPER_MAGIC:
-    case BTRFS_SUPER_MAGIC: return true;
-    default: return false;
-  }
-}
-
 // Resolves up to PATH_MAX-1 bytes of `rel` in one openat2 call.
 int open_segment(int dir, const std::string& seg, bool follow) {
   struct open_how how {};
@@ -174,13 +161,35 @@ Copier::Copier(const Options& options)
       try_reflink_(options.reflink != ReflinkMode::Never),
       try_cfr_(options.copy_file_range) {}
 
+bool local_fs(int dir) {
+  struct statfs fs;
+  if (::fstatfs(dir, &fs) != 0) return false;
+  switch (fs.f_type) {
+    case TMPFS_MAGIC:
+    case EXT4_SUPER_MAGIC:  // also ext2 and ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC: return true;
+    default: return false;
+  }
+}
+
+bool chunking_helps(int dst_dir) {
+#ifdef PCOPY_TEST_HOOKS
+  if (std::getenv("PCOPY_TEST_CHUNK_LOCAL")) return true;  // to test chunking on the test machine
+#endif
+  return !local_fs(dst_dir);
+}
+
 bool ends_batch(const Result& r, const Options& options) {
   return r.outcome == Outcome::Failed && (r.err == ENOSPC || r.err == EDQUOT || options.fail_fast);
 }
 
 Copier::~Copier() = default;
 
-void Copier::enter(int dst_dir) { close_never_fails_ = dst_dir >= 0 && close_cannot_fail(dst_dir); }
+void Copier::enter(int dst_dir) {
+  local_fs_ = dst_dir >= 0 && local_fs(dst_dir);
+  chunk_ = dst_dir < 0 || chunking_helps(dst_dir);
+}
 
 std::string Copier::next_temp_name() {
   return temp_prefix_ + std::to_string(++temp_counter_) + std::string(kTempSuffix);
@@ -278,7 +287,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   std::optional<Hasher> hasher;
   if (opt_.verify || !opt_.manifest.empty()) hasher.emplace();
   // Big, and the parent did not know: to be handed back and copied in chunks by every worker.
-  bool split = !job.known && !hasher && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
+  bool split = !job.known && !hasher && chunk_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
                uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size);
 
   // Where the data goes: an unnamed O_TMPFILE file linked in when complete (nothing to clean up
@@ -287,7 +296,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   // other workers must open it (split) or --verify rereads it; the final name with --inplace.
   std::string tmp;
   UniqueFd out;
-  if (!opt_.inplace && !split && !opt_.verify && close_never_fails_ && tmpfile_ != Tmpfile::No &&
+  if (!opt_.inplace && !split && !opt_.verify && local_fs_ && tmpfile_ != Tmpfile::No &&
       (tmpfile_ != Tmpfile::Unknown || probe_tmpfile(dst_dir))) {
     out.reset(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, st.st_mode & 0777));
     if (!out && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_ = Tmpfile::No;
@@ -342,7 +351,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if ((err = apply_metadata(out.get(), in.get(), st, !opt_.inplace))) return fail(r, err);
   if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
   // Where close cannot fail, it can wait for the batch's one closing round, after the rename.
-  if (!closes_ || !close_never_fails_) {
+  if (!closes_ || !local_fs_) {
     if (!tmp.empty() && (err = out.close_checked())) return fail(r, err);
   }
   if (!opt_.inplace) {

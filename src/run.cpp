@@ -113,7 +113,9 @@ class Runner {
   void add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key = {});
   void seal();
   void dispatch();
-  int pick_worker() const;  // the least loaded worker with room for another batch, or -1
+  // The least loaded worker with room for another batch, or -1. A heavy batch (a big file, a
+  // chunk) waits for a worker with fewer than two batches: big work is handed out on demand.
+  int pick_worker(bool heavy = false) const;
   bool idle_worker() const;
   void poll_once(int timeout_ms);
   void read_worker(size_t w);
@@ -185,6 +187,7 @@ class Runner {
   bool stdout_tty_ = false;
   bool color_ = false;
   bool stat_entries_ = true;
+  bool chunk_ = true;  // big files are split for several workers (chunking_helps DST)
   Manifest manifest_;
   std::string stdout_buf_;
 };
@@ -376,7 +379,7 @@ void Runner::produce() {
   if (walk_done_ || jobs_.size() >= window_ || pick_worker() >= 0) seal();
 }
 
-int Runner::pick_worker() const {
+int Runner::pick_worker(bool heavy) const {
   int best = -1;
   size_t best_load = SIZE_MAX;
   for (size_t i = 0; i < pool_->size(); ++i) {
@@ -384,7 +387,7 @@ int Runner::pick_worker() const {
     size_t load = 0;
     for (size_t n : batches) load += n;
     bool room = batches.size() < kBatchesPerWorker ||
-                (batches.size() < kMaxBatchesPerWorker && load < kBatchFiles);
+                (!heavy && batches.size() < kMaxBatchesPerWorker && load < kBatchFiles);
     if (pool_->slot(i).pid > 0 && room && load < best_load) {
       best = int(i);
       best_load = load;
@@ -401,7 +404,7 @@ bool Runner::idle_worker() const {
 
 void Runner::dispatch() {
   while (!queue_.empty() && !abandon_) {
-    int w = pick_worker();
+    int w = pick_worker(queue_.front().bytes >= kBatchBytes);
     if (w < 0) return;
     PendingBatch pb = std::move(queue_.front());
     queue_.pop_front();
@@ -532,12 +535,14 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
 
 bool Runner::should_chunk(const struct stat& st) const {
   // Hashing (--verify, --manifest) reads the file in order; a sparse file is copied by extents.
-  return opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold && !opt_.dry_run && !opt_.verify &&
+  return chunk_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold && !opt_.dry_run && !opt_.verify &&
          opt_.manifest.empty() && uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size);
 }
 
 // FileBegin made the temporary: hand out the chunks, first in the queue, one per batch, so every
-// idle worker takes a piece.
+// idle worker takes a piece. With several big files under way their chunks alternate, so that
+// workers write different files: writes to one file serialise on its inode lock, and two workers
+// contending for it burn twice the CPU for the same bytes.
 void Runner::start_chunks(JobInfo& begin, const Result& r) {
   uint64_t file = begin.job.id;
   ChunkedFile& cf = chunked_[file];
@@ -560,7 +565,18 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     jobs_.emplace(ci.job.id, std::move(ci));
     ++cf.chunks_left;
   }
-  queue_.insert(queue_.begin(), std::make_move_iterator(batches.begin()), std::make_move_iterator(batches.end()));
+  size_t queued_chunks = 0;
+  while (queued_chunks < queue_.size() && queue_[queued_chunks].ids.size() == 1 &&
+         jobs_.at(queue_[queued_chunks].ids[0]).job.kind == JobKind::FileChunk)
+    ++queued_chunks;
+  std::deque<PendingBatch> merged;
+  size_t a = 0, b = 0;
+  while (a < queued_chunks || b < batches.size()) {
+    if (a < queued_chunks) merged.push_back(std::move(queue_[a++]));
+    if (b < batches.size()) merged.push_back(std::move(batches[b++]));
+  }
+  queue_.erase(queue_.begin(), queue_.begin() + long(queued_chunks));
+  queue_.insert(queue_.begin(), std::make_move_iterator(merged.begin()), std::make_move_iterator(merged.end()));
 }
 
 void Runner::chunk_done(const JobInfo& info, const Result& r) {
@@ -869,6 +885,7 @@ int Runner::run() {
   // the progress display, hard links, -L, a dry run's byte count. Otherwise getdents' d_type is
   // enough, workers look at sizes themselves, and the parent stays off the critical path.
   stat_entries_ = bar_ || status_lines_ || opt_.archive || opt_.dereference || opt_.dry_run;
+  chunk_ = !target_.dst_root.valid() || chunking_helps(target_.dst_root.get());
   setup_signals();
   start_pool();
 

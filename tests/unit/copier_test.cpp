@@ -743,6 +743,26 @@ TEST_F(OpenDirBeneath, RefusesPathsThatLeaveTheRoot) {
   ::close(inner);
 }
 
+TEST_P(CopierTest, BigFileOfUnknownSizeIsHandedBackForChunksOnlyWhereChunksPayOff) {
+  opt.jobs = 2;
+  int fd = ::openat(src_, "big", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::posix_fallocate(fd, 0, off_t(kChunkThreshold)), 0);  // allocated, so not sparse
+  ::close(fd);
+  Job j = job_for("big");
+  j.known = false;  // the parent did not stat it
+  Result r = copy(j);
+  if (GetParam() && local_fs(dst_)) {
+    // Told the destination, and it is local: two workers on one file would only take turns.
+    EXPECT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+    EXPECT_EQ(lstat_at(dst_, "big").st_size, off_t(kChunkThreshold));
+  } else {
+    ASSERT_EQ(r.outcome, Outcome::Split) << r.err << " " << r.detail;
+    EXPECT_EQ(r.size, kChunkThreshold);
+    EXPECT_EQ(temps_in(dst_), (std::set<std::string>{r.temp})) << "the temporary the chunks will fill";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Destinations, CopierTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "Entered" : "NotEntered"; });
 
