@@ -72,6 +72,19 @@ class CopyTest : public ::testing::Test {
     EXPECT_FALSE(exists(must_not_exist)) << escape_path(must_not_exist) << " was created\n" << describe(r);
   }
 
+  // Copies SRC twice, once with each set of options: both copies must equal SRC and each other.
+  void expect_same_copies(const std::vector<std::string>& first, const std::vector<std::string>& second) {
+    std::string a = tmp / "a", b = tmp / "b";
+    for (auto [args, to] : {std::pair{first, a}, std::pair{second, b}}) {
+      args.push_back(src);
+      args.push_back(to);
+      RunResult r = run_pcopy(args);
+      EXPECT_EQ(r.status, 0) << describe(r);
+      EXPECT_EQ(diff_trees(src, to), "");
+    }
+    EXPECT_EQ(diff_trees(a, b), "");
+  }
+
   // A mixed tree: sizes from 0 to a few hundred KiB, nested directories and links.
   void make_mixed_tree(int files) {
     for (int d = 0; d < 8; ++d) make_dirs(src + fmt::format("/d{}/sub{}", d, d % 3));
@@ -278,25 +291,12 @@ TEST_F(CopyTest, SecondRunUpdatesFilesInsideReadOnlyDirectory) {
 
 TEST_F(CopyTest, OneAndEightWorkersProduceIdenticalTrees) {
   make_mixed_tree(400);
-  std::string one = tmp / "one", eight = tmp / "eight";
-  RunResult r1 = run_pcopy({"-j1", src, one});
-  RunResult r8 = run_pcopy({"-j", "8", src, eight});
-  EXPECT_EQ(r1.status, 0) << describe(r1);
-  EXPECT_EQ(r8.status, 0) << describe(r8);
-  EXPECT_EQ(diff_trees(src, one), "");
-  EXPECT_EQ(diff_trees(src, eight), "");
-  EXPECT_EQ(diff_trees(one, eight), "");
+  expect_same_copies({"-j1"}, {"-j", "8"});
 }
 
 TEST_F(CopyTest, IoUringBatchesAndOneCallAtATimeProduceIdenticalTrees) {
   make_mixed_tree(400);
-  std::string batched = tmp / "batched", single = tmp / "single";
-  RunResult rb = run_pcopy({"-j2", src, batched});
-  RunResult rs = run_pcopy({"-j2", "--no-io-uring", src, single});
-  EXPECT_EQ(rb.status, 0) << describe(rb);
-  EXPECT_EQ(rs.status, 0) << describe(rs);
-  EXPECT_EQ(diff_trees(src, batched), "");
-  EXPECT_EQ(diff_trees(src, single), "");
+  expect_same_copies({"-j2"}, {"-j2", "--no-io-uring"});
 }
 
 TEST_F(CopyTest, CopiesFilesOfAnotherOwnerWhenRunUnprivileged) {
