@@ -39,6 +39,7 @@ constexpr uint64_t kBatchBytes = 4ull << 20;  // a big file travels alone
 // fewer than a full batch of jobs, so trees of small directories keep the workers busy too.
 constexpr size_t kBatchesPerWorker = 2;
 constexpr size_t kMaxBatchesPerWorker = 16;
+constexpr size_t kEarlyBatchFiles = 16;       // enough jobs to send an idle worker before the batch is full
 constexpr int kEventsPerPoll = 1024;          // walk at most this much between looks at the pipes
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
@@ -370,13 +371,17 @@ void Runner::produce() {
       break;
     }
     handle_walk_event(*ev);
-    // Idle workers get work at once rather than after a full batch.
-    if (queue_.empty() && !current_.ids.empty() && idle_worker()) {
+    // Idle workers get work at once rather than after a full batch, though not one job at a time:
+    // a batch has costs of its own (two io_uring submissions, a result message).
+    if (queue_.empty() && current_.ids.size() >= kEarlyBatchFiles && idle_worker()) {
       seal();
       dispatch();
     }
   }
-  if (walk_done_ || jobs_.size() >= window_ || pick_worker() >= 0) seal();
+  // A partial batch goes out when the walk is over, when it is worth a message, or when a worker
+  // has nothing at all; not at every call, or a full window (one job admitted per result) would
+  // send one job per batch.
+  if (walk_done_ || current_.ids.size() >= kEarlyBatchFiles || idle_worker()) seal();
 }
 
 int Runner::pick_worker(bool heavy) const {
