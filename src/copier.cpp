@@ -38,11 +38,22 @@ const char* const kChanged = "file changed as we read it";
 
 int64_t to_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
 
+int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW); }
+
 int open_source(int dir, const std::string& name, bool follow) {
-  int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW);
+  int flags = source_flags(follow);
   int fd = ::openat(dir, name.c_str(), flags | O_NOATIME);
   if (fd < 0 && errno == EPERM) fd = ::openat(dir, name.c_str(), flags);  // O_NOATIME needs ownership
   return fd;
+}
+
+// A job's result before anything is done: what the walk knew of it.
+Result result_for(const Job& job) {
+  Result r;
+  r.id = job.id;
+  r.size = job.size;
+  r.mtime_ns = job.mtime_ns;
+  return r;
 }
 
 Result fail(Result r, int err, std::string detail = {}) {
@@ -198,10 +209,7 @@ std::string Copier::next_temp_name() {
 Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {
   report_ = &report;
   report_id_ = job.id;
-  Result r;
-  r.id = job.id;
-  r.size = job.size;
-  r.mtime_ns = job.mtime_ns;
+  Result r = result_for(job);
   if (job.kind == JobKind::FileChunk) return copy_chunk(src_dir, dst_dir, job, r);
   if (job.kind == JobKind::FileEnd) return end_chunked(src_dir, dst_dir, job, r);
 
@@ -697,12 +705,12 @@ bool Copier::batchable(const Job& job) const {
 void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, const ProgressFn& report,
                         std::vector<Result>& results) {
   report_ = &report;
-  results.assign(jobs.size(), Result{});
+  results.clear();
   std::vector<UniqueFd> in(jobs.size());
   Ring& ring = *ring_;
 
   // Round 1: open every source (O_NOATIME needs ownership: asked again without it once refused).
-  const int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | (opt_.dereference ? 0 : O_NOFOLLOW);
+  const int flags = source_flags(opt_.dereference);
   for (int pass = 0; pass < 2; ++pass) {
     int f = flags | (noatime_ && pass == 0 ? O_NOATIME : 0);
     std::vector<size_t> asked;
@@ -727,10 +735,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
   bool stop = false;
   for (size_t i = 0; i < jobs.size(); ++i) {
     const Job& job = jobs[i];
-    Result& r = results[i];
-    r.id = job.id;
-    r.size = job.size;
-    r.mtime_ns = job.mtime_ns;
+    Result& r = results.emplace_back(result_for(job));
     report_id_ = job.id;
     struct stat st;
     if (stop) {

@@ -7,10 +7,10 @@
 
 namespace pcopy {
 
-Ring::Ring(unsigned capacity) : ring_(std::make_unique<struct io_uring>()), capacity_(capacity) {}
+Ring::Ring() : ring_(std::make_unique<struct io_uring>()) {}
 
 std::unique_ptr<Ring> Ring::create(unsigned entries) {
-  std::unique_ptr<Ring> r(new Ring(entries));
+  std::unique_ptr<Ring> r(new Ring());
   // One process submits and reaps: completions run when we wait, not as interrupts (6.1+).
   unsigned preferred = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
   if (io_uring_queue_init(entries, r->ring_.get(), preferred) == 0) return r;
@@ -24,7 +24,7 @@ Ring::~Ring() {
 
 struct io_uring_sqe* Ring::next_sqe() {
   struct io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-  // Callers never queue more than capacity(): a full queue is a bug, not a condition.
+  // Callers never queue more than the ring holds: a full queue is a bug, not a condition.
   if (!sqe) std::abort();
   io_uring_sqe_set_data64(sqe, queued_++);
   return sqe;

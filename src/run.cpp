@@ -570,18 +570,12 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     jobs_.emplace(ci.job.id, std::move(ci));
     ++cf.chunks_left;
   }
-  size_t queued_chunks = 0;
-  while (queued_chunks < queue_.size() && queue_[queued_chunks].ids.size() == 1 &&
-         jobs_.at(queue_[queued_chunks].ids[0]).job.kind == JobKind::FileChunk)
-    ++queued_chunks;
-  std::deque<PendingBatch> merged;
-  size_t a = 0, b = 0;
-  while (a < queued_chunks || b < batches.size()) {
-    if (a < queued_chunks) merged.push_back(std::move(queue_[a++]));
-    if (b < batches.size()) merged.push_back(std::move(batches[b++]));
+  auto is_chunk = [&](const PendingBatch& pb) { return jobs_.at(pb.ids[0]).job.kind == JobKind::FileChunk; };
+  size_t pos = 0;
+  for (PendingBatch& pb : batches) {
+    if (pos < queue_.size() && is_chunk(queue_[pos])) ++pos;  // after the next chunk of another file
+    queue_.insert(queue_.begin() + long(pos++), std::move(pb));
   }
-  queue_.erase(queue_.begin(), queue_.begin() + long(queued_chunks));
-  queue_.insert(queue_.begin(), std::make_move_iterator(merged.begin()), std::make_move_iterator(merged.end()));
 }
 
 void Runner::chunk_done(const JobInfo& info, const Result& r) {

@@ -32,7 +32,9 @@ long now_ms() {
 // from the same directory.
 class DirPair {
  public:
-  DirPair(const Options& o, int src_root, int dst_root) : opt_(o), src_root_(src_root), dst_root_(dst_root) {}
+  // Tells `copier` each destination directory it opens (Copier::enter).
+  DirPair(const Options& o, int src_root, int dst_root, Copier& copier)
+      : opt_(o), src_root_(src_root), dst_root_(dst_root), copier_(copier) {}
   // 0 or an errno.
   int open(const std::string& rel) {
     if (open_ && rel == rel_) return 0;
@@ -49,11 +51,9 @@ class DirPair {
     }
     rel_ = rel;
     open_ = true;
-    ++opened_;
+    copier_.enter(dst_.get());
     return 0;
   }
-  // Counts the directories opened: tells a new destination directory from the same one.
-  uint64_t opened() const { return opened_; }
   int src() const { return src_.get(); }
   int dst() const { return dst_.get(); }
 
@@ -62,7 +62,7 @@ class DirPair {
   int src_root_, dst_root_;
   std::string rel_;
   bool open_ = false;
-  uint64_t opened_ = 0;
+  Copier& copier_;
   UniqueFd src_, dst_;
 };
 
@@ -82,12 +82,11 @@ void test_hooks(const Job&) {}
 int run_worker(const Options& options, int job_fd, int result_fd, int src_root, int dst_root) {
   ::umask(0);  // files are created with their final permission bits
   Copier copier(options);
-  DirPair dirs(options, src_root, dst_root);
+  DirPair dirs(options, src_root, dst_root, copier);
   FrameReader reader;
   std::string in(64 * 1024, '\0');
   std::string out;
   std::vector<Result> results;
-  uint64_t entered = 0;  // the DirPair generation the copier was last told about
   long last_flush = now_ms();
   auto flush = [&] {
     if (out.empty()) return true;
@@ -105,10 +104,6 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
       if (frame->type != MsgType::Batch) return 3;
       Batch batch = decode_batch(frame->payload);
       int dir_err = dirs.open(batch.dir);
-      if (!dir_err && dirs.opened() != entered) {
-        copier.enter(dirs.dst());
-        entered = dirs.opened();
-      }
       long batch_start = now_ms();
       bool give_back = false;  // a full disk (or --fail-fast error): the rest would fail too
       auto report = [&](uint64_t id, uint64_t bytes) {

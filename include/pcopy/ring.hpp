@@ -24,12 +24,10 @@ class Ring {
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
 
-  // How many operations one round may hold.
-  unsigned capacity() const { return capacity_; }
   // False once the ring failed as a whole; nothing should be queued any more.
   bool usable() const { return usable_; }
 
-  // Queue one operation of the next round; each returns its index in run()'s results. The
+  // Queue one operation of the next round (at most `entries` of create() per round); each returns its index in run()'s results. The
   // strings must stay alive until run() returns.
   size_t openat(int dir, const char* path, int flags, mode_t mode);
   size_t close(int fd);
@@ -39,11 +37,10 @@ class Ring {
   const std::vector<int>& run();
 
  private:
-  explicit Ring(unsigned capacity);
+  Ring();
   ::io_uring_sqe* next_sqe();
 
   std::unique_ptr<::io_uring> ring_;
-  unsigned capacity_;
   bool usable_ = true;
   std::vector<int> results_;
   size_t queued_ = 0;
