@@ -129,17 +129,8 @@ std::string diff_snapshots(const std::map<std::string, std::string>& before,
 // ---------------------------------------------------------------------------------------------------
 // Fixtures: one per suite name, all with SRC and DST in a fresh temporary directory.
 
-class BackupFixture : public ::testing::Test {
+class BackupFixture : public SrcDstTest {
  protected:
-  void SetUp() override { make_dir(src); }
-
-  // pcopy OPTIONS... SRC DST
-  RunResult copy(std::vector<std::string> args = {}, const RunOptions& options = {}) {
-    args.push_back(src);
-    args.push_back(dst);
-    return run_pcopy(args, options);
-  }
-
   // A first full copy that must succeed and match.
   void full_copy() {
     RunResult r = copy();
@@ -154,10 +145,6 @@ class BackupFixture : public ::testing::Test {
       if (S_ISREG(lstat_of(root + "/" + rel).st_mode)) files.push_back(rel);
     return files;
   }
-
-  TempDir tmp;
-  std::string src = tmp / "src";
-  std::string dst = tmp / "dst";
 };
 
 class Backup : public BackupFixture {};

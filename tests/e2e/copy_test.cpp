@@ -49,17 +49,8 @@ void remove_keeping_parent_times(const std::string& path) {
   set_times(parent, atime_ns(st), mtime_ns(st));
 }
 
-class CopyTest : public ::testing::Test {
+class CopyTest : public SrcDstTest {
  protected:
-  void SetUp() override { make_dir(src); }
-
-  // pcopy OPTIONS... SRC DST
-  RunResult copy(std::vector<std::string> args = {}, const RunOptions& options = {}) {
-    args.push_back(src);
-    args.push_back(dst);
-    return run_pcopy(args, options);
-  }
-
   void expect_copied(const RunResult& r, const CompareOptions& compare = {}) {
     EXPECT_EQ(r.status, 0) << describe(r);
     EXPECT_EQ(diff_trees(src, dst, compare), "");
@@ -97,10 +88,6 @@ class CopyTest : public ::testing::Test {
     make_symlink("../d1/f1.bin", src + "/d0/link-to-f1");
     make_symlink("missing", src + "/d2/dangling");
   }
-
-  TempDir tmp;
-  std::string src = tmp / "src";
-  std::string dst = tmp / "dst";
 };
 
 // ---------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // and comparing two trees the way a user would (bytes, types, modes, times, links, owners, xattrs).
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
 #include <optional>
@@ -87,5 +88,22 @@ std::vector<std::string> lines_of(std::string_view text);
 
 // Empty when the trees match; otherwise one line per difference ("path: what differs").
 std::string diff_trees(const std::string& a, const std::string& b, const CompareOptions& options = {});
+
+// A test with SRC (created empty) and DST (not created) in a fresh temporary directory.
+class SrcDstTest : public ::testing::Test {
+ protected:
+  void SetUp() override { make_dir(src); }
+
+  // pcopy OPTIONS... SRC DST
+  RunResult copy(std::vector<std::string> args = {}, const RunOptions& options = {}) {
+    args.push_back(src);
+    args.push_back(dst);
+    return run_pcopy(args, options);
+  }
+
+  TempDir tmp;
+  std::string src = tmp / "src";
+  std::string dst = tmp / "dst";
+};
 
 }  // namespace pcopy::test

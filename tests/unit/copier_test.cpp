@@ -88,6 +88,12 @@ class CopierTest : public ::testing::TestWithParam<bool> {
   }
   Result copy(const std::string& name) { return copy(job_for(name)); }
 
+  // A directory `name` in DST holding a file "inside" with `contents`.
+  void make_dst_dir_with_file(const std::string& name, const std::string& contents) {
+    ASSERT_EQ(::mkdirat(dst_, name.c_str(), 0755), 0);
+    pcopy_test::write_at(dst_, name + "/inside", contents);
+  }
+
   void expect_same_metadata(const std::string& name) {
     struct stat a = lstat_at(src_, name), b = lstat_at(dst_, name);
     EXPECT_EQ(a.st_mode, b.st_mode) << name;
@@ -424,10 +430,7 @@ TEST_P(CopierTest, VanishedSymlinkOrFifoFailsAndLeavesNoFile) {
 TEST_P(CopierTest, FailedRenameOntoADirectoryRemovesTheTemporary) {
   const std::string data = pcopy_test::random_bytes(100'000, 4);
   pcopy_test::write_at(src_, "clash", data);
-  ASSERT_EQ(::mkdirat(dst_, "clash", 0755), 0);
-  int d = ::openat(dst_, "clash", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  pcopy_test::write_at(d, "inside", "keep me");
-  ::close(d);
+  make_dst_dir_with_file("clash", "keep me");
   Result r = copy("clash");
   EXPECT_EQ(r.outcome, Outcome::Failed);
   EXPECT_EQ(r.err, EISDIR);
@@ -439,11 +442,8 @@ TEST_P(CopierTest, FailedRenameOntoADirectoryRemovesTheTemporary) {
 TEST_P(CopierTest, WithDeleteAFileReplacesADirectoryStandingInItsPlace) {
   opt.delete_extraneous = true;
   pcopy_test::write_at(src_, "clash", "file now");
-  ASSERT_EQ(::mkdirat(dst_, "clash", 0755), 0);
-  int d = ::openat(dst_, "clash", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  ASSERT_EQ(::mkdirat(d, "sub", 0755), 0);
-  pcopy_test::write_at(d, "inside", "old tree");
-  ::close(d);
+  make_dst_dir_with_file("clash", "old tree");
+  ASSERT_EQ(::mkdirat(dst_, "clash/sub", 0755), 0);
   Result r = copy("clash");
   ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
   EXPECT_TRUE(S_ISREG(lstat_at(dst_, "clash").st_mode));
@@ -453,10 +453,7 @@ TEST_P(CopierTest, WithDeleteAFileReplacesADirectoryStandingInItsPlace) {
 
 TEST_P(CopierTest, FailedSymlinkRenameRemovesTheTemporary) {
   ASSERT_EQ(::symlinkat("t", src_, "clash"), 0);
-  ASSERT_EQ(::mkdirat(dst_, "clash", 0755), 0);
-  int d = ::openat(dst_, "clash", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  pcopy_test::write_at(d, "inside", "keep me");
-  ::close(d);
+  make_dst_dir_with_file("clash", "keep me");
   Result r = copy("clash");
   EXPECT_EQ(r.outcome, Outcome::Failed);
   EXPECT_NE(r.err, 0);
