@@ -34,6 +34,7 @@ constexpr uint64_t kCfrChunk = 64ull << 20;      // bytes per copy_file_range ca
 constexpr uint64_t kReportEvery = 8ull << 20;    // bytes between progress messages
 constexpr size_t kBatchFiles = 64;               // files per batch: up to 128 fds open
 constexpr unsigned kRingEntries = 256;
+constexpr size_t kMaxLaterCloses = 32;  // with a batch's 128, within kRingEntries
 const char* const kChanged = "file changed as we read it";
 
 int64_t to_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
@@ -184,22 +185,34 @@ bool local_fs(int dir) {
   }
 }
 
-bool chunking_helps(int dst_dir) {
+namespace {
+bool chunking_helps_on(bool local) {
 #ifdef PCOPY_TEST_HOOKS
   if (std::getenv("PCOPY_TEST_CHUNK_LOCAL")) return true;  // to test chunking on the test machine
 #endif
-  return !local_fs(dst_dir);
+  return !local;
 }
+}  // namespace
+
+bool chunking_helps(int dst_dir) { return chunking_helps_on(local_fs(dst_dir)); }
 
 bool ends_batch(const Result& r, const Options& options) {
   return r.outcome == Outcome::Failed && (r.err == ENOSPC || r.err == EDQUOT || options.fail_fast);
 }
 
-Copier::~Copier() = default;
+Copier::~Copier() {
+  for (int fd : later_closes_) ::close(fd);
+}
+
+void Copier::close_later(UniqueFd fd) {
+  if (!fd) return;
+  if (batch_limit_ == 0 || batch_limit_ == SIZE_MAX || later_closes_.size() >= kMaxLaterCloses) return;
+  later_closes_.push_back(fd.release());
+}
 
 void Copier::enter(int dst_dir) {
   local_fs_ = dst_dir >= 0 && local_fs(dst_dir);
-  chunk_ = dst_dir < 0 || chunking_helps(dst_dir);
+  chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_);
 }
 
 std::string Copier::next_temp_name() {
@@ -309,10 +322,18 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     out.reset(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, st.st_mode & 0777));
     if (!out && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_ = Tmpfile::No;
   }
+  // With --inplace a new file is made with its final mode (umask is 0), so only a file that was
+  // there already needs its mode set.
+  bool fresh_mode = true;
   if (!out) {
     tmp = opt_.inplace ? job.target() : next_temp_name();
-    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (opt_.inplace ? O_TRUNC : O_EXCL);
+    int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
     out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
+    if (!out && opt_.inplace && errno == EEXIST) {
+      fresh_mode = false;
+      flags = (flags & ~O_EXCL) | O_TRUNC;
+      out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
+    }
     if (!out && opt_.inplace && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY)) {
       // Never write through a link planted at the destination: replace it.
       if (errno != EISDIR) ::unlinkat(dst_dir, tmp.c_str(), 0);
@@ -356,7 +377,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     if ((err = hash_file(reread.get(), check))) return fail(r, err);
     if (check.digest() != *r.hash) return fail(r, 0, "verification failed: the written copy differs from the source");
   }
-  if ((err = apply_metadata(out.get(), in.get(), st, !opt_.inplace))) return fail(r, err);
+  if ((err = apply_metadata(out.get(), in.get(), st, fresh_mode))) return fail(r, err);
   if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
   // Where close cannot fail, it can wait for the batch's one closing round, after the rename.
   if (!closes_ || !local_fs_) {
@@ -730,7 +751,8 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
   }
 
   // Each file as the one-file path copies it, its descriptors left open for round 2.
-  std::vector<int> closes;
+  std::vector<int> closes = std::move(later_closes_);
+  later_closes_.clear();
   closes_ = &closes;
   bool stop = false;
   for (size_t i = 0; i < jobs.size(); ++i) {

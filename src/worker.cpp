@@ -39,8 +39,8 @@ class DirPair {
   int open(const std::string& rel) {
     if (open_ && rel == rel_) return 0;
     open_ = false;
-    src_.reset();
-    dst_.reset();
+    copier_.close_later(std::move(src_));
+    copier_.close_later(std::move(dst_));
     int fd = open_dir_beneath(src_root_, rel, opt_.dereference);
     if (fd < 0) return -fd;
     src_.reset(fd);

@@ -74,6 +74,9 @@ class Copier {
   bool batchable(const Job& job) const;
   void copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, const ProgressFn& report,
                   std::vector<Result>& results);
+  // Closes `fd` (a directory the worker is done with) in the next batch's closing round, or at
+  // once when there are no batches or enough are waiting.
+  void close_later(UniqueFd fd);
 
  private:
   Result copy_file(int src_dir, int dst_dir, const Job& job, Result result);
@@ -109,6 +112,7 @@ class Copier {
   size_t batch_limit_ = SIZE_MAX;      // SIZE_MAX: not decided yet
   bool noatime_ = true;                // O_NOATIME, until the kernel refuses it (files of others)
   std::vector<int>* closes_ = nullptr;  // in a batch: descriptors left for its closing round
+  std::vector<int> later_closes_;       // close_later()'s, for the next closing round
   bool local_fs_ = false;              // enter()'s directory is on a local_fs()
   bool chunk_ = true;                  // and big files are split there (chunking_helps())
   // How an O_TMPFILE file gets its name: linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, the

@@ -177,14 +177,17 @@ TEST_P(CopierTest, LongFileReportsProgressWhileItCopies) {
 }
 
 TEST_P(CopierTest, EveryModeBitIsKept) {
-  for (mode_t mode : {0777u, 0700u, 0444u, 0000u, 04755u, 02755u, 01777u}) {
-    SCOPED_TRACE(std::to_string(mode));
-    std::string name = "m" + std::to_string(mode);
-    pcopy_test::write_at(src_, name, "data", mode);
-    ASSERT_EQ(lstat_at(src_, name).st_mode & 07777, mode);
-    Result r = copy(name);
-    ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
-    EXPECT_EQ(lstat_at(dst_, name).st_mode & 07777, mode);
+  for (bool inplace : {false, true}) {
+    opt.inplace = inplace;
+    for (mode_t mode : {0777u, 0700u, 0444u, 0000u, 0640u, 04755u, 02755u, 01777u}) {
+      std::string name = (inplace ? "i" : "m") + std::to_string(mode);
+      SCOPED_TRACE(name);
+      pcopy_test::write_at(src_, name, "data", mode);
+      ASSERT_EQ(lstat_at(src_, name).st_mode & 07777, mode);
+      Result r = copy(name);
+      ASSERT_EQ(r.outcome, Outcome::Copied) << r.err << " " << r.detail;
+      EXPECT_EQ(lstat_at(dst_, name).st_mode & 07777, mode);
+    }
   }
 }
 
@@ -860,6 +863,28 @@ TEST_F(CopierBatchTest, FailureThatEndsTheBatchHandsBackTheRestUntried) {
   EXPECT_EQ(results[1].outcome, Outcome::Failed);
   EXPECT_EQ(results[2].outcome, Outcome::Deferred);
   EXPECT_FALSE(pcopy_test::list_at(dst_).count("later"));
+}
+
+TEST_F(CopierBatchTest, DirectoriesLeftToCloseLaterAreClosedByTheNextBatch) {
+  auto is_open = [](int fd) { return ::fcntl(fd, F_GETFD) != -1; };
+  pcopy_test::write_at(src_, "f", "data");
+  Copier copier(opt);
+  copier.enter(dst_);
+  // Before batching is decided, and without it, the fd is closed at once.
+  int early = pcopy_test::open_dir(tmp.path());
+  copier.close_later(UniqueFd(early));
+  EXPECT_FALSE(is_open(early));
+  ASSERT_GT(copier.batch_limit(), 0u) << "no io_uring batches on this kernel";
+  std::vector<int> dirs;
+  for (int i = 0; i < 3; ++i) dirs.push_back(pcopy_test::open_dir(tmp.path()));
+  for (int fd : dirs) copier.close_later(UniqueFd(fd));
+  for (int fd : dirs) EXPECT_TRUE(is_open(fd));
+  std::vector<Result> results;
+  Copier::ProgressFn report = [](uint64_t, uint64_t) {};
+  copier.copy_batch(src_, dst_, std::vector<Job>{job_for("f")}, report, results);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].outcome, Outcome::Copied);
+  for (int fd : dirs) EXPECT_FALSE(is_open(fd));
 }
 
 TEST_F(CopierBatchTest, NoIoUringOptionTurnsBatchingOff) {
