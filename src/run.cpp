@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -973,9 +974,21 @@ int Runner::finish() {
   return stats_.exit_status;
 }
 
+// The soft RLIMIT_NOFILE is often 1024 while the hard one is far higher: a program that needs more
+// descriptors is expected to raise its own soft limit. The walk keeps one destination fd per
+// directory with jobs in flight, and batches two per file being copied.
+void raise_fd_limit() {
+  constexpr rlim_t kWanted = 16384;
+  struct rlimit nofile;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur >= kWanted) return;
+  nofile.rlim_cur = nofile.rlim_max == RLIM_INFINITY ? kWanted : std::min(kWanted, nofile.rlim_max);
+  ::setrlimit(RLIMIT_NOFILE, &nofile);
+}
+
 }  // namespace
 
 int run(const Options& options) {
+  raise_fd_limit();
   auto prepared = prepare_target(options);
   if (auto* message = std::get_if<std::string>(&prepared)) {
     fmt::print(stderr, "{}\n", *message);

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -18,7 +19,10 @@ namespace pcopy {
 namespace {
 
 constexpr int kMaxOpenFrames = 16;  // levels of the walk whose fds stay open
-constexpr int kMaxDeferredFds = 128;  // finished listings still waiting for their jobs
+// Finished listings still waiting for their jobs keep their destination fd (else it is closed and
+// reopened by path to apply the directory's metadata): as many as the jobs window can hold, within
+// half of RLIMIT_NOFILE.
+constexpr int kMaxDeferredFds = 4096;
 constexpr size_t kDentsBuffer = 64 * 1024;
 constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY;
 
@@ -49,6 +53,14 @@ bool same_inode(int fd, dev_t dev, ino_t ino) {
   return ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
 
+int deferred_fd_budget() {
+  struct rlimit nofile;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return kMaxDeferredFds;
+  // Room first for the open levels of the walk, the pipes and what the batches may hold.
+  if (nofile.rlim_cur <= 128) return 0;
+  return int(std::min<rlim_t>((nofile.rlim_cur - 128) / 2, kMaxDeferredFds));
+}
+
 std::pair<dev_t, ino_t> inode_of(int fd) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return {0, 0};
@@ -74,6 +86,7 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
       root_dev_(src_st.st_dev),
       on_dir_error_(std::move(on_dir_error)),
       stat_entries_(stat_entries),
+      max_deferred_fds_(deferred_fd_budget()),
       dents_(kDentsBuffer, '\0') {
   auto* root = new DirNode;
   live_.insert(root);
@@ -343,7 +356,7 @@ void Walker::pop() {
   DirNode* node = child->node;
   if (node->pending > 1 && node->dst) {
     // Jobs inside are still running: keep the fd for the metadata, within a budget.
-    if (deferred_fds_ >= kMaxDeferredFds) {
+    if (deferred_fds_ >= max_deferred_fds_) {
       close_dst(node);
     } else {
       node->deferred_fd = true;

@@ -104,6 +104,7 @@ class Walker {
   dev_t root_dev_;
   DirErrorFn on_dir_error_;
   bool stat_entries_;
+  int max_deferred_fds_;  // of RLIMIT_NOFILE, for destination fds kept past their listing
   std::vector<std::unique_ptr<Frame>> stack_;
   std::unordered_set<DirNode*> live_;  // every node not yet finished: freed if the walk is abandoned
   std::string dents_;  // getdents64 buffer of the directory being listed
