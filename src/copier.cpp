@@ -185,6 +185,11 @@ bool local_fs(int dir) {
   }
 }
 
+bool has_default_acl(int dir) {
+  if (::fgetxattr(dir, "system.posix_acl_default", nullptr, 0) >= 0) return true;
+  return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
+}
+
 namespace {
 bool chunking_helps_on(bool local) {
 #ifdef PCOPY_TEST_HOOKS
@@ -211,7 +216,15 @@ void Copier::close_later(UniqueFd fd) {
 }
 
 void Copier::enter(int dst_dir) {
-  local_fs_ = dst_dir >= 0 && local_fs(dst_dir);
+  DirFacts facts;
+  if (dst_dir >= 0) facts = DirFacts{true, local_fs(dst_dir), has_default_acl(dst_dir)};
+  enter(dst_dir, facts);
+}
+
+void Copier::enter(int dst_dir, const DirFacts& facts) {
+  if (!facts.known && dst_dir >= 0) return enter(dst_dir);
+  local_fs_ = dst_dir >= 0 && facts.local;
+  default_acl_ = dst_dir < 0 || facts.default_acl;
   chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_);
 }
 
@@ -322,9 +335,9 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     out.reset(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, st.st_mode & 0777));
     if (!out && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_ = Tmpfile::No;
   }
-  // With --inplace a new file is made with its final mode (umask is 0), so only a file that was
-  // there already needs its mode set.
-  bool fresh_mode = true;
+  // A new file is made with its final mode (umask is 0) unless a default ACL shapes it; with
+  // --inplace a file that was there already keeps its own until set.
+  bool fresh_mode = !default_acl_;
   if (!out) {
     tmp = opt_.inplace ? job.target() : next_temp_name();
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
@@ -518,7 +531,7 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   struct stat written;
   if (::fstat(out.get(), &written) != 0) return fail(r, errno);
   if (uint64_t(written.st_size) != job.size && ::ftruncate(out.get(), off_t(job.size)) != 0) return fail(r, errno);
-  if (int err = apply_metadata(out.get(), in.get(), st, !opt_.inplace)) return fail(r, err);
+  if (int err = apply_metadata(out.get(), in.get(), st, !opt_.inplace && !default_acl_)) return fail(r, err);
   if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
   if (int err = out.close_checked()) return fail(r, err);
   if (int err = opt_.inplace ? 0 : install(dst_dir, job.temp, job.target())) return fail(r, err);

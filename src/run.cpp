@@ -416,6 +416,7 @@ void Runner::dispatch() {
     queue_.pop_front();
     Batch batch;
     batch.dir = walker_ ? walker_->rel_path(pb.dir) : std::string();
+    if (walker_ && pb.dir) batch.facts = pb.dir->facts;
     WorkerSlot& slot = pool_->slot(size_t(w));
     for (uint64_t id : pb.ids) {
       JobInfo& info = jobs_.at(id);

@@ -88,12 +88,14 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
       stat_entries_(stat_entries),
       max_deferred_fds_(deferred_fd_budget()),
       dents_(kDentsBuffer, '\0') {
+  umask_ = ::umask(0);
+  ::umask(umask_);
   auto* root = new DirNode;
   live_.insert(root);
   root->st = src_st;
   if (dst_root_) {
     root->dst.reset(::openat(dst_root_.get(), ".", kDirFlags));
-    if (!opt_.dry_run) prepare_existing(root->dst.get());
+    if (!opt_.dry_run) prepare_existing(root, nullptr, root->dst.get());
   }
   auto frame = std::make_unique<Frame>();
   frame->node = root;
@@ -244,7 +246,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   node->st = ev.st;
   ++frame.node->pending;
   int err = 0;
-  node->dst.reset(open_dst_child(frame.node, name, node->fresh, err));
+  node->dst.reset(open_dst_child(frame.node, node, err));
   if (err) {
     ev.err = err;
     ++walk_errors_;
@@ -270,19 +272,28 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   return ev;
 }
 
-int Walker::open_dst_child(DirNode* parent, const std::string& name, bool& fresh, int& err) {
+int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
+  bool& fresh = node->fresh;
   int pfd = parent->dst ? parent->dst.get() : -1;
   if (pfd < 0) {
     fresh = true;  // dry run below a directory that does not exist yet: this one would be new too
     return -1;
   }
-  const char* n = name.c_str();
+  const char* n = node->name.c_str();
   if (opt_.dry_run) {
     int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
     fresh = fd < 0;
     return fd;
   }
-  fresh = ::mkdirat(pfd, n, 0700) == 0;
+  // A new directory is made with its final mode, saving the chmod when it is finished, where that
+  // mode lets us fill it and lets no one else write in it meanwhile, and its owner is final already
+  // (as cp does); unless a default ACL or the umask would change it. Else 0700 until finished.
+  mode_t want = node->st.st_mode & 07777;
+  bool owner_final = !opt_.archive || (node->st.st_uid == euid_ && node->st.st_gid == egid_);
+  bool exact = owner_final && parent->facts.known && !parent->facts.default_acl && (want & 0700) == 0700 &&
+               (want & 07022) == 0 && (want & umask_) == 0;
+  mode_t initial = exact ? want : 0700;
+  fresh = ::mkdirat(pfd, n, initial) == 0;
   if (!fresh && errno != EEXIST) {
     err = errno;
     return -1;
@@ -290,7 +301,7 @@ int Walker::open_dst_child(DirNode* parent, const std::string& name, bool& fresh
   int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
   if (fd < 0 && !fresh && (errno == ENOTDIR || errno == ELOOP)) {
     // A file or a planted link where SRC has a directory: replace it, never follow it.
-    if (::unlinkat(pfd, n, 0) != 0 || ::mkdirat(pfd, n, 0700) != 0) {
+    if (::unlinkat(pfd, n, 0) != 0 || ::mkdirat(pfd, n, initial) != 0) {
       err = errno;
       return -1;
     }
@@ -301,16 +312,27 @@ int Walker::open_dst_child(DirNode* parent, const std::string& name, bool& fresh
     err = errno;
     return -1;
   }
-  if (!fresh) prepare_existing(fd);
+  if (fresh) {
+    // Made by mkdir in its parent: same file system, and a default ACL only if the parent has one.
+    node->facts = parent->facts;
+    node->fs_dev = parent->fs_dev;
+    node->mode_set = exact;
+  } else {
+    prepare_existing(node, parent, fd);
+  }
   return fd;
 }
 
 // An existing destination directory (a previous run's copy of a read-only one, say) must be
 // writable while we fill it; its real mode is applied when it is finished.
-void Walker::prepare_existing(int fd) {
+void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd) {
   struct stat st;
-  if (::fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700 && st.st_uid == euid_)
-    ::fchmod(fd, (st.st_mode & 07777) | 0700);
+  if (::fstat(fd, &st) == 0) {
+    if ((st.st_mode & 0700) != 0700 && st.st_uid == euid_) ::fchmod(fd, (st.st_mode & 07777) | 0700);
+    bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;
+    node->facts = DirFacts{true, same_fs ? parent->facts.local : local_fs(fd), has_default_acl(fd)};
+    node->fs_dev = st.st_dev;
+  }
   // Temporaries an interrupted run left in a directory we are about to fill again.
   remove_temps(fd, [](std::string_view) { return true; });
 }
@@ -414,7 +436,7 @@ void Walker::finish_dir(DirNode* dir) {
     }
     mode_t mode = st.st_mode & 07777;
     if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
-    if (!err && ::fchmod(fd, mode) != 0) err = errno;
+    if (!err && !(dir->mode_set && mode == (st.st_mode & 07777)) && ::fchmod(fd, mode) != 0) err = errno;
     struct timespec times[2] = {st.st_atim, st.st_mtim};
     if (!err && ::futimens(fd, times) != 0) err = errno;
     if (!err && opt_.fsync && ::fsync(fd) != 0) err = errno;

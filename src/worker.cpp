@@ -36,7 +36,7 @@ class DirPair {
   DirPair(const Options& o, int src_root, int dst_root, Copier& copier)
       : opt_(o), src_root_(src_root), dst_root_(dst_root), copier_(copier) {}
   // 0 or an errno.
-  int open(const std::string& rel) {
+  int open(const std::string& rel, const DirFacts& facts) {
     if (open_ && rel == rel_) return 0;
     open_ = false;
     copier_.close_later(std::move(src_));
@@ -51,7 +51,7 @@ class DirPair {
     }
     rel_ = rel;
     open_ = true;
-    copier_.enter(dst_.get());
+    copier_.enter(dst_.get(), facts);
     return 0;
   }
   int src() const { return src_.get(); }
@@ -103,7 +103,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
     while (auto frame = reader.next()) {
       if (frame->type != MsgType::Batch) return 3;
       Batch batch = decode_batch(frame->payload);
-      int dir_err = dirs.open(batch.dir);
+      int dir_err = dirs.open(batch.dir, batch.facts);
       long batch_start = now_ms();
       bool give_back = false;  // a full disk (or --fail-fast error): the rest would fail too
       auto report = [&](uint64_t id, uint64_t bytes) {

@@ -35,6 +35,9 @@ int open_dir_beneath(int root, std::string_view rel, bool follow);
 // tmpfs, ext2-4, XFS, btrfs: close() has no flush step there and cannot report an error, and
 // writes to one file serialise on its inode lock.
 bool local_fs(int dir);
+// Whether a default ACL in `dir` decides the modes of what is created there (then they must be
+// set explicitly). True when it cannot be told.
+bool has_default_acl(int dir);
 // Whether splitting big files into chunks for several workers pays off in `dst_dir`: not on a
 // local_fs(), where two workers writing one file take turns on its lock (and spin on it: on tmpfs
 // -j2 copied one 2 GiB file 1.4x slower than -j1), but where latency, not the CPU, is the limit.
@@ -57,9 +60,12 @@ class Copier {
   using ProgressFn = std::function<void(uint64_t id, uint64_t bytes)>;
 
   // The destination directory of the jobs that follow, until the next call: what its file system
-  // allows decides how files are made to appear (see copy_opened). Without it the copier makes no
-  // assumption: named temporaries, closed and checked before the rename.
+  // allows decides how files are made to appear (see copy_opened), a default ACL whether modes
+  // must be set after creation. Without it the copier makes no assumption: named temporaries,
+  // closed and checked before the rename, modes set. The second form takes what the parent found
+  // out (when known) instead of asking the file system.
   void enter(int dst_dir);
+  void enter(int dst_dir, const DirFacts& facts);
 
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
   // `report` is called with the job's id and byte deltas while long files copy.
@@ -115,6 +121,7 @@ class Copier {
   std::vector<int> later_closes_;       // close_later()'s, for the next closing round
   bool local_fs_ = false;              // enter()'s directory is on a local_fs()
   bool chunk_ = true;                  // and big files are split there (chunking_helps())
+  bool default_acl_ = true;            // modes of new files must be set (has_default_acl())
   // How an O_TMPFILE file gets its name: linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, the
   // /proc/self/fd path needs /proc. Found out once per worker, on the first file.
   enum class Tmpfile { Unknown, EmptyPath, Proc, No };

@@ -49,8 +49,17 @@ struct Job {
   const std::string& target() const { return dst_name.empty() ? name : dst_name; }
 };
 
+// What the parent found out about a batch's destination directory as it made or entered it, so
+// that workers need not ask again for every directory.
+struct DirFacts {
+  bool known = false;        // else the worker looks for itself
+  bool local = false;        // on a local_fs() (see copier.hpp)
+  bool default_acl = false;  // a default ACL, not the mode asked for, shapes what is created there
+};
+
 struct Batch {
   std::string dir;  // directory relative to SRC/DST ("" = the root)
+  DirFacts facts;
   std::vector<Job> jobs;
 };
 

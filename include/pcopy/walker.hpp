@@ -23,6 +23,7 @@
 
 #include "pcopy/fd.hpp"
 #include "pcopy/options.hpp"
+#include "pcopy/protocol.hpp"
 
 namespace pcopy {
 
@@ -35,6 +36,9 @@ struct DirNode {
   ino_t dst_ino = 0;
   long pending = 1;    // the walk of the directory itself + jobs and subdirectories not yet done
   bool fresh = false;  // created by this run
+  bool mode_set = false;  // created with its final mode: no chmod when finished
+  DirFacts facts;      // of the destination directory, for the workers
+  dev_t fs_dev = 0;    // its file system, to tell a mount point below it
   bool deferred_fd = false;  // `dst` kept open after the walk left it, counted against a budget
   std::vector<std::pair<std::string, std::string>> xattrs;  // archive mode: applied at the end
 };
@@ -87,10 +91,10 @@ class Walker {
   std::optional<WalkEvent> classify(Frame& frame, const char* name, unsigned char d_type);
   std::optional<WalkEvent> descend(Frame& frame, const std::string& name);
   void pop();
-  int open_dst_child(DirNode* parent, const std::string& name, bool& fresh, int& err);
+  int open_dst_child(DirNode* parent, DirNode* node, int& err);
   void evict_fds();
   void close_dst(DirNode* node);
-  void prepare_existing(int fd);
+  void prepare_existing(DirNode* node, const DirNode* parent, int fd);
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
   int dst_fd_for(DirNode* dir);
@@ -99,6 +103,7 @@ class Walker {
   const Options& opt_;
   const uid_t euid_ = ::geteuid();
   const gid_t egid_ = ::getegid();
+  mode_t umask_;
   UniqueFd src_root_;
   UniqueFd dst_root_;
   dev_t root_dev_;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../acl_util.hpp"
 #include "harness.hpp"
 
 namespace pcopy::test {
@@ -219,6 +220,31 @@ TEST_F(CopyTest, PreservesModeBitsAndNanosecondMtimes) {
   EXPECT_EQ(mode_bits(dst + "/dir1777"), 01777u);
   EXPECT_EQ(mtime_ns(lstat_of(dst + "/file644")), 1'600'000'000'987'654'302LL);
   EXPECT_EQ(mtime_ns(lstat_of(dst + "/dir2775")), 1'500'000'000'123'456'703LL);
+}
+
+TEST_F(CopyTest, KeepsModesWhenTheDestinationHasADefaultAcl) {
+  // A default ACL on DST would give new files and directories group and other r-x at most: the
+  // copies get the source's modes all the same, as with cp -a.
+  make_dir(dst);
+  if (!pcopy_test::set_default_acl(dst)) GTEST_SKIP() << "no POSIX ACLs on " << dst;
+  make_dir(src + "/shared");
+  ::chmod((src + "/shared").c_str(), 0775);
+  write_file(src + "/shared/group-writable", "g", 0664);
+  write_file(src + "/shared/everyone", "o", 0777);
+  write_file(src + "/plain", "p", 0644);
+  for (const std::vector<std::string>& extra : {std::vector<std::string>{"-j1"}, {"-j2"}, {"--inplace"}}) {
+    SCOPED_TRACE(extra.front());
+    std::string into = dst + "/copy" + extra.front();
+    std::vector<std::string> args = extra;
+    args.insert(args.end(), {src, into});
+    RunResult r = run_pcopy(args);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(diff_trees(src, into), "");
+    EXPECT_EQ(mode_bits(into + "/shared"), 0775u);
+    EXPECT_EQ(mode_bits(into + "/shared/group-writable"), 0664u);
+    EXPECT_EQ(mode_bits(into + "/shared/everyone"), 0777u);
+    EXPECT_EQ(mode_bits(into + "/plain"), 0644u);
+  }
 }
 
 TEST_F(CopyTest, PreservesAccessTimes) {

@@ -21,6 +21,7 @@ std::string all_bytes_from(int first) {
 Batch sample_batch() {
   Batch b;
   b.dir = "photos/2024/raw";
+  b.facts = DirFacts{true, false, true};
   Job a;
   a.id = 1;
   a.kind = JobKind::File;
@@ -87,6 +88,9 @@ void expect_job_eq(const Job& want, const Job& got) {
 
 void expect_batch_eq(const Batch& want, const Batch& got) {
   EXPECT_EQ(want.dir, got.dir);
+  EXPECT_EQ(want.facts.known, got.facts.known);
+  EXPECT_EQ(want.facts.local, got.facts.local);
+  EXPECT_EQ(want.facts.default_acl, got.facts.default_acl);
   ASSERT_EQ(want.jobs.size(), got.jobs.size());
   for (size_t i = 0; i < want.jobs.size(); ++i) {
     SCOPED_TRACE("job " + std::to_string(i));
@@ -210,6 +214,15 @@ TEST(Protocol, BatchSurvivesEncodeFrameAndDecode) {
   Batch b = sample_batch();
   Frame f = one_frame(b, MsgType::Batch);
   expect_batch_eq(b, decode_batch(f.payload));
+}
+
+TEST(Protocol, EveryCombinationOfDirectoryFactsSurvivesTheRoundTrip) {
+  for (int bits = 0; bits < 8; ++bits) {
+    Batch b = sample_batch();
+    b.facts = DirFacts{(bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0};
+    SCOPED_TRACE(bits);
+    expect_batch_eq(b, decode_batch(one_frame(b, MsgType::Batch).payload));
+  }
 }
 
 TEST(Protocol, EmptyBatchOfTheRootSurvivesTheRoundTrip) {
