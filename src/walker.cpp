@@ -287,11 +287,12 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
   }
   // A new directory is made with its final mode, saving the chmod when it is finished, where that
   // mode lets us fill it and lets no one else write in it meanwhile, and its owner is final already
-  // (as cp does); unless a default ACL or the umask would change it. Else 0700 until finished.
+  // (as cp does); unless a default ACL, the umask or a set-group-ID parent (whose bit it would
+  // inherit) would change it. Else 0700 until finished.
   mode_t want = node->st.st_mode & 07777;
   bool owner_final = !opt_.archive || (node->st.st_uid == euid_ && node->st.st_gid == egid_);
-  bool exact = owner_final && parent->facts.known && !parent->facts.default_acl && (want & 0700) == 0700 &&
-               (want & 07022) == 0 && (want & umask_) == 0;
+  bool exact = owner_final && parent->facts.known && !parent->facts.default_acl && !parent->dst_sgid &&
+               (want & 0700) == 0700 && (want & 07022) == 0 && (want & umask_) == 0;
   mode_t initial = exact ? want : 0700;
   fresh = ::mkdirat(pfd, n, initial) == 0;
   if (!fresh && errno != EEXIST) {
@@ -313,9 +314,11 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
     return -1;
   }
   if (fresh) {
-    // Made by mkdir in its parent: same file system, and a default ACL only if the parent has one.
+    // Made by mkdir in its parent: same file system, a default ACL and set-group-ID only if the
+    // parent has them.
     node->facts = parent->facts;
     node->fs_dev = parent->fs_dev;
+    node->dst_sgid = parent->dst_sgid;
     node->mode_set = exact;
   } else {
     prepare_existing(node, parent, fd);
@@ -332,6 +335,7 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd) {
     bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;
     node->facts = DirFacts{true, same_fs ? parent->facts.local : local_fs(fd), has_default_acl(fd)};
     node->fs_dev = st.st_dev;
+    node->dst_sgid = st.st_mode & S_ISGID;
   }
   // Temporaries an interrupted run left in a directory we are about to fill again.
   remove_temps(fd, [](std::string_view) { return true; });

@@ -39,6 +39,7 @@ struct DirNode {
   bool mode_set = false;  // created with its final mode: no chmod when finished
   DirFacts facts;      // of the destination directory, for the workers
   dev_t fs_dev = 0;    // its file system, to tell a mount point below it
+  bool dst_sgid = false;  // set-group-ID: directories made in it inherit the bit
   bool deferred_fd = false;  // `dst` kept open after the walk left it, counted against a budget
   std::vector<std::pair<std::string, std::string>> xattrs;  // archive mode: applied at the end
 };

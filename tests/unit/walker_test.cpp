@@ -249,6 +249,22 @@ TEST_F(WalkerTest, NewDirectoriesOpenToOthersWritesStayPrivateUntilFinished) {
   for (auto [name, mode] : dirs) EXPECT_EQ(stat_of(dst + "/" + name).st_mode & 07777, mode) << name;
 }
 
+TEST_F(WalkerTest, DirectoriesMadeInASetGroupIdDestinationGetTheSourceModeAllTheSame) {
+  // mkdir in a set-group-ID directory sets the bit on the new one too: the copy still gets the
+  // source's mode exactly (as rsync -a; cp -a would keep the inherited bit).
+  ASSERT_EQ(::chmod(dst.c_str(), 02775), 0);
+  mkdir_src("plain", 0755);
+  mkdir_src("plain/deeper", 0755);
+  mkdir_src("shared", 0775);
+  mkdir_src("keeps", 02755);
+  auto w = make_walker();
+  Walked r = drain(*w, true);
+  ASSERT_TRUE(w->finished());
+  EXPECT_TRUE(dir_errors.empty());
+  for (const char* rel : {"plain", "plain/deeper", "shared", "keeps"})
+    EXPECT_EQ(stat_of(dst + "/" + rel).st_mode & 07777, stat_of(src + "/" + rel).st_mode & 07777) << rel;
+}
+
 TEST_F(WalkerTest, DirectoriesCarryWhatWorkersNeedToKnowOfTheDestination) {
   mkdir_src("a", 0775);
   mkdir_src("a/b", 0755);
