@@ -107,6 +107,16 @@ bool is_temp_name(std::string_view name) {
          name.ends_with(kTempSuffix);
 }
 
+bool is_staged_name(std::string_view name) {
+  if (!is_temp_name(name)) return false;
+  name = name.substr(kTempPrefix.size(), name.size() - kTempPrefix.size() - kTempSuffix.size());
+  size_t dash = name.find("-d");
+  auto digits = [](std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  return dash != std::string_view::npos && digits(name.substr(0, dash)) && digits(name.substr(dash + 2));
+}
+
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {
   struct Dirent64 {  // getdents64's record; the name runs to d_reclen, NUL-terminated
     ino64_t d_ino;
@@ -123,7 +133,14 @@ void remove_temps(int dir, const std::function<bool(std::string_view name)>& whi
     for (long pos = 0; pos < n;) {
       auto* d = reinterpret_cast<Dirent64*>(buf.data() + pos);
       pos += d->d_reclen;
-      if (d->d_type != DT_DIR && is_temp_name(d->d_name) && which(d->d_name)) ::unlinkat(dir, d->d_name, 0);
+      if (!is_temp_name(d->d_name) || !which(d->d_name)) continue;
+      if (d->d_type != DT_DIR) {
+        ::unlinkat(dir, d->d_name, 0);
+      } else if (is_staged_name(d->d_name)) {
+        // A staged directory an interrupted run never revealed: its files are copied again.
+        MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}};
+        remove_tree(dir, d->d_name, d->d_name, false, quiet);
+      }
     }
   }
   ::lseek(dir, 0, SEEK_SET);
@@ -225,6 +242,7 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   if (!facts.known && dst_dir >= 0) return enter(dst_dir);
   local_fs_ = dst_dir >= 0 && facts.local;
   default_acl_ = dst_dir < 0 || facts.default_acl;
+  staged_ = dst_dir >= 0 && facts.staged;
   chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_);
 }
 
@@ -321,16 +339,19 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   std::optional<Hasher> hasher;
   if (opt_.verify || !opt_.manifest.empty()) hasher.emplace();
   // Big, and the parent did not know: to be handed back and copied in chunks by every worker.
-  bool split = !job.known && !hasher && chunk_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
+  bool split = !job.known && !hasher && chunk_ && !staged_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
                uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size);
 
   // Where the data goes: an unnamed O_TMPFILE file linked in when complete (nothing to clean up
   // after a crash, and cheaper), a named temporary beside the final name when the file system has
   // no O_TMPFILE, its close may fail (NFS, FUSE: the check must come before the file appears),
   // other workers must open it (split) or --verify rereads it; the final name with --inplace.
+  // In a staged directory (hidden until the parent renames it into place) files are written
+  // straight to their final names: what appears is the whole directory, complete.
+  const bool direct = opt_.inplace || staged_;
   std::string tmp;
   UniqueFd out;
-  if (!opt_.inplace && !split && !opt_.verify && local_fs_ && tmpfile_ != Tmpfile::No &&
+  if (!direct && !split && !opt_.verify && local_fs_ && tmpfile_ != Tmpfile::No &&
       (tmpfile_ != Tmpfile::Unknown || probe_tmpfile(dst_dir))) {
     out.reset(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, st.st_mode & 0777));
     if (!out && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_ = Tmpfile::No;
@@ -339,15 +360,15 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   // --inplace a file that was there already keeps its own until set.
   bool fresh_mode = !default_acl_;
   if (!out) {
-    tmp = opt_.inplace ? job.target() : next_temp_name();
+    tmp = direct ? job.target() : next_temp_name();
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
     out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
-    if (!out && opt_.inplace && errno == EEXIST) {
+    if (!out && direct && errno == EEXIST) {  // staged: what a worker that died left half-written
       fresh_mode = false;
       flags = (flags & ~O_EXCL) | O_TRUNC;
       out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
     }
-    if (!out && opt_.inplace && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY)) {
+    if (!out && direct && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY)) {
       // Never write through a link planted at the destination: replace it.
       if (errno != EISDIR) ::unlinkat(dst_dir, tmp.c_str(), 0);
       out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
@@ -363,7 +384,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     ~Cleanup() {
       if (!keep && temp) ::unlinkat(dir, name.c_str(), 0);
     }
-  } cleanup{dst_dir, tmp, keep, !opt_.inplace && !tmp.empty()};
+  } cleanup{dst_dir, tmp, keep, !opt_.inplace && !tmp.empty()};  // staged: no half file when revealed
 
   if (split) {
     if (int err = out.close_checked()) return fail(r, err);
@@ -396,7 +417,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!closes_ || !local_fs_) {
     if (!tmp.empty() && (err = out.close_checked())) return fail(r, err);
   }
-  if (!opt_.inplace) {
+  if (!direct) {
     err = tmp.empty() ? link_in(out.get(), dst_dir, job.target()) : install(dst_dir, tmp, job.target());
     if (err) return fail(r, err);
   }
@@ -650,11 +671,11 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   int sflags = opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW;
   if (::fstatat(src_dir, job.name.c_str(), &st, sflags) != 0) return fail(r, errno);
   r.mtime_ns = to_ns(st.st_mtim);
-  std::string tmp = next_temp_name();
+  std::string tmp = staged_ ? job.target() : next_temp_name();  // staged: hidden already
   const char* t = tmp.c_str();
-  int rc;
+  std::string target;
   if (S_ISLNK(st.st_mode)) {
-    std::string target(size_t(st.st_size) + 1, '\0');
+    target.resize(size_t(st.st_size) + 1);
     for (;;) {
       ssize_t n = ::readlinkat(src_dir, job.name.c_str(), target.data(), target.size());
       if (n < 0) return fail(r, errno);
@@ -664,14 +685,17 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
       }
       target.resize(target.size() * 2);
     }
-    rc = ::symlinkat(target.c_str(), dst_dir, t);
-  } else if (S_ISFIFO(st.st_mode)) {
-    rc = ::mkfifoat(dst_dir, t, st.st_mode & 0777);
-  } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
-    rc = ::mknodat(dst_dir, t, st.st_mode & (S_IFMT | 0777), st.st_rdev);
-  } else {
+  } else if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return fail(r, 0, "file changed type as we read it");
   }
+  auto make = [&] {
+    if (S_ISLNK(st.st_mode)) return ::symlinkat(target.c_str(), dst_dir, t);
+    if (S_ISFIFO(st.st_mode)) return ::mkfifoat(dst_dir, t, st.st_mode & 0777);
+    return ::mknodat(dst_dir, t, st.st_mode & (S_IFMT | 0777), st.st_rdev);
+  };
+  int rc = make();
+  // Staged: what is there was left by a worker that died on this very job.
+  if (rc != 0 && errno == EEXIST && staged_ && ::unlinkat(dst_dir, t, 0) == 0) rc = make();
   if (rc != 0) return fail(r, errno);
   int err = 0;
   bool owner_kept = !opt_.archive ? st.st_uid == euid_ && st.st_gid == egid_
@@ -685,7 +709,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   }
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (!err && ::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
-  if (!err) err = install(dst_dir, tmp, job.target());
+  if (!err && !staged_) err = install(dst_dir, tmp, job.target());
   if (err) {
     ::unlinkat(dst_dir, t, 0);
     return fail(r, err);

@@ -416,7 +416,10 @@ void Runner::dispatch() {
     queue_.pop_front();
     Batch batch;
     batch.dir = walker_ ? walker_->rel_path(pb.dir) : std::string();
-    if (walker_ && pb.dir) batch.facts = pb.dir->facts;
+    if (walker_ && pb.dir) {
+      batch.facts = pb.dir->facts;
+      if (pb.dir->facts.staged) batch.dst_dir = walker_->dst_rel_path(pb.dir);
+    }
     WorkerSlot& slot = pool_->slot(size_t(w));
     for (uint64_t id : pb.ids) {
       JobInfo& info = jobs_.at(id);
@@ -501,6 +504,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   switch (r.outcome) {
     case Outcome::Failed:
       error(path, reason_of(r));
+      if (walker_) walker_->forget(info.dir, info.job.target());
       if (r.err == ENOSPC || r.err == EDQUOT) {
         if (!stopping_) say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(r.err)));
         stop_dispatching();
@@ -621,7 +625,7 @@ void Runner::fail_chunked(uint64_t file) {
 
 void Runner::remove_dst_temp(DirNode* dir, const std::string& temp) {
   if (opt_.inplace || temp.empty() || !target_.dst_root) return;
-  int fd = open_dir_beneath(target_.dst_root.get(), walker_ ? walker_->rel_path(dir) : std::string(), false);
+  int fd = open_dir_beneath(target_.dst_root.get(), walker_ ? walker_->dst_rel_path(dir) : std::string(), false);
   if (fd < 0) return;
   ::unlinkat(fd, temp.c_str(), 0);
   ::close(fd);
@@ -753,7 +757,9 @@ void Runner::on_worker_gone(size_t w) {
   if (stopping_) {
     for (auto& b : retry)
       for (uint64_t id : b.ids) {
-        DirNode* dir = jobs_.at(id).dir;
+        JobInfo& info = jobs_.at(id);
+        DirNode* dir = info.dir;
+        if (walker_) walker_->forget(dir, info.job.target());  // whatever the dead worker left of it
         jobs_.erase(id);
         release(dir);
       }
@@ -767,7 +773,7 @@ void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
   std::string prefix = std::string(kTempPrefix) + std::to_string(pid) + "-";
   std::vector<std::string> seen;
   for (DirNode* dir : dirs) {
-    std::string rel_dir = walker_ ? walker_->rel_path(dir) : std::string();
+    std::string rel_dir = walker_ ? walker_->dst_rel_path(dir) : std::string();
     if (std::find(seen.begin(), seen.end(), rel_dir) != seen.end()) continue;
     seen.push_back(rel_dir);
     int fd = open_dir_beneath(target_.dst_root.get(), rel_dir, false);
@@ -940,6 +946,15 @@ int Runner::finish() {
       remove_temps_of(pid, dirs);
     }
     for (auto& [id, cf] : chunked_) remove_dst_temp(cf.begin.dir, cf.temp);
+    if (walker_) {
+      // Staged directories appear with what was finished in them, never a half-written file.
+      std::unordered_map<const DirNode*, std::vector<std::string>> unfinished;
+      for (const auto& [id, info] : jobs_) unfinished[info.dir].push_back(info.job.target());
+      walker_->reveal_abandoned([&](const DirNode* dir) {
+        auto it = unfinished.find(dir);
+        return it == unfinished.end() ? std::vector<std::string>() : it->second;
+      });
+    }
   } else {
     run_delete();
   }

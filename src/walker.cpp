@@ -23,7 +23,9 @@ constexpr int kMaxOpenFrames = 16;  // levels of the walk whose fds stay open
 // reopened by path to apply the directory's metadata): as many as the jobs window can hold, within
 // half of RLIMIT_NOFILE.
 constexpr int kMaxDeferredFds = 4096;
-constexpr size_t kDentsBuffer = 64 * 1024;
+// getdents64 buffer: one call lists a directory of up to ~6,000 entries (and tells whether a
+// directory is small enough to be staged: see small_leaf).
+constexpr size_t kDentsBuffer = 256 * 1024;
 constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY;
 
 struct linux_dirent64 {
@@ -87,6 +89,8 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
       on_dir_error_(std::move(on_dir_error)),
       stat_entries_(stat_entries),
       max_deferred_fds_(deferred_fd_budget()),
+      can_stage_(!options.dry_run && !options.inplace && !options.archive && !options.verify),
+      staged_prefix_(std::string(kTempPrefix) + std::to_string(::getpid()) + "-d"),
       dents_(kDentsBuffer, '\0') {
   umask_ = ::umask(0);
   ::umask(umask_);
@@ -130,6 +134,39 @@ std::string Walker::rel_path(const DirNode* dir, const std::string& name) const 
   std::string rel = rel_path(dir);
   if (!rel.empty()) rel.push_back('/');
   return rel + name;
+}
+
+std::string Walker::dst_rel_path(const DirNode* dir) const {
+  std::vector<const std::string*> names;
+  for (; dir && dir->parent; dir = dir->parent) names.push_back(dir->staged_name.empty() ? &dir->name : &dir->staged_name);
+  std::string rel;
+  for (auto it = names.rbegin(); it != names.rend(); ++it) {
+    if (!rel.empty()) rel.push_back('/');
+    rel += **it;
+  }
+  return rel;
+}
+
+void Walker::forget(DirNode* dir, const std::string& name) {
+  if (dir && dir->facts.staged) dir->forgotten.push_back(name);
+}
+
+// A directory is staged when it is new, on a local file system, not inside another staged one,
+// and its whole listing fits one getdents64 call with no subdirectory in it (so that a run killed
+// outright, whose staged directories the next run removes and copies again, never loses much): the
+// chunk read here is left in the buffer for read_entries.
+bool Walker::small_leaf(int src_fd) {
+  long n = ::syscall(SYS_getdents64, src_fd, dents_.data(), dents_.size());
+  dents_pos_ = 0;
+  dents_len_ = n > 0 ? size_t(n) : 0;
+  // A buffer not nearly full holds the whole listing (local file systems fill it as far as they can).
+  if (n <= 0 || size_t(n) > kDentsBuffer - 4096) return false;
+  for (size_t pos = 0; pos < dents_len_;) {
+    auto* d = reinterpret_cast<linux_dirent64*>(dents_.data() + pos);
+    pos += d->d_reclen;
+    if ((d->d_type == DT_DIR || d->d_type == DT_UNKNOWN) && !is_dot(d->d_name)) return false;
+  }
+  return true;
 }
 
 std::optional<WalkEvent> Walker::next() {
@@ -246,6 +283,10 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   node->st = ev.st;
   ++frame.node->pending;
   int err = 0;
+  const DirNode* parent = frame.node;
+  if (can_stage_ && dst_root_ && parent->dst && parent->facts.known && parent->facts.local && !parent->facts.staged &&
+      small_leaf(src.get()))
+    node->staged_name = staged_prefix_ + std::to_string(++staged_count_) + std::string(kTempSuffix);
   node->dst.reset(open_dst_child(frame.node, node, err));
   if (err) {
     ev.err = err;
@@ -253,12 +294,14 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
     live_.erase(node);
     delete node;
     release(frame.node);
+    dents_pos_ = dents_len_ = 0;
     return ev;
   }
   if (opt_.archive) node->xattrs = read_dir_xattrs(src.get());
   ev.type = WalkEvent::Type::Dir;
   ev.created = node->fresh;
   if (opt_.one_file_system && ev.st.st_dev != root_dev_) {
+    dents_pos_ = dents_len_ = 0;
     release(node);  // the mount point itself is copied, not what is mounted on it
     return ev;
   }
@@ -294,6 +337,24 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
   bool exact = owner_final && parent->facts.known && !parent->facts.default_acl && !parent->dst_sgid &&
                (want & 0700) == 0700 && (want & 07022) == 0 && (want & umask_) == 0;
   mode_t initial = exact ? want : 0700;
+  if (!node->staged_name.empty()) {
+    struct stat st;
+    const char* t = node->staged_name.c_str();
+    if (::fstatat(pfd, n, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT && ::mkdirat(pfd, t, initial) == 0) {
+      int fd = ::openat(pfd, t, kDirFlags | O_NOFOLLOW);
+      if (fd >= 0) {
+        fresh = true;
+        node->facts = parent->facts;
+        node->facts.staged = true;
+        node->fs_dev = parent->fs_dev;
+        node->dst_sgid = parent->dst_sgid;
+        node->mode_set = exact;
+        return fd;
+      }
+      ::unlinkat(pfd, t, AT_REMOVEDIR);
+    }
+    node->staged_name.clear();  // it exists already, or could not be made: the usual way
+  }
   fresh = ::mkdirat(pfd, n, initial) == 0;
   if (!fresh && errno != EEXIST) {
     err = errno;
@@ -417,7 +478,7 @@ void Walker::close_dst(DirNode* node) {
 
 int Walker::dst_fd_for(DirNode* dir) {
   if (!dir->dst && dst_root_) {
-    int fd = open_dir_beneath(dst_root_.get(), rel_path(dir), false);
+    int fd = open_dir_beneath(dst_root_.get(), dst_rel_path(dir), false);
     if (fd >= 0) dir->dst.reset(fd);
   }
   return dir->dst.get();
@@ -427,6 +488,8 @@ void Walker::finish_dir(DirNode* dir) {
   if (!opt_.dry_run && dst_root_) {
     int fd = dst_fd_for(dir);
     int err = fd < 0 ? errno : 0;
+    if (!err)
+      for (const std::string& name : dir->forgotten) ::unlinkat(fd, name.c_str(), 0);
     const struct stat& st = dir->st;
     bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
     if (!err && opt_.archive) {
@@ -444,11 +507,40 @@ void Walker::finish_dir(DirNode* dir) {
     struct timespec times[2] = {st.st_atim, st.st_mtim};
     if (!err && ::futimens(fd, times) != 0) err = errno;
     if (!err && opt_.fsync && ::fsync(fd) != 0) err = errno;
+    int reveal_err = reveal(dir);  // its files are complete, whatever became of its metadata
+    if (!err) err = reveal_err;
     if (err) on_dir_error_(*dir, err);
   }
   if (dir->deferred_fd) --deferred_fds_;
   live_.erase(dir);
   delete dir;
+}
+
+// Renames a staged directory into place; never over something that appeared there meanwhile
+// (then it stays under its temporary name, for the next run to remove, and the error is reported).
+int Walker::reveal(DirNode* dir) {
+  if (dir->staged_name.empty()) return 0;
+  int pfd = dst_fd_for(dir->parent);
+  if (pfd < 0) return errno;
+  if (::renameat2(pfd, dir->staged_name.c_str(), pfd, dir->name.c_str(), RENAME_NOREPLACE) != 0) return errno;
+  dir->staged_name.clear();
+  return 0;
+}
+
+void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const DirNode*)>& unfinished) {
+  if (opt_.dry_run || !dst_root_) return;
+  std::vector<DirNode*> staged;
+  for (DirNode* dir : live_) {
+    if (!dir->facts.staged) continue;
+    int fd = dst_fd_for(dir);
+    if (fd >= 0) {
+      for (const std::string& name : unfinished(dir)) ::unlinkat(fd, name.c_str(), 0);
+      for (const std::string& name : dir->forgotten) ::unlinkat(fd, name.c_str(), 0);
+    }
+    if (!dir->staged_name.empty()) staged.push_back(dir);
+  }
+  for (DirNode* dir : staged)
+    if (int err = reveal(dir)) on_dir_error_(*dir, err);
 }
 
 std::vector<std::pair<std::string, std::string>> Walker::read_dir_xattrs(int fd) {

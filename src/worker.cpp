@@ -36,8 +36,9 @@ class DirPair {
   DirPair(const Options& o, int src_root, int dst_root, Copier& copier)
       : opt_(o), src_root_(src_root), dst_root_(dst_root), copier_(copier) {}
   // 0 or an errno.
-  int open(const std::string& rel, const DirFacts& facts) {
-    if (open_ && rel == rel_) return 0;
+  // `dst_rel` is where `rel` is in DST, when that differs (a staged directory).
+  int open(const std::string& rel, const std::string& dst_rel, const DirFacts& facts) {
+    if (open_ && rel == rel_ && dst_rel == dst_rel_) return 0;
     open_ = false;
     copier_.close_later(std::move(src_));
     copier_.close_later(std::move(dst_));
@@ -45,11 +46,12 @@ class DirPair {
     if (fd < 0) return -fd;
     src_.reset(fd);
     if (dst_root_ >= 0) {
-      fd = open_dir_beneath(dst_root_, rel, false);
+      fd = open_dir_beneath(dst_root_, dst_rel.empty() ? rel : dst_rel, false);
       if (fd < 0 && !(opt_.dry_run && fd == -ENOENT)) return -fd;
       dst_.reset(fd < 0 ? -1 : fd);
     }
     rel_ = rel;
+    dst_rel_ = dst_rel;
     open_ = true;
     copier_.enter(dst_.get(), facts);
     return 0;
@@ -60,7 +62,7 @@ class DirPair {
  private:
   const Options& opt_;
   int src_root_, dst_root_;
-  std::string rel_;
+  std::string rel_, dst_rel_;
   bool open_ = false;
   Copier& copier_;
   UniqueFd src_, dst_;
@@ -103,7 +105,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
     while (auto frame = reader.next()) {
       if (frame->type != MsgType::Batch) return 3;
       Batch batch = decode_batch(frame->payload);
-      int dir_err = dirs.open(batch.dir, batch.facts);
+      int dir_err = dirs.open(batch.dir, batch.dst_dir, batch.facts);
       long batch_start = now_ms();
       bool give_back = false;  // a full disk (or --fail-fast error): the rest would fail too
       auto report = [&](uint64_t id, uint64_t bytes) {

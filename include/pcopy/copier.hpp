@@ -25,7 +25,10 @@ namespace pcopy {
 inline constexpr std::string_view kTempPrefix = ".pcopy-";
 inline constexpr std::string_view kTempSuffix = ".tmp";
 bool is_temp_name(std::string_view name);
-// Unlinks the temporaries in `dir` (an open directory) for which `which(name)` holds.
+// A staged directory's name: ".pcopy-<pid>-d<n>.tmp" (see Walker).
+bool is_staged_name(std::string_view name);
+// Removes the temporaries in `dir` (an open directory) for which `which(name)` holds: files, and
+// staged directories (with what is in them).
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which);
 
 // Opens the directory `rel` ("" = root itself, duplicated) beneath `root` without following
@@ -122,6 +125,7 @@ class Copier {
   bool local_fs_ = false;              // enter()'s directory is on a local_fs()
   bool chunk_ = true;                  // and big files are split there (chunking_helps())
   bool default_acl_ = true;            // modes of new files must be set (has_default_acl())
+  bool staged_ = false;                // a staged directory: final names directly (DirFacts)
   // How an O_TMPFILE file gets its name: linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, the
   // /proc/self/fd path needs /proc. Found out once per worker, on the first file.
   enum class Tmpfile { Unknown, EmptyPath, Proc, No };

@@ -55,10 +55,14 @@ struct DirFacts {
   bool known = false;        // else the worker looks for itself
   bool local = false;        // on a local_fs() (see copier.hpp)
   bool default_acl = false;  // a default ACL, not the mode asked for, shapes what is created there
+  // A new directory made under a temporary name (dst_dir) and renamed into place by the parent
+  // once everything in it is done: files go straight to their final names inside.
+  bool staged = false;
 };
 
 struct Batch {
-  std::string dir;  // directory relative to SRC/DST ("" = the root)
+  std::string dir;      // directory relative to SRC/DST ("" = the root)
+  std::string dst_dir;  // where it is in DST when that differs (a staged directory)
   DirFacts facts;
   std::vector<Job> jobs;
 };

@@ -40,6 +40,10 @@ struct DirNode {
   DirFacts facts;      // of the destination directory, for the workers
   dev_t fs_dev = 0;    // its file system, to tell a mount point below it
   bool dst_sgid = false;  // set-group-ID: directories made in it inherit the bit
+  // Staged: made under this temporary name and renamed to `name` when finished, so that its files
+  // can be written straight to their final names (see Walker::dst_rel_path).
+  std::string staged_name;
+  std::vector<std::string> forgotten;  // names to remove before it is revealed: failed copies
   bool deferred_fd = false;  // `dst` kept open after the walk left it, counted against a budget
   std::vector<std::pair<std::string, std::string>> xattrs;  // archive mode: applied at the end
 };
@@ -83,6 +87,14 @@ class Walker {
 
   std::string rel_path(const DirNode* dir) const;
   std::string rel_path(const DirNode* dir, const std::string& name) const;
+  // Where `dir` is in DST now: rel_path() with staged directories under their temporary names.
+  std::string dst_rel_path(const DirNode* dir) const;
+  // A copy into `dir` failed: in a staged directory its name is removed before the directory is
+  // revealed (whatever a worker left there half-written).
+  void forget(DirNode* dir, const std::string& name);
+  // The run is abandoned: every staged directory not finished is revealed as it is, after
+  // `unfinished(dir)` (names of its jobs still in flight) and its failed copies are removed.
+  void reveal_abandoned(const std::function<std::vector<std::string>(const DirNode*)>& unfinished);
   int dst_root() const { return dst_root_.get(); }
   int src_root() const { return src_root_.get(); }
 
@@ -98,6 +110,8 @@ class Walker {
   void prepare_existing(DirNode* node, const DirNode* parent, int fd);
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
+  int reveal(DirNode* dir);
+  bool small_leaf(int src_fd);
   int dst_fd_for(DirNode* dir);
   std::vector<std::pair<std::string, std::string>> read_dir_xattrs(int fd);
 
@@ -111,6 +125,9 @@ class Walker {
   DirErrorFn on_dir_error_;
   bool stat_entries_;
   int max_deferred_fds_;  // of RLIMIT_NOFILE, for destination fds kept past their listing
+  bool can_stage_;        // staging allowed by the options (see descend)
+  std::string staged_prefix_;  // ".pcopy-<pid>-d": staged directories are <prefix><n>.tmp
+  uint64_t staged_count_ = 0;
   std::vector<std::unique_ptr<Frame>> stack_;
   std::unordered_set<DirNode*> live_;  // every node not yet finished: freed if the walk is abandoned
   std::string dents_;  // getdents64 buffer of the directory being listed

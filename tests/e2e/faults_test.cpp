@@ -138,10 +138,21 @@ std::string compare_contents(const std::string& a, const std::string& b) {
 
 // Every regular file under a final name in dst must be complete: a byte-identical copy of its
 // counterpart in src. Returns one line per violation.
+// Whether `rel` is a temporary or inside one (a staged directory not yet renamed into place).
+bool in_temporary(std::string_view rel) {
+  for (size_t start = 0; start <= rel.size();) {
+    size_t slash = rel.find('/', start);
+    if (slash == std::string_view::npos) slash = rel.size();
+    if (is_temp_name(rel.substr(start, slash - start))) return true;
+    start = slash + 1;
+  }
+  return false;
+}
+
 std::string incomplete_final_files(const std::string& src, const std::string& dst) {
   std::string problems;
   for (auto& rel : list_tree(dst)) {
-    if (is_temp_name(base_name(rel))) continue;
+    if (in_temporary(rel)) continue;
     struct stat d = lstat_or_zero(dst + "/" + rel);
     if (!S_ISREG(d.st_mode)) continue;
     struct stat s = lstat_or_zero(src + "/" + rel);
@@ -465,6 +476,32 @@ std::vector<Writing> writing_in(pid_t parent, const std::string& dir) {
   return found;
 }
 
+// Workers of `parent` with a file open inside a staged directory directly under `dir`.
+std::vector<pid_t> writing_staged_in(pid_t parent, const std::string& dir) {
+  std::vector<pid_t> found;
+  for (const Proc& w : children_of(parent)) {
+    std::string fds = fmt::format("/proc/{}/fd", w.pid);
+    DIR* d = ::opendir(fds.c_str());
+    if (d == nullptr) continue;
+    while (dirent* e = ::readdir(d)) {
+      std::string link(PATH_MAX, '\0');
+      ssize_t n = ::readlink((fds + "/" + e->d_name).c_str(), link.data(), link.size());
+      if (n <= 0) continue;
+      link.resize(size_t(n));
+      if (!link.starts_with(dir + "/")) continue;
+      std::string rel = link.substr(dir.size() + 1);
+      size_t slash = rel.find('/');
+      if (slash != std::string::npos && is_temp_name(rel.substr(0, slash)) && rel.find('/', slash + 1) == std::string::npos &&
+          !is_temp_name(rel.substr(slash + 1))) {
+        found.push_back(w.pid);
+        break;
+      }
+    }
+    ::closedir(d);
+  }
+  return found;
+}
+
 std::vector<std::string> names_of(const std::vector<Writing>& writing) {
   std::vector<std::string> names;
   for (const Writing& w : writing) names.push_back(w.name);
@@ -764,6 +801,77 @@ TEST_P(FaultsByJobs, KilledParentLeavesNoWorkersAndNextRunCleansTemporaries) {
   EXPECT_EQ(incomplete_final_files(src, dst), "");
 
   // The next run into the same destination removes them and completes the copy.
+  RunResult again = run_pcopy({jobs(), src, dst}, with_timeout(120));
+  expect_complete_copy(again, src, dst);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Staged directories: a small new leaf directory is made under a temporary name, its files are
+// written straight to their final names inside, and it is renamed into place when complete.
+
+// A leaf of 20 small files and one big one, so that a worker can be caught writing inside it.
+void make_staged_leaf_tree(const std::string& root) {
+  make_dir(root + "/leaf");
+  write_big_file(root + "/leaf/big.bin", 96, 7);
+  for (int f = 0; f < 20; ++f) write_file(root + fmt::format("/leaf/s{:02}", f), fmt::format("small {}\n", f));
+}
+
+// Runs pcopy on `src` and, once a worker writes inside a staged directory, freezes everything and
+// calls `act(frozen, writer)`. Returns the run's result and whether `act` was called.
+std::pair<RunResult, bool> catch_writing_staged(const std::vector<std::string>& args, const std::string& dst,
+                                                const std::string& logs,
+                                                const std::function<void(const Frozen&, pid_t)>& act) {
+  AsyncPcopy p(args, logs);
+  bool caught = false;
+  auto deadline = Clock::now() + 60s;
+  while (!caught && p.running() && Clock::now() < deadline) {
+    if (!poll_until(deadline, [&] { return !writing_staged_in(p.pid(), dst).empty() || !p.running(); })) break;
+    auto frozen = freeze(p);
+    if (!frozen) break;
+    std::vector<pid_t> writers = writing_staged_in(frozen->parent, dst);
+    if (!writers.empty()) {
+      act(*frozen, writers.front());
+      caught = true;
+    }
+    thaw(*frozen);
+  }
+  return {p.wait(), caught};
+}
+
+TEST_P(FaultsByJobs, WorkerKilledWritingInAStagedDirectoryIsRetriedAndTheDirectoryAppearsComplete) {
+  std::string src = shared_tree("staged", make_staged_leaf_tree);
+  auto [r, caught] = catch_writing_staged({jobs(), src, dst}, dst, logs,
+                                          [](const Frozen&, pid_t writer) { ASSERT_EQ(::kill(writer, SIGKILL), 0); });
+  ASSERT_TRUE(caught) << "no worker could be caught writing in a staged directory\n" << describe(r);
+  expect_complete_copy(r, src, dst);
+  EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 0u) << describe(r);
+}
+
+TEST_P(FaultsByJobs, SigintWhileWritingInAStagedDirectoryRevealsOnlyCompleteFiles) {
+  std::string src = shared_tree("staged", make_staged_leaf_tree);
+  auto [r, caught] = catch_writing_staged({jobs(), src, dst}, dst, logs,
+                                          [](const Frozen& f, pid_t) { ASSERT_EQ(::kill(f.parent, SIGINT), 0); });
+  ASSERT_TRUE(caught) << "no worker could be caught writing in a staged directory\n" << describe(r);
+  EXPECT_EQ(r.status, 130) << describe(r);
+  // The directory is in place, with what was finished in it and nothing half-written.
+  EXPECT_TRUE(exists(dst + "/leaf")) << describe(r);
+  EXPECT_EQ(incomplete_final_files(src, dst), "");
+  EXPECT_EQ(joined(temporaries(dst)), "");
+  RunResult again = run_pcopy({jobs(), src, dst}, with_timeout(120));
+  expect_complete_copy(again, src, dst);
+}
+
+TEST_P(FaultsByJobs, KilledParentLeavesAStagedDirectoryThatTheNextRunReplaces) {
+  std::string src = shared_tree("staged", make_staged_leaf_tree);
+  auto [r, caught] = catch_writing_staged({jobs(), src, dst}, dst, logs, [](const Frozen& f, pid_t) {
+    ASSERT_EQ(::kill(f.parent, SIGKILL), 0);
+    for (const Proc& w : f.workers) ::kill(w.pid, SIGKILL);
+  });
+  ASSERT_TRUE(caught) << "no worker could be caught writing in a staged directory\n" << describe(r);
+  // Nothing under a final name is incomplete: the half-written file is inside the staged directory.
+  EXPECT_FALSE(exists(dst + "/leaf")) << "a staged directory appeared before it was complete";
+  EXPECT_EQ(incomplete_final_files(src, dst), "");
+  EXPECT_NE(joined(temporaries(dst)), "") << "the staged directory should still be there";
   RunResult again = run_pcopy({jobs(), src, dst}, with_timeout(120));
   expect_complete_copy(again, src, dst);
 }

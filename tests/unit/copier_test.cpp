@@ -559,6 +559,36 @@ TEST_P(CopierTest, InplaceNeverWritesThroughAPlantedSymlink) {
   EXPECT_EQ(pcopy_test::read_file(tmp / "victim"), "precious");
 }
 
+TEST_P(CopierTest, InAStagedDirectoryFinalNamesAreWrittenDirectlyOverWhatADeadWorkerLeft) {
+  if (!GetParam()) GTEST_SKIP() << "staging is a fact the parent tells an entered copier";
+  const std::string data = pcopy_test::random_bytes(70'000, 9);
+  pcopy_test::write_at(src_, "f", data, 0640);
+  ASSERT_EQ(::symlinkat("some/target", src_, "l"), 0);
+  pcopy_test::write_at(src_, "gone", "x");
+  // Half-written leftovers of a worker that died on these very jobs.
+  pcopy_test::write_at(dst_, "f", std::string(200'000, 'o'), 0600);
+  pcopy_test::write_at(dst_, "l", "not a link yet");
+  Copier copier(opt);
+  copier.enter(dst_, DirFacts{true, local_fs(dst_), false, true});
+  Copier::ProgressFn report = [](uint64_t, uint64_t) {};
+  for (const char* name : {"f", "l"}) {
+    Result r = copier.copy(src_, dst_, dst_, job_for(name), report);
+    EXPECT_EQ(r.outcome, Outcome::Copied) << name << ": " << r.err << " " << r.detail;
+  }
+  expect_same_metadata("f");
+  EXPECT_TRUE(S_ISLNK(lstat_at(dst_, "l").st_mode));
+  EXPECT_EQ(pcopy_test::ns_of(lstat_at(dst_, "l").st_mtim), pcopy_test::ns_of(lstat_at(src_, "l").st_mtim));
+  EXPECT_TRUE(pcopy_test::read_at(dst_, "f") == data);
+  char target[64] = {};
+  EXPECT_EQ(::readlinkat(dst_, "l", target, sizeof target - 1), 11);
+  EXPECT_STREQ(target, "some/target");
+  // A copy that fails leaves nothing under its name for the directory to reveal.
+  Job gone = job_for("gone");
+  ASSERT_EQ(::unlinkat(src_, "gone", 0), 0);
+  EXPECT_EQ(copier.copy(src_, dst_, dst_, gone, report).outcome, Outcome::Failed);
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"f", "l"}));
+}
+
 TEST_P(CopierTest, SingleFileCopyWritesUnderTheDestinationName) {
   pcopy_test::write_at(src_, "orig", "payload");
   Job j = job_for("orig");
@@ -635,6 +665,32 @@ TEST(TempName, RecognisesOnlyPcopyTemporaries) {
   EXPECT_FALSE(is_temp_name("pcopy-123-4.tmp"));
   EXPECT_FALSE(is_temp_name("file.tmp"));
   EXPECT_FALSE(is_temp_name(""));
+}
+
+TEST(TempName, StagedDirectoriesHaveTheirOwnNarrowerPattern) {
+  EXPECT_TRUE(is_staged_name(".pcopy-123-d4.tmp"));
+  EXPECT_TRUE(is_staged_name(".pcopy-1-d0.tmp"));
+  EXPECT_FALSE(is_staged_name(".pcopy-123-4.tmp"));  // a file's temporary
+  EXPECT_FALSE(is_staged_name(".pcopy-x.tmp"));      // someone's directory that merely looks like ours
+  EXPECT_FALSE(is_staged_name(".pcopy-123-d.tmp"));
+  EXPECT_FALSE(is_staged_name(".pcopy--d4.tmp"));
+  EXPECT_FALSE(is_staged_name(".pcopy-12a-d4.tmp"));
+  EXPECT_FALSE(is_staged_name(".pcopy-123-d4"));
+}
+
+TEST(RemoveTemps, RemovesFileTemporariesAndStagedDirectoriesButNotLookalikeDirectories) {
+  TempDir tmp;
+  std::string d = tmp.path();
+  pcopy_test::write_file(d + "/.pcopy-9-1.tmp", "half a file");
+  ASSERT_EQ(::mkdir((d + "/.pcopy-9-d1.tmp").c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((d + "/.pcopy-9-d1.tmp/sub").c_str(), 0700), 0);
+  pcopy_test::write_file(d + "/.pcopy-9-d1.tmp/sub/f", "inside a staged directory");
+  ASSERT_EQ(::mkdir((d + "/.pcopy-mine.tmp").c_str(), 0700), 0);
+  pcopy_test::write_file(d + "/kept", "a user's file");
+  int fd = pcopy_test::open_dir(d);
+  remove_temps(fd, [](std::string_view) { return true; });
+  ::close(fd);
+  EXPECT_EQ(pcopy_test::list_dir(d), (std::set<std::string>{".pcopy-mine.tmp", "kept"}));
 }
 
 // ---- open_dir_beneath ---------------------------------------------------------------------

@@ -21,7 +21,8 @@ std::string all_bytes_from(int first) {
 Batch sample_batch() {
   Batch b;
   b.dir = "photos/2024/raw";
-  b.facts = DirFacts{true, false, true};
+  b.dst_dir = "photos/2024/.pcopy-12-d3.tmp";
+  b.facts = DirFacts{true, false, true, true};
   Job a;
   a.id = 1;
   a.kind = JobKind::File;
@@ -91,6 +92,8 @@ void expect_batch_eq(const Batch& want, const Batch& got) {
   EXPECT_EQ(want.facts.known, got.facts.known);
   EXPECT_EQ(want.facts.local, got.facts.local);
   EXPECT_EQ(want.facts.default_acl, got.facts.default_acl);
+  EXPECT_EQ(want.facts.staged, got.facts.staged);
+  EXPECT_EQ(want.dst_dir, got.dst_dir);
   ASSERT_EQ(want.jobs.size(), got.jobs.size());
   for (size_t i = 0; i < want.jobs.size(); ++i) {
     SCOPED_TRACE("job " + std::to_string(i));
@@ -217,9 +220,9 @@ TEST(Protocol, BatchSurvivesEncodeFrameAndDecode) {
 }
 
 TEST(Protocol, EveryCombinationOfDirectoryFactsSurvivesTheRoundTrip) {
-  for (int bits = 0; bits < 8; ++bits) {
+  for (int bits = 0; bits < 16; ++bits) {
     Batch b = sample_batch();
-    b.facts = DirFacts{(bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0};
+    b.facts = DirFacts{(bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0, (bits & 8) != 0};
     SCOPED_TRACE(bits);
     expect_batch_eq(b, decode_batch(one_frame(b, MsgType::Batch).payload));
   }

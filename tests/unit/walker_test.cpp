@@ -165,13 +165,23 @@ TEST_F(WalkerTest, DestinationDirectoriesAreCreatedAsTheWalkEntersThem) {
   file_src("a/b/c/f");
   auto w = make_walker();
   Walked r = drain(*w);
-  // Before any job is done, the directories exist so workers can write into them.
-  struct stat st = stat_of(dst + "/a/b/c");
-  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  // Before any job is done, the directories exist so workers can write into them: a and b under
+  // their names, the small leaf c staged under a temporary name until everything in it is done.
+  ASSERT_EQ(r.held.size(), 1u);
+  DirNode* c = r.held[0];
+  EXPECT_TRUE(S_ISDIR(stat_of(dst + "/a/b").st_mode));
+  std::string staged = w->dst_rel_path(c);
+  EXPECT_NE(staged, "a/b/c");
+  EXPECT_TRUE(c->facts.staged);
+  EXPECT_TRUE(S_ISDIR(stat_of(dst + "/" + staged).st_mode));
+  EXPECT_FALSE(exists(dst + "/a/b/c"));
   EXPECT_EQ(r.entries.count("a/b/c/f"), 1u);
-  EXPECT_FALSE(exists(dst + "/a/b/c/f"));  // files are the workers' job
+  EXPECT_FALSE(exists(dst + "/" + staged + "/f"));  // files are the workers' job
   for (DirNode* d : r.held) w->release(d);
   EXPECT_TRUE(w->finished());
+  EXPECT_TRUE(S_ISDIR(stat_of(dst + "/a/b/c").st_mode));
+  EXPECT_FALSE(exists(dst + "/" + staged));
+  EXPECT_EQ(pcopy_test::list_dir(dst + "/a/b"), (std::set<std::string>{"c"}));
 }
 
 TEST_F(WalkerTest, FinishedOnlyAfterTheLastEntryIsReleased) {
@@ -207,7 +217,8 @@ TEST_F(WalkerTest, DestinationDirectoriesGetTheSourceModeAndNanosecondMtimeAtThe
   auto w = make_walker();
   Walked r = drain(*w);
   // While a job inside is pending, the directory stays writable for the workers.
-  struct stat ro = stat_of(dst + "/sub/ro");
+  ASSERT_EQ(r.held.size(), 1u);
+  struct stat ro = stat_of(dst + "/" + w->dst_rel_path(r.held[0]));
   EXPECT_TRUE(ro.st_mode & S_IWUSR);
   for (DirNode* d : r.held) w->release(d);
   ASSERT_TRUE(w->finished());
@@ -239,9 +250,10 @@ TEST_F(WalkerTest, NewDirectoriesOpenToOthersWritesStayPrivateUntilFinished) {
   ::umask(old_umask);
   Walked r = drain(*w);
   ASSERT_FALSE(w->finished());
-  for (auto [name, mode] : dirs) {
-    SCOPED_TRACE(name);
-    mode_t now = stat_of(dst + "/" + name).st_mode & 07777;
+  for (DirNode* d : r.held) {
+    mode_t mode = stat_of(src + "/" + d->name).st_mode & 07777;
+    SCOPED_TRACE(d->name);
+    mode_t now = stat_of(dst + "/" + w->dst_rel_path(d)).st_mode & 07777;
     EXPECT_EQ(now, (mode & 07022) == 0 ? mode : 0700u);
   }
   for (DirNode* d : r.held) w->release(d);
