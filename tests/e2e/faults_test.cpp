@@ -455,23 +455,31 @@ struct Writing {
   std::string name;
   std::string path;  // to stat it by: the temporary, or the worker's /proc/<pid>/fd/<n>
 };
+// What each descriptor of process `pid` points to: its /proc/<pid>/fd/<n> path and the target.
+std::vector<std::pair<std::string, std::string>> open_files_of(pid_t pid) {
+  std::vector<std::pair<std::string, std::string>> files;
+  std::string fds = fmt::format("/proc/{}/fd", pid);
+  DIR* d = ::opendir(fds.c_str());
+  if (d == nullptr) return files;
+  while (dirent* e = ::readdir(d)) {
+    std::string link(PATH_MAX, '\0');
+    ssize_t n = ::readlink((fds + "/" + e->d_name).c_str(), link.data(), link.size());
+    if (n <= 0) continue;
+    link.resize(size_t(n));
+    files.emplace_back(fds + "/" + e->d_name, std::move(link));
+  }
+  ::closedir(d);
+  return files;
+}
+
 std::vector<Writing> writing_in(pid_t parent, const std::string& dir) {
   std::vector<Writing> found;
   for (const std::string& temp : temporaries_in(dir)) found.push_back({temp_owner(temp), temp, dir + "/" + temp});
   for (const Proc& w : children_of(parent)) {
-    std::string fds = fmt::format("/proc/{}/fd", w.pid);
-    DIR* d = ::opendir(fds.c_str());
-    if (d == nullptr) continue;
-    while (dirent* e = ::readdir(d)) {
-      std::string link(PATH_MAX, '\0');
-      ssize_t n = ::readlink((fds + "/" + e->d_name).c_str(), link.data(), link.size());
-      if (n <= 0) continue;
-      link.resize(size_t(n));
+    for (const auto& [fd_path, link] : open_files_of(w.pid)) {
       if (!link.starts_with(dir + "/#") || !link.ends_with(" (deleted)")) continue;
-      if (link.find('/', dir.size() + 1) == std::string::npos)
-        found.push_back({w.pid, link.substr(dir.size() + 1), fds + "/" + e->d_name});
+      if (link.find('/', dir.size() + 1) == std::string::npos) found.push_back({w.pid, link.substr(dir.size() + 1), fd_path});
     }
-    ::closedir(d);
   }
   return found;
 }
@@ -480,24 +488,16 @@ std::vector<Writing> writing_in(pid_t parent, const std::string& dir) {
 std::vector<pid_t> writing_staged_in(pid_t parent, const std::string& dir) {
   std::vector<pid_t> found;
   for (const Proc& w : children_of(parent)) {
-    std::string fds = fmt::format("/proc/{}/fd", w.pid);
-    DIR* d = ::opendir(fds.c_str());
-    if (d == nullptr) continue;
-    while (dirent* e = ::readdir(d)) {
-      std::string link(PATH_MAX, '\0');
-      ssize_t n = ::readlink((fds + "/" + e->d_name).c_str(), link.data(), link.size());
-      if (n <= 0) continue;
-      link.resize(size_t(n));
+    for (const auto& [fd_path, link] : open_files_of(w.pid)) {
       if (!link.starts_with(dir + "/")) continue;
       std::string rel = link.substr(dir.size() + 1);
       size_t slash = rel.find('/');
-      if (slash != std::string::npos && is_temp_name(rel.substr(0, slash)) && rel.find('/', slash + 1) == std::string::npos &&
-          !is_temp_name(rel.substr(slash + 1))) {
+      if (slash != std::string::npos && is_temp_name(rel.substr(0, slash)) &&
+          rel.find('/', slash + 1) == std::string::npos && !is_temp_name(rel.substr(slash + 1))) {
         found.push_back(w.pid);
         break;
       }
     }
-    ::closedir(d);
   }
   return found;
 }
