@@ -89,7 +89,8 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
       on_dir_error_(std::move(on_dir_error)),
       stat_entries_(stat_entries),
       max_deferred_fds_(deferred_fd_budget()),
-      can_stage_(!options.dry_run && !options.inplace && !options.archive && !options.verify),
+      // Not with -v either: each path it prints must be there already, for whoever reads the list.
+      can_stage_(!options.dry_run && !options.inplace && !options.archive && !options.verify && !options.verbose),
       staged_prefix_(std::string(kTempPrefix) + std::to_string(::getpid()) + "-d"),
       dents_(kDentsBuffer, '\0') {
   umask_ = ::umask(0);

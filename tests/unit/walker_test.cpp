@@ -201,6 +201,29 @@ TEST_F(WalkerTest, FinishedOnlyAfterTheLastEntryIsReleased) {
   EXPECT_TRUE(w->finished());
 }
 
+TEST_F(WalkerTest, NothingIsStagedWhereTheOptionsNeedFinalPathsAsFilesAreCopied) {
+  mkdir_src("leaf");
+  file_src("leaf/f");
+  // -a (hard links name DST paths), -v (prints paths as they are copied), --verify, --inplace.
+  for (int which = 0; which < 4; ++which) {
+    opt = Options{};
+    (which == 0 ? opt.archive : which == 1 ? opt.verbose : which == 2 ? opt.verify : opt.inplace) = true;
+    SCOPED_TRACE(which);
+    std::string into = tmp / ("dst" + std::to_string(which));
+    ASSERT_EQ(::mkdir(into.c_str(), 0755), 0);
+    int s = pcopy_test::open_dir(src), d = pcopy_test::open_dir(into);
+    struct stat st;
+    ASSERT_EQ(::fstat(s, &st), 0);
+    Walker w(opt, UniqueFd(s), UniqueFd(d), st, [](const DirNode&, int) {});
+    Walked r = drain(w);
+    ASSERT_EQ(r.held.size(), 1u);
+    EXPECT_FALSE(r.held[0]->facts.staged);
+    EXPECT_EQ(w.dst_rel_path(r.held[0]), "leaf");
+    EXPECT_TRUE(exists(into + "/leaf"));
+    for (DirNode* n : r.held) w.release(n);
+  }
+}
+
 TEST_F(WalkerTest, DestinationDirectoriesGetTheSourceModeAndNanosecondMtimeAtTheEnd) {
   mkdir_src("sub", 0750);
   mkdir_src("sub/ro", 0555);  // read-only: must still be filled before its mode is applied
