@@ -63,6 +63,11 @@ int deferred_fd_budget() {
   return int(std::min<rlim_t>((nofile.rlim_cur - 128) / 2, kMaxDeferredFds));
 }
 
+// Whatever is under `names` in `dir`: copies that failed or never finished in a staged directory.
+void remove_names(int dir, const std::vector<std::string>& names) {
+  for (const std::string& name : names) ::unlinkat(dir, name.c_str(), 0);
+}
+
 std::pair<dev_t, ino_t> inode_of(int fd) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return {0, 0};
@@ -115,12 +120,16 @@ Walker::~Walker() {
   live_.clear();
 }
 
-std::string Walker::rel_path(const DirNode* dir) const {
+namespace {
+
+// The names from the root down to `dir`, joined; staged directories under their temporary names
+// when `as_in_dst`.
+std::string path_of(const DirNode* dir, bool as_in_dst) {
   std::vector<const std::string*> names;
   size_t len = 0;
   for (; dir && dir->parent; dir = dir->parent) {
-    names.push_back(&dir->name);
-    len += dir->name.size() + 1;
+    names.push_back(as_in_dst && !dir->staged_name.empty() ? &dir->staged_name : &dir->name);
+    len += names.back()->size() + 1;
   }
   std::string rel;
   rel.reserve(len);
@@ -131,22 +140,17 @@ std::string Walker::rel_path(const DirNode* dir) const {
   return rel;
 }
 
+}  // namespace
+
+std::string Walker::rel_path(const DirNode* dir) const { return path_of(dir, false); }
+
 std::string Walker::rel_path(const DirNode* dir, const std::string& name) const {
   std::string rel = rel_path(dir);
   if (!rel.empty()) rel.push_back('/');
   return rel + name;
 }
 
-std::string Walker::dst_rel_path(const DirNode* dir) const {
-  std::vector<const std::string*> names;
-  for (; dir && dir->parent; dir = dir->parent) names.push_back(dir->staged_name.empty() ? &dir->name : &dir->staged_name);
-  std::string rel;
-  for (auto it = names.rbegin(); it != names.rend(); ++it) {
-    if (!rel.empty()) rel.push_back('/');
-    rel += **it;
-  }
-  return rel;
-}
+std::string Walker::dst_rel_path(const DirNode* dir) const { return path_of(dir, true); }
 
 void Walker::forget(DirNode* dir, const std::string& name) {
   if (dir && dir->facts.staged) dir->forgotten.push_back(name);
@@ -338,6 +342,14 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
   bool exact = owner_final && parent->facts.known && !parent->facts.default_acl && !parent->dst_sgid &&
                (want & 0700) == 0700 && (want & 07022) == 0 && (want & umask_) == 0;
   mode_t initial = exact ? want : 0700;
+  // Made by mkdir in its parent: same file system, a default ACL and set-group-ID only if the
+  // parent has them.
+  auto inherit = [&] {
+    node->facts = parent->facts;
+    node->fs_dev = parent->fs_dev;
+    node->dst_sgid = parent->dst_sgid;
+    node->mode_set = exact;
+  };
   if (!node->staged_name.empty()) {
     struct stat st;
     const char* t = node->staged_name.c_str();
@@ -345,11 +357,8 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
       int fd = ::openat(pfd, t, kDirFlags | O_NOFOLLOW);
       if (fd >= 0) {
         fresh = true;
-        node->facts = parent->facts;
+        inherit();
         node->facts.staged = true;
-        node->fs_dev = parent->fs_dev;
-        node->dst_sgid = parent->dst_sgid;
-        node->mode_set = exact;
         return fd;
       }
       ::unlinkat(pfd, t, AT_REMOVEDIR);
@@ -376,12 +385,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
     return -1;
   }
   if (fresh) {
-    // Made by mkdir in its parent: same file system, a default ACL and set-group-ID only if the
-    // parent has them.
-    node->facts = parent->facts;
-    node->fs_dev = parent->fs_dev;
-    node->dst_sgid = parent->dst_sgid;
-    node->mode_set = exact;
+    inherit();
   } else {
     prepare_existing(node, parent, fd);
   }
@@ -489,8 +493,7 @@ void Walker::finish_dir(DirNode* dir) {
   if (!opt_.dry_run && dst_root_) {
     int fd = dst_fd_for(dir);
     int err = fd < 0 ? errno : 0;
-    if (!err)
-      for (const std::string& name : dir->forgotten) ::unlinkat(fd, name.c_str(), 0);
+    if (!err) remove_names(fd, dir->forgotten);
     const struct stat& st = dir->st;
     bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
     if (!err && opt_.archive) {
@@ -504,7 +507,7 @@ void Walker::finish_dir(DirNode* dir) {
     }
     mode_t mode = st.st_mode & 07777;
     if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
-    if (!err && !(dir->mode_set && mode == (st.st_mode & 07777)) && ::fchmod(fd, mode) != 0) err = errno;
+    if (!err && !dir->mode_set && ::fchmod(fd, mode) != 0) err = errno;  // mode_set: no special bits
     struct timespec times[2] = {st.st_atim, st.st_mtim};
     if (!err && ::futimens(fd, times) != 0) err = errno;
     if (!err && opt_.fsync && ::fsync(fd) != 0) err = errno;
@@ -535,8 +538,8 @@ void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const
     if (!dir->facts.staged) continue;
     int fd = dst_fd_for(dir);
     if (fd >= 0) {
-      for (const std::string& name : unfinished(dir)) ::unlinkat(fd, name.c_str(), 0);
-      for (const std::string& name : dir->forgotten) ::unlinkat(fd, name.c_str(), 0);
+      remove_names(fd, unfinished(dir));
+      remove_names(fd, dir->forgotten);
     }
     if (!dir->staged_name.empty()) staged.push_back(dir);
   }
