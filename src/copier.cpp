@@ -339,7 +339,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   std::optional<Hasher> hasher;
   if (opt_.verify || !opt_.manifest.empty()) hasher.emplace();
   // Big, and the parent did not know: to be handed back and copied in chunks by every worker.
-  bool split = !job.known && !hasher && chunk_ && !staged_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
+  bool split = !job.known && !hasher && chunk_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
                uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size);
 
   // Where the data goes: an unnamed O_TMPFILE file linked in when complete (nothing to clean up
@@ -347,8 +347,9 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   // no O_TMPFILE, its close may fail (NFS, FUSE: the check must come before the file appears),
   // other workers must open it (split) or --verify rereads it; the final name with --inplace.
   // In a staged directory (hidden until the parent renames it into place) files are written
-  // straight to their final names: what appears is the whole directory, complete.
-  const bool direct = opt_.inplace || staged_;
+  // straight to their final names: what appears is the whole directory, complete. Except a file to
+  // split: its chunks go to a named temporary, renamed by whoever finishes it, as anywhere else.
+  const bool direct = opt_.inplace || (staged_ && !split);
   std::string tmp;
   UniqueFd out;
   if (!direct && !split && !opt_.verify && local_fs_ && tmpfile_ != Tmpfile::No &&

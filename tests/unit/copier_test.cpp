@@ -589,6 +589,25 @@ TEST_P(CopierTest, InAStagedDirectoryFinalNamesAreWrittenDirectlyOverWhatADeadWo
   EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{"f", "l"}));
 }
 
+TEST_P(CopierTest, InAStagedDirectoryABigFileIsStillSplitIntoANamedTemporary) {
+  if (!GetParam()) GTEST_SKIP() << "staging is a fact the parent tells an entered copier";
+  opt.jobs = 2;
+  int fd = ::openat(src_, "big", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::posix_fallocate(fd, 0, off_t(kChunkThreshold)), 0);
+  ::close(fd);
+  Job j = job_for("big");
+  j.known = false;
+  Copier copier(opt);
+  // Not local: where chunks pay off, other workers must be able to open what this one starts.
+  copier.enter(dst_, DirFacts{true, false, false, true});
+  Copier::ProgressFn report = [](uint64_t, uint64_t) {};
+  Result r = copier.copy(src_, dst_, dst_, j, report);
+  ASSERT_EQ(r.outcome, Outcome::Split) << r.err << " " << r.detail;
+  EXPECT_NE(r.temp, "big");
+  EXPECT_EQ(pcopy_test::list_at(dst_), (std::set<std::string>{r.temp})) << "nothing under the final name yet";
+}
+
 TEST_P(CopierTest, SingleFileCopyWritesUnderTheDestinationName) {
   pcopy_test::write_at(src_, "orig", "payload");
   Job j = job_for("orig");
