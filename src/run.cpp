@@ -500,10 +500,10 @@ void Runner::on_result(size_t w, const Result& r) {
 // The final word on one entry: counts, messages, manifest, hard-link group, directory.
 void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   ++files_done_;
-  std::string path = rel(info);
+  auto path = [&] { return rel(info); };  // built only when printed: not for every file
   switch (r.outcome) {
     case Outcome::Failed:
-      error(path, reason_of(r));
+      error(path(), reason_of(r));
       if (walker_) walker_->forget(info.dir, info.job.target());
       if (r.err == ENOSPC || r.err == EDQUOT) {
         if (!stopping_) say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(r.err)));
@@ -512,7 +512,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       break;
     case Outcome::Skipped:
       ++stats_.files_skipped;
-      if (opt_.dry_run) out_line("skip " + display_path(path));
+      if (opt_.dry_run) out_line("skip " + display_path(path()));
       break;
     case Outcome::Copied:
     case Outcome::Replaced:
@@ -523,9 +523,9 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       }
       stats_.bytes_copied += bytes;
       if (opt_.dry_run) {
-        out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(path));
+        out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(path()));
       } else if (opt_.verbose) {
-        out_line(display_path(path));
+        out_line(display_path(path()));
       }
       if (manifest_.is_open()) {
         std::optional<Hash128> hash = r.hash;
@@ -534,7 +534,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
           auto group = links_.find(*info.member_of);
           if (group != links_.end()) hash = group->second.hash;
         }
-        if (hash) manifest_.add(path, r.size, r.mtime_ns, *hash);
+        if (hash) manifest_.add(path(), r.size, r.mtime_ns, *hash);
       }
       break;
     case Outcome::Split:
