@@ -23,9 +23,9 @@ constexpr int kMaxOpenFrames = 16;  // levels of the walk whose fds stay open
 // reopened by path to apply the directory's metadata): as many as the jobs window can hold, within
 // half of RLIMIT_NOFILE.
 constexpr int kMaxDeferredFds = 4096;
-// getdents64 buffer: one call lists a directory of up to ~6,000 entries (and tells whether a
+// getdents64 buffer: one call lists a directory of up to ~40,000 entries (and tells whether a
 // directory is small enough to be staged: see small_leaf).
-constexpr size_t kDentsBuffer = 256 * 1024;
+constexpr size_t kDentsBuffer = 2 << 20;
 constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY;
 
 struct linux_dirent64 {
@@ -158,8 +158,9 @@ void Walker::forget(DirNode* dir, const std::string& name) {
 
 // A directory is staged when it is new, on a local file system, not inside another staged one,
 // and its whole listing fits one getdents64 call with no subdirectory in it (so that a run killed
-// outright, whose staged directories the next run removes and copies again, never loses much): the
-// chunk read here is left in the buffer for read_entries.
+// outright, whose staged directories the next run removes and copies again, loses no more than
+// what a directory that size holds; /usr/share's 18,000-entry man1 fits): the chunk read here is
+// left in the buffer for read_entries.
 bool Walker::small_leaf(int src_fd) {
   long n = ::syscall(SYS_getdents64, src_fd, dents_.data(), dents_.size());
   dents_pos_ = 0;
@@ -322,7 +323,9 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
 
 int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
   bool& fresh = node->fresh;
-  int pfd = parent->dst ? parent->dst.get() : -1;
+  // A staged directory is open only if needed; it has no subdirectories, unless one appeared in
+  // SRC since it was listed.
+  int pfd = parent->facts.staged ? dst_fd_for(parent) : parent->dst ? parent->dst.get() : -1;
   if (pfd < 0) {
     fresh = true;  // dry run below a directory that does not exist yet: this one would be new too
     return -1;
@@ -353,9 +356,14 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
   if (!node->staged_name.empty()) {
     struct stat st;
     const char* t = node->staged_name.c_str();
-    if (::fstatat(pfd, n, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT && ::mkdirat(pfd, t, initial) == 0) {
-      int fd = ::openat(pfd, t, kDirFlags | O_NOFOLLOW);
-      if (fd >= 0) {
+    // In a directory this run made nothing is there yet (and the rename would fail if it were).
+    bool vacant = parent->fresh || (::fstatat(pfd, n, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT);
+    if (vacant && ::mkdirat(pfd, t, initial) == 0) {
+      // Workers open it themselves; with its final mode set, all it needs at the end is its
+      // times, set through its parent (apply_dir_metadata): then it is not opened here.
+      bool unopened = exact && !opt_.fsync;
+      int fd = unopened ? -1 : ::openat(pfd, t, kDirFlags | O_NOFOLLOW);
+      if (fd >= 0 || unopened) {
         fresh = true;
         inherit();
         node->facts.staged = true;
@@ -491,26 +499,7 @@ int Walker::dst_fd_for(DirNode* dir) {
 
 void Walker::finish_dir(DirNode* dir) {
   if (!opt_.dry_run && dst_root_) {
-    int fd = dst_fd_for(dir);
-    int err = fd < 0 ? errno : 0;
-    if (!err) remove_names(fd, dir->forgotten);
-    const struct stat& st = dir->st;
-    bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
-    if (!err && opt_.archive) {
-      owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
-      if (!owner_kept && (euid_ == 0 || (errno != EPERM && errno != EINVAL))) err = errno;
-      for (const auto& [name, value] : dir->xattrs) {
-        if (!err && ::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) != 0 && errno != ENOTSUP &&
-            errno != EPERM)
-          err = errno;
-      }
-    }
-    mode_t mode = st.st_mode & 07777;
-    if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
-    if (!err && !dir->mode_set && ::fchmod(fd, mode) != 0) err = errno;  // mode_set: no special bits
-    struct timespec times[2] = {st.st_atim, st.st_mtim};
-    if (!err && ::futimens(fd, times) != 0) err = errno;
-    if (!err && opt_.fsync && ::fsync(fd) != 0) err = errno;
+    int err = apply_dir_metadata(dir);
     int reveal_err = reveal(dir);  // its files are complete, whatever became of its metadata
     if (!err) err = reveal_err;
     if (err) on_dir_error_(*dir, err);
@@ -518,6 +507,35 @@ void Walker::finish_dir(DirNode* dir) {
   if (dir->deferred_fd) --deferred_fds_;
   live_.erase(dir);
   delete dir;
+}
+
+int Walker::apply_dir_metadata(DirNode* dir) {
+  const struct stat& st = dir->st;
+  struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (!dir->dst && !dir->staged_name.empty() && dir->mode_set && dir->forgotten.empty() && !opt_.fsync) {
+    // A staged directory never opened (see open_dst_child): only its times are left to set.
+    int pfd = dst_fd_for(dir->parent);
+    if (pfd < 0 || ::utimensat(pfd, dir->staged_name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    return 0;
+  }
+  int fd = dst_fd_for(dir);
+  if (fd < 0) return errno;
+  remove_names(fd, dir->forgotten);
+  bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
+  if (opt_.archive) {
+    owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
+    if (!owner_kept && (euid_ == 0 || (errno != EPERM && errno != EINVAL))) return errno;
+    for (const auto& [name, value] : dir->xattrs) {
+      if (::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) != 0 && errno != ENOTSUP && errno != EPERM)
+        return errno;
+    }
+  }
+  mode_t mode = st.st_mode & 07777;
+  if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
+  if (!dir->mode_set && ::fchmod(fd, mode) != 0) return errno;  // mode_set: no special bits
+  if (::futimens(fd, times) != 0) return errno;
+  if (opt_.fsync && ::fsync(fd) != 0) return errno;
+  return 0;
 }
 
 // Renames a staged directory into place; never over something that appeared there meanwhile

@@ -31,7 +31,7 @@ struct DirNode {
   DirNode* parent = nullptr;
   std::string name;  // "" for the root
   struct stat st {};  // of the source directory
-  UniqueFd dst;       // destination directory, open while it is likely needed
+  UniqueFd dst;       // destination directory, open while it is likely needed (a staged one, maybe never)
   dev_t dst_dev = 0;
   ino_t dst_ino = 0;
   long pending = 1;    // the walk of the directory itself + jobs and subdirectories not yet done
@@ -110,6 +110,7 @@ class Walker {
   void prepare_existing(DirNode* node, const DirNode* parent, int fd);
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
+  int apply_dir_metadata(DirNode* dir);
   int reveal(DirNode* dir);
   bool small_leaf(int src_fd);
   int dst_fd_for(DirNode* dir);

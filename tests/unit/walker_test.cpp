@@ -229,8 +229,11 @@ TEST_F(WalkerTest, DestinationDirectoriesGetTheSourceModeAndNanosecondMtimeAtThe
   mkdir_src("sub/ro", 0555);  // read-only: must still be filled before its mode is applied
   file_src("sub/ro/f");
   mkdir_src("sub/odd", 02711);
+  mkdir_src("sub/plain", 0755);  // staged with its final mode: only its times are set at the end
+  file_src("sub/plain/f");
   mkdir_src("empty", 0700);
   set_times(src + "/sub/ro", 1'500'000'000, 123'456'789);
+  set_times(src + "/sub/plain", 1'600'000'000, 7);
   set_times(src + "/sub/odd", 1'400'000'000, 1);
   set_times(src + "/sub", 1'300'000'000, 999'999'999);
   set_times(src + "/empty", 1'200'000'000, 42);
@@ -240,14 +243,13 @@ TEST_F(WalkerTest, DestinationDirectoriesGetTheSourceModeAndNanosecondMtimeAtThe
   auto w = make_walker();
   Walked r = drain(*w);
   // While a job inside is pending, the directory stays writable for the workers.
-  ASSERT_EQ(r.held.size(), 1u);
-  struct stat ro = stat_of(dst + "/" + w->dst_rel_path(r.held[0]));
-  EXPECT_TRUE(ro.st_mode & S_IWUSR);
+  ASSERT_EQ(r.held.size(), 2u);
+  for (DirNode* held : r.held) EXPECT_TRUE(stat_of(dst + "/" + w->dst_rel_path(held)).st_mode & S_IWUSR);
   for (DirNode* d : r.held) w->release(d);
   ASSERT_TRUE(w->finished());
   EXPECT_TRUE(dir_errors.empty());
 
-  for (const char* rel : {"sub", "sub/ro", "sub/odd", "empty", ""}) {
+  for (const char* rel : {"sub", "sub/ro", "sub/odd", "sub/plain", "empty", ""}) {
     SCOPED_TRACE(rel);
     std::string s = std::string(rel).empty() ? src : src + "/" + rel;
     std::string d = std::string(rel).empty() ? dst : dst + "/" + rel;
