@@ -97,7 +97,7 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
       // Not with -v either: each path it prints must be there already, for whoever reads the list.
       can_stage_(!options.dry_run && !options.inplace && !options.archive && !options.verify && !options.verbose),
       staged_prefix_(std::string(kTempPrefix) + std::to_string(::getpid()) + "-d"),
-      dents_(kDentsBuffer, '\0') {
+      dents_(new char[kDentsBuffer]) {
   umask_ = ::umask(0);
   ::umask(umask_);
   auto* root = new DirNode;
@@ -162,13 +162,13 @@ void Walker::forget(DirNode* dir, const std::string& name) {
 // what a directory that size holds; /usr/share's 18,000-entry man1 fits): the chunk read here is
 // left in the buffer for read_entries.
 bool Walker::small_leaf(int src_fd) {
-  long n = ::syscall(SYS_getdents64, src_fd, dents_.data(), dents_.size());
+  long n = ::syscall(SYS_getdents64, src_fd, dents_.get(), kDentsBuffer);
   dents_pos_ = 0;
   dents_len_ = n > 0 ? size_t(n) : 0;
   // A buffer not nearly full holds the whole listing (local file systems fill it as far as they can).
   if (n <= 0 || size_t(n) > kDentsBuffer - 4096) return false;
   for (size_t pos = 0; pos < dents_len_;) {
-    auto* d = reinterpret_cast<linux_dirent64*>(dents_.data() + pos);
+    auto* d = reinterpret_cast<linux_dirent64*>(dents_.get() + pos);
     pos += d->d_reclen;
     if ((d->d_type == DT_DIR || d->d_type == DT_UNKNOWN) && !is_dot(d->d_name)) return false;
   }
@@ -202,7 +202,7 @@ std::optional<WalkEvent> Walker::next() {
 bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
   for (;;) {
     if (dents_pos_ >= dents_len_) {
-      long n = ::syscall(SYS_getdents64, frame.src.get(), dents_.data(), dents_.size());
+      long n = ::syscall(SYS_getdents64, frame.src.get(), dents_.get(), kDentsBuffer);
       dents_pos_ = 0;
       dents_len_ = n > 0 ? size_t(n) : 0;
       if (n < 0) {
@@ -213,7 +213,7 @@ bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
       }
       if (n == 0) return false;
     }
-    auto* d = reinterpret_cast<linux_dirent64*>(dents_.data() + dents_pos_);
+    auto* d = reinterpret_cast<linux_dirent64*>(dents_.get() + dents_pos_);
     dents_pos_ += d->d_reclen;
     if (is_dot(d->d_name)) continue;
     out = classify(frame, d->d_name, d->d_type);
