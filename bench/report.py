@@ -220,7 +220,10 @@ def main():
     out.append(f"{env.get('date', '?')}: {env.get('pcopy', 'pcopy')} (git {env.get('git', '?')}); kernel "
                f"{env.get('kernel', '?')}, {env.get('cpus', '?')} CPUs, {env.get('mem', '?')}; corpora in "
                f"`{env.get('base', '?')}` ({env.get('fstype', '?')}); hyperfine {env.get('hyperfine', '?')}, "
-               f"{env.get('runs', '?')} runs after {env.get('warmup', '?')} warmup per command"
+               + (f"{env.get('rounds')} rounds of {env.get('runs', '?')} run(s) per command in turn, "
+                  f"after {env.get('warmup', '?')} warmup"
+                  if env.get("rounds", "1") != "1" else
+                  f"{env.get('runs', '?')} runs after {env.get('warmup', '?')} warmup per command")
                + ("; page cache dropped before every run" if env.get("drop_caches") == "1" else "") + ".")
     out += ["", "ratio = mean time of `cp -a` / mean time of the command: above 1 is faster than `cp -a`. "
             "Peak RSS is `/usr/bin/time -f %M` of the pcopy run (its parent and every worker it reaped: the "

@@ -7,7 +7,10 @@
 #     CORPUS: small usr_share big4 one2g empty300k latency   (default: small; all = every one of them)
 #     --disk       corpora and copies on / (/var/tmp/pcopy-bench) instead of /dev/shm (/dev/shm/pcopy-bench)
 #     --base DIR   corpora and copies under DIR
-#   env: RUNS (default 5), WARMUP (default 1), PCOPY (a pcopy binary to use instead of building
+#   env: RUNS (default 5), WARMUP (default 1), ROUNDS (default 1: hyperfine is run ROUNDS times, RUNS
+#        runs of each command per round, and the rounds merged: with RUNS=1 ROUNDS=7 the commands take
+#        turns, so the VM's drift over minutes falls on all of them alike; the warmup is in the first
+#        round only), PCOPY (a pcopy binary to use instead of building
 #        build/pcopy), DROP_CACHES=1 (drop the page cache before every timed run; for --disk),
 #        WAIT_QUIET=SECONDS (before each corpus, wait up to that long for the machine to be idle),
 #        LAT_* for the latency scenario (see bench/latency.sh)
@@ -35,6 +38,7 @@ done
 [ ${#CORPORA[@]} -gt 0 ] || CORPORA=(small)
 RUNS=${RUNS:-5}
 WARMUP=${WARMUP:-1}
+ROUNDS=${ROUNDS:-1}
 DROP_CACHES=${DROP_CACHES:-0}
 
 # Tools: Debian packages installed when missing (scripts/deps.sh does the apt-get).
@@ -71,6 +75,7 @@ mkdir -p "$OUT"
   echo "base=$BASE"
   echo "fstype=$(mkdir -p "$BASE" && findmnt -no FSTYPE -T "$BASE")"
   echo "runs=$RUNS"
+  echo "rounds=$ROUNDS"
   echo "warmup=$WARMUP"
   echo "drop_caches=$DROP_CACHES"
   echo "hyperfine=$(hyperfine --version | awk '{print $2}')"
@@ -141,17 +146,32 @@ run_corpus() {
     echo "   ${names[$i]}: exit $status, content differences $diffs, metadata differences $meta"
   done
 
-  echo "== $c: hyperfine, $RUNS runs + $WARMUP warmup per command (load $(load_note))"
-  local -a hf=(hyperfine --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/$c.json" --style basic)
-  for i in "${!names[@]}"; do
-    hf+=(--command-name "${names[$i]}" --prepare "${preps[$i]}" "${cmds[$i]}")
-  done
+  echo "== $c: hyperfine, $ROUNDS round(s) of $RUNS runs per command + $WARMUP warmup (load $(load_note))"
   local busy
   busy=$(wait_quiet)
   { echo "busy_before=$busy"; echo "load_start=$(load_note)"; } >"$OUT/$c.load.txt"
   echo "   machine busy before timing: $busy"
-  if ! "${hf[@]}" | tee "$OUT/$c.hyperfine.txt"; then
-    echo "hyperfine failed on $c (a command exited non-zero?); see $OUT/$c.hyperfine.txt" | tee "$OUT/$c.failed.txt" >&2
+  : >"$OUT/$c.hyperfine.txt"
+  local round failed=0
+  local -a parts=()
+  for ((round = 1; round <= ROUNDS; round++)); do
+    local json=$OUT/$c.json
+    [ "$ROUNDS" -gt 1 ] && json=$OUT/$c.round$round.json
+    local -a hf=(hyperfine --warmup "$([ "$round" = 1 ] && echo "$WARMUP" || echo 0)" --runs "$RUNS"
+                 --export-json "$json" --style basic)
+    for i in "${!names[@]}"; do
+      hf+=(--command-name "${names[$i]}" --prepare "${preps[$i]}" "${cmds[$i]}")
+    done
+    [ "$ROUNDS" -gt 1 ] && echo "-- round $round of $ROUNDS" | tee -a "$OUT/$c.hyperfine.txt"
+    if ! "${hf[@]}" | tee -a "$OUT/$c.hyperfine.txt"; then
+      echo "hyperfine failed on $c (a command exited non-zero?); see $OUT/$c.hyperfine.txt" | tee "$OUT/$c.failed.txt" >&2
+      failed=1
+      break
+    fi
+    parts+=("$json")
+  done
+  if [ "$ROUNDS" -gt 1 ] && [ "$failed" = 0 ]; then
+    python3 "$BENCH/merge_rounds.py" "$OUT/$c.json" "${parts[@]}"
   fi
   echo "load_end=$(load_note)" >>"$OUT/$c.load.txt"
   rm -rf "$dst"
