@@ -1,6 +1,7 @@
 #include "pcopy/copier.hpp"
 
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
@@ -394,6 +395,15 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     r.temp = tmp;
     return r;
   }
+#ifdef PCOPY_TEST_HOOKS
+  // Test builds only: stop half-way through a named file's data (first attempt), so that a test can
+  // act while a worker holds a half-written file open.
+  if (const char* name = std::getenv("PCOPY_TEST_STOP_MIDWAY_NAME"); name && job.name == name && job.attempt == 0) {
+    loff_t a = 0, b = 0;
+    (void)::copy_file_range(in.get(), &a, out.get(), &b, size_t(st.st_size) / 2, 0);
+    ::raise(SIGSTOP);
+  }
+#endif
   FileCopy fc;
   fc.hasher = hasher ? &*hasher : nullptr;
   int err = copy_data(in.get(), out.get(), st, fc);

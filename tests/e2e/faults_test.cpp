@@ -817,23 +817,29 @@ void make_staged_leaf_tree(const std::string& root) {
 }
 
 // Runs pcopy on `src` and, once a worker writes inside a staged directory, freezes everything and
-// calls `act(frozen, writer)`. Returns the run's result and whether `act` was called.
+// calls `act(frozen, writer)`. Returns the run's result and whether `act` was called. The worker that
+// copies big.bin stops itself half-way through (a test hook, first attempt only): copying 96 MiB takes
+// a few tens of milliseconds, a window polling could miss on a loaded machine.
 std::pair<RunResult, bool> catch_writing_staged(const std::vector<std::string>& args, const std::string& dst,
                                                 const std::string& logs,
                                                 const std::function<void(const Frozen&, pid_t)>& act) {
-  AsyncPcopy p(args, logs);
+  AsyncPcopy p(args, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
   bool caught = false;
   auto deadline = Clock::now() + 60s;
-  while (!caught && p.running() && Clock::now() < deadline) {
-    if (!poll_until(deadline, [&] { return !writing_staged_in(p.pid(), dst).empty() || !p.running(); })) break;
-    auto frozen = freeze(p);
-    if (!frozen) break;
-    std::vector<pid_t> writers = writing_staged_in(frozen->parent, dst);
-    if (!writers.empty()) {
-      act(*frozen, writers.front());
-      caught = true;
+  pid_t writer = -1;
+  auto stopped_writer = [&] {
+    for (pid_t w : writing_staged_in(p.pid(), dst)) {
+      auto info = proc_info(w);
+      if (info && (info->state == 'T' || info->state == 't')) writer = w;
     }
-    thaw(*frozen);
+    return writer > 0;
+  };
+  if (poll_until(deadline, [&] { return stopped_writer() || !p.running(); }) && writer > 0) {
+    if (auto frozen = freeze(p)) {
+      act(*frozen, writer);
+      caught = true;
+      thaw(*frozen);
+    }
   }
   return {p.wait(), caught};
 }
