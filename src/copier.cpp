@@ -1,13 +1,13 @@
 #include "pcopy/copier.hpp"
 
 #include <dirent.h>
-#include <signal.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
-#include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
