@@ -49,7 +49,7 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
   app.add_flag("-L,--dereference", o.dereference, "Follow symbolic links inside SRC")->group(copying);
   app.add_flag("-x,--one-file-system", o.one_file_system, "Do not cross into other file systems")
       ->group(copying);
-  app.add_option("--reflink", reflink, "Clone extents: auto|always|never (default auto)")
+  app.add_option("--reflink", reflink, "Clone extents: auto (else copy), always (else fail), never (real copies)")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->group(copying);
   app.add_flag("!--no-copy-file-range", o.copy_file_range,

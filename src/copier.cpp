@@ -101,6 +101,7 @@ struct FileCopy {
   Hasher* hasher = nullptr;
   uint64_t bytes = 0;
   uint64_t unreported = 0;
+  bool clone_failed = false;  // --reflink=always, and the clone was refused
 };
 
 bool is_temp_name(std::string_view name) {
@@ -203,13 +204,19 @@ bool local_fs(int dir) {
   }
 }
 
+bool never_shares_extents(int dir) {
+  struct statfs fs;
+  return ::fstatfs(dir, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == EXT4_SUPER_MAGIC);
+}
+
 bool has_default_acl(int dir) {
   if (::fgetxattr(dir, "system.posix_acl_default", nullptr, 0) >= 0) return true;
   return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
 }
 
 namespace {
-bool chunking_helps_on(bool local) {
+bool chunking_helps_on(bool local, const Options& options) {
+  if (options.reflink == ReflinkMode::Always) return false;  // chunks are copied, never cloned
 #ifdef PCOPY_TEST_HOOKS
   if (std::getenv("PCOPY_TEST_CHUNK_LOCAL")) return true;  // to test chunking on the test machine
 #endif
@@ -217,7 +224,7 @@ bool chunking_helps_on(bool local) {
 }
 }  // namespace
 
-bool chunking_helps(int dst_dir) { return chunking_helps_on(local_fs(dst_dir)); }
+bool chunking_helps(int dst_dir, const Options& options) { return chunking_helps_on(local_fs(dst_dir), options); }
 
 bool ends_batch(const Result& r, const Options& options) {
   return r.outcome == Outcome::Failed && (r.err == ENOSPC || r.err == EDQUOT || options.fail_fast);
@@ -235,7 +242,10 @@ void Copier::close_later(UniqueFd fd) {
 
 void Copier::enter(int dst_dir) {
   DirFacts facts;
-  if (dst_dir >= 0) facts = DirFacts{true, local_fs(dst_dir), has_default_acl(dst_dir)};
+  if (dst_dir >= 0) {
+    facts = DirFacts{true, local_fs(dst_dir), has_default_acl(dst_dir)};
+    facts.never_shares = never_shares_extents(dst_dir);
+  }
   enter(dst_dir, facts);
 }
 
@@ -244,7 +254,8 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   local_fs_ = dst_dir >= 0 && facts.local;
   default_acl_ = dst_dir < 0 || facts.default_acl;
   staged_ = dst_dir >= 0 && facts.staged;
-  chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_);
+  never_shares_ = dst_dir >= 0 && facts.never_shares;
+  chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_, opt_);
 }
 
 std::string Copier::next_temp_name() {
@@ -409,6 +420,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   int err = copy_data(in.get(), out.get(), st, fc);
   r.bytes = fc.bytes;
   if (err == -1) return fail(r, 0, kChanged);
+  if (err && fc.clone_failed) return fail(r, err, "cannot clone it (--reflink=always): " + errno_text(err));
   if (err) return fail(r, err);
 #ifdef PCOPY_TEST_HOOKS
   if (const char* name = std::getenv("PCOPY_TEST_CORRUPT_NAME"); name && job.name == name)
@@ -574,13 +586,14 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
 
 int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
   uint64_t size = uint64_t(st.st_size);
-  if (try_reflink_ && !fc.hasher && size > 0) {
-    if (::ioctl(out, FICLONE, in) == 0) {
-      fc.bytes = size;
-      return 0;
+  if (try_reflink_ && size > 0) {
+    if (::ioctl(out, FICLONE, in) == 0) return cloned(in, st, fc);
+    int err = errno;
+    if (opt_.reflink == ReflinkMode::Always) {
+      fc.clone_failed = true;
+      return err;
     }
-    if (opt_.reflink == ReflinkMode::Always) return errno;
-    if (fallback_errno(errno)) try_reflink_ = false;
+    if (fallback_errno(err)) try_reflink_ = false;
   }
   bool sparse = size > 0 && uint64_t(st.st_blocks) * 512 < size;
   int err = 0;
@@ -611,6 +624,20 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
   return err;
 }
 
+// A clone holds the source as it was at that instant, which must be the file `st` describes; for
+// --verify and --manifest the source is read to hash it (--verify then rereads the clone), and must
+// not have changed by the end of that either. -1: it changed.
+int Copier::cloned(int in, const struct stat& st, FileCopy& fc) {
+  if (fc.hasher) {
+    if (int err = hash_file(in, *fc.hasher)) return err;
+  }
+  struct stat now;
+  if (::fstat(in, &now) != 0) return errno;
+  if (now.st_size != st.st_size || to_ns(now.st_mtim) != to_ns(st.st_mtim)) return -1;
+  fc.bytes = uint64_t(st.st_size);
+  return 0;
+}
+
 // Copies [off, off+len) of `in` to the same offsets of `out`, stopping early at EOF. With `to_eof`,
 // len is the expected size plus one probe byte: reaching the expected size ends the copy.
 int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof) {
@@ -621,7 +648,9 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     left -= std::min(left, n);
     if (fc.unreported >= kReportEvery) (*report_)(report_id_, std::exchange(fc.unreported, 0));
   };
-  while (try_cfr_ && !fc.hasher && left > 0) {
+  // copy_file_range may clone on file systems that share extents: not with --reflink=never there.
+  const bool cfr = try_cfr_ && !fc.hasher && (opt_.reflink != ReflinkMode::Never || never_shares_);
+  while (cfr && try_cfr_ && left > 0) {
     loff_t off_in = off, off_out = off;
     size_t want = size_t(std::min(left, kCfrChunk));
     ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, want, 0);

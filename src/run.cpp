@@ -892,7 +892,7 @@ int Runner::run() {
   // the progress display, hard links, -L, a dry run's byte count. Otherwise getdents' d_type is
   // enough, workers look at sizes themselves, and the parent stays off the critical path.
   stat_entries_ = bar_ || status_lines_ || opt_.archive || opt_.dereference || opt_.dry_run;
-  chunk_ = !target_.dst_root.valid() || chunking_helps(target_.dst_root.get());
+  chunk_ = !target_.dst_root.valid() || chunking_helps(target_.dst_root.get(), opt_);
   setup_signals();
   start_pool();
 

@@ -38,13 +38,16 @@ int open_dir_beneath(int root, std::string_view rel, bool follow);
 // tmpfs, ext2-4, XFS, btrfs: close() has no flush step there and cannot report an error, and
 // writes to one file serialise on its inode lock.
 bool local_fs(int dir);
+// tmpfs, ext2-4: no extent is ever shared, so copy_file_range cannot clone (see DirFacts).
+bool never_shares_extents(int dir);
 // Whether a default ACL in `dir` decides the modes of what is created there (then they must be
 // set explicitly). True when it cannot be told.
 bool has_default_acl(int dir);
 // Whether splitting big files into chunks for several workers pays off in `dst_dir`: not on a
 // local_fs(), where two workers writing one file take turns on its lock (and spin on it: on tmpfs
-// -j2 copied one 2 GiB file 1.4x slower than -j1), but where latency, not the CPU, is the limit.
-bool chunking_helps(int dst_dir);
+// -j2 copied one 2 GiB file 1.4x slower than -j1), but where latency, not the CPU, is the limit;
+// and not with --reflink=always, as chunks are copied, not cloned.
+bool chunking_helps(int dst_dir, const Options& options);
 
 // A failure after which the rest of a batch is handed back untried: a full disk (the rest would
 // fail too), or any failure with --fail-fast.
@@ -97,6 +100,7 @@ class Copier {
   Result copy_hard_link(int dst_dir, int dst_root, const Job& job, Result result);
   bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
+  int cloned(int in, const struct stat& st, FileCopy& fc);
   int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);
   int apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode);
   std::string next_temp_name();
@@ -126,6 +130,7 @@ class Copier {
   bool chunk_ = true;                  // and big files are split there (chunking_helps())
   bool default_acl_ = true;            // modes of new files must be set (has_default_acl())
   bool staged_ = false;                // a staged directory: final names directly (DirFacts)
+  bool never_shares_ = false;          // copy_file_range cannot clone there (DirFacts)
   // How an O_TMPFILE file gets its name: linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, the
   // /proc/self/fd path needs /proc. Found out once per worker, on the first file.
   enum class Tmpfile { Unknown, EmptyPath, Proc, No };

@@ -58,6 +58,9 @@ struct DirFacts {
   // A new directory made under a temporary name (dst_dir) and renamed into place by the parent
   // once everything in it is done: files go straight to their final names inside.
   bool staged = false;
+  // Its file system cannot share extents (tmpfs, ext2-4): copy_file_range makes real copies there,
+  // so it may serve --reflink=never (elsewhere it may clone, as on XFS and btrfs).
+  bool never_shares = false;
 };
 
 struct Batch {

@@ -7,7 +7,6 @@
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -176,28 +175,6 @@ long long now_ns() {
 CompareOptions everything() {
   return CompareOptions{.times = true, .owners = true, .xattrs = true, .hardlinks = true, .blocks = true, .root = true};
 }
-
-// A tmpfs mounted for the lifetime of the guard; declare it after the TempDir holding the mount point so
-// it is unmounted first.
-class TmpfsMount {
- public:
-  explicit TmpfsMount(std::string path) : path_(std::move(path)) {
-    mounted_ = ::mount("tmpfs", path_.c_str(), "tmpfs", 0, "size=4m,mode=0755") == 0;
-    error_ = mounted_ ? 0 : errno;
-  }
-  ~TmpfsMount() {
-    if (mounted_ && ::umount2(path_.c_str(), 0) != 0) ::umount2(path_.c_str(), MNT_DETACH);
-  }
-  TmpfsMount(const TmpfsMount&) = delete;
-  TmpfsMount& operator=(const TmpfsMount&) = delete;
-  bool mounted() const { return mounted_; }
-  int error() const { return error_; }
-
- private:
-  std::string path_;
-  bool mounted_ = false;
-  int error_ = 0;
-};
 
 // ---------------------------------------------------------------------------------------------------
 // The fixture.
@@ -623,8 +600,8 @@ TEST_F(ArchiveSpecialFilesTest, OneFileSystemStaysOnSourceFs) {
   if (!is_root()) GTEST_SKIP() << "needs root (mount)";
   make_dir(src + "/mnt");
   write_file(src + "/outside.txt", "outside\n");
-  TmpfsMount mount(src + "/mnt");
-  if (!mount.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(mount.error());
+  Mount mount(src + "/mnt", Mount::Tmpfs{"size=4m,mode=0755"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
   make_dir(src + "/mnt/sub");
   write_file(src + "/mnt/inside.txt", "inside\n");
   write_file(src + "/mnt/sub/deeper.txt", "deeper\n");

@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -514,42 +513,20 @@ void thaw(const Frozen& f) {
   ::kill(f.parent, SIGCONT);
 }
 
-// Unmounted (lazily if busy) on destruction.
-class TmpfsMount {
- public:
-  TmpfsMount(const std::string& dir, const std::string& options) : dir_(dir) {
-    make_dirs(dir);
-    mounted_ = ::mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) == 0;
-    error_ = mounted_ ? 0 : errno;
-  }
-  ~TmpfsMount() {
-    if (mounted_ && ::umount2(dir_.c_str(), 0) != 0) ::umount2(dir_.c_str(), MNT_DETACH);
-  }
-  TmpfsMount(const TmpfsMount&) = delete;
-  TmpfsMount& operator=(const TmpfsMount&) = delete;
-  bool mounted() const { return mounted_; }
-  int error() const { return error_; }
-
- private:
-  std::string dir_;
-  bool mounted_ = false;
-  int error_ = 0;
-};
-
 // Where trees with tens of thousands of entries go: a tmpfs when the test may mount one, else a plain
 // directory. Removing them from a disk file system mounted with `discard` takes ~1 ms per entry, which
 // would dominate the suite's run time; what is tested does not depend on the file system.
 class Scratch {
  public:
   Scratch(const std::string& dir, const std::string& size) : path_(dir) {
-    if (::geteuid() == 0) mount_.emplace(dir, "size=" + size);
+    if (::geteuid() == 0) mount_.emplace(dir, Mount::Tmpfs{"size=" + size});
     if (!mount_ || !mount_->mounted()) make_dirs(dir);
   }
   std::string operator/(std::string_view rel) const { return path_ + "/" + std::string(rel); }
 
  private:
   std::string path_;
-  std::optional<TmpfsMount> mount_;
+  std::optional<Mount> mount_;
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -890,8 +867,8 @@ TEST_P(FaultsByJobs, FullDiskReportsErrorRemovesTemporaryAndStops) {
   std::string src = shared_tree("thirty4mib", [](const std::string& root) {
     for (unsigned i = 0; i < 30; ++i) write_big_file(root + fmt::format("/file{:02}.bin", i), 4, 100 + i);
   });
-  TmpfsMount mount(tmp / "mnt", "size=40m");
-  if (!mount.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(mount.error());
+  Mount mount(tmp / "mnt", Mount::Tmpfs{"size=40m"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
   std::string to = tmp / "mnt/dst";
   RunResult r = copy(src, to, {}, with_timeout(120));
   EXPECT_EQ(r.status, 1) << describe(r);
@@ -908,8 +885,8 @@ TEST_P(FaultsByJobs, FullDiskReportsErrorRemovesTemporaryAndStops) {
 
 TEST_P(FaultsByJobs, FullDiskReplacingCopyKeepsTheOldFile) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
-  TmpfsMount mount(tmp / "mnt", "size=40m");
-  if (!mount.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(mount.error());
+  Mount mount(tmp / "mnt", Mount::Tmpfs{"size=40m"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
   std::string src = tmp / "src";
   make_dir(src);
   // The new version does not fit; at 130 MiB it is split into chunks across workers (-j2, -j8).

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -790,6 +791,39 @@ void set_times(const std::string& path, long long atime_ns, long long mtime_ns) 
   timespec times[2] = {to_timespec(atime_ns), to_timespec(mtime_ns)};
   Located loc = locate(path);
   if (::utimensat(loc.dirfd, loc.name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) fail("cannot set times", path, errno);
+}
+
+Mount::Mount(const std::string& dir, const Tmpfs& fs) : dir_(dir) {
+  make_dirs(dir);
+  mounted_ = ::mount("tmpfs", dir.c_str(), "tmpfs", 0, fs.options.c_str()) == 0;
+  if (!mounted_) why_ = "cannot mount a tmpfs: " + std::string(std::strerror(errno));
+}
+
+Mount::Mount(const std::string& dir, const LoopXfs& fs) : dir_(dir) {
+  make_dirs(dir);
+  if (::geteuid() != 0) {
+    why_ = "needs root to loop-mount an XFS image";
+    return;
+  }
+  UniqueFd image(::open(fs.image.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!image || ::ftruncate(image.get(), off_t(fs.size_mib) << 20) != 0) {
+    why_ = fmt::format("cannot make {}: {}", fs.image, std::strerror(errno));
+    return;
+  }
+  image.reset();
+  auto first_line = [](const std::string& text) { return text.substr(0, text.find('\n')); };
+  RunResult r = run({"mkfs.xfs", "-q", "-f", "-m", "reflink=1", fs.image});
+  if (r.status != 0) {
+    why_ = "mkfs.xfs failed (is xfsprogs installed?): " + first_line(r.err);
+    return;
+  }
+  r = run({"mount", "-o", "loop", fs.image, dir});
+  mounted_ = r.status == 0;
+  if (!mounted_) why_ = "cannot loop-mount an XFS image: " + first_line(r.err);
+}
+
+Mount::~Mount() {
+  if (mounted_ && ::umount2(dir_.c_str(), 0) != 0) ::umount2(dir_.c_str(), MNT_DETACH);
 }
 
 bool exists(const std::string& path) {

@@ -66,6 +66,32 @@ void chown_tree(const std::string& root, uid_t uid, gid_t gid);
 // A path made printable for messages: control bytes, bytes >= 0x7f and backslash become \n, \xNN, \\.
 std::string escape_path(std::string_view path);
 
+// A file system mounted at `dir` (made if missing) for the guard's lifetime and unmounted (lazily
+// if busy) on destruction: declare it after the TempDir holding `dir`. Needs root; when it could not
+// be mounted, why() says why, for GTEST_SKIP.
+class Mount {
+ public:
+  struct Tmpfs {
+    std::string options;  // e.g. "size=4m,mode=0755"
+  };
+  struct LoopXfs {  // made with reflink in a sparse image file created for it
+    std::string image;
+    unsigned size_mib = 300;  // mkfs.xfs's minimum
+  };
+  Mount(const std::string& dir, const Tmpfs& fs);
+  Mount(const std::string& dir, const LoopXfs& fs);
+  ~Mount();
+  Mount(const Mount&) = delete;
+  Mount& operator=(const Mount&) = delete;
+  bool mounted() const { return mounted_; }
+  const std::string& why() const { return why_; }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+  std::string why_;
+};
+
 struct CompareOptions {
   bool times = true;        // mtime (ns) on files, dirs and links
   bool owners = false;      // uid/gid
