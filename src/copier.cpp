@@ -15,6 +15,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -117,6 +119,27 @@ bool is_staged_name(std::string_view name) {
     return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
   };
   return dash != std::string_view::npos && digits(name.substr(0, dash)) && digits(name.substr(dash + 2));
+}
+
+bool temp_in_use(std::string_view name) {
+  if (!is_temp_name(name)) return false;
+  name.remove_prefix(kTempPrefix.size());
+  pid_t pid = 0;
+  size_t i = 0;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < 100'000'000; ++i) pid = pid * 10 + (name[i] - '0');
+  if (i == 0 || i >= name.size() || name[i] != '-' || pid <= 0) return false;
+  // /proc/PID/stat: "pid (comm) state ...". Without /proc, only whether the pid exists.
+  std::string stat;
+  UniqueFd fd(::open(fmt::format("/proc/{}/stat", pid).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return errno != ENOENT && (::kill(pid, 0) == 0 || errno == EPERM);
+  char buf[512];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf);
+  if (n <= 0) return false;
+  stat.assign(buf, size_t(n));
+  size_t open = stat.find('('), close = stat.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size()) return false;
+  char state = stat[close + 2];
+  return stat.substr(open + 1, close - open - 1) == "pcopy" && state != 'Z' && state != 'X';
 }
 
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {

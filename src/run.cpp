@@ -44,6 +44,7 @@ constexpr size_t kEarlyBatchFiles = 16;       // enough jobs to send an idle wor
 constexpr int kEventsPerPoll = 1024;          // walk at most this much between looks at the pipes
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
+constexpr int kFinishUpMs = 250;              // abandoned: how long workers may finish the job in hand
 
 double now_s() {
   struct timespec ts;
@@ -125,6 +126,8 @@ class Runner {
   void on_progress(const Progress& p);
   void requeue(JobInfo& info);
   void on_worker_gone(size_t w);
+  bool drain_results(size_t w);
+  void collect_results(int timeout_ms);
   void remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs);
   void on_signal();
   void finish_link_group(const JobInfo& info, const Result& r);
@@ -136,6 +139,7 @@ class Runner {
   void fail_chunked(uint64_t file);
   void remove_dst_temp(DirNode* dir, const std::string& temp);
   void stop_dispatching();
+  void drop(uint64_t id);
   void release(DirNode* dir) {
     if (walker_) walker_->release(dir);
   }
@@ -231,34 +235,35 @@ void Runner::warning(const std::string& path, const std::string& text) {
   if (!opt_.quiet) say(paint("33", fmt::format("pcopy: warning: '{}': {}", display_path(path), text)));
 }
 
+// A job that will not be tried, once pcopy stops dispatching: forgotten, but accounted for.
+void Runner::drop(uint64_t id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  JobInfo info = std::move(it->second);
+  jobs_.erase(it);
+  if (info.file) {
+    // Part of a chunked file: the file as a whole fails once its last part is accounted for.
+    Result r;
+    r.outcome = Outcome::Failed;
+    r.detail = "not copied: pcopy stopped before it was complete";
+    if (info.job.kind == JobKind::FileEnd) {
+      chunked_.at(info.file).chunks_left = 1;
+      chunked_.at(info.file).failed = false;
+    }
+    chunk_done(info, r);
+    return;
+  }
+  release(info.dir);
+}
+
 void Runner::stop_dispatching() {
   if (stopping_) return;
   stopping_ = true;
   // Drop what was never sent; directories still get their metadata.
-  auto drop = [&](PendingBatch& b) {
-    for (uint64_t id : b.ids) {
-      auto it = jobs_.find(id);
-      if (it == jobs_.end()) continue;
-      JobInfo info = std::move(it->second);
-      jobs_.erase(it);
-      if (info.file) {
-        // Part of a chunked file: the file as a whole fails once its last part is accounted for.
-        Result r;
-        r.outcome = Outcome::Failed;
-        r.detail = "not copied: pcopy stopped before it was complete";
-        if (info.job.kind == JobKind::FileEnd) {
-          chunked_.at(info.file).chunks_left = 1;
-          chunked_.at(info.file).failed = false;
-        }
-        chunk_done(info, r);
-        continue;
-      }
-      release(info.dir);
-    }
-  };
-  for (auto& b : queue_) drop(b);
+  for (auto& b : queue_)
+    for (uint64_t id : b.ids) drop(id);
   queue_.clear();
-  drop(current_);
+  for (uint64_t id : current_.ids) drop(id);
   current_ = {};
   for (auto& [key, group] : links_) {
     for (uint64_t id : group.waiting) {
@@ -438,12 +443,7 @@ void Runner::dispatch() {
 
 // A job a worker gave back unstarted goes to the front of the queue, joined with its neighbours.
 void Runner::requeue(JobInfo& info) {
-  if (stopping_) {  // given back after a full disk or --fail-fast: not to be tried
-    DirNode* dir = info.dir;
-    jobs_.erase(info.job.id);
-    release(dir);
-    return;
-  }
+  if (stopping_) return drop(info.job.id);  // given back after a full disk or --fail-fast: not to be tried
   info.worker = -1;
   if (!queue_.empty() && queue_.front().dir == info.dir && queue_.front().ids.size() < kBatchFiles &&
       queue_.front().requeued) {
@@ -787,6 +787,51 @@ void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
   }
 }
 
+// Once the run is abandoned: handles what worker `w` has sent, though abandon_ is set — what it
+// finished is reported (counts, manifest, errors) as its files are in place. A frame cut short
+// by its death is ignored. False once its pipe is at EOF (or broken), true while it may send more.
+bool Runner::drain_results(size_t w) {
+  WorkerSlot& slot = pool_->slot(w);
+  if (!slot.results) return false;
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(slot.results.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n > 0) slot.reader.feed(buf, size_t(n));
+    try {
+      while (auto frame = slot.reader.next()) {
+        if (frame->type == MsgType::Result) on_result(w, decode_result(frame->payload));
+        if (frame->type == MsgType::Progress) on_progress(decode_progress(frame->payload));
+      }
+    } catch (const ProtocolError&) {
+      return false;
+    }
+    if (n < 0) return errno == EAGAIN;
+    if (n == 0) return false;
+  }
+}
+
+// Reads and handles results as workers send them, until every pipe reaches EOF or `timeout_ms`.
+void Runner::collect_results(int timeout_ms) {
+  const double deadline = now_s() + timeout_ms / 1000.0;
+  std::vector<bool> open(pool_->size());
+  for (size_t i = 0; i < open.size(); ++i) open[i] = pool_->slot(i).pid > 0 && pool_->slot(i).results;
+  for (;;) {
+    std::vector<pollfd> fds;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < open.size(); ++i)
+      if (open[i]) {
+        fds.push_back({pool_->slot(i).results.get(), POLLIN, 0});
+        which.push_back(i);
+      }
+    double left = deadline - now_s();
+    if (fds.empty() || left <= 0) return;
+    if (::poll(fds.data(), fds.size(), int(left * 1000) + 1) <= 0) continue;
+    for (size_t k = 0; k < fds.size(); ++k)
+      if (fds[k].revents) open[which[k]] = drain_results(which[k]);
+  }
+}
+
 void Runner::on_signal() {
   signalfd_siginfo si;
   while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
@@ -935,14 +980,20 @@ int Runner::run() {
 
 int Runner::finish() {
   if (abandon_) {
-    // Abandon the files in flight: stop the workers, then remove their temporaries.
+    // Abandon the files in flight: no more jobs; each worker finishes the one in hand (a short
+    // while at most: then it is killed), sends its results and exits; what they finished is
+    // reported. Then the temporaries of what they did not finish are removed.
+    pool_->close_jobs();
+    pool_->signal_all(SIGUSR1);
+    collect_results(kFinishUpMs);
     pool_->signal_all(SIGKILL);
     for (size_t w = 0; w < pool_->size(); ++w) {
       WorkerSlot& slot = pool_->slot(w);
       pid_t pid = slot.pid;
+      pool_->reap(w, true);
+      drain_results(w);
       std::vector<DirNode*> dirs;
       for (uint64_t id : slot.held) dirs.push_back(jobs_.at(id).dir);
-      pool_->reap(w, true);
       remove_temps_of(pid, dirs);
     }
     for (auto& [id, cf] : chunked_) remove_dst_temp(cf.begin.dir, cf.temp);
@@ -960,7 +1011,6 @@ int Runner::finish() {
   }
   pool_->close_jobs();
   pool_->shutdown(5000);
-  ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
 
   if (bar_) {
     tick(true);
@@ -987,6 +1037,12 @@ int Runner::finish() {
     std::string text = json_report(stats_) + "\n";
     write_all(STDOUT_FILENO, text.data(), text.size());
   }
+  // Signals stay blocked until the report is out: a second Ctrl-C, or `timeout` signalling both pcopy
+  // and its process group, must not kill it half-way through. Those that came meanwhile are dropped.
+  signalfd_siginfo si;
+  while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
+  }
+  ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
   return stats_.exit_status;
 }
 

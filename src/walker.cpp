@@ -412,8 +412,9 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd) {
     node->fs_dev = st.st_dev;
     node->dst_sgid = st.st_mode & S_ISGID;
   }
-  // Temporaries an interrupted run left in a directory we are about to fill again.
-  remove_temps(fd, [](std::string_view) { return true; });
+  // Temporaries an interrupted run left in a directory we are about to fill again; not those of a
+  // run still going (two runs into one destination: a cron job overlapping the last).
+  remove_temps(fd, [](std::string_view name) { return !temp_in_use(name); });
 }
 
 void Walker::evict_fds() {

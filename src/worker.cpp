@@ -22,6 +22,11 @@ constexpr size_t kFlushBytes = 16 * 1024;
 constexpr long kFlushMs = 100;  // results of a slow batch still reach the bar promptly
 constexpr long kDeferMs = 250;  // a batch running longer gives back what it has not started
 
+// SIGUSR1: the parent abandons the run (interrupted, --fail-fast). Finish the job in hand, send
+// every result not yet sent, and exit: what was copied is then reported, not lost in a buffer.
+volatile sig_atomic_t g_finish_up = 0;
+void on_finish_up(int) { g_finish_up = 1; }
+
 long now_ms() {
   struct timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
@@ -83,6 +88,11 @@ void test_hooks(const Job&) {}
 
 int run_worker(const Options& options, int job_fd, int result_fd, int src_root, int dst_root) {
   ::umask(0);  // files are created with their final permission bits
+  struct sigaction sa {};
+  sa.sa_handler = on_finish_up;
+  sa.sa_flags = SA_RESTART;  // no system call fails for it
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGUSR1, &sa, nullptr);
   Copier copier(options);
   DirPair dirs(options, src_root, dst_root, copier);
   FrameReader reader;
@@ -90,6 +100,8 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
   std::string out;
   std::vector<Result> results;
   long last_flush = now_ms();
+  // After a --fail-fast error every later job is handed back untried: the parent stops the run.
+  bool failed_fast = false;
   auto flush = [&] {
     if (out.empty()) return true;
     if (write_all(result_fd, out.data(), out.size()) != 0) return false;
@@ -107,15 +119,16 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
       Batch batch = decode_batch(frame->payload);
       int dir_err = dirs.open(batch.dir, batch.dst_dir, batch.facts);
       long batch_start = now_ms();
-      bool give_back = false;  // a full disk (or --fail-fast error): the rest would fail too
+      bool give_back = failed_fast;  // a full disk (or --fail-fast error): the rest would fail too
       auto report = [&](uint64_t id, uint64_t bytes) {
         encode(out, Progress{id, bytes});
         flush();
       };
       auto finish = [&](const Result& r) {
         give_back = give_back || ends_batch(r, options);
+        failed_fast = give_back && options.fail_fast;
         encode(out, r);
-        return (out.size() < kFlushBytes && now_ms() - last_flush < kFlushMs) || flush();
+        return (out.size() < kFlushBytes && now_ms() - last_flush < kFlushMs && !g_finish_up) || flush();
       };
       for (size_t i = 0; i < batch.jobs.size();) {
         const Job& job = batch.jobs[i];
@@ -137,6 +150,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
           copier.copy_batch(dirs.src(), dirs.dst(), run, report, results);
           for (const Result& done : results)
             if (!finish(done)) return 4;
+          if (g_finish_up) return 0;
           i = end;
           continue;
         } else {
@@ -144,6 +158,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
           r = copier.copy(dirs.src(), dirs.dst(), dst_root, job, report);
         }
         if (!finish(r)) return 4;
+        if (g_finish_up) return 0;
         ++i;
       }
       if (!flush()) return 4;

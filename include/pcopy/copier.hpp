@@ -27,6 +27,10 @@ inline constexpr std::string_view kTempSuffix = ".tmp";
 bool is_temp_name(std::string_view name);
 // A staged directory's name: ".pcopy-<pid>-d<n>.tmp" (see Walker).
 bool is_staged_name(std::string_view name);
+// Whether the pcopy process whose pid a temporary's name holds is still running: then the temporary
+// is in use by a concurrent run, not a leftover. A zombie, a pid now used by another program, or a
+// name without a pid: false.
+bool temp_in_use(std::string_view name);
 // Removes the temporaries in `dir` (an open directory) for which `which(name)` holds: files, and
 // staged directories (with what is in them).
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which);

@@ -12,17 +12,20 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -782,6 +785,88 @@ TEST_P(FaultsByJobs, KilledParentLeavesNoWorkersAndNextRunCleansTemporaries) {
   expect_complete_copy(again, src, dst);
 }
 
+// 50 directories of 100 tiny files.
+void make_fifty_dirs(const std::string& root) {
+  for (int d = 0; d < 50; ++d) {
+    make_dir(root + fmt::format("/d{:02}", d));
+    for (int f = 0; f < 100; ++f) write_file(root + fmt::format("/d{:02}/f{:03}", d, f), fmt::format("{} {}\n", d, f));
+  }
+}
+
+TEST_P(FaultsByJobs, FilesFinishedButUnreadWhenInterruptedAreStillReported) {
+  std::string src = shared_tree("fifty", make_fifty_dirs);
+  // The directories exist already, so none is staged: every finished file is in place at once.
+  make_dir(dst);
+  for (int d = 0; d < 50; ++d) make_dir(dst + fmt::format("/d{:02}", d));
+  std::string manifest = tmp / "manifest.jsonl";
+  AsyncPcopy p({jobs(), "--json", "--manifest", manifest, src, dst}, logs);
+  // The parent is stopped while its workers go on with the batches they hold: what they finish
+  // meanwhile is answered in their pipes, unread. Then SIGINT.
+  bool sent = false;
+  size_t at_stop = 0;
+  auto deadline = Clock::now() + 60s;
+  if (poll_until(deadline, [&] { return count_regular_files(dst) > 0 || !p.running(); }) && p.running() &&
+      stop_process(p.pid())) {
+    at_stop = count_regular_files(dst);
+    bool more = poll_until(deadline, [&] { return count_regular_files(dst) > at_stop; });
+    sent = more && ::kill(p.pid(), SIGINT) == 0;
+    ::kill(p.pid(), SIGCONT);
+  }
+  RunResult r = p.wait();
+  ASSERT_TRUE(sent) << "no file was finished while the parent was stopped\n" << describe(r);
+  EXPECT_EQ(r.status, 130) << describe(r);
+  size_t on_disk = count_regular_files(dst);
+  EXPECT_GT(on_disk, at_stop);
+  auto lines = lines_of(read_file(manifest));
+  EXPECT_EQ(lines.size(), on_disk) << "every file copied is in the manifest";
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied").get<size_t>(), on_disk) << describe(r);
+  for (const std::string& rel : list_tree(dst)) {
+    if (!S_ISREG(lstat_or_zero(dst + "/" + rel).st_mode)) continue;
+    std::string entry = fmt::format("\"path\":\"{}\"", rel);
+    EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [&](const std::string& l) { return l.find(entry) != l.npos; }))
+        << rel << " is in place but not in the manifest";
+  }
+}
+
+TEST_P(FaultsByJobs, TemporariesOfARunStillGoingAreLeftAlone) {
+  std::string src = shared_tree("fifty", make_fifty_dirs);
+  // A process that looks like a running pcopy: its temporaries must survive; those of a pcopy that
+  // is gone, or of a pid now used by another program (this test), are leftovers.
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  pid_t live = ::fork();
+  ASSERT_GE(live, 0);
+  if (live == 0) {
+    ::prctl(PR_SET_NAME, "pcopy");
+    (void)!::write(ready[1], "x", 1);
+    ::pause();
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  ::waitpid(gone, nullptr, 0);
+  make_dir(dst);
+  make_dir(dst + "/d00");
+  std::string in_use = fmt::format(".pcopy-{}-1.tmp", live), staged = fmt::format(".pcopy-{}-d1.tmp", live);
+  write_file(dst + "/d00/" + in_use, "being written");
+  make_dir(dst + "/" + staged);
+  write_file(dst + "/" + staged + "/f", "being written");
+  write_file(dst + fmt::format("/d00/.pcopy-{}-2.tmp", gone), "left over");
+  write_file(dst + fmt::format("/.pcopy-{}-3.tmp", ::getpid()), "left over");
+  RunResult r = copy(src, dst, {}, with_timeout(120));
+  ::kill(live, SIGKILL);
+  ::waitpid(live, nullptr, 0);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(joined(temporaries(dst)), joined({staged, "d00/" + in_use}));
+  // Once that run is gone, the next one removes them.
+  RunResult again = copy(src, dst, {}, with_timeout(120));
+  expect_complete_copy(again, src, dst);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Staged directories: a small new leaf directory is made under a temporary name, its files are
 // written straight to their final names inside, and it is renamed into place when complete.
@@ -842,6 +927,46 @@ TEST_P(FaultsByJobs, SigintWhileWritingInAStagedDirectoryRevealsOnlyCompleteFile
   EXPECT_EQ(joined(temporaries(dst)), "");
   RunResult again = run_pcopy({jobs(), src, dst}, with_timeout(120));
   expect_complete_copy(again, src, dst);
+}
+
+// Whether `sig` is pending for process `pid`, not yet taken (/proc/PID/status).
+bool signal_pending(pid_t pid, int sig) {
+  std::ifstream status(fmt::format("/proc/{}/status", pid));
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with("ShdPnd:") || line.starts_with("SigPnd:"))
+      if (std::stoull(line.substr(7), nullptr, 16) & (1ull << (sig - 1))) return true;
+  return false;
+}
+
+TEST_P(FaultsByJobs, ASecondSignalWhileStoppingDoesNotCutTheReportShort) {
+  std::string src = shared_tree("staged", make_staged_leaf_tree);
+  // A worker stops itself half-way through big.bin: stopping the run then takes a while (the time
+  // pcopy gives a worker to finish the file in hand), and the second SIGINT comes meanwhile, as
+  // from `timeout -s INT`, which signals pcopy and then its process group.
+  AsyncPcopy p({jobs(), "--json", src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
+  auto deadline = Clock::now() + 60s;
+  auto a_worker_stopped = [&] {
+    for (const Proc& w : children_of(p.pid())) {
+      auto info = proc_info(w.pid);
+      if (info && (info->state == 'T' || info->state == 't')) return true;
+    }
+    return !p.running();
+  };
+  bool sent = false;
+  if (poll_until(deadline, a_worker_stopped) && p.running()) {
+    ASSERT_EQ(::kill(p.pid(), SIGINT), 0);
+    if (poll_until(deadline, [&] { return !signal_pending(p.pid(), SIGINT); }))
+      sent = ::kill(p.pid(), SIGINT) == 0;
+  }
+  RunResult r = p.wait();
+  ASSERT_TRUE(sent) << "pcopy could not be caught with a worker stopped\n" << describe(r);
+  EXPECT_EQ(r.status, 130) << describe(r);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: interrupted:")) << describe(r);
+  auto report = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << "no JSON report\n" << describe(r);
+  EXPECT_TRUE(report.value("interrupted", false)) << describe(r);
+  EXPECT_EQ(incomplete_final_files(src, dst), "");
+  EXPECT_EQ(joined(temporaries(dst)), "");
 }
 
 TEST_P(FaultsByJobs, KilledParentLeavesAStagedDirectoryThatTheNextRunReplaces) {
