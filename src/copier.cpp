@@ -163,7 +163,7 @@ void remove_temps(int dir, const std::function<bool(std::string_view name)>& whi
         ::unlinkat(dir, d->d_name, 0);
       } else if (is_staged_name(d->d_name)) {
         // A staged directory an interrupted run never revealed: its files are copied again.
-        MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}};
+        MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}};
         remove_tree(dir, d->d_name, d->d_name, false, quiet);
       }
     }
@@ -507,7 +507,7 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
   if (::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0) return 0;
   int err = errno;
   if (!opt_.delete_extraneous || (err != EISDIR && err != ENOTEMPTY && err != EEXIST)) return err;
-  MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}};
+  MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}};
   if (int rm = remove_tree(dst_dir, target, target, false, quiet)) return rm;
   return ::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0 ? 0 : errno;
 }

@@ -153,6 +153,8 @@ void delete_extraneous(int src_root, int dst_root, const Options& opt, const Mir
         continue;
       }
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
+      if (struct stat st; cb.keep && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && cb.keep(st))
+        continue;
       if (e.is_dir) {
         remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb);
       } else if (!opt.dry_run && ::unlinkat(p.dst.get(), e.name.c_str(), 0) != 0) {

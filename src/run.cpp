@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <deque>
 #include <map>
+#include <set>
 #include <optional>
 #include <unordered_map>
 
@@ -914,6 +915,18 @@ void Runner::run_delete() {
     say(fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err)));
     stats_.errors.push_back({path, reason});
   };
+  // The manifest being written may be inside DST: it, and the directories above it, stay.
+  std::set<std::pair<dev_t, ino_t>> own;
+  if (!opt_.manifest.empty()) {
+    struct stat st;
+    if (::stat(opt_.manifest.c_str(), &st) == 0) own.insert({st.st_dev, st.st_ino});
+    size_t slash = opt_.manifest.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : opt_.manifest.substr(0, slash);
+    UniqueFd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    while (fd && ::fstat(fd.get(), &st) == 0 && own.insert({st.st_dev, st.st_ino}).second)
+      fd.reset(::openat(fd.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));  // "/.." is "/": the loop ends
+  }
+  if (!own.empty()) cb.keep = [&](const struct stat& st) { return own.count({st.st_dev, st.st_ino}) > 0; };
   delete_extraneous(target_.src_root.get(), target_.dst_root.get(), opt_, cb);
 }
 

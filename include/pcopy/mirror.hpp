@@ -3,6 +3,8 @@
 // by the largest directory, never by the tree. Excluded entries and our own temporaries are kept.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <functional>
 #include <string>
 
@@ -13,6 +15,8 @@ namespace pcopy {
 struct MirrorCallbacks {
   std::function<void(const std::string& rel)> deleted;          // once per entry removed (or to remove)
   std::function<void(const std::string& rel, int err)> failed;  // could not remove or list
+  // Entries never removed, by their lstat: pcopy's own --manifest and the directories above it.
+  std::function<bool(const struct stat& st)> keep;
 };
 
 // `dry_run` reports without removing. Directory times changed by removals are restored from SRC.

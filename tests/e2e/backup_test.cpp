@@ -302,6 +302,23 @@ TEST_F(Backup, DeleteRefusesAfterWalkError) {
   EXPECT_GE(report.value("errors", json::array()).size(), 1u) << report.dump(2);
 }
 
+TEST_F(Backup, DeleteKeepsTheManifestItWritesInsideDst) {
+  write_file(src + "/f", "f\n");
+  full_copy();
+  write_file(dst + "/extra", "x");
+  // In DST itself, and in a directory SRC does not have.
+  for (std::string manifest : {dst + "/manifest.jsonl", dst + "/reports/nightly/manifest.jsonl"}) {
+    SCOPED_TRACE(manifest);
+    make_dirs(dst + "/reports/nightly");
+    RunResult r = copy({"--delete", "--manifest", manifest});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    ASSERT_TRUE(exists(manifest)) << "--delete removed the manifest being written\n" << describe(r);
+    EXPECT_NE(read_file(manifest).find("\"path\":\"f\""), std::string::npos);
+    EXPECT_FALSE(exists(dst + "/extra"));
+  }
+  EXPECT_FALSE(exists(dst + "/manifest.jsonl")) << "the first manifest is extraneous for the second run";
+}
+
 TEST_F(Backup, DeleteRemovesExtraneousFilesDirectoriesAndLinksButKeepsExcluded) {
   write_old(src + "/keep.txt", "kept\n");
   make_dir(src + "/sub");
