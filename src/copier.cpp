@@ -129,13 +129,12 @@ bool temp_in_use(std::string_view name) {
   for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < 100'000'000; ++i) pid = pid * 10 + (name[i] - '0');
   if (i == 0 || i >= name.size() || name[i] != '-' || pid <= 0) return false;
   // /proc/PID/stat: "pid (comm) state ...". Without /proc, only whether the pid exists.
-  std::string stat;
   UniqueFd fd(::open(fmt::format("/proc/{}/stat", pid).c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return errno != ENOENT && (::kill(pid, 0) == 0 || errno == EPERM);
   char buf[512];
   ssize_t n = ::read(fd.get(), buf, sizeof buf);
   if (n <= 0) return false;
-  stat.assign(buf, size_t(n));
+  std::string_view stat(buf, size_t(n));
   size_t open = stat.find('('), close = stat.rfind(')');
   if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size()) return false;
   char state = stat[close + 2];
@@ -215,10 +214,15 @@ Copier::Copier(const Options& options)
       try_reflink_(options.reflink != ReflinkMode::Never),
       try_cfr_(options.copy_file_range) {}
 
-bool local_fs(int dir) {
+namespace {
+// The file system's magic number (statfs f_type), 0 if it cannot be told.
+long fs_type(int dir) {
   struct statfs fs;
-  if (::fstatfs(dir, &fs) != 0) return false;
-  switch (fs.f_type) {
+  return ::fstatfs(dir, &fs) == 0 ? long(fs.f_type) : 0;
+}
+
+bool local_type(long type) {
+  switch (type) {
     case TMPFS_MAGIC:
     case EXT4_SUPER_MAGIC:  // also ext2 and ext3
     case XFS_SUPER_MAGIC:
@@ -227,9 +231,26 @@ bool local_fs(int dir) {
   }
 }
 
-bool never_shares_extents(int dir) {
-  struct statfs fs;
-  return ::fstatfs(dir, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == EXT4_SUPER_MAGIC);
+bool never_shares_type(long type) { return type == TMPFS_MAGIC || type == EXT4_SUPER_MAGIC; }
+}  // namespace
+
+bool local_fs(int dir) { return local_type(fs_type(dir)); }
+
+bool never_shares_extents(int dir) { return never_shares_type(fs_type(dir)); }
+
+DirFacts dir_facts(int dir, const DirFacts* same_fs) {
+  DirFacts f;
+  f.known = true;
+  f.default_acl = has_default_acl(dir);
+  if (same_fs) {
+    f.local = same_fs->local;
+    f.never_shares = same_fs->never_shares;
+  } else {
+    long type = fs_type(dir);
+    f.local = local_type(type);
+    f.never_shares = never_shares_type(type);
+  }
+  return f;
 }
 
 bool has_default_acl(int dir) {
@@ -265,10 +286,7 @@ void Copier::close_later(UniqueFd fd) {
 
 void Copier::enter(int dst_dir) {
   DirFacts facts;
-  if (dst_dir >= 0) {
-    facts = DirFacts{true, local_fs(dst_dir), has_default_acl(dst_dir)};
-    facts.never_shares = never_shares_extents(dst_dir);
-  }
+  if (dst_dir >= 0) facts = dir_facts(dst_dir);
   enter(dst_dir, facts);
 }
 
@@ -673,7 +691,7 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
   };
   // copy_file_range may clone on file systems that share extents: not with --reflink=never there.
   const bool cfr = try_cfr_ && !fc.hasher && (opt_.reflink != ReflinkMode::Never || never_shares_);
-  while (cfr && try_cfr_ && left > 0) {
+  while (cfr && left > 0) {
     loff_t off_in = off, off_out = off;
     size_t want = size_t(std::min(left, kCfrChunk));
     ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, want, 0);

@@ -127,6 +127,7 @@ class Runner {
   void on_progress(const Progress& p);
   void requeue(JobInfo& info);
   void on_worker_gone(size_t w);
+  void handle_frames(size_t w, bool abandoned_too);
   bool drain_results(size_t w);
   void collect_results(int timeout_ms);
   void remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs);
@@ -680,17 +681,7 @@ void Runner::read_worker(size_t w) {
     }
     slot.reader.feed(buf, size_t(n));
     try {
-      while (!abandon_) {  // after a --fail-fast error, later results are not looked at
-        auto frame = slot.reader.next();
-        if (!frame) break;
-        if (frame->type == MsgType::Result) {
-          on_result(w, decode_result(frame->payload));
-        } else if (frame->type == MsgType::Progress) {
-          on_progress(decode_progress(frame->payload));
-        } else {
-          throw ProtocolError("unexpected message from a worker");
-        }
-      }
+      handle_frames(w, false);  // after a --fail-fast error, later results wait for drain_results
     } catch (const ProtocolError& e) {
       say(fmt::format("pcopy: worker {}: {}; replacing it", slot.pid, e.what()));
       ::kill(slot.pid, SIGKILL);
@@ -788,6 +779,23 @@ void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
   }
 }
 
+// Handles the complete messages worker `w` has sent; while the run goes on, or also once it is
+// abandoned. Throws ProtocolError.
+void Runner::handle_frames(size_t w, bool abandoned_too) {
+  WorkerSlot& slot = pool_->slot(w);
+  while (abandoned_too || !abandon_) {
+    auto frame = slot.reader.next();
+    if (!frame) return;
+    if (frame->type == MsgType::Result) {
+      on_result(w, decode_result(frame->payload));
+    } else if (frame->type == MsgType::Progress) {
+      on_progress(decode_progress(frame->payload));
+    } else {
+      throw ProtocolError("unexpected message from a worker");
+    }
+  }
+}
+
 // Once the run is abandoned: handles what worker `w` has sent, though abandon_ is set — what it
 // finished is reported (counts, manifest, errors) as its files are in place. A frame cut short
 // by its death is ignored. False once its pipe is at EOF (or broken), true while it may send more.
@@ -800,10 +808,7 @@ bool Runner::drain_results(size_t w) {
     if (n < 0 && errno == EINTR) continue;
     if (n > 0) slot.reader.feed(buf, size_t(n));
     try {
-      while (auto frame = slot.reader.next()) {
-        if (frame->type == MsgType::Result) on_result(w, decode_result(frame->payload));
-        if (frame->type == MsgType::Progress) on_progress(decode_progress(frame->payload));
-      }
+      handle_frames(w, true);
     } catch (const ProtocolError&) {
       return false;
     }

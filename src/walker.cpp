@@ -407,8 +407,7 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd) {
   if (::fstat(fd, &st) == 0) {
     if ((st.st_mode & 0700) != 0700 && st.st_uid == euid_) ::fchmod(fd, (st.st_mode & 07777) | 0700);
     bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;
-    node->facts = DirFacts{true, same_fs ? parent->facts.local : local_fs(fd), has_default_acl(fd)};
-    node->facts.never_shares = same_fs ? parent->facts.never_shares : never_shares_extents(fd);
+    node->facts = dir_facts(fd, same_fs ? &parent->facts : nullptr);
     node->fs_dev = st.st_dev;
     node->dst_sgid = st.st_mode & S_ISGID;
   }

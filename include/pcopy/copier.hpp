@@ -47,6 +47,9 @@ bool never_shares_extents(int dir);
 // Whether a default ACL in `dir` decides the modes of what is created there (then they must be
 // set explicitly). True when it cannot be told.
 bool has_default_acl(int dir);
+// What workers need to know of destination directory `dir` (DirFacts, not staged): its default ACL,
+// and its file system's traits, taken from `same_fs` when given (a directory on the same one).
+DirFacts dir_facts(int dir, const DirFacts* same_fs = nullptr);
 // Whether splitting big files into chunks for several workers pays off in `dst_dir`: not on a
 // local_fs(), where two workers writing one file take turns on its lock (and spin on it: on tmpfs
 // -j2 copied one 2 GiB file 1.4x slower than -j1), but where latency, not the CPU, is the limit;
