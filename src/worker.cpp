@@ -74,11 +74,14 @@ class DirPair {
 };
 
 #ifdef PCOPY_TEST_HOOKS
-// Test builds only: die on a named file, to exercise the parent's recovery.
+// Test builds only: die on a named file, to exercise the parent's recovery; or stop the parent
+// before copying a named file, so that its result is certain to be unread when the parent resumes.
 void test_hooks(const Job& job) {
   const char* always = std::getenv("PCOPY_TEST_KILL_NAME");
   const char* once = std::getenv("PCOPY_TEST_KILL_ONCE_NAME");
   if ((always && job.name == always) || (once && job.attempt == 0 && job.name == once)) ::raise(SIGKILL);
+  if (const char* name = std::getenv("PCOPY_TEST_STOP_PARENT_NAME"); name && job.name == name && job.attempt == 0)
+    ::kill(::getppid(), SIGSTOP);
 }
 #else
 void test_hooks(const Job&) {}
