@@ -56,6 +56,23 @@ int list_dir(int fd, std::vector<Entry>& out) {
 
 std::string join(const std::string& rel, const std::string& name) { return rel.empty() ? name : rel + "/" + name; }
 
+// As an ordinary user, a directory of ours we may not list or change cannot be emptied: it is
+// opened up first, as rsync does (root needs no permission). Its old mode, or 0 if unchanged.
+mode_t open_up(int dir, const char* name) {
+  static const uid_t euid = ::geteuid();
+  struct stat st;
+  if (euid == 0 || ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode) ||
+      st.st_uid != euid || (st.st_mode & S_IRWXU) == S_IRWXU)
+    return 0;
+  return ::fchmodat(dir, name, (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mode : 0;
+}
+
+// Opens directory `name` in `dir` to remove what it holds (opened up first unless `dry_run`).
+UniqueFd open_to_empty(int dir, const std::string& name, bool dry_run) {
+  if (!dry_run) open_up(dir, name.c_str());
+  return UniqueFd(::openat(dir, name.c_str(), kDirFlags));
+}
+
 }  // namespace
 
 int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb) {
@@ -70,7 +87,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     if (!first_err) first_err = err;
     cb.failed(path, err);
   };
-  UniqueFd top(::openat(dir, name.c_str(), kDirFlags));
+  UniqueFd top(open_to_empty(dir, name, dry_run));
   if (!top) {
     if (errno != ENOTDIR && errno != ELOOP) return note(rel, errno), first_err;
     if (!dry_run && ::unlinkat(dir, name.c_str(), 0) != 0) return note(rel, errno), first_err;
@@ -97,7 +114,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     const Entry& e = lv.entries[lv.next++];
     std::string path = join(lv.rel, e.name);
     if (e.is_dir) {
-      UniqueFd fd(::openat(lv.fd.get(), e.name.c_str(), kDirFlags));
+      UniqueFd fd(open_to_empty(lv.fd.get(), e.name, dry_run));
       if (!fd) {
         note(path, errno);
         continue;
@@ -136,6 +153,7 @@ void delete_extraneous(int src_root, int dst_root, const Options& opt, const Mir
     std::unordered_map<std::string, bool> in_src;
     for (auto& e : src_entries) in_src.emplace(std::move(e.name), e.is_dir);
     bool removed = false;
+    mode_t was = 0;  // the mode of a directory opened up for the removals, restored after them
     for (const Entry& e : dst_entries) {
       std::string rel = join(p.rel, e.name);
       auto it = in_src.find(e.name);
@@ -155,6 +173,7 @@ void delete_extraneous(int src_root, int dst_root, const Options& opt, const Mir
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
       if (struct stat st; cb.keep && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && cb.keep(st))
         continue;
+      if (!removed && !opt.dry_run) was = open_up(p.dst.get(), ".");
       if (e.is_dir) {
         remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb);
       } else if (!opt.dry_run && ::unlinkat(p.dst.get(), e.name.c_str(), 0) != 0) {
@@ -165,6 +184,7 @@ void delete_extraneous(int src_root, int dst_root, const Options& opt, const Mir
       removed = true;
     }
     if (removed && !opt.dry_run) {
+      if (was) ::fchmod(p.dst.get(), was & 07777);
       // Removing entries touched the directory's times; put SRC's back.
       struct stat st;
       if (::fstat(p.src.get(), &st) == 0) {
