@@ -314,8 +314,12 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
   if (need_dst_stat && dst_dir >= 0) {
     struct stat dst;
     if (::fstatat(dst_dir, job.target().c_str(), &dst, AT_SYMLINK_NOFOLLOW) == 0) {
-      if (opt_.ignore_existing || (opt_.update && up_to_date(src_dir, dst_dir, job, dst))) {
+      struct stat src;
+      if (opt_.ignore_existing || (opt_.update && up_to_date(src_dir, dst_dir, job, dst, src))) {
         r.outcome = Outcome::Skipped;
+        if (opt_.update && !opt_.ignore_existing && !opt_.dry_run) {
+          if (int err = refresh_metadata(src_dir, dst_dir, job, src, dst)) return fail(r, err);
+        }
         return r;
       }
       r.outcome = Outcome::Replaced;
@@ -335,14 +339,13 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
   }
 }
 
-bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct stat& dst) {
+// -u: whether `job`'s data needs no copying to `dst`; `src` is left with the source's stat.
+bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct stat& dst, struct stat& src) {
+  if (given.kind == JobKind::HardLink) return false;  // cheap to redo, and the group must be right
+  if (::fstatat(src_dir, given.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return false;
   Job job = given;
-  if (!job.known) {
-    struct stat src;
-    if (::fstatat(src_dir, job.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return false;
-    job.size = uint64_t(src.st_size);
-    job.mtime_ns = to_ns(src.st_mtim);
-  }
+  job.size = uint64_t(src.st_size);
+  job.mtime_ns = to_ns(src.st_mtim);
   switch (job.kind) {
     case JobKind::File:
       if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
@@ -355,7 +358,6 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
       ssize_t m = ::readlinkat(dst_dir, job.target().c_str(), b.data(), b.size());
       return n >= 0 && n == m && std::memcmp(a.data(), b.data(), size_t(n)) == 0;
     }
-    case JobKind::HardLink: return false;  // cheap to redo, and the group must be right
     case JobKind::FileBegin:
       if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
       if (!opt_.checksum) return to_ns(dst.st_mtim) == job.mtime_ns;
@@ -374,6 +376,36 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
     hashes[i] = h.digest();
   }
   return hashes[0] == hashes[1];
+}
+
+// -u skipped the data of `dst`; the rest of what a copy keeps is brought up to date, as rsync -a
+// does: with -a the owner and extended attributes (ACLs), then the mode, then the times. Only what
+// differs is written, and nothing through a link planted at the name.
+int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src,
+                             const struct stat& dst) {
+  const char* t = job.target().c_str();
+  bool owner_kept, chowned = false, xattrs_written = false;
+  if (opt_.archive) {
+    owner_kept = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
+    if (!owner_kept) owner_kept = chowned = ::fchownat(dst_dir, t, src.st_uid, src.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
+    if (!owner_kept && (privileged_ || (errno != EPERM && errno != EINVAL))) return errno;
+    if (int err = sync_xattrs_at(src_dir, job.name, dst_dir, job.target(), privileged_, xattrs_written)) return err;
+  } else {
+    owner_kept = src.st_uid == euid_ && src.st_gid == egid_;
+  }
+  if (!S_ISLNK(dst.st_mode)) {
+    mode_t mode = src.st_mode & 07777;
+    if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
+    // chown cleared the set-id bits; an ACL written may have changed the group bits.
+    if ((chowned || xattrs_written || (dst.st_mode & 07777) != mode) &&
+        ::fchmodat(dst_dir, t, mode, AT_SYMLINK_NOFOLLOW) != 0)
+      return errno;
+  }
+  if (to_ns(dst.st_mtim) != to_ns(src.st_mtim)) {  // --checksum: same contents, another time
+    struct timespec times[2] = {src.st_atim, src.st_mtim};
+    if (::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  }
+  return 0;
 }
 
 Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {

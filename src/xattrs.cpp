@@ -3,6 +3,7 @@
 #include <sys/xattr.h>
 
 #include <cerrno>
+#include <map>
 #include <string>
 
 namespace pcopy {
@@ -13,8 +14,35 @@ struct XattrOps {
   ssize_t (*list)(const void* self, char* buf, size_t size);
   ssize_t (*get)(const void* self, const char* name, void* buf, size_t size);
   int (*set)(const void* self, const char* name, const void* buf, size_t size);
+  int (*remove)(const void* self, const char* name);
   const void* self;
 };
+
+XattrOps fd_ops(const int* fd) {
+  return {[](const void* s, char* b, size_t n) { return ::flistxattr(*static_cast<const int*>(s), b, n); },
+          [](const void* s, const char* k, void* b, size_t n) {
+            return ::fgetxattr(*static_cast<const int*>(s), k, b, n);
+          },
+          [](const void* s, const char* k, const void* b, size_t n) {
+            return ::fsetxattr(*static_cast<const int*>(s), k, b, n, 0);
+          },
+          [](const void* s, const char* k) { return ::fremovexattr(*static_cast<const int*>(s), k); }, fd};
+}
+
+// No fd can be opened on a link or a device without side effects, so such a file is named
+// through /proc: `path` is /proc/self/fd/DIR/NAME.
+const char* c(const void* path) { return static_cast<const std::string*>(path)->c_str(); }
+
+XattrOps path_ops(const std::string* path) {
+  return {[](const void* p, char* b, size_t n) { return ::llistxattr(c(p), b, n); },
+          [](const void* p, const char* k, void* b, size_t n) { return ::lgetxattr(c(p), k, b, n); },
+          [](const void* p, const char* k, const void* b, size_t n) { return ::lsetxattr(c(p), k, b, n, 0); },
+          [](const void* p, const char* k) { return ::lremovexattr(c(p), k); }, path};
+}
+
+std::string proc_path(int dir, const std::string& name) {
+  return "/proc/self/fd/" + std::to_string(dir) + "/" + name;
+}
 
 template <typename Fn>
 int read_grow(std::string& buf, Fn&& fn) {
@@ -35,17 +63,47 @@ bool ignorable(int err, bool privileged) {
   return err == ENOTSUP || err == ENODATA || (!privileged && (err == EPERM || err == EACCES));
 }
 
-int copy_with(const XattrOps& src, const XattrOps& dst, bool privileged) {
+using Attrs = std::map<std::string, std::string>;
+
+// Every attribute `ops` may read; one that vanished meanwhile or may not be read is left out.
+int read_all(const XattrOps& ops, bool privileged, Attrs& attrs) {
   std::string names, value;
-  int err = read_grow(names, [&](char* b, size_t n) { return src.list(src.self, b, n); });
+  int err = read_grow(names, [&](char* b, size_t n) { return ops.list(ops.self, b, n); });
   if (err) return err == ENOTSUP ? 0 : err;
   for (size_t pos = 0; pos < names.size();) {
     std::string name(names.c_str() + pos);
     pos += name.size() + 1;
     if (name.empty()) continue;
-    err = read_grow(value, [&](char* b, size_t n) { return src.get(src.self, name.c_str(), b, n); });
-    if (err == 0 && dst.set(dst.self, name.c_str(), value.data(), value.size()) != 0) err = errno;
+    err = read_grow(value, [&](char* b, size_t n) { return ops.get(ops.self, name.c_str(), b, n); });
     if (err && !ignorable(err, privileged)) return err;
+    if (!err) attrs.emplace(std::move(name), value);
+  }
+  return 0;
+}
+
+// Writes src's attributes to dst where they differ and, with `prune`, removes those src lacks.
+int write_with(const XattrOps& src, const XattrOps& dst, bool privileged, bool prune, bool& written) {
+  Attrs want, have;
+  if (int err = read_all(src, privileged, want)) return err;
+  if (prune) {
+    if (int err = read_all(dst, privileged, have)) return err;
+    for (const auto& [name, value] : have) {
+      if (want.count(name)) continue;
+      if (dst.remove(dst.self, name.c_str()) == 0) {
+        written = true;
+      } else if (!ignorable(errno, privileged)) {
+        return errno;
+      }
+    }
+  }
+  for (const auto& [name, value] : want) {
+    auto it = have.find(name);
+    if (it != have.end() && it->second == value) continue;
+    if (dst.set(dst.self, name.c_str(), value.data(), value.size()) == 0) {
+      written = true;
+    } else if (!ignorable(errno, privileged)) {
+      return errno;
+    }
   }
   return 0;
 }
@@ -53,37 +111,21 @@ int copy_with(const XattrOps& src, const XattrOps& dst, bool privileged) {
 }  // namespace
 
 int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged) {
-  XattrOps src{[](const void* s, char* b, size_t n) { return ::flistxattr(*static_cast<const int*>(s), b, n); },
-               [](const void* s, const char* k, void* b, size_t n) {
-                 return ::fgetxattr(*static_cast<const int*>(s), k, b, n);
-               },
-               nullptr, &src_fd};
-  XattrOps dst{nullptr, nullptr,
-               [](const void* s, const char* k, const void* b, size_t n) {
-                 return ::fsetxattr(*static_cast<const int*>(s), k, b, n, 0);
-               },
-               &dst_fd};
-  return copy_with(src, dst, privileged);
+  bool written = false;
+  return write_with(fd_ops(&src_fd), fd_ops(&dst_fd), privileged, false, written);
 }
 
 int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
                    bool privileged) {
-  // No fd can be opened on a link or a device without side effects, so name it through /proc.
-  std::string s = "/proc/self/fd/" + std::to_string(src_dir) + "/" + src_name;
-  std::string d = "/proc/self/fd/" + std::to_string(dst_dir) + "/" + dst_name;
-  XattrOps src{[](const void* p, char* b, size_t n) {
-                 return ::llistxattr(static_cast<const std::string*>(p)->c_str(), b, n);
-               },
-               [](const void* p, const char* k, void* b, size_t n) {
-                 return ::lgetxattr(static_cast<const std::string*>(p)->c_str(), k, b, n);
-               },
-               nullptr, &s};
-  XattrOps dst{nullptr, nullptr,
-               [](const void* p, const char* k, const void* b, size_t n) {
-                 return ::lsetxattr(static_cast<const std::string*>(p)->c_str(), k, b, n, 0);
-               },
-               &d};
-  return copy_with(src, dst, privileged);
+  std::string s = proc_path(src_dir, src_name), d = proc_path(dst_dir, dst_name);
+  bool written = false;
+  return write_with(path_ops(&s), path_ops(&d), privileged, false, written);
+}
+
+int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
+                   bool privileged, bool& written) {
+  std::string s = proc_path(src_dir, src_name), d = proc_path(dst_dir, dst_name);
+  return write_with(path_ops(&s), path_ops(&d), privileged, true, written);
 }
 
 }  // namespace pcopy

@@ -105,7 +105,8 @@ class Copier {
   Result end_chunked(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_special(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_hard_link(int dst_dir, int dst_root, const Job& job, Result result);
-  bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst);
+  bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst, struct stat& src);
+  int refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
   int cloned(int in, const struct stat& st, FileCopy& fc);
   int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);

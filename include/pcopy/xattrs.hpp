@@ -11,5 +11,9 @@ namespace pcopy {
 int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged);
 int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
                    bool privileged);
+// Makes dst's attributes those of src where they differ, removing those src lacks; `written`
+// tells whether anything was changed.
+int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
+                   bool privileged, bool& written);
 
 }  // namespace pcopy
