@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -260,6 +261,68 @@ TEST_F(Backup, ChecksumDetectsSameSizeSameMtimeChange) {
   EXPECT_EQ(count(parse_report(r), "files_copied"), 0) << describe(r);
 }
 
+// -u skips the data of an unchanged file, not the rest: a file made private in SRC must become
+// private in the backup too (rsync -a does the same). Only what differs is written.
+TEST_F(Backup, UpdateBringsModeOwnerAndXattrsOfSkippedFilesUpToDate) {
+  bool root = ::geteuid() == 0;
+  for (const char* name : {"private", "owned", "tagged", "untagged", "same"}) write_old(src + "/" + name, name);
+  ASSERT_EQ(::symlink("same", (src + "/link").c_str()), 0);
+  if (::setxattr((src + "/untagged").c_str(), "user.gone", "1", 1, 0) != 0) GTEST_SKIP() << "no user xattrs here";
+  RunResult r = copy({"-a"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  long long same_ctime = ns_of(lstat_of(dst + "/same").st_ctim);
+
+  ASSERT_EQ(::chmod((src + "/private").c_str(), 0600), 0);
+  ASSERT_EQ(::setxattr((src + "/tagged").c_str(), "user.tag", "new", 3, 0), 0);
+  ASSERT_EQ(::removexattr((src + "/untagged").c_str(), "user.gone"), 0);
+  if (root) {
+    ASSERT_EQ(::chown((src + "/owned").c_str(), 1234, 5678), 0);
+    ASSERT_EQ(::lchown((src + "/link").c_str(), 1234, 5678), 0);
+  }
+  r = copy({"-a", "-u", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 0) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 6) << report.dump(2);
+  CompareOptions all;
+  all.owners = root;
+  all.xattrs = true;
+  EXPECT_EQ(diff_trees(src, dst, all), "");
+  EXPECT_EQ(ns_of(lstat_of(dst + "/same").st_ctim), same_ctime) << "an unchanged file was written to";
+
+  // Without -a the mode still follows, as it does on a copy.
+  ASSERT_EQ(::chmod((src + "/private").c_str(), 0640), 0);
+  r = copy({"-u"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lstat_of(dst + "/private").st_mode & 07777, 0640u);
+}
+
+// --checksum skips a file of equal contents whatever its time, and then gives it the source's time.
+TEST_F(Backup, ChecksumGivesSkippedFilesTheSourceTime) {
+  write_old(src + "/data.bin", "same contents");
+  full_copy();
+  set_times(src + "/data.bin", kOldTime, kOldTime + 1'000'000'000);
+  RunResult r = copy({"--checksum", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_skipped"), 1) << describe(r);
+  EXPECT_EQ(mtime_ns(dst + "/data.bin"), kOldTime + 1'000'000'000);
+}
+
+// A skipped file whose metadata cannot be set is an error naming it, not a silent success.
+TEST_F(Backup, UpdateReportsMetadataItCannotSet) {
+  write_old(src + "/theirs", "someone else's");
+  full_copy();
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make DST's file belong to someone else";
+  ASSERT_EQ(::chmod((src + "/theirs").c_str(), 0600), 0);
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chown((dst + "/theirs").c_str(), 0, 0), 0);  // unprivileged() gave the tree to nobody
+  RunResult r = copy({"-u"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_NE(r.err.find("'theirs'"), std::string::npos) << describe(r);
+  EXPECT_NE(r.err.find("Operation not permitted"), std::string::npos) << describe(r);
+  EXPECT_EQ(lstat_of(dst + "/theirs").st_mode & 07777, 0644u) << "left as it was";
+}
+
 TEST_F(Backup, IgnoreExistingNeverReplaces) {
   for (std::string option : {"--ignore-existing", "--no-clobber"}) {
     SCOPED_TRACE(option);
@@ -356,6 +419,29 @@ TEST_F(Backup, DeleteRemovesExtraneousFilesDirectoriesAndLinksButKeepsExcluded) 
   CompareOptions no_times;
   no_times.times = false;
   EXPECT_EQ(diff_trees(src, dst, no_times), "");
+}
+
+// Directory modes are set after their contents are copied, before --delete runs: as an ordinary
+// user, removing entries from a read-only directory (or a whole read-only directory) means
+// opening it up first and putting its mode back.
+TEST_F(Backup, DeleteRemovesEntriesOfReadOnlyDirectoriesAsAnOrdinaryUser) {
+  make_dir(src + "/ro");
+  write_old(src + "/ro/keep", "kept\n");
+  full_copy();
+  write_file(dst + "/ro/extra", "x");
+  make_dirs(dst + "/ro/old/older");
+  write_file(dst + "/ro/old/older/f", "y");
+  ASSERT_EQ(::chmod((dst + "/ro/old/older").c_str(), 0500), 0);
+  ASSERT_EQ(::chmod((dst + "/ro/old").c_str(), 0555), 0);
+  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0555), 0);
+  set_times(src + "/ro", kOldTime, kOldTime);
+  RunOptions as_user = unprivileged(tmp);
+
+  RunResult r = copy({"-u", "--delete", "--json"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_deleted"), 4) << describe(r);
+  EXPECT_EQ(list_tree(dst + "/ro"), std::vector<std::string>{"keep"});
+  EXPECT_EQ(diff_trees(src, dst), "") << "the directory's mode and time are SRC's again";
 }
 
 TEST_F(Backup, FsyncOptionCopiesCorrectly) {
