@@ -40,8 +40,6 @@ constexpr unsigned kRingEntries = 256;
 constexpr size_t kMaxLaterCloses = 32;  // with a batch's 128, within kRingEntries
 const char* const kChanged = "file changed as we read it";
 
-int64_t to_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
-
 int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW); }
 
 int open_source(int dir, const std::string& name, bool follow) {
@@ -339,13 +337,18 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
   }
 }
 
-// -u: whether `job`'s data needs no copying to `dst`; `src` is left with the source's stat.
+// -u: whether `job`'s data needs no copying to `dst`; `src` is left with the source's stat (the
+// walk's, when it came with the job).
 bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct stat& dst, struct stat& src) {
   if (given.kind == JobKind::HardLink) return false;  // cheap to redo, and the group must be right
-  if (::fstatat(src_dir, given.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return false;
   Job job = given;
-  job.size = uint64_t(src.st_size);
-  job.mtime_ns = to_ns(src.st_mtim);
+  if (job.known) {  // with Meta whenever refresh_metadata may follow
+    src = job.known_stat();
+  } else {
+    if (::fstatat(src_dir, job.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return false;
+    job.size = uint64_t(src.st_size);
+    job.mtime_ns = to_ns(src.st_mtim);
+  }
   switch (job.kind) {
     case JobKind::File:
       if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
@@ -389,7 +392,11 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
     owner_kept = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
     if (!owner_kept) owner_kept = chowned = ::fchownat(dst_dir, t, src.st_uid, src.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
     if (!owner_kept && (privileged_ || (errno != EPERM && errno != EINVAL))) return errno;
-    if (int err = sync_xattrs_at(src_dir, job.name, dst_dir, job.target(), privileged_, xattrs_written)) return err;
+    // Attributes are compared only if they may have changed since the copy's were written: any
+    // change to the source's sets its ctime, the copy's ctime is when pcopy last wrote it.
+    if (to_ns(src.st_ctim) >= to_ns(dst.st_ctim)) {
+      if (int err = sync_xattrs_at(src_dir, job.name, dst_dir, job.target(), privileged_, xattrs_written)) return err;
+    }
   } else {
     owner_kept = src.st_uid == euid_ && src.st_gid == egid_;
   }

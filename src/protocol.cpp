@@ -67,6 +67,35 @@ class Reader {
 
 }  // namespace
 
+int64_t to_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+
+struct timespec from_ns(int64_t ns) {
+  int64_t sec = ns / 1'000'000'000, rest = ns % 1'000'000'000;
+  if (rest < 0) --sec, rest += 1'000'000'000;  // times before 1970
+  return {time_t(sec), long(rest)};
+}
+
+void Job::known_from(const struct stat& st, bool with_meta) {
+  size = S_ISREG(st.st_mode) ? uint64_t(st.st_size) : 0;
+  mtime_ns = to_ns(st.st_mtim);
+  known = true;
+  if (with_meta) meta = Meta{st.st_mode, st.st_uid, st.st_gid, to_ns(st.st_atim), to_ns(st.st_ctim)};
+}
+
+struct stat Job::known_stat() const {
+  struct stat st {};
+  st.st_size = off_t(size);
+  st.st_mtim = from_ns(mtime_ns);
+  if (meta) {
+    st.st_mode = meta->mode;
+    st.st_uid = meta->uid;
+    st.st_gid = meta->gid;
+    st.st_atim = from_ns(meta->atime_ns);
+    st.st_ctim = from_ns(meta->ctime_ns);
+  }
+  return st;
+}
+
 void encode(std::string& out, const Batch& batch) {
   Writer w(out, MsgType::Batch);
   w.str(batch.dir);
@@ -82,7 +111,14 @@ void encode(std::string& out, const Batch& batch) {
     w.str(job.dst_name);
     w.num(job.size);
     w.num(job.mtime_ns);
-    w.num(uint8_t(job.known));
+    w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0)));
+    if (job.meta) {
+      w.num(job.meta->mode);
+      w.num(job.meta->uid);
+      w.num(job.meta->gid);
+      w.num(job.meta->atime_ns);
+      w.num(job.meta->ctime_ns);
+    }
     w.str(job.link_target);
     w.str(job.temp);
     w.num(job.offset);
@@ -127,7 +163,16 @@ Batch decode_batch(std::string_view payload) {
     job.dst_name = r.str();
     job.size = r.num<uint64_t>();
     job.mtime_ns = r.num<int64_t>();
-    job.known = r.num<uint8_t>() != 0;
+    auto flags = r.num<uint8_t>();
+    job.known = (flags & 1) != 0;
+    if (flags & 2) {
+      Job::Meta& m = job.meta.emplace();
+      m.mode = r.num<uint32_t>();
+      m.uid = r.num<uint32_t>();
+      m.gid = r.num<uint32_t>();
+      m.atime_ns = r.num<int64_t>();
+      m.ctime_ns = r.num<int64_t>();
+    }
     job.link_target = r.str();
     job.temp = r.str();
     job.offset = r.num<uint64_t>();

@@ -53,8 +53,6 @@ double now_s() {
   return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
 }
 
-int64_t to_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
-
 JobKind kind_of(mode_t mode) {
   if (S_ISREG(mode)) return JobKind::File;
   if (S_ISLNK(mode)) return JobKind::Symlink;
@@ -195,6 +193,8 @@ class Runner {
   bool stdout_tty_ = false;
   bool color_ = false;
   bool stat_entries_ = true;
+  // -u: workers bring skipped entries' metadata up to date from the walk's stat (Job::Meta).
+  const bool refresh_skipped_ = opt_.update && !opt_.ignore_existing && !opt_.dry_run;
   bool chunk_ = true;  // big files are split for several workers (chunking_helps DST)
   Manifest manifest_;
   std::string stdout_buf_;
@@ -339,9 +339,12 @@ void Runner::handle_walk_event(WalkEvent& ev) {
   Job job;
   job.kind = kind_of(ev.st.st_mode);
   job.name = std::move(ev.name);
-  job.size = job.kind == JobKind::File ? uint64_t(ev.st.st_size) : 0;
-  job.mtime_ns = to_ns(ev.st.st_mtim);
-  job.known = stat_entries_;
+  if (stat_entries_) {
+    job.known_from(ev.st, refresh_skipped_);
+  } else {
+    job.size = job.kind == JobKind::File ? uint64_t(ev.st.st_size) : 0;
+    job.mtime_ns = to_ns(ev.st.st_mtim);
+  }
   if (job.kind == JobKind::File && job.known && should_chunk(ev.st)) job.kind = JobKind::FileBegin;
   ++files_total_;
   bytes_total_ += job.size;
@@ -964,9 +967,7 @@ int Runner::run() {
     job.kind = kind_of(target_.src_st.st_mode);
     job.name = target_.src_name;
     if (target_.dst_name != target_.src_name) job.dst_name = target_.dst_name;
-    job.size = job.kind == JobKind::File ? uint64_t(target_.src_st.st_size) : 0;
-    job.mtime_ns = to_ns(target_.src_st.st_mtim);
-    job.known = true;
+    job.known_from(target_.src_st, refresh_skipped_);
     if (job.kind == JobKind::File && should_chunk(target_.src_st)) job.kind = JobKind::FileBegin;
     files_total_ = 1;
     bytes_total_ = job.size;

@@ -44,18 +44,20 @@ std::string proc_path(int dir, const std::string& name) {
   return "/proc/self/fd/" + std::to_string(dir) + "/" + name;
 }
 
+// Reads into `buf`: one call when it fits in 256 bytes (most lists and values; an empty list is
+// the common case), else the size is asked for, as often as attributes change between calls.
 template <typename Fn>
 int read_grow(std::string& buf, Fn&& fn) {
+  buf.resize(256);
   for (;;) {
-    ssize_t n = fn(nullptr, 0);  // ask the size: attributes may change between calls
-    if (n < 0) return errno;
-    buf.resize(size_t(n) + 1);
-    n = fn(buf.data(), buf.size());
+    ssize_t n = fn(buf.data(), buf.size());
     if (n >= 0) {
       buf.resize(size_t(n));
       return 0;
     }
     if (errno != ERANGE) return errno;
+    if ((n = fn(nullptr, 0)) < 0) return errno;
+    buf.resize(size_t(n) + 1);
   }
 }
 

@@ -6,6 +6,8 @@
 // write carries hundreds of small files; every job has an id the parent tracks until its result.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -32,6 +34,9 @@ enum class JobKind : uint8_t {
 };
 
 // What the parent knows from its walk; the worker re-checks what matters on the opened file.
+int64_t to_ns(const struct timespec& t);
+struct timespec from_ns(int64_t ns);
+
 struct Job {
   uint64_t id = 0;
   JobKind kind = JobKind::File;
@@ -41,12 +46,22 @@ struct Job {
   uint64_t size = 0;
   int64_t mtime_ns = 0;
   bool known = false;  // size and mtime come from the parent's stat (else the worker looks)
+  // -u: the rest of the parent's stat that a skipped entry's metadata is brought up to date from.
+  struct Meta {
+    uint32_t mode = 0, uid = 0, gid = 0;
+    int64_t atime_ns = 0, ctime_ns = 0;
+  };
+  std::optional<Meta> meta;
   std::string link_target;  // HardLink: DST-relative path of the first copy
   std::string temp;         // FileChunk, FileEnd: the temporary FileBegin created
   uint64_t offset = 0;      // FileChunk
   uint64_t length = 0;      // FileChunk
 
   const std::string& target() const { return dst_name.empty() ? name : dst_name; }
+  // Takes size (regular files), mtime and, with `meta`, Meta from the parent's stat of the entry.
+  void known_from(const struct stat& st, bool meta);
+  // The source's stat as far as known: what known_from took (an atime only with Meta).
+  struct stat known_stat() const;
 };
 
 // What the parent found out about a batch's destination directory as it made or entered it, so

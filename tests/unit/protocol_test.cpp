@@ -30,6 +30,8 @@ Batch sample_batch() {
   a.name = "IMG_0001.CR2";
   a.size = 25'000'000;
   a.mtime_ns = 1'700'000'000'123'456'789;
+  a.known = true;
+  a.meta = Job::Meta{0104755, 4'000'000'000u, 65534, -1'000'000'001, 1'700'000'001'000'000'007};
   Job l;
   l.id = std::numeric_limits<uint64_t>::max();
   l.kind = JobKind::HardLink;
@@ -81,6 +83,15 @@ void expect_job_eq(const Job& want, const Job& got) {
   EXPECT_EQ(want.dst_name, got.dst_name);
   EXPECT_EQ(want.size, got.size);
   EXPECT_EQ(want.mtime_ns, got.mtime_ns);
+  EXPECT_EQ(want.known, got.known);
+  ASSERT_EQ(want.meta.has_value(), got.meta.has_value());
+  if (want.meta) {
+    EXPECT_EQ(want.meta->mode, got.meta->mode);
+    EXPECT_EQ(want.meta->uid, got.meta->uid);
+    EXPECT_EQ(want.meta->gid, got.meta->gid);
+    EXPECT_EQ(want.meta->atime_ns, got.meta->atime_ns);
+    EXPECT_EQ(want.meta->ctime_ns, got.meta->ctime_ns);
+  }
   EXPECT_EQ(want.link_target, got.link_target);
   EXPECT_EQ(want.temp, got.temp);
   EXPECT_EQ(want.offset, got.offset);
@@ -514,6 +525,33 @@ TEST(Protocol, MalformedFrameLengthThrowsProtocolError) {
   h = header((1u << 30) + 1, 2);
   reader2.feed(h.data(), h.size());
   EXPECT_THROW(reader2.next(), ProtocolError);
+}
+
+// What the parent stat()ed comes back out of the job as the worker's view of the source.
+TEST(Protocol, KnownStatRoundTripsThroughAJob) {
+  struct stat st {};
+  st.st_mode = S_IFREG | 02640;
+  st.st_uid = 1234;
+  st.st_gid = 5678;
+  st.st_size = 4096;
+  st.st_atim = {-2, 999'999'999};  // before 1970
+  st.st_mtim = {1'700'000'000, 1};
+  st.st_ctim = {1'700'000'001, 0};
+  Job job;
+  job.known_from(st, true);
+  struct stat back = job.known_stat();
+  EXPECT_EQ(back.st_mode, st.st_mode);
+  EXPECT_EQ(back.st_uid, st.st_uid);
+  EXPECT_EQ(back.st_gid, st.st_gid);
+  EXPECT_EQ(back.st_size, st.st_size);
+  for (auto [a, b] : {std::pair{back.st_atim, st.st_atim}, {back.st_mtim, st.st_mtim}, {back.st_ctim, st.st_ctim}}) {
+    EXPECT_EQ(a.tv_sec, b.tv_sec);
+    EXPECT_EQ(a.tv_nsec, b.tv_nsec);
+  }
+  Job bare;
+  bare.known_from(st, false);
+  EXPECT_TRUE(bare.known);
+  EXPECT_FALSE(bare.meta.has_value());
 }
 
 TEST(Protocol, UnknownMessageTypeThrowsProtocolError) {
