@@ -154,6 +154,7 @@ class Runner {
     return color_ ? fmt::format("\x1b[{}m{}\x1b[0m", sgr, line) : line;
   }
   void out_line(const std::string& line); // stdout
+  void write_out(std::string_view text);   // to stdout, until a write to it fails
   void tick(bool force);
   ProgressState progress_state() const;
   int timeout_ms() const;
@@ -198,6 +199,7 @@ class Runner {
   bool chunk_ = true;  // big files are split for several workers (chunking_helps DST)
   Manifest manifest_;
   std::string stdout_buf_;
+  int stdout_err_ = 0;  // the first failed write to stdout: reported at the end, exit status 1
 };
 
 std::string Runner::rel(DirNode* dir, const std::string& name) const {
@@ -213,12 +215,16 @@ void Runner::say(const std::string& line) {
   write_all(STDERR_FILENO, text.data(), text.size());
 }
 
+void Runner::write_out(std::string_view text) {
+  if (!stdout_err_) stdout_err_ = write_all(STDOUT_FILENO, text.data(), text.size());
+}
+
 void Runner::out_line(const std::string& line) {
   stdout_buf_ += line;
   stdout_buf_ += '\n';
   if (stdout_tty_ || stdout_buf_.size() >= 64 * 1024) {
     if (bar_ && stdout_tty_) bar_->clear();
-    write_all(STDOUT_FILENO, stdout_buf_.data(), stdout_buf_.size());
+    write_out(stdout_buf_);
     stdout_buf_.clear();
   }
 }
@@ -1038,7 +1044,7 @@ int Runner::finish() {
     meter_.sample(now_s() - start_, bytes_done_);
     say(format_status_line(progress_state()));
   }
-  if (!stdout_buf_.empty()) write_all(STDOUT_FILENO, stdout_buf_.data(), stdout_buf_.size());
+  write_out(stdout_buf_);
   if (int err = manifest_.close()) {
     say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)));
     stats_.errors.push_back({opt_.manifest, errno_text(err)});
@@ -1047,15 +1053,21 @@ int Runner::finish() {
   stats_.elapsed_s = now_s() - start_;
   stats_.interrupted = interrupted_ != 0;
   stats_.exit_status = interrupted_ ? 128 + interrupted_ : stats_.errors.empty() ? 0 : 1;
+  // What a script reads from stdout (-v, -n, --json) is incomplete: its status must say so.
+  bool stdout_told = false;
+  auto tell_stdout_failed = [&] {
+    say(fmt::format("pcopy: cannot write to standard output: {}", errno_text(stdout_err_)));
+    if (stats_.exit_status == 0) stats_.exit_status = 1;
+    stdout_told = true;
+  };
+  if (stdout_err_) tell_stdout_failed();
   if (!opt_.quiet) {
     std::string line = summary_line(stats_, opt_.update || opt_.ignore_existing, opt_.delete_extraneous, opt_.dry_run);
     if (opt_.dst.empty()) line += fmt::format(" into '{}'", display_path(target_.dst_display));
     say(line);
   }
-  if (opt_.json) {
-    std::string text = json_report(stats_) + "\n";
-    write_all(STDOUT_FILENO, text.data(), text.size());
-  }
+  if (opt_.json) write_out(json_report(stats_) + "\n");
+  if (stdout_err_ && !stdout_told) tell_stdout_failed();
   // Signals stay blocked until the report is out: a second Ctrl-C, or `timeout` signalling both pcopy
   // and its process group, must not kill it half-way through. Those that came meanwhile are dropped.
   signalfd_siginfo si;

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -755,6 +756,25 @@ TEST_F(Report, JsonAndManifestParseAndMatchTree) {
   }
   // The hash is the canonical XXH3-128 (known value of the empty input, as `xxhsum -H2` prints it).
   EXPECT_EQ(by_path["empty"].value("xxh128", ""), "99aa06d3014798d86001c324468d497f");
+}
+
+// A script reading -v lines or the JSON report from stdout must learn they were lost.
+TEST_F(Report, FailedWritesToStdoutAreReportedInTheExitStatus) {
+  write_old(src + "/a", "a");
+  RunOptions full;
+  full.stdout_file = "/dev/full";
+  for (std::vector<std::string> args : {std::vector<std::string>{"-v"}, {"--json"}, {"-n", "-q"}}) {
+    SCOPED_TRACE(args.front());
+    std::filesystem::remove_all(dst);
+    RunResult r = copy(args, full);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    auto lines = lines_of(r.err);
+    EXPECT_EQ(std::count(lines.begin(), lines.end(), "pcopy: cannot write to standard output: No space left on device"), 1)
+        << describe(r);
+    if (args.front() != "-n") {
+      EXPECT_EQ(read_file(dst + "/a"), "a") << "the copy itself goes on";
+    }
+  }
 }
 
 TEST_F(Report, JsonReportsErrorsWithPathAndReason) {

@@ -33,6 +33,7 @@ struct RunOptions {
   int pty_columns = 80;                // terminal width when pty is set
   std::vector<std::string> env;        // extra NAME=VALUE entries
   std::string stdin_data;              // fed to the child's stdin
+  std::string stdout_file;             // opened for writing as the child's stdout (then `out` is empty)
   int timeout_s = 300;                 // then the child's process group is killed (status 128+9)
 };
 
