@@ -1,6 +1,7 @@
 #include "pcopy/report.hpp"
 
 #include <fmt/core.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <nlohmann/json.hpp>
@@ -121,9 +122,12 @@ Manifest::~Manifest() {
   if (file_) std::fclose(file_);
 }
 
-int Manifest::open(const std::string& path) {
-  file_ = std::fopen(path.c_str(), "we");
-  return file_ ? 0 : errno;
+int Manifest::open(UniqueFd fd) {
+  if (::ftruncate(fd.get(), 0) != 0) return errno;  // a run refused left it as it was
+  file_ = ::fdopen(fd.get(), "w");
+  if (!file_) return errno;
+  fd.release();
+  return 0;
 }
 
 void Manifest::add(std::string_view rel, uint64_t size, int64_t mtime_ns, const Hash128& hash) {

@@ -953,8 +953,8 @@ int Runner::run() {
     if (stderr_tty) bar_.emplace(STDERR_FILENO);
     else if (opt_.progress == ProgressMode::Always) status_lines_ = true;
   }
-  if (!opt_.manifest.empty() && !opt_.dry_run) {
-    if (int err = manifest_.open(opt_.manifest)) {
+  if (target_.manifest) {
+    if (int err = manifest_.open(std::move(target_.manifest))) {
       fmt::print(stderr, "pcopy: cannot write manifest '{}': {}\n", display_path(opt_.manifest), errno_text(err));
       return 2;
     }
@@ -1093,8 +1093,16 @@ void raise_fd_limit() {
 int run(const Options& options) {
   raise_fd_limit();
   auto prepared = prepare_target(options);
-  if (auto* message = std::get_if<std::string>(&prepared)) {
-    fmt::print(stderr, "{}\n", *message);
+  if (auto* no = std::get_if<Refusal>(&prepared)) {
+    fmt::print(stderr, "{}\n", no->message);
+    if (options.json) {  // a pipeline reading the report gets one, saying why nothing was done
+      Stats stats;
+      stats.workers = options.jobs;
+      stats.exit_status = 2;
+      stats.errors.push_back({no->path, no->message.substr(no->message.find(' ') + 1)});
+      std::string text = json_report(stats) + "\n";
+      write_all(STDOUT_FILENO, text.data(), text.size());
+    }
     return 2;
   }
   Runner runner(options, std::get<Target>(prepared));

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 #include <vector>
 
 #include "pcopy/fd.hpp"
@@ -77,43 +78,86 @@ int make_dirs(const std::string& path) {
 
 std::string quoted(const std::string& p) { return fmt::format("'{}'", display_path(p)); }
 
+bool within(const std::string& path, const std::string& dir) {
+  return path == dir || path.starts_with(dir == "/" ? "/" : dir + "/");
+}
+
+// DST when omitted: <SRC>-copy beside SRC. "." or ".." has no name of its own to add to: the
+// directory it names does.
+std::string default_dst(const std::string& src) {
+  std::string s = strip_slashes(src);
+  std::string base = base_of(s);
+  if (base == "." || base == "..") s = real(s).empty() ? s : real(s);
+  return s + "-copy";
+}
+
+// --manifest: opened before anything is created, so that a path that cannot be written refuses
+// the run with nothing done. One inside DST whose directory is yet to be made is opened once DST is.
+struct ManifestOpener {
+  const Options& opt;
+  const std::string& dst_dir;  // the directory DST makes (single file: the one receiving it)
+  bool deferred = false;
+
+  std::optional<Refusal> open(UniqueFd& fd, bool dst_made) {
+    if (opt.manifest.empty() || opt.dry_run || (dst_made && !deferred)) return std::nullopt;
+    fd.reset(::open(opt.manifest.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0666));
+    if (fd) return std::nullopt;
+    int err = errno;
+    if (!dst_made && err == ENOENT && within(canonical_future(dir_of(opt.manifest)), canonical_future(dst_dir))) {
+      deferred = true;
+      return std::nullopt;
+    }
+    return Refusal{opt.manifest, fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest), errno_text(err))};
+  }
+};
+
 }  // namespace
 
-std::variant<Target, std::string> prepare_target(const Options& opt) {
+std::variant<Target, Refusal> prepare_target(const Options& opt) {
   Target t;
   const std::string& src = opt.src;
-  std::string dst = opt.dst.empty() ? strip_slashes(src) + "-copy" : opt.dst;
+  std::string dst = opt.dst.empty() ? default_dst(src) : opt.dst;
   t.dst_display = dst;
+  auto refuse = [](const std::string& path, std::string message) { return Refusal{path, std::move(message)}; };
   if (::stat(src.c_str(), &t.src_st) != 0)
-    return fmt::format("pcopy: cannot access {}: {}", quoted(src), errno_text(errno));
+    return refuse(src, fmt::format("pcopy: cannot access {}: {}", quoted(src), errno_text(errno)));
 
   struct stat dst_st;
   bool dst_exists = ::stat(dst.c_str(), &dst_st) == 0;
   if (dst_exists && dst_st.st_dev == t.src_st.st_dev && dst_st.st_ino == t.src_st.st_ino)
-    return fmt::format("pcopy: {} and {} are the same", quoted(src), quoted(dst));
+    return refuse(dst, fmt::format("pcopy: {} and {} are the same", quoted(src), quoted(dst)));
 
   if (S_ISDIR(t.src_st.st_mode)) {
     if (dst_exists && !S_ISDIR(dst_st.st_mode))
-      return fmt::format("pcopy: destination {} exists and is not a directory", quoted(dst));
+      return refuse(dst, fmt::format("pcopy: destination {} exists and is not a directory", quoted(dst)));
     std::string real_src = real(src), real_dst = canonical_future(dst);
-    if (real_dst == real_src || real_dst.starts_with(real_src == "/" ? "/" : real_src + "/"))
-      return fmt::format("pcopy: cannot copy {} into itself ({})", quoted(src), quoted(dst));
+    if (within(real_dst, real_src))
+      return refuse(dst, fmt::format("pcopy: cannot copy {} into itself ({})", quoted(src), quoted(dst)));
     t.src_root.reset(::open(src.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!t.src_root) return fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno));
+    if (!t.src_root) return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));
+    ManifestOpener manifest{opt, dst};
+    if (auto no = manifest.open(t.manifest, false)) return *no;
     if (!opt.dry_run) {
-      if (int err = make_dirs(dst)) return fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err));
+      if (int err = make_dirs(dst))
+        return refuse(dst, fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err)));
     }
     t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!t.dst_root && !(opt.dry_run && errno == ENOENT))
-      return fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno));
+      return refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno)));
+    if (auto no = manifest.open(t.manifest, true)) return *no;
     return t;
   }
 
   // A single file (or link target, FIFO, device): DST is the file, or DST/<name> for a directory.
   t.single_file = true;
+  if (S_ISREG(t.src_st.st_mode)) {  // unreadable: refused like a missing SRC (a FIFO is never opened)
+    UniqueFd probe(::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    if (!probe) return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));
+  }
   std::string real_src = real(src);
   t.src_root.reset(::open(dir_of(real_src).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!t.src_root) return fmt::format("pcopy: cannot open {}: {}", quoted(dir_of(real_src)), errno_text(errno));
+  if (!t.src_root)
+    return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(dir_of(real_src)), errno_text(errno)));
   t.src_name = base_of(real_src);
   std::string dst_dir;
   if ((dst_exists && S_ISDIR(dst_st.st_mode)) || dst.back() == '/') {
@@ -123,17 +167,20 @@ std::variant<Target, std::string> prepare_target(const Options& opt) {
     dst_dir = dir_of(dst);
     t.dst_name = base_of(dst);
   }
+  ManifestOpener manifest{opt, dst_dir};
+  if (auto no = manifest.open(t.manifest, false)) return *no;
   if (!opt.dry_run) {
     if (int err = make_dirs(dst_dir))
-      return fmt::format("pcopy: cannot create {}: {}", quoted(dst_dir), errno_text(err));
+      return refuse(dst_dir, fmt::format("pcopy: cannot create {}: {}", quoted(dst_dir), errno_text(err)));
   }
   t.dst_root.reset(::open(dst_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!t.dst_root && !(opt.dry_run && errno == ENOENT))
-    return fmt::format("pcopy: cannot open {}: {}", quoted(dst_dir), errno_text(errno));
+    return refuse(dst_dir, fmt::format("pcopy: cannot open {}: {}", quoted(dst_dir), errno_text(errno)));
   struct stat final_st;
   if (t.dst_root && ::fstatat(t.dst_root.get(), t.dst_name.c_str(), &final_st, 0) == 0 &&
       final_st.st_dev == t.src_st.st_dev && final_st.st_ino == t.src_st.st_ino)
-    return fmt::format("pcopy: {} and {} are the same file", quoted(src), quoted(dst));
+    return refuse(dst, fmt::format("pcopy: {} and {} are the same file", quoted(src), quoted(dst)));
+  if (auto no = manifest.open(t.manifest, true)) return *no;
   return t;
 }
 

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pcopy/fd.hpp"
 #include "pcopy/hash.hpp"
 
 namespace pcopy {
@@ -51,7 +52,7 @@ class Manifest {
   ~Manifest();
   Manifest(const Manifest&) = delete;
   Manifest& operator=(const Manifest&) = delete;
-  int open(const std::string& path);  // 0 or errno
+  int open(UniqueFd fd);  // the file, opened for writing (it is emptied first); 0 or errno
   bool is_open() const { return file_ != nullptr; }
   void add(std::string_view rel, uint64_t size, int64_t mtime_ns, const Hash128& hash);
   int close();  // 0 or errno

@@ -22,9 +22,15 @@ struct Target {
   std::string src_name;     // single file: its name in src_root
   std::string dst_name;     // single file: its name in dst_root
   struct stat src_st {};
+  UniqueFd manifest;        // --manifest, opened (not yet emptied) before DST is created
 };
 
-// A Target, or the message to print before exiting with status 2.
-std::variant<Target, std::string> prepare_target(const Options& options);
+// Why nothing was done: the path concerned and the line to print before exiting with status 2.
+struct Refusal {
+  std::string path;
+  std::string message;  // "pcopy: ..."
+};
+
+std::variant<Target, Refusal> prepare_target(const Options& options);
 
 }  // namespace pcopy

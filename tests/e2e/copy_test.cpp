@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -429,6 +431,20 @@ TEST_F(CopyTest, DefaultDestinationOfSourceWithTrailingSlashIsBesideIt) {
   EXPECT_FALSE(exists(src + "/-copy"));
 }
 
+// "." and ".." name a directory without giving its name: the copy still goes beside it.
+TEST_F(CopyTest, DefaultDestinationOfDotOrDotDotIsBesideTheDirectoryItNames) {
+  write_file(src + "/f", "f");
+  make_dir(src + "/sub");
+  dst = tmp / "src-copy";
+  for (std::string spelled : {src + "/.", src + "/sub/..", src + "/./"}) {
+    SCOPED_TRACE(spelled);
+    std::filesystem::remove_all(dst);
+    RunResult r = run_pcopy({spelled});
+    expect_copied(r);
+    EXPECT_NE(r.err.find("src-copy'"), std::string::npos) << "the summary names the destination\n" << describe(r);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Errors while copying.
 
@@ -507,6 +523,40 @@ TEST_F(CopyTest, FailFastReportsOnlyTheFirstOfManyFailures) {
 TEST_F(CopyTest, RefusesMissingSource) {
   src = tmp / "no-such-source";
   expect_refused(copy(), dst);
+}
+
+TEST_F(CopyTest, RefusesUnreadableSingleFileSource) {
+  write_file(tmp / "secret", "no one may read this", 0000);
+  RunResult r = run_pcopy({tmp / "secret", tmp / "out/copy"}, unprivileged(tmp));
+  expect_refused(r, tmp / "out");
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot open '" + tmp / "secret" + "': Permission denied")) << describe(r);
+}
+
+// A manifest that cannot be written refuses the run before DST is made; a refused run leaves an
+// existing manifest as it was.
+TEST_F(CopyTest, RefusesAManifestItCannotWriteBeforeCreatingAnything) {
+  write_file(src + "/f", "f");
+  expect_refused(copy({"--manifest", tmp / "no/such/dir/manifest.jsonl"}), dst);
+  write_file(tmp / "manifest.jsonl", "last night's\n");
+  expect_refused(run_pcopy({"--manifest", tmp / "manifest.jsonl", src, src + "/inner"}), src + "/inner");
+  EXPECT_EQ(read_file(tmp / "manifest.jsonl"), "last night's\n");
+  // One inside DST is written once DST is made.
+  RunResult r = copy({"--manifest", dst + "/manifest.jsonl"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lines_of(read_file(dst + "/manifest.jsonl")).size(), 1u);
+}
+
+// A pipeline reading --json gets a report from a refused run too, with the reason.
+TEST_F(CopyTest, RefusedRunStillPrintsTheJsonReport) {
+  src = tmp / "no-such-source";
+  RunResult r = copy({"--json"});
+  expect_refused(r, dst);
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("exit_status"), 2);
+  EXPECT_EQ(report.at("files_copied"), 0);
+  ASSERT_EQ(report.at("errors").size(), 1u) << r.out;
+  EXPECT_EQ(report["errors"][0].at("path"), src);
+  EXPECT_EQ(report["errors"][0].at("reason"), "cannot access '" + src + "': No such file or directory");
 }
 
 TEST_F(CopyTest, RefusesDestinationEqualToSource) {

@@ -1,5 +1,6 @@
 #include "pcopy/report.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 
 #include <cerrno>
@@ -248,6 +249,10 @@ TEST(Hash, Xxh3With128BitsOfEmptyInputIsTheKnownValue) {
   EXPECT_EQ(to_hex(h.digest()), "99aa06d3014798d86001c324468d497f");
 }
 
+UniqueFd writable(const std::string& path) {
+  return UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666));
+}
+
 TEST(Manifest, WritesOneParsableLinePerFileWithSpecFields) {
   TempDir tmp;
   std::string path = tmp / "manifest.jsonl";
@@ -255,7 +260,7 @@ TEST(Manifest, WritesOneParsableLinePerFileWithSpecFields) {
   {
     Manifest m;
     EXPECT_FALSE(m.is_open());
-    ASSERT_EQ(m.open(path), 0);
+    ASSERT_EQ(m.open(writable(path)), 0);
     EXPECT_TRUE(m.is_open());
     m.add("docs/readme.txt", data.size(), 1'700'000'000'123'456'789, hash_of(data));
     m.add("empty", 0, -1'500'000'000, hash_of(""));
@@ -285,12 +290,22 @@ TEST(Manifest, WritesOneParsableLinePerFileWithSpecFields) {
   EXPECT_EQ(js[2]["xxh128"], to_hex(hash_of("abc")));
 }
 
-TEST(Manifest, OpenInAMissingDirectoryReportsTheErrno) {
+// The file is opened before the run may be refused and emptied only when the run starts.
+TEST(Manifest, OpenEmptiesWhatTheFileHeld) {
   TempDir tmp;
-  Manifest m;
-  EXPECT_EQ(m.open(tmp / "no/such/dir/manifest"), ENOENT);
-  EXPECT_FALSE(m.is_open());
-  EXPECT_EQ(m.close(), 0);
+  std::string path = tmp / "m";
+  pcopy_test::write_file(path, "last night's manifest, longer than tonight's\n");
+  {
+    Manifest m;
+    ASSERT_EQ(m.open(writable(path)), 0);
+    m.add("a", 1, 2, hash_of("x"));
+    ASSERT_EQ(m.close(), 0);
+  }
+  EXPECT_EQ(lines_of(pcopy_test::read_file(path)).size(), 1u);
+  Manifest bad;
+  EXPECT_EQ(bad.open(UniqueFd()), EBADF);
+  EXPECT_FALSE(bad.is_open());
+  EXPECT_EQ(bad.close(), 0);
 }
 
 TEST(Manifest, PathWithNewlineStaysOnOneLine) {
@@ -298,7 +313,7 @@ TEST(Manifest, PathWithNewlineStaysOnOneLine) {
   std::string path = tmp / "m";
   {
     Manifest m;
-    ASSERT_EQ(m.open(path), 0);
+    ASSERT_EQ(m.open(writable(path)), 0);
     m.add("a\nb", 1, 2, hash_of("x"));
     ASSERT_EQ(m.close(), 0);
   }
