@@ -968,7 +968,11 @@ int Runner::run() {
   setup_signals();
   start_pool();
 
-  if (target_.single_file) {
+  const char* skipped = target_.single_file ? skip_reason(target_.src_st.st_mode, opt_, ::geteuid()) : nullptr;
+  if (skipped) {  // a socket or device named as SRC: as inside a tree
+    warning(opt_.src, skipped);
+    walk_done_ = true;
+  } else if (target_.single_file) {
     Job job;
     job.kind = kind_of(target_.src_st.st_mode);
     job.name = target_.src_name;

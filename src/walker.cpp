@@ -85,6 +85,13 @@ struct Walker::Frame {
   std::string rel;  // kept only when filters need it
 };
 
+const char* skip_reason(mode_t mode, const Options& options, uid_t euid) {
+  if (S_ISSOCK(mode)) return "socket skipped";
+  if ((S_ISCHR(mode) || S_ISBLK(mode)) && !(options.archive && euid == 0))
+    return "device skipped (devices are recreated only with -a, as root)";
+  return nullptr;
+}
+
 Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, const struct stat& src_st,
                DirErrorFn on_dir_error, bool stat_entries)
     : opt_(options),
@@ -249,14 +256,9 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
     return std::nullopt;
   }
   if (filtered && is_excluded(opt_.filters, rel, false)) return std::nullopt;
-  if (S_ISSOCK(ev.st.st_mode)) {
+  if (const char* why = skip_reason(ev.st.st_mode, opt_, euid_)) {
     ev.type = WalkEvent::Type::Warning;
-    ev.detail = "socket skipped";
-    return ev;
-  }
-  if ((S_ISCHR(ev.st.st_mode) || S_ISBLK(ev.st.st_mode)) && !(opt_.archive && euid_ == 0)) {
-    ev.type = WalkEvent::Type::Warning;
-    ev.detail = "device skipped (devices are recreated only with -a, as root)";
+    ev.detail = why;
     return ev;
   }
   ++frame.node->pending;

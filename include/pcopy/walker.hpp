@@ -64,6 +64,9 @@ struct WalkEvent {
   bool created = false;
 };
 
+// Why an entry of this type is not copied (sockets; devices unless -a as root), or null.
+const char* skip_reason(mode_t mode, const Options& options, uid_t euid);
+
 class Walker {
  public:
   // Called when a directory's metadata could not be applied.

@@ -483,6 +483,20 @@ TEST_F(ArchiveSpecialFilesTest, DefaultModeSkipsDevicesWithWarning) {
   EXPECT_EQ(list_tree(dst), std::vector<std::string>{"file"}) << "nothing but the file (no temporaries)";
 }
 
+// Named as SRC, a device follows the same rule as inside a tree: recreated only with -a as root.
+TEST_F(ArchiveSpecialFilesTest, DeviceGivenAsSourceFollowsTheSameRule) {
+  if (!is_root()) GTEST_SKIP() << "needs root (mknod)";
+  make_char_device(src + "/null-dev", 0666, 1, 3);
+  RunResult r = run({"timeout", "60", pcopy_bin(), src + "/null-dev", dst + "/plain"}, with_timeout(90));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(has_line_with(r.err, {"warning", "null-dev", "device skipped"})) << describe(r);
+  EXPECT_FALSE(exists(dst + "/plain")) << "a device was created without -a";
+  r = run({"timeout", "60", pcopy_bin(), "-a", src + "/null-dev", dst + "/archived"}, with_timeout(90));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(S_ISCHR(lstat_of(dst + "/archived").st_mode));
+  EXPECT_EQ(lstat_of(dst + "/archived").st_rdev, lstat_of(src + "/null-dev").st_rdev);
+}
+
 TEST_F(ArchiveSpecialFilesTest, ArchiveAsUserSkipsDevicesWithWarning) {
   if (!is_root()) GTEST_SKIP() << "needs root (mknod)";
   make_char_device(src + "/null-dev", 0666, 1, 3);
