@@ -39,6 +39,7 @@ constexpr size_t kBatchFiles = 64;               // files per batch: up to 128 f
 constexpr unsigned kRingEntries = 256;
 constexpr size_t kMaxLaterCloses = 32;  // with a batch's 128, within kRingEntries
 const char* const kChanged = "file changed as we read it";
+constexpr uint64_t kRecheckBytes = 1 << 20;  // from this size the source is stat()ed again after
 
 int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW); }
 
@@ -502,6 +503,13 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (err == -1) return fail(r, 0, kChanged);
   if (err && fc.clone_failed) return fail(r, err, "cannot clone it (--reflink=always): " + errno_text(err));
   if (err) return fail(r, err);
+  // Rewritten while it was read, at the same size: seen by its time, as tar sees it. Not for small
+  // files: read in one call, they have hardly a "while", and one more fstat would cost them ~10%.
+  if (uint64_t(st.st_size) >= kRecheckBytes) {
+    struct stat after;
+    if (::fstat(in.get(), &after) != 0) return fail(r, errno);
+    if (after.st_size != st.st_size || to_ns(after.st_mtim) != to_ns(st.st_mtim)) return fail(r, 0, kChanged);
+  }
 #ifdef PCOPY_TEST_HOOKS
   if (const char* name = std::getenv("PCOPY_TEST_CORRUPT_NAME"); name && job.name == name)
     (void)::pwrite(out.get(), "\x5a", 1, 0);

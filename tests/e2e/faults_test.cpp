@@ -908,6 +908,37 @@ std::pair<RunResult, bool> catch_writing_staged(const std::vector<std::string>& 
   return {p.wait(), caught};
 }
 
+// A file rewritten in place at the same size while a worker reads it: the copy is refused as
+// changed (a mix of old and new bytes), and the previous version in DST stays.
+TEST_P(FaultsByJobs, SameSizeRewriteDuringTheCopyIsReportedAndKeepsThePreviousVersion) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  write_big_file(src + "/big.bin", 8, 1);
+  set_times(src + "/big.bin", 1'600'000'000'000'000'000LL, 1'600'000'000'000'000'000LL);
+  make_dir(dst);
+  write_file(dst + "/big.bin", "last night's version\n");
+  AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
+  auto deadline = Clock::now() + 60s;
+  pid_t stopped = -1;
+  poll_until(deadline, [&] {
+    for (const Proc& w : children_of(p.pid()))
+      if (auto info = proc_info(w.pid); info && (info->state == 'T' || info->state == 't')) stopped = w.pid;
+    return stopped > 0 || !p.running();
+  });
+  if (stopped > 0) {
+    UniqueFd fd(::open((src + "/big.bin").c_str(), O_WRONLY | O_CLOEXEC));
+    EXPECT_EQ(::pwrite(fd.get(), "REWRITTEN", 9, 0), 9);  // same size, a new mtime
+    ::kill(stopped, SIGCONT);
+  }
+  RunResult r = p.wait();
+  ASSERT_GT(stopped, 0) << "the worker copying big.bin never stopped half-way\n" << describe(r);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy 'big.bin': file changed as we read it"), 1u)
+      << describe(r);
+  EXPECT_EQ(read_file(dst + "/big.bin"), "last night's version\n");
+  EXPECT_EQ(joined(temporaries(dst)), "");
+}
+
 TEST_P(FaultsByJobs, WorkerKilledWritingInAStagedDirectoryIsRetriedAndTheDirectoryAppearsComplete) {
   std::string src = shared_tree("staged", make_staged_leaf_tree);
   auto [r, caught] = catch_writing_staged({jobs(), src, dst}, dst, logs,
