@@ -29,15 +29,15 @@ XattrOps fd_ops(const int* fd) {
           [](const void* s, const char* k) { return ::fremovexattr(*static_cast<const int*>(s), k); }, fd};
 }
 
+const char* path_of(const void* self) { return static_cast<const std::string*>(self)->c_str(); }
+
 // No fd can be opened on a link or a device without side effects, so such a file is named
 // through /proc: `path` is /proc/self/fd/DIR/NAME.
-const char* c(const void* path) { return static_cast<const std::string*>(path)->c_str(); }
-
 XattrOps path_ops(const std::string* path) {
-  return {[](const void* p, char* b, size_t n) { return ::llistxattr(c(p), b, n); },
-          [](const void* p, const char* k, void* b, size_t n) { return ::lgetxattr(c(p), k, b, n); },
-          [](const void* p, const char* k, const void* b, size_t n) { return ::lsetxattr(c(p), k, b, n, 0); },
-          [](const void* p, const char* k) { return ::lremovexattr(c(p), k); }, path};
+  return {[](const void* p, char* b, size_t n) { return ::llistxattr(path_of(p), b, n); },
+          [](const void* p, const char* k, void* b, size_t n) { return ::lgetxattr(path_of(p), k, b, n); },
+          [](const void* p, const char* k, const void* b, size_t n) { return ::lsetxattr(path_of(p), k, b, n, 0); },
+          [](const void* p, const char* k) { return ::lremovexattr(path_of(p), k); }, path};
 }
 
 std::string proc_path(int dir, const std::string& name) {

@@ -33,10 +33,11 @@ enum class JobKind : uint8_t {
   FileEnd = 8,
 };
 
-// What the parent knows from its walk; the worker re-checks what matters on the opened file.
+// Times as the messages carry them: nanoseconds since the epoch.
 int64_t to_ns(const struct timespec& t);
 struct timespec from_ns(int64_t ns);
 
+// What the parent knows from its walk; the worker re-checks what matters on the opened file.
 struct Job {
   uint64_t id = 0;
   JobKind kind = JobKind::File;
