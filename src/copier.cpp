@@ -392,7 +392,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
   if (opt_.archive) {
     owner_kept = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
     if (!owner_kept) owner_kept = chowned = ::fchownat(dst_dir, t, src.st_uid, src.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
-    if (!owner_kept && (privileged_ || (errno != EPERM && errno != EINVAL))) return errno;
+    if (!owner_kept && !chown_refused_to_user(errno, privileged_)) return errno;
     // Attributes are compared only if they may have changed since the copy's were written: any
     // change to the source's sets its ctime, the copy's ctime is when pcopy last wrote it.
     if (to_ns(src.st_ctim) >= to_ns(dst.st_ctim)) {
@@ -402,8 +402,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
     owner_kept = src.st_uid == euid_ && src.st_gid == egid_;
   }
   if (!S_ISLNK(dst.st_mode)) {
-    mode_t mode = src.st_mode & 07777;
-    if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
+    mode_t mode = mode_for_copy(src.st_mode, owner_kept);
     // chown cleared the set-id bits; an ACL written may have changed the group bits.
     if ((chowned || xattrs_written || (dst.st_mode & 07777) != mode) &&
         ::fchmodat(dst_dir, t, mode, AT_SYMLINK_NOFOLLOW) != 0)
@@ -778,16 +777,15 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
 
 // Owner, xattrs, mode, times: coreutils' order, so set-id bits survive chown and the ACL mask.
 int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode) {
-  mode_t mode = st.st_mode & 07777;
   bool owner_kept;
   if (opt_.archive) {
     owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
-    if (!owner_kept && (privileged_ || (errno != EPERM && errno != EINVAL))) return errno;
+    if (!owner_kept && !chown_refused_to_user(errno, privileged_)) return errno;
     if (int err = copy_xattrs_fd(src_fd, fd, privileged_)) return err;
   } else {
     owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
   }
-  if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
+  mode_t mode = mode_for_copy(st.st_mode, owner_kept);
   if ((!fresh_mode || opt_.archive || (mode & 07000)) && ::fchmod(fd, mode) != 0) return errno;
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (::futimens(fd, times) != 0) return errno;
@@ -828,12 +826,10 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   int err = 0;
   bool owner_kept = !opt_.archive ? st.st_uid == euid_ && st.st_gid == egid_
                                   : ::fchownat(dst_dir, t, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
-  if (opt_.archive && !owner_kept && (privileged_ || (errno != EPERM && errno != EINVAL))) err = errno;
+  if (opt_.archive && !owner_kept && !chown_refused_to_user(errno, privileged_)) err = errno;
   if (!err && opt_.archive) err = copy_xattrs_at(src_dir, job.name, dst_dir, tmp, privileged_);
   if (!err && !S_ISLNK(st.st_mode)) {
-    mode_t mode = st.st_mode & 07777;
-    if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
-    if (::fchmodat(dst_dir, t, mode, 0) != 0) err = errno;
+    if (::fchmodat(dst_dir, t, mode_for_copy(st.st_mode, owner_kept), 0) != 0) err = errno;
   }
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (!err && ::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;

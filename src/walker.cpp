@@ -527,15 +527,13 @@ int Walker::apply_dir_metadata(DirNode* dir) {
   bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
   if (opt_.archive) {
     owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
-    if (!owner_kept && (euid_ == 0 || (errno != EPERM && errno != EINVAL))) return errno;
+    if (!owner_kept && !chown_refused_to_user(errno, euid_ == 0)) return errno;
     for (const auto& [name, value] : dir->xattrs) {
       if (::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) != 0 && errno != ENOTSUP && errno != EPERM)
         return errno;
     }
   }
-  mode_t mode = st.st_mode & 07777;
-  if (!owner_kept) mode &= ~mode_t(S_ISUID | S_ISGID);
-  if (!dir->mode_set && ::fchmod(fd, mode) != 0) return errno;  // mode_set: no special bits
+  if (!dir->mode_set && ::fchmod(fd, mode_for_copy(st.st_mode, owner_kept)) != 0) return errno;  // mode_set: no special bits
   if (::futimens(fd, times) != 0) return errno;
   if (opt_.fsync && ::fsync(fd) != 0) return errno;
   return 0;

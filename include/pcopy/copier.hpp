@@ -60,6 +60,13 @@ bool chunking_helps(int dst_dir, const Options& options);
 // fail too), or any failure with --fail-fast.
 bool ends_batch(const Result& r, const Options& options);
 
+// How a copy's owner and mode follow the source's, as with cp -a: a chown an ordinary user may not
+// make is no error (the copy stays theirs), and set-id bits are kept only along with the owner.
+inline bool chown_refused_to_user(int err, bool privileged) { return !privileged && (err == EPERM || err == EINVAL); }
+inline mode_t mode_for_copy(mode_t src_mode, bool owner_kept) {
+  return src_mode & (owner_kept ? 07777 : 07777 & ~mode_t(S_ISUID | S_ISGID));
+}
+
 // Per-worker state shared by every copy: options, a data buffer, and what the process may do.
 struct FileCopy;
 class Ring;
