@@ -103,6 +103,7 @@ struct FileCopy {
   uint64_t bytes = 0;
   uint64_t unreported = 0;
   bool clone_failed = false;  // --reflink=always, and the clone was refused
+  bool generated = false;     // read to its end, whatever its size said (copy_generated)
 };
 
 bool is_temp_name(std::string_view name) {
@@ -499,6 +500,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   fc.hasher = hasher ? &*hasher : nullptr;
   int err = copy_data(in.get(), out.get(), st, fc);
   r.bytes = fc.bytes;
+  if (fc.generated) r.size = fc.bytes;
   if (err == -1) return fail(r, 0, kChanged);
   if (err && fc.clone_failed) return fail(r, err, "cannot clone it (--reflink=always): " + errno_text(err));
   if (err) return fail(r, err);
@@ -684,13 +686,15 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
   }
   bool sparse = size > 0 && uint64_t(st.st_blocks) * 512 < size;
   int err = 0;
+  bool as_stated = true;  // the data ended where the size said
   if (!sparse) {
     // Ask for one byte more than the size: getting exactly the size back means EOF without a
     // second call, and getting more means the file grew.
     err = copy_range(in, out, 0, size + 1, fc, true);
+    as_stated = fc.bytes == size;
   } else {
     off_t pos = 0;
-    while (!err && uint64_t(pos) < size) {
+    while (!err && as_stated && uint64_t(pos) < size) {
       off_t data = ::lseek(in, pos, SEEK_DATA);
       if (data < 0) {
         if (errno != ENXIO) return errno;
@@ -699,16 +703,39 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
       off_t hole = data < off_t(size) ? ::lseek(in, data, SEEK_HOLE) : data;
       if (hole < 0) return errno;
       if (fc.hasher) fc.hasher->update_zeros(uint64_t(data - pos));
-      if (hole > data) err = copy_range(in, out, data, uint64_t(hole - data), fc);
+      if (hole > data) {
+        uint64_t before = fc.bytes;
+        err = copy_range(in, out, data, uint64_t(hole - data), fc);
+        as_stated = fc.bytes - before == uint64_t(hole - data);
+      }
       pos = hole;
     }
-    if (!err && ::ftruncate(out, off_t(size)) != 0) err = errno;
-    if (!err && fc.bytes > size) return -1;
-    fc.bytes = size;  // holes are copied too, as holes: the file's size is what was copied
+    // Data that stopped short was read, but not a file cut short in a hole: its new end looks
+    // like the start of the last hole. Sparse files are few: one fstat more for each.
+    struct stat now;
+    if (!err && as_stated && ::fstat(in, &now) != 0) err = errno;
+    if (!err && as_stated && (now.st_size != st.st_size || to_ns(now.st_mtim) != to_ns(st.st_mtim))) return -1;
+    if (!err && as_stated && ::ftruncate(out, off_t(size)) != 0) err = errno;
+    if (as_stated) fc.bytes = size;  // holes are copied too, as holes: the file's size is what was copied
   }
   // The rest of the bytes travel in the result: no progress message per small file.
-  if (!err && !sparse && fc.bytes != size) return -1;
-  return err;
+  return err || as_stated ? err : copy_generated(in, out, st, fc);
+}
+
+// The data did not end where the size said: the file changed as it was read (-1), or it is one
+// whose contents are made as they are read and whose size says nothing of them (procfs reports 0
+// bytes, sysfs 4096), which the read leaves as it was: same size, mtime and ctime. Such a file is
+// copied as cp copies it: read again from the start, to its end.
+int Copier::copy_generated(int in, int out, const struct stat& st, FileCopy& fc) {
+  struct stat now;
+  if (::fstat(in, &now) != 0) return errno;
+  if (now.st_size != st.st_size || to_ns(now.st_mtim) != to_ns(st.st_mtim) || to_ns(now.st_ctim) != to_ns(st.st_ctim))
+    return -1;
+  if (::ftruncate(out, 0) != 0) return errno;
+  if (fc.hasher) fc.hasher->reset();
+  fc.bytes = 0;
+  fc.generated = true;
+  return copy_range(in, out, 0, UINT64_MAX, fc);
 }
 
 // A clone holds the source as it was at that instant, which must be the file `st` describes; for

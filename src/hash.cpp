@@ -9,8 +9,10 @@ namespace pcopy {
 
 Hasher::Hasher() : state_(XXH3_createState()) {
   if (!state_) throw std::bad_alloc();
-  XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_));
+  reset();
 }
+
+void Hasher::reset() { XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_)); }
 
 Hasher::~Hasher() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
 

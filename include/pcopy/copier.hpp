@@ -116,6 +116,7 @@ class Copier {
   int refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
   int cloned(int in, const struct stat& st, FileCopy& fc);
+  int copy_generated(int in, int out, const struct stat& st, FileCopy& fc);
   int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);
   int apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode);
   std::string next_temp_name();

@@ -19,6 +19,7 @@ class Hasher {
   void update(const void* data, size_t size);
   void update_zeros(uint64_t size);  // a hole in a sparse file reads as zeros
   Hash128 digest() const;            // canonical (big-endian) byte order, as xxhsum prints it
+  void reset();                      // back to nothing hashed
 
  private:
   void* state_;

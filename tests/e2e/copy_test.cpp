@@ -416,6 +416,26 @@ TEST_F(SingleFileTest, CopiesSingleFileIntoExistingDirectory) {
   EXPECT_EQ(list_tree(tmp / "into"), std::vector<std::string>{"one.bin"});
 }
 
+// procfs and sysfs make a file's contents as it is read, and its size says nothing of them (0 bytes
+// in /proc, 4096 in /sys, with no blocks, like a sparse file): copied whole, as cp copies them, and
+// the manifest records the size copied.
+TEST_F(CopyTest, CopiesFilesWhoseContentsAreMadeAsTheyAreRead) {
+  std::vector<std::string> files{"/proc/version"};
+  ASSERT_TRUE(exists(files[0])) << "no /proc on this machine";
+  if (exists("/sys/devices/system/cpu/online")) files.push_back("/sys/devices/system/cpu/online");
+  for (const std::string& file : files) {
+    SCOPED_TRACE(file);
+    std::string expected = read_file(file), copy = tmp / "copied", manifest = tmp / "manifest.jsonl";
+    ASSERT_NE(expected, "");
+    RunResult r = run_pcopy({"--manifest", manifest, file, copy});
+    ASSERT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(read_file(copy), expected);
+    auto entries = lines_of(read_file(manifest));
+    ASSERT_EQ(entries.size(), 1u);
+    EXPECT_EQ(nlohmann::json::parse(entries[0])["size"], expected.size());
+  }
+}
+
 TEST_F(CopyTest, DefaultsDestinationToSourceWithCopySuffix) {
   write_file(src + "/f", "f");
   dst = tmp / "src-copy";

@@ -939,6 +939,37 @@ TEST_P(FaultsByJobs, SameSizeRewriteDuringTheCopyIsReportedAndKeepsThePreviousVe
   EXPECT_EQ(joined(temporaries(dst)), "");
 }
 
+// A sparse file cut short in its trailing hole while a worker copies it: nothing read stops short
+// (the new end looks like the hole's start), yet it changed; reported, the previous version stays.
+TEST_P(FaultsByJobs, SparseFileCutShortInAHoleDuringTheCopyIsReported) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  std::string file = src + "/sparse.bin";
+  write_file(file, std::string(128 << 10, 'd'));
+  ASSERT_EQ(::truncate(file.c_str(), 768 << 10), 0);  // 128 KiB of data, then 640 KiB of hole
+  make_dir(dst);
+  write_file(dst + "/sparse.bin", "last night's version\n");
+  AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=sparse.bin"});
+  auto deadline = Clock::now() + 60s;
+  pid_t stopped = -1;
+  poll_until(deadline, [&] {
+    for (const Proc& w : children_of(p.pid()))
+      if (auto info = proc_info(w.pid); info && (info->state == 'T' || info->state == 't')) stopped = w.pid;
+    return stopped > 0 || !p.running();
+  });
+  if (stopped > 0) {
+    EXPECT_EQ(::truncate(file.c_str(), 512 << 10), 0);
+    ::kill(stopped, SIGCONT);
+  }
+  RunResult r = p.wait();
+  ASSERT_GT(stopped, 0) << "the worker copying sparse.bin never stopped half-way\n" << describe(r);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy 'sparse.bin': file changed as we read it"), 1u)
+      << describe(r);
+  EXPECT_EQ(read_file(dst + "/sparse.bin"), "last night's version\n");
+  EXPECT_EQ(joined(temporaries(dst)), "");
+}
+
 TEST_P(FaultsByJobs, WorkerKilledWritingInAStagedDirectoryIsRetriedAndTheDirectoryAppearsComplete) {
   std::string src = shared_tree("staged", make_staged_leaf_tree);
   auto [r, caught] = catch_writing_staged({jobs(), src, dst}, dst, logs,
