@@ -31,6 +31,13 @@ size_t utf8_len(std::string_view s, size_t i) {
   return n;
 }
 
+// `path`, and `"path_escaped": true` when it had to be escaped: only then do `\\` and `\xHH` in it
+// stand for one byte each (a valid name may hold those four characters as they are).
+void put_path(nlohmann::json& j, std::string_view raw) {
+  j["path"] = json_path(raw);
+  if (!valid_utf8(raw)) j["path_escaped"] = true;
+}
+
 }  // namespace
 
 bool valid_utf8(std::string_view s) {
@@ -108,7 +115,11 @@ std::string summary_line(const Stats& s, bool show_skipped, bool show_deleted, b
 
 std::string json_report(const Stats& s) {
   nlohmann::json errors = nlohmann::json::array();
-  for (const auto& e : s.errors) errors.push_back({{"path", json_path(e.path)}, {"reason", e.reason}});
+  for (const auto& e : s.errors) {
+    nlohmann::json error = {{"reason", e.reason}};
+    put_path(error, e.path);
+    errors.push_back(std::move(error));
+  }
   nlohmann::json j = {
       {"files_copied", s.files_copied}, {"files_skipped", s.files_skipped}, {"files_deleted", s.files_deleted},
       {"dirs_created", s.dirs_created}, {"links_copied", s.links_copied},   {"bytes_copied", s.bytes_copied},
@@ -131,7 +142,8 @@ int Manifest::open(UniqueFd fd) {
 }
 
 void Manifest::add(std::string_view rel, uint64_t size, int64_t mtime_ns, const Hash128& hash) {
-  nlohmann::json j = {{"path", json_path(rel)}, {"size", size}, {"mtime_ns", mtime_ns}, {"xxh128", to_hex(hash)}};
+  nlohmann::json j = {{"size", size}, {"mtime_ns", mtime_ns}, {"xxh128", to_hex(hash)}};
+  put_path(j, rel);
   std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   line.push_back('\n');
   std::fwrite(line.data(), 1, line.size(), file_);

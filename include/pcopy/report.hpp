@@ -37,7 +37,8 @@ struct Stats {
 // invalid UTF-8, backslashes) becomes a C-style escape, so one path is always one line.
 std::string display_path(std::string_view raw);
 // For JSON strings: valid UTF-8 passes unchanged; otherwise each invalid byte becomes "\xHH" and
-// each backslash "\\", so no path is dropped or made unreadable.
+// each backslash "\\", so no path is dropped or made unreadable. The report and the manifest mark
+// such a path with "path_escaped": true.
 std::string json_path(std::string_view raw);
 bool valid_utf8(std::string_view s);
 

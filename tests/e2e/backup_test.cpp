@@ -684,14 +684,16 @@ TEST_F(Verify, VerifyFailsWhenWrittenDataIsCorrupted) {
 
 TEST_F(Report, JsonAndManifestParseAndMatchTree) {
   make_dir(src + "/sub");
-  // relative path in SRC -> the path as the JSON must give it
-  std::map<std::string, std::string> files{
-      {"plain.txt", "plain.txt"},
-      {"empty", "empty"},
-      {"bad\xff.bin", "bad\\xff.bin"},
-      {"sub/b\\s\xfe", "sub/b\\\\s\\xfe"},                        // invalid: backslash doubled too
-      {"sub/\xc3\xbcn\xc3\xaf.txt", "sub/\xc3\xbcn\xc3\xaf.txt"},  // valid UTF-8 passes unchanged
-      {"sub/big.bin", "sub/big.bin"},
+  // relative path in SRC -> the path as the JSON must give it, and whether it is marked escaped
+  using Path = std::pair<std::string, bool>;
+  std::map<std::string, Path> files{
+      {"plain.txt", {"plain.txt", false}},
+      {"empty", {"empty", false}},
+      {"bad\xff.bin", {"bad\\xff.bin", true}},
+      {"bad\\xff.bin", {"bad\\xff.bin", false}},  // valid, the same text: only the mark tells them apart
+      {"sub/b\\s\xfe", {"sub/b\\\\s\\xfe", true}},                        // backslash doubled too
+      {"sub/\xc3\xbcn\xc3\xaf.txt", {"sub/\xc3\xbcn\xc3\xaf.txt", false}},  // valid UTF-8 passes unchanged
+      {"sub/big.bin", {"sub/big.bin", false}},
   };
   unsigned seed = 0;
   for (auto& [rel, _] : files) {
@@ -725,7 +727,7 @@ TEST_F(Report, JsonAndManifestParseAndMatchTree) {
   // The manifest: one object per line, one line per regular file.
   std::string text = read_file(manifest);
   ASSERT_TRUE(text.empty() || text.back() == '\n');
-  std::map<std::string, json> by_path;
+  std::map<Path, json> by_path;
   for (auto& line : lines_of(text)) {
     json entry;
     try {
@@ -736,14 +738,18 @@ TEST_F(Report, JsonAndManifestParseAndMatchTree) {
     }
     ASSERT_TRUE(entry.is_object()) << escape_path(line);
     ASSERT_TRUE(entry.contains("path") && entry["path"].is_string()) << escape_path(line);
-    EXPECT_TRUE(by_path.emplace(entry["path"].get<std::string>(), entry).second) << "twice: " << escape_path(line);
+    Path path{entry["path"].get<std::string>(), entry.value("path_escaped", false)};
+    if (entry.contains("path_escaped")) {
+      EXPECT_EQ(entry["path_escaped"], true) << escape_path(line);
+    }
+    EXPECT_TRUE(by_path.emplace(path, entry).second) << "twice: " << escape_path(line);
   }
   EXPECT_EQ(by_path.size(), files.size()) << escape_path(text);
   for (auto& [rel, json_rel] : files) {
     SCOPED_TRACE(escape_path(rel));
     auto it = by_path.find(json_rel);
     if (it == by_path.end()) {
-      ADD_FAILURE() << "no manifest line for " << escape_path(json_rel) << "\n" << escape_path(text);
+      ADD_FAILURE() << "no manifest line for " << escape_path(json_rel.first) << "\n" << escape_path(text);
       continue;
     }
     const json& entry = it->second;
@@ -755,7 +761,7 @@ TEST_F(Report, JsonAndManifestParseAndMatchTree) {
     EXPECT_EQ(hash, xxh128_hex(read_file(src + "/" + rel))) << entry.dump();
   }
   // The hash is the canonical XXH3-128 (known value of the empty input, as `xxhsum -H2` prints it).
-  EXPECT_EQ(by_path["empty"].value("xxh128", ""), "99aa06d3014798d86001c324468d497f");
+  EXPECT_EQ(by_path[(Path{"empty", false})].value("xxh128", ""), "99aa06d3014798d86001c324468d497f");
 }
 
 // A script reading -v lines or the JSON report from stdout must learn they were lost.
@@ -790,9 +796,10 @@ TEST_F(Report, JsonReportsErrorsWithPathAndReason) {
   EXPECT_EQ(count(report, "files_copied"), 1) << report.dump(2);
   ASSERT_TRUE(report.contains("errors") && report["errors"].is_array()) << report.dump(2);
   std::set<std::pair<std::string, std::string>> errors;
-  for (auto& e : report["errors"]) errors.emplace(e.value("path", "?"), e.value("reason", "?"));
+  for (auto& e : report["errors"])
+    errors.emplace(e.value("path", "?") + (e.value("path_escaped", false) ? " (escaped)" : ""), e.value("reason", "?"));
   std::set<std::pair<std::string, std::string>> expected{{"sub/secret.txt", "Permission denied"},
-                                                         {"locked\\xfe.txt", "Permission denied"}};
+                                                         {"locked\\xfe.txt (escaped)", "Permission denied"}};
   EXPECT_EQ(errors, expected) << report.dump(2);
   auto lines = lines_of(r.err);
   EXPECT_NE(std::find(lines.begin(), lines.end(), "pcopy: cannot copy 'sub/secret.txt': Permission denied"),
