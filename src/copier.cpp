@@ -66,6 +66,14 @@ Result fail(Result r, int err, std::string detail = {}) {
   return r;
 }
 
+// 0 when the open file `fd` still has the size and mtime of `st`; -1 when it has not (it changed),
+// or the errno of the fstat.
+int recheck(int fd, const struct stat& st) {
+  struct stat now;
+  if (::fstat(fd, &now) != 0) return errno;
+  return now.st_size == st.st_size && to_ns(now.st_mtim) == to_ns(st.st_mtim) ? 0 : -1;
+}
+
 bool fallback_errno(int err) {
   return err == EXDEV || err == EINVAL || err == ENOSYS || err == EOPNOTSUPP || err == ENOTTY ||
          err == EBADF || err == ETXTBSY;
@@ -504,13 +512,6 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (err == -1) return fail(r, 0, kChanged);
   if (err && fc.clone_failed) return fail(r, err, "cannot clone it (--reflink=always): " + errno_text(err));
   if (err) return fail(r, err);
-  // Rewritten while it was read, at the same size: seen by its time, as tar sees it. Not for small
-  // files: read in one call, they have hardly a "while", and one more fstat would cost them ~10%.
-  if (uint64_t(st.st_size) >= kRecheckBytes) {
-    struct stat after;
-    if (::fstat(in.get(), &after) != 0) return fail(r, errno);
-    if (after.st_size != st.st_size || to_ns(after.st_mtim) != to_ns(st.st_mtim)) return fail(r, 0, kChanged);
-  }
 #ifdef PCOPY_TEST_HOOKS
   if (const char* name = std::getenv("PCOPY_TEST_CORRUPT_NAME"); name && job.name == name)
     (void)::pwrite(out.get(), "\x5a", 1, 0);
@@ -710,27 +711,25 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
       }
       pos = hole;
     }
-    // Data that stopped short was read, but not a file cut short in a hole: its new end looks
-    // like the start of the last hole. Sparse files are few: one fstat more for each.
-    struct stat now;
-    if (!err && as_stated && ::fstat(in, &now) != 0) err = errno;
-    if (!err && as_stated && (now.st_size != st.st_size || to_ns(now.st_mtim) != to_ns(st.st_mtim))) return -1;
     if (!err && as_stated && ::ftruncate(out, off_t(size)) != 0) err = errno;
-    if (as_stated) fc.bytes = size;  // holes are copied too, as holes: the file's size is what was copied
+    fc.bytes = size;  // holes are copied too, as holes: the file's size is what was copied
   }
   // The rest of the bytes travel in the result: no progress message per small file.
-  return err || as_stated ? err : copy_generated(in, out, st, fc);
+  if (err) return err;
+  if (!as_stated) return copy_generated(in, out, st, fc);
+  // Rewritten while it was read, at the same size: seen by its time, as tar sees it. Not for small
+  // files: read in one call, they have hardly a "while", and one more fstat would cost them ~10%.
+  // But for every sparse file (they are few): cut short inside a hole, its new end looks like the
+  // start of its last hole, and nothing read stops short.
+  return sparse || size >= kRecheckBytes ? recheck(in, st) : 0;
 }
 
 // The data did not end where the size said: the file changed as it was read (-1), or it is one
 // whose contents are made as they are read and whose size says nothing of them (procfs reports 0
-// bytes, sysfs 4096), which the read leaves as it was: same size, mtime and ctime. Such a file is
-// copied as cp copies it: read again from the start, to its end.
+// bytes, sysfs 4096), which the read leaves as it was: same size and mtime. Such a file is copied
+// as cp copies it: read again from the start, to its end.
 int Copier::copy_generated(int in, int out, const struct stat& st, FileCopy& fc) {
-  struct stat now;
-  if (::fstat(in, &now) != 0) return errno;
-  if (now.st_size != st.st_size || to_ns(now.st_mtim) != to_ns(st.st_mtim) || to_ns(now.st_ctim) != to_ns(st.st_ctim))
-    return -1;
+  if (int err = recheck(in, st)) return err;
   if (::ftruncate(out, 0) != 0) return errno;
   if (fc.hasher) fc.hasher->reset();
   fc.bytes = 0;
@@ -745,9 +744,7 @@ int Copier::cloned(int in, const struct stat& st, FileCopy& fc) {
   if (fc.hasher) {
     if (int err = hash_file(in, *fc.hasher)) return err;
   }
-  struct stat now;
-  if (::fstat(in, &now) != 0) return errno;
-  if (now.st_size != st.st_size || to_ns(now.st_mtim) != to_ns(st.st_mtim)) return -1;
+  if (int err = recheck(in, st)) return err;
   fc.bytes = uint64_t(st.st_size);
   return 0;
 }
