@@ -908,16 +908,15 @@ std::pair<RunResult, bool> catch_writing_staged(const std::vector<std::string>& 
   return {p.wait(), caught};
 }
 
-// A file rewritten in place at the same size while a worker reads it: the copy is refused as
-// changed (a mix of old and new bytes), and the previous version in DST stays.
-TEST_P(FaultsByJobs, SameSizeRewriteDuringTheCopyIsReportedAndKeepsThePreviousVersion) {
-  std::string src = tmp / "src";
-  make_dir(src);
-  write_big_file(src + "/big.bin", 8, 1);
-  set_times(src + "/big.bin", 1'600'000'000'000'000'000LL, 1'600'000'000'000'000'000LL);
+// Copies SRC into a DST holding last night's version of `name`, the worker that takes `name`
+// stopped half-way through it while `change` alters the source: the copy is refused as changed,
+// and the previous version stays.
+void expect_change_midway_refused(const std::string& jobs, const std::string& src, const std::string& dst,
+                                  const std::string& logs, const std::string& name,
+                                  const std::function<void()>& change) {
   make_dir(dst);
-  write_file(dst + "/big.bin", "last night's version\n");
-  AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
+  write_file(dst + "/" + name, "last night's version\n");
+  AsyncPcopy p({jobs, src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=" + name});
   auto deadline = Clock::now() + 60s;
   pid_t stopped = -1;
   poll_until(deadline, [&] {
@@ -926,48 +925,40 @@ TEST_P(FaultsByJobs, SameSizeRewriteDuringTheCopyIsReportedAndKeepsThePreviousVe
     return stopped > 0 || !p.running();
   });
   if (stopped > 0) {
-    UniqueFd fd(::open((src + "/big.bin").c_str(), O_WRONLY | O_CLOEXEC));
-    EXPECT_EQ(::pwrite(fd.get(), "REWRITTEN", 9, 0), 9);  // same size, a new mtime
+    change();
     ::kill(stopped, SIGCONT);
   }
   RunResult r = p.wait();
-  ASSERT_GT(stopped, 0) << "the worker copying big.bin never stopped half-way\n" << describe(r);
+  ASSERT_GT(stopped, 0) << "the worker copying " << name << " never stopped half-way\n" << describe(r);
   EXPECT_EQ(r.status, 1) << describe(r);
-  EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy 'big.bin': file changed as we read it"), 1u)
+  EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy '" + name + "': file changed as we read it"), 1u)
       << describe(r);
-  EXPECT_EQ(read_file(dst + "/big.bin"), "last night's version\n");
+  EXPECT_EQ(read_file(dst + "/" + name), "last night's version\n");
   EXPECT_EQ(joined(temporaries(dst)), "");
 }
 
+// A file rewritten in place at the same size while a worker reads it: a mix of old and new bytes.
+TEST_P(FaultsByJobs, SameSizeRewriteDuringTheCopyIsReportedAndKeepsThePreviousVersion) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  write_big_file(src + "/big.bin", 8, 1);
+  set_times(src + "/big.bin", 1'600'000'000'000'000'000LL, 1'600'000'000'000'000'000LL);
+  expect_change_midway_refused(jobs(), src, dst, logs, "big.bin", [&] {
+    UniqueFd fd(::open((src + "/big.bin").c_str(), O_WRONLY | O_CLOEXEC));
+    EXPECT_EQ(::pwrite(fd.get(), "REWRITTEN", 9, 0), 9);  // same size, a new mtime
+  });
+}
+
 // A sparse file cut short in its trailing hole while a worker copies it: nothing read stops short
-// (the new end looks like the hole's start), yet it changed; reported, the previous version stays.
+// (the new end looks like the hole's start), yet it changed.
 TEST_P(FaultsByJobs, SparseFileCutShortInAHoleDuringTheCopyIsReported) {
   std::string src = tmp / "src";
   make_dir(src);
   std::string file = src + "/sparse.bin";
   write_file(file, std::string(128 << 10, 'd'));
   ASSERT_EQ(::truncate(file.c_str(), 768 << 10), 0);  // 128 KiB of data, then 640 KiB of hole
-  make_dir(dst);
-  write_file(dst + "/sparse.bin", "last night's version\n");
-  AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=sparse.bin"});
-  auto deadline = Clock::now() + 60s;
-  pid_t stopped = -1;
-  poll_until(deadline, [&] {
-    for (const Proc& w : children_of(p.pid()))
-      if (auto info = proc_info(w.pid); info && (info->state == 'T' || info->state == 't')) stopped = w.pid;
-    return stopped > 0 || !p.running();
-  });
-  if (stopped > 0) {
-    EXPECT_EQ(::truncate(file.c_str(), 512 << 10), 0);
-    ::kill(stopped, SIGCONT);
-  }
-  RunResult r = p.wait();
-  ASSERT_GT(stopped, 0) << "the worker copying sparse.bin never stopped half-way\n" << describe(r);
-  EXPECT_EQ(r.status, 1) << describe(r);
-  EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy 'sparse.bin': file changed as we read it"), 1u)
-      << describe(r);
-  EXPECT_EQ(read_file(dst + "/sparse.bin"), "last night's version\n");
-  EXPECT_EQ(joined(temporaries(dst)), "");
+  expect_change_midway_refused(jobs(), src, dst, logs, "sparse.bin",
+                               [&] { EXPECT_EQ(::truncate(file.c_str(), 512 << 10), 0); });
 }
 
 TEST_P(FaultsByJobs, WorkerKilledWritingInAStagedDirectoryIsRetriedAndTheDirectoryAppearsComplete) {
