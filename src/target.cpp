@@ -76,6 +76,29 @@ int make_dirs(const std::string& path) {
   return 0;
 }
 
+// Whether `path` (which need not exist) lies in the directory `dir` describes, told by identity
+// rather than by name: its nearest existing ancestor, or a parent of that one, is `dir`. This sees
+// through bind mounts, which give one directory two names.
+bool inside_by_identity(const std::string& path, const struct stat& dir) {
+  std::string head = canonical_future(path);
+  struct stat st;
+  while (::stat(head.c_str(), &st) != 0) {
+    std::string up = dir_of(head);
+    if (up == head) return false;
+    head = up;
+  }
+  UniqueFd fd(::open(head.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  while (fd && ::fstat(fd.get(), &st) == 0) {
+    if (st.st_dev == dir.st_dev && st.st_ino == dir.st_ino) return true;
+    UniqueFd up(::openat(fd.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    struct stat parent;
+    if (!up || ::fstat(up.get(), &parent) != 0 || (parent.st_dev == st.st_dev && parent.st_ino == st.st_ino))
+      return false;  // the root
+    fd = std::move(up);
+  }
+  return false;
+}
+
 std::string quoted(const std::string& p) { return fmt::format("'{}'", display_path(p)); }
 
 bool within(const std::string& path, const std::string& dir) {
@@ -131,7 +154,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     if (dst_exists && !S_ISDIR(dst_st.st_mode))
       return refuse(dst, fmt::format("pcopy: destination {} exists and is not a directory", quoted(dst)));
     std::string real_src = real(src), real_dst = canonical_future(dst);
-    if (within(real_dst, real_src))
+    if (within(real_dst, real_src) || inside_by_identity(dst, t.src_st))
       return refuse(dst, fmt::format("pcopy: cannot copy {} into itself ({})", quoted(src), quoted(dst)));
     t.src_root.reset(::open(src.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!t.src_root) return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));

@@ -608,6 +608,17 @@ TEST_F(CopyTest, RefusesDestinationInsideSourceThroughSymlink) {
   expect_refused(r, src + "/inner2");
 }
 
+// A bind mount gives SRC a second name that no path comparison sees: DST under it is still inside.
+TEST_F(CopyTest, RefusesDestinationInsideSourceThroughBindMount) {
+  write_file(src + "/f", "f");
+  Mount alias(tmp / "alias", Mount::Bind{src});
+  if (!alias.mounted()) GTEST_SKIP() << alias.why();
+  dst = tmp / "alias/inner";
+  expect_refused(copy(), src + "/inner");
+  RunResult r = run_pcopy({tmp / "alias", src + "/deeper/inner2"});
+  expect_refused(r, src + "/deeper");
+}
+
 TEST_F(CopyTest, RefusesDirectoryOntoExistingFile) {
   write_file(src + "/f", "f");
   write_file(dst, "a file in the way");

@@ -79,8 +79,12 @@ class Mount {
     std::string image;
     unsigned size_mib = 300;  // mkfs.xfs's minimum
   };
+  struct Bind {  // another name for an existing directory
+    std::string target;
+  };
   Mount(const std::string& dir, const Tmpfs& fs);
   Mount(const std::string& dir, const LoopXfs& fs);
+  Mount(const std::string& dir, const Bind& fs);
   ~Mount();
   Mount(const Mount&) = delete;
   Mount& operator=(const Mount&) = delete;
