@@ -322,6 +322,10 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
   if (need_dst_stat && dst_dir >= 0) {
     struct stat dst;
     if (::fstatat(dst_dir, job.target().c_str(), &dst, AT_SYMLINK_NOFOLLOW) == 0) {
+      // A directory where SRC has a file: only --delete removes it (see install), as the real
+      // run would find.
+      if (opt_.dry_run && S_ISDIR(dst.st_mode) && !opt_.ignore_existing && !opt_.delete_extraneous)
+        return fail(r, EISDIR);
       struct stat src;
       if (opt_.ignore_existing || (opt_.update && up_to_date(src_dir, dst_dir, job, dst, src))) {
         r.outcome = Outcome::Skipped;

@@ -295,8 +295,8 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   if (can_stage_ && dst_root_ && parent->dst && parent->facts.known && parent->facts.local && !parent->facts.staged &&
       small_leaf(src.get()))
     node->staged_name = staged_prefix_ + std::to_string(++staged_count_) + std::string(kTempSuffix);
-  node->dst.reset(open_dst_child(frame.node, node, err));
-  if (err) {
+  node->dst.reset(open_dst_child(frame.node, node, err, ev.detail));
+  if (err || !ev.detail.empty()) {
     ev.err = err;
     ++walk_errors_;
     live_.erase(node);
@@ -323,7 +323,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   return ev;
 }
 
-int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
+int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err, std::string& detail) {
   bool& fresh = node->fresh;
   // A staged directory is open only if needed; it has no subdirectories, unless one appeared in
   // SRC since it was listed.
@@ -333,8 +333,16 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
     return -1;
   }
   const char* n = node->name.c_str();
+  // A file or a link where SRC has a directory is replaced, never followed; --ignore-existing
+  // replaces nothing, so the directory cannot be copied (cp -n refuses it too).
+  auto kept_in_the_way = [&] {
+    if (!opt_.ignore_existing || (errno != ENOTDIR && errno != ELOOP)) return false;
+    detail = "the destination has a non-directory of that name, and --ignore-existing keeps it";
+    return true;
+  };
   if (opt_.dry_run) {
     int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
+    if (fd < 0 && kept_in_the_way()) return -1;
     fresh = fd < 0;
     return fd;
   }
@@ -381,8 +389,8 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err) {
     return -1;
   }
   int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
+  if (fd < 0 && !fresh && kept_in_the_way()) return -1;
   if (fd < 0 && !fresh && (errno == ENOTDIR || errno == ELOOP)) {
-    // A file or a planted link where SRC has a directory: replace it, never follow it.
     if (::unlinkat(pfd, n, 0) != 0 || ::mkdirat(pfd, n, initial) != 0) {
       err = errno;
       return -1;

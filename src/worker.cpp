@@ -52,7 +52,9 @@ class DirPair {
     src_.reset(fd);
     if (dst_root_ >= 0) {
       fd = open_dir_beneath(dst_root_, dst_rel.empty() ? rel : dst_rel, false);
-      if (fd < 0 && !(opt_.dry_run && fd == -ENOENT)) return -fd;
+      // A dry run's directory may not exist yet, or be a file or a link the real run would replace.
+      bool would_make = opt_.dry_run && (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP);
+      if (fd < 0 && !would_make) return -fd;
       dst_.reset(fd < 0 ? -1 : fd);
     }
     rel_ = rel;

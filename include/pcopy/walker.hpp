@@ -107,7 +107,7 @@ class Walker {
   std::optional<WalkEvent> classify(Frame& frame, const char* name, unsigned char d_type);
   std::optional<WalkEvent> descend(Frame& frame, const std::string& name);
   void pop();
-  int open_dst_child(DirNode* parent, DirNode* node, int& err);
+  int open_dst_child(DirNode* parent, DirNode* node, int& err, std::string& detail);
   void evict_fds();
   void close_dst(DirNode* node);
   void prepare_existing(DirNode* node, const DirNode* parent, int fd);

@@ -606,6 +606,56 @@ TEST_F(DryRun, DryRunWritesNothingAndListsActions) {
     EXPECT_NE(r.err.find(counted), std::string::npos) << counted << "\n" << describe(r);
 }
 
+// Where SRC has a directory and DST a file or a link, --ignore-existing keeps what DST has (as cp -n
+// does): the directory is not copied, and that is an error naming it; the dry run says the same.
+TEST_F(Backup, IgnoreExistingKeepsAFileWhereSourceHasADirectory) {
+  make_dir(src + "/b");
+  write_file(src + "/b/x", "x");
+  make_dir(src + "/c");
+  write_file(src + "/c/y", "y");
+  write_file(src + "/ok", "ok");
+  make_dir(dst);
+  write_file(dst + "/b", "precious\n");
+  make_symlink("elsewhere", dst + "/c");
+  for (std::string dry : {"-n", ""}) {
+    SCOPED_TRACE(dry.empty() ? "real run" : "dry run");
+    std::vector<std::string> args{"--ignore-existing"};
+    if (!dry.empty()) args.push_back(dry);
+    RunResult r = copy(args);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    for (std::string name : {"b", "c"})
+      EXPECT_EQ(line_set(r.err).count("pcopy: cannot copy '" + name +
+                                      "': the destination has a non-directory of that name, and "
+                                      "--ignore-existing keeps it"),
+                1u)
+          << describe(r);
+    EXPECT_EQ(read_file(dst + "/b"), "precious\n");
+    EXPECT_EQ(read_link(dst + "/c"), "elsewhere");
+  }
+  EXPECT_EQ(read_file(dst + "/ok"), "ok");
+}
+
+// The dry run ends as the real run does where an entry changed type: a file in DST where SRC has a
+// directory is replaced (its files listed, no error); a directory where SRC has a file stops the
+// file ("Is a directory", as cp -a), unless --delete.
+TEST_F(DryRun, DryRunAgreesWithTheRealRunWhenAnEntryChangedType) {
+  make_dir(src + "/b");
+  write_file(src + "/b/x", "x");
+  write_file(src + "/a", "new");
+  make_dirs(dst + "/a");
+  write_file(dst + "/a/k", "keep");
+  write_file(dst + "/b", "old");
+  RunResult dry = copy({"-n"});
+  EXPECT_EQ(dry.status, 1) << describe(dry);
+  EXPECT_EQ(line_set(dry.out), (std::multiset<std::string>{"copy b/", "copy b/x"})) << describe(dry);
+  EXPECT_EQ(lines_of(dry.err).front(), "pcopy: cannot copy 'a': Is a directory") << describe(dry);
+  RunResult real = copy();
+  EXPECT_EQ(real.status, 1) << describe(real);
+  EXPECT_EQ(lines_of(real.err).front(), "pcopy: cannot copy 'a': Is a directory") << describe(real);
+  EXPECT_EQ(read_file(dst + "/b/x"), "x");
+  EXPECT_EQ(read_file(dst + "/a/k"), "keep");
+}
+
 TEST_F(DryRun, DryRunIntoMissingDestinationCreatesNothing) {
   make_dir(src + "/sub");
   write_file(src + "/a", "a");
