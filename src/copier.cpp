@@ -579,7 +579,8 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
   int err = errno;
   if (!opt_.delete_extraneous || (err != EISDIR && err != ENOTEMPTY && err != EEXIST)) return err;
   MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}};
-  if (int rm = remove_tree(dst_dir, target, target, false, quiet)) return rm;
+  std::string rel = dir_rel_.empty() ? target : dir_rel_ + "/" + target;
+  if (int rm = remove_tree(dst_dir, target, rel, false, quiet, opt_.filters)) return rm;
   return ::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0 ? 0 : errno;
 }
 

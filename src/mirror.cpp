@@ -75,12 +75,14 @@ UniqueFd open_to_empty(int dir, const std::string& name, bool dry_run) {
 
 }  // namespace
 
-int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb) {
+int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb,
+                const std::vector<FilterRule>& filters) {
   struct Level {
     UniqueFd fd;
     std::string rel;
     std::vector<Entry> entries;
     size_t next = 0;
+    bool kept = false;  // it holds an excluded entry: it stays
   };
   int first_err = 0;
   auto note = [&](const std::string& path, int err) {
@@ -101,10 +103,13 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     Level& lv = stack.back();
     if (lv.next == lv.entries.size()) {
       std::string done = lv.rel;
+      bool kept = lv.kept;
       stack.pop_back();
       int parent = stack.empty() ? dir : stack.back().fd.get();
       std::string leaf = stack.empty() ? name : done.substr(done.rfind('/') + 1);
-      if (!dry_run && ::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) != 0) {
+      if (kept) {
+        if (!stack.empty()) stack.back().kept = true;
+      } else if (!dry_run && ::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) != 0) {
         note(done, errno);
       } else {
         cb.deleted(done);
@@ -113,6 +118,10 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     }
     const Entry& e = lv.entries[lv.next++];
     std::string path = join(lv.rel, e.name);
+    if (!filters.empty() && is_excluded(filters, path, e.is_dir)) {
+      lv.kept = true;
+      continue;
+    }
     if (e.is_dir) {
       UniqueFd fd(open_to_empty(lv.fd.get(), e.name, dry_run));
       if (!fd) {
@@ -175,7 +184,7 @@ void delete_extraneous(int src_root, int dst_root, const Options& opt, const Mir
         continue;
       if (!removed && !opt.dry_run) was = open_up(p.dst.get(), ".");
       if (e.is_dir) {
-        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb);
+        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb, opt.filters);
       } else if (!opt.dry_run && ::unlinkat(p.dst.get(), e.name.c_str(), 0) != 0) {
         cb.failed(rel, errno);
       } else {

@@ -61,6 +61,7 @@ class DirPair {
     dst_rel_ = dst_rel;
     open_ = true;
     copier_.enter(dst_.get(), facts);
+    copier_.set_dir_rel(rel);
     return 0;
   }
   int src() const { return src_.get(); }

@@ -86,6 +86,9 @@ class Copier {
   // out (when known) instead of asking the file system.
   void enter(int dst_dir);
   void enter(int dst_dir, const DirFacts& facts);
+  // Where the directory entered is in the tree (relative to its root), for --delete's filters
+  // when a directory in DST makes way for a file: what they exclude in it is kept.
+  void set_dir_rel(const std::string& rel) { dir_rel_ = rel; }
 
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
   // `report` is called with the job's id and byte deltas while long files copy.
@@ -131,6 +134,7 @@ class Copier {
   uid_t euid_;
   gid_t egid_;
   std::string temp_prefix_;
+  std::string dir_rel_;
   bool try_reflink_;   // cleared after the file system said no
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;

@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "pcopy/options.hpp"
 
@@ -23,8 +24,9 @@ struct MirrorCallbacks {
 void delete_extraneous(int src_root, int dst_root, const Options& options, const MirrorCallbacks& cb);
 
 // Removes `name` in `dir` and everything below it, iteratively; calls `deleted` for each entry.
-// Returns 0 or the first errno.
-int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run,
-                const MirrorCallbacks& cb);
+// Entries `filters` exclude (`rel` is where `name` is in the tree) are kept, and so are the
+// directories holding them, silently, as rsync keeps them. Returns 0 or the first errno.
+int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb,
+                const std::vector<FilterRule>& filters = {});
 
 }  // namespace pcopy

@@ -422,6 +422,42 @@ TEST_F(Backup, DeleteRemovesExtraneousFilesDirectoriesAndLinksButKeepsExcluded) 
   EXPECT_EQ(diff_trees(src, dst, no_times), "");
 }
 
+// A directory gone from SRC is removed with what it holds, except what the filters exclude: that
+// stays, and so do the directories holding it (as rsync keeps them). The same where SRC has a file
+// in the directory's place: the file cannot take its name then, which is an error.
+TEST_F(Backup, DeleteKeepsExcludedEntriesInsideDirectoriesItRemoves) {
+  write_old(src + "/f", "f");
+  make_dirs(src + "/gone/sub");
+  write_old(src + "/gone/notes.keep", "precious");
+  write_old(src + "/gone/sub/a.keep", "precious too");
+  write_old(src + "/gone/sub/z", "z");
+  write_old(src + "/gone/other", "o");
+  make_dirs(src + "/was_dir/cache");
+  write_old(src + "/was_dir/cache/c", "c");
+  write_old(src + "/was_dir/plain", "p");
+  full_copy();
+  ASSERT_EQ(::system(("rm -rf '" + src + "/gone' '" + src + "/was_dir'").c_str()), 0);
+  write_old(src + "/was_dir", "now a file");
+
+  std::vector<std::string> filters{"--exclude", "*.keep", "--exclude", "cache/"};
+  std::vector<std::string> dry_args{"--delete", "-n"}, args{"--delete"};
+  dry_args.insert(dry_args.end(), filters.begin(), filters.end());
+  args.insert(args.end(), filters.begin(), filters.end());
+  RunResult dry = copy(dry_args);
+  EXPECT_EQ(line_set(dry.out).count("delete gone/other"), 1u) << describe(dry);
+  EXPECT_EQ(line_set(dry.out).count("delete gone/sub/z"), 1u) << describe(dry);
+  for (const std::string& line : lines_of(dry.out))
+    EXPECT_EQ(line.find(".keep"), std::string::npos) << "an excluded entry listed for deletion\n" << describe(dry);
+
+  RunResult r = copy(args);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(lines_of(r.err).front(), "pcopy: cannot copy 'was_dir': Is a directory") << describe(r);
+  std::vector<std::string> expected{"f",          "gone", "gone/notes.keep", "gone/sub", "gone/sub/a.keep",
+                                    "was_dir",    "was_dir/cache", "was_dir/cache/c"};
+  EXPECT_EQ(list_tree(dst), expected) << describe(r);
+  EXPECT_EQ(read_file(dst + "/gone/sub/a.keep"), "precious too");
+}
+
 // Directory modes are set after their contents are copied, before --delete runs: as an ordinary
 // user, removing entries from a read-only directory (or a whole read-only directory) means
 // opening it up first and putting its mode back.
