@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 
 #include "pcopy/copier.hpp"
 #include "pcopy/filter.hpp"
+#include "pcopy/xattrs.hpp"
 
 namespace pcopy {
 
@@ -117,7 +117,7 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
   auto frame = std::make_unique<Frame>();
   frame->node = root;
   frame->src.reset(::openat(src_root_.get(), ".", kDirFlags));
-  if (opt_.archive) root->xattrs = read_dir_xattrs(frame->src.get());
+  if (opt_.archive) root->xattrs = read_xattrs_fd(frame->src.get(), euid_ == 0);
   stack_.push_back(std::move(frame));
   open_frames_ = 1;
 }
@@ -305,7 +305,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
     dents_pos_ = dents_len_ = 0;
     return ev;
   }
-  if (opt_.archive) node->xattrs = read_dir_xattrs(src.get());
+  if (opt_.archive) node->xattrs = read_xattrs_fd(src.get(), euid_ == 0);
   ev.type = WalkEvent::Type::Dir;
   ev.created = node->fresh;
   if (opt_.one_file_system && ev.st.st_dev != root_dev_) {
@@ -536,10 +536,8 @@ int Walker::apply_dir_metadata(DirNode* dir) {
   if (opt_.archive) {
     owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
     if (!owner_kept && !chown_refused_to_user(errno, euid_ == 0)) return errno;
-    for (const auto& [name, value] : dir->xattrs) {
-      if (::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) != 0 && errno != ENOTSUP && errno != EPERM)
-        return errno;
-    }
+    // An existing copy loses what SRC's directory no longer has (an ACL removed with setfacl -b).
+    if (int err = set_xattrs_fd(fd, dir->xattrs, euid_ == 0, !dir->fresh)) return err;
   }
   if (!dir->mode_set && ::fchmod(fd, mode_for_copy(st.st_mode, owner_kept)) != 0) return errno;  // mode_set: no special bits
   if (::futimens(fd, times) != 0) return errno;
@@ -572,26 +570,6 @@ void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const
   }
   for (DirNode* dir : staged)
     if (int err = reveal(dir)) on_dir_error_(*dir, err);
-}
-
-std::vector<std::pair<std::string, std::string>> Walker::read_dir_xattrs(int fd) {
-  std::vector<std::pair<std::string, std::string>> out;
-  ssize_t n = ::flistxattr(fd, nullptr, 0);
-  if (n <= 0) return out;
-  std::string names(size_t(n), '\0');
-  n = ::flistxattr(fd, names.data(), names.size());
-  for (ssize_t pos = 0; pos < n;) {
-    std::string name(names.c_str() + pos);
-    pos += ssize_t(name.size()) + 1;
-    ssize_t len = ::fgetxattr(fd, name.c_str(), nullptr, 0);
-    if (len < 0) continue;
-    std::string value(size_t(len), '\0');
-    len = ::fgetxattr(fd, name.c_str(), value.data(), value.size());
-    if (len < 0) continue;
-    value.resize(size_t(len));
-    out.emplace_back(std::move(name), std::move(value));
-  }
-  return out;
 }
 
 }  // namespace pcopy

@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace pcopy {
 namespace {
@@ -83,10 +85,9 @@ int read_all(const XattrOps& ops, bool privileged, Attrs& attrs) {
   return 0;
 }
 
-// Writes src's attributes to dst where they differ and, with `prune`, removes those src lacks.
-int write_with(const XattrOps& src, const XattrOps& dst, bool privileged, bool prune, bool& written) {
-  Attrs want, have;
-  if (int err = read_all(src, privileged, want)) return err;
+// Writes `want` to dst where it differs and, with `prune`, removes the attributes `want` lacks.
+int write_attrs(const Attrs& want, const XattrOps& dst, bool privileged, bool prune, bool& written) {
+  Attrs have;
   if (prune) {
     if (int err = read_all(dst, privileged, have)) return err;
     for (const auto& [name, value] : have) {
@@ -110,7 +111,25 @@ int write_with(const XattrOps& src, const XattrOps& dst, bool privileged, bool p
   return 0;
 }
 
+int write_with(const XattrOps& src, const XattrOps& dst, bool privileged, bool prune, bool& written) {
+  Attrs want;
+  if (int err = read_all(src, privileged, want)) return err;
+  return write_attrs(want, dst, privileged, prune, written);
+}
+
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool privileged) {
+  Attrs attrs;
+  (void)read_all(fd_ops(&fd), privileged, attrs);  // what cannot be read is left out, as cp -a does
+  return {attrs.begin(), attrs.end()};
+}
+
+int set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& attrs, bool privileged,
+                  bool prune) {
+  bool written = false;
+  return write_attrs(Attrs(attrs.begin(), attrs.end()), fd_ops(&fd), privileged, prune, written);
+}
 
 int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged) {
   bool written = false;

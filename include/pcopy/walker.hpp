@@ -117,7 +117,6 @@ class Walker {
   int reveal(DirNode* dir);
   bool small_leaf(int src_fd);
   int dst_fd_for(DirNode* dir);
-  std::vector<std::pair<std::string, std::string>> read_dir_xattrs(int fd);
 
   const Options& opt_;
   const uid_t euid_ = ::geteuid();

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace pcopy {
 
@@ -15,5 +17,11 @@ int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const 
 // tells whether anything was changed.
 int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
                    bool privileged, bool& written);
+// The attributes of `fd` the caller may read.
+std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool privileged);
+// Gives `fd` the attributes `attrs` (read earlier from a source) and, with `prune`, removes those
+// it has that `attrs` lacks.
+int set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& attrs, bool privileged,
+                  bool prune);
 
 }  // namespace pcopy

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "../acl_util.hpp"
 #include "harness.hpp"
 #include "pcopy/hash.hpp"
 
@@ -260,6 +261,40 @@ TEST_F(Backup, ChecksumDetectsSameSizeSameMtimeChange) {
   r = copy({"-u", "--checksum", "--json"});
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(count(parse_report(r), "files_copied"), 0) << describe(r);
+}
+
+// A directory's extended attributes and default ACL removed in SRC are removed from the copy by
+// the next -a run, with or without -u (rsync -aAX does the same); a changed one is rewritten.
+TEST_F(Backup, ArchiveRerunRemovesDirectoryXattrsAndAclsGoneFromSource) {
+  make_dir(src + "/d");
+  write_old(src + "/d/f", "f");
+  if (::setxattr((src + "/d").c_str(), "user.gone", "1", 1, 0) != 0) GTEST_SKIP() << "no user xattrs here";
+  ASSERT_EQ(::setxattr((src + "/d").c_str(), "user.kept", "old", 3, 0), 0);
+  bool acls = pcopy_test::set_default_acl(src + "/d");
+  CompareOptions all;
+  all.xattrs = true;
+  for (std::string update : {"", "-u"}) {
+    SCOPED_TRACE(update.empty() ? "-a" : "-a -u");
+    std::vector<std::string> args{"-a"};
+    if (!update.empty()) args.push_back(update);
+    RunResult r = copy(args);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    ASSERT_EQ(diff_trees(src, dst, all), "");
+    ASSERT_EQ(::removexattr((src + "/d").c_str(), "user.gone"), 0);
+    ASSERT_EQ(::setxattr((src + "/d").c_str(), "user.kept", "new", 3, 0), 0);
+    if (acls) {
+      ASSERT_EQ(::removexattr((src + "/d").c_str(), "system.posix_acl_default"), 0);
+    }
+    r = copy(args);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(diff_trees(src, dst, all), "");
+    // Back as it was for the next round.
+    ASSERT_EQ(::setxattr((src + "/d").c_str(), "user.gone", "1", 1, 0), 0);
+    ASSERT_EQ(::setxattr((src + "/d").c_str(), "user.kept", "old", 3, 0), 0);
+    if (acls) {
+      ASSERT_TRUE(pcopy_test::set_default_acl(src + "/d"));
+    }
+  }
 }
 
 // -u skips the data of an unchanged file, not the rest: a file made private in SRC must become
