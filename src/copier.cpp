@@ -149,7 +149,7 @@ bool temp_in_use(std::string_view name) {
   return stat.substr(open + 1, close - open - 1) == "pcopy" && state != 'Z' && state != 'X';
 }
 
-void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {
+void for_each_entry(int dir, const std::function<void(const char* name, unsigned char type)>& fn) {
   struct Dirent64 {  // getdents64's record; the name runs to d_reclen, NUL-terminated
     ino64_t d_ino;
     off64_t d_off;
@@ -165,17 +165,23 @@ void remove_temps(int dir, const std::function<bool(std::string_view name)>& whi
     for (long pos = 0; pos < n;) {
       auto* d = reinterpret_cast<Dirent64*>(buf.data() + pos);
       pos += d->d_reclen;
-      if (!is_temp_name(d->d_name) || !which(d->d_name)) continue;
-      if (d->d_type != DT_DIR) {
-        ::unlinkat(dir, d->d_name, 0);
-      } else if (is_staged_name(d->d_name)) {
-        // A staged directory an interrupted run never revealed: its files are copied again.
-        MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}};
-        remove_tree(dir, d->d_name, d->d_name, false, quiet);
-      }
+      fn(d->d_name, d->d_type);
     }
   }
   ::lseek(dir, 0, SEEK_SET);
+}
+
+void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {
+  for_each_entry(dir, [&](const char* name, unsigned char type) {
+    if (!is_temp_name(name) || !which(name)) return;
+    if (type != DT_DIR) {
+      ::unlinkat(dir, name, 0);
+    } else if (is_staged_name(name)) {
+      // A staged directory an interrupted run never revealed: its files are copied again.
+      MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}};
+      remove_tree(dir, name, name, false, quiet);
+    }
+  });
 }
 
 int open_dir_beneath(int root, std::string_view rel, bool follow) {

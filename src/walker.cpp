@@ -545,15 +545,43 @@ int Walker::apply_dir_metadata(DirNode* dir) {
   return 0;
 }
 
-// Renames a staged directory into place; never over something that appeared there meanwhile
-// (then it stays under its temporary name, for the next run to remove, and the error is reported).
+// Renames a staged directory into place; never over something that appeared there meanwhile: a
+// directory made meanwhile (by another run into the same destination, say) gets what was staged
+// (merge_staged); anything else is an error, and what was staged stays under its temporary name
+// for the next run to remove.
 int Walker::reveal(DirNode* dir) {
   if (dir->staged_name.empty()) return 0;
   int pfd = dst_fd_for(dir->parent);
   if (pfd < 0) return errno;
-  if (::renameat2(pfd, dir->staged_name.c_str(), pfd, dir->name.c_str(), RENAME_NOREPLACE) != 0) return errno;
+  if (::renameat2(pfd, dir->staged_name.c_str(), pfd, dir->name.c_str(), RENAME_NOREPLACE) != 0) {
+    int err = errno;
+    if (err != EEXIST || (err = merge_staged(pfd, dir))) return err;
+  }
   dir->staged_name.clear();
   return 0;
+}
+
+// Moves what was staged for `dir` into the directory of its name that appeared meanwhile, entry
+// by entry (replacing files of the same names, as a copy into an existing directory does), and
+// gives that directory SRC's mode and times.
+int Walker::merge_staged(int pfd, DirNode* dir) {
+  const char* staged = dir->staged_name.c_str();
+  UniqueFd to(::openat(pfd, dir->name.c_str(), kDirFlags | O_NOFOLLOW));
+  if (!to) return errno == ENOTDIR || errno == ELOOP ? EEXIST : errno;
+  ::fchmodat(pfd, staged, 0700, 0);  // its final mode may not let entries be taken out
+  UniqueFd from(::openat(pfd, staged, kDirFlags | O_NOFOLLOW));
+  if (!from) return errno;
+  std::vector<std::string> names;
+  for_each_entry(from.get(), [&](const char* name, unsigned char) {
+    if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) names.emplace_back(name);
+  });
+  for (const std::string& name : names)
+    if (::renameat(from.get(), name.c_str(), to.get(), name.c_str()) != 0) return errno;
+  if (::unlinkat(pfd, staged, AT_REMOVEDIR) != 0) return errno;
+  const struct stat& st = dir->st;
+  struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (::fchmod(to.get(), mode_for_copy(st.st_mode, st.st_uid == euid_ && st.st_gid == egid_)) != 0) return errno;
+  return ::futimens(to.get(), times) == 0 ? 0 : errno;
 }
 
 void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const DirNode*)>& unfinished) {

@@ -34,6 +34,8 @@ bool temp_in_use(std::string_view name);
 // Removes the temporaries in `dir` (an open directory) for which `which(name)` holds: files, and
 // staged directories (with what is in them).
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which);
+// Calls `fn` with each entry of `dir` (an open directory; "." and ".." too) and its d_type.
+void for_each_entry(int dir, const std::function<void(const char* name, unsigned char type)>& fn);
 
 // Opens the directory `rel` ("" = root itself, duplicated) beneath `root` without following
 // symbolic links unless `follow`; works for paths longer than PATH_MAX. Returns -errno on failure.

@@ -115,6 +115,7 @@ class Walker {
   void finish_dir(DirNode* dir);
   int apply_dir_metadata(DirNode* dir);
   int reveal(DirNode* dir);
+  int merge_staged(int pfd, DirNode* dir);
   bool small_leaf(int src_fd);
   int dst_fd_for(DirNode* dir);
 

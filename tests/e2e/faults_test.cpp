@@ -830,6 +830,41 @@ TEST_P(FaultsByJobs, FilesFinishedButUnreadWhenInterruptedAreStillReported) {
   }
 }
 
+// A new directory is filled under a temporary name and renamed into place when complete. If its
+// name appears meanwhile (a second run into the same destination, a cron job overlapping the
+// last), what was staged moves into that directory instead: no error, nothing left behind.
+TEST_P(FaultsByJobs, DirectoryMadeByAnotherRunWhileItWasStagedGetsTheFiles) {
+  std::string src = tmp / "src";
+  make_dirs(src + "/d");
+  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/d/f{:02}", i), fmt::format("file {}\n", i));
+  write_file(src + "/d/stop-here", "marked\n");
+  set_times(src + "/d", 1'500'000'000'000'000'000LL, 1'500'000'000'000'000'000LL);
+  make_dir(dst);
+  AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_STOP_PARENT_NAME=stop-here"});
+  auto deadline = Clock::now() + 60s;
+  bool stopped = poll_until(deadline, [&] {
+    auto info = proc_info(p.pid());
+    return !p.running() || (info && (info->state == 'T' || info->state == 't'));
+  });
+  bool staged = stopped && p.running() && !temporaries_in(dst).empty() && !exists(dst + "/d");
+  if (staged) {
+    make_dir(dst + "/d");  // the other run's
+    write_file(dst + "/d/theirs", "theirs\n");
+  }
+  ::kill(p.pid(), SIGCONT);
+  RunResult r = p.wait();
+  if (!staged) GTEST_SKIP() << "d was not staged (or the parent never stopped)\n" << describe(r);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(joined(temporaries(dst)), "");
+  EXPECT_EQ(read_file(dst + "/d/theirs"), "theirs\n");
+  struct stat st {};
+  ASSERT_EQ(::lstat((dst + "/d").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1'500'000'000) << "the directory has SRC's time";
+  ASSERT_EQ(::unlink((dst + "/d/theirs").c_str()), 0);
+  set_times(dst + "/d", 1'500'000'000'000'000'000LL, 1'500'000'000'000'000'000LL);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 TEST_P(FaultsByJobs, TemporariesOfARunStillGoingAreLeftAlone) {
   std::string src = shared_tree("fifty", make_fifty_dirs);
   // A process that looks like a running pcopy: its temporaries must survive; those of a pcopy that
