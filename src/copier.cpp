@@ -318,6 +318,13 @@ std::string Copier::next_temp_name() {
 }
 
 Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {
+  deleted_.clear();
+  Result r = copy_job(src_dir, dst_dir, dst_root, job, report);
+  r.deleted = std::move(deleted_);
+  return r;
+}
+
+Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {
   report_ = &report;
   report_id_ = job.id;
   Result r = result_for(job);
@@ -328,10 +335,13 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
   if (need_dst_stat && dst_dir >= 0) {
     struct stat dst;
     if (::fstatat(dst_dir, job.target().c_str(), &dst, AT_SYMLINK_NOFOLLOW) == 0) {
-      // A directory where SRC has a file: only --delete removes it (see install), as the real
-      // run would find.
-      if (opt_.dry_run && S_ISDIR(dst.st_mode) && !opt_.ignore_existing && !opt_.delete_extraneous)
-        return fail(r, EISDIR);
+      // A directory where SRC has a file: only --delete removes it (see install), and not what
+      // the filters exclude in it, as the real run would find.
+      if (opt_.dry_run && S_ISDIR(dst.st_mode) && !opt_.ignore_existing) {
+        if (opt_.delete_extraneous) make_way(dst_dir, job.target(), true);
+        std::string rel = dir_rel_.empty() ? job.target() : dir_rel_ + "/" + job.target();
+        if (deleted_.empty() || deleted_.back() != rel) return fail(r, EISDIR);
+      }
       struct stat src;
       if (opt_.ignore_existing || (opt_.update && up_to_date(src_dir, dst_dir, job, dst, src))) {
         r.outcome = Outcome::Skipped;
@@ -584,10 +594,17 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
   if (::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0) return 0;
   int err = errno;
   if (!opt_.delete_extraneous || (err != EISDIR && err != ENOTEMPTY && err != EEXIST)) return err;
-  MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}};
-  std::string rel = dir_rel_.empty() ? target : dir_rel_ + "/" + target;
-  if (int rm = remove_tree(dst_dir, target, rel, false, quiet, opt_.filters)) return rm;
+  if (int rm = make_way(dst_dir, target, false)) return rm;
   return ::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0 ? 0 : errno;
+}
+
+// --delete: removes the directory `target` (or, in a dry run, lists what would go) so that a file
+// can take its name, keeping what the filters exclude; each path removed goes to deleted_, for the
+// parent to count and show. Returns 0 or the first errno.
+int Copier::make_way(int dst_dir, const std::string& target, bool dry_run) {
+  std::string rel = dir_rel_.empty() ? target : dir_rel_ + "/" + target;
+  MirrorCallbacks record{[&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}};
+  return remove_tree(dst_dir, target, rel, dry_run, record, opt_.filters);
 }
 
 // Gives the O_TMPFILE file open as `fd` the name `name`.
@@ -956,6 +973,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
     Result& r = results.emplace_back(result_for(job));
     report_id_ = job.id;
     struct stat st;
+    deleted_.clear();
     if (stop) {
       r.outcome = Outcome::Deferred;
     } else if (!in[i]) {
@@ -965,6 +983,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
     } else {
       r = copy_opened(std::move(in[i]), st, dst_dir, job, r);
     }
+    r.deleted = std::move(deleted_);
     stop = stop || ends_batch(r, opt_);
   }
   closes_ = nullptr;

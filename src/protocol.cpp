@@ -137,6 +137,9 @@ void encode(std::string& out, const Result& r) {
   w.str(r.detail);
   w.str(r.temp);
   w.str(r.hash ? std::string_view(reinterpret_cast<const char*>(r.hash->data()), 16) : std::string_view());
+  std::string deleted;  // NUL-separated: a path holds no NUL
+  for (const std::string& path : r.deleted) deleted.append(path).push_back('\0');
+  w.str(deleted);
 }
 
 void encode(std::string& out, const Progress& p) {
@@ -199,6 +202,13 @@ Result decode_result(std::string_view payload) {
     std::memcpy(res.hash->data(), hash.data(), 16);
   } else if (!hash.empty()) {
     throw ProtocolError("bad hash length");
+  }
+  std::string deleted = r.str();
+  for (size_t pos = 0; pos < deleted.size();) {
+    size_t end = deleted.find('\0', pos);
+    if (end == std::string::npos) throw ProtocolError("unterminated deleted path");
+    res.deleted.emplace_back(deleted, pos, end - pos);
+    pos = end + 1;
   }
   r.finish();
   return res;

@@ -122,6 +122,7 @@ class Runner {
   void poll_once(int timeout_ms);
   void read_worker(size_t w);
   void on_result(size_t w, const Result& r);
+  void note_deleted(const std::string& path);
   void on_progress(const Progress& p);
   void requeue(JobInfo& info);
   void on_worker_gone(size_t w);
@@ -483,6 +484,7 @@ void Runner::on_result(size_t w, const Result& r) {
   auto& sent = sent_[w];
   while (!sent.empty() && !pool_->slot(w).held.count(sent.front())) sent.pop_front();
   if (r.outcome == Outcome::Deferred) return requeue(it->second);
+  for (const std::string& path : r.deleted) note_deleted(path);  // a directory made way for a file
 
   JobInfo info = std::move(it->second);
   jobs_.erase(it);
@@ -908,6 +910,15 @@ void Runner::poll_once(int timeout) {
   }
 }
 
+void Runner::note_deleted(const std::string& path) {
+  ++stats_.files_deleted;
+  if (opt_.dry_run) {
+    out_line("delete " + display_path(path));
+  } else if (opt_.verbose) {
+    out_line("deleted " + display_path(path));
+  }
+}
+
 void Runner::run_delete() {
   if (!opt_.delete_extraneous || target_.single_file || abandon_ || stopping_ || !target_.dst_root) return;
   if (walker_->walk_errors() > 0) {
@@ -916,14 +927,7 @@ void Runner::run_delete() {
     return;
   }
   MirrorCallbacks cb;
-  cb.deleted = [&](const std::string& path) {
-    ++stats_.files_deleted;
-    if (opt_.dry_run) {
-      out_line("delete " + display_path(path));
-    } else if (opt_.verbose) {
-      out_line("deleted " + display_path(path));
-    }
-  };
+  cb.deleted = [&](const std::string& path) { note_deleted(path); };
   cb.failed = [&](const std::string& path, int err) {
     std::string reason = fmt::format("cannot delete: {}", errno_text(err));
     say(fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err)));

@@ -110,6 +110,7 @@ class Copier {
   void close_later(UniqueFd fd);
 
  private:
+  Result copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report);
   Result copy_file(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_opened(UniqueFd in, const struct stat& st, int dst_dir, const Job& job, Result result);
   Result begin_chunked(int src_dir, int dst_dir, const Job& job, Result result);
@@ -121,6 +122,7 @@ class Copier {
   int refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
   int cloned(int in, const struct stat& st, FileCopy& fc);
+  int make_way(int dst_dir, const std::string& target, bool dry_run);
   int copy_generated(int in, int out, const struct stat& st, FileCopy& fc);
   int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);
   int apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode);
@@ -137,6 +139,7 @@ class Copier {
   gid_t egid_;
   std::string temp_prefix_;
   std::string dir_rel_;
+  std::vector<std::string> deleted_;  // by make_way, for the job's result
   bool try_reflink_;   // cleared after the file system said no
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;

@@ -109,6 +109,9 @@ struct Result {
   std::string detail;    // reason text when err alone does not say it
   std::string temp;      // FileBegin: the temporary created
   std::optional<std::array<uint8_t, 16>> hash;  // XXH3-128 of the contents, when asked for
+  // --delete: what was removed (or, in a dry run, would be) for a file to take the place of a
+  // directory, as paths from the root.
+  std::vector<std::string> deleted;
 };
 
 // Bytes written so far in a long file, so the bar moves before the file is done.

@@ -725,6 +725,24 @@ TEST_F(DryRun, DryRunAgreesWithTheRealRunWhenAnEntryChangedType) {
   EXPECT_EQ(lines_of(real.err).front(), "pcopy: cannot copy 'a': Is a directory") << describe(real);
   EXPECT_EQ(read_file(dst + "/b/x"), "x");
   EXPECT_EQ(read_file(dst + "/a/k"), "keep");
+
+  // With --delete the directory makes way for the file, and what goes is listed and counted like
+  // any deletion (the dry run's "delete" lines, -v's "deleted" lines, the summary).
+  make_dirs(dst + "/a/sub");
+  write_file(dst + "/a/sub/s", "s");
+  dry = copy({"-n", "--delete"});
+  EXPECT_EQ(dry.status, 0) << describe(dry);
+  EXPECT_EQ(line_set(dry.out), (std::multiset<std::string>{"delete a/k", "delete a/sub/s", "delete a/sub", "delete a",
+                                                            "replace a", "replace b/x"}))
+      << describe(dry);
+  EXPECT_NE(dry.err.find("4 deleted"), std::string::npos) << describe(dry);
+  real = copy({"-v", "--delete"});
+  EXPECT_EQ(real.status, 0) << describe(real);
+  EXPECT_EQ(line_set(real.out), (std::multiset<std::string>{"deleted a/k", "deleted a/sub/s", "deleted a/sub",
+                                                             "deleted a", "a", "b/x"}))
+      << describe(real);
+  EXPECT_NE(real.err.find("4 deleted"), std::string::npos) << describe(real);
+  EXPECT_EQ(read_file(dst + "/a"), "new");
 }
 
 TEST_F(DryRun, DryRunIntoMissingDestinationCreatesNothing) {

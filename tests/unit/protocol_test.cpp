@@ -123,6 +123,7 @@ void expect_result_eq(const Result& want, const Result& got) {
   EXPECT_EQ(want.detail, got.detail);
   EXPECT_EQ(want.temp, got.temp);
   EXPECT_EQ(want.hash, got.hash);
+  EXPECT_EQ(want.deleted, got.deleted);
 }
 
 // Encodes one message, reads it back through a FrameReader, and checks the frame is exactly it.
@@ -155,6 +156,7 @@ Result sample_result() {
   std::array<uint8_t, 16> h{};
   for (int i = 0; i < 16; ++i) h[i] = static_cast<uint8_t>(0xF0 + i);
   r.hash = h;
+  r.deleted = {"dir/was a dir/inner", std::string("bad\xff\n", 5), "", "dir/was a dir"};
   return r;
 }
 
@@ -501,6 +503,18 @@ TEST(Protocol, ImpossibleJobCountThrowsInsteadOfAllocating) {
   std::string payload(4, '\0');      // dir ""
   payload += std::string(4, '\xff');  // 4 billion jobs in 8 bytes
   EXPECT_THROW(decode_batch(payload), ProtocolError);
+}
+
+TEST(Protocol, ResultWithAnUnterminatedDeletedPathThrowsProtocolError) {
+  Result r = sample_result();
+  r.deleted.clear();
+  // The last field is the deleted paths, empty here: make it one byte without its NUL.
+  Frame f = one_frame(r, MsgType::Result);
+  std::string payload(f.payload);
+  ASSERT_EQ(payload.substr(payload.size() - 4), std::string(4, '\0'));
+  payload[payload.size() - 4] = 1;  // little-endian length 1
+  payload.push_back('x');
+  EXPECT_THROW(decode_result(payload), ProtocolError);
 }
 
 TEST(Protocol, ResultHashOfWrongLengthThrowsProtocolError) {
