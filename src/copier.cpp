@@ -339,8 +339,7 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
       // the filters exclude in it, as the real run would find.
       if (opt_.dry_run && S_ISDIR(dst.st_mode) && !opt_.ignore_existing) {
         if (opt_.delete_extraneous) make_way(dst_dir, job.target(), true);
-        std::string rel = dir_rel_.empty() ? job.target() : dir_rel_ + "/" + job.target();
-        if (deleted_.empty() || deleted_.back() != rel) return fail(r, EISDIR);
+        if (deleted_.empty() || deleted_.back() != rel_of(job.target())) return fail(r, EISDIR);
       }
       struct stat src;
       if (opt_.ignore_existing || (opt_.update && up_to_date(src_dir, dst_dir, job, dst, src))) {
@@ -602,10 +601,12 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
 // can take its name, keeping what the filters exclude; each path removed goes to deleted_, for the
 // parent to count and show. Returns 0 or the first errno.
 int Copier::make_way(int dst_dir, const std::string& target, bool dry_run) {
-  std::string rel = dir_rel_.empty() ? target : dir_rel_ + "/" + target;
   MirrorCallbacks record{[&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}};
-  return remove_tree(dst_dir, target, rel, dry_run, record, opt_.filters);
+  return remove_tree(dst_dir, target, rel_of(target), dry_run, record, opt_.filters);
 }
+
+// Where `name` in the directory entered is in the tree.
+std::string Copier::rel_of(const std::string& name) const { return dir_rel_.empty() ? name : dir_rel_ + "/" + name; }
 
 // Gives the O_TMPFILE file open as `fd` the name `name`.
 int Copier::link_fd(int fd, int dir, const std::string& name) {

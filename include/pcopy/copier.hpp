@@ -123,6 +123,7 @@ class Copier {
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
   int cloned(int in, const struct stat& st, FileCopy& fc);
   int make_way(int dst_dir, const std::string& target, bool dry_run);
+  std::string rel_of(const std::string& name) const;
   int copy_generated(int in, int out, const struct stat& st, FileCopy& fc);
   int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);
   int apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode);
