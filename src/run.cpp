@@ -170,6 +170,7 @@ class Runner {
   sigset_t old_mask_{};
 
   std::unordered_map<uint64_t, JobInfo> jobs_;  // every job not yet answered: queued or sent
+  std::string frame_;                            // dispatch(): a batch's frame, its buffer reused
   std::deque<PendingBatch> queue_;
   PendingBatch current_;
   std::vector<std::deque<size_t>> batch_left_;  // per worker: unanswered jobs of each batch sent, oldest first
@@ -306,6 +307,7 @@ void Runner::start_pool() {
   sent_.assign(pool_->size(), {});
   answered_.assign(pool_->size(), 0);
   window_ = std::max<size_t>(4096, size_t(opt_.jobs) * kBatchFiles * 4);
+  jobs_.reserve(window_ + kEventsPerPoll);  // no rehashing as the window fills
 }
 
 void Runner::add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key) {
@@ -438,18 +440,25 @@ void Runner::dispatch() {
       if (pb.dir->facts.staged) batch.dst_dir = walker_->dst_rel_path(pb.dir);
     }
     WorkerSlot& slot = pool_->slot(size_t(w));
+    // The jobs are lent to the batch for its encoding, not copied: a copy is a few allocations
+    // per file, on the one process that all the workers wait for.
+    std::vector<JobInfo*> infos;
+    infos.reserve(pb.ids.size());
+    batch.jobs.reserve(pb.ids.size());
     for (uint64_t id : pb.ids) {
       JobInfo& info = jobs_.at(id);
       info.worker = w;
       info.alone = pb.ids.size() == 1;
       slot.held.insert(id);
       sent_[size_t(w)].push_back(id);
-      batch.jobs.push_back(info.job);
+      batch.jobs.push_back(std::move(info.job));
+      infos.push_back(&info);
     }
     batch_left_[size_t(w)].push_back(pb.ids.size());
-    std::string frame;
-    encode(frame, batch);
-    pool_->send(size_t(w), frame);
+    encode(frame_, batch);
+    for (size_t i = 0; i < infos.size(); ++i) infos[i]->job = std::move(batch.jobs[i]);
+    pool_->send(size_t(w), frame_);
+    frame_.clear();
   }
 }
 
