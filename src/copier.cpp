@@ -834,7 +834,7 @@ int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh
   if (opt_.archive) {
     owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
     if (!owner_kept && !chown_refused_to_user(errno, privileged_)) return errno;
-    if (int err = copy_xattrs_fd(src_fd, fd, privileged_)) return err;
+    if (int err = copy_xattrs_fd(src_fd, fd, privileged_, !fresh_mode)) return err;
   } else {
     owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
   }
@@ -880,7 +880,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   bool owner_kept = !opt_.archive ? st.st_uid == euid_ && st.st_gid == egid_
                                   : ::fchownat(dst_dir, t, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
   if (opt_.archive && !owner_kept && !chown_refused_to_user(errno, privileged_)) err = errno;
-  if (!err && opt_.archive) err = copy_xattrs_at(src_dir, job.name, dst_dir, tmp, privileged_);
+  if (!err && opt_.archive) err = copy_xattrs_at(src_dir, job.name, dst_dir, tmp, privileged_, default_acl_);
   if (!err && !S_ISLNK(st.st_mode)) {
     if (::fchmodat(dst_dir, t, mode_for_copy(st.st_mode, owner_kept), 0) != 0) err = errno;
   }

@@ -536,8 +536,9 @@ int Walker::apply_dir_metadata(DirNode* dir) {
   if (opt_.archive) {
     owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
     if (!owner_kept && !chown_refused_to_user(errno, euid_ == 0)) return errno;
-    // An existing copy loses what SRC's directory no longer has (an ACL removed with setfacl -b).
-    if (int err = set_xattrs_fd(fd, dir->xattrs, euid_ == 0, !dir->fresh)) return err;
+    // An existing copy loses what SRC's directory no longer has (an ACL removed with setfacl -b),
+    // a new one the ACLs it inherited from a default ACL of its parent.
+    if (int err = set_xattrs_fd(fd, dir->xattrs, euid_ == 0, !dir->fresh || dir->facts.default_acl)) return err;
   }
   if (!dir->mode_set && ::fchmod(fd, mode_for_copy(st.st_mode, owner_kept)) != 0) return errno;  // mode_set: no special bits
   if (::futimens(fd, times) != 0) return errno;

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -63,6 +64,14 @@ int read_grow(std::string& buf, Fn&& fn) {
   }
 }
 
+// Attributes that are not copied, read or removed, as cp -a leaves them (/etc/xattr.conf): XFS
+// shows its ACLs and capabilities a second time as trusted.SGI_* (writing or pruning those would
+// change the ACL behind system.posix_acl_*'s back), and security.evm only the kernel writes.
+bool skipped(std::string_view name) {
+  return name.starts_with("trusted.SGI_") || name.starts_with("xfsroot.") || name.starts_with("trusted.overlay.") ||
+         name == "security.evm";
+}
+
 bool ignorable(int err, bool privileged) {
   return err == ENOTSUP || err == ENODATA || (!privileged && (err == EPERM || err == EACCES));
 }
@@ -77,7 +86,7 @@ int read_all(const XattrOps& ops, bool privileged, Attrs& attrs) {
   for (size_t pos = 0; pos < names.size();) {
     std::string name(names.c_str() + pos);
     pos += name.size() + 1;
-    if (name.empty()) continue;
+    if (name.empty() || skipped(name)) continue;
     err = read_grow(value, [&](char* b, size_t n) { return ops.get(ops.self, name.c_str(), b, n); });
     if (err && !ignorable(err, privileged)) return err;
     if (!err) attrs.emplace(std::move(name), value);
@@ -131,16 +140,16 @@ int set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>
   return write_attrs(Attrs(attrs.begin(), attrs.end()), fd_ops(&fd), privileged, prune, written);
 }
 
-int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged) {
+int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged, bool prune) {
   bool written = false;
-  return write_with(fd_ops(&src_fd), fd_ops(&dst_fd), privileged, false, written);
+  return write_with(fd_ops(&src_fd), fd_ops(&dst_fd), privileged, prune, written);
 }
 
 int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
-                   bool privileged) {
+                   bool privileged, bool prune) {
   std::string s = proc_path(src_dir, src_name), d = proc_path(dst_dir, dst_name);
   bool written = false;
-  return write_with(path_ops(&s), path_ops(&d), privileged, false, written);
+  return write_with(path_ops(&s), path_ops(&d), privileged, prune, written);
 }
 
 int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,

@@ -9,10 +9,12 @@
 
 namespace pcopy {
 
-// Both return 0 or an errno.
-int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged);
+// Both return 0 or an errno. `prune`: dst may have attributes src lacks (an ACL inherited from
+// its directory's default ACL, or its own from before), and they are removed: a copy made with -a
+// has its source's ACL, not more.
+int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged, bool prune);
 int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
-                   bool privileged);
+                   bool privileged, bool prune);
 // Makes dst's attributes those of src where they differ, removing those src lacks; `written`
 // tells whether anything was changed.
 int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
