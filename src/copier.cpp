@@ -267,6 +267,20 @@ DirFacts dir_facts(int dir, const DirFacts* same_fs) {
   return f;
 }
 
+std::string owner_text(const struct stat& st) { return fmt::format("{}:{}", st.st_uid, st.st_gid); }
+
+std::string mode_text(mode_t mode) { return fmt::format("{:04o}", mode & 07777); }
+
+int note_unkept(std::vector<Unkept>& unkept, int err, const char* what, std::string value) {
+  if (!refused_metadata(err)) return err;
+  unkept.push_back({what, std::move(value), err});
+  return 0;
+}
+
+void note_unkept(std::vector<Unkept>& unkept, const XattrsRefused& refused) {
+  if (refused.err) unkept.push_back({"extended attributes", refused.names, refused.err});
+}
+
 bool has_default_acl(int dir) {
   if (::fgetxattr(dir, "system.posix_acl_default", nullptr, 0) >= 0) return true;
   return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
@@ -319,8 +333,10 @@ std::string Copier::next_temp_name() {
 
 Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {
   deleted_.clear();
+  unkept_.clear();
   Result r = copy_job(src_dir, dst_dir, dst_root, job, report);
   r.deleted = std::move(deleted_);
+  if (r.outcome != Outcome::Failed) r.unkept = std::move(unkept_);
   return r;
 }
 
@@ -420,11 +436,17 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
   if (opt_.archive) {
     owner_kept = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
     if (!owner_kept) owner_kept = chowned = ::fchownat(dst_dir, t, src.st_uid, src.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
-    if (!owner_kept && !chown_refused_to_user(errno, privileged_)) return errno;
+    if (!owner_kept && !chown_refused_to_user(errno, privileged_)) {
+      int e = errno;
+      if (int err = note_unkept(unkept_, e, "owner", owner_text(src))) return err;
+    }
     // Attributes are compared only if they may have changed since the copy's were written: any
     // change to the source's sets its ctime, the copy's ctime is when pcopy last wrote it.
     if (to_ns(src.st_ctim) >= to_ns(dst.st_ctim)) {
-      if (int err = sync_xattrs_at(src_dir, job.name, dst_dir, job.target(), privileged_, xattrs_written)) return err;
+      XattrsRefused refused;
+      if (int err = sync_xattrs_at(src_dir, job.name, dst_dir, job.target(), privileged_, xattrs_written, refused))
+        return err;
+      note_unkept(unkept_, refused);
     }
   } else {
     owner_kept = src.st_uid == euid_ && src.st_gid == egid_;
@@ -433,12 +455,14 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
     mode_t mode = mode_for_copy(src.st_mode, owner_kept);
     // chown cleared the set-id bits; an ACL written may have changed the group bits.
     if ((chowned || xattrs_written || (dst.st_mode & 07777) != mode) &&
-        ::fchmodat(dst_dir, t, mode, AT_SYMLINK_NOFOLLOW) != 0)
-      return errno;
+        ::fchmodat(dst_dir, t, mode, AT_SYMLINK_NOFOLLOW) != 0) {
+      int e = errno;
+      if (int err = note_unkept(unkept_, e, "mode", mode_text(mode))) return err;
+    }
   }
   if (to_ns(dst.st_mtim) != to_ns(src.st_mtim)) {  // --checksum: same contents, another time
     struct timespec times[2] = {src.st_atim, src.st_mtim};
-    if (::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    if (::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) return note_unkept(unkept_, errno, "times");
   }
   return 0;
 }
@@ -833,17 +857,26 @@ int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh
   bool owner_kept;
   if (opt_.archive) {
     owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
-    if (!owner_kept && !chown_refused_to_user(errno, privileged_)) return errno;
-    if (int err = copy_xattrs_fd(src_fd, fd, privileged_, !fresh_mode)) return err;
+    if (!owner_kept && !chown_refused_to_user(errno, privileged_)) {
+      int e = errno;
+      if (int err = note_unkept(unkept_, e, "owner", owner_text(st))) return err;
+    }
+    XattrsRefused refused;
+    if (int err = copy_xattrs_fd(src_fd, fd, privileged_, !fresh_mode, refused)) return err;
+    note_unkept(unkept_, refused);
   } else {
     owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
   }
   mode_t mode = mode_for_copy(st.st_mode, owner_kept);
-  if ((!fresh_mode || opt_.archive || (mode & 07000)) && ::fchmod(fd, mode) != 0) return errno;
+  if ((!fresh_mode || opt_.archive || (mode & 07000)) && ::fchmod(fd, mode) != 0) {
+    int e = errno;
+    if (int err = note_unkept(unkept_, e, "mode", mode_text(mode))) return err;
+  }
   struct timespec times[2] = {st.st_atim, st.st_mtim};
-  if (::futimens(fd, times) != 0) return errno;
+  if (::futimens(fd, times) != 0) return note_unkept(unkept_, errno, "times");
   return 0;
 }
+
 
 Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) {
   struct stat st;
@@ -879,13 +912,22 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   int err = 0;
   bool owner_kept = !opt_.archive ? st.st_uid == euid_ && st.st_gid == egid_
                                   : ::fchownat(dst_dir, t, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
-  if (opt_.archive && !owner_kept && !chown_refused_to_user(errno, privileged_)) err = errno;
-  if (!err && opt_.archive) err = copy_xattrs_at(src_dir, job.name, dst_dir, tmp, privileged_, default_acl_);
-  if (!err && !S_ISLNK(st.st_mode)) {
-    if (::fchmodat(dst_dir, t, mode_for_copy(st.st_mode, owner_kept), 0) != 0) err = errno;
+  if (opt_.archive && !owner_kept && !chown_refused_to_user(errno, privileged_)) {
+    int e = errno;
+    err = note_unkept(unkept_, e, "owner", owner_text(st));
+  }
+  if (!err && opt_.archive) {
+    XattrsRefused refused;
+    err = copy_xattrs_at(src_dir, job.name, dst_dir, tmp, privileged_, default_acl_, refused);
+    note_unkept(unkept_, refused);
+  }
+  mode_t mode = mode_for_copy(st.st_mode, owner_kept);
+  if (!err && !S_ISLNK(st.st_mode) && ::fchmodat(dst_dir, t, mode, 0) != 0) {
+    int e = errno;
+    err = note_unkept(unkept_, e, "mode", mode_text(mode));
   }
   struct timespec times[2] = {st.st_atim, st.st_mtim};
-  if (!err && ::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
+  if (!err && ::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) err = note_unkept(unkept_, errno, "times");
   if (!err && !staged_) err = install(dst_dir, tmp, job.target());
   if (err) {
     ::unlinkat(dst_dir, t, 0);
@@ -975,6 +1017,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
     report_id_ = job.id;
     struct stat st;
     deleted_.clear();
+    unkept_.clear();
     if (stop) {
       r.outcome = Outcome::Deferred;
     } else if (!in[i]) {
@@ -985,6 +1028,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
       r = copy_opened(std::move(in[i]), st, dst_dir, job, r);
     }
     r.deleted = std::move(deleted_);
+    if (r.outcome != Outcome::Failed) r.unkept = std::move(unkept_);
     stop = stop || ends_batch(r, opt_);
   }
   closes_ = nullptr;

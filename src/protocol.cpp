@@ -140,6 +140,12 @@ void encode(std::string& out, const Result& r) {
   std::string deleted;  // NUL-separated: a path holds no NUL
   for (const std::string& path : r.deleted) deleted.append(path).push_back('\0');
   w.str(deleted);
+  w.num(static_cast<uint32_t>(r.unkept.size()));
+  for (const Unkept& u : r.unkept) {
+    w.str(u.what);
+    w.str(u.value);
+    w.num(u.err);
+  }
 }
 
 void encode(std::string& out, const Progress& p) {
@@ -209,6 +215,14 @@ Result decode_result(std::string_view payload) {
     if (end == std::string::npos) throw ProtocolError("unterminated deleted path");
     res.deleted.emplace_back(deleted, pos, end - pos);
     pos = end + 1;
+  }
+  auto unkept = r.num<uint32_t>();
+  if (unkept > payload.size()) throw ProtocolError("impossible count of metadata not kept");
+  for (uint32_t i = 0; i < unkept; ++i) {
+    Unkept& u = res.unkept.emplace_back();
+    u.what = r.str();
+    u.value = r.str();
+    u.err = r.num<int32_t>();
   }
   r.finish();
   return res;

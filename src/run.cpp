@@ -148,6 +148,9 @@ class Runner {
   std::string rel(DirNode* dir, const std::string& name) const;
 
   void error(const std::string& rel, const std::string& reason);
+  // A copy that stands without a piece of its source's metadata: an error too (exit status 1).
+  void unkept(const std::string& rel, const Unkept& u);
+  void report_error(const std::string& line, const std::string& rel, const std::string& reason);
   void warning(const std::string& rel, const std::string& text);
   void say(const std::string& line);      // stderr, above the bar
   // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
@@ -232,7 +235,18 @@ void Runner::out_line(const std::string& line) {
 }
 
 void Runner::error(const std::string& path, const std::string& reason) {
-  say(paint("31", fmt::format("pcopy: cannot copy '{}': {}", display_path(path), reason)));
+  report_error(fmt::format("pcopy: cannot copy '{}': {}", display_path(path), reason), path, reason);
+}
+
+void Runner::unkept(const std::string& path, const Unkept& u) {
+  std::string what = u.value.empty() ? "the " + u.what : fmt::format("the {} ({})", u.what, display_path(u.value));
+  std::string shown = path.empty() ? "." : path;
+  report_error(fmt::format("pcopy: cannot keep {} of '{}': {}", what, display_path(shown), errno_text(u.err)), shown,
+               fmt::format("cannot keep {}: {}", what, errno_text(u.err)));
+}
+
+void Runner::report_error(const std::string& line, const std::string& path, const std::string& reason) {
+  say(paint("31", line));
   stats_.errors.push_back({path, reason});
   if (opt_.fail_fast) {
     stop_dispatching();
@@ -494,6 +508,7 @@ void Runner::on_result(size_t w, const Result& r) {
   while (!sent.empty() && !pool_->slot(w).held.count(sent.front())) sent.pop_front();
   if (r.outcome == Outcome::Deferred) return requeue(it->second);
   for (const std::string& path : r.deleted) note_deleted(path);  // a directory made way for a file
+  for (const Unkept& u : r.unkept) unkept(rel(it->second), u);
 
   JobInfo info = std::move(it->second);
   jobs_.erase(it);
@@ -1002,9 +1017,10 @@ int Runner::run() {
     UniqueFd dst(target_.dst_root ? ::fcntl(target_.dst_root.get(), F_DUPFD_CLOEXEC, 0) : -1);
     walker_.emplace(
         opt_, std::move(src), std::move(dst), target_.src_st,
-        [this](const DirNode& dir, int err) {
+        [this](const DirNode& dir, int err, const std::vector<Unkept>& unkept_list) {
           std::string path = walker_->rel_path(&dir);
-          error(path.empty() ? "." : path, errno_text(err));
+          if (err) error(path.empty() ? "." : path, errno_text(err));
+          for (const Unkept& u : unkept_list) unkept(path, u);
         },
         stat_entries_);
   }

@@ -510,23 +510,25 @@ int Walker::dst_fd_for(DirNode* dir) {
 
 void Walker::finish_dir(DirNode* dir) {
   if (!opt_.dry_run && dst_root_) {
-    int err = apply_dir_metadata(dir);
+    std::vector<Unkept> unkept;
+    int err = apply_dir_metadata(dir, unkept);
     int reveal_err = reveal(dir);  // its files are complete, whatever became of its metadata
     if (!err) err = reveal_err;
-    if (err) on_dir_error_(*dir, err);
+    if (err || !unkept.empty()) on_dir_error_(*dir, err, err ? std::vector<Unkept>() : unkept);
   }
   if (dir->deferred_fd) --deferred_fds_;
   live_.erase(dir);
   delete dir;
 }
 
-int Walker::apply_dir_metadata(DirNode* dir) {
+int Walker::apply_dir_metadata(DirNode* dir, std::vector<Unkept>& unkept) {
   const struct stat& st = dir->st;
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (!dir->dst && !dir->staged_name.empty() && dir->mode_set && dir->forgotten.empty() && !opt_.fsync) {
     // A staged directory never opened (see open_dst_child): only its times are left to set.
     int pfd = dst_fd_for(dir->parent);
-    if (pfd < 0 || ::utimensat(pfd, dir->staged_name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    if (pfd < 0) return errno;
+    if (::utimensat(pfd, dir->staged_name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) return note_unkept(unkept, errno, "times");
     return 0;
   }
   int fd = dst_fd_for(dir);
@@ -535,13 +537,24 @@ int Walker::apply_dir_metadata(DirNode* dir) {
   bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
   if (opt_.archive) {
     owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
-    if (!owner_kept && !chown_refused_to_user(errno, euid_ == 0)) return errno;
+    if (!owner_kept && !chown_refused_to_user(errno, euid_ == 0)) {
+      int e = errno;
+      if (int err = note_unkept(unkept, e, "owner", owner_text(st))) return err;
+    }
     // An existing copy loses what SRC's directory no longer has (an ACL removed with setfacl -b),
     // a new one the ACLs it inherited from a default ACL of its parent.
-    if (int err = set_xattrs_fd(fd, dir->xattrs, euid_ == 0, !dir->fresh || dir->facts.default_acl)) return err;
+    XattrsRefused refused;
+    if (int err = set_xattrs_fd(fd, dir->xattrs, euid_ == 0, !dir->fresh || dir->facts.default_acl, refused)) return err;
+    note_unkept(unkept, refused);
   }
-  if (!dir->mode_set && ::fchmod(fd, mode_for_copy(st.st_mode, owner_kept)) != 0) return errno;  // mode_set: no special bits
-  if (::futimens(fd, times) != 0) return errno;
+  mode_t mode = mode_for_copy(st.st_mode, owner_kept);
+  if (!dir->mode_set && ::fchmod(fd, mode) != 0) {  // mode_set: made with it, and it has no special bits
+    int e = errno;
+    if (int err = note_unkept(unkept, e, "mode", mode_text(mode))) return err;
+  }
+  if (::futimens(fd, times) != 0) {
+    if (int err = note_unkept(unkept, errno, "times")) return err;
+  }
   if (opt_.fsync && ::fsync(fd) != 0) return errno;
   return 0;
 }
@@ -598,7 +611,7 @@ void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const
     if (!dir->staged_name.empty()) staged.push_back(dir);
   }
   for (DirNode* dir : staged)
-    if (int err = reveal(dir)) on_dir_error_(*dir, err);
+    if (int err = reveal(dir)) on_dir_error_(*dir, err, {});
 }
 
 }  // namespace pcopy

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "pcopy/protocol.hpp"
+
 namespace pcopy {
 namespace {
 
@@ -95,7 +97,8 @@ int read_all(const XattrOps& ops, bool privileged, Attrs& attrs) {
 }
 
 // Writes `want` to dst where it differs and, with `prune`, removes the attributes `want` lacks.
-int write_attrs(const Attrs& want, const XattrOps& dst, bool privileged, bool prune, bool& written) {
+int write_attrs(const Attrs& want, const XattrOps& dst, bool privileged, bool prune, bool& written,
+                XattrsRefused& refused) {
   Attrs have;
   if (prune) {
     if (int err = read_all(dst, privileged, have)) return err;
@@ -113,17 +116,23 @@ int write_attrs(const Attrs& want, const XattrOps& dst, bool privileged, bool pr
     if (it != have.end() && it->second == value) continue;
     if (dst.set(dst.self, name.c_str(), value.data(), value.size()) == 0) {
       written = true;
-    } else if (!ignorable(errno, privileged)) {
+    } else if (!privileged && (errno == EPERM || errno == EACCES)) {
+      // Not the user's to write (trusted.*, security.*), as cp -a leaves it.
+    } else if (refused_metadata(errno)) {
+      if (!refused.err) refused.err = errno;
+      refused.names += (refused.names.empty() ? "" : ", ") + name;
+    } else if (errno != ENODATA) {
       return errno;
     }
   }
   return 0;
 }
 
-int write_with(const XattrOps& src, const XattrOps& dst, bool privileged, bool prune, bool& written) {
+int write_with(const XattrOps& src, const XattrOps& dst, bool privileged, bool prune, bool& written,
+               XattrsRefused& refused) {
   Attrs want;
   if (int err = read_all(src, privileged, want)) return err;
-  return write_attrs(want, dst, privileged, prune, written);
+  return write_attrs(want, dst, privileged, prune, written, refused);
 }
 
 }  // namespace
@@ -135,27 +144,27 @@ std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool pri
 }
 
 int set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& attrs, bool privileged,
-                  bool prune) {
+                  bool prune, XattrsRefused& refused) {
   bool written = false;
-  return write_attrs(Attrs(attrs.begin(), attrs.end()), fd_ops(&fd), privileged, prune, written);
+  return write_attrs(Attrs(attrs.begin(), attrs.end()), fd_ops(&fd), privileged, prune, written, refused);
 }
 
-int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged, bool prune) {
+int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged, bool prune, XattrsRefused& refused) {
   bool written = false;
-  return write_with(fd_ops(&src_fd), fd_ops(&dst_fd), privileged, prune, written);
+  return write_with(fd_ops(&src_fd), fd_ops(&dst_fd), privileged, prune, written, refused);
 }
 
 int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
-                   bool privileged, bool prune) {
+                   bool privileged, bool prune, XattrsRefused& refused) {
   std::string s = proc_path(src_dir, src_name), d = proc_path(dst_dir, dst_name);
   bool written = false;
-  return write_with(path_ops(&s), path_ops(&d), privileged, prune, written);
+  return write_with(path_ops(&s), path_ops(&d), privileged, prune, written, refused);
 }
 
 int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
-                   bool privileged, bool& written) {
+                   bool privileged, bool& written, XattrsRefused& refused) {
   std::string s = proc_path(src_dir, src_name), d = proc_path(dst_dir, dst_name);
-  return write_with(path_ops(&s), path_ops(&d), privileged, true, written);
+  return write_with(path_ops(&s), path_ops(&d), privileged, true, written, refused);
 }
 
 }  // namespace pcopy

@@ -17,6 +17,7 @@
 #include "pcopy/fd.hpp"
 #include "pcopy/options.hpp"
 #include "pcopy/protocol.hpp"
+#include "pcopy/xattrs.hpp"
 
 namespace pcopy {
 
@@ -68,6 +69,13 @@ inline bool chown_refused_to_user(int err, bool privileged) { return !privileged
 inline mode_t mode_for_copy(mode_t src_mode, bool owner_kept) {
   return src_mode & (owner_kept ? 07777 : 07777 & ~mode_t(S_ISUID | S_ISGID));
 }
+// How an Unkept names an owner and a mode: "1000:1000", "4755".
+std::string owner_text(const struct stat& st);
+std::string mode_text(mode_t mode);
+// Notes `what` as not kept on a copy when `err` is the destination refusing it (refused_metadata())
+// and returns 0; returns any other error, which fails the copy.
+int note_unkept(std::vector<Unkept>& unkept, int err, const char* what, std::string value = {});
+void note_unkept(std::vector<Unkept>& unkept, const XattrsRefused& refused);
 
 // Per-worker state shared by every copy: options, a data buffer, and what the process may do.
 struct FileCopy;
@@ -143,6 +151,7 @@ class Copier {
   std::string temp_prefix_;
   std::string dir_rel_;
   std::vector<std::string> deleted_;  // by make_way, for the job's result
+  std::vector<Unkept> unkept_;        // by unkept(), for the job's result
   bool try_reflink_;   // cleared after the file system said no
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <array>
+#include <cerrno>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -99,6 +100,24 @@ enum class Outcome : uint8_t {
 inline constexpr uint64_t kChunkBytes = 64ull << 20;
 inline constexpr uint64_t kChunkThreshold = 128ull << 20;
 
+// A piece of the source's metadata a copy could not be given because the destination refuses
+// it (see refused_metadata() in copier.hpp): the copy stands without it, and the run reports it.
+struct Unkept {
+  std::string what;   // "owner", "mode", "times", "extended attributes"
+  std::string value;  // what it should have been: "1000:1000", "4755", the attribute names; or ""
+  int32_t err = 0;    // the refusal
+  bool operator==(const Unkept&) const = default;
+};
+
+// Whether `err`, from giving a copy its source's owner, mode, times or extended attributes, is the
+// destination refusing that piece while the data could be written: a chown by root in a user
+// namespace (EINVAL) or on FAT, exFAT, CIFS or root-squashed NFS (EPERM), attributes a file system
+// does not store (ENOTSUP), a value too big for it (E2BIG, ERANGE). Then the copy stands without
+// it and the run reports it, exit status 1, as with cp -a and rsync -a; other errors fail the copy.
+inline bool refused_metadata(int err) {
+  return err == EPERM || err == EACCES || err == EINVAL || err == ENOTSUP || err == E2BIG || err == ERANGE;
+}
+
 struct Result {
   uint64_t id = 0;
   Outcome outcome = Outcome::Copied;
@@ -112,6 +131,7 @@ struct Result {
   // --delete: what was removed (or, in a dry run, would be) for a file to take the place of a
   // directory, as paths from the root.
   std::vector<std::string> deleted;
+  std::vector<Unkept> unkept;  // Copied, Replaced, Skipped (-u's refresh): what the copy lacks
 };
 
 // Bytes written so far in a long file, so the bar moves before the file is done.

@@ -70,7 +70,8 @@ const char* skip_reason(mode_t mode, const Options& options, uid_t euid);
 class Walker {
  public:
   // Called when a directory's metadata could not be applied.
-  using DirErrorFn = std::function<void(const DirNode&, int err)>;
+  // A directory whose metadata failed (`err`), or that stands without some of it (`unkept`).
+  using DirErrorFn = std::function<void(const DirNode&, int err, const std::vector<Unkept>& unkept)>;
 
   // Without `stat_entries`, non-directories are typed by getdents' d_type alone (no stat per
   // file in the parent); events then carry only st_mode.
@@ -113,7 +114,7 @@ class Walker {
   void prepare_existing(DirNode* node, const DirNode* parent, int fd);
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
-  int apply_dir_metadata(DirNode* dir);
+  int apply_dir_metadata(DirNode* dir, std::vector<Unkept>& unkept);
   int reveal(DirNode* dir);
   int merge_staged(int pfd, DirNode* dir);
   bool small_leaf(int src_fd);

@@ -9,21 +9,28 @@
 
 namespace pcopy {
 
-// Both return 0 or an errno. `prune`: dst may have attributes src lacks (an ACL inherited from
+// The attributes a destination refused (refused_metadata()): their names, ", "-separated, and the
+// first refusal. The rest are written all the same.
+struct XattrsRefused {
+  std::string names;
+  int err = 0;
+};
+
+// All return 0 or an errno. `prune`: dst may have attributes src lacks (an ACL inherited from
 // its directory's default ACL, or its own from before), and they are removed: a copy made with -a
 // has its source's ACL, not more.
-int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged, bool prune);
+int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged, bool prune, XattrsRefused& refused);
 int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
-                   bool privileged, bool prune);
+                   bool privileged, bool prune, XattrsRefused& refused);
 // Makes dst's attributes those of src where they differ, removing those src lacks; `written`
 // tells whether anything was changed.
 int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
-                   bool privileged, bool& written);
+                   bool privileged, bool& written, XattrsRefused& refused);
 // The attributes of `fd` the caller may read.
 std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool privileged);
 // Gives `fd` the attributes `attrs` (read earlier from a source) and, with `prune`, removes those
 // it has that `attrs` lacks.
 int set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& attrs, bool privileged,
-                  bool prune);
+                  bool prune, XattrsRefused& refused);
 
 }  // namespace pcopy

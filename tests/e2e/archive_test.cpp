@@ -754,5 +754,84 @@ TEST_F(ArchiveSpecialFilesTest, ArchiveKeepsAclsOnXfsRunAfterRun) {
   EXPECT_EQ(get_xattr(back + "/shared/file", "trusted.SGI_ACL_FILE"), std::nullopt);
 }
 
+// Where the destination refuses part of the metadata, the copy stands without it and each refusal
+// is one error line naming the path and the OS's reason, exit status 1, as with cp -a and rsync -a.
+// Root in a user namespace (a rootless container) may not give files owners it does not map:
+// before, such a file was not copied at all and its directory lost its times.
+TEST_F(ArchiveSpecialFilesTest, ArchiveKeepsFilesWhoseOwnerTheDestinationRefuses) {
+  if (!is_root()) GTEST_SKIP() << "needs root (chown to another user)";
+  if (run({"unshare", "-U", "-r", "true"}).status != 0) GTEST_SKIP() << "cannot make a user namespace here";
+  write_file(src + "/mine", "root's\n", 0644);
+  write_file(src + "/theirs", "nobody's\n", 0755);
+  make_dir(src + "/dir", 0755);  // readable to root in the namespace, which its owner is not mapped into
+  write_file(src + "/dir/inner", "inner\n", 0600);
+  make_symlink("mine", src + "/link");
+  for (const char* rel : {"/theirs", "/dir", "/link"}) lchown_to(src + rel, kNobody, kNobody);
+  chmod_to(src + "/theirs", 04755);  // after chown, which clears it
+  set_times(src + "/theirs", 1'262'304'000LL * kSec + 1, 1'262'304'000LL * kSec + 2);
+  set_times(src + "/dir", 1'262'304'100LL * kSec + 3, 1'262'304'100LL * kSec + 4);
+
+  auto pcopy_in_userns = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv{"unshare", "-U", "-r", pcopy_bin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, with_timeout(120));
+  };
+  // Unmapped in the namespace, nobody shows as the overflow id 65534, which chown refuses.
+  const std::vector<std::string> refusals = {"pcopy: cannot keep the owner (65534:65534) of 'dir': Invalid argument",
+                                             "pcopy: cannot keep the owner (65534:65534) of 'link': Invalid argument",
+                                             "pcopy: cannot keep the owner (65534:65534) of 'theirs': Invalid argument"};
+  auto error_lines = [](const RunResult& r) {
+    std::vector<std::string> lines;
+    for (const std::string& line : lines_of(r.err))
+      if (line.starts_with("pcopy: cannot")) lines.push_back(line);
+    std::sort(lines.begin(), lines.end());
+    return lines;
+  };
+  RunResult r = pcopy_in_userns({"-a", src, dst});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(error_lines(r), refusals) << describe(r);
+  EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"dir", "dir/inner", "link", "mine", "theirs"}));
+  EXPECT_EQ(read_file(dst + "/theirs"), "nobody's\n");
+  EXPECT_EQ(mode_bits(dst + "/theirs"), 0755u) << "a set-uid bit is kept only with its owner";
+  EXPECT_EQ(mtime_ns(lstat_of(dst + "/theirs")), 1'262'304'000LL * kSec + 2);
+  EXPECT_EQ(mtime_ns(lstat_of(dst + "/dir")), 1'262'304'100LL * kSec + 4) << "the directory lost its times";
+  EXPECT_EQ(mode_bits(dst + "/dir"), 0755u);
+  EXPECT_EQ(read_link(dst + "/link"), "mine");
+
+  SCOPED_TRACE("-a -u again: nothing to copy, the same refusals");
+  r = pcopy_in_userns({"-a", "-u", "--json", src, dst});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(error_lines(r), refusals) << describe(r);
+  EXPECT_NE(r.out.find("\"reason\": \"cannot keep the owner (65534:65534): Invalid argument\""), std::string::npos) << r.out;
+}
+
+// A destination without extended attributes (ramfs here; FAT, exFAT and many network file systems
+// alike): -a reports each file whose attributes or ACL it cannot keep, exit status 1, and copies
+// it; without -a nothing is asked of it and nothing reported.
+TEST_F(ArchiveSpecialFilesTest, ArchiveReportsAttributesTheDestinationCannotStore) {
+  if (!is_root()) GTEST_SKIP() << "needs root (mount a ramfs)";
+  Mount ramfs(tmp / "ramfs", Mount::Ramfs{});
+  if (!ramfs.mounted()) GTEST_SKIP() << ramfs.why();
+  write_file(src + "/tagged", "t\n");
+  set_xattr(src + "/tagged", "user.tag", "v"sv);
+  write_file(src + "/acl", "a\n", 0640);
+  run_ok({"setfacl", "-m", "u:65534:r--", src + "/acl"});
+  write_file(src + "/plain", "p\n");
+
+  RunResult r = run_pcopy({"-a", src, tmp / "ramfs/a"});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line_with(r.err, {"pcopy: cannot keep the extended attributes (user.tag) of 'tagged': ",
+                                    std::strerror(ENOTSUP)}))
+      << describe(r);
+  EXPECT_TRUE(has_line_with(r.err, {"pcopy: cannot keep the extended attributes (system.posix_acl_access) of 'acl': "}))
+      << describe(r);
+  EXPECT_FALSE(has_line_with(r.err, {"'plain'"})) << describe(r);
+  EXPECT_TRUE(has_line_with(r.err, {"copied 3 files", "2 errors"})) << describe(r);
+  for (const char* name : {"tagged", "acl", "plain"}) EXPECT_TRUE(exists(tmp / "ramfs/a/" + name)) << name;
+
+  r = run_pcopy({"-q", src, tmp / "ramfs/plain"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+}
+
 }  // namespace
 }  // namespace pcopy::test

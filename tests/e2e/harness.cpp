@@ -803,6 +803,12 @@ Mount::Mount(const std::string& dir, const Tmpfs& fs) : dir_(dir) {
   if (!mounted_) why_ = "cannot mount a tmpfs: " + std::string(std::strerror(errno));
 }
 
+Mount::Mount(const std::string& dir, const Ramfs&) : dir_(dir) {
+  make_dirs(dir);
+  mounted_ = ::mount("ramfs", dir.c_str(), "ramfs", 0, nullptr) == 0;
+  if (!mounted_) why_ = "cannot mount a ramfs: " + std::string(std::strerror(errno));
+}
+
 Mount::Mount(const std::string& dir, const Bind& fs) : dir_(dir) {
   make_dirs(dir);
   mounted_ = ::mount(fs.target.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) == 0;

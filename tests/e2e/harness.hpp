@@ -82,7 +82,9 @@ class Mount {
   struct Bind {  // another name for an existing directory
     std::string target;
   };
+  struct Ramfs {};  // no extended attributes, no ACLs
   Mount(const std::string& dir, const Tmpfs& fs);
+  Mount(const std::string& dir, const Ramfs& fs);
   Mount(const std::string& dir, const LoopXfs& fs);
   Mount(const std::string& dir, const Bind& fs);
   ~Mount();

@@ -124,6 +124,7 @@ void expect_result_eq(const Result& want, const Result& got) {
   EXPECT_EQ(want.temp, got.temp);
   EXPECT_EQ(want.hash, got.hash);
   EXPECT_EQ(want.deleted, got.deleted);
+  EXPECT_EQ(want.unkept, got.unkept);
 }
 
 // Encodes one message, reads it back through a FrameReader, and checks the frame is exactly it.
@@ -157,6 +158,7 @@ Result sample_result() {
   for (int i = 0; i < 16; ++i) h[i] = static_cast<uint8_t>(0xF0 + i);
   r.hash = h;
   r.deleted = {"dir/was a dir/inner", std::string("bad\xff\n", 5), "", "dir/was a dir"};
+  r.unkept = {{"owner", "1000:1000", 22}, {"extended attributes", std::string("user.a\0b, system.posix_acl_access", 34), 95}};
   return r;
 }
 
@@ -508,12 +510,25 @@ TEST(Protocol, ImpossibleJobCountThrowsInsteadOfAllocating) {
 TEST(Protocol, ResultWithAnUnterminatedDeletedPathThrowsProtocolError) {
   Result r = sample_result();
   r.deleted.clear();
-  // The last field is the deleted paths, empty here: make it one byte without its NUL.
+  r.unkept.clear();
+  // The last fields are the deleted paths and the count of unkept metadata, both empty here: make
+  // the paths one byte without its NUL.
   Frame f = one_frame(r, MsgType::Result);
   std::string payload(f.payload);
-  ASSERT_EQ(payload.substr(payload.size() - 4), std::string(4, '\0'));
-  payload[payload.size() - 4] = 1;  // little-endian length 1
-  payload.push_back('x');
+  ASSERT_EQ(payload.substr(payload.size() - 8), std::string(8, '\0'));
+  payload.resize(payload.size() - 8);
+  payload += header(1, 0).substr(0, 4) + "x" + std::string(4, '\0');
+  EXPECT_THROW(decode_result(payload), ProtocolError);
+}
+
+TEST(Protocol, ResultWithAnImpossibleCountOfUnkeptMetadataThrowsInsteadOfAllocating) {
+  Result r = sample_result();
+  r.unkept.clear();
+  Frame f = one_frame(r, MsgType::Result);
+  std::string payload(f.payload);
+  payload.replace(payload.size() - 4, 4, std::string(4, '\xff'));  // 4 billion entries in 4 bytes
+  EXPECT_THROW(decode_result(payload), ProtocolError);
+  payload.replace(payload.size() - 4, 4, header(1, 0).substr(0, 4));  // one, then nothing
   EXPECT_THROW(decode_result(payload), ProtocolError);
 }
 
@@ -523,9 +538,11 @@ TEST(Protocol, ResultHashOfWrongLengthThrowsProtocolError) {
   r.detail = "x";
   encode(wire, r);
   std::string payload = wire.substr(5);
-  // The hash string is last: length 0 now; claim 3 bytes and append them.
-  payload.resize(payload.size() - 4);
-  payload += header(3, 0).substr(0, 4) + "abc";
+  // The hash string is followed by the deleted paths and the unkept count, all empty now: claim 3
+  // bytes of hash and append them.
+  ASSERT_EQ(payload.substr(payload.size() - 12), std::string(12, '\0'));
+  payload.resize(payload.size() - 12);
+  payload += header(3, 0).substr(0, 4) + "abc" + std::string(8, '\0');
   EXPECT_THROW(decode_result(payload), ProtocolError);
 }
 

@@ -95,8 +95,9 @@ class WalkerTest : public ::testing::Test {
     int d = pcopy_test::open_dir(dst);
     struct stat st;
     EXPECT_EQ(::fstat(s, &st), 0);
-    return std::make_unique<Walker>(opt, UniqueFd(s), UniqueFd(d), st, [this](const DirNode& node, int err) {
-      dir_errors.push_back(node.name + ": " + std::to_string(err));
+    return std::make_unique<Walker>(opt, UniqueFd(s), UniqueFd(d), st, [this](const DirNode& node, int err, const std::vector<Unkept>& unkept) {
+      if (err) dir_errors.push_back(node.name + ": " + std::to_string(err));
+      for (const Unkept& u : unkept) dir_errors.push_back(node.name + ": " + u.what + " not kept: " + std::to_string(u.err));
     });
   }
 
@@ -214,7 +215,7 @@ TEST_F(WalkerTest, NothingIsStagedWhereTheOptionsNeedFinalPathsAsFilesAreCopied)
     int s = pcopy_test::open_dir(src), d = pcopy_test::open_dir(into);
     struct stat st;
     ASSERT_EQ(::fstat(s, &st), 0);
-    Walker w(opt, UniqueFd(s), UniqueFd(d), st, [](const DirNode&, int) {});
+    Walker w(opt, UniqueFd(s), UniqueFd(d), st, [](const DirNode&, int, const std::vector<Unkept>&) {});
     Walked r = drain(w);
     ASSERT_EQ(r.held.size(), 1u);
     EXPECT_FALSE(r.held[0]->facts.staged);
