@@ -156,6 +156,10 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     std::string real_src = real(src), real_dst = canonical_future(dst);
     if (within(real_dst, real_src) || inside_by_identity(dst, t.src_st))
       return refuse(dst, fmt::format("pcopy: cannot copy {} into itself ({})", quoted(src), quoted(dst)));
+    // The mirror image: SRC inside DST has no counterpart in itself, and --delete would remove it.
+    if (opt.delete_extraneous && dst_exists && (within(real_src, real_dst) || inside_by_identity(src, dst_st)))
+      return refuse(src, fmt::format("pcopy: --delete would delete {} itself: it is inside the destination {}",
+                                     quoted(src), quoted(dst)));
     t.src_root.reset(::open(src.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!t.src_root) return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));
     ManifestOpener manifest{opt, dst};

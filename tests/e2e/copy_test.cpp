@@ -619,6 +619,27 @@ TEST_F(CopyTest, RefusesDestinationInsideSourceThroughBindMount) {
   expect_refused(r, src + "/deeper");
 }
 
+// The mirror image of DST inside SRC: with --delete, SRC inside DST would be deleted as having no
+// counterpart in itself (rsync does it, warning). Refused, whatever the name SRC is given by;
+// without --delete such a copy is harmless and done.
+TEST_F(CopyTest, RefusesToDeleteWhenSourceIsInsideDestination) {
+  make_dir(dst);
+  write_file(dst + "/top", "top");
+  make_dir(dst + "/sub");
+  write_file(dst + "/sub/inner", "inner");
+  make_symlink(dst + "/sub", tmp / "sub-link");
+  for (const std::string& from : {dst + "/sub", dst + "/sub/", tmp / "sub-link", dst + "/./sub/../sub"}) {
+    SCOPED_TRACE(from);
+    RunResult r = run_pcopy({"--delete", from, dst});
+    EXPECT_EQ(r.status, 2) << describe(r);
+    EXPECT_NE(r.err.find("itself: it is inside the destination"), std::string::npos) << describe(r);
+    EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"sub", "sub/inner", "top"}));
+  }
+  RunResult r = run_pcopy({"-q", dst + "/sub", dst});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"inner", "sub", "sub/inner", "top"}));
+}
+
 TEST_F(CopyTest, RefusesDirectoryOntoExistingFile) {
   write_file(src + "/f", "f");
   write_file(dst, "a file in the way");
