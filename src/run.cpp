@@ -112,7 +112,7 @@ class Runner {
   void setup_signals();
   void produce();
   void handle_walk_event(WalkEvent& ev);
-  void add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key = {});
+  JobInfo& add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key = {});
   void seal();
   void dispatch();
   // The least loaded worker with room for another batch, or -1. A heavy batch (a big file, a
@@ -324,7 +324,7 @@ void Runner::start_pool() {
   jobs_.reserve(window_ + kEventsPerPoll);  // no rehashing as the window fills
 }
 
-void Runner::add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key) {
+JobInfo& Runner::add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key) {
   if (current_.dir != dir && !current_.ids.empty()) seal();
   current_.dir = dir;
   job.id = next_id_++;
@@ -332,8 +332,9 @@ void Runner::add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t
   if (job.kind == JobKind::FileBegin) bytes = kBatchBytes;  // a big file's first step travels alone
   current_.ids.push_back(job.id);
   current_.bytes += bytes;
-  jobs_.emplace(job.id, JobInfo{dir, std::move(job), -1, 0, link_key});
+  JobInfo& info = jobs_.emplace(job.id, JobInfo{dir, std::move(job), -1, 0, link_key}).first->second;
   if (current_.ids.size() >= kBatchFiles || current_.bytes >= kBatchBytes) seal();
+  return info;
 }
 
 void Runner::seal() {
@@ -379,8 +380,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       job.kind = JobKind::HardLink;
       if (group.done) {
         job.link_target = group.first;
-        add_job(ev.dir, std::move(job));
-        jobs_.at(next_id_ - 1).member_of = key;
+        add_job(ev.dir, std::move(job)).member_of = key;
       } else {
         job.id = next_id_++;
         group.waiting.push_back(job.id);
@@ -698,7 +698,7 @@ void Runner::finish_link_group(const JobInfo& info, const Result& r) {
     JobInfo parked = std::move(jobs_.at(id));
     jobs_.erase(id);
     parked.job.link_target = group.first;
-    add_job(parked.dir, std::move(parked.job));
+    add_job(parked.dir, std::move(parked.job)).member_of = parked.member_of;  // for its manifest line
   }
   seal();
 }

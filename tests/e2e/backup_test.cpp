@@ -903,6 +903,34 @@ TEST_F(Report, JsonAndManifestParseAndMatchTree) {
   EXPECT_EQ(by_path[(Path{"empty", false})].value("xxh128", ""), "99aa06d3014798d86001c324468d497f");
 }
 
+// -a keeps hard links: every name of a group is a file copied, with the group's contents, so each
+// has its manifest line (the names linked to the first copy were missing: the ones that waited for
+// it, and the ones walked after it).
+TEST_F(Report, ManifestListsEveryNameOfAHardLinkGroup) {
+  std::set<std::string> names;
+  for (int i = 0; i < 40; ++i) {
+    std::string a = fmt::format("a{:02}", i), b = fmt::format("sub/b{:02}", i), c = fmt::format("c{:02}", i);
+    if (i == 0) make_dir(src + "/sub");
+    write_old(src + "/" + a, random_bytes(100 + i, i), kOldTime + i);
+    ASSERT_EQ(::link((src + "/" + a).c_str(), (src + "/" + b).c_str()), 0);
+    ASSERT_EQ(::link((src + "/" + a).c_str(), (src + "/" + c).c_str()), 0);
+    names.insert({a, b, c});
+  }
+  std::string manifest = tmp / "manifest.jsonl";
+  RunResult r = copy({"-a", "--json", "--manifest", manifest});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_copied"), static_cast<long long>(names.size()));
+  std::set<std::string> listed;
+  for (auto& line : lines_of(read_file(manifest))) {
+    json entry = json::parse(line);
+    std::string path = entry.value("path", "");
+    EXPECT_EQ(entry.value("xxh128", ""), xxh128_hex(read_file(src + "/" + path))) << line;
+    EXPECT_EQ(count(entry, "size"), static_cast<long long>(lstat_of(src + "/" + path).st_size)) << line;
+    listed.insert(path);
+  }
+  EXPECT_EQ(listed, names);
+}
+
 // A script reading -v lines or the JSON report from stdout must learn they were lost.
 TEST_F(Report, FailedWritesToStdoutAreReportedInTheExitStatus) {
   write_old(src + "/a", "a");
