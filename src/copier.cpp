@@ -382,6 +382,27 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
   }
 }
 
+namespace {
+constexpr int64_t kNsPerSecond = 1'000'000'000;
+}  // namespace
+
+// The resolution of a copy's times is read off them (see same_mtime in copier.hpp): their nanoseconds
+// are all round only where the file system keeps no more (the ctime, which the kernel sets, is
+// practically never round where it does).
+bool same_mtime(const struct stat& dst, int64_t src_ns) {
+  int64_t dst_ns = to_ns(dst.st_mtim);
+  if (dst_ns == src_ns) return true;
+  const struct timespec* times[] = {&dst.st_atim, &dst.st_mtim, &dst.st_ctim};
+  auto all = [&](auto&& round) { return std::all_of(std::begin(times), std::end(times), round); };
+  int64_t resolution = 1;
+  while (resolution < kNsPerSecond && all([&](const timespec* t) { return t->tv_nsec % (resolution * 10) == 0; }))
+    resolution *= 10;
+  if (resolution == kNsPerSecond && all([](const timespec* t) { return t->tv_sec % 2 == 0; })) resolution *= 2;
+  if (resolution == 1) return false;
+  int64_t cut = src_ns - ((src_ns % resolution) + resolution) % resolution;  // rounded down, also before 1970
+  return cut == dst_ns;
+}
+
 // -u: whether `job`'s data needs no copying to `dst`; `src` is left with the source's stat (the
 // walk's, when it came with the job).
 bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct stat& dst, struct stat& src) {
@@ -397,7 +418,7 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
   switch (job.kind) {
     case JobKind::File:
       if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
-      if (!opt_.checksum) return to_ns(dst.st_mtim) == job.mtime_ns;
+      if (!opt_.checksum) return same_mtime(dst, job.mtime_ns);
       break;
     case JobKind::Symlink: {
       if (!S_ISLNK(dst.st_mode)) return false;
@@ -408,10 +429,10 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
     }
     case JobKind::FileBegin:
       if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
-      if (!opt_.checksum) return to_ns(dst.st_mtim) == job.mtime_ns;
+      if (!opt_.checksum) return same_mtime(dst, job.mtime_ns);
       break;
     default: return (dst.st_mode & S_IFMT) != S_IFREG && (dst.st_mode & S_IFMT) != S_IFDIR &&
-                    (dst.st_mode & S_IFMT) != S_IFLNK && to_ns(dst.st_mtim) == job.mtime_ns;
+                    (dst.st_mode & S_IFMT) != S_IFLNK && same_mtime(dst, job.mtime_ns);
   }
   // --checksum: same size, compare contents.
   std::optional<Hash128> hashes[2];
@@ -460,7 +481,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
       if (int err = note_unkept(unkept_, e, "mode", mode_text(mode))) return err;
     }
   }
-  if (to_ns(dst.st_mtim) != to_ns(src.st_mtim)) {  // --checksum: same contents, another time
+  if (!same_mtime(dst, to_ns(src.st_mtim))) {  // --checksum: same contents, another time
     struct timespec times[2] = {src.st_atim, src.st_mtim};
     if (::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) return note_unkept(unkept_, errno, "times");
   }

@@ -236,6 +236,35 @@ TEST_F(Backup, UpdateDoesNotOpenUnchangedFiles) {
   EXPECT_EQ(r.status, 1) << "the test's premise (secret.bin unreadable) does not hold\n" << describe(r);
 }
 
+// A destination that keeps times to the second (ext3, ext4 with small inodes; exFAT and FAT are
+// coarser still): -u recognises the copies it made by their mtime cut to that resolution, where
+// it recopied every file on every run, and leaves them untouched.
+TEST_F(Backup, UpdateSkipsUnchangedFilesOnADestinationWithCoarseTimes) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (loop-mount an ext4 image)";
+  Mount coarse(tmp / "coarse", Mount::LoopExt3Times{tmp / "coarse.img"});
+  if (!coarse.mounted()) GTEST_SKIP() << coarse.why();
+  dst = tmp / "coarse/dst";
+  for (int i = 0; i < 3; ++i) write_old(src + fmt::format("/f{}", i), fmt::format("file {}\n", i), kOldTime + 123'456'789 * (i + 1));
+  ASSERT_EQ(copy().status, 0);
+  ASSERT_EQ(mtime_ns(dst + "/f0") % 1'000'000'000, 0) << "the premise: DST keeps whole seconds";
+  struct stat before = lstat_of(dst + "/f1");
+
+  RunResult r = copy({"-u", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 0) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 3) << report.dump(2);
+  struct stat after = lstat_of(dst + "/f1");
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  EXPECT_EQ(ns_of(after.st_ctim), ns_of(before.st_ctim)) << "an unchanged copy was written to";
+
+  write_old(src + "/f1", "FILE 1\n", kOldTime + 5'000'000'000LL);  // same size, a later second
+  r = copy({"-u", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_copied"), 1) << describe(r);
+  EXPECT_EQ(read_file(dst + "/f1"), "FILE 1\n");
+}
+
 TEST_F(Backup, ChecksumDetectsSameSizeSameMtimeChange) {
   write_old(src + "/data.bin", "AAAAAAAAAAAAAAAA");
   write_old(src + "/same.bin", "unchanged");

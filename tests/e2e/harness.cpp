@@ -816,26 +816,36 @@ Mount::Mount(const std::string& dir, const Bind& fs) : dir_(dir) {
 }
 
 Mount::Mount(const std::string& dir, const LoopXfs& fs) : dir_(dir) {
-  make_dirs(dir);
+  loop_mount(fs.image, fs.size_mib, {"mkfs.xfs", "-q", "-f", "-m", "reflink=1"});
+}
+
+Mount::Mount(const std::string& dir, const LoopExt3Times& fs) : dir_(dir) {
+  loop_mount(fs.image, fs.size_mib, {"mkfs.ext4", "-q", "-F", "-I", "128"});
+}
+
+void Mount::loop_mount(const std::string& image_path, unsigned size_mib, std::vector<std::string> mkfs) {
+  make_dirs(dir_);
   if (::geteuid() != 0) {
-    why_ = "needs root to loop-mount an XFS image";
+    why_ = "needs root to loop-mount a file system image";
     return;
   }
-  UniqueFd image(::open(fs.image.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!image || ::ftruncate(image.get(), off_t(fs.size_mib) << 20) != 0) {
-    why_ = fmt::format("cannot make {}: {}", fs.image, std::strerror(errno));
+  UniqueFd image(::open(image_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!image || ::ftruncate(image.get(), off_t(size_mib) << 20) != 0) {
+    why_ = fmt::format("cannot make {}: {}", image_path, std::strerror(errno));
     return;
   }
   image.reset();
   auto first_line = [](const std::string& text) { return text.substr(0, text.find('\n')); };
-  RunResult r = run({"mkfs.xfs", "-q", "-f", "-m", "reflink=1", fs.image});
+  std::string tool = mkfs.front();
+  mkfs.push_back(image_path);
+  RunResult r = run(mkfs);
   if (r.status != 0) {
-    why_ = "mkfs.xfs failed (is xfsprogs installed?): " + first_line(r.err);
+    why_ = tool + " failed (is its package installed?): " + first_line(r.err);
     return;
   }
-  r = run({"mount", "-o", "loop", fs.image, dir});
+  r = run({"mount", "-o", "loop", image_path, dir_});
   mounted_ = r.status == 0;
-  if (!mounted_) why_ = "cannot loop-mount an XFS image: " + first_line(r.err);
+  if (!mounted_) why_ = "cannot loop-mount " + image_path + ": " + first_line(r.err);
 }
 
 Mount::~Mount() {

@@ -83,8 +83,13 @@ class Mount {
     std::string target;
   };
   struct Ramfs {};  // no extended attributes, no ACLs
+  struct LoopExt3Times {  // ext4 with 128-byte inodes: times in whole seconds, as on ext3
+    std::string image;
+    unsigned size_mib = 32;
+  };
   Mount(const std::string& dir, const Tmpfs& fs);
   Mount(const std::string& dir, const Ramfs& fs);
+  Mount(const std::string& dir, const LoopExt3Times& fs);
   Mount(const std::string& dir, const LoopXfs& fs);
   Mount(const std::string& dir, const Bind& fs);
   ~Mount();
@@ -94,6 +99,9 @@ class Mount {
   const std::string& why() const { return why_; }
 
  private:
+  // Makes a sparse image of `size_mib`, runs `mkfs` (the image appended) and loop-mounts it.
+  void loop_mount(const std::string& image, unsigned size_mib, std::vector<std::string> mkfs);
+
   std::string dir_;
   bool mounted_ = false;
   std::string why_;

@@ -984,3 +984,45 @@ TEST_F(CopierBatchTest, NoIoUringOptionTurnsBatchingOff) {
   Copier copier(opt);
   EXPECT_EQ(copier.batch_limit(), 0u);
 }
+
+namespace {
+
+struct stat times_of(timespec atime, timespec mtime, timespec ctime) {
+  struct stat st {};
+  st.st_atim = atime;
+  st.st_mtim = mtime;
+  st.st_ctim = ctime;
+  return st;
+}
+
+constexpr int64_t kSecond = 1'000'000'000;
+
+}  // namespace
+
+// -u's quick check against a copy on a file system with coarser times than the source's.
+TEST(SameMtime, ComparesAtTheResolutionTheCopysOwnTimesShow) {
+  // Nanoseconds kept (tmpfs, ext4): only the exact time is the same.
+  struct stat ns = times_of({100, 123'456'789}, {200, 500'000'000}, {300, 987'654'321});
+  EXPECT_TRUE(same_mtime(ns, 200 * kSecond + 500'000'000));
+  EXPECT_FALSE(same_mtime(ns, 200 * kSecond + 500'000'001));
+  EXPECT_FALSE(same_mtime(ns, 200 * kSecond + 999'999'999));
+  // Whole seconds (ext3): the source's time cut to the second, and no other.
+  struct stat sec = times_of({101, 0}, {200, 0}, {301, 0});
+  EXPECT_TRUE(same_mtime(sec, 200 * kSecond + 700'000'000));
+  EXPECT_TRUE(same_mtime(sec, 200 * kSecond));
+  EXPECT_FALSE(same_mtime(sec, 201 * kSecond));
+  EXPECT_FALSE(same_mtime(sec, 199 * kSecond + 999'999'999));
+  // 10 ms (exFAT).
+  struct stat centi = times_of({100, 10'000'000}, {200, 120'000'000}, {300, 990'000'000});
+  EXPECT_TRUE(same_mtime(centi, 200 * kSecond + 123'456'789));
+  EXPECT_FALSE(same_mtime(centi, 200 * kSecond + 130'000'001));
+  // 2 s (FAT): every second even.
+  struct stat fat = times_of({86'400, 0}, {200, 0}, {200, 0});
+  EXPECT_TRUE(same_mtime(fat, 201 * kSecond + 500'000'000));
+  EXPECT_FALSE(same_mtime(fat, 202 * kSecond));
+  // Before 1970 the cut still rounds down.
+  struct stat old = times_of({-3, 0}, {-2, 0}, {-1, 0});
+  EXPECT_TRUE(same_mtime(old, -2 * kSecond + 500'000'000));
+  EXPECT_TRUE(same_mtime(old, -1 * kSecond - 500'000'000));
+  EXPECT_FALSE(same_mtime(old, -2 * kSecond - 1));
+}
