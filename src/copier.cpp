@@ -929,7 +929,11 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   int rc = make();
   // Staged: what is there was left by a worker that died on this very job.
   if (rc != 0 && errno == EEXIST && staged_ && ::unlinkat(dst_dir, t, 0) == 0) rc = make();
-  if (rc != 0) return fail(r, errno);
+  if (rc != 0) {
+    int err = errno;
+    if (err != EEXIST) ::unlinkat(dst_dir, t, 0);  // a FUSE file system (exFAT) can fail mknod yet make the file
+    return fail(r, err);
+  }
   int err = 0;
   bool owner_kept = !opt_.archive ? st.st_uid == euid_ && st.st_gid == egid_
                                   : ::fchownat(dst_dir, t, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
