@@ -898,7 +898,6 @@ int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh
   return 0;
 }
 
-
 Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) {
   struct stat st;
   int sflags = opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW;

@@ -157,7 +157,7 @@ class Copier {
   std::string temp_prefix_;
   std::string dir_rel_;
   std::vector<std::string> deleted_;  // by make_way, for the job's result
-  std::vector<Unkept> unkept_;        // by unkept(), for the job's result
+  std::vector<Unkept> unkept_;        // by note_unkept(), for the job's result
   bool try_reflink_;   // cleared after the file system said no
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;

@@ -101,7 +101,7 @@ inline constexpr uint64_t kChunkBytes = 64ull << 20;
 inline constexpr uint64_t kChunkThreshold = 128ull << 20;
 
 // A piece of the source's metadata a copy could not be given because the destination refuses
-// it (see refused_metadata() in copier.hpp): the copy stands without it, and the run reports it.
+// it (refused_metadata(), below): the copy stands without it, and the run reports it.
 struct Unkept {
   std::string what;   // "owner", "mode", "times", "extended attributes"
   std::string value;  // what it should have been: "1000:1000", "4755", the attribute names; or ""
