@@ -5,6 +5,9 @@
 
 #include <CLI/CLI.hpp>
 #include <fstream>
+#include <string_view>
+
+#include "pcopy/report.hpp"
 
 namespace pcopy {
 namespace {
@@ -108,6 +111,14 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
       ->group(output);
 }
 
+// Whether --json was asked for, also when the parser gave up before reaching it: a pipeline
+// reading the report must get one from a refused command line too. Options end at "--".
+bool json_requested(int argc, const char* const* argv) {
+  for (int i = 1; i < argc && std::string_view(argv[i]) != "--"; ++i)
+    if (std::string_view(argv[i]) == "--json") return true;
+  return false;
+}
+
 template <typename Mode>
 Mode mode_from(const std::string& s) {
   return s == "always" ? Mode::Always : s == "never" ? Mode::Never : Mode::Auto;
@@ -137,12 +148,13 @@ CliResult parse_cli(int argc, const char* const* argv) {
     app.exit(e);
     return {std::nullopt, 0};
   } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "pcopy: {}\nTry 'pcopy --help' for more information.\n", e.what());
+    print_refusal(fmt::format("pcopy: {}", e.what()), "", o.json || json_requested(argc, argv), o.jobs);
+    fmt::print(stderr, "Try 'pcopy --help' for more information.\n");
     return {std::nullopt, 2};
   }
   if (o.checksum) o.update = true;  // as rsync: --checksum alone means "skip identical contents"
   if (o.src.empty()) {
-    fmt::print(stderr, "pcopy: SRC must not be empty\n");
+    print_refusal("pcopy: SRC must not be empty", o.src, o.json, o.jobs);
     return {std::nullopt, 2};
   }
   o.progress = mode_from<ProgressMode>(progress);

@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "pcopy/cli.hpp"
+#include "pcopy/report.hpp"
 #include "pcopy/run.hpp"
 
 int main(int argc, char** argv) {
@@ -12,7 +13,7 @@ int main(int argc, char** argv) {
   try {
     return pcopy::run(*cli.options);
   } catch (const std::exception& e) {
-    fmt::print(stderr, "pcopy: {}\n", e.what());
+    pcopy::print_refusal(fmt::format("pcopy: {}", e.what()), "", cli.options->json, cli.options->jobs);
     return 2;
   }
 }

@@ -129,6 +129,17 @@ std::string json_report(const Stats& s) {
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+void print_refusal(const std::string& message, const std::string& path, bool json, unsigned workers) {
+  fmt::print(stderr, "{}\n", message);
+  if (!json) return;
+  Stats stats;
+  stats.workers = workers;
+  stats.exit_status = 2;
+  stats.errors.push_back({path, message.substr(message.find(' ') + 1)});
+  std::string text = json_report(stats) + "\n";
+  write_all(STDOUT_FILENO, text.data(), text.size());
+}
+
 Manifest::~Manifest() {
   if (file_) std::fclose(file_);
 }

@@ -983,7 +983,8 @@ int Runner::run() {
   }
   if (target_.manifest) {
     if (int err = manifest_.open(std::move(target_.manifest))) {
-      fmt::print(stderr, "pcopy: cannot write manifest '{}': {}\n", display_path(opt_.manifest), errno_text(err));
+      print_refusal(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)),
+                    opt_.manifest, opt_.json, opt_.jobs);
       return 2;
     }
   }
@@ -1127,15 +1128,7 @@ int run(const Options& options) {
   raise_fd_limit();
   auto prepared = prepare_target(options);
   if (auto* no = std::get_if<Refusal>(&prepared)) {
-    fmt::print(stderr, "{}\n", no->message);
-    if (options.json) {  // a pipeline reading the report gets one, saying why nothing was done
-      Stats stats;
-      stats.workers = options.jobs;
-      stats.exit_status = 2;
-      stats.errors.push_back({no->path, no->message.substr(no->message.find(' ') + 1)});
-      std::string text = json_report(stats) + "\n";
-      write_all(STDOUT_FILENO, text.data(), text.size());
-    }
+    print_refusal(no->message, no->path, options.json, options.jobs);
     return 2;
   }
   Runner runner(options, std::get<Target>(prepared));

@@ -45,6 +45,10 @@ bool valid_utf8(std::string_view s);
 // "copied 10 files, 2 dirs, 1 link, 4.0 KiB in 0:01 (4.0 KiB/s), 4 workers, 0 errors"
 std::string summary_line(const Stats& stats, bool show_skipped, bool show_deleted, bool dry_run);
 std::string json_report(const Stats& stats);
+// A run refused, or given up before it could copy (exit 2): `message` ("pcopy: why") on stderr and,
+// with --json, a report on stdout whose one error is `path` (empty when no path is at fault) and
+// why, so that a pipeline reading the report learns why nothing was done.
+void print_refusal(const std::string& message, const std::string& path, bool json, unsigned workers);
 
 // --manifest FILE: one JSON object per line for every file copied.
 class Manifest {

@@ -579,6 +579,39 @@ TEST_F(CopyTest, RefusedRunStillPrintsTheJsonReport) {
   EXPECT_EQ(report["errors"][0].at("reason"), "cannot access '" + src + "': No such file or directory");
 }
 
+// So does a command line the parser refuses, also when it gave up before reaching --json; the
+// report has the same fields, its error no path. After "--", "--json" is a name, not the option.
+TEST_F(CopyTest, RefusedCommandLineStillPrintsTheJsonReport) {
+  auto keys = [](const nlohmann::json& j) {
+    std::vector<std::string> names;
+    for (auto& [key, value] : j.items()) names.push_back(key);
+    return names;
+  };
+  const auto expected_keys = keys(nlohmann::json::parse(run_pcopy({"--json", tmp / "no-such-source", dst}).out));
+  write_file(src + "/f", "f");
+  const std::vector<std::vector<std::string>> command_lines = {
+      {"--json", "-j0", src, dst},
+      {"--json", "--bogus", src, dst},
+      {"--exclude-from", tmp / "no-such-file", "--json", src, dst},
+      {"--json", "", dst},
+  };
+  for (const auto& args : command_lines) {
+    SCOPED_TRACE(escape_path(fmt::format("{}", fmt::join(args, " "))));
+    RunResult r = run_pcopy(args);
+    expect_refused(r, dst);
+    auto report = nlohmann::json::parse(r.out, nullptr, false);
+    ASSERT_TRUE(report.is_object()) << describe(r);
+    EXPECT_EQ(keys(report), expected_keys) << r.out;
+    EXPECT_EQ(report.at("exit_status"), 2);
+    ASSERT_EQ(report.at("errors").size(), 1u) << r.out;
+    EXPECT_EQ(report["errors"][0].at("path"), "");
+    EXPECT_EQ("pcopy: " + report["errors"][0].at("reason").get<std::string>(), lines_of(r.err).at(0)) << describe(r);
+  }
+  RunResult r = run_pcopy({"--bogus", "--", "--json", src, dst});
+  expect_refused(r, dst);
+  EXPECT_EQ(r.out, "");
+}
+
 TEST_F(CopyTest, RefusesDestinationEqualToSource) {
   write_file(src + "/f", "f");
   const auto before = list_tree(src);
