@@ -157,6 +157,11 @@ CliResult parse_cli(int argc, const char* const* argv) {
     print_refusal("pcopy: SRC must not be empty", o.src, o.json, o.jobs);
     return {std::nullopt, 2};
   }
+  // Given empty is not omitted: a script's unset variable must not send the copy beside SRC.
+  if (o.dst.empty() && app.get_option("DST")->count() > 0) {
+    print_refusal("pcopy: DST must not be empty", o.dst, o.json, o.jobs);
+    return {std::nullopt, 2};
+  }
   o.progress = mode_from<ProgressMode>(progress);
   o.reflink = mode_from<ReflinkMode>(reflink);
   if (o.quiet) o.verbose = false;

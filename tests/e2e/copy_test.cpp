@@ -612,6 +612,15 @@ TEST_F(CopyTest, RefusedCommandLineStillPrintsTheJsonReport) {
   EXPECT_EQ(r.out, "");
 }
 
+// An empty DST (a backup script's unset $DEST) is not an omitted one: refused like an empty SRC,
+// and no copy appears beside SRC.
+TEST_F(CopyTest, RefusesEmptyDestination) {
+  write_file(src + "/f", "f");
+  RunResult r = run_pcopy({src, ""});
+  expect_refused(r, src + "-copy");
+  EXPECT_TRUE(has_line(r.err, "pcopy: DST must not be empty")) << describe(r);
+}
+
 TEST_F(CopyTest, RefusesDestinationEqualToSource) {
   write_file(src + "/f", "f");
   const auto before = list_tree(src);
