@@ -104,8 +104,9 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->group(output);
   app.add_flag("-q,--quiet", o.quiet, "Print nothing but errors")->group(output);
-  app.add_flag("-v,--verbose", o.verbose, "Print each path copied, to stdout")->group(output);
-  app.add_flag("--json", o.json, "Print a JSON report to stdout at the end")->group(output);
+  app.add_flag("-v,--verbose", o.verbose, "Print each path copied, to stdout (stderr with --json)")->group(output);
+  app.add_flag("--json", o.json, "Print a JSON report to stdout at the end; -v and -n lines then go to stderr")
+      ->group(output);
   app.add_option("--manifest", o.manifest, "Write one JSON line per file copied to FILE")
       ->type_name("FILE")
       ->group(output);

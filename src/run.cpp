@@ -157,7 +157,7 @@ class Runner {
   std::string paint(const char* sgr, const std::string& line) const {
     return color_ ? fmt::format("\x1b[{}m{}\x1b[0m", sgr, line) : line;
   }
-  void out_line(const std::string& line); // stdout
+  void out_line(const std::string& line); // stdout; with --json stderr, so the report is all stdout holds
   void write_out(std::string_view text);   // to stdout, until a write to it fails
   void tick(bool force);
   ProgressState progress_state() const;
@@ -225,6 +225,10 @@ void Runner::write_out(std::string_view text) {
 }
 
 void Runner::out_line(const std::string& line) {
+  if (opt_.json) {  // stdout is for a JSON parser: -v and -n lines would break it
+    say(line);
+    return;
+  }
   stdout_buf_ += line;
   stdout_buf_ += '\n';
   if (stdout_tty_ || stdout_buf_.size() >= 64 * 1024) {

@@ -979,6 +979,33 @@ TEST_F(Report, FailedWritesToStdoutAreReportedInTheExitStatus) {
   }
 }
 
+// With --json, stdout holds the report alone (`pcopy -n --json SRC DST | jq` must work): the lines
+// of -n and -v go to stderr instead, unchanged. Without --json they stay on stdout.
+TEST_F(Report, JsonLeavesStdoutToTheReportAndPrintsPathsOnStderr) {
+  make_dir(src + "/d");
+  write_old(src + "/d/f", "f");
+  const std::vector<std::pair<std::string, std::multiset<std::string>>> listings = {
+      {"-n", {"copy d/", "copy d/f"}},
+      {"-v", {"d/", "d/f"}},
+  };
+  for (const auto& [option, listed] : listings) {
+    SCOPED_TRACE(option);
+    std::filesystem::remove_all(dst);
+    RunResult r = copy({option, "--json"});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(count(parse_report(r), "files_copied"), 1);
+    std::multiset<std::string> on_stderr;
+    for (const auto& line : lines_of(r.err))
+      if (listed.contains(line)) on_stderr.insert(line);
+    EXPECT_EQ(on_stderr, listed) << describe(r);
+
+    std::filesystem::remove_all(dst);
+    r = copy({option});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(line_set(r.out), listed) << describe(r);
+  }
+}
+
 TEST_F(Report, JsonReportsErrorsWithPathAndReason) {
   make_dir(src + "/sub");
   write_file(src + "/ok.txt", "ok");
