@@ -1116,13 +1116,12 @@ int Runner::finish() {
 }
 
 // The soft RLIMIT_NOFILE is often 1024 while the hard one is far higher: a program that needs more
-// descriptors is expected to raise its own soft limit. The walk keeps one destination fd per
-// directory with jobs in flight, and batches two per file being copied.
+// descriptors is expected to raise its own soft limit, and pcopy takes all it may, as many tools do.
+// The walk keeps directory fds open within it, and batches two per file being copied.
 void raise_fd_limit() {
-  constexpr rlim_t kWanted = 16384;
   struct rlimit nofile;
-  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur >= kWanted) return;
-  nofile.rlim_cur = nofile.rlim_max == RLIM_INFINITY ? kWanted : std::min(kWanted, nofile.rlim_max);
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == nofile.rlim_max) return;
+  nofile.rlim_cur = nofile.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &nofile);
 }
 

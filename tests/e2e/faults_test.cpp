@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -30,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -1279,6 +1281,42 @@ TEST_P(FaultsByJobs, TightFdLimitStillCopiesEverything) {
     EXPECT_EQ(diff_trees(src, to), "");
     EXPECT_EQ(joined(temporaries(to)), "");
   }
+}
+
+// The soft limit on open files is raised to the hard one (as many tools do) before the pool is
+// made: workers inherit it.
+TEST(Faults, RaisesTheSoftFdLimitToTheHardLimit) {
+  TempDir t;
+  std::string src = t / "src", logs = t / "logs";
+  make_dir(src);
+  make_dir(logs);
+  write_file(src + "/stop-here", "the worker copying it stops the parent\n");
+  struct rlimit saved {};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  // A hard limit past the 16,384 pcopy once stopped at, where it may be raised.
+  struct rlimit low_soft {64, std::max<rlim_t>(saved.rlim_max, 65536)};
+  if (::setrlimit(RLIMIT_NOFILE, &low_soft) != 0) {
+    low_soft.rlim_max = saved.rlim_max;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low_soft), 0);
+  }
+  AsyncPcopy p({"-j1", src, t / "dst"}, logs, {"PCOPY_TEST_STOP_PARENT_NAME=stop-here"});
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  bool stopped = poll_until(Clock::now() + 60s, [&] {
+    auto info = proc_info(p.pid());
+    return !p.running() || (info && (info->state == 'T' || info->state == 't'));
+  });
+  std::string limits = stopped && p.running() ? read_file(fmt::format("/proc/{}/limits", p.pid())) : "";
+  ::kill(p.pid(), SIGCONT);
+  RunResult r = p.wait();
+  ASSERT_NE(limits, "") << "the parent was not stopped\n" << describe(r);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  auto line = limits.find("Max open files");
+  ASSERT_NE(line, std::string::npos) << limits;
+  std::istringstream fields(limits.substr(line + std::strlen("Max open files")));
+  rlim_t soft = 0, hard = 0;
+  fields >> soft >> hard;
+  EXPECT_EQ(hard, low_soft.rlim_max) << limits;
+  EXPECT_EQ(soft, hard) << limits;
 }
 
 // ---------------------------------------------------------------------------------------------------
