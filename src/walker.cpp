@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "pcopy/copier.hpp"
@@ -18,10 +19,17 @@ namespace pcopy {
 
 namespace {
 
-constexpr int kMaxOpenFrames = 16;  // levels of the walk whose fds stay open
+// Levels of the walk whose fds stay open: the directory being listed and its parent at least, so
+// that siblings are entered without reopening the parent; more as RLIMIT_NOFILE allows.
+constexpr int kMinOpenFrames = 2;
+constexpr int kMaxOpenFrames = 16;
+// Descriptors of the parent besides the pool's two per worker and the walk's levels: stdio, SRC
+// and DST (and the walk's own copies), the signalfd, the manifest, a replaced worker's new pipes
+// and the four it duplicates as it starts, and those the walk opens for a moment.
+constexpr long kParentFds = 20;
 // Finished listings still waiting for their jobs keep their destination fd (else it is closed and
 // reopened by path to apply the directory's metadata): as many as the jobs window can hold, within
-// half of RLIMIT_NOFILE.
+// half of what RLIMIT_NOFILE leaves.
 constexpr int kMaxDeferredFds = 4096;
 // getdents64 buffer: one call lists a directory of up to ~40,000 entries (and tells whether a
 // directory is small enough to be staged: see small_leaf).
@@ -55,12 +63,11 @@ bool same_inode(int fd, dev_t dev, ino_t ino) {
   return ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
 
-int deferred_fd_budget() {
+// What RLIMIT_NOFILE allows the parent beyond fds_needed().
+long spare_fds(unsigned jobs) {
   struct rlimit nofile;
-  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return kMaxDeferredFds;
-  // Room first for the open levels of the walk, the pipes and what the batches may hold.
-  if (nofile.rlim_cur <= 128) return 0;
-  return int(std::min<rlim_t>((nofile.rlim_cur - 128) / 2, kMaxDeferredFds));
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return LONG_MAX;
+  return std::max(0L, long(nofile.rlim_cur) - fds_needed(jobs));
 }
 
 // Whatever is under `names` in `dir`: copies that failed or never finished in a staged directory.
@@ -85,6 +92,8 @@ struct Walker::Frame {
   std::string rel;  // kept only when filters need it
 };
 
+long fds_needed(unsigned jobs) { return kParentFds + 2 * long(jobs) + 2 * kMinOpenFrames; }
+
 const char* skip_reason(mode_t mode, const Options& options, uid_t euid) {
   if (S_ISSOCK(mode)) return "socket skipped";
   if ((S_ISCHR(mode) || S_ISBLK(mode)) && !(options.archive && euid == 0))
@@ -100,11 +109,15 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
       root_dev_(src_st.st_dev),
       on_dir_error_(std::move(on_dir_error)),
       stat_entries_(stat_entries),
-      max_deferred_fds_(deferred_fd_budget()),
       // Not with -v either: each path it prints must be there already, for whoever reads the list.
       can_stage_(!options.dry_run && !options.inplace && !options.archive && !options.verify && !options.verbose),
       staged_prefix_(std::string(kTempPrefix) + std::to_string(::getpid()) + "-d"),
       dents_(new char[kDentsBuffer]) {
+  // Each level open holds two fds (SRC's and DST's directory): first as many levels as allowed,
+  // then half of what is left for deferred fds.
+  long spare = spare_fds(options.jobs);
+  max_open_frames_ = kMinOpenFrames + int(std::min<long>(spare / 2, kMaxOpenFrames - kMinOpenFrames));
+  max_deferred_fds_ = int(std::min<long>((spare - 2 * (max_open_frames_ - kMinOpenFrames)) / 2, kMaxDeferredFds));
   umask_ = ::umask(0);
   ::umask(umask_);
   auto* root = new DirNode;
@@ -428,7 +441,7 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd) {
 
 void Walker::evict_fds() {
   for (auto& frame : stack_) {
-    if (open_frames_ <= kMaxOpenFrames) return;
+    if (open_frames_ <= max_open_frames_) return;
     if (!frame->src) continue;
     close_dst(frame->node);
     frame->src.reset();

@@ -67,6 +67,11 @@ struct WalkEvent {
 // Why an entry of this type is not copied (sockets; devices unless -a as root), or null.
 const char* skip_reason(mode_t mode, const Options& options, uid_t euid);
 
+// The descriptors the parent needs at the least with `jobs` workers: its own, two pipes per worker
+// and the walk's first levels. The walk keeps more levels, and finished directories, open within
+// what RLIMIT_NOFILE allows beyond that.
+long fds_needed(unsigned jobs);
+
 class Walker {
  public:
   // Called when a directory's metadata could not be applied.
@@ -129,6 +134,7 @@ class Walker {
   dev_t root_dev_;
   DirErrorFn on_dir_error_;
   bool stat_entries_;
+  int max_open_frames_;   // levels whose fds stay open, within RLIMIT_NOFILE
   int max_deferred_fds_;  // of RLIMIT_NOFILE, for destination fds kept past their listing
   bool can_stage_;        // staging allowed by the options (see descend)
   std::string staged_prefix_;  // ".pcopy-<pid>-d": staged directories are <prefix><n>.tmp

@@ -1319,6 +1319,26 @@ TEST(Faults, RaisesTheSoftFdLimitToTheHardLimit) {
   EXPECT_EQ(soft, hard) << limits;
 }
 
+// Under a low limit on open files, a tree deeper than the walk's usual 16 open levels copies (as
+// with cp -a and rsync -a): it keeps as many levels open as the limit leaves room for. The second
+// run enters the directories the first one made.
+TEST(Faults, DeepTreeCopiesUnderALowFdLimit) {
+  TempDir t;
+  std::string src = t / "src", dst = t / "dst";
+  make_dir(src);
+  make_deep_dirs(src, 20);
+  std::string dir = src;
+  for (int level = 0; level <= 20; ++level, dir += "/d") write_file(dir + "/f", fmt::format("level {}\n", level));
+  RunOptions low = with_timeout(60);
+  low.nofile = 32;
+  for (const char* run : {"first run", "second run"}) {
+    SCOPED_TRACE(run);
+    RunResult r = run_pcopy({"-j2", src, dst}, low);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(diff_trees(src, dst), "");
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // A source file that changes while it is copied.
 
