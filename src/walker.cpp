@@ -478,16 +478,19 @@ void Walker::pop() {
   child->src.reset();
   --open_frames_;
   DirNode* node = child->node;
-  if (node->pending > 1 && node->dst) {
-    // Jobs inside are still running: keep the fd for the metadata, within a budget.
-    if (deferred_fds_ >= max_deferred_fds_) {
-      close_dst(node);
-    } else {
-      node->deferred_fd = true;
-      ++deferred_fds_;
-    }
-  }
+  // Jobs inside are still running: keep the fd for the metadata, within a budget.
+  if (node->pending > 1 && node->dst) defer_dst(node);
   release(node);
+}
+
+void Walker::defer_dst(DirNode* node) {
+  if (node->deferred_fd) return;
+  if (deferred_fds_ >= max_deferred_fds_) {
+    close_dst(node);
+  } else {
+    node->deferred_fd = true;
+    ++deferred_fds_;
+  }
 }
 
 void Walker::release(DirNode* dir) {
@@ -511,6 +514,8 @@ void Walker::close_dst(DirNode* node) {
   node->dst_dev = dev;
   node->dst_ino = ino;
   node->dst.reset();
+  if (node->deferred_fd) --deferred_fds_;
+  node->deferred_fd = false;
 }
 
 int Walker::dst_fd_for(DirNode* dir) {
@@ -523,11 +528,16 @@ int Walker::dst_fd_for(DirNode* dir) {
 
 void Walker::finish_dir(DirNode* dir) {
   if (!opt_.dry_run && dst_root_) {
+    DirNode* parent = dir->parent;
+    bool parent_open = parent && parent->dst;
     std::vector<Unkept> unkept;
     int err = apply_dir_metadata(dir, unkept);
     int reveal_err = reveal(dir);  // its files are complete, whatever became of its metadata
     if (!err) err = reveal_err;
     if (err || !unkept.empty()) on_dir_error_(*dir, err, err ? std::vector<Unkept>() : unkept);
+    // A staged directory is finished through its parent, reopened if the walk had left it: that fd
+    // is deferred too, or each directory still waiting for its jobs could come to hold one.
+    if (parent && !parent_open && parent->dst) defer_dst(parent);
   }
   if (dir->deferred_fd) --deferred_fds_;
   live_.erase(dir);

@@ -116,6 +116,8 @@ class Walker {
   int open_dst_child(DirNode* parent, DirNode* node, int& err, std::string& detail);
   void evict_fds();
   void close_dst(DirNode* node);
+  // Keeps `node`'s destination fd, which the walk has left, within the budget; else closes it.
+  void defer_dst(DirNode* node);
   void prepare_existing(DirNode* node, const DirNode* parent, int fd);
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);

@@ -1339,6 +1339,29 @@ TEST(Faults, DeepTreeCopiesUnderALowFdLimit) {
   }
 }
 
+// Under a low limit on open files, many directories whose small subdirectories are staged copy too:
+// finishing a staged directory reopens its parent, which may still wait for other jobs, and those
+// fds count against the walk's budget rather than pile up, one per directory waiting.
+TEST(Faults, WideTreeOfStagedDirectoriesCopiesUnderALowFdLimit) {
+  TempDir t;
+  Scratch scratch(t / "scratch", "64m");  // tmpfs, where staging is used and the copy is quick
+  std::string src = scratch / "src", dst = scratch / "dst";
+  make_dir(src);
+  for (int d = 0; d < 100; ++d) {
+    std::string dir = src + fmt::format("/w{:03}", d);
+    make_dir(dir);
+    for (const char* sub : {"", "/b", "/c"}) {
+      if (*sub) make_dir(dir + sub);
+      for (int f = 0; f < 3; ++f) write_file(dir + sub + fmt::format("/f{}", f), fmt::format("{} {}\n", d, f));
+    }
+  }
+  RunOptions low = with_timeout(120);
+  low.nofile = 40;
+  RunResult r = run_pcopy({"-j8", src, dst}, low);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 // ---------------------------------------------------------------------------------------------------
 // A source file that changes while it is copied.
 
