@@ -1125,10 +1125,25 @@ void raise_fd_limit() {
   ::setrlimit(RLIMIT_NOFILE, &nofile);
 }
 
+// Why the pool's pipes cannot all be opened under RLIMIT_NOFILE, or "": said before anything is
+// created, not as a failed pipe2 after DST was made.
+std::string fd_limit_refusal(unsigned jobs) {
+  struct rlimit nofile;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY ||
+      long(nofile.rlim_cur) >= fds_needed(jobs))
+    return "";
+  return fmt::format("pcopy: -j {} needs at least {} open files; the limit (RLIMIT_NOFILE, ulimit -Hn) is {}", jobs,
+                     fds_needed(jobs), nofile.rlim_cur);
+}
+
 }  // namespace
 
 int run(const Options& options) {
   raise_fd_limit();
+  if (std::string why = fd_limit_refusal(options.jobs); !why.empty()) {
+    print_refusal(why, "", options.json, options.jobs);
+    return 2;
+  }
   auto prepared = prepare_target(options);
   if (auto* no = std::get_if<Refusal>(&prepared)) {
     print_refusal(no->message, no->path, options.json, options.jobs);

@@ -1362,6 +1362,32 @@ TEST(Faults, WideTreeOfStagedDirectoriesCopiesUnderALowFdLimit) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// More workers than the limit on open files has room for: refused before anything is made, the
+// limit named, rather than a failed pipe2 with an empty DST left behind.
+TEST(Faults, RefusesMoreWorkersThanTheFdLimitHolds) {
+  TempDir t;
+  std::string src = t / "src", dst = t / "dst";
+  make_dir(src);
+  write_file(src + "/f", "f\n");
+  RunOptions low = with_timeout(60);
+  low.nofile = 32;
+  RunResult r = run_pcopy({"-j16", src, dst}, low);
+  EXPECT_EQ(r.status, 2) << describe(r);
+  auto lines = lines_of(r.err);
+  ASSERT_EQ(lines.size(), 1u) << describe(r);
+  EXPECT_TRUE(lines[0].starts_with("pcopy: -j 16 needs ") && lines[0].ends_with(" is 32")) << describe(r);
+  EXPECT_FALSE(exists(dst)) << describe(r);
+
+  r = run_pcopy({"-j16", "--json", src, dst}, low);
+  EXPECT_EQ(r.status, 2) << describe(r);
+  auto report = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(report.is_object()) << describe(r);
+  EXPECT_EQ(report.at("exit_status"), 2);
+  ASSERT_EQ(report.at("errors").size(), 1u) << r.out;
+  EXPECT_EQ("pcopy: " + report["errors"][0].at("reason").get<std::string>(), lines[0]);
+  EXPECT_FALSE(exists(dst)) << describe(r);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // A source file that changes while it is copied.
 
