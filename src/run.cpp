@@ -20,6 +20,7 @@
 #include <set>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 
 #include "pcopy/copier.hpp"
 #include "pcopy/mirror.hpp"
@@ -60,6 +61,16 @@ JobKind kind_of(mode_t mode) {
   return JobKind::Device;
 }
 
+// What a job weighs in its batch: a batch of kBatchBytes is sealed, and waits for a worker with room.
+uint64_t weight(const Job& job) {
+  switch (job.kind) {
+    case JobKind::File: return job.size;
+    case JobKind::FileBegin: return kBatchBytes;  // a big file's first step travels alone
+    case JobKind::FileChunk: return job.length;
+    default: return 0;
+  }
+}
+
 std::string reason_of(const Result& r) {
   if (!r.detail.empty()) return r.detail;
   return errno_text(r.err);
@@ -72,6 +83,7 @@ struct JobInfo {
   uint64_t reported = 0;  // bytes already counted through Progress messages
   std::optional<std::pair<dev_t, ino_t>> link_key = {};  // archive mode: first of a hard-link group
   bool alone = false;     // sent as the only job of its batch
+  uint8_t deaths = 0;     // workers it certainly killed (see on_worker_gone)
   uint64_t file = 0;      // FileChunk/FileEnd: the id of the FileBegin job of their file
   std::optional<std::pair<dev_t, ino_t>> member_of = {};  // HardLink: its group
 };
@@ -122,6 +134,7 @@ class Runner {
   void poll_once(int timeout_ms);
   void read_worker(size_t w);
   void on_result(size_t w, const Result& r);
+  void settle(const Result& r);
   void note_deleted(const std::string& path);
   void on_progress(const Progress& p);
   void requeue(JobInfo& info);
@@ -332,8 +345,7 @@ JobInfo& Runner::add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, i
   if (current_.dir != dir && !current_.ids.empty()) seal();
   current_.dir = dir;
   job.id = next_id_++;
-  uint64_t bytes = job.kind == JobKind::File ? job.size : 0;
-  if (job.kind == JobKind::FileBegin) bytes = kBatchBytes;  // a big file's first step travels alone
+  uint64_t bytes = weight(job);
   current_.ids.push_back(job.id);
   current_.bytes += bytes;
   JobInfo& info = jobs_.emplace(job.id, JobInfo{dir, std::move(job), -1, 0, link_key}).first->second;
@@ -511,6 +523,13 @@ void Runner::on_result(size_t w, const Result& r) {
   auto& sent = sent_[w];
   while (!sent.empty() && !pool_->slot(w).held.count(sent.front())) sent.pop_front();
   if (r.outcome == Outcome::Deferred) return requeue(it->second);
+  settle(r);
+}
+
+// The answer to a job: from its worker, or from the parent for a job that kills workers.
+void Runner::settle(const Result& r) {
+  auto it = jobs_.find(r.id);
+  if (it == jobs_.end()) return;
   for (const std::string& path : r.deleted) note_deleted(path);  // a directory made way for a file
   for (const Unkept& u : r.unkept) unkept(rel(it->second), u);
 
@@ -731,10 +750,16 @@ void Runner::read_worker(size_t w) {
   }
 }
 
-// A worker died (EOF on its pipe): reap it, remove its temporaries and start another. Every job
-// it had not answered is retried, each alone. A worker answers a batch before starting the next,
-// so when the first unanswered job was alone in its batch it is certainly what the worker died
-// on; such a job dies on its retry fails with a message naming it.
+// A worker died (EOF on its pipe): reap it, remove its temporaries, start another, and hand out
+// again every job it had not answered. A job is charged with the death only when the worker was
+// certainly working on it: when it was the first unanswered job and alone in its batch (a worker
+// answers a batch before it starts the next). A job charged twice fails with a message naming it;
+// one charged once is retried, alone.
+// Otherwise the death is nobody's certain doing: it may have come from outside (an OOM kill,
+// `kill -9`), and results are sent in bunches, so the unanswered jobs of the batch in hand may be
+// done, in hand or not started. Each is retried alone and uncharged: if it kills a worker again,
+// that death is charged to it. Jobs of later batches, and all but the one charged, had not been
+// started or were done: they go out again as they were.
 void Runner::on_worker_gone(size_t w) {
   WorkerSlot& slot = pool_->slot(w);
   pid_t pid = slot.pid;
@@ -745,6 +770,8 @@ void Runner::on_worker_gone(size_t w) {
   std::vector<DirNode*> dirs;
   for (uint64_t id : held) dirs.push_back(jobs_.at(id).dir);
   remove_temps_of(pid, dirs);
+  uint64_t culprit = !held.empty() && jobs_.at(held.front()).alone ? held.front() : 0;
+  std::deque<size_t> batches = std::move(batch_left_[w]);  // unanswered jobs of each batch, oldest first
   slot.held.clear();
   slot.results.reset();
   slot.jobs.reset();
@@ -767,23 +794,36 @@ void Runner::on_worker_gone(size_t w) {
   }
   if (abandon_ || held.empty()) return;
 
-  size_t first_retry = 0;
-  JobInfo& first = jobs_.at(held.front());
-  if (first.alone && first.job.attempt > 0) {
+  std::deque<PendingBatch> retry;
+  uint64_t failed = 0;
+  for (size_t i = 0, b = 0; i < held.size(); ++b) {
+    size_t n = b < batches.size() ? batches[b] : held.size() - i;
+    PendingBatch rest;  // the batch's jobs that go out again as they were
+    for (size_t end = std::min(held.size(), i + n); i < end; ++i) {
+      JobInfo& info = jobs_.at(held[i]);
+      bool suspect = culprit ? held[i] == culprit : b == 0;  // may have been in hand
+      if (!suspect) {
+        rest.dir = info.dir;
+        rest.ids.push_back(held[i]);
+        rest.bytes += weight(info.job);
+        continue;
+      }
+      if (!rest.ids.empty()) retry.push_back(std::exchange(rest, {}));
+      info.job.attempt = 1;
+      if (held[i] == culprit && ++info.deaths >= 2) {
+        failed = held[i];
+      } else {
+        retry.push_back(PendingBatch{info.dir, {held[i]}, weight(info.job)});
+      }
+    }
+    if (!rest.ids.empty()) retry.push_back(std::move(rest));
+  }
+  if (failed) {
     Result r;
-    r.id = held.front();
+    r.id = failed;
     r.outcome = Outcome::Failed;
     r.detail = fmt::format("a worker died copying it ({}), also on retry", describe_wait_status(status));
-    slot.held.insert(r.id);
-    batch_left_[w].push_back(1);
-    on_result(w, r);
-    first_retry = 1;
-  }
-  std::deque<PendingBatch> retry;
-  for (size_t i = first_retry; i < held.size(); ++i) {
-    JobInfo& info = jobs_.at(held[i]);
-    info.job.attempt = 1;
-    retry.push_back(PendingBatch{info.dir, {held[i]}, 0});
+    settle(r);
   }
   if (stopping_) {
     for (auto& b : retry)

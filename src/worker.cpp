@@ -79,10 +79,19 @@ class DirPair {
 #ifdef PCOPY_TEST_HOOKS
 // Test builds only: die on a named file, to exercise the parent's recovery; or stop the parent
 // before copying a named file, so that its result is certain to be unread when the parent resumes.
+// PCOPY_TEST_KILL_TOKENS names a directory of tokens: the worker that takes a job named like a token
+// removes it and dies, whatever the attempt, as from an OOM kill or a `kill -9` that could have hit
+// any worker. One death per token.
+bool take_token(const std::string& name) {
+  const char* tokens = std::getenv("PCOPY_TEST_KILL_TOKENS");
+  return tokens && ::unlink((std::string(tokens) + "/" + name).c_str()) == 0;
+}
+
 void test_hooks(const Job& job) {
   const char* always = std::getenv("PCOPY_TEST_KILL_NAME");
   const char* once = std::getenv("PCOPY_TEST_KILL_ONCE_NAME");
   if ((always && job.name == always) || (once && job.attempt == 0 && job.name == once)) ::raise(SIGKILL);
+  if (take_token(job.name)) ::raise(SIGKILL);
   if (const char* name = std::getenv("PCOPY_TEST_STOP_PARENT_NAME"); name && job.name == name && job.attempt == 0)
     ::kill(::getppid(), SIGSTOP);
 }

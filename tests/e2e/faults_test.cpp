@@ -665,6 +665,33 @@ TEST_P(FaultsByJobs, JobThatKillsWorkersTwiceFailsNamingThePath) {
   EXPECT_EQ(joined(temporaries(dst)), "");
 }
 
+// Ten 3 MiB files travel in one batch; a worker dies (an OOM kill, a `kill -9`: test tokens) while it
+// copies one of them, and another while it copies another on its retry. Neither file killed a worker
+// twice, and the other eight none at all: everything is copied and the run succeeds.
+TEST_P(FaultsByJobs, UnrelatedWorkerDeathsDoNotFailTheFilesTheyInterrupt) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src";
+  make_dir(src);
+  for (unsigned i = 0; i < 10; ++i) write_file(src + fmt::format("/f{}", i), random_bytes(3u << 20, 100 + i));
+  for (std::string uring : {"--no-io-uring", "--progress=never"}) {
+    SCOPED_TRACE(uring);
+    std::string tokens = tmp / "tokens", to = tmp / ("dst" + uring);
+    make_dir(tokens);
+    write_file(tokens + "/f2", "");
+    write_file(tokens + "/f7", "");
+    RunOptions options;
+    options.env = {"PCOPY_TEST_KILL_TOKENS=" + tokens};
+    options.timeout_s = 120;
+    RunResult r = copy(src, to, {uring}, options);
+    EXPECT_TRUE(list_tree(tokens).empty()) << "both workers should have died\n" << describe(r);
+    expect_complete_copy(r, src, to);
+    EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 0u) << describe(r);
+    ::rmdir(tokens.c_str());
+  }
+}
+
 TEST_P(FaultsByJobs, WorkerKilledExternallyMidRunIsReplaced) {
   std::string src = shared_tree("big64", [](const std::string& root) {
     make_big_tree(root, 64, 2000);
