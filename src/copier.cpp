@@ -1005,7 +1005,12 @@ bool Copier::batchable(const Job& job) const {
 
 void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, const ProgressFn& report,
                         std::vector<Result>& results) {
-  report_ = &report;
+  bool reported = false;
+  ProgressFn tell = [&](uint64_t id, uint64_t bytes) {
+    reported = true;
+    report(id, bytes);
+  };
+  report_ = &tell;
   results.clear();
   std::vector<UniqueFd> in(jobs.size());
   Ring& ring = *ring_;
@@ -1035,7 +1040,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
   later_closes_.clear();
   closes_ = &closes;
   bool stop = false;
-  for (size_t i = 0; i < jobs.size(); ++i) {
+  for (size_t i = 0; i < jobs.size() && !reported; ++i) {
     const Job& job = jobs[i];
     Result& r = results.emplace_back(result_for(job));
     report_id_ = job.id;
@@ -1056,6 +1061,8 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
     stop = stop || ends_batch(r, opt_);
   }
   closes_ = nullptr;
+  for (size_t i = results.size(); i < jobs.size(); ++i)
+    if (in[i]) closes.push_back(in[i].release());  // the run ended early: opened again in the next
 
   // Round 2: close them all.
   for (int fd : closes) ring.close(fd);

@@ -136,7 +136,7 @@ class Runner {
   void on_result(size_t w, const Result& r);
   void settle(const Result& r);
   void note_deleted(const std::string& path);
-  void on_progress(const Progress& p);
+  void on_progress(size_t w, const Progress& p);
   void requeue(JobInfo& info);
   void on_worker_gone(size_t w);
   void handle_frames(size_t w, bool abandoned_too);
@@ -200,6 +200,7 @@ class Runner {
   int interrupted_ = 0;    // the signal that stopped us
   bool abandon_ = false;   // interrupted, --fail-fast error, or no worker can run: stop the workers now
   std::vector<uint64_t> answered_;  // per worker: results since it was started
+  std::vector<uint64_t> reporting_; // per worker: the job its last Progress message was about
   int startup_deaths_ = 0;          // workers in a row that died before answering anything
 
   Stats stats_;
@@ -337,6 +338,7 @@ void Runner::start_pool() {
   batch_left_.assign(pool_->size(), {});
   sent_.assign(pool_->size(), {});
   answered_.assign(pool_->size(), 0);
+  reporting_.assign(pool_->size(), 0);
   window_ = std::max<size_t>(4096, size_t(opt_.jobs) * kBatchFiles * 4);
   jobs_.reserve(window_ + kEventsPerPoll);  // no rehashing as the window fills
 }
@@ -506,7 +508,8 @@ void Runner::requeue(JobInfo& info) {
   queue_.push_front(std::move(b));
 }
 
-void Runner::on_progress(const Progress& p) {
+void Runner::on_progress(size_t w, const Progress& p) {
+  reporting_[w] = p.id;
   auto it = jobs_.find(p.id);
   if (it == jobs_.end()) return;
   it->second.reported += p.bytes;
@@ -752,9 +755,10 @@ void Runner::read_worker(size_t w) {
 
 // A worker died (EOF on its pipe): reap it, remove its temporaries, start another, and hand out
 // again every job it had not answered. A job is charged with the death only when the worker was
-// certainly working on it: when it was the first unanswered job and alone in its batch (a worker
-// answers a batch before it starts the next). A job charged twice fails with a message naming it;
-// one charged once is retried, alone.
+// certainly working on it: when it had reported progress and was not answered (a worker answers
+// such a job as soon as it is done, before it starts another), or when it was the first unanswered
+// job and alone in its batch (a worker answers a batch before it starts the next). A job charged
+// twice fails with a message naming it; one charged once is retried, alone.
 // Otherwise the death is nobody's certain doing: it may have come from outside (an OOM kill,
 // `kill -9`), and results are sent in bunches, so the unanswered jobs of the batch in hand may be
 // done, in hand or not started. Each is retried alone and uncharged: if it kills a worker again,
@@ -770,13 +774,19 @@ void Runner::on_worker_gone(size_t w) {
   std::vector<DirNode*> dirs;
   for (uint64_t id : held) dirs.push_back(jobs_.at(id).dir);
   remove_temps_of(pid, dirs);
-  uint64_t culprit = !held.empty() && jobs_.at(held.front()).alone ? held.front() : 0;
+  uint64_t culprit = 0;
+  if (slot.held.count(reporting_[w])) {
+    culprit = reporting_[w];
+  } else if (!held.empty() && jobs_.at(held.front()).alone) {
+    culprit = held.front();
+  }
   std::deque<size_t> batches = std::move(batch_left_[w]);  // unanswered jobs of each batch, oldest first
   slot.held.clear();
   slot.results.reset();
   slot.jobs.reset();
   batch_left_[w].clear();
   sent_[w].clear();
+  reporting_[w] = 0;
   startup_deaths_ = answered_[w] == 0 ? startup_deaths_ + 1 : 0;
   answered_[w] = 0;
   if (startup_deaths_ > 2 * int(pool_->size()) + 2) {
@@ -868,7 +878,7 @@ void Runner::handle_frames(size_t w, bool abandoned_too) {
     if (frame->type == MsgType::Result) {
       on_result(w, decode_result(frame->payload));
     } else if (frame->type == MsgType::Progress) {
-      on_progress(decode_progress(frame->payload));
+      on_progress(w, decode_progress(frame->payload));
     } else {
       throw ProtocolError("unexpected message from a worker");
     }

@@ -1,5 +1,6 @@
 #include "pcopy/worker.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -80,11 +81,20 @@ class DirPair {
 // Test builds only: die on a named file, to exercise the parent's recovery; or stop the parent
 // before copying a named file, so that its result is certain to be unread when the parent resumes.
 // PCOPY_TEST_KILL_TOKENS names a directory of tokens: the worker that takes a job named like a token
-// removes it and dies, whatever the attempt, as from an OOM kill or a `kill -9` that could have hit
-// any worker. One death per token.
+// dies, whatever the attempt, as from an OOM kill or a `kill -9` that could have hit any worker. A
+// token "NAME@progress" kills the worker copying NAME once it has reported progress on it. An empty
+// token kills one worker and is removed; one holding a number N kills N, one after the other.
 bool take_token(const std::string& name) {
   const char* tokens = std::getenv("PCOPY_TEST_KILL_TOKENS");
-  return tokens && ::unlink((std::string(tokens) + "/" + name).c_str()) == 0;
+  if (!tokens) return false;
+  std::string path = std::string(tokens) + "/" + name;
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd) return false;
+  char text[16] = {};
+  int left = ::read(fd.get(), text, sizeof text - 1) > 0 ? std::atoi(text) : 1;
+  if (left <= 1) return ::unlink(path.c_str()) == 0;
+  std::string rest = std::to_string(left - 1);
+  return ::ftruncate(fd.get(), 0) == 0 && ::pwrite(fd.get(), rest.data(), rest.size(), 0) == ssize_t(rest.size());
 }
 
 void test_hooks(const Job& job) {
@@ -95,8 +105,15 @@ void test_hooks(const Job& job) {
   if (const char* name = std::getenv("PCOPY_TEST_STOP_PARENT_NAME"); name && job.name == name && job.attempt == 0)
     ::kill(::getppid(), SIGSTOP);
 }
+
+// Called once a progress message about job `id` of `batch` is sent.
+void test_hook_progress(const Batch& batch, uint64_t id) {
+  for (const Job& job : batch.jobs)
+    if (job.id == id && take_token(job.name + "@progress")) ::raise(SIGKILL);
+}
 #else
 void test_hooks(const Job&) {}
+void test_hook_progress(const Batch&, uint64_t) {}
 #endif
 
 }  // namespace
@@ -117,6 +134,9 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
   long last_flush = now_ms();
   // After a --fail-fast error every later job is handed back untried: the parent stops the run.
   bool failed_fast = false;
+  // The job the last progress message was about. It is answered as soon as it is done, before
+  // another is started: until then, the parent charges the worker's death to it.
+  uint64_t reporting = 0;
   auto flush = [&] {
     if (out.empty()) return true;
     if (write_all(result_fd, out.data(), out.size()) != 0) return false;
@@ -136,14 +156,17 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
       long batch_start = now_ms();
       bool give_back = failed_fast;  // a full disk (or --fail-fast error): the rest would fail too
       auto report = [&](uint64_t id, uint64_t bytes) {
+        reporting = id;
         encode(out, Progress{id, bytes});
         flush();
+        test_hook_progress(batch, id);
       };
       auto finish = [&](const Result& r) {
         give_back = give_back || ends_batch(r, options);
         failed_fast = give_back && options.fail_fast;
         encode(out, r);
-        return (out.size() < kFlushBytes && now_ms() - last_flush < kFlushMs && !g_finish_up) || flush();
+        return (out.size() < kFlushBytes && now_ms() - last_flush < kFlushMs && !g_finish_up && r.id != reporting) ||
+               flush();
       };
       for (size_t i = 0; i < batch.jobs.size();) {
         const Job& job = batch.jobs[i];
@@ -157,7 +180,8 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
           r.outcome = Outcome::Failed;
           r.err = dir_err;
         } else if (size_t limit = copier.batch_limit(); limit > 1 && copier.batchable(job)) {
-          // A run of small files: copied together, answered in order.
+          // A run of small files: copied together, answered in order (up to a file that reported
+          // progress: the run ends there).
           size_t end = i + 1;
           while (end < batch.jobs.size() && end - i < limit && copier.batchable(batch.jobs[end])) ++end;
           std::span<const Job> run(batch.jobs.data() + i, end - i);
@@ -166,7 +190,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
           for (const Result& done : results)
             if (!finish(done)) return 4;
           if (g_finish_up) return 0;
-          i = end;
+          i += results.size();
           continue;
         } else {
           test_hooks(job);

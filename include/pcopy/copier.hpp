@@ -113,7 +113,9 @@ class Copier {
   // Runs of regular files go through copy_batch: the same copy, except that the sources are all
   // opened by one io_uring submission and every descriptor is closed by another, which saves three
   // of the eight system calls a small file costs. batch_limit() is 0 when batching is off or
-  // impossible; batchable() says which jobs may be batched.
+  // impossible; batchable() says which jobs may be batched. `results` gets one result per job, in
+  // order, up to a file that reported progress: the run ends there, so that the worker answers it
+  // before it starts another file (the parent charges the worker's death to it until then).
   ~Copier();
   size_t batch_limit();
   bool batchable(const Job& job) const;

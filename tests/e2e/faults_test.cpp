@@ -692,6 +692,37 @@ TEST_P(FaultsByJobs, UnrelatedWorkerDeathsDoNotFailTheFilesTheyInterrupt) {
   }
 }
 
+// A worker dies half-way through a big file that travels with small ones, after it reported progress
+// on it, and so does the next worker to copy it: both deaths are the file's, so it fails, naming it,
+// after two deaths (not a third, as if the first had been nobody's); the small files are copied.
+TEST_P(FaultsByJobs, AFileThatKillsWorkersAfterReportingProgressFailsAfterTwoDeaths) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src";
+  make_dir(src);
+  for (unsigned i = 0; i < 20; ++i) write_file(src + fmt::format("/s{:02}", i), random_bytes(5000, 200 + i));
+  write_big_file(src + "/big.bin", 24, 5);
+  for (std::string uring : {"--no-io-uring", "--progress=never"}) {
+    SCOPED_TRACE(uring);
+    std::string tokens = tmp / "tokens", to = tmp / ("dst" + uring);
+    make_dir(tokens);
+    write_file(tokens + "/big.bin@progress", "2");
+    RunOptions options;
+    options.env = {"PCOPY_TEST_KILL_TOKENS=" + tokens};
+    options.timeout_s = 120;
+    RunResult r = copy(src, to, {uring}, options);
+    EXPECT_TRUE(list_tree(tokens).empty()) << "two workers should have died\n" << describe(r);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'big.bin': a worker died copying it")) << describe(r);
+    EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 1u) << describe(r);
+    EXPECT_FALSE(exists(to + "/big.bin"));
+    for (unsigned i = 0; i < 20; ++i) EXPECT_EQ(compare_contents(src + fmt::format("/s{:02}", i), to + fmt::format("/s{:02}", i)), "");
+    EXPECT_EQ(joined(temporaries(to)), "");
+    ::rmdir(tokens.c_str());
+  }
+}
+
 TEST_P(FaultsByJobs, WorkerKilledExternallyMidRunIsReplaced) {
   std::string src = shared_tree("big64", [](const std::string& root) {
     make_big_tree(root, 64, 2000);
