@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <span>
@@ -168,6 +169,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
         return (out.size() < kFlushBytes && now_ms() - last_flush < kFlushMs && !g_finish_up && r.id != reporting) ||
                flush();
       };
+      size_t hooked = 0;  // jobs test_hooks() has seen: a run cut short is not seen twice
       for (size_t i = 0; i < batch.jobs.size();) {
         const Job& job = batch.jobs[i];
         Result r;
@@ -185,7 +187,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
           size_t end = i + 1;
           while (end < batch.jobs.size() && end - i < limit && copier.batchable(batch.jobs[end])) ++end;
           std::span<const Job> run(batch.jobs.data() + i, end - i);
-          for (const Job& j : run) test_hooks(j);
+          for (hooked = std::max(hooked, i); hooked < end; ++hooked) test_hooks(batch.jobs[hooked]);
           copier.copy_batch(dirs.src(), dirs.dst(), run, report, results);
           for (const Result& done : results)
             if (!finish(done)) return 4;
@@ -193,7 +195,10 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
           i += results.size();
           continue;
         } else {
-          test_hooks(job);
+          if (hooked <= i) {
+            test_hooks(job);
+            hooked = i + 1;
+          }
           r = copier.copy(dirs.src(), dirs.dst(), dst_root, job, report);
         }
         if (!finish(r)) return 4;
