@@ -144,6 +144,7 @@ class Runner {
   void collect_results(int timeout_ms);
   void remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs);
   void on_signal();
+  void suspend(int sig);
   void finish_link_group(const JobInfo& info, const Result& r);
   void complete(JobInfo& info, const Result& r, uint64_t bytes);
   bool should_chunk(const struct stat& st) const;
@@ -322,7 +323,7 @@ void Runner::stop_dispatching() {
 void Runner::setup_signals() {
   sigset_t mask;
   sigemptyset(&mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&mask, sig);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGTSTP, SIGTTIN}) sigaddset(&mask, sig);
   ::sigprocmask(SIG_BLOCK, &mask, &old_mask_);
   sigfd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death
@@ -931,9 +932,29 @@ void Runner::on_signal() {
   signalfd_siginfo si;
   while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
     if (si.ssi_signo == SIGCHLD) continue;  // deaths are seen as EOF on the worker's pipe
+    if (si.ssi_signo == SIGTSTP || si.ssi_signo == SIGTTIN) {
+      suspend(int(si.ssi_signo));
+      continue;
+    }
     if (!interrupted_) interrupted_ = int(si.ssi_signo);
     abandon_ = true;
   }
+}
+
+// Job control (Ctrl-Z, `kill -TSTP`): the workers, in process groups of their own, are out of the
+// terminal's reach, so the parent stops them, then itself with the signal it got, as the shell
+// expects; continued (`fg`, `bg`, SIGCONT), it continues them. In an orphaned process group the
+// kernel ignores the stop, and the workers are continued at once.
+void Runner::suspend(int sig) {
+  if (bar_ && sig == SIGTSTP) bar_->clear();  // from the terminal: the shell's "Stopped" goes on a clean line
+  pool_->signal_all(SIGSTOP);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  ::kill(::getpid(), sig);
+  ::sigprocmask(SIG_UNBLOCK, &set, nullptr);  // its default action: stopped here until SIGCONT
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  pool_->signal_all(SIGCONT);
 }
 
 ProgressState Runner::progress_state() const {

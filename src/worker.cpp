@@ -105,6 +105,20 @@ void test_hooks(const Job& job) {
   if (take_token(job.name)) ::raise(SIGKILL);
   if (const char* name = std::getenv("PCOPY_TEST_STOP_PARENT_NAME"); name && job.name == name && job.attempt == 0)
     ::kill(::getppid(), SIGSTOP);
+  // PCOPY_TEST_GATE_NAME: the worker that takes this file waits, before copying it, until the FIFO
+  // PCOPY_TEST_GATE_FIFO has been opened for writing and closed, then removes it: the run cannot end
+  // before the test lets it, and waits there once (the job may be handed back, and taken again).
+  const char* gate = std::getenv("PCOPY_TEST_GATE_NAME");
+  const char* fifo = std::getenv("PCOPY_TEST_GATE_FIFO");
+  if (gate && fifo && job.name == gate) {
+    UniqueFd fd(::open(fifo, O_RDONLY | O_CLOEXEC));
+    char c;
+    for (ssize_t n = 1; fd && n != 0;) {
+      n = ::read(fd.get(), &c, 1);
+      if (n < 0 && errno != EINTR) break;
+    }
+    if (fd) ::unlink(fifo);
+  }
 }
 
 // Called once a progress message about job `id` of `batch` is sent.

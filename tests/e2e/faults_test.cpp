@@ -807,6 +807,82 @@ TEST_P(FaultsByJobs, SigtermMidCopyOfLargeFilesLeavesNoPartialFiles) {
   interrupt_mid_copy(SIGTERM, 143, src, dst, logs, jobs());
 }
 
+// What is in `dst` as far as writing shows: each entry's size and mtime, and the same of every file
+// the workers of `parent` write unnamed there (O_TMPFILE).
+std::string written_state(pid_t parent, const std::string& dst) {
+  std::string state;
+  auto add = [&](const std::string& name, const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return;
+    state += fmt::format("{} {} {}.{:09}\n", escape_path(name), st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+  };
+  for (auto& rel : list_tree(dst))
+    if (S_ISREG(lstat_or_zero(dst + "/" + rel).st_mode)) add(rel, dst + "/" + rel);
+  for (const Proc& w : children_of(parent))
+    for (const auto& [fd_path, link] : open_files_of(w.pid))
+      if (link.starts_with(dst + "/") && link.ends_with(" (deleted)")) add(link, fd_path);
+  return state;
+}
+
+bool stopped(pid_t pid) {
+  auto info = proc_info(pid);
+  return info && (info->state == 'T' || info->state == 't');
+}
+
+// Job control: a stop signal to the parent (a terminal's Ctrl-Z is SIGTSTP to the foreground
+// process group, and the workers have groups of their own) stops the workers and then the parent,
+// by that signal, so that a shell sees the job stopped; nothing is written meanwhile. SIGCONT (`fg`,
+// `bg`) continues them all and the copy completes. A worker waits at a gate (a test hook) before
+// z/gate.txt, so the run cannot end before the test has looked (files are listed before
+// subdirectories, so the big files go first, even with one worker).
+TEST_P(FaultsByJobs, StopSignalsStopTheWorkersTooAndSigcontResumesThem) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = shared_tree("job_control", [](const std::string& root) {
+    for (unsigned i = 0; i < 6; ++i) write_big_file(root + fmt::format("/big{}.bin", i), 32, i);
+    make_dir(root + "/z");
+    write_file(root + "/z/gate.txt", "the copy waits before this file until the test opens the gate\n");
+  });
+  for (int sig : {SIGTSTP, SIGTTIN}) {
+    SCOPED_TRACE(::strsignal(sig));
+    std::string to = tmp / fmt::format("dst{}", sig), fifo = tmp / fmt::format("gate{}", sig);
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    AsyncPcopy p({jobs(), src, to}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+    // While big files are written, if it can be seen in time; the gate keeps the run going anyway.
+    poll_until(Clock::now() + 2s, [&] { return !writing_in(p.pid(), to).empty(); });
+    ASSERT_TRUE(p.running());
+    ASSERT_EQ(::kill(p.pid(), sig), 0);
+    std::vector<Proc> workers;
+    bool all_stopped = poll_until(Clock::now() + 10s, [&] {
+      workers = children_of(p.pid());
+      return stopped(p.pid()) && workers.size() == size_t(GetParam()) &&
+             std::all_of(workers.begin(), workers.end(), [](const Proc& w) { return stopped(w.pid); });
+    });
+    std::string states = fmt::format("parent {}:", stopped(p.pid()) ? "stopped" : "running");
+    for (const Proc& w : children_of(p.pid())) states += fmt::format(" worker {}", stopped(w.pid) ? "stopped" : "running");
+    EXPECT_TRUE(all_stopped) << states;
+    if (all_stopped) {
+      siginfo_t info{};
+      ASSERT_EQ(::waitid(P_PID, id_t(p.pid()), &info, WSTOPPED | WNOHANG | WNOWAIT), 0);
+      EXPECT_EQ(info.si_code, CLD_STOPPED);
+      EXPECT_EQ(info.si_status, sig) << "the shell should see the job stopped by the signal it sent";
+      // A window to look in, not a synchronisation: with every process stopped, nothing may change.
+      std::string before = written_state(p.pid(), to);
+      std::this_thread::sleep_for(300ms);
+      EXPECT_EQ(written_state(p.pid(), to), before) << "written while stopped";
+    }
+    ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
+    bool opened = poll_until(Clock::now() + 60s, [&] {
+      UniqueFd gate(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
+      return gate.valid() || !p.running();
+    });
+    RunResult r = p.wait();
+    EXPECT_TRUE(opened) << "no worker came to the gate";
+    expect_complete_copy(r, src, to);
+  }
+}
+
 TEST_P(FaultsByJobs, KilledParentLeavesNoWorkersAndNextRunCleansTemporaries) {
   std::string src = shared_tree("big128", [](const std::string& root) { make_big_tree(root, 128, 0); });
   AsyncPcopy p({jobs(), src, dst}, logs);
