@@ -387,8 +387,9 @@ constexpr int64_t kNsPerSecond = 1'000'000'000;
 }  // namespace
 
 // The resolution of a copy's times is read off them (see same_mtime in copier.hpp): their nanoseconds
-// are all round only where the file system keeps no more (the ctime, which the kernel sets, is
-// practically never round where it does).
+// are all round only where the file system keeps no more. Only 10 ms and coarser is believed: a
+// ctime (which the kernel sets) is a multiple of 10 ms on a file system that keeps nanoseconds once
+// in ten million, but a multiple of 100 ns once in a hundred, and a source's own times may be round.
 bool same_mtime(const struct stat& dst, int64_t src_ns) {
   int64_t dst_ns = to_ns(dst.st_mtim);
   if (dst_ns == src_ns) return true;
@@ -398,7 +399,7 @@ bool same_mtime(const struct stat& dst, int64_t src_ns) {
   while (resolution < kNsPerSecond && all([&](const timespec* t) { return t->tv_nsec % (resolution * 10) == 0; }))
     resolution *= 10;
   if (resolution == kNsPerSecond && all([](const timespec* t) { return t->tv_sec % 2 == 0; })) resolution *= 2;
-  if (resolution == 1) return false;
+  if (resolution < kNsPerSecond / 100) return false;
   int64_t cut = src_ns - ((src_ns % resolution) + resolution) % resolution;  // rounded down, also before 1970
   return cut == dst_ns;
 }

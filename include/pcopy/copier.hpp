@@ -70,8 +70,8 @@ inline mode_t mode_for_copy(mode_t src_mode, bool owner_kept) {
   return src_mode & (owner_kept ? 07777 : 07777 & ~mode_t(S_ISUID | S_ISGID));
 }
 // -u: whether the copy `dst` has the mtime `src_ns`, as far as its file system keeps times: to the
-// second on ext3 (and ext4 with small inodes), 10 ms on exFAT, 2 s on FAT, 100 ns on CIFS, where
-// comparing nanoseconds would recopy every file on every run. As coreutils' utimecmp does, that
+// second on ext3 (and ext4 with small inodes), 10 ms on exFAT, 2 s on FAT, where comparing
+// nanoseconds would recopy every file on every run. As coreutils' utimecmp does, that
 // resolution is read off the copy's own times.
 bool same_mtime(const struct stat& dst, int64_t src_ns);
 
