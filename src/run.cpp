@@ -8,6 +8,7 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -145,6 +146,7 @@ class Runner {
   void remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs);
   void on_signal();
   void suspend(int sig);
+  void before_terminal_write(int fd);
   void finish_link_group(const JobInfo& info, const Result& r);
   void complete(JobInfo& info, const Result& r, uint64_t bytes);
   bool should_chunk(const struct stat& st) const;
@@ -212,6 +214,7 @@ class Runner {
   std::optional<BarRenderer> bar_;
   bool status_lines_ = false;
   bool stdout_tty_ = false;
+  bool stderr_tty_ = false;
   bool color_ = false;
   bool stat_entries_ = true;
   // -u: workers bring skipped entries' metadata up to date from the walk's stat (Job::Meta).
@@ -230,12 +233,14 @@ std::string Runner::rel(DirNode* dir, const std::string& name) const {
 std::string Runner::rel(const JobInfo& info) const { return rel(info.dir, info.job.name); }
 
 void Runner::say(const std::string& line) {
+  if (stderr_tty_) before_terminal_write(STDERR_FILENO);
   if (bar_) bar_->clear();
   std::string text = line + "\n";
   write_all(STDERR_FILENO, text.data(), text.size());
 }
 
 void Runner::write_out(std::string_view text) {
+  if (stdout_tty_ && !text.empty()) before_terminal_write(STDOUT_FILENO);
   if (!stdout_err_) stdout_err_ = write_all(STDOUT_FILENO, text.data(), text.size());
 }
 
@@ -323,7 +328,7 @@ void Runner::stop_dispatching() {
 void Runner::setup_signals() {
   sigset_t mask;
   sigemptyset(&mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGTSTP, SIGTTIN}) sigaddset(&mask, sig);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGTSTP, SIGTTIN, SIGTTOU}) sigaddset(&mask, sig);
   ::sigprocmask(SIG_BLOCK, &mask, &old_mask_);
   sigfd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death
@@ -932,7 +937,7 @@ void Runner::on_signal() {
   signalfd_siginfo si;
   while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
     if (si.ssi_signo == SIGCHLD) continue;  // deaths are seen as EOF on the worker's pipe
-    if (si.ssi_signo == SIGTSTP || si.ssi_signo == SIGTTIN) {
+    if (si.ssi_signo == SIGTSTP || si.ssi_signo == SIGTTIN || si.ssi_signo == SIGTTOU) {
       suspend(int(si.ssi_signo));
       continue;
     }
@@ -941,11 +946,13 @@ void Runner::on_signal() {
   }
 }
 
-// Job control (Ctrl-Z, `kill -TSTP`): the workers, in process groups of their own, are out of the
-// terminal's reach, so the parent stops them, then itself with the signal it got, as the shell
-// expects; continued (`fg`, `bg`, SIGCONT), it continues them. In an orphaned process group the
-// kernel ignores the stop, and the workers are continued at once.
+// Job control (Ctrl-Z, `kill -TSTP`, a background write under `stty tostop`): the workers, in
+// process groups of their own, are out of the terminal's reach, so the parent stops them, then
+// itself with the signal it got, as the shell expects; continued (`fg`, `bg`, SIGCONT), it
+// continues them. In an orphaned process group the kernel ignores the stop, and the workers are
+// continued at once.
 void Runner::suspend(int sig) {
+  if (!pool_) return;
   if (bar_ && sig == SIGTSTP) bar_->clear();  // from the terminal: the shell's "Stopped" goes on a clean line
   pool_->signal_all(SIGSTOP);
   sigset_t set;
@@ -955,6 +962,16 @@ void Runner::suspend(int sig) {
   ::sigprocmask(SIG_UNBLOCK, &set, nullptr);  // its default action: stopped here until SIGCONT
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   pool_->signal_all(SIGCONT);
+}
+
+// A blocked SIGTTOU (it is read from the signalfd) lets a process write to its terminal from the
+// background even under `stty tostop`, where the terminal would stop it: the parent makes the
+// terminal's check itself before writing to one, and stops as the terminal would have stopped it.
+void Runner::before_terminal_write(int fd) {
+  struct termios t;
+  if (::tcgetattr(fd, &t) != 0 || !(t.c_lflag & TOSTOP)) return;
+  pid_t fg = ::tcgetpgrp(fd);  // -1 unless it is our controlling terminal, which alone stops us
+  if (fg > 0 && fg != ::getpgrp()) suspend(SIGTTOU);
 }
 
 ProgressState Runner::progress_state() const {
@@ -977,6 +994,7 @@ void Runner::tick(bool force) {
   last_draw_ = t;
   meter_.sample(t - start_, bytes_done_);
   if (bar_) {
+    before_terminal_write(STDERR_FILENO);
     bar_->draw(progress_state());
   } else {
     say(format_status_line(progress_state()));
@@ -1048,12 +1066,12 @@ void Runner::run_delete() {
 }
 
 int Runner::run() {
-  bool stderr_tty = ::isatty(STDERR_FILENO);
+  stderr_tty_ = ::isatty(STDERR_FILENO);
   stdout_tty_ = ::isatty(STDOUT_FILENO);
   const char* no_color = std::getenv("NO_COLOR");
-  color_ = stderr_tty && !(no_color && *no_color);
+  color_ = stderr_tty_ && !(no_color && *no_color);
   if (!opt_.quiet && opt_.progress != ProgressMode::Never) {
-    if (stderr_tty) bar_.emplace(STDERR_FILENO);
+    if (stderr_tty_) bar_.emplace(STDERR_FILENO);
     else if (opt_.progress == ProgressMode::Always) status_lines_ = true;
   }
   if (target_.manifest) {

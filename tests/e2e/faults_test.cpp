@@ -11,12 +11,15 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -829,6 +832,24 @@ bool stopped(pid_t pid) {
   return info && (info->state == 'T' || info->state == 't');
 }
 
+// Six 32 MiB files, then (files are listed before subdirectories) z/gate.txt, where a test hook can
+// make a worker wait.
+void make_job_control_tree(const std::string& root) {
+  for (unsigned i = 0; i < 6; ++i) write_big_file(root + fmt::format("/big{}.bin", i), 32, i);
+  make_dir(root + "/z");
+  write_file(root + "/z/gate.txt", "the copy waits before this file until the test opens the gate\n");
+}
+
+// Opens the gate of PCOPY_TEST_GATE_FIFO once a worker waits at it (while `running`). False if none
+// came before the deadline.
+template <typename Running>
+bool open_gate(const std::string& fifo, Clock::time_point deadline, Running running) {
+  return poll_until(deadline, [&] {
+    UniqueFd gate(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
+    return gate.valid() || !running();
+  });
+}
+
 // Job control: a stop signal to the parent (a terminal's Ctrl-Z is SIGTSTP to the foreground
 // process group, and the workers have groups of their own) stops the workers and then the parent,
 // by that signal, so that a shell sees the job stopped; nothing is written meanwhile. SIGCONT (`fg`,
@@ -839,12 +860,8 @@ TEST_P(FaultsByJobs, StopSignalsStopTheWorkersTooAndSigcontResumesThem) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
 #endif
-  std::string src = shared_tree("job_control", [](const std::string& root) {
-    for (unsigned i = 0; i < 6; ++i) write_big_file(root + fmt::format("/big{}.bin", i), 32, i);
-    make_dir(root + "/z");
-    write_file(root + "/z/gate.txt", "the copy waits before this file until the test opens the gate\n");
-  });
-  for (int sig : {SIGTSTP, SIGTTIN}) {
+  std::string src = shared_tree("job_control", make_job_control_tree);
+  for (int sig : {SIGTSTP, SIGTTIN, SIGTTOU}) {
     SCOPED_TRACE(::strsignal(sig));
     std::string to = tmp / fmt::format("dst{}", sig), fifo = tmp / fmt::format("gate{}", sig);
     ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
@@ -873,14 +890,123 @@ TEST_P(FaultsByJobs, StopSignalsStopTheWorkersTooAndSigcontResumesThem) {
       EXPECT_EQ(written_state(p.pid(), to), before) << "written while stopped";
     }
     ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
-    bool opened = poll_until(Clock::now() + 60s, [&] {
-      UniqueFd gate(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
-      return gate.valid() || !p.running();
-    });
+    bool opened = open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
     RunResult r = p.wait();
     EXPECT_TRUE(opened) << "no worker came to the gate";
     expect_complete_copy(r, src, to);
   }
+}
+
+// `stty tostop`: a background job that writes to its terminal is stopped by SIGTTOU. pcopy reads
+// SIGTTOU from its signalfd, and a blocked SIGTTOU would let it write on: it makes the terminal's
+// check itself, and stops its workers and itself. Here pcopy runs in a background process group of
+// a session on a pseudo-terminal with tostop set; its progress bar is the first thing it writes.
+// Brought to the foreground and continued, it completes.
+TEST_P(FaultsByJobs, WritingToTheTerminalFromTheBackgroundUnderTostopStopsTheWorkersToo) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = shared_tree("job_control", make_job_control_tree);
+  std::string to = tmp / "dst", fifo = tmp / "gate";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  ASSERT_TRUE(master.valid() && ::grantpt(master.get()) == 0 && ::unlockpt(master.get()) == 0);
+  std::string slave = ::ptsname(master.get());
+  int report[2], go[2];
+  ASSERT_EQ(::pipe2(report, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+  UniqueFd report_in(report[0]), report_out(report[1]), go_in(go[0]), go_out(go[1]);
+  // Everything the children need is made before fork.
+  std::vector<std::string> argv{pcopy_bin(), jobs(), src, to};
+  std::vector<std::string> env{"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo};
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  std::vector<char*> c_argv, c_env;
+  for (auto& a : argv) c_argv.push_back(a.data());
+  c_argv.push_back(nullptr);
+  for (auto& e : env) c_env.push_back(e.data());
+  c_env.push_back(nullptr);
+  std::fflush(nullptr);
+  pid_t leader = ::fork();
+  ASSERT_GE(leader, 0);
+  if (leader == 0) {
+    // The session leader: its process group holds the terminal; pcopy runs in a group of its own,
+    // in the background. It reports pcopy's pid, how it stopped, and (once told to bring it to the
+    // foreground and continue it) its exit status. Async-signal-safe calls only.
+    int tty = -1;
+    struct termios t;
+    if (::setsid() < 0 || (tty = ::open(slave.c_str(), O_RDWR)) < 0 || ::tcgetattr(tty, &t) != 0) ::_exit(1);
+    t.c_lflag |= TOSTOP;
+    if (::tcsetattr(tty, TCSANOW, &t) != 0) ::_exit(1);
+    pid_t pc = ::fork();
+    if (pc == 0) {
+      int null = ::open("/dev/null", O_RDONLY);
+      if (::setpgid(0, 0) != 0 || ::dup2(null, 0) < 0 || ::dup2(tty, 1) < 0 || ::dup2(tty, 2) < 0) ::_exit(127);
+      ::close_range(3, ~0U, 0);
+      ::execve(c_argv[0], c_argv.data(), c_env.data());
+      ::_exit(127);
+    }
+    ::setpgid(pc, pc);
+    int status = 0;
+    (void)!::write(report[1], &pc, sizeof pc);
+    ::waitpid(pc, &status, WUNTRACED);
+    int how = WIFSTOPPED(status) ? WSTOPSIG(status) : -1;
+    (void)!::write(report[1], &how, sizeof how);
+    char c;
+    if (WIFSTOPPED(status) && ::read(go[0], &c, 1) == 1) {
+      ::tcsetpgrp(tty, pc);
+      ::kill(pc, SIGCONT);
+      ::waitpid(pc, &status, 0);
+    }
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+    (void)!::write(report[1], &code, sizeof code);
+    ::_exit(0);
+  }
+  report_out.reset();
+  // The terminal's output is read and thrown away, so that writing to it never blocks.
+  std::thread drain([fd = master.get()] {
+    char buf[4096];
+    while (::read(fd, buf, sizeof buf) > 0 || errno == EINTR) {
+    }
+  });
+  auto receive = [&](int& value, std::chrono::seconds timeout) {
+    pollfd pfd{report_in.get(), POLLIN, 0};
+    return ::poll(&pfd, 1, int(std::chrono::milliseconds(timeout).count())) == 1 &&
+           read_full(report_in.get(), &value, sizeof value) == ssize_t(sizeof value);
+  };
+  pid_t pc = -1;
+  int how = 0, code = -1;
+  bool started = receive(pc, 10s);
+  bool stopped_by_it = started && receive(how, 10s);
+  std::vector<Proc> workers;
+  bool all_stopped = stopped_by_it && poll_until(Clock::now() + 10s, [&] {
+    workers = children_of(pc);
+    return workers.size() == size_t(GetParam()) &&
+           std::all_of(workers.begin(), workers.end(), [](const Proc& w) { return stopped(w.pid); });
+  });
+  std::string states;
+  for (const Proc& w : children_of(pc)) states += fmt::format(" worker {}", stopped(w.pid) ? "stopped" : "running");
+  bool finished = false;
+  if (stopped_by_it) {
+    (void)!::write(go_out.get(), "g", 1);
+    bool opened = open_gate(fifo, Clock::now() + 60s, [&] { return proc_info(pc) && !is_dead(proc_info(pc)->state); });
+    EXPECT_TRUE(opened) << "no worker came to the gate";
+    finished = receive(code, 60s);
+  }
+  if (!finished && pc > 0) {
+    for (const Proc& w : children_of(pc)) ::kill(w.pid, SIGKILL);
+    ::kill(pc, SIGKILL);
+  }
+  ::kill(leader, SIGKILL);
+  ::waitpid(leader, nullptr, 0);
+  drain.join();
+  ASSERT_TRUE(started) << "pcopy did not start";
+  ASSERT_TRUE(stopped_by_it) << "pcopy was not stopped";
+  EXPECT_EQ(how, SIGTTOU);
+  EXPECT_TRUE(all_stopped) << "workers:" << states;
+  ASSERT_TRUE(finished) << "pcopy did not finish once continued";
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(diff_trees(src, to), "");
+  EXPECT_EQ(joined(temporaries(to)), "");
 }
 
 TEST_P(FaultsByJobs, KilledParentLeavesNoWorkersAndNextRunCleansTemporaries) {
