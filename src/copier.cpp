@@ -39,15 +39,39 @@ constexpr size_t kBatchFiles = 64;               // files per batch: up to 128 f
 constexpr unsigned kRingEntries = 256;
 constexpr size_t kMaxLaterCloses = 32;  // with a batch's 128, within kRingEntries
 const char* const kChanged = "file changed as we read it";
+const char* const kChangedType = "file changed type as we read it";
 constexpr uint64_t kRecheckBytes = 1 << 20;  // from this size the source is stat()ed again after
 
 int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW); }
 
+// O_NONBLOCK: the walk saw a regular file, but a FIFO put in its place must not block the open
+// (it is then found to be no regular file); on a regular file the flag changes nothing, except
+// that a lease another process holds fails the open instead of being waited for: then it is.
 int open_source(int dir, const std::string& name, bool follow) {
-  int flags = source_flags(follow);
+  int flags = source_flags(follow) | O_NONBLOCK;
   int fd = ::openat(dir, name.c_str(), flags | O_NOATIME);
   if (fd < 0 && errno == EPERM) fd = ::openat(dir, name.c_str(), flags);  // O_NOATIME needs ownership
+  if (fd < 0 && errno == EWOULDBLOCK) fd = ::openat(dir, name.c_str(), flags & ~O_NONBLOCK);
   return fd;
+}
+
+// --inplace, or a staged file a dead worker left: `name` opened for writing, a regular file there
+// truncated (`existed`); a symbolic link, FIFO or device there is replaced, never written through
+// or opened; a directory there is an error (EISDIR).
+int open_in_place(int dir, const char* name, mode_t mode, bool& existed) {
+  const int create = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
+  existed = false;
+  int fd = ::openat(dir, name, create, mode);
+  if (fd >= 0 || errno != EEXIST) return fd;
+  struct stat there;
+  if (::fstatat(dir, name, &there, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(there.st_mode) || S_ISDIR(there.st_mode))) {
+    fd = ::openat(dir, name, (create & ~O_EXCL) | O_TRUNC | O_NONBLOCK, mode);  // NONBLOCK: a FIFO swapped in
+    existed = fd >= 0;
+    // Else a link or a FIFO was put there meanwhile; a running program (ETXTBSY) is replaced too.
+    if (fd >= 0 || (errno != ELOOP && errno != ENXIO && errno != ETXTBSY)) return fd;
+  }
+  ::unlinkat(dir, name, 0);
+  return ::openat(dir, name, create, mode);
 }
 
 // A job's result before anything is done: what the walk knew of it.
@@ -169,6 +193,14 @@ void for_each_entry(int dir, const std::function<void(const char* name, unsigned
     }
   }
   ::lseek(dir, 0, SEEK_SET);
+}
+
+int chmod_nofollow(int dir, const char* name, mode_t mode) {
+  // The kernel's fchmodat2 (Linux 6.6) takes the flag; before it, glibc (before 2.39) emulates it
+  // through /proc, which a chroot may lack.
+  constexpr long kSysFchmodat2 = 452;  // the same number on every architecture
+  if (::syscall(kSysFchmodat2, dir, name, mode, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+  return errno == ENOSYS ? ::fchmodat(dir, name, mode, AT_SYMLINK_NOFOLLOW) : -1;
 }
 
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {
@@ -477,7 +509,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
     mode_t mode = mode_for_copy(src.st_mode, owner_kept);
     // chown cleared the set-id bits; an ACL written may have changed the group bits.
     if ((chowned || xattrs_written || (dst.st_mode & 07777) != mode) &&
-        ::fchmodat(dst_dir, t, mode, AT_SYMLINK_NOFOLLOW) != 0) {
+        chmod_nofollow(dst_dir, t, mode) != 0) {
       int e = errno;
       if (int err = note_unkept(unkept_, e, "mode", mode_text(mode))) return err;
     }
@@ -491,14 +523,15 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
 
 Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return fail(r, errno);
+  // O_NOFOLLOW refused a symbolic link where the walk saw a file.
+  if (!in) return errno == ELOOP && !opt_.dereference ? fail(r, 0, kChangedType) : fail(r, errno);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   return copy_opened(std::move(in), st, dst_dir, job, r);
 }
 
 Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, const Job& job, Result r) {
-  if (!S_ISREG(st.st_mode)) return fail(r, 0, "file changed type as we read it");
+  if (!S_ISREG(st.st_mode)) return fail(r, 0, kChangedType);
   r.size = uint64_t(st.st_size);
   r.mtime_ns = to_ns(st.st_mtim);
 
@@ -528,19 +561,11 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   bool fresh_mode = !default_acl_;
   if (!out) {
     tmp = direct ? job.target() : next_temp_name();
-    int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
-    out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
-    if (!out && direct && errno == EEXIST) {  // staged: what a worker that died left half-written
-      fresh_mode = false;
-      flags = (flags & ~O_EXCL) | O_TRUNC;
-      out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
-    }
-    if (!out && direct && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY)) {
-      // Never write through a link planted at the destination: replace it.
-      if (errno != EISDIR) ::unlinkat(dst_dir, tmp.c_str(), 0);
-      out.reset(::openat(dst_dir, tmp.c_str(), flags, st.st_mode & 0777));
-    }
+    bool existed = false;
+    if (direct) out.reset(open_in_place(dst_dir, tmp.c_str(), st.st_mode & 0777, existed));
+    else out.reset(::openat(dst_dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 0777));
     if (!out) return fail(r, errno);
+    fresh_mode = fresh_mode && !existed;
   }
   bool keep = false;
   struct Cleanup {
@@ -702,12 +727,10 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns)
     return fail(r, 0, kChanged);
   r.temp = opt_.inplace ? job.target() : next_temp_name();
-  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (opt_.inplace ? O_TRUNC : O_EXCL);
-  UniqueFd out(::openat(dst_dir, r.temp.c_str(), flags, st.st_mode & 0777));
-  if (!out && opt_.inplace && errno == ELOOP) {
-    ::unlinkat(dst_dir, r.temp.c_str(), 0);  // a planted link: replace it, never write through it
-    out.reset(::openat(dst_dir, r.temp.c_str(), flags, st.st_mode & 0777));
-  }
+  bool existed = false;
+  UniqueFd out(opt_.inplace ? open_in_place(dst_dir, r.temp.c_str(), st.st_mode & 0777, existed)
+                            : ::openat(dst_dir, r.temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                                       st.st_mode & 0777));
   if (!out) return fail(r, errno);
   if (int err = out.close_checked()) {
     if (!opt_.inplace) ::unlinkat(dst_dir, r.temp.c_str(), 0);
@@ -919,7 +942,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
       target.resize(target.size() * 2);
     }
   } else if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) {
-    return fail(r, 0, "file changed type as we read it");
+    return fail(r, 0, kChangedType);
   }
   auto make = [&] {
     if (S_ISLNK(st.st_mode)) return ::symlinkat(target.c_str(), dst_dir, t);
@@ -947,7 +970,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
     note_unkept(unkept_, refused);
   }
   mode_t mode = mode_for_copy(st.st_mode, owner_kept);
-  if (!err && !S_ISLNK(st.st_mode) && ::fchmodat(dst_dir, t, mode, 0) != 0) {
+  if (!err && !S_ISLNK(st.st_mode) && chmod_nofollow(dst_dir, t, mode) != 0) {
     int e = errno;
     err = note_unkept(unkept_, e, "mode", mode_text(mode));
   }

@@ -123,14 +123,17 @@ struct ManifestOpener {
 
   std::optional<Refusal> open(UniqueFd& fd, bool dst_made) {
     if (opt.manifest.empty() || opt.dry_run || (dst_made && !deferred)) return std::nullopt;
-    fd.reset(::open(opt.manifest.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0666));
+    // Inside DST, whoever can write there could have put a link at its name: not followed.
+    bool inside = within(canonical_future(dir_of(opt.manifest)), canonical_future(dst_dir));
+    fd.reset(::open(opt.manifest.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | (inside ? O_NOFOLLOW : 0), 0666));
     if (fd) return std::nullopt;
     int err = errno;
-    if (!dst_made && err == ENOENT && within(canonical_future(dir_of(opt.manifest)), canonical_future(dst_dir))) {
+    if (!dst_made && err == ENOENT && inside) {
       deferred = true;
       return std::nullopt;
     }
-    return Refusal{opt.manifest, fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest), errno_text(err))};
+    std::string why = err == ELOOP && inside ? "it is a symbolic link inside the destination" : errno_text(err);
+    return Refusal{opt.manifest, fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest), why)};
   }
 };
 

@@ -287,6 +287,10 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   if (!src || ::fstat(src.get(), &ev.st) != 0) {
     ev.err = errno;
     if (errno != ENOENT) ++walk_errors_;
+    if (errno == ELOOP && !opt_.dereference) {  // O_NOFOLLOW: a link put where the listing had a directory
+      ev.err = 0;
+      ev.detail = "file changed type as we read it";
+    }
     return ev;
   }
   if (opt_.dereference) {
@@ -605,7 +609,7 @@ int Walker::merge_staged(int pfd, DirNode* dir) {
   const char* staged = dir->staged_name.c_str();
   UniqueFd to(::openat(pfd, dir->name.c_str(), kDirFlags | O_NOFOLLOW));
   if (!to) return errno == ENOTDIR || errno == ELOOP ? EEXIST : errno;
-  ::fchmodat(pfd, staged, 0700, 0);  // its final mode may not let entries be taken out
+  chmod_nofollow(pfd, staged, 0700);  // its final mode may not let entries be taken out
   UniqueFd from(::openat(pfd, staged, kDirFlags | O_NOFOLLOW));
   if (!from) return errno;
   std::vector<std::string> names;

@@ -42,6 +42,10 @@ void for_each_entry(int dir, const std::function<void(const char* name, unsigned
 // symbolic links unless `follow`; works for paths longer than PATH_MAX. Returns -errno on failure.
 int open_dir_beneath(int root, std::string_view rel, bool follow);
 
+// fchmodat(dir, name, mode, AT_SYMLINK_NOFOLLOW): a symbolic link put at `name` meanwhile is not
+// followed (EOPNOTSUPP). Returns 0 or -1 with errno.
+int chmod_nofollow(int dir, const char* name, mode_t mode);
+
 // tmpfs, ext2-4, XFS, btrfs: close() has no flush step there and cannot report an error, and
 // writes to one file serialise on its inode lock.
 bool local_fs(int dir);

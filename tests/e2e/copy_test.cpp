@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -564,6 +565,48 @@ TEST_F(CopyTest, RefusesAManifestItCannotWriteBeforeCreatingAnything) {
   RunResult r = copy({"--manifest", dst + "/manifest.jsonl"});
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(lines_of(read_file(dst + "/manifest.jsonl")).size(), 1u);
+}
+
+// Whoever can write in DST could put a link at the manifest's name there: it is not written
+// through (the run is refused, the link's target untouched). Outside DST a link is followed, as a
+// shell's redirection follows it.
+TEST_F(CopyTest, ManifestInsideTheDestinationIsNotWrittenThroughALink) {
+  write_file(src + "/f", "f");
+  make_dir(dst);
+  write_file(tmp / "victim", "root:x:0:0\n");
+  make_symlink(tmp / "victim", dst + "/manifest.jsonl");
+  RunResult r = copy({"--manifest", dst + "/manifest.jsonl"});
+  expect_refused(r, dst + "/f");
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot write manifest '" + dst +
+                                  "/manifest.jsonl': it is a symbolic link inside the destination"))
+      << describe(r);
+  EXPECT_EQ(read_file(tmp / "victim"), "root:x:0:0\n");
+  make_symlink(tmp / "victim", tmp / "latest.jsonl");
+  r = copy({"--manifest", tmp / "latest.jsonl"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lines_of(read_file(tmp / "victim")).size(), 1u);
+}
+
+// --inplace rewrites a regular file where it is, but a FIFO or a device at the name is replaced by
+// the copy, never opened: writing would block forever on the FIFO, or go to the device (as
+// rsync --inplace does).
+TEST_F(CopyTest, InplaceReplacesAFifoOrADeviceInsteadOfWritingIntoIt) {
+  write_file(src + "/fifo", "was a FIFO in DST\n");
+  write_file(src + "/device", "was a device in DST\n");
+  write_file(src + "/plain", "new\n");
+  make_dir(dst);
+  ASSERT_EQ(::mkfifo((dst + "/fifo").c_str(), 0644), 0);
+  if (::geteuid() == 0) {  // mknod needs root
+    ASSERT_EQ(::mknod((dst + "/device").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0);  // /dev/null
+  }
+  write_file(dst + "/plain", "old, longer than the new\n");
+  ASSERT_EQ(::link((dst + "/plain").c_str(), (tmp / "other-link").c_str()), 0);
+  RunOptions options;
+  options.timeout_s = 60;
+  RunResult r = run_pcopy({"--inplace", "-j2", src, dst}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+  EXPECT_EQ(read_file(tmp / "other-link"), "new\n") << "--inplace rewrites the file, its other links see it";
 }
 
 // A pipeline reading --json gets a report from a refused run too, with the reason.

@@ -1127,6 +1127,82 @@ TEST_P(FaultsByJobs, DirectoryMadeByAnotherRunWhileItWasStagedGetsTheFiles) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// Whoever can write in DST renames a directory being staged away, puts a symbolic link to some
+// file of theirs... or root's at its name, and makes a directory of the final name: pcopy, finding
+// the name taken, moves what it staged into that directory. It must not follow the link to make
+// the staged directory writable (it changed the victim's mode to 0700); the entries it cannot
+// move are reported.
+TEST_P(FaultsByJobs, MergingAStagedDirectoryNeverFollowsALinkPutInItsPlace) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", victim = tmp / "victim";
+  make_dirs(src + "/d");
+  for (int i = 0; i < 5; ++i) write_file(src + fmt::format("/d/f{}", i), fmt::format("file {}\n", i));
+  write_file(src + "/d/stop-here", "marked\n");
+  write_file(victim, "root:x:0:0\n", 0644);
+  make_dir(dst);
+  AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_STOP_PARENT_NAME=stop-here"});
+  bool stopped = poll_until(Clock::now() + 60s, [&] {
+    auto info = proc_info(p.pid());
+    return !p.running() || (info && (info->state == 'T' || info->state == 't'));
+  });
+  std::vector<std::string> staged = stopped && p.running() ? temporaries_in(dst) : std::vector<std::string>{};
+  if (staged.size() == 1) {
+    std::string name = dst + "/" + staged[0];
+    ASSERT_EQ(::rename(name.c_str(), (dst + "/moved").c_str()), 0);
+    make_symlink(victim, name);
+    make_dir(dst + "/d");
+  }
+  ::kill(p.pid(), SIGCONT);
+  RunResult r = p.wait();
+  if (staged.size() != 1) GTEST_SKIP() << "d was not staged (or the parent never stopped)\n" << describe(r);
+  struct stat st {};
+  ASSERT_EQ(::lstat(victim.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u) << "the planted link was followed";
+  EXPECT_EQ(read_file(victim), "root:x:0:0\n");
+  EXPECT_EQ(r.status, 1) << describe(r);
+}
+
+// The walk listed a regular file; when a worker comes to open it, it is a FIFO or a symbolic link.
+// The open must neither wait for a writer to the FIFO (forever) nor follow the link: the file is
+// reported as changed, the rest copied. On both paths: one file at a time, and io_uring batches
+// (whose open of a FIFO does not block, and which falls back to the one-file path on a failure).
+TEST_P(FaultsByJobs, ASourceFileTurnedIntoAFifoOrALinkIsReportedNeitherOpenedNorFollowed) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  write_file(tmp / "outside", "not part of SRC\n");
+  for (std::string kind : {"fifo", "link"}) {
+    for (std::string way : {"--no-io-uring", "--progress=never"}) {
+      SCOPED_TRACE(kind + " " + way);
+      std::string src = tmp / ("src-" + kind + way), to = tmp / ("dst-" + kind + way), fifo = tmp / ("gate-" + kind + way);
+      make_dir(src);
+      write_file(src + "/a.txt", "a\n");
+      write_file(src + "/gate.txt", "a regular file when listed\n");
+      ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+      AsyncPcopy p({jobs(), way, src, to}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+      UniqueFd gate;  // held open while the file is swapped: the worker waits until it is closed
+      poll_until(Clock::now() + 60s, [&] {
+        gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
+        return gate.valid() || !p.running();
+      });
+      ASSERT_TRUE(gate.valid()) << "no worker came to the gate\n" << describe(p.wait());
+      std::string file = src + "/gate.txt";
+      ASSERT_EQ(::unlink(file.c_str()), 0);
+      if (kind == "fifo") ASSERT_EQ(::mkfifo(file.c_str(), 0644), 0);
+      else make_symlink(tmp / "outside", file);
+      gate.reset();
+      RunResult r = p.wait(60s);
+      EXPECT_EQ(r.status, 1) << describe(r);
+      EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'gate.txt': file changed type as we read it")) << describe(r);
+      EXPECT_FALSE(exists(to + "/gate.txt"));
+      EXPECT_EQ(read_file(to + "/a.txt"), "a\n");
+      EXPECT_EQ(joined(temporaries(to)), "");
+    }
+  }
+}
+
 TEST_P(FaultsByJobs, TemporariesOfARunStillGoingAreLeftAlone) {
   std::string src = shared_tree("fifty", make_fifty_dirs);
   // A process that looks like a running pcopy: its temporaries must survive; those of a pcopy that

@@ -712,6 +712,26 @@ TEST(RemoveTemps, RemovesFileTemporariesAndStagedDirectoriesButNotLookalikeDirec
   EXPECT_EQ(pcopy_test::list_dir(d), (std::set<std::string>{".pcopy-mine.tmp", "kept"}));
 }
 
+// A FIFO or device pcopy made is given its mode by name: whoever can write in DST may have put a
+// link there meanwhile, and its target must keep its mode.
+TEST(ChmodNofollow, SetsTheModeOfWhatIsThereButNeverFollowsALink) {
+  TempDir tmp;
+  std::string d = tmp.path();
+  ASSERT_EQ(::mkfifo((d + "/fifo").c_str(), 0600), 0);
+  pcopy_test::write_file(d + "/victim", "someone's file");
+  ASSERT_EQ(::chmod((d + "/victim").c_str(), 0600), 0);
+  ASSERT_EQ(::symlink((d + "/victim").c_str(), (d + "/planted").c_str()), 0);
+  int fd = pcopy_test::open_dir(d);
+  EXPECT_EQ(chmod_nofollow(fd, "fifo", 0644), 0);
+  EXPECT_EQ(chmod_nofollow(fd, "planted", 0666), -1);
+  ::close(fd);
+  struct stat st {};
+  ASSERT_EQ(::stat((d + "/fifo").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  ASSERT_EQ(::stat((d + "/victim").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u) << "the link was followed";
+}
+
 // ---- open_dir_beneath ---------------------------------------------------------------------
 
 namespace {
