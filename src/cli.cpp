@@ -4,9 +4,13 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
+#include <cstdio>
+#include <iostream>
 #include <fstream>
 #include <string_view>
 
+#include "pcopy/fd.hpp"
 #include "pcopy/report.hpp"
 
 namespace pcopy {
@@ -44,7 +48,14 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
 
   const char* copying = "Copying";
   app.add_option("-j,--jobs", o.jobs, "Worker processes, 1-1024 (default: online CPUs)")
-      ->check(CLI::Range(1u, 1024u))
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            unsigned n = 0;
+            auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+            bool ok = ec == std::errc() && end == v.data() + v.size() && n >= 1 && n <= 1024;
+            return ok ? std::string() : fmt::format("expects a number of workers from 1 to 1024, not '{}'", v);
+          },
+          "", "1-1024"))
       ->group(copying);
   app.add_flag("-a,--archive", o.archive,
                "Also keep owner and group, xattrs and ACLs, hard links, special files")
@@ -140,13 +151,19 @@ CliResult parse_cli(int argc, const char* const* argv) {
   std::string progress = "auto", reflink = "auto";
   define_options(app, o, progress, reflink);
 
+  // As cp and rsync: an option given again takes the last value (a wrapper adding -j8 to a
+  // configured -j4); the repeatable ones (--exclude and the like) add up.
+  for (const char* name : {"--jobs", "--reflink", "--progress", "--manifest"})
+    app.get_option(name)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
+  } catch (const CLI::Success& e) {  // --help, --version: their text, and an error if it could not be written
     app.exit(e);
-    return {std::nullopt, 0};
-  } catch (const CLI::CallForVersion& e) {
-    app.exit(e);
+    if (std::fflush(stdout) != 0 || std::cout.flush().fail()) {
+      fmt::print(stderr, "pcopy: write error: {}\n", errno_text(errno));
+      return {std::nullopt, 1};
+    }
     return {std::nullopt, 0};
   } catch (const CLI::ParseError& e) {
     print_refusal(fmt::format("pcopy: {}", e.what()), "", o.json || json_requested(argc, argv), o.jobs);

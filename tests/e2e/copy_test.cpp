@@ -609,6 +609,17 @@ TEST_F(CopyTest, InplaceReplacesAFifoOrADeviceInsteadOfWritingIntoIt) {
   EXPECT_EQ(read_file(tmp / "other-link"), "new\n") << "--inplace rewrites the file, its other links see it";
 }
 
+// --help and --version into a full disk: an error and status 1, as cp and the other GNU tools.
+TEST_F(CopyTest, HelpAndVersionReportAFailedWrite) {
+  for (std::string option : {"--help", "--version"}) {
+    std::string err = tmp / "err";
+    int status = std::system((pcopy_bin() + " " + option + " >/dev/full 2>" + err).c_str());
+    ASSERT_TRUE(WIFEXITED(status)) << option;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << option;
+    EXPECT_EQ(read_file(err), "pcopy: write error: No space left on device\n") << option;
+  }
+}
+
 // A pipeline reading --json gets a report from a refused run too, with the reason.
 TEST_F(CopyTest, RefusedRunStillPrintsTheJsonReport) {
   src = tmp / "no-such-source";

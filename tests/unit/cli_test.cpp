@@ -218,6 +218,27 @@ TEST(Cli, JobsNotANumberIsAUsageError) {
 
 TEST(Cli, NegativeJobsIsAUsageError) { expect_usage_error({"--jobs=-1", "s", "d"}); }
 
+TEST(Cli, JobsThatIsNoNumberIsRefusedSayingSo) {
+  testing::internal::CaptureStderr();
+  CliResult r = parse({"-j", "abc", "s", "d"});
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(r.exit_status, 2);
+  EXPECT_NE(err.find("pcopy: --jobs: expects a number of workers from 1 to 1024, not 'abc'\n"), std::string::npos) << err;
+}
+
+// As with cp and rsync, an option given twice takes the last value: a wrapper script appending
+// -j8 to a configured -j4 gets 8 workers. Repeatable options add up.
+TEST(Cli, AnOptionGivenAgainTakesTheLastValue) {
+  CliResult r = parse_quiet({"-j4", "s", "d", "-j8", "--progress=never", "--progress=always", "--reflink=never",
+                             "--reflink=auto", "--manifest", "a", "--manifest", "b", "--exclude", "x", "--exclude", "y"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_EQ(r.options->jobs, 8u);
+  EXPECT_EQ(r.options->progress, ProgressMode::Always);
+  EXPECT_EQ(r.options->reflink, ReflinkMode::Auto);
+  EXPECT_EQ(r.options->manifest, "b");
+  EXPECT_EQ(r.options->filters.size(), 2u);
+}
+
 TEST(Cli, UnknownOptionIsAUsageError) {
   expect_usage_error({"--frobnicate", "s", "d"});
   expect_usage_error({"-Z", "s", "d"});
