@@ -137,6 +137,13 @@ struct ManifestOpener {
   }
 };
 
+// Whether a directory opened by path can be entered: one that may be listed but not searched
+// (mode r--) opens, yet nothing in it can be. Else false, with errno.
+bool enterable(int dir) {
+  UniqueFd probe(::openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  return probe.valid();
+}
+
 }  // namespace
 
 std::variant<Target, Refusal> prepare_target(const Options& opt) {
@@ -164,7 +171,8 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
       return refuse(src, fmt::format("pcopy: --delete would delete {} itself: it is inside the destination {}",
                                      quoted(src), quoted(dst)));
     t.src_root.reset(::open(src.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!t.src_root) return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));
+    if (!t.src_root || !enterable(t.src_root.get()))
+      return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));
     ManifestOpener manifest{opt, dst};
     if (auto no = manifest.open(t.manifest, false)) return *no;
     if (!opt.dry_run) {
@@ -172,7 +180,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
         return refuse(dst, fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err)));
     }
     t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!t.dst_root && !(opt.dry_run && errno == ENOENT))
+    if (t.dst_root ? !enterable(t.dst_root.get()) : !(opt.dry_run && errno == ENOENT))
       return refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno)));
     if (auto no = manifest.open(t.manifest, true)) return *no;
     return t;

@@ -485,6 +485,24 @@ TEST_F(CopyTest, ReportsUnreadableFileAndCopiesTheRest) {
   EXPECT_EQ(diff_trees(src, dst), "") << "everything else is copied, and no temporary is left behind";
 }
 
+// SRC (or DST) that may be listed but not entered (mode r-- for the user): nothing in it can be
+// read, so the run is refused as for an unreadable SRC, with the OS's reason, nothing created.
+TEST_F(CopyTest, RefusesASourceOrDestinationItCanListButNotEnter) {
+  write_file(src + "/a.txt", "a");
+  RunOptions options = unprivileged(tmp);
+  ASSERT_EQ(::chmod(src.c_str(), 0644), 0);
+  RunResult r = copy({}, options);
+  ASSERT_EQ(::chmod(src.c_str(), 0755), 0);
+  expect_refused(r, dst);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot open '" + src + "': Permission denied")) << describe(r);
+  make_dir(dst);
+  ASSERT_EQ(::chmod(dst.c_str(), 0644), 0);
+  r = copy({}, unprivileged(tmp));
+  ASSERT_EQ(::chmod(dst.c_str(), 0755), 0);
+  expect_refused(r, dst + "/a.txt");
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot open '" + dst + "': Permission denied")) << describe(r);
+}
+
 size_t permission_errors(const RunResult& r) {
   auto lines = lines_of(r.err);
   return static_cast<size_t>(std::count_if(lines.begin(), lines.end(), [](const std::string& line) {
