@@ -569,6 +569,10 @@ void Runner::settle(const Result& r) {
 // The final word on one entry: counts, messages, manifest, hard-link group, directory.
 void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   ++files_done_;
+  // What is not copied leaves the total: a finished run ends at 100%, and the ETA counts only what
+  // is left (-u skips most of a nightly run's bytes).
+  if (r.outcome == Outcome::Skipped || r.outcome == Outcome::Failed)
+    bytes_total_ -= std::min(bytes_total_, info.job.size > bytes ? info.job.size - bytes : 0);
   auto path = [&] { return rel(info); };  // built only when printed: not for every file
   switch (r.outcome) {
     case Outcome::Failed:

@@ -1052,6 +1052,27 @@ TEST_F(Report, ProgressAlwaysWithoutTerminalPrintsPlainLines) {
     EXPECT_FALSE(std::regex_search(line, std::regex("^pcopy: [0-9]+%"))) << describe(r);
 }
 
+// An incremental run's last status line says it is done: files -u skips, and files that fail,
+// leave the byte total instead of staying "to do" (it ended at 10%, with an ETA).
+TEST_F(Report, ProgressOfAnIncrementalRunEndsAtAHundredPercent) {
+  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/f{:02}", i), random_bytes(50'000, static_cast<unsigned>(i)));
+  ASSERT_EQ(copy({"-q"}).status, 0);
+  ASSERT_EQ(::unlink((dst + "/f03").c_str()), 0);  // one of twenty to copy again
+  write_file(src + "/secret", random_bytes(50'000, 99), 0000);
+  RunResult r = copy({"-u", "--progress=always"}, unprivileged(tmp));
+  EXPECT_EQ(r.status, 1) << describe(r);  // the unreadable file
+  auto lines = lines_of(r.err);
+  auto last = std::find_if(lines.rbegin(), lines.rend(), [](const std::string& l) { return l.starts_with("pcopy: ") && l.find('%') != l.npos; });
+  ASSERT_NE(last, lines.rend()) << describe(r);
+  EXPECT_TRUE(last->starts_with("pcopy: 100%  21/21 files  48.8 KiB/48.8 KiB")) << *last;
+  // Up to date: nothing to copy is done at once.
+  r = copy({"-u", "--progress=always"});
+  lines = lines_of(r.err);
+  last = std::find_if(lines.rbegin(), lines.rend(), [](const std::string& l) { return l.starts_with("pcopy: ") && l.find('%') != l.npos; });
+  ASSERT_NE(last, lines.rend()) << describe(r);
+  EXPECT_TRUE(last->starts_with("pcopy: 100%")) << *last;
+}
+
 // A run long enough for several periods: a status line at least every ~2 s of the run.
 TEST_F(Report, ProgressAlwaysWithoutTerminalRepeatsEveryFewSeconds) {
   // A 1 GiB hole: no disk space, but --verify re-reads it all, which takes a few seconds.
