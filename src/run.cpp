@@ -14,12 +14,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <map>
-#include <set>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <utility>
 
@@ -47,6 +48,7 @@ constexpr size_t kEarlyBatchFiles = 16;       // enough jobs to send an idle wor
 constexpr int kEventsPerPoll = 1024;          // walk at most this much between looks at the pipes
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
+constexpr double kOutInterval = 0.2;          // -v, -n lines into a file or pipe: written at least this often
 constexpr int kFinishUpMs = 250;              // abandoned: how long workers may finish the job in hand
 
 double now_s() {
@@ -174,6 +176,7 @@ class Runner {
     return color_ ? fmt::format("\x1b[{}m{}\x1b[0m", sgr, line) : line;
   }
   void out_line(const std::string& line); // stdout; with --json stderr, so the report is all stdout holds
+  void flush_out();
   void write_out(std::string_view text);   // to stdout, until a write to it fails
   void tick(bool force);
   ProgressState progress_state() const;
@@ -210,6 +213,7 @@ class Runner {
   uint64_t files_total_ = 0, bytes_total_ = 0, files_done_ = 0, bytes_done_ = 0;
   double start_ = now_s();
   double last_draw_ = 0;
+  double last_out_ = 0;  // when stdout_buf_ was last written
   RateMeter meter_;
   std::optional<BarRenderer> bar_;
   bool status_lines_ = false;
@@ -233,6 +237,7 @@ std::string Runner::rel(DirNode* dir, const std::string& name) const {
 std::string Runner::rel(const JobInfo& info) const { return rel(info.dir, info.job.name); }
 
 void Runner::say(const std::string& line) {
+  flush_out();  // `> log 2>&1`: the paths copied before an error come before it
   if (stderr_tty_) before_terminal_write(STDERR_FILENO);
   if (bar_) bar_->clear();
   std::string text = line + "\n";
@@ -249,13 +254,19 @@ void Runner::out_line(const std::string& line) {
     say(line);
     return;
   }
+  // Into a file or a pipe lines are gathered, one write for many, yet written within kOutInterval:
+  // a CI log shows them as they happen, and loses little if the job is killed.
   stdout_buf_ += line;
   stdout_buf_ += '\n';
-  if (stdout_tty_ || stdout_buf_.size() >= 64 * 1024) {
-    if (bar_ && stdout_tty_) bar_->clear();
-    write_out(stdout_buf_);
-    stdout_buf_.clear();
-  }
+  if (stdout_tty_ || stdout_buf_.size() >= 64 * 1024 || now_s() - last_out_ >= kOutInterval) flush_out();
+}
+
+void Runner::flush_out() {
+  last_out_ = now_s();
+  if (stdout_buf_.empty()) return;
+  if (bar_ && stdout_tty_) bar_->clear();
+  write_out(stdout_buf_);
+  stdout_buf_.clear();
 }
 
 void Runner::error(const std::string& path, const std::string& reason) {
@@ -1007,10 +1018,12 @@ void Runner::tick(bool force) {
 
 int Runner::timeout_ms() const {
   if (!walk_done_ && !stopping_ && jobs_.size() < window_) return 0;
-  if (!bar_ && !status_lines_) return -1;
-  double interval = bar_ ? kBarInterval : kLineInterval;
-  double left = last_draw_ + interval - now_s();
-  return std::max(1, int(left * 1000) + 1);
+  // Until the next thing due: a redraw or status line, buffered -v lines.
+  std::optional<double> due;
+  if (bar_ || status_lines_) due = last_draw_ + (bar_ ? kBarInterval : kLineInterval);
+  if (!stdout_buf_.empty()) due = std::min(due.value_or(HUGE_VAL), last_out_ + kOutInterval);
+  if (!due) return -1;
+  return std::max(1, int((*due - now_s()) * 1000) + 1);
 }
 
 void Runner::poll_once(int timeout) {
@@ -1130,6 +1143,7 @@ int Runner::run() {
     if ((walk_done_ || stopping_) && jobs_.empty()) break;
     poll_once(timeout_ms());
     tick(false);
+    if (!stdout_buf_.empty() && now_s() - last_out_ >= kOutInterval) flush_out();
   }
   return finish();
 }
@@ -1175,7 +1189,7 @@ int Runner::finish() {
     meter_.sample(now_s() - start_, bytes_done_);
     say(format_status_line(progress_state()));
   }
-  write_out(stdout_buf_);
+  flush_out();
   if (int err = manifest_.close()) {
     say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)));
     stats_.errors.push_back({opt_.manifest, errno_text(err)});

@@ -1164,6 +1164,36 @@ TEST_P(FaultsByJobs, MergingAStagedDirectoryNeverFollowsALinkPutInItsPlace) {
   EXPECT_EQ(r.status, 1) << describe(r);
 }
 
+// -v into a file (a CI log): the paths are written as the files are done, not held back until
+// the end (or 64 KiB), so a log shows where a slow or hung run stands. Here the run waits at a
+// gate in z/ after the files before it are copied; their lines must be in the log meanwhile.
+TEST_P(FaultsByJobs, VerboseLinesReachALogFileWhileTheRunGoesOn) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", fifo = tmp / "gate";
+  make_dirs(src + "/z");
+  for (int i = 0; i < 5; ++i) write_file(src + fmt::format("/f{}", i), "f\n");
+  write_file(src + "/z/gate.txt", "g\n");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  AsyncPcopy p({jobs(), "-v", src, dst}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+  bool logged = poll_until(Clock::now() + 30s, [&] {
+    auto lines = lines_of(read_file(logs + "/stdout"));
+    std::set<std::string> done(lines.begin(), lines.end());
+    return !p.running() || (done.count("f0") && done.count("f4"));
+  });
+  bool waiting = p.running();
+  bool opened = open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  RunResult r = p.wait();
+  EXPECT_TRUE(opened && waiting) << "the run did not wait at the gate\n" << describe(r);
+  EXPECT_TRUE(logged) << "the paths copied were not in the log while the run went on\n" << describe(r);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  auto lines = lines_of(r.out);
+  EXPECT_EQ(std::set<std::string>(lines.begin(), lines.end()),
+            (std::set<std::string>{"f0", "f1", "f2", "f3", "f4", "z/", "z/gate.txt"}))
+      << describe(r);
+}
+
 // The walk listed a regular file; when a worker comes to open it, it is a FIFO or a symbolic link.
 // The open must neither wait for a writer to the FIFO (forever) nor follow the link: the file is
 // reported as changed, the rest copied. On both paths: one file at a time, and io_uring batches
