@@ -585,6 +585,8 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   if (r.outcome == Outcome::Skipped || r.outcome == Outcome::Failed)
     bytes_total_ -= std::min(bytes_total_, info.job.size > bytes ? info.job.size - bytes : 0);
   auto path = [&] { return rel(info); };  // built only when printed: not for every file
+  // Where the copy is: not the source's name for a single file copied to another (`pcopy a b`).
+  auto dst_path = [&] { return rel(info.dir, info.job.target()); };
   switch (r.outcome) {
     case Outcome::Failed:
       error(path(), reason_of(r));
@@ -596,7 +598,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       break;
     case Outcome::Skipped:
       ++stats_.files_skipped;
-      if (opt_.dry_run) out_line("skip " + display_path(path()));
+      if (opt_.dry_run) out_line("skip " + display_path(dst_path()));
       break;
     case Outcome::Copied:
     case Outcome::Replaced:
@@ -607,9 +609,9 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       }
       stats_.bytes_copied += bytes;
       if (opt_.dry_run) {
-        out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(path()));
+        out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(dst_path()));
       } else if (opt_.verbose) {
-        out_line(display_path(path()));
+        out_line(display_path(dst_path()));
       }
       if (manifest_.is_open()) {
         std::optional<Hash128> hash = r.hash;
@@ -618,7 +620,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
           auto group = links_.find(*info.member_of);
           if (group != links_.end()) hash = group->second.hash;
         }
-        if (hash) manifest_.add(path(), r.size, r.mtime_ns, *hash);
+        if (hash) manifest_.add(dst_path(), r.size, r.mtime_ns, *hash);
       }
       break;
     case Outcome::Split:

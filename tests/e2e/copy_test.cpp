@@ -396,6 +396,21 @@ TEST_F(SingleFileTest, CopiesSingleFileToTargetName) {
   expect_same_file(tmp / "copy.bin");
 }
 
+// -n, -v and the manifest name the file as written, not as it was called in SRC: a CI step checks
+// the manifest against the staged directory.
+TEST_F(SingleFileTest, DryRunVerboseAndManifestNameTheTargetName) {
+  RunResult dry = run_pcopy({"-n", file, tmp / "stage/copy.bin"});
+  EXPECT_EQ(dry.status, 0) << describe(dry);
+  EXPECT_EQ(dry.out, "copy copy.bin\n");
+  RunResult r = run_pcopy({"-v", "--manifest", tmp / "manifest.jsonl", file, tmp / "stage/copy.bin"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(r.out, "copy.bin\n");
+  auto entries = lines_of(read_file(tmp / "manifest.jsonl"));
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(entries[0]).at("path"), "copy.bin");
+  expect_same_file(tmp / "stage/copy.bin");
+}
+
 TEST_F(SingleFileTest, ReplacesExistingTargetFile) {
   write_file(tmp / "copy.bin", "old contents");
   RunResult r = run_pcopy({file, tmp / "copy.bin"});
