@@ -8,7 +8,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <unordered_map>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "pcopy/copier.hpp"
@@ -140,42 +141,39 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   return first_err;
 }
 
-void delete_extraneous(int src_root, int dst_root, const Options& opt, const MirrorCallbacks& cb) {
-  struct Pair {
-    UniqueFd src, dst;
+void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt, const MirrorCallbacks& cb) {
+  struct Dir {
+    UniqueFd dst;
     std::string rel;
+    const SrcListing* src;
   };
-  std::vector<Pair> todo;
-  todo.push_back({UniqueFd(::fcntl(src_root, F_DUPFD_CLOEXEC, 0)), UniqueFd(::fcntl(dst_root, F_DUPFD_CLOEXEC, 0)), ""});
+  auto root = src.find("");
+  if (root == src.end()) return;
+  std::vector<Dir> todo;
+  todo.push_back({UniqueFd(::fcntl(dst_root, F_DUPFD_CLOEXEC, 0)), "", &root->second});
   while (!todo.empty()) {
-    Pair p = std::move(todo.back());
+    Dir p = std::move(todo.back());
     todo.pop_back();
-    std::vector<Entry> src_entries, dst_entries;
-    if (int err = list_dir(p.src.get(), src_entries)) {
-      cb.failed(p.rel, err);  // never delete on the strength of a partial listing
-      continue;
-    }
+    std::vector<Entry> dst_entries;
     if (int err = list_dir(p.dst.get(), dst_entries)) {
       cb.failed(p.rel, err);
       continue;
     }
-    std::unordered_map<std::string, bool> in_src;
-    for (auto& e : src_entries) in_src.emplace(std::move(e.name), e.is_dir);
+    std::unordered_set<std::string_view> in_src;
+    for (size_t pos = 0; pos < p.src->names.size();) {
+      std::string_view name(p.src->names.c_str() + pos);
+      in_src.insert(name);
+      pos += name.size() + 1;
+    }
     bool removed = false;
     mode_t was = 0;  // the mode of a directory opened up for the removals, restored after them
     for (const Entry& e : dst_entries) {
       std::string rel = join(p.rel, e.name);
-      auto it = in_src.find(e.name);
-      if (it != in_src.end()) {
-        bool src_is_dir = it->second;
-        if (!src_is_dir && opt.dereference) {
-          struct stat st;
-          src_is_dir = ::fstatat(p.src.get(), e.name.c_str(), &st, 0) == 0 && S_ISDIR(st.st_mode);
-        }
-        if (e.is_dir && src_is_dir && !is_excluded(opt.filters, rel, true)) {
-          UniqueFd s(::openat(p.src.get(), e.name.c_str(), kDirFlags & ~(opt.dereference ? O_NOFOLLOW : 0)));
+      if (in_src.count(e.name)) {
+        // Entered only where the walk listed SRC's directory to the end.
+        if (auto sub = src.find(rel); e.is_dir && sub != src.end()) {
           UniqueFd d(::openat(p.dst.get(), e.name.c_str(), kDirFlags));
-          if (s && d) todo.push_back({std::move(s), std::move(d), rel});
+          if (d) todo.push_back({std::move(d), rel, &sub->second});
         }
         continue;
       }
@@ -195,11 +193,8 @@ void delete_extraneous(int src_root, int dst_root, const Options& opt, const Mir
     if (removed && !opt.dry_run) {
       if (was) ::fchmod(p.dst.get(), was & 07777);
       // Removing entries touched the directory's times; put SRC's back.
-      struct stat st;
-      if (::fstat(p.src.get(), &st) == 0) {
-        struct timespec times[2] = {st.st_atim, st.st_mtim};
-        ::futimens(p.dst.get(), times);
-      }
+      struct timespec times[2] = {p.src->atime, p.src->mtime};
+      ::futimens(p.dst.get(), times);
     }
   }
 }
