@@ -77,7 +77,7 @@ UniqueFd open_to_empty(int dir, const std::string& name, bool dry_run) {
 }  // namespace
 
 int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb,
-                const std::vector<FilterRule>& filters) {
+                const std::vector<FilterRule>& filters, bool one_file_system) {
   struct Level {
     UniqueFd fd;
     std::string rel;
@@ -90,7 +90,12 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     if (!first_err) first_err = err;
     cb.failed(path, err);
   };
+  // With -x, a file system mounted below stays, and so does every directory above it.
+  struct stat st;
+  dev_t dev = one_file_system && ::fstat(dir, &st) == 0 ? st.st_dev : 0;
+  auto elsewhere = [&](int fd) { return dev && ::fstat(fd, &st) == 0 && st.st_dev != dev; };
   UniqueFd top(open_to_empty(dir, name, dry_run));
+  if (top && elsewhere(top.get())) return 0;
   if (!top) {
     if (errno != ENOTDIR && errno != ELOOP) return note(rel, errno), first_err;
     if (!dry_run && ::unlinkat(dir, name.c_str(), 0) != 0) return note(rel, errno), first_err;
@@ -129,6 +134,10 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
         note(path, errno);
         continue;
       }
+      if (elsewhere(fd.get())) {
+        lv.kept = true;
+        continue;
+      }
       Level child{std::move(fd), path, {}, 0};
       if (int err = list_dir(child.fd.get(), child.entries)) note(path, err);
       stack.push_back(std::move(child));
@@ -149,6 +158,12 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
   };
   auto root = src.find("");
   if (root == src.end()) return;
+  // With -x, DST's directories on another file system are left alone, as rsync -x leaves them.
+  struct stat st;
+  dev_t dev = opt.one_file_system && ::fstat(dst_root, &st) == 0 ? st.st_dev : 0;
+  auto elsewhere = [&](int dir, const char* name) {
+    return dev && ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev != dev;
+  };
   std::vector<Dir> todo;
   todo.push_back({UniqueFd(::fcntl(dst_root, F_DUPFD_CLOEXEC, 0)), "", &root->second});
   while (!todo.empty()) {
@@ -171,18 +186,19 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       std::string rel = join(p.rel, e.name);
       if (in_src.count(e.name)) {
         // Entered only where the walk listed SRC's directory to the end.
-        if (auto sub = src.find(rel); e.is_dir && sub != src.end()) {
+        if (auto sub = src.find(rel); e.is_dir && sub != src.end() && !elsewhere(p.dst.get(), e.name.c_str())) {
           UniqueFd d(::openat(p.dst.get(), e.name.c_str(), kDirFlags));
           if (d) todo.push_back({std::move(d), rel, &sub->second});
         }
         continue;
       }
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
-      if (struct stat st; cb.keep && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && cb.keep(st))
+      if (e.is_dir && elsewhere(p.dst.get(), e.name.c_str())) continue;
+      if (cb.keep && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && cb.keep(st))
         continue;
       if (!removed && !opt.dry_run) was = open_up(p.dst.get(), ".");
       if (e.is_dir) {
-        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb, opt.filters);
+        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb, opt.filters, opt.one_file_system);
       } else if (!opt.dry_run && ::unlinkat(p.dst.get(), e.name.c_str(), 0) != 0) {
         cb.failed(rel, errno);
       } else {

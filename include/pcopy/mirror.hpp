@@ -34,12 +34,14 @@ struct MirrorCallbacks {
 };
 
 // `dry_run` reports without removing. Directory times changed by removals are restored from SRC.
+// With -x, directories on another file system than DST are left alone, mount points included.
 void delete_extraneous(const SrcListings& src, int dst_root, const Options& options, const MirrorCallbacks& cb);
 
 // Removes `name` in `dir` and everything below it, iteratively; calls `deleted` for each entry.
 // Entries `filters` exclude (`rel` is where `name` is in the tree) are kept, and so are the
-// directories holding them, silently, as rsync keeps them. Returns 0 or the first errno.
+// directories holding them, silently, as rsync keeps them; with `one_file_system`, so are
+// directories on another file system than `dir`'s. Returns 0 or the first errno.
 int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb,
-                const std::vector<FilterRule>& filters = {});
+                const std::vector<FilterRule>& filters = {}, bool one_file_system = false);
 
 }  // namespace pcopy
