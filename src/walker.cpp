@@ -319,8 +319,8 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
     node->staged_name = staged_prefix_ + std::to_string(++staged_count_) + std::string(kTempSuffix);
   node->dst.reset(open_dst_child(frame.node, node, err, ev.detail));
   if (err || !ev.detail.empty()) {
+    // Not a walk error: SRC was read. Unlisted, the directory is not entered by --delete either.
     ev.err = err;
-    ++walk_errors_;
     live_.erase(node);
     delete node;
     release(frame.node);

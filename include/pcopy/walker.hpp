@@ -94,6 +94,7 @@ class Walker {
   void release(DirNode* dir);
   // True once every directory, the root included, has been finished.
   bool finished() const { return finished_; }
+  // Failures to read SRC (not those to make or open a directory in DST).
   int walk_errors() const { return walk_errors_; }
   // With --delete: what the walk saw of each directory it listed to the end.
   const SrcListings& listings() const { return listings_; }

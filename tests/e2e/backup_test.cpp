@@ -585,6 +585,26 @@ TEST_F(Backup, DeleteWithOneFileSystemStaysOutOfOtherFileSystems) {
   EXPECT_EQ(read_file(dst + "/data/d"), "d\n");
 }
 
+// A directory that could not be made in DST (here --ignore-existing keeps a file in its place)
+// leaves alone only what is at that name: deletions elsewhere go on, and nothing blames SRC.
+TEST_F(Backup, DeleteGoesOnBesideADirectoryThatCouldNotBeCopied) {
+  make_dir(src + "/d");
+  write_file(src + "/d/x", "x\n");
+  write_file(src + "/f", "f\n");
+  make_dir(dst);
+  write_file(dst + "/d", "a file where SRC has a directory\n");
+  write_file(dst + "/stale", "extraneous\n");
+
+  RunResult r = copy({"--ignore-existing", "--delete", "--json"});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_NE(r.err.find("cannot copy 'd': the destination has a non-directory of that name"), std::string::npos)
+      << describe(r);
+  EXPECT_EQ(r.err.find("reading SRC"), std::string::npos) << "SRC was read completely\n" << describe(r);
+  EXPECT_EQ(read_file(dst + "/d"), "a file where SRC has a directory\n");
+  EXPECT_FALSE(exists(dst + "/stale")) << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_deleted"), 1) << describe(r);
+}
+
 TEST_F(Backup, FsyncOptionCopiesCorrectly) {
   make_dirs(src + "/a/b");
   write_old(src + "/empty", "");
