@@ -58,14 +58,25 @@ int list_dir(int fd, std::vector<Entry>& out) {
 std::string join(const std::string& rel, const std::string& name) { return rel.empty() ? name : rel + "/" + name; }
 
 // As an ordinary user, a directory of ours we may not list or change cannot be emptied: it is
-// opened up first, as rsync does (root needs no permission). Its old mode, or 0 if unchanged.
-mode_t open_up(int dir, const char* name) {
+// opened up first, as rsync does (root needs no permission). Whether `name` is one (`st` its lstat).
+bool needs_opening_up(int dir, const char* name, struct stat& st) {
   static const uid_t euid = ::geteuid();
+  return euid != 0 && ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+         st.st_uid == euid && (st.st_mode & S_IRWXU) != S_IRWXU;
+}
+
+// Opens it up: its old mode, or 0 if unchanged.
+mode_t open_up(int dir, const char* name) {
   struct stat st;
-  if (euid == 0 || ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode) ||
-      st.st_uid != euid || (st.st_mode & S_IRWXU) == S_IRWXU)
-    return 0;
+  if (!needs_opening_up(dir, name, st)) return 0;
   return ::fchmodat(dir, name, (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mode : 0;
+}
+
+// After open_to_empty() failed in a dry run (errno still its): the real run would open the
+// directory up and empty it; the dry run may not read it, so it lists it without its contents.
+bool dry_run_may_not_read(int dir, const std::string& name) {
+  struct stat st;
+  return errno == EACCES && needs_opening_up(dir, name.c_str(), st);
 }
 
 // Opens directory `name` in `dir` to remove what it holds (opened up first unless `dry_run`).
@@ -97,6 +108,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   UniqueFd top(open_to_empty(dir, name, dry_run));
   if (top && elsewhere(top.get())) return 0;
   if (!top) {
+    if (dry_run && dry_run_may_not_read(dir, name)) return cb.deleted(rel), 0;
     if (errno != ENOTDIR && errno != ELOOP) return note(rel, errno), first_err;
     if (!dry_run && ::unlinkat(dir, name.c_str(), 0) != 0) return note(rel, errno), first_err;
     cb.deleted(rel);
@@ -130,6 +142,10 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     }
     if (e.is_dir) {
       UniqueFd fd(open_to_empty(lv.fd.get(), e.name, dry_run));
+      if (!fd && dry_run && dry_run_may_not_read(lv.fd.get(), e.name)) {
+        cb.deleted(path);
+        continue;
+      }
       if (!fd) {
         note(path, errno);
         continue;

@@ -605,6 +605,27 @@ TEST_F(Backup, DeleteGoesOnBesideADirectoryThatCouldNotBeCopied) {
   EXPECT_EQ(count(parse_report(r), "files_deleted"), 1) << describe(r);
 }
 
+// As an ordinary user, the real run opens up a directory of yours it may not read to empty it; the
+// dry run, which changes nothing, cannot read it, but lists it for deletion without an error.
+TEST_F(Backup, DryRunDeleteListsADirectoryOfYoursItMayNotReadWithoutAnError) {
+  make_dirs(dst + "/gone/sub");
+  write_file(dst + "/gone/sub/g", "g\n");
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chmod((dst + "/gone/sub").c_str(), 0), 0);
+
+  RunResult dry = copy({"-n", "--delete"}, as_user);
+  EXPECT_EQ(dry.status, 0) << describe(dry);
+  EXPECT_EQ(dry.err.find("cannot delete"), std::string::npos) << describe(dry);
+  auto lines = line_set(dry.out);
+  EXPECT_EQ(lines.count("delete gone/sub") + lines.count("delete gone/sub/"), 1u) << describe(dry);
+  EXPECT_EQ(lines.count("delete gone") + lines.count("delete gone/"), 1u) << describe(dry);
+  EXPECT_EQ(lstat_of(dst + "/gone/sub").st_mode & 07777, 0u) << "the dry run changed a mode";
+
+  RunResult r = copy({"--delete"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_FALSE(exists(dst + "/gone")) << describe(r);
+}
+
 TEST_F(Backup, FsyncOptionCopiesCorrectly) {
   make_dirs(src + "/a/b");
   write_old(src + "/empty", "");
