@@ -673,7 +673,7 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
 // parent to count and show. Returns 0 or the first errno.
 int Copier::make_way(int dst_dir, const std::string& target, bool dry_run) {
   MirrorCallbacks record{[&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}};
-  return remove_tree(dst_dir, target, rel_of(target), dry_run, record, opt_.filters);
+  return remove_tree(dst_dir, target, rel_of(target), dry_run, record, opt_.filters, opt_.one_file_system);
 }
 
 // Where `name` in the directory entered is in the tree.

@@ -8,7 +8,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <unordered_map>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "pcopy/copier.hpp"
@@ -57,14 +58,25 @@ int list_dir(int fd, std::vector<Entry>& out) {
 std::string join(const std::string& rel, const std::string& name) { return rel.empty() ? name : rel + "/" + name; }
 
 // As an ordinary user, a directory of ours we may not list or change cannot be emptied: it is
-// opened up first, as rsync does (root needs no permission). Its old mode, or 0 if unchanged.
-mode_t open_up(int dir, const char* name) {
+// opened up first, as rsync does (root needs no permission). Whether `name` is one (`st` its lstat).
+bool needs_opening_up(int dir, const char* name, struct stat& st) {
   static const uid_t euid = ::geteuid();
+  return euid != 0 && ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+         st.st_uid == euid && (st.st_mode & S_IRWXU) != S_IRWXU;
+}
+
+// Opens it up: its old mode, or 0 if unchanged.
+mode_t open_up(int dir, const char* name) {
   struct stat st;
-  if (euid == 0 || ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode) ||
-      st.st_uid != euid || (st.st_mode & S_IRWXU) == S_IRWXU)
-    return 0;
+  if (!needs_opening_up(dir, name, st)) return 0;
   return ::fchmodat(dir, name, (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mode : 0;
+}
+
+// After open_to_empty() failed in a dry run (errno still its): the real run would open the
+// directory up and empty it; the dry run may not read it, so it lists it without its contents.
+bool dry_run_may_not_read(int dir, const std::string& name) {
+  struct stat st;
+  return errno == EACCES && needs_opening_up(dir, name.c_str(), st);
 }
 
 // Opens directory `name` in `dir` to remove what it holds (opened up first unless `dry_run`).
@@ -76,7 +88,7 @@ UniqueFd open_to_empty(int dir, const std::string& name, bool dry_run) {
 }  // namespace
 
 int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb,
-                const std::vector<FilterRule>& filters) {
+                const std::vector<FilterRule>& filters, bool one_file_system) {
   struct Level {
     UniqueFd fd;
     std::string rel;
@@ -89,8 +101,14 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     if (!first_err) first_err = err;
     cb.failed(path, err);
   };
+  // With -x, a file system mounted below stays, and so does every directory above it.
+  struct stat st;
+  dev_t dev = one_file_system && ::fstat(dir, &st) == 0 ? st.st_dev : 0;
+  auto elsewhere = [&](int fd) { return dev && ::fstat(fd, &st) == 0 && st.st_dev != dev; };
   UniqueFd top(open_to_empty(dir, name, dry_run));
+  if (top && elsewhere(top.get())) return 0;
   if (!top) {
+    if (dry_run && dry_run_may_not_read(dir, name)) return cb.deleted(rel), 0;
     if (errno != ENOTDIR && errno != ELOOP) return note(rel, errno), first_err;
     if (!dry_run && ::unlinkat(dir, name.c_str(), 0) != 0) return note(rel, errno), first_err;
     cb.deleted(rel);
@@ -124,8 +142,16 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     }
     if (e.is_dir) {
       UniqueFd fd(open_to_empty(lv.fd.get(), e.name, dry_run));
+      if (!fd && dry_run && dry_run_may_not_read(lv.fd.get(), e.name)) {
+        cb.deleted(path);
+        continue;
+      }
       if (!fd) {
         note(path, errno);
+        continue;
+      }
+      if (elsewhere(fd.get())) {
+        lv.kept = true;
         continue;
       }
       Level child{std::move(fd), path, {}, 0};
@@ -140,51 +166,55 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   return first_err;
 }
 
-void delete_extraneous(int src_root, int dst_root, const Options& opt, const MirrorCallbacks& cb) {
-  struct Pair {
-    UniqueFd src, dst;
+void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt, const MirrorCallbacks& cb) {
+  struct Dir {
+    UniqueFd dst;
     std::string rel;
+    const SrcListing* src;
   };
-  std::vector<Pair> todo;
-  todo.push_back({UniqueFd(::fcntl(src_root, F_DUPFD_CLOEXEC, 0)), UniqueFd(::fcntl(dst_root, F_DUPFD_CLOEXEC, 0)), ""});
+  auto root = src.find("");
+  if (root == src.end()) return;
+  // With -x, DST's directories on another file system are left alone, as rsync -x leaves them.
+  struct stat st;
+  dev_t dev = opt.one_file_system && ::fstat(dst_root, &st) == 0 ? st.st_dev : 0;
+  auto elsewhere = [&](int dir, const char* name) {
+    return dev && ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev != dev;
+  };
+  std::vector<Dir> todo;
+  todo.push_back({UniqueFd(::fcntl(dst_root, F_DUPFD_CLOEXEC, 0)), "", &root->second});
   while (!todo.empty()) {
-    Pair p = std::move(todo.back());
+    Dir p = std::move(todo.back());
     todo.pop_back();
-    std::vector<Entry> src_entries, dst_entries;
-    if (int err = list_dir(p.src.get(), src_entries)) {
-      cb.failed(p.rel, err);  // never delete on the strength of a partial listing
-      continue;
-    }
+    std::vector<Entry> dst_entries;
     if (int err = list_dir(p.dst.get(), dst_entries)) {
       cb.failed(p.rel, err);
       continue;
     }
-    std::unordered_map<std::string, bool> in_src;
-    for (auto& e : src_entries) in_src.emplace(std::move(e.name), e.is_dir);
+    std::unordered_set<std::string_view> in_src;
+    for (size_t pos = 0; pos < p.src->names.size();) {
+      std::string_view name(p.src->names.c_str() + pos);
+      in_src.insert(name);
+      pos += name.size() + 1;
+    }
     bool removed = false;
     mode_t was = 0;  // the mode of a directory opened up for the removals, restored after them
     for (const Entry& e : dst_entries) {
       std::string rel = join(p.rel, e.name);
-      auto it = in_src.find(e.name);
-      if (it != in_src.end()) {
-        bool src_is_dir = it->second;
-        if (!src_is_dir && opt.dereference) {
-          struct stat st;
-          src_is_dir = ::fstatat(p.src.get(), e.name.c_str(), &st, 0) == 0 && S_ISDIR(st.st_mode);
-        }
-        if (e.is_dir && src_is_dir && !is_excluded(opt.filters, rel, true)) {
-          UniqueFd s(::openat(p.src.get(), e.name.c_str(), kDirFlags & ~(opt.dereference ? O_NOFOLLOW : 0)));
+      if (in_src.count(e.name)) {
+        // Entered only where the walk listed SRC's directory to the end.
+        if (auto sub = src.find(rel); e.is_dir && sub != src.end() && !elsewhere(p.dst.get(), e.name.c_str())) {
           UniqueFd d(::openat(p.dst.get(), e.name.c_str(), kDirFlags));
-          if (s && d) todo.push_back({std::move(s), std::move(d), rel});
+          if (d) todo.push_back({std::move(d), rel, &sub->second});
         }
         continue;
       }
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
-      if (struct stat st; cb.keep && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && cb.keep(st))
+      if (e.is_dir && elsewhere(p.dst.get(), e.name.c_str())) continue;
+      if (cb.keep && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && cb.keep(st))
         continue;
       if (!removed && !opt.dry_run) was = open_up(p.dst.get(), ".");
       if (e.is_dir) {
-        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb, opt.filters);
+        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb, opt.filters, opt.one_file_system);
       } else if (!opt.dry_run && ::unlinkat(p.dst.get(), e.name.c_str(), 0) != 0) {
         cb.failed(rel, errno);
       } else {
@@ -195,11 +225,8 @@ void delete_extraneous(int src_root, int dst_root, const Options& opt, const Mir
     if (removed && !opt.dry_run) {
       if (was) ::fchmod(p.dst.get(), was & 07777);
       // Removing entries touched the directory's times; put SRC's back.
-      struct stat st;
-      if (::fstat(p.src.get(), &st) == 0) {
-        struct timespec times[2] = {st.st_atim, st.st_mtim};
-        ::futimens(p.dst.get(), times);
-      }
+      struct timespec times[2] = {p.src->atime, p.src->mtime};
+      ::futimens(p.dst.get(), times);
     }
   }
 }

@@ -1081,7 +1081,7 @@ void Runner::run_delete() {
       fd.reset(::openat(fd.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));  // "/.." is "/": the loop ends
   }
   if (!own.empty()) cb.keep = [&](const struct stat& st) { return own.count({st.st_dev, st.st_ino}) > 0; };
-  delete_extraneous(target_.src_root.get(), target_.dst_root.get(), opt_, cb);
+  delete_extraneous(walker_->listings(), target_.dst_root.get(), opt_, cb);
 }
 
 int Runner::run() {

@@ -90,6 +90,7 @@ struct Walker::Frame {
   std::vector<std::string> subdirs;
   size_t next_subdir = 0;
   std::string rel;  // kept only when filters need it
+  std::string names;  // with --delete: the listing so far, for listings_
 };
 
 long fds_needed(unsigned jobs) { return kParentFds + 2 * long(jobs) + 2 * kMinOpenFrames; }
@@ -231,11 +232,19 @@ bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
         if (!frame.node->parent) out->dir = frame.node, out->name.clear();
         return false;
       }
-      if (n == 0) return false;
+      if (n == 0) {
+        if (opt_.delete_extraneous) {
+          const struct stat& st = frame.node->st;
+          frame.names.shrink_to_fit();
+          listings_[rel_path(frame.node)] = {std::move(frame.names), st.st_atim, st.st_mtim};
+        }
+        return false;
+      }
     }
     auto* d = reinterpret_cast<linux_dirent64*>(dents_.get() + dents_pos_);
     dents_pos_ += d->d_reclen;
     if (is_dot(d->d_name)) continue;
+    if (opt_.delete_extraneous) frame.names.append(d->d_name, std::strlen(d->d_name) + 1);
     out = classify(frame, d->d_name, d->d_type);
     return true;
   }
@@ -314,8 +323,8 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
     node->staged_name = staged_prefix_ + std::to_string(++staged_count_) + std::string(kTempSuffix);
   node->dst.reset(open_dst_child(frame.node, node, err, ev.detail));
   if (err || !ev.detail.empty()) {
+    // Not a walk error: SRC was read. Unlisted, the directory is not entered by --delete either.
     ev.err = err;
-    ++walk_errors_;
     live_.erase(node);
     delete node;
     release(frame.node);

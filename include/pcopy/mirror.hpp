@@ -1,17 +1,30 @@
 // --delete: after the copy, remove what DST holds and SRC does not (files, links, whole
-// directories). Both trees are walked side by side one directory at a time, so memory is bounded
-// by the largest directory, never by the tree. Excluded entries and our own temporaries are kept.
+// directories). What SRC holds is what the walk saw (SrcListings), never a second listing taken
+// after the copy: an entry renamed in SRC meanwhile is not deleted from DST before its new name is
+// copied (rsync decides from its file list too). DST is walked one directory at a time, entering
+// only the directories the walk listed to the end. Excluded entries and our own temporaries are kept.
 #pragma once
 
 #include <sys/stat.h>
 
+#include <ctime>
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "pcopy/options.hpp"
 
 namespace pcopy {
+
+// What the walk saw of one SRC directory it listed to the end.
+struct SrcListing {
+  std::string names;  // every entry but "." and "..", each followed by '\0'
+  struct timespec atime {}, mtime {};  // the directory's, given back to DST's after removals
+};
+// By path from SRC ("" for SRC itself). A directory missing here (excluded, on another file system
+// with -x, unreadable, or not made in DST) is not entered: nothing in it is deleted.
+using SrcListings = std::unordered_map<std::string, SrcListing>;
 
 struct MirrorCallbacks {
   std::function<void(const std::string& rel)> deleted;          // once per entry removed (or to remove)
@@ -21,12 +34,14 @@ struct MirrorCallbacks {
 };
 
 // `dry_run` reports without removing. Directory times changed by removals are restored from SRC.
-void delete_extraneous(int src_root, int dst_root, const Options& options, const MirrorCallbacks& cb);
+// With -x, directories on another file system than DST are left alone, mount points included.
+void delete_extraneous(const SrcListings& src, int dst_root, const Options& options, const MirrorCallbacks& cb);
 
 // Removes `name` in `dir` and everything below it, iteratively; calls `deleted` for each entry.
 // Entries `filters` exclude (`rel` is where `name` is in the tree) are kept, and so are the
-// directories holding them, silently, as rsync keeps them. Returns 0 or the first errno.
+// directories holding them, silently, as rsync keeps them; with `one_file_system`, so are
+// directories on another file system than `dir`'s. Returns 0 or the first errno.
 int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb,
-                const std::vector<FilterRule>& filters = {});
+                const std::vector<FilterRule>& filters = {}, bool one_file_system = false);
 
 }  // namespace pcopy

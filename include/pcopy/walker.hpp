@@ -6,7 +6,8 @@
 // neither depth nor path length is limited: only the top few levels keep their fds open; a level
 // whose fds were closed is reopened through ".." (checked by device and inode) on the way back up.
 // Within a directory, entries stream out as they are read; subdirectories wait until the listing
-// is over, so only subdirectory names are held in memory.
+// is over, so only subdirectory names are held in memory (and, with --delete, each directory's
+// listing: what the deletions are decided from, see mirror.hpp).
 #pragma once
 
 #include <sys/stat.h>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "pcopy/fd.hpp"
+#include "pcopy/mirror.hpp"
 #include "pcopy/options.hpp"
 #include "pcopy/protocol.hpp"
 
@@ -92,7 +94,10 @@ class Walker {
   void release(DirNode* dir);
   // True once every directory, the root included, has been finished.
   bool finished() const { return finished_; }
+  // Failures to read SRC (not those to make or open a directory in DST).
   int walk_errors() const { return walk_errors_; }
+  // With --delete: what the walk saw of each directory it listed to the end.
+  const SrcListings& listings() const { return listings_; }
 
   std::string rel_path(const DirNode* dir) const;
   std::string rel_path(const DirNode* dir, const std::string& name) const;
@@ -151,6 +156,7 @@ class Walker {
   int deferred_fds_ = 0;
   int walk_errors_ = 0;
   bool finished_ = false;
+  SrcListings listings_;
 };
 
 }  // namespace pcopy

@@ -545,6 +545,87 @@ TEST_F(Backup, DeleteRemovesEntriesOfReadOnlyDirectoriesAsAnOrdinaryUser) {
   EXPECT_EQ(diff_trees(src, dst), "") << "the directory's mode and time are SRC's again";
 }
 
+// With -x, --delete leaves alone what the copy does not enter, as `rsync -ax --delete` does: a
+// SRC directory on another file system (only the mount point is copied) is not pruned in DST, nor
+// is a file system mounted inside DST, whether SRC has its name or not, also below a directory gone
+// from SRC (nor is its mount point removed, nor the directories above it).
+TEST_F(Backup, DeleteWithOneFileSystemStaysOutOfOtherFileSystems) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (mount tmpfs)";
+  make_dirs(src + "/mnt");
+  make_dirs(src + "/data");
+  write_file(src + "/data/d", "d\n");
+  full_copy();
+  write_file(dst + "/stale", "extraneous: deleted all the same\n");
+  Mount src_mnt(src + "/mnt", Mount::Tmpfs{"size=1m,mode=0755"});
+  if (!src_mnt.mounted()) GTEST_SKIP() << src_mnt.why();
+  make_dir(src + "/mnt/sub");
+  write_file(src + "/mnt/sub/m1", "m1\n");
+  make_dirs(dst + "/mnt/sub");
+  make_dirs(dst + "/mnt/other");
+  write_file(dst + "/mnt/sub/o1", "o1\n");
+  write_file(dst + "/mnt/other/o2", "o2\n");
+  make_dirs(dst + "/gone");
+  write_file(dst + "/gone/f", "extraneous too\n");
+  Mount dst_data(dst + "/data", Mount::Tmpfs{"size=1m,mode=0755"});
+  Mount dst_vol(dst + "/vol", Mount::Tmpfs{"size=1m,mode=0755"});
+  Mount dst_inner(dst + "/gone/inner", Mount::Tmpfs{"size=1m,mode=0755"});
+  if (!dst_data.mounted() || !dst_vol.mounted() || !dst_inner.mounted())
+    GTEST_SKIP() << dst_data.why() << dst_vol.why() << dst_inner.why();
+  make_dir(dst + "/data/old");
+  write_file(dst + "/data/old/x", "x\n");
+  write_file(dst + "/vol/y", "y\n");
+  write_file(dst + "/gone/inner/z", "z\n");
+
+  RunResult r = copy({"-x", "--delete", "-v"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_FALSE(exists(dst + "/stale")) << describe(r);
+  EXPECT_FALSE(exists(dst + "/gone/f")) << describe(r);
+  for (auto kept : {"/mnt/sub/o1", "/mnt/other/o2", "/data/old/x", "/vol/y", "/gone/inner/z"})
+    EXPECT_TRUE(exists(dst + kept)) << kept << " deleted across a file system boundary\n" << describe(r);
+  EXPECT_EQ(read_file(dst + "/data/d"), "d\n");
+}
+
+// A directory that could not be made in DST (here --ignore-existing keeps a file in its place)
+// leaves alone only what is at that name: deletions elsewhere go on, and nothing blames SRC.
+TEST_F(Backup, DeleteGoesOnBesideADirectoryThatCouldNotBeCopied) {
+  make_dir(src + "/d");
+  write_file(src + "/d/x", "x\n");
+  write_file(src + "/f", "f\n");
+  make_dir(dst);
+  write_file(dst + "/d", "a file where SRC has a directory\n");
+  write_file(dst + "/stale", "extraneous\n");
+
+  RunResult r = copy({"--ignore-existing", "--delete", "--json"});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_NE(r.err.find("cannot copy 'd': the destination has a non-directory of that name"), std::string::npos)
+      << describe(r);
+  EXPECT_EQ(r.err.find("reading SRC"), std::string::npos) << "SRC was read completely\n" << describe(r);
+  EXPECT_EQ(read_file(dst + "/d"), "a file where SRC has a directory\n");
+  EXPECT_FALSE(exists(dst + "/stale")) << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_deleted"), 1) << describe(r);
+}
+
+// As an ordinary user, the real run opens up a directory of yours it may not read to empty it; the
+// dry run, which changes nothing, cannot read it, but lists it for deletion without an error.
+TEST_F(Backup, DryRunDeleteListsADirectoryOfYoursItMayNotReadWithoutAnError) {
+  make_dirs(dst + "/gone/sub");
+  write_file(dst + "/gone/sub/g", "g\n");
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chmod((dst + "/gone/sub").c_str(), 0), 0);
+
+  RunResult dry = copy({"-n", "--delete"}, as_user);
+  EXPECT_EQ(dry.status, 0) << describe(dry);
+  EXPECT_EQ(dry.err.find("cannot delete"), std::string::npos) << describe(dry);
+  auto lines = line_set(dry.out);
+  EXPECT_EQ(lines.count("delete gone/sub") + lines.count("delete gone/sub/"), 1u) << describe(dry);
+  EXPECT_EQ(lines.count("delete gone") + lines.count("delete gone/"), 1u) << describe(dry);
+  EXPECT_EQ(lstat_of(dst + "/gone/sub").st_mode & 07777, 0u) << "the dry run changed a mode";
+
+  RunResult r = copy({"--delete"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_FALSE(exists(dst + "/gone")) << describe(r);
+}
+
 TEST_F(Backup, FsyncOptionCopiesCorrectly) {
   make_dirs(src + "/a/b");
   write_old(src + "/empty", "");

@@ -897,6 +897,51 @@ TEST_P(FaultsByJobs, StopSignalsStopTheWorkersTooAndSigcontResumesThem) {
   }
 }
 
+// --delete decides from what the walk saw, not from a second listing of SRC after the copy (as
+// rsync decides from its file list): a directory renamed in SRC while the copy runs keeps its copy
+// under the old name, and the new name is copied by the next run. The rename is made while a worker
+// waits at a gate (a test hook) before photos/p1.jpg, so after the walk has listed photos.
+TEST_P(FaultsByJobs, DeleteKeepsADirectoryRenamedInSourceDuringTheRun) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", to = tmp / "dst", fifo = tmp / "gate";
+  make_dirs(src + "/photos");
+  for (int i = 1; i <= 3; ++i) write_file(src + fmt::format("/photos/p{}.jpg", i), fmt::format("img{}\n", i));
+  write_file(src + "/f.txt", "f\n");
+  RunResult r = run_pcopy({jobs(), src, to});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  write_file(to + "/stale.txt", "extraneous: deleted all the same\n");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+
+  AsyncPcopy p({jobs(), "--delete", src, to}, logs, {"PCOPY_TEST_GATE_NAME=p1.jpg", "PCOPY_TEST_GATE_FIFO=" + fifo});
+  UniqueFd gate;  // held open while the worker waits: it goes on once this is closed
+  bool waiting = poll_until(Clock::now() + 60s, [&] {
+    gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
+    return gate.valid() || !p.running();
+  });
+  ASSERT_TRUE(waiting && gate.valid()) << "no worker came to the gate";
+  ASSERT_EQ(::rename((src + "/photos").c_str(), (src + "/photos-2025").c_str()), 0);
+  gate.reset();
+  r = p.wait();
+  // A worker that opens photos after the rename finds its files gone: that, and only that, fails.
+  EXPECT_LE(r.status, 1) << describe(r);
+  for (const std::string& line : lines_of(r.err)) {
+    if (!line.starts_with("pcopy: cannot copy")) continue;
+    EXPECT_TRUE(line.starts_with("pcopy: cannot copy 'photos/p") && line.ends_with(": No such file or directory"))
+        << describe(r);
+  }
+  for (int i = 1; i <= 3; ++i)
+    EXPECT_TRUE(exists(to + fmt::format("/photos/p{}.jpg", i))) << "deleted from DST, its new name never copied\n"
+                                                                << describe(r);
+  EXPECT_FALSE(exists(to + "/stale.txt")) << describe(r);
+
+  r = run_pcopy({jobs(), "--delete", src, to});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(list_tree(to), (std::vector<std::string>{"f.txt", "photos-2025", "photos-2025/p1.jpg",
+                                                     "photos-2025/p2.jpg", "photos-2025/p3.jpg"}));
+}
+
 // `stty tostop`: a background job that writes to its terminal is stopped by SIGTTOU. pcopy reads
 // SIGTTOU from its signalfd, and a blocked SIGTTOU would let it write on: it makes the terminal's
 // check itself, and stops its workers and itself. Here pcopy runs in a background process group of
