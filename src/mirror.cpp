@@ -118,6 +118,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   stack.push_back({std::move(top), rel, {}, 0});
   if (int err = list_dir(stack.back().fd.get(), stack.back().entries)) note(rel, err);
   while (!stack.empty()) {
+    if (cb.stop && cb.stop()) return first_err;
     Level& lv = stack.back();
     if (lv.next == lv.entries.size()) {
       std::string done = lv.rel;
@@ -182,7 +183,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
   };
   std::vector<Dir> todo;
   todo.push_back({UniqueFd(::fcntl(dst_root, F_DUPFD_CLOEXEC, 0)), "", &root->second});
-  while (!todo.empty()) {
+  while (!todo.empty() && !(cb.stop && cb.stop())) {
     Dir p = std::move(todo.back());
     todo.pop_back();
     std::vector<Entry> dst_entries;
@@ -199,6 +200,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     bool removed = false;
     mode_t was = 0;  // the mode of a directory opened up for the removals, restored after them
     for (const Entry& e : dst_entries) {
+      if (cb.stop && cb.stop()) break;
       std::string rel = join(p.rel, e.name);
       if (in_src.count(e.name)) {
         // Entered only where the walk listed SRC's directory to the end.

@@ -1064,6 +1064,16 @@ void Runner::run_delete() {
   }
   MirrorCallbacks cb;
   cb.deleted = [&](const std::string& path) { note_deleted(path); };
+  // Out of the poll loop, signals are looked at every 50 ms: Ctrl-C stops the removals (the
+  // destructive part, which a user most wants to stop), the run ends as interrupted; Ctrl-Z stops.
+  double looked = 0;  // the first entry looks: a signal may have come since the poll loop ended
+  cb.stop = [&] {
+    if (double t = now_s(); t - looked >= 0.05) {
+      looked = t;
+      on_signal();
+    }
+    return abandon_;
+  };
   cb.failed = [&](const std::string& path, int err) {
     std::string reason = fmt::format("cannot delete: {}", errno_text(err));
     say(fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err)));
@@ -1081,6 +1091,9 @@ void Runner::run_delete() {
       fd.reset(::openat(fd.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));  // "/.." is "/": the loop ends
   }
   if (!own.empty()) cb.keep = [&](const struct stat& st) { return own.count({st.st_dev, st.st_ino}) > 0; };
+#ifdef PCOPY_TEST_HOOKS
+  if (std::getenv("PCOPY_TEST_STOP_BEFORE_DELETE")) ::raise(SIGSTOP);  // for a test to signal it here
+#endif
   delete_extraneous(walker_->listings(), target_.dst_root.get(), opt_, cb);
 }
 

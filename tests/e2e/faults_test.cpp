@@ -901,6 +901,40 @@ TEST_P(FaultsByJobs, StopSignalsStopTheWorkersTooAndSigcontResumesThem) {
 // rsync decides from its file list): a directory renamed in SRC while the copy runs keeps its copy
 // under the old name, and the new name is copied by the next run. The rename is made while a worker
 // waits at a gate (a test hook) before photos/p1.jpg, so after the walk has listed photos.
+// Ctrl-C (or SIGTERM) once the copy is done and --delete is removing: the removals stop, and the
+// run ends as interrupted (130, "interrupted": true), not as a success after deleting everything.
+// A hook stops pcopy as the removals begin; the signal is sent while it is stopped.
+TEST_P(FaultsByJobs, SigintDuringDeleteStopsTheRemovalsAndEndsInterrupted) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src";
+  make_dir(src);
+  write_file(src + "/kept", "k\n");
+  for (int d = 0; d < 5; ++d) {
+    make_dirs(dst + fmt::format("/old{}", d));
+    for (int f = 0; f < 20; ++f) write_file(dst + fmt::format("/old{}/f{}", d, f), "");
+  }
+  for (int sig : {SIGINT, SIGTERM}) {
+    SCOPED_TRACE(::strsignal(sig));
+    AsyncPcopy p({jobs(), "--delete", "--json", src, dst}, logs, {"PCOPY_TEST_STOP_BEFORE_DELETE=1"});
+    bool stopped = poll_until(Clock::now() + 60s, [&] {
+      auto info = proc_info(p.pid());
+      return !p.running() || (info && info->state == 'T');
+    });
+    ASSERT_TRUE(stopped && p.running()) << describe(p.wait());
+    ASSERT_EQ(::kill(p.pid(), sig), 0);
+    ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
+    RunResult r = p.wait();
+    EXPECT_EQ(r.status, 128 + sig) << describe(r);
+    auto report = nlohmann::json::parse(r.out);
+    EXPECT_EQ(report.at("interrupted"), true) << r.out;
+    EXPECT_EQ(report.at("files_deleted"), 0) << r.out;
+    EXPECT_EQ(list_tree(dst).size(), 1u + 5u * 21u) << "nothing may be deleted after the signal";
+    EXPECT_EQ(read_file(dst + "/kept"), "k\n");
+  }
+}
+
 TEST_P(FaultsByJobs, DeleteKeepsADirectoryRenamedInSourceDuringTheRun) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
