@@ -210,7 +210,7 @@ void remove_temps(int dir, const std::function<bool(std::string_view name)>& whi
       ::unlinkat(dir, name, 0);
     } else if (is_staged_name(name)) {
       // A staged directory an interrupted run never revealed: its files are copied again.
-      MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}};
+      MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}};
       remove_tree(dir, name, name, false, quiet);
     }
   });
@@ -672,7 +672,7 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
 // can take its name, keeping what the filters exclude; each path removed goes to deleted_, for the
 // parent to count and show. Returns 0 or the first errno.
 int Copier::make_way(int dst_dir, const std::string& target, bool dry_run) {
-  MirrorCallbacks record{[&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}};
+  MirrorCallbacks record{[&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}, {}};
   return remove_tree(dst_dir, target, rel_of(target), dry_run, record, opt_.filters, opt_.one_file_system);
 }
 

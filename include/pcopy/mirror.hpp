@@ -29,10 +29,10 @@ using SrcListings = std::unordered_map<std::string, SrcListing>;
 struct MirrorCallbacks {
   std::function<void(const std::string& rel)> deleted;          // once per entry removed (or to remove)
   std::function<void(const std::string& rel, int err)> failed;  // could not remove or list
-  // Asked before each entry: true stops the removals where they are (SIGINT, SIGTERM).
-  std::function<bool()> stop;
   // Entries never removed, by their lstat: pcopy's own --manifest and the directories above it.
   std::function<bool(const struct stat& st)> keep;
+  // Asked before each entry: true stops the removals where they are (SIGINT, SIGTERM).
+  std::function<bool()> stop;
 };
 
 // `dry_run` reports without removing. Directory times changed by removals are restored from SRC.
