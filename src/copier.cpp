@@ -40,6 +40,7 @@ constexpr unsigned kRingEntries = 256;
 constexpr size_t kMaxLaterCloses = 32;  // with a batch's 128, within kRingEntries
 const char* const kChanged = "file changed as we read it";
 const char* const kChangedType = "file changed type as we read it";
+constexpr int kCreate = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;  // a new file, never through a link
 constexpr uint64_t kRecheckBytes = 1 << 20;  // from this size the source is stat()ed again after
 
 int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW); }
@@ -59,19 +60,18 @@ int open_source(int dir, const std::string& name, bool follow) {
 // truncated (`existed`); a symbolic link, FIFO or device there is replaced, never written through
 // or opened; a directory there is an error (EISDIR).
 int open_in_place(int dir, const char* name, mode_t mode, bool& existed) {
-  const int create = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
   existed = false;
-  int fd = ::openat(dir, name, create, mode);
+  int fd = ::openat(dir, name, kCreate, mode);
   if (fd >= 0 || errno != EEXIST) return fd;
   struct stat there;
   if (::fstatat(dir, name, &there, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(there.st_mode) || S_ISDIR(there.st_mode))) {
-    fd = ::openat(dir, name, (create & ~O_EXCL) | O_TRUNC | O_NONBLOCK, mode);  // NONBLOCK: a FIFO swapped in
+    fd = ::openat(dir, name, (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK, mode);  // NONBLOCK: a FIFO swapped in
     existed = fd >= 0;
     // Else a link or a FIFO was put there meanwhile; a running program (ETXTBSY) is replaced too.
     if (fd >= 0 || (errno != ELOOP && errno != ENXIO && errno != ETXTBSY)) return fd;
   }
   ::unlinkat(dir, name, 0);
-  return ::openat(dir, name, create, mode);
+  return ::openat(dir, name, kCreate, mode);
 }
 
 // A job's result before anything is done: what the walk knew of it.
@@ -562,8 +562,8 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!out) {
     tmp = direct ? job.target() : next_temp_name();
     bool existed = false;
-    if (direct) out.reset(open_in_place(dst_dir, tmp.c_str(), st.st_mode & 0777, existed));
-    else out.reset(::openat(dst_dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 0777));
+    out.reset(direct ? open_in_place(dst_dir, tmp.c_str(), st.st_mode & 0777, existed)
+                     : ::openat(dst_dir, tmp.c_str(), kCreate, st.st_mode & 0777));
     if (!out) return fail(r, errno);
     fresh_mode = fresh_mode && !existed;
   }
@@ -672,7 +672,8 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
 // can take its name, keeping what the filters exclude; each path removed goes to deleted_, for the
 // parent to count and show. Returns 0 or the first errno.
 int Copier::make_way(int dst_dir, const std::string& target, bool dry_run) {
-  MirrorCallbacks record{[&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}, {}};
+  MirrorCallbacks record{
+      [&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}, {}};
   return remove_tree(dst_dir, target, rel_of(target), dry_run, record, opt_.filters, opt_.one_file_system);
 }
 
@@ -729,8 +730,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   r.temp = opt_.inplace ? job.target() : next_temp_name();
   bool existed = false;
   UniqueFd out(opt_.inplace ? open_in_place(dst_dir, r.temp.c_str(), st.st_mode & 0777, existed)
-                            : ::openat(dst_dir, r.temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                                       st.st_mode & 0777));
+                            : ::openat(dst_dir, r.temp.c_str(), kCreate, st.st_mode & 0777));
   if (!out) return fail(r, errno);
   if (int err = out.close_checked()) {
     if (!opt_.inplace) ::unlinkat(dst_dir, r.temp.c_str(), 0);
