@@ -58,13 +58,16 @@ int open_source(int dir, const std::string& name, bool follow) {
 
 // --inplace, or a staged file a dead worker left: `name` opened for writing, a regular file there
 // truncated (`existed`); a symbolic link, FIFO or device there is replaced, never written through
-// or opened; a directory there is an error (EISDIR).
-int open_in_place(int dir, const char* name, mode_t mode, bool& existed) {
+// or opened, and so is the source itself (`src`, its stat), hard-linked there by `cp -al`:
+// truncating it would empty the source. A directory there is an error (EISDIR).
+int open_in_place(int dir, const char* name, const struct stat& src, bool& existed) {
+  const mode_t mode = src.st_mode & 0777;
   existed = false;
   int fd = ::openat(dir, name, kCreate, mode);
   if (fd >= 0 || errno != EEXIST) return fd;
   struct stat there;
-  if (::fstatat(dir, name, &there, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(there.st_mode) || S_ISDIR(there.st_mode))) {
+  if (::fstatat(dir, name, &there, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(there.st_mode) || S_ISDIR(there.st_mode)) &&
+      !(there.st_dev == src.st_dev && there.st_ino == src.st_ino)) {
     fd = ::openat(dir, name, (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK, mode);  // NONBLOCK: a FIFO swapped in
     existed = fd >= 0;
     // Else a link or a FIFO was put there meanwhile; a running program (ETXTBSY) is replaced too.
@@ -562,7 +565,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!out) {
     tmp = direct ? job.target() : next_temp_name();
     bool existed = false;
-    out.reset(direct ? open_in_place(dst_dir, tmp.c_str(), st.st_mode & 0777, existed)
+    out.reset(direct ? open_in_place(dst_dir, tmp.c_str(), st, existed)
                      : ::openat(dst_dir, tmp.c_str(), kCreate, st.st_mode & 0777));
     if (!out) return fail(r, errno);
     fresh_mode = fresh_mode && !existed;
@@ -729,7 +732,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
     return fail(r, 0, kChanged);
   r.temp = opt_.inplace ? job.target() : next_temp_name();
   bool existed = false;
-  UniqueFd out(opt_.inplace ? open_in_place(dst_dir, r.temp.c_str(), st.st_mode & 0777, existed)
+  UniqueFd out(opt_.inplace ? open_in_place(dst_dir, r.temp.c_str(), st, existed)
                             : ::openat(dst_dir, r.temp.c_str(), kCreate, st.st_mode & 0777));
   if (!out) return fail(r, errno);
   if (int err = out.close_checked()) {

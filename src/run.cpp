@@ -706,7 +706,7 @@ void Runner::fail_chunked(uint64_t file) {
   remove_dst_temp(cf.begin.dir, cf.temp);
   Result r = cf.failure;
   r.outcome = Outcome::Failed;
-  complete(cf.begin, r, 0);
+  complete(cf.begin, r, cf.bytes);  // what its chunks wrote stays in the progress, done and total
 }
 
 void Runner::remove_dst_temp(DirNode* dir, const std::string& temp) {

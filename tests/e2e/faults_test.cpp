@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -1560,15 +1561,43 @@ TEST_P(FaultsByJobs, FullDiskReplacingCopyKeepsTheOldFile) {
   std::string old = read_file(to + "/keep.bin");
   RunOptions options = with_timeout(120);
   options.env = {"PCOPY_TEST_CHUNK_LOCAL=1"};  // chunks even on a local file system (test builds)
-  RunResult r = copy(src, to, {}, options);
+  RunResult r = copy(src, to, {"--progress=always"}, options);
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'keep.bin': No space left on device")) << describe(r);
   EXPECT_TRUE(read_file(to + "/keep.bin") == old) << "the previous version was damaged";
   EXPECT_EQ(joined(temporaries(to)), "");
+  // The bytes its chunks wrote stay in the progress's total as in its done ("100.0 MiB/0 B" before).
+  auto lines = lines_of(r.err);
+  auto last = std::find_if(lines.rbegin(), lines.rend(), [](const std::string& l) { return l.starts_with("pcopy: ") && l.find('%') != l.npos; });
+  ASSERT_NE(last, lines.rend()) << describe(r);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(*last, m, std::regex("  (\\S+ \\S+)/(\\S+ \\S+)  "))) << *last;
+  EXPECT_EQ(m[1], m[2]) << *last;
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Hostile destinations.
+
+// DST made by `cp -al SRC DST` holds SRC's very files. --inplace must not truncate them to write
+// into them: that empties SRC (both ended 0 bytes, "file changed as we read it"). Each is replaced
+// by a copy of its own instead, as without --inplace. Small files, and a big one split in chunks.
+TEST_P(FaultsByJobs, InplaceIntoHardLinksOfTheSourceLeavesTheSourceWhole) {
+  std::string src = shared_tree("inplace_links", [](const std::string& root) {
+    for (int i = 0; i < 5; ++i) write_file(root + fmt::format("/f{}", i), fmt::format("file {}\n", i));
+    write_big_file(root + "/big.bin", 130, 7);
+  });
+  std::string to = tmp / "dst";
+  make_dir(to);
+  for (const std::string& name : list_tree(src)) ASSERT_EQ(::link((src + "/" + name).c_str(), (to + "/" + name).c_str()), 0);
+  RunOptions options = with_timeout(120);
+  options.env = {"PCOPY_TEST_CHUNK_LOCAL=1"};  // chunks even on a local file system (test builds)
+  RunResult r = copy(src, to, {"--inplace"}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(read_file(src + fmt::format("/f{}", i)), fmt::format("file {}\n", i));
+  EXPECT_EQ(lstat_or_zero(src + "/big.bin").st_size, 130 << 20) << "the source was truncated";
+  EXPECT_EQ(diff_trees(src, to), "");
+  EXPECT_EQ(joined(temporaries(to)), "");
+}
 
 TEST_P(FaultsByJobs, PlantedSymlinkInDestinationIsReplacedNotFollowed) {
   for (bool inplace : {false, true}) {
