@@ -859,13 +859,12 @@ void Runner::on_worker_gone(size_t w) {
     settle(r);
   }
   if (stopping_) {
+    // Not tried again, but accounted for: a chunk's file fails as a whole, its temporary removed.
     for (auto& b : retry)
       for (uint64_t id : b.ids) {
         JobInfo& info = jobs_.at(id);
-        DirNode* dir = info.dir;
-        if (walker_) walker_->forget(dir, info.job.target());  // whatever the dead worker left of it
-        jobs_.erase(id);
-        release(dir);
+        if (walker_ && !info.file) walker_->forget(info.dir, info.job.target());  // what the dead worker left of it
+        drop(id);
       }
     return;
   }
