@@ -141,19 +141,25 @@ struct FileCopy {
   bool generated = false;     // read to its end, whatever its size said (copy_generated)
 };
 
+// Exactly the names pcopy makes, ".pcopy-<pid>-<n>.tmp" and, staged, ".pcopy-<pid>-d<n>.tmp": a
+// user's ".pcopy-notes.tmp" is theirs, never removed as a leftover.
 bool is_temp_name(std::string_view name) {
-  return name.size() > kTempPrefix.size() + kTempSuffix.size() && name.starts_with(kTempPrefix) &&
-         name.ends_with(kTempSuffix);
-}
-
-bool is_staged_name(std::string_view name) {
-  if (!is_temp_name(name)) return false;
-  name = name.substr(kTempPrefix.size(), name.size() - kTempPrefix.size() - kTempSuffix.size());
-  size_t dash = name.find("-d");
+  if (name.size() <= kTempPrefix.size() + kTempSuffix.size() || !name.starts_with(kTempPrefix) ||
+      !name.ends_with(kTempSuffix))
+    return false;
   auto digits = [](std::string_view s) {
     return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
   };
-  return dash != std::string_view::npos && digits(name.substr(0, dash)) && digits(name.substr(dash + 2));
+  name = name.substr(kTempPrefix.size(), name.size() - kTempPrefix.size() - kTempSuffix.size());
+  size_t dash = name.find('-');
+  if (dash == std::string_view::npos || !digits(name.substr(0, dash))) return false;
+  std::string_view n = name.substr(dash + 1);
+  if (n.starts_with('d')) n.remove_prefix(1);
+  return digits(n);
+}
+
+bool is_staged_name(std::string_view name) {
+  return is_temp_name(name) && name.find("-d", kTempPrefix.size()) != std::string_view::npos;
 }
 
 bool temp_in_use(std::string_view name) {

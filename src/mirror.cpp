@@ -105,6 +105,13 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   struct stat st;
   dev_t dev = one_file_system && ::fstat(dir, &st) == 0 ? st.st_dev : 0;
   auto elsewhere = [&](int fd) { return dev && ::fstat(fd, &st) == 0 && st.st_dev != dev; };
+  // A directory the caller keeps (SRC itself, bind-mounted inside DST) stays, and so does every
+  // directory above it; looked at before open_to_empty() opens it up.
+  auto kept_dir = [&](int in, const std::string& n) {
+    struct stat ks;
+    return cb.keep && ::fstatat(in, n.c_str(), &ks, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(ks.st_mode) && cb.keep(ks);
+  };
+  if (kept_dir(dir, name)) return 0;
   UniqueFd top(open_to_empty(dir, name, dry_run));
   if (top && elsewhere(top.get())) return 0;
   if (!top) {
@@ -138,6 +145,10 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     const Entry& e = lv.entries[lv.next++];
     std::string path = join(lv.rel, e.name);
     if (!filters.empty() && is_excluded(filters, path, e.is_dir)) {
+      lv.kept = true;
+      continue;
+    }
+    if (e.is_dir && kept_dir(lv.fd.get(), e.name)) {
       lv.kept = true;
       continue;
     }

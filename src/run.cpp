@@ -1078,8 +1078,10 @@ void Runner::run_delete() {
     say(fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err)));
     stats_.errors.push_back({path, reason});
   };
-  // The manifest being written may be inside DST: it, and the directories above it, stay.
-  std::set<std::pair<dev_t, ino_t>> own;
+  // SRC may be inside DST under another name (a bind mount of a directory of DST, which no path
+  // comparison before the run sees): it stays, with the directories above it. So does the
+  // manifest being written, with the directories above it.
+  std::set<std::pair<dev_t, ino_t>> own{{target_.src_st.st_dev, target_.src_st.st_ino}};
   if (!opt_.manifest.empty()) {
     struct stat st;
     if (::stat(opt_.manifest.c_str(), &st) == 0) own.insert({st.st_dev, st.st_ino});
@@ -1089,7 +1091,7 @@ void Runner::run_delete() {
     while (fd && ::fstat(fd.get(), &st) == 0 && own.insert({st.st_dev, st.st_ino}).second)
       fd.reset(::openat(fd.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));  // "/.." is "/": the loop ends
   }
-  if (!own.empty()) cb.keep = [&](const struct stat& st) { return own.count({st.st_dev, st.st_ino}) > 0; };
+  cb.keep = [&](const struct stat& st) { return own.count({st.st_dev, st.st_ino}) > 0; };
 #ifdef PCOPY_TEST_HOOKS
   if (std::getenv("PCOPY_TEST_STOP_BEFORE_DELETE")) ::raise(SIGSTOP);  // for a test to signal it here
 #endif

@@ -124,6 +124,7 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
   auto* root = new DirNode;
   live_.insert(root);
   root->st = src_st;
+  if (struct stat dst_st; dst_root_ && ::fstat(dst_root_.get(), &dst_st) == 0) dst_id_.emplace(dst_st.st_dev, dst_st.st_ino);
   if (dst_root_) {
     root->dst.reset(::openat(dst_root_.get(), ".", kDirFlags));
     if (!opt_.dry_run) prepare_existing(root, nullptr, root->dst.get());
@@ -309,6 +310,12 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
         return ev;
       }
     }
+  }
+  // DST itself, under another name (DST a bind mount of a directory in SRC, which no path
+  // comparison before the run sees): copying it into itself would never end.
+  if (dst_id_ && ev.st.st_dev == dst_id_->first && ev.st.st_ino == dst_id_->second) {
+    ev.detail = "it is the destination itself: a directory cannot be copied into itself";
+    return ev;
   }
   auto* node = new DirNode;
   live_.insert(node);

@@ -138,6 +138,7 @@ class Walker {
   mode_t umask_;
   UniqueFd src_root_;
   UniqueFd dst_root_;
+  std::optional<std::pair<dev_t, ino_t>> dst_id_;  // DST's root, never to be descended as part of SRC
   dev_t root_dev_;
   DirErrorFn on_dir_error_;
   bool stat_entries_;

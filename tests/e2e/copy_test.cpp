@@ -769,6 +769,52 @@ TEST_F(CopyTest, RefusesToDeleteWhenSourceIsInsideDestination) {
   EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"inner", "sub", "sub/inner", "top"}));
 }
 
+// Names no path comparison sees before the run: SRC a bind mount of a directory inside DST (then
+// --delete must not remove SRC, nor the directories above it in DST, which SRC does not hold),
+// and DST a bind mount of a directory inside SRC (the walk must not copy DST into itself forever).
+TEST_F(CopyTest, BindMountsNeverDeleteTheSourceNorCopyTheDestinationIntoItself) {
+  make_dirs(dst + "/inner/data");
+  write_file(dst + "/inner/data/p", "precious\n");
+  write_file(dst + "/stale", "stale\n");
+  Mount view(tmp / "view", Mount::Bind{dst + "/inner/data"});
+  if (!view.mounted()) GTEST_SKIP() << view.why();
+  RunResult r = run_pcopy({"--delete", tmp / "view", dst});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/inner/data/p"), "precious\n");
+  EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"inner", "inner/data", "inner/data/p", "p"}));
+
+  make_dirs(src + "/sub/out");
+  write_file(src + "/a", "a\n");
+  std::string into = tmp / "into";
+  Mount out(into, Mount::Bind{src + "/sub/out"});
+  if (!out.mounted()) GTEST_SKIP() << out.why();
+  RunOptions options;
+  options.timeout_s = 60;
+  r = run_pcopy({src, into}, options);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'sub/out': it is the destination itself: a directory cannot be "
+                              "copied into itself"))
+      << describe(r);
+  EXPECT_EQ(list_tree(into), (std::vector<std::string>{"a", "sub"}));
+}
+
+// A user's file that merely looks like a temporary of pcopy's (`.pcopy-notes.tmp`) is theirs: a
+// run does not remove it as a leftover, and --delete counts it like any other file it removes.
+TEST_F(CopyTest, FilesThatOnlyLookLikeTemporariesAreTheUsers) {
+  write_file(src + "/f", "f");
+  make_dir(dst);
+  for (const char* name : {".pcopy-notes.tmp", ".pcopy-123.tmp", ".pcopy-99999-1-1.tmp"})
+    write_file(dst + "/" + name, "mine\n");
+  RunResult r = copy();
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/.pcopy-notes.tmp"), "mine\n");
+  EXPECT_EQ(list_tree(dst).size(), 4u);
+  r = copy({"--delete", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("files_deleted"), 3) << r.out;
+  EXPECT_EQ(list_tree(dst), std::vector<std::string>{"f"});
+}
+
 TEST_F(CopyTest, RefusesDirectoryOntoExistingFile) {
   write_file(src + "/f", "f");
   write_file(dst, "a file in the way");

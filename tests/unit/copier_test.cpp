@@ -678,7 +678,11 @@ TEST_P(CopierTest, DryRunWritesNothingAndSaysCopyOrReplace) {
 
 TEST(TempName, RecognisesOnlyPcopyTemporaries) {
   EXPECT_TRUE(is_temp_name(".pcopy-123-4.tmp"));
-  EXPECT_TRUE(is_temp_name(".pcopy-x.tmp"));
+  EXPECT_TRUE(is_temp_name(".pcopy-123-d4.tmp"));
+  // A user's names of that look are theirs: only exactly what pcopy makes is a leftover.
+  for (const char* theirs : {".pcopy-x.tmp", ".pcopy-notes.tmp", ".pcopy-123.tmp", ".pcopy-1x-2.tmp",
+                             ".pcopy-99999-abc.tmp", ".pcopy-99999-1-1.tmp", ".pcopy-99999-d.tmp", ".pcopy--1.tmp"})
+    EXPECT_FALSE(is_temp_name(theirs)) << theirs;
   EXPECT_FALSE(is_temp_name(".pcopy-.tmp"));
   EXPECT_FALSE(is_temp_name(".pcopy-123-4"));
   EXPECT_FALSE(is_temp_name("pcopy-123-4.tmp"));
