@@ -563,6 +563,23 @@ class FaultsByJobs : public ::testing::TestWithParam<int> {
 
   std::string jobs() const { return fmt::format("-j{}", GetParam()); }
 
+  // pcopy -jN EXTRA FROM TO with the kill-token hook armed: each token (a name, and the text the
+  // hook reads from it, see worker.cpp) kills workers. `all_taken`: every token was used up.
+  RunResult copy_killing(const std::string& from, const std::string& to, const std::string& extra,
+                         const std::map<std::string, std::string>& tokens, bool& all_taken) {
+    std::string dir = tmp / "tokens";
+    make_dir(dir);
+    for (const auto& [name, text] : tokens) write_file(dir + "/" + name, text);
+    RunOptions options;
+    options.env = {"PCOPY_TEST_KILL_TOKENS=" + dir};
+    options.timeout_s = 120;
+    RunResult r = copy(from, to, {extra}, options);
+    all_taken = list_tree(dir).empty();
+    for (const auto& [name, text] : tokens) ::unlink((dir + "/" + name).c_str());
+    ::rmdir(dir.c_str());
+    return r;
+  }
+
   // pcopy -jN [extra...] SRC DST
   RunResult copy(const std::string& from, const std::string& to, std::vector<std::string> extra = {},
                  const RunOptions& options = {}) {
@@ -681,18 +698,12 @@ TEST_P(FaultsByJobs, UnrelatedWorkerDeathsDoNotFailTheFilesTheyInterrupt) {
   for (unsigned i = 0; i < 10; ++i) write_file(src + fmt::format("/f{}", i), random_bytes(3u << 20, 100 + i));
   for (std::string uring : {"--no-io-uring", "--progress=never"}) {
     SCOPED_TRACE(uring);
-    std::string tokens = tmp / "tokens", to = tmp / ("dst" + uring);
-    make_dir(tokens);
-    write_file(tokens + "/f2", "");
-    write_file(tokens + "/f7", "");
-    RunOptions options;
-    options.env = {"PCOPY_TEST_KILL_TOKENS=" + tokens};
-    options.timeout_s = 120;
-    RunResult r = copy(src, to, {uring}, options);
-    EXPECT_TRUE(list_tree(tokens).empty()) << "both workers should have died\n" << describe(r);
+    std::string to = tmp / ("dst" + uring);
+    bool all_taken = false;
+    RunResult r = copy_killing(src, to, uring, {{"f2", ""}, {"f7", ""}}, all_taken);
+    EXPECT_TRUE(all_taken) << "both workers should have died\n" << describe(r);
     expect_complete_copy(r, src, to);
     EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 0u) << describe(r);
-    ::rmdir(tokens.c_str());
   }
 }
 
@@ -709,21 +720,16 @@ TEST_P(FaultsByJobs, AFileThatKillsWorkersAfterReportingProgressFailsAfterTwoDea
   write_big_file(src + "/big.bin", 24, 5);
   for (std::string uring : {"--no-io-uring", "--progress=never"}) {
     SCOPED_TRACE(uring);
-    std::string tokens = tmp / "tokens", to = tmp / ("dst" + uring);
-    make_dir(tokens);
-    write_file(tokens + "/big.bin@progress", "2");
-    RunOptions options;
-    options.env = {"PCOPY_TEST_KILL_TOKENS=" + tokens};
-    options.timeout_s = 120;
-    RunResult r = copy(src, to, {uring}, options);
-    EXPECT_TRUE(list_tree(tokens).empty()) << "two workers should have died\n" << describe(r);
+    std::string to = tmp / ("dst" + uring);
+    bool all_taken = false;
+    RunResult r = copy_killing(src, to, uring, {{"big.bin@progress", "2"}}, all_taken);
+    EXPECT_TRUE(all_taken) << "two workers should have died\n" << describe(r);
     EXPECT_EQ(r.status, 1) << describe(r);
     EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'big.bin': a worker died copying it")) << describe(r);
     EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 1u) << describe(r);
     EXPECT_FALSE(exists(to + "/big.bin"));
     for (unsigned i = 0; i < 20; ++i) EXPECT_EQ(compare_contents(src + fmt::format("/s{:02}", i), to + fmt::format("/s{:02}", i)), "");
     EXPECT_EQ(joined(temporaries(to)), "");
-    ::rmdir(tokens.c_str());
   }
 }
 
