@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <utility>
 
 #include "pcopy/copier.hpp"
 #include "pcopy/filter.hpp"
@@ -198,6 +199,7 @@ bool Walker::small_leaf(int src_fd) {
 }
 
 std::optional<WalkEvent> Walker::next() {
+  if (queued_) return std::exchange(queued_, std::nullopt);
   while (!stack_.empty()) {
     Frame& top = *stack_.back();
     if (top.listing) {
@@ -294,7 +296,14 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   ev.name = name;
   ev.type = WalkEvent::Type::Error;
   UniqueFd src(::openat(frame.src.get(), name.c_str(), kDirFlags | (opt_.dereference ? 0 : O_NOFOLLOW)));
-  if (!src || ::fstat(src.get(), &ev.st) != 0) {
+  // A directory we may not read is still made, empty, with its mode and times (as cp -a and
+  // rsync -a make it), then reported.
+  int open_err = src ? 0 : errno;
+  bool unreadable = open_err == EACCES &&
+                    ::fstatat(frame.src.get(), name.c_str(), &ev.st, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) == 0 &&
+                    S_ISDIR(ev.st.st_mode);
+  errno = open_err;
+  if (!unreadable && (!src || ::fstat(src.get(), &ev.st) != 0)) {
     ev.err = errno;
     if (errno != ENOENT) ++walk_errors_;
     if (errno == ELOOP && !opt_.dereference) {  // O_NOFOLLOW: a link put where the listing had a directory
@@ -326,7 +335,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   int err = 0;
   const DirNode* parent = frame.node;
   if (can_stage_ && dst_root_ && parent->dst && parent->facts.known && parent->facts.local && !parent->facts.staged &&
-      small_leaf(src.get()))
+      src && small_leaf(src.get()))
     node->staged_name = staged_prefix_ + std::to_string(++staged_count_) + std::string(kTempSuffix);
   node->dst.reset(open_dst_child(frame.node, node, err, ev.detail));
   if (err || !ev.detail.empty()) {
@@ -338,9 +347,16 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
     dents_pos_ = dents_len_ = 0;
     return ev;
   }
-  if (opt_.archive) node->xattrs = read_xattrs_fd(src.get(), euid_ == 0);
+  if (opt_.archive && src) node->xattrs = read_xattrs_fd(src.get(), euid_ == 0);
   ev.type = WalkEvent::Type::Dir;
   ev.created = node->fresh;
+  if (unreadable) {
+    ++walk_errors_;
+    dents_pos_ = dents_len_ = 0;
+    release(node);  // nothing to list: finished as it is
+    queued_ = WalkEvent{WalkEvent::Type::Error, frame.node, name, {}, EACCES, {}};
+    return ev;
+  }
   if (opt_.one_file_system && ev.st.st_dev != root_dev_) {
     dents_pos_ = dents_len_ = 0;
     release(node);  // the mount point itself is copied, not what is mounted on it

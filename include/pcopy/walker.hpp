@@ -157,6 +157,7 @@ class Walker {
   int deferred_fds_ = 0;
   int walk_errors_ = 0;
   bool finished_ = false;
+  std::optional<WalkEvent> queued_;  // the next event, already known (see descend)
   SrcListings listings_;
 };
 

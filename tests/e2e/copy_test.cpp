@@ -525,6 +525,31 @@ size_t permission_errors(const RunResult& r) {
   }));
 }
 
+// A directory the user may not read is made all the same, empty, with its mode and times, and
+// reported once; as cp -a and rsync -a make it, so the copy shows what it could not hold.
+TEST_F(CopyTest, MakesADirectoryItCannotReadEmptyWithItsModeAndTimes) {
+  make_dir(src + "/locked");
+  write_file(src + "/locked/inside", "unseen");
+  write_file(src + "/open.txt", "open");
+  set_times(src + "/locked", 1'000'000'000'000'000'000LL, 1'000'000'123'000'000'000LL);
+  RunOptions options = unprivileged(tmp);
+  ASSERT_EQ(::chmod((src + "/locked").c_str(), 0), 0);
+  RunResult r = copy({}, options);
+  ASSERT_EQ(::chmod((src + "/locked").c_str(), 0755), 0);
+
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'locked': Permission denied")) << describe(r);
+  EXPECT_EQ(permission_errors(r), 1u) << describe(r);
+  EXPECT_EQ(read_file(dst + "/open.txt"), "open");
+  struct stat st {};
+  ASSERT_EQ(::lstat((dst + "/locked").c_str(), &st), 0) << describe(r);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1'000'000'123);
+  ASSERT_EQ(::chmod((dst + "/locked").c_str(), 0755), 0);
+  EXPECT_EQ(list_tree(dst + "/locked"), std::vector<std::string>{}) << "nothing could be read in it";
+}
+
 // 2,000 files of which every tenth is unreadable.
 class FailingTreeTest : public CopyTest {
  protected:
