@@ -118,7 +118,9 @@ int write_attrs(const Attrs& want, const XattrOps& dst, bool privileged, bool pr
       written = true;
     } else if (!privileged && (errno == EPERM || errno == EACCES)) {
       // Not the user's to write (trusted.*, security.*), as cp -a leaves it.
-    } else if (refused_metadata(errno)) {
+    } else if (refused_metadata(errno) || errno == ENOSPC || errno == EDQUOT) {
+      // ENOSPC: no room for the attribute where the data fitted (a value bigger than an ext4
+      // block): the copy stands without it, and the run does not stop as for a full disk.
       if (!refused.err) refused.err = errno;
       refused.names += (refused.names.empty() ? "" : ", ") + name;
     } else if (errno != ENODATA) {

@@ -112,10 +112,12 @@ struct Unkept {
 // Whether `err`, from giving a copy its source's owner, mode, times or extended attributes, is the
 // destination refusing that piece while the data could be written: a chown by root in a user
 // namespace (EINVAL) or on FAT, exFAT, CIFS or root-squashed NFS (EPERM), attributes a file system
-// does not store (ENOTSUP), a value too big for it (E2BIG, ERANGE). Then the copy stands without
-// it and the run reports it, exit status 1, as with cp -a and rsync -a; other errors fail the copy.
+// does not store (ENOTSUP), a value too big for it (E2BIG, ERANGE), a FUSE file system that does
+// not implement the call (ENOSYS). Then the copy stands without it and the run reports it, exit
+// status 1, as with cp -a and rsync -a; other errors fail the copy.
 inline bool refused_metadata(int err) {
-  return err == EPERM || err == EACCES || err == EINVAL || err == ENOTSUP || err == E2BIG || err == ERANGE;
+  return err == EPERM || err == EACCES || err == EINVAL || err == ENOTSUP || err == E2BIG || err == ERANGE ||
+         err == ENOSYS;
 }
 
 struct Result {

@@ -823,7 +823,17 @@ Mount::Mount(const std::string& dir, const LoopExt3Times& fs) : dir_(dir) {
   loop_mount(fs.image, fs.size_mib, {"mkfs.ext4", "-q", "-F", "-I", "128"});
 }
 
-void Mount::loop_mount(const std::string& image_path, unsigned size_mib, std::vector<std::string> mkfs) {
+Mount::Mount(const std::string& dir, const FuseFat& fs) : dir_(dir) {
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+    make_dirs(dir);
+    why_ = "no /dev/fuse here";
+    return;
+  }
+  loop_mount(fs.image, fs.size_mib, {"mkfs.vfat"}, {"fusefat", "-o", "rw+"});
+}
+
+void Mount::loop_mount(const std::string& image_path, unsigned size_mib, std::vector<std::string> mkfs,
+                       std::vector<std::string> mount) {
   make_dirs(dir_);
   if (::geteuid() != 0) {
     why_ = "needs root to loop-mount a file system image";
@@ -843,13 +853,24 @@ void Mount::loop_mount(const std::string& image_path, unsigned size_mib, std::ve
     why_ = tool + " failed (is its package installed?): " + first_line(r.err);
     return;
   }
-  r = run({"mount", "-o", "loop", image_path, dir_});
+  std::string how = mount.front();
+  mount.push_back(image_path);
+  mount.push_back(dir_);
+  r = run(mount);
   mounted_ = r.status == 0;
-  if (!mounted_) why_ = "cannot loop-mount " + image_path + ": " + first_line(r.err);
+  if (!mounted_) why_ = how + " cannot mount " + image_path + " (is its package installed?): " + first_line(r.err);
 }
 
 Mount::~Mount() {
   if (mounted_ && ::umount2(dir_.c_str(), 0) != 0) ::umount2(dir_.c_str(), MNT_DETACH);
+}
+
+std::optional<std::string> get_xattr(const std::string& path, const std::string& name) {
+  std::string value(65536, '\0');
+  ssize_t n = ::lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+  if (n < 0) return std::nullopt;
+  value.resize(static_cast<size_t>(n));
+  return value;
 }
 
 bool exists(const std::string& path) {

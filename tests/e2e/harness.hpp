@@ -55,6 +55,7 @@ void make_dir(const std::string& path, mode_t mode = 0755);
 void make_dirs(const std::string& path);  // like mkdir -p
 void make_symlink(const std::string& target, const std::string& path);
 void set_times(const std::string& path, long long atime_ns, long long mtime_ns);  // does not follow links
+std::optional<std::string> get_xattr(const std::string& path, const std::string& name);  // not following links
 bool exists(const std::string& path);  // lstat succeeds
 std::string read_link(const std::string& path);  // a symlink's target text
 std::string random_bytes(size_t n, unsigned seed);
@@ -87,7 +88,12 @@ class Mount {
     std::string image;
     unsigned size_mib = 32;
   };
+  struct FuseFat {  // FAT through FUSE (fusefat): chmod and chown answer ENOSYS
+    std::string image;
+    unsigned size_mib = 16;
+  };
   Mount(const std::string& dir, const Tmpfs& fs);
+  Mount(const std::string& dir, const FuseFat& fs);
   Mount(const std::string& dir, const Ramfs& fs);
   Mount(const std::string& dir, const LoopExt3Times& fs);
   Mount(const std::string& dir, const LoopXfs& fs);
@@ -100,7 +106,8 @@ class Mount {
 
  private:
   // Makes a sparse image of `size_mib`, runs `mkfs` (the image appended) and loop-mounts it.
-  void loop_mount(const std::string& image, unsigned size_mib, std::vector<std::string> mkfs);
+  void loop_mount(const std::string& image, unsigned size_mib, std::vector<std::string> mkfs,
+                  std::vector<std::string> mount = {"mount", "-o", "loop"});
 
   std::string dir_;
   bool mounted_ = false;
