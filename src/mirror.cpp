@@ -98,6 +98,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   };
   int first_err = 0;
   auto note = [&](const std::string& path, int err) {
+    if (err == ENOENT) return;  // gone already: removed meanwhile (by another run into DST)
     if (!first_err) first_err = err;
     cb.failed(path, err);
   };
@@ -229,7 +230,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       if (e.is_dir) {
         remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb, opt.filters, opt.one_file_system);
       } else if (!opt.dry_run && ::unlinkat(p.dst.get(), e.name.c_str(), 0) != 0) {
-        cb.failed(rel, errno);
+        if (errno != ENOENT) cb.failed(rel, errno);  // ENOENT: gone already, as rsync lets it go
       } else {
         cb.deleted(rel);
       }
