@@ -398,6 +398,13 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
         if (opt_.delete_extraneous) make_way(dst_dir, job.target(), true);
         if (deleted_.empty() || deleted_.back() != rel_of(job.target())) return fail(r, EISDIR);
       }
+      // A name of a hard link group that is already a name of the group's copy: its inode is
+      // the first name's, brought up to date there.
+      if (opt_.update && !opt_.ignore_existing && job.kind == JobKind::HardLink &&
+          linked_already(dst_root, job, dst) == 0) {
+        r.outcome = Outcome::Skipped;
+        return r;
+      }
       struct stat src;
       if (opt_.ignore_existing || (opt_.update && up_to_date(src_dir, dst_dir, job, dst, src))) {
         r.outcome = Outcome::Skipped;
@@ -505,7 +512,10 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
     }
     // Attributes are compared only if they may have changed since the copy's were written: any
     // change to the source's sets its ctime, the copy's ctime is when pcopy last wrote it.
-    if (to_ns(src.st_ctim) >= to_ns(dst.st_ctim)) {
+    // Nor is that enough where the copy was not made by pcopy -a (seeded by cp -r, rsync -a
+    // without -X): so also whenever the source has attributes. And chown has just dropped the
+    // copy's file capabilities.
+    if (chowned || to_ns(src.st_ctim) >= to_ns(dst.st_ctim) || has_xattrs_at(src_dir, job.name)) {
       XattrsRefused refused;
       if (int err = sync_xattrs_at(src_dir, job.name, dst_dir, job.target(), privileged_, xattrs_written, refused))
         return err;
@@ -993,19 +1003,33 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   return r;
 }
 
-Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result r) {
+// 0 when `dst` (the stat of `job`'s name in DST, st_ino 0 if none) is already the copy of the
+// group's first name (job.link_target, from DST's root); -1 when not, or an errno when that name's
+// directory cannot be opened. Leaves that directory and name in `tdir` and `tname` if given.
+int Copier::linked_already(int dst_root, const Job& job, const struct stat& dst, UniqueFd* tdir, std::string* tname) {
   std::string_view target = job.link_target;
   size_t slash = target.rfind('/');
-  std::string_view tdir = slash == std::string_view::npos ? std::string_view() : target.substr(0, slash);
-  std::string tname(slash == std::string_view::npos ? target : target.substr(slash + 1));
-  int tfd = open_dir_beneath(dst_root, tdir, false);
-  if (tfd < 0) return fail(r, -tfd);
-  UniqueFd tdir_fd(tfd);
-  struct stat a, b;
-  if (::fstatat(tdir_fd.get(), tname.c_str(), &a, AT_SYMLINK_NOFOLLOW) == 0 &&
-      ::fstatat(dst_dir, job.target().c_str(), &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
-      a.st_ino == b.st_ino)
-    return r;  // already the same file
+  std::string_view dir = slash == std::string_view::npos ? std::string_view() : target.substr(0, slash);
+  std::string name(slash == std::string_view::npos ? target : target.substr(slash + 1));
+  int fd = open_dir_beneath(dst_root, dir, false);
+  if (fd < 0) return -fd;
+  UniqueFd dir_fd(fd);
+  struct stat first;
+  bool same = dst.st_ino != 0 && ::fstatat(fd, name.c_str(), &first, AT_SYMLINK_NOFOLLOW) == 0 &&
+              first.st_dev == dst.st_dev && first.st_ino == dst.st_ino;
+  if (tdir) *tdir = std::move(dir_fd);
+  if (tname) *tname = std::move(name);
+  return same ? 0 : -1;
+}
+
+Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result r) {
+  struct stat b;
+  UniqueFd tdir_fd;
+  std::string tname;
+  if (::fstatat(dst_dir, job.target().c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0) b.st_ino = 0;
+  int linked = linked_already(dst_root, job, b, &tdir_fd, &tname);
+  if (linked == 0) return r;  // already the same file
+  if (linked > 0) return fail(r, linked);
   std::string tmp = next_temp_name();
   if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0) return fail(r, errno);
   if (int err = install(dst_dir, tmp, job.target())) {

@@ -593,9 +593,14 @@ int Walker::apply_dir_metadata(DirNode* dir, std::vector<Unkept>& unkept) {
   int fd = dst_fd_for(dir);
   if (fd < 0) return errno;
   remove_names(fd, dir->forgotten);
-  bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
+  // A directory that was there already is written only where it differs: an unchanged -u run
+  // leaves every ctime alone, as rsync does.
+  struct stat have;
+  bool known = !dir->fresh && ::fstat(fd, &have) == 0;
+  bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_, chowned = false;
   if (opt_.archive) {
-    owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
+    owner_kept = known && have.st_uid == st.st_uid && have.st_gid == st.st_gid;
+    if (!owner_kept) owner_kept = chowned = ::fchown(fd, st.st_uid, st.st_gid) == 0;
     if (!owner_kept && !chown_refused_to_user(errno, euid_ == 0)) {
       int e = errno;
       if (int err = note_unkept(unkept, e, "owner", owner_text(st))) return err;
@@ -607,11 +612,16 @@ int Walker::apply_dir_metadata(DirNode* dir, std::vector<Unkept>& unkept) {
     note_unkept(unkept, refused);
   }
   mode_t mode = mode_for_copy(st.st_mode, owner_kept);
-  if (!dir->mode_set && ::fchmod(fd, mode) != 0) {  // mode_set: made with it, and it has no special bits
+  // mode_set: made with it, and it has no special bits. chown cleared the set-group-ID bit; an ACL
+  // written may have changed the group bits: then the mode is written anyway.
+  bool mode_right = dir->mode_set || (known && !chowned && (have.st_mode & 07777) == mode &&
+                                      (!opt_.archive || dir->xattrs.empty()));
+  if (!mode_right && ::fchmod(fd, mode) != 0) {
     int e = errno;
     if (int err = note_unkept(unkept, e, "mode", mode_text(mode))) return err;
   }
-  if (::futimens(fd, times) != 0) {
+  bool times_right = known && have.st_mtim.tv_sec == st.st_mtim.tv_sec && have.st_mtim.tv_nsec == st.st_mtim.tv_nsec;
+  if (!times_right && ::futimens(fd, times) != 0) {
     if (int err = note_unkept(unkept, errno, "times")) return err;
   }
   if (opt_.fsync && ::fsync(fd) != 0) return errno;

@@ -1,8 +1,12 @@
 #include "pcopy/xattrs.hpp"
 
+#include <fcntl.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <map>
 #include <string>
 #include <string_view>
@@ -161,6 +165,27 @@ int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const 
   std::string s = proc_path(src_dir, src_name), d = proc_path(dst_dir, dst_name);
   bool written = false;
   return write_with(path_ops(&s), path_ops(&d), privileged, prune, written, refused);
+}
+
+bool has_xattrs_at(int dir, const std::string& name) {
+  // The kernel's listxattrat (Linux 6.13) lists by directory fd and name: 1.6 µs against 5 µs
+  // through a /proc path on this VM, paid by every file an -a -u run skips.
+  constexpr long kSysListxattrat = 465;  // the same number on every architecture
+  static bool at_missing = false;
+  std::string path, names;
+  auto list = [&](char* b, size_t n) -> ssize_t {
+    if (!at_missing) {
+      long r = ::syscall(kSysListxattrat, dir, name.c_str(), AT_SYMLINK_NOFOLLOW, b, n);
+      if (r >= 0 || (errno != ENOSYS && errno != EPERM)) return r;  // EPERM: a seccomp filter's no
+      at_missing = true;
+    }
+    if (path.empty()) path = proc_path(dir, name);
+    return ::llistxattr(path.c_str(), b, n);
+  };
+  if (read_grow(names, list) != 0) return false;
+  for (size_t pos = 0; pos < names.size(); pos += std::strlen(names.c_str() + pos) + 1)
+    if (names[pos] != '\0' && !skipped(names.c_str() + pos)) return true;
+  return false;
 }
 
 int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,

@@ -138,6 +138,8 @@ class Copier {
   Result end_chunked(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_special(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_hard_link(int dst_dir, int dst_root, const Job& job, Result result);
+  int linked_already(int dst_root, const Job& job, const struct stat& dst, UniqueFd* tdir = nullptr,
+                     std::string* tname = nullptr);
   bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst, struct stat& src);
   int refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);

@@ -26,6 +26,9 @@ int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const 
 // tells whether anything was changed.
 int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
                    bool privileged, bool& written, XattrsRefused& refused);
+// Whether the entry `name` in `dir` has attributes that a copy would be given (none that cannot
+// be listed).
+bool has_xattrs_at(int dir, const std::string& name);
 // The attributes of `fd` the caller may read.
 std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool privileged);
 // Gives `fd` the attributes `attrs` (read earlier from a source) and, with `prune`, removes those

@@ -362,6 +362,57 @@ TEST_F(Backup, UpdateBringsModeOwnerAndXattrsOfSkippedFilesUpToDate) {
   EXPECT_EQ(lstat_of(dst + "/private").st_mode & 07777, 0640u);
 }
 
+// A copy made without -a (cp -r, rsync -a without -X, pcopy without -a) is newer than its source,
+// yet lacks the source's attributes: -a -u gives them, as rsync -X does (it compared them only
+// when the source's ctime was the newer). A chown of the copy drops its file capabilities: they are
+// given back. An unchanged -a -u run then writes nothing at all: no file, link or directory
+// changes, not even its ctime, and hard links already made are skipped, not counted as copied.
+TEST_F(Backup, UpdateGivesAttributesToACopyMadeWithoutThemThenWritesNothing) {
+  bool root = ::geteuid() == 0;
+  write_old(src + "/tagged", "tagged");
+  write_old(src + "/ping", "a program");
+  make_dir(src + "/sub");
+  write_old(src + "/sub/one", "linked");
+  ASSERT_EQ(::link((src + "/sub/one").c_str(), (src + "/two").c_str()), 0);
+  if (::setxattr((src + "/tagged").c_str(), "user.tag", "v", 1, 0) != 0) GTEST_SKIP() << "no user xattrs here";
+  // cap_net_raw+ep, as setcap writes it (VFS_CAP_REVISION_2).
+  const std::string cap("\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 20);
+  if (root) {
+    ASSERT_EQ(::setxattr((src + "/ping").c_str(), "security.capability", cap.data(), cap.size(), 0), 0);
+  }
+  ASSERT_EQ(copy().status, 0);
+  ASSERT_FALSE(get_xattr(dst + "/tagged", "user.tag")) << "the premise: a copy without -a has no attributes";
+
+  RunResult r = copy({"-a", "-u"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(get_xattr(dst + "/tagged", "user.tag"), "v");
+  if (root) {
+    EXPECT_EQ(get_xattr(dst + "/ping", "security.capability"), cap);
+  }
+  EXPECT_EQ(lstat_of(dst + "/two").st_ino, lstat_of(dst + "/sub/one").st_ino) << "the hard link is made";
+
+  if (root) {
+    ASSERT_EQ(::chown((dst + "/ping").c_str(), 1234, 1234), 0);
+    ASSERT_EQ(::setxattr((dst + "/ping").c_str(), "security.capability", cap.data(), cap.size(), 0), 0);
+    r = copy({"-a", "-u"});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(lstat_of(dst + "/ping").st_uid, 0u);
+    EXPECT_EQ(get_xattr(dst + "/ping", "security.capability"), cap) << "chown dropped it and it was not given back";
+  }
+
+  auto before = snapshot(dst);
+  r = copy({"-a", "-u", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 0) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 4) << report.dump(2);
+  EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
+  r = copy({"-a", "-u", "-n"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(line_set(r.out), (std::multiset<std::string>{"skip ping", "skip sub/one", "skip tagged", "skip two"}))
+      << describe(r);
+}
+
 // --checksum skips a file of equal contents whatever its time, and then gives it the source's time.
 TEST_F(Backup, ChecksumGivesSkippedFilesTheSourceTime) {
   write_old(src + "/data.bin", "same contents");
