@@ -31,7 +31,10 @@ unsigned online_cpus() {
 
 void add_filter_file(Options& o, const std::string& file) {
   std::ifstream in(file);
-  if (!in) throw CLI::ValidationError("--exclude-from", "cannot read '" + file + "'");
+  if (!in) {
+    int err = errno;
+    throw CLI::ValidationError("--exclude-from", "cannot read '" + display_path(file) + "': " + errno_text(err));
+  }
   for (std::string line; std::getline(in, line);) {
     if (line.empty() || line.front() == '#' || line.front() == ';') continue;
     if (line.size() > 2 && (line.starts_with("+ ") || line.starts_with("- "))) {
@@ -161,13 +164,13 @@ CliResult parse_cli(int argc, const char* const* argv) {
   } catch (const CLI::Success& e) {  // --help, --version: their text, and an error if it could not be written
     app.exit(e);
     if (std::fflush(stdout) != 0 || std::cout.flush().fail()) {
-      fmt::print(stderr, "pcopy: write error: {}\n", errno_text(errno));
+      print_stderr(fmt::format("pcopy: write error: {}", errno_text(errno)));
       return {std::nullopt, 1};
     }
     return {std::nullopt, 0};
   } catch (const CLI::ParseError& e) {
     print_refusal(fmt::format("pcopy: {}", e.what()), "", o.json || json_requested(argc, argv), o.jobs);
-    fmt::print(stderr, "Try 'pcopy --help' for more information.\n");
+    print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
   if (o.checksum) o.update = true;  // as rsync: --checksum alone means "skip identical contents"

@@ -26,6 +26,17 @@ Pipe make_pipe(int extra_flags) {
   return Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
+void reserve_standard_fds() {
+  for (int fd = 0; fd < 3; ++fd)  // each open takes the lowest free number: the one that is closed
+    if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) ::open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
+}
+
+void print_stderr(std::string_view line) {
+  std::string text(line);
+  text.push_back('\n');
+  (void)write_all(STDERR_FILENO, text.data(), text.size());
+}
+
 int write_all(int fd, const void* data, size_t size) {
   auto* p = static_cast<const char*>(data);
   while (size > 0) {

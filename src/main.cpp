@@ -4,10 +4,12 @@
 #include <exception>
 
 #include "pcopy/cli.hpp"
+#include "pcopy/fd.hpp"
 #include "pcopy/report.hpp"
 #include "pcopy/run.hpp"
 
 int main(int argc, char** argv) {
+  pcopy::reserve_standard_fds();
   pcopy::CliResult cli = pcopy::parse_cli(argc, argv);
   if (!cli.options) return cli.exit_status;
   try {

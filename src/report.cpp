@@ -1,6 +1,7 @@
 #include "pcopy/report.hpp"
 
 #include <fmt/core.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -130,7 +131,7 @@ std::string json_report(const Stats& s) {
 }
 
 void print_refusal(const std::string& message, const std::string& path, bool json, unsigned workers) {
-  fmt::print(stderr, "{}\n", message);
+  print_stderr(message);
   if (!json) return;
   Stats stats;
   stats.workers = workers;
@@ -145,7 +146,11 @@ Manifest::~Manifest() {
 }
 
 int Manifest::open(UniqueFd fd) {
-  if (::ftruncate(fd.get(), 0) != 0) return errno;  // a run refused left it as it was
+  // Emptied only now: a run refused left it as it was. Not a pipe, FIFO or device (/dev/stdout
+  // into `| jq`, a process substitution), which cannot be truncated and need not be.
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return errno;
+  if (S_ISREG(st.st_mode) && ::ftruncate(fd.get(), 0) != 0) return errno;
   file_ = ::fdopen(fd.get(), "w");
   if (!file_) return errno;
   fd.release();

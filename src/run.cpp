@@ -339,10 +339,16 @@ void Runner::stop_dispatching() {
 void Runner::setup_signals() {
   sigset_t mask;
   sigemptyset(&mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGTSTP, SIGTTIN, SIGTTOU}) sigaddset(&mask, sig);
+  // Every signal that would end pcopy outright ends the run as Ctrl-C does (temporaries removed,
+  // staged directories revealed, the summary marked interrupted), with status 128 + its number.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD, SIGTSTP, SIGTTIN, SIGTTOU})
+    sigaddset(&mask, sig);
   ::sigprocmask(SIG_BLOCK, &mask, &old_mask_);
   sigfd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death
+  // Past `ulimit -f`, a write fails with EFBIG ("File too large", reported for the file, the
+  // manifest or stdout) instead of killing the process; the workers inherit this.
+  ::signal(SIGXFSZ, SIG_IGN);
 }
 
 void Runner::start_pool() {
@@ -1102,9 +1108,12 @@ int Runner::run() {
   stderr_tty_ = ::isatty(STDERR_FILENO);
   stdout_tty_ = ::isatty(STDOUT_FILENO);
   const char* no_color = std::getenv("NO_COLOR");
-  color_ = stderr_tty_ && !(no_color && *no_color);
+  // A dumb terminal moves no cursor and clears no line: it gets plain lines, as a file does.
+  const char* term = std::getenv("TERM");
+  bool smart = stderr_tty_ && !(term && std::string_view(term) == "dumb");
+  color_ = smart && !(no_color && *no_color);
   if (!opt_.quiet && opt_.progress != ProgressMode::Never) {
-    if (stderr_tty_) bar_.emplace(STDERR_FILENO);
+    if (smart) bar_.emplace(STDERR_FILENO);
     else if (opt_.progress == ProgressMode::Always) status_lines_ = true;
   }
   if (target_.manifest) {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace pcopy {
@@ -41,6 +42,14 @@ struct Pipe {
 };
 // pipe2(O_CLOEXEC | extra_flags); throws std::system_error on failure.
 Pipe make_pipe(int extra_flags = 0);
+
+// A closed standard descriptor (0-2) would be handed out by the next open, and what is meant for
+// stderr written into a manifest: each closed one is filled with /dev/null opened against its use
+// (read-only for 1 and 2), so writes to a closed stdout or stderr still fail, with EBADF, as gnulib's
+// stdopen does.
+void reserve_standard_fds();
+// Writes `line` and a newline to stderr; a failure is ignored (there is nowhere left to say it).
+void print_stderr(std::string_view line);
 
 // Full read/write with EINTR retried. write_all returns 0 or an errno. read_some returns bytes read,
 // 0 at EOF, or -errno.

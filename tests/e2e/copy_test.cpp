@@ -678,6 +678,77 @@ TEST_F(CopyTest, HelpAndVersionReportAFailedWrite) {
   }
 }
 
+// A manifest can go anywhere a file name leads: /dev/stdout into a pipe (`| jq`), a FIFO, a
+// process substitution. Emptying it, which only a regular file needs, refused them all.
+TEST_F(CopyTest, ManifestGoesToAPipe) {
+  write_file(src + "/f", "f");
+  RunResult r = copy({"-q", "--manifest", "/dev/stdout"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 1u) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(lines[0]).at("path"), "f");
+}
+
+// With stdout and stderr closed (a daemon's child), the manifest must not be opened as descriptor
+// 2 and take the error lines: they fail instead, and the manifest stays JSON lines only.
+TEST_F(CopyTest, ClosedStandardDescriptorsAreNotTakenByTheManifest) {
+  write_file(src + "/a", "a");
+  write_file(src + "/secret", "s", 0000);
+  std::string manifest = tmp / "manifest.jsonl";
+  RunOptions options = unprivileged(tmp);
+  RunResult r = run({"sh", "-c", shell_quote(pcopy_bin()) + " --manifest " + shell_quote(manifest) + " " +
+                                     shell_quote(src) + " " + shell_quote(dst) + " >&- 2>&-; echo $?"},
+                    options);
+  EXPECT_EQ(r.out, "1\n") << describe(r);
+  auto lines = lines_of(read_file(manifest));
+  ASSERT_EQ(lines.size(), 1u) << read_file(manifest);
+  EXPECT_EQ(nlohmann::json::parse(lines[0]).at("path"), "a");
+}
+
+// A refusal with stderr closed or full still ends with status 2 and, with --json, the report on
+// stdout (it aborted: status 134, no report). --help into a full disk is status 1.
+TEST_F(CopyTest, RefusalsWithoutStderrStillEndWithStatusTwoAndTheReport) {
+  std::string pcopy = shell_quote(pcopy_bin()), missing = shell_quote(tmp / "missing");
+  RunResult r = run({"sh", "-c", pcopy + " --json " + missing + " x 2>&-; echo $?; " + pcopy + " -j0 x y 2>/dev/full; echo $?; " +
+                                     pcopy + " --help >/dev/full 2>&-; echo $?"});
+  auto lines = lines_of(r.out);
+  ASSERT_GE(lines.size(), 3u) << describe(r);
+  EXPECT_EQ(std::vector<std::string>(lines.end() - 3, lines.end()), (std::vector<std::string>{"2", "2", "1"}))
+      << describe(r);
+  std::string json_text = r.out.substr(0, r.out.rfind('}') + 1);
+  EXPECT_EQ(nlohmann::json::parse(json_text).at("exit_status"), 2) << describe(r);
+}
+
+// A file name in an error is escaped like every path, and the OS's reason given.
+TEST_F(CopyTest, UnreadableExcludeFromFileIsOneLineWithTheReason) {
+  write_file(src + "/f", "f");
+  RunResult r = copy({"--exclude-from", tmp / "no\nsuch"});
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: --exclude-from: cannot read '" + escape_path(tmp / "no\nsuch") +
+                                  "': No such file or directory"))
+      << describe(r);
+}
+
+// Under `ulimit -f`, a write past the limit fails with EFBIG: the file too big is reported with
+// that reason, as is the manifest that outgrew it, and the rest is copied. SIGXFSZ killed the
+// parent (no summary, staged directories left) and twice a worker per file too big.
+TEST_F(CopyTest, FileSizeLimitIsReportedAsFileTooLarge) {
+  write_file(src + "/big", random_bytes(1 << 20, 7));
+  for (int i = 0; i < 2500; ++i) write_file(src + fmt::format("/f{}", i), "small\n");
+  std::string manifest = tmp / "manifest.jsonl";
+  // 200 blocks: 100 KiB in dash's 512-byte blocks, 200 KiB in bash's: either way under 1 MiB
+  // and under the manifest's ~250 KiB.
+  RunResult r = run({"sh", "-c", "ulimit -f 200; exec " + shell_quote(pcopy_bin()) + " --manifest " +
+                                     shell_quote(manifest) + " " + shell_quote(src) + " " + shell_quote(dst)});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'big': File too large")) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot write manifest '" + manifest + "': File too large")) << describe(r);
+  EXPECT_EQ(r.err.find("worker died"), std::string::npos) << describe(r);
+  auto copied = list_tree(dst);
+  EXPECT_EQ(copied.size(), 2500u) << "every small file, nothing else (no temporary)";
+  EXPECT_EQ(std::count_if(copied.begin(), copied.end(), [](auto& n) { return n.starts_with(".pcopy-"); }), 0);
+}
+
 // A pipeline reading --json gets a report from a refused run too, with the reason.
 TEST_F(CopyTest, RefusedRunStillPrintsTheJsonReport) {
   src = tmp / "no-such-source";
@@ -949,6 +1020,24 @@ TEST_P(TerminalProgressTest, DrawsBarNoWiderThanTerminal) {
 
 INSTANTIATE_TEST_SUITE_P(ProgressModes, TerminalProgressTest, ::testing::Values("--progress=always", "--progress=auto"),
                          [](const auto& info) { return std::string(info.param).substr(11); });
+
+// A dumb terminal (TERM=dumb: an editor's shell buffer, a serial console) cannot clear a line:
+// no bar, no colour, no escape sequence at all; --progress=always gives it plain lines.
+TEST_F(CopyTest, DumbTerminalGetsNoEscapeSequences) {
+  make_mixed_tree(400);
+  write_file(src + "/secret", "s", 0000);
+  RunOptions options = unprivileged(tmp);  // the unreadable file: an error line, coloured on a terminal
+  options.pty = true;
+  options.env.push_back("TERM=dumb");
+  for (const char* progress : {"--progress=auto", "--progress=always"}) {
+    SCOPED_TRACE(progress);
+    RunResult r = copy({progress, "-j2"}, options);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << describe(r);
+    EXPECT_EQ(r.out.find('\r'), std::string::npos) << describe(r);
+    EXPECT_TRUE(has_line(r.out, "pcopy: cannot copy 'secret': Permission denied")) << describe(r);
+  }
+}
 
 TEST_F(CopyTest, QuietPrintsNothingOnSuccess) {
   make_mixed_tree(50);

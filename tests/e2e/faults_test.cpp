@@ -817,6 +817,14 @@ TEST_P(FaultsByJobs, SigtermMidCopyOfLargeFilesLeavesNoPartialFiles) {
   interrupt_mid_copy(SIGTERM, 143, src, dst, logs, jobs());
 }
 
+// Ctrl-\\ (SIGQUIT) and the other signals whose default would kill pcopy outright end the run as
+// Ctrl-C does, with 128 + the signal's number: they left staged directories and temporaries.
+TEST_P(FaultsByJobs, SigquitOrSigusr1MidCopyEndTheRunAsCtrlCDoes) {
+  std::string src = shared_tree("big128", [](const std::string& root) { make_big_tree(root, 128, 0); });
+  bool quit = jobs() != "-j2";  // one signal per worker count, alternately
+  interrupt_mid_copy(quit ? SIGQUIT : SIGUSR1, quit ? 131 : 138, src, dst, logs, jobs());
+}
+
 // What is in `dst` as far as writing shows: each entry's size and mtime, and the same of every file
 // the workers of `parent` write unnamed there (O_TMPFILE).
 std::string written_state(pid_t parent, const std::string& dst) {

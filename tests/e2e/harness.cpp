@@ -507,13 +507,6 @@ class Differ {
 // ---------------------------------------------------------------------------------------------------
 // Running programs.
 
-// `script` runs the command through a shell; single quotes protect every byte but the quote itself.
-std::string shell_quote(std::string_view arg) {
-  std::string quoted = "'";
-  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
 std::vector<std::string> pty_command(const std::vector<std::string>& argv, int columns) {
   // -onlcr: keep the program's own bytes, so a '\r' in the output is one the program wrote.
   std::string command = fmt::format("stty cols {} rows 24 -onlcr; exec", columns);
@@ -648,6 +641,13 @@ int wait_status(pid_t pid, int options_flags) {
 
 // ---------------------------------------------------------------------------------------------------
 // Public interface.
+
+// For a command run by a shell (`script`, `sh -c`): single quotes protect every byte but the quote itself.
+std::string shell_quote(std::string_view arg) {
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
 
 std::string escape_path(std::string_view path) {
   std::string out;

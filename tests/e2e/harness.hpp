@@ -67,6 +67,7 @@ void make_deep_dirs(const std::string& root, size_t depth, const std::string& co
 void chown_tree(const std::string& root, uid_t uid, gid_t gid);
 // A path made printable for messages: control bytes, bytes >= 0x7f and backslash become \n, \xNN, \\.
 std::string escape_path(std::string_view path);
+std::string shell_quote(std::string_view arg);  // for a command line a shell reads
 
 // A file system mounted at `dir` (made if missing) for the guard's lifetime and unmounted (lazily
 // if busy) on destruction: declare it after the TempDir holding `dir`. Needs root; when it could not
