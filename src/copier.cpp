@@ -340,7 +340,7 @@ bool chunking_helps_on(bool local, const Options& options) {
 bool chunking_helps(int dst_dir, const Options& options) { return chunking_helps_on(local_fs(dst_dir), options); }
 
 bool ends_batch(const Result& r, const Options& options) {
-  return r.outcome == Outcome::Failed && (r.err == ENOSPC || r.err == EDQUOT || options.fail_fast);
+  return r.outcome == Outcome::Failed && (fails_everything(r.err) || options.fail_fast);
 }
 
 Copier::~Copier() {

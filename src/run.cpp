@@ -597,7 +597,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
     case Outcome::Failed:
       error(path(), reason_of(r));
       if (walker_) walker_->forget(info.dir, info.job.target());
-      if (r.err == ENOSPC || r.err == EDQUOT) {
+      if (fails_everything(r.err)) {
         if (!stopping_) say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(r.err)));
         stop_dispatching();
       }

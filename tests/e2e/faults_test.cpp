@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -1558,6 +1559,23 @@ TEST_P(FaultsByJobs, FullDiskReportsErrorRemovesTemporaryAndStops) {
   EXPECT_GE(copied, 1u) << "40 MiB holds several 4 MiB files";
   EXPECT_LT(copied + errors, 30u) << "every file was tried: it did not stop after the disk filled\n" << describe(r);
   expect_no_partial_files(src, to);
+}
+
+// A destination mounted read-only: the first file that fails says why, and pcopy stops there, as
+// on a full disk; it printed one "Read-only file system" line per entry of the tree.
+TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  std::string src = tmp / "src";
+  make_dir(src);
+  for (int i = 0; i < 2000; ++i) write_file(src + fmt::format("/f{:04}", i), "x");
+  Mount mount(tmp / "mnt", Mount::Tmpfs{"size=4m"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
+  make_dir(tmp / "mnt/dst");
+  ASSERT_EQ(::mount(nullptr, (tmp / "mnt").c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr), 0) << std::strerror(errno);
+  RunResult r = copy(src, tmp / "mnt/dst", {}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "stopping: Read-only file system"), 1u) << describe(r);
+  EXPECT_LT(count_lines_containing(r.err, "pcopy: cannot copy"), 500u) << "it went on through the tree\n" << describe(r);
 }
 
 TEST_P(FaultsByJobs, FullDiskReplacingCopyKeepsTheOldFile) {
