@@ -480,8 +480,11 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
       if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
       if (!opt_.checksum) return same_mtime(dst, job.mtime_ns);
       break;
-    default: return (dst.st_mode & S_IFMT) != S_IFREG && (dst.st_mode & S_IFMT) != S_IFDIR &&
-                    (dst.st_mode & S_IFMT) != S_IFLNK && same_mtime(dst, job.mtime_ns);
+    default: {  // a FIFO or device: of the same type and device number, not any special file
+      struct stat s;
+      if (::fstatat(src_dir, job.name.c_str(), &s, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return false;
+      return (dst.st_mode & S_IFMT) == (s.st_mode & S_IFMT) && dst.st_rdev == s.st_rdev && same_mtime(dst, job.mtime_ns);
+    }
   }
   // --checksum: same size, compare contents.
   std::optional<Hash128> hashes[2];
@@ -581,7 +584,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!out) {
     tmp = direct ? job.target() : next_temp_name();
     bool existed = false;
-    out.reset(direct ? open_in_place(dst_dir, tmp.c_str(), st, existed)
+    out.reset(direct ? in_place(dst_dir, tmp, st, existed)
                      : ::openat(dst_dir, tmp.c_str(), kCreate, st.st_mode & 0777));
     if (!out) return fail(r, errno);
     fresh_mode = fresh_mode && !existed;
@@ -687,6 +690,18 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
   return ::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0 ? 0 : errno;
 }
 
+// open_in_place(), and with --delete a directory at `name` removed first, as install() removes
+// one for a copy renamed into place.
+int Copier::in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed) {
+  int fd = open_in_place(dst_dir, name.c_str(), src, existed);
+  if (fd >= 0 || errno != EISDIR || !opt_.delete_extraneous) return fd;
+  if (int err = make_way(dst_dir, name, false)) {
+    errno = err;
+    return -1;
+  }
+  return open_in_place(dst_dir, name.c_str(), src, existed);
+}
+
 // --delete: removes the directory `target` (or, in a dry run, lists what would go) so that a file
 // can take its name, keeping what the filters exclude; each path removed goes to deleted_, for the
 // parent to count and show. Returns 0 or the first errno.
@@ -748,7 +763,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
     return fail(r, 0, kChanged);
   r.temp = opt_.inplace ? job.target() : next_temp_name();
   bool existed = false;
-  UniqueFd out(opt_.inplace ? open_in_place(dst_dir, r.temp.c_str(), st, existed)
+  UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, st, existed)
                             : ::openat(dst_dir, r.temp.c_str(), kCreate, st.st_mode & 0777));
   if (!out) return fail(r, errno);
   if (int err = out.close_checked()) {

@@ -113,6 +113,7 @@ struct PendingBatch {
 struct LinkGroup {
   std::string first;  // DST-relative path of the copy, once done
   bool done = false;
+  bool anew = false;  // the first name was copied, not skipped: the others are linked to it again
   std::optional<Hash128> hash;
   std::vector<uint64_t> waiting;  // job ids parked until the first copy exists
 };
@@ -580,6 +581,16 @@ void Runner::settle(const Result& r) {
       break;
     default: break;
   }
+  // -n -u: a worker finds another name of a group linked to the copy already, but the real run
+  // copies the first name anew (a new inode), then links this one to it again.
+  if (opt_.dry_run && r.outcome == Outcome::Skipped && info.member_of) {
+    auto group = links_.find(*info.member_of);
+    if (group != links_.end() && group->second.anew) {
+      Result relinked = r;
+      relinked.outcome = Outcome::Replaced;
+      return complete(info, relinked, r.bytes);
+    }
+  }
   complete(info, r, r.bytes);
 }
 
@@ -747,6 +758,7 @@ void Runner::finish_link_group(const JobInfo& info, const Result& r) {
     return;
   }
   group.done = true;
+  group.anew = r.outcome != Outcome::Skipped;
   group.first = rel(info);
   group.hash = r.hash;
   for (uint64_t id : waiting) {

@@ -145,6 +145,7 @@ class Copier {
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
   int cloned(int in, const struct stat& st, FileCopy& fc);
   int make_way(int dst_dir, const std::string& target, bool dry_run);
+  int in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed);
   std::string rel_of(const std::string& name) const;
   int copy_generated(int in, int out, const struct stat& st, FileCopy& fc);
   int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);

@@ -797,6 +797,27 @@ TEST_F(ArchiveSpecialFilesTest, ArchiveKeepsFilesWhoseOwnerTheDestinationRefuses
   EXPECT_NE(r.out.find("\"reason\": \"cannot keep the owner (65534:65534): Invalid argument\""), std::string::npos) << r.out;
 }
 
+// -a -u: a FIFO or device is up to date only as the same type with the same device number; any
+// special file of the same mtime was taken for it (a FIFO kept where SRC has /dev/null's numbers).
+TEST_F(ArchiveSpecialFilesTest, UpdateReplacesASpecialFileOfAnotherTypeOrDeviceNumber) {
+  if (!is_root()) GTEST_SKIP() << "needs root (mknod)";
+  make_fifo(src + "/fifo", 0644);
+  make_char_device(src + "/null", 0644, 1, 3);
+  make_dir(dst);
+  make_char_device(dst + "/fifo", 0644, 1, 3);
+  make_char_device(dst + "/null", 0644, 1, 5);
+  for (const char* name : {"/fifo", "/null"}) {
+    set_times(src + name, 1'262'304'000LL * kSec, 1'262'304'000LL * kSec);
+    set_times(dst + name, 1'262'304'000LL * kSec, 1'262'304'000LL * kSec);
+  }
+  RunResult r = run_pcopy({"-a", "-u", src, dst});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(S_ISFIFO(lstat_of(dst + "/fifo").st_mode));
+  EXPECT_EQ(lstat_of(dst + "/null").st_rdev, ::makedev(1, 3));
+  r = run_pcopy({"-a", "-u", "--json", src, dst});
+  EXPECT_NE(r.out.find("\"files_skipped\": 2"), std::string::npos) << "then both are up to date\n" << describe(r);
+}
+
 // A destination whose driver implements no chmod or chown (fusefat, and FUSE file systems alike:
 // ENOSYS) takes the data: every file is copied and each refusal reported, as cp -a keeps them with
 // a warning. The files failed, and a set-user-ID file failed even without -a.

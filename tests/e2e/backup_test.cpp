@@ -411,6 +411,14 @@ TEST_F(Backup, UpdateGivesAttributesToACopyMadeWithoutThemThenWritesNothing) {
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(line_set(r.out), (std::multiset<std::string>{"skip ping", "skip sub/one", "skip tagged", "skip two"}))
       << describe(r);
+
+  // Changed, the linked file is copied anew and its other name linked again: the dry run says so.
+  write_old(src + "/sub/one", "linked, changed", kOldTime + 1);
+  r = copy({"-a", "-u", "-n"});
+  EXPECT_EQ(line_set(r.out), (std::multiset<std::string>{"skip ping", "replace sub/one", "skip tagged", "replace two"}))
+      << describe(r);
+  r = copy({"-a", "-u", "--json"});
+  EXPECT_EQ(count(parse_report(r), "files_copied"), 2) << describe(r);
 }
 
 // --checksum skips a file of equal contents whatever its time, and then gives it the source's time.
@@ -638,6 +646,17 @@ TEST_F(Backup, DeleteWithOneFileSystemStaysOutOfOtherFileSystems) {
 
 // A directory that could not be made in DST (here --ignore-existing keeps a file in its place)
 // leaves alone only what is at that name: deletions elsewhere go on, and nothing blames SRC.
+// With --inplace too, --delete removes a directory where SRC now has a file (the file was an
+// error, "Is a directory", though the dry run listed the removal).
+TEST_F(Backup, DeleteWithInplaceReplacesADirectoryWhereSourceHasAFile) {
+  write_file(src + "/f", "now a file");
+  make_dirs(dst + "/f/inner");
+  write_file(dst + "/f/inner/old", "old");
+  RunResult r = copy({"--inplace", "--delete"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/f"), "now a file");
+}
+
 // Two --delete runs into one DST at once (a cron job overlapping the last): an entry the other
 // run removed between listing and unlinking is gone, as it should be, not an error (rsync lets a
 // vanished file go too); both runs end with status 0. Each saw ENOENT as a failure: status 1,
