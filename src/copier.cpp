@@ -77,6 +77,14 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
   return ::openat(dir, name, kCreate, mode);
 }
 
+// The source's stat with the mode a chunked file is made with: 0600, for every chunk's worker to
+// reopen it for writing (a read-only source's 0444 let no one but root); End gives the real mode.
+struct stat chunked_stat(const struct stat& st) {
+  struct stat as = st;
+  as.st_mode = (st.st_mode & S_IFMT) | S_IRUSR | S_IWUSR;
+  return as;
+}
+
 // A job's result before anything is done: what the walk knew of it.
 Result result_for(const Job& job) {
   Result r;
@@ -584,8 +592,8 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!out) {
     tmp = direct ? job.target() : next_temp_name();
     bool existed = false;
-    out.reset(direct ? in_place(dst_dir, tmp, st, existed)
-                     : ::openat(dst_dir, tmp.c_str(), kCreate, st.st_mode & 0777));
+    struct stat as = split ? chunked_stat(st) : st;
+    out.reset(direct ? in_place(dst_dir, tmp, as, existed) : ::openat(dst_dir, tmp.c_str(), kCreate, as.st_mode & 0777));
     if (!out) return fail(r, errno);
     fresh_mode = fresh_mode && !existed;
   }
@@ -763,8 +771,9 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
     return fail(r, 0, kChanged);
   r.temp = opt_.inplace ? job.target() : next_temp_name();
   bool existed = false;
-  UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, st, existed)
-                            : ::openat(dst_dir, r.temp.c_str(), kCreate, st.st_mode & 0777));
+  struct stat as = chunked_stat(st);
+  UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, as, existed)
+                            : ::openat(dst_dir, r.temp.c_str(), kCreate, as.st_mode & 0777));
   if (!out) return fail(r, errno);
   if (int err = out.close_checked()) {
     if (!opt_.inplace) ::unlinkat(dst_dir, r.temp.c_str(), 0);
@@ -797,7 +806,7 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   struct stat written;
   if (::fstat(out.get(), &written) != 0) return fail(r, errno);
   if (uint64_t(written.st_size) != job.size && ::ftruncate(out.get(), off_t(job.size)) != 0) return fail(r, errno);
-  if (int err = apply_metadata(out.get(), in.get(), st, !opt_.inplace && !default_acl_)) return fail(r, err);
+  if (int err = apply_metadata(out.get(), in.get(), st, false)) return fail(r, err);  // made 0600: chunked_stat
   if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
   if (int err = out.close_checked()) return fail(r, err);
   if (int err = opt_.inplace ? 0 : install(dst_dir, job.temp, job.target())) return fail(r, err);

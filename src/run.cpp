@@ -158,6 +158,7 @@ class Runner {
   void end_done(JobInfo& info, const Result& r);
   void fail_chunked(uint64_t file);
   void remove_dst_temp(DirNode* dir, const std::string& temp);
+  int rename_dst_temp(DirNode* dir, const std::string& from, const std::string& to);
   void stop_dispatching();
   void drop(uint64_t id);
   void release(DirNode* dir) {
@@ -659,10 +660,24 @@ bool Runner::should_chunk(const struct stat& st) const {
 // contending for it burn twice the CPU for the same bytes.
 void Runner::start_chunks(JobInfo& begin, const Result& r) {
   uint64_t file = begin.job.id;
+  std::string temp = r.temp;
+  if (!opt_.inplace) {
+    // The temporary is renamed after the parent, which outlives the workers: named after the
+    // worker that made it, it would be a leftover to a second run into DST once that worker died,
+    // while the others still write it.
+    temp = fmt::format("{}{}-{}{}", kTempPrefix, ::getpid(), file, kTempSuffix);
+    if (int err = rename_dst_temp(begin.dir, r.temp, temp)) {
+      remove_dst_temp(begin.dir, r.temp);
+      Result failed = r;
+      failed.outcome = Outcome::Failed;
+      failed.err = err;
+      return complete(begin, failed, 0);
+    }
+  }
   ChunkedFile& cf = chunked_[file];
   cf.begin = begin;
   cf.outcome = r.outcome;
-  cf.temp = r.temp;
+  cf.temp = temp;
   std::vector<PendingBatch> batches;
   for (uint64_t off = 0; off < begin.job.size; off += kChunkBytes) {
     Job c;
@@ -670,7 +685,7 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     c.kind = JobKind::FileChunk;
     c.name = begin.job.name;
     c.dst_name = begin.job.dst_name;
-    c.temp = r.temp;
+    c.temp = temp;
     c.offset = off;
     c.length = std::min(kChunkBytes, begin.job.size - off);
     JobInfo ci{begin.dir, std::move(c)};
@@ -724,6 +739,14 @@ void Runner::fail_chunked(uint64_t file) {
   Result r = cf.failure;
   r.outcome = Outcome::Failed;
   complete(cf.begin, r, cf.bytes);  // what its chunks wrote stays in the progress, done and total
+}
+
+int Runner::rename_dst_temp(DirNode* dir, const std::string& from, const std::string& to) {
+  if (!target_.dst_root) return 0;
+  int fd = open_dir_beneath(target_.dst_root.get(), walker_ ? walker_->dst_rel_path(dir) : std::string(), false);
+  if (fd < 0) return -fd;
+  UniqueFd d(fd);
+  return ::renameat2(fd, from.c_str(), fd, to.c_str(), RENAME_NOREPLACE) == 0 ? 0 : errno;
 }
 
 void Runner::remove_dst_temp(DirNode* dir, const std::string& temp) {

@@ -729,6 +729,18 @@ TEST_F(CopyTest, UnreadableExcludeFromFileIsOneLineWithTheReason) {
       << describe(r);
 }
 
+// A read-only source file big enough to be split: every chunk's worker reopens the temporary for
+// writing, which its final mode 0444 let only root do ("Permission denied" for any user, -j2 up).
+TEST_F(CopyTest, AUserCopiesAReadOnlyFileInChunks) {
+  write_file(src + "/big.bin", random_bytes(130 << 20, 11), 0444);
+  RunOptions options = unprivileged(tmp);
+  options.env = {"PCOPY_TEST_CHUNK_LOCAL=1"};  // chunks even on a local file system (test builds)
+  RunResult r = copy({"-j2"}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(mode_bits(dst + "/big.bin"), 0444u);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 // Under `ulimit -f`, a write past the limit fails with EFBIG: the file too big is reported with
 // that reason, as is the manifest that outgrew it, and the rest is copied. SIGXFSZ killed the
 // parent (no summary, staged directories left) and twice a worker per file too big.

@@ -734,6 +734,45 @@ TEST_P(FaultsByJobs, AFileThatKillsWorkersAfterReportingProgressFailsAfterTwoDea
   }
 }
 
+// A chunked file's temporary is named after the parent, which outlives every worker: a second run
+// into DST after a worker writing it died (the one that made it, say) keeps it as a
+// live run's, and the first run ends whole. Named after that worker, it was removed as a leftover
+// and the file failed ("No such file or directory").
+TEST_P(FaultsByJobs, ASecondRunKeepsTheChunkedTemporaryOfALiveRun) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  std::string src = shared_tree("huge_alone", [](const std::string& root) { write_big_file(root + "/huge.bin", 300, 5); });
+  AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_CHUNK_LOCAL=1"});
+  bool killed = false;
+  auto deadline = Clock::now() + 60s;
+  while (!killed && p.running() && Clock::now() < deadline) {
+    if (!poll_until(deadline, [&] { return !writing_in(p.pid(), dst).empty() || !p.running(); })) break;
+    auto frozen = freeze(p);
+    if (!frozen) break;
+    for (auto& [owner, name, path] : writing_in(frozen->parent, dst)) {
+      if (!is_temp_name(name)) continue;
+      EXPECT_EQ(name.rfind(fmt::format(".pcopy-{}-", p.pid()), 0), 0u) << name << ": not named after the parent";
+      for (const Proc& w : frozen->workers) {  // a worker writing it (several may be)
+        auto files = open_files_of(w.pid);
+        if (std::none_of(files.begin(), files.end(), [&](auto& f) { return f.second == dst + "/" + name; })) continue;
+        ASSERT_EQ(::kill(w.pid, SIGKILL), 0);
+        killed = true;
+        break;
+      }
+      break;
+    }
+    if (killed) {  // the second run, while the first is stopped
+      RunResult second = run_pcopy({"-j2", "-u", src, tmp / "other"}, with_timeout(120));
+      EXPECT_EQ(second.status, 0) << describe(second);
+      second = run_pcopy({"-j1", "-u", src, dst}, with_timeout(120));  // sweeps leftovers in DST
+      EXPECT_EQ(second.status, 0) << describe(second);
+    }
+    thaw(*frozen);
+  }
+  RunResult r = p.wait();
+  ASSERT_TRUE(killed) << "no worker could be caught writing a chunk\n" << describe(r);
+  expect_complete_copy(r, src, dst);
+}
+
 TEST_P(FaultsByJobs, WorkerKilledExternallyMidRunIsReplaced) {
   std::string src = shared_tree("big64", [](const std::string& root) {
     make_big_tree(root, 64, 2000);
