@@ -523,6 +523,23 @@ void thaw(const Frozen& f) {
   ::kill(f.parent, SIGCONT);
 }
 
+// Waits (60 s at most) for pcopy to be writing in `dst`, freezes it and shows `act` the frozen run
+// and what it is writing there, then thaws it; again, until `act` sets `caught` or pcopy has ended.
+// Returns `caught`.
+bool catch_writing(AsyncPcopy& p, const std::string& dst,
+                   const std::function<void(const Frozen&, const std::vector<Writing>&, bool& caught)>& act) {
+  bool caught = false;
+  auto deadline = Clock::now() + 60s;
+  while (!caught && p.running() && Clock::now() < deadline) {
+    if (!poll_until(deadline, [&] { return !writing_in(p.pid(), dst).empty() || !p.running(); })) break;
+    auto frozen = freeze(p);
+    if (!frozen) break;
+    act(*frozen, writing_in(frozen->parent, dst), caught);
+    thaw(*frozen);
+  }
+  return caught;
+}
+
 // Where trees with tens of thousands of entries go: a tmpfs when the test may mount one, else a plain
 // directory. Removing them from a disk file system mounted with `discard` takes ~1 ms per entry, which
 // would dominate the suite's run time; what is tested does not depend on the file system.
@@ -742,34 +759,28 @@ TEST_P(FaultsByJobs, ASecondRunKeepsTheChunkedTemporaryOfALiveRun) {
   if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
   std::string src = shared_tree("huge_alone", [](const std::string& root) { write_big_file(root + "/huge.bin", 300, 5); });
   AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_CHUNK_LOCAL=1"});
-  bool killed = false;
-  auto deadline = Clock::now() + 60s;
-  while (!killed && p.running() && Clock::now() < deadline) {
-    if (!poll_until(deadline, [&] { return !writing_in(p.pid(), dst).empty() || !p.running(); })) break;
-    auto frozen = freeze(p);
-    if (!frozen) break;
-    for (auto& [owner, name, path] : writing_in(frozen->parent, dst)) {
+  bool killed = catch_writing(p, dst, [&](const Frozen& frozen, const std::vector<Writing>& writing, bool& caught) {
+    for (auto& [owner, name, path] : writing) {
       // Chunks being written: the worker that made the temporary (empty) has reported it, and the
       // parent renamed it before handing out a chunk.
       if (!is_temp_name(name) || lstat_or_zero(path).st_size == 0) continue;
       EXPECT_EQ(name.rfind(fmt::format(".pcopy-{}-", p.pid()), 0), 0u) << name << ": not named after the parent";
-      for (const Proc& w : frozen->workers) {  // a worker writing it (several may be)
+      for (const Proc& w : frozen.workers) {  // a worker writing it (several may be)
         auto files = open_files_of(w.pid);
         if (std::none_of(files.begin(), files.end(), [&](auto& f) { return f.second == dst + "/" + name; })) continue;
         ASSERT_EQ(::kill(w.pid, SIGKILL), 0);
-        killed = true;
+        caught = true;
         break;
       }
       break;
     }
-    if (killed) {  // the second run, while the first is stopped
+    if (caught) {  // the second run, while the first is stopped
       RunResult second = run_pcopy({"-j2", "-u", src, tmp / "other"}, with_timeout(120));
       EXPECT_EQ(second.status, 0) << describe(second);
       second = run_pcopy({"-j1", "-u", src, dst}, with_timeout(120));  // sweeps leftovers in DST
       EXPECT_EQ(second.status, 0) << describe(second);
     }
-    thaw(*frozen);
-  }
+  });
   RunResult r = p.wait();
   ASSERT_TRUE(killed) << "no worker could be caught writing a chunk\n" << describe(r);
   expect_complete_copy(r, src, dst);
@@ -784,23 +795,17 @@ TEST_P(FaultsByJobs, WorkerKilledExternallyMidRunIsReplaced) {
   AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_CHUNK_LOCAL=1"});
   // Catch a worker with a big file half-written: freeze everything, check the file is still being
   // written (so its job is in flight), and kill the worker that writes it.
-  bool killed = false;
   std::string victim_temp;
-  auto deadline = Clock::now() + 60s;
-  while (!killed && p.running() && Clock::now() < deadline) {
-    if (!poll_until(deadline, [&] { return !writing_in(p.pid(), dst).empty() || !p.running(); })) break;
-    auto frozen = freeze(p);
-    if (!frozen) break;
-    for (auto& [owner, name, path] : writing_in(frozen->parent, dst)) {
-      auto it = std::find_if(frozen->workers.begin(), frozen->workers.end(), [&](auto& w) { return w.pid == owner; });
-      if (it == frozen->workers.end()) continue;  // only ever kill a child of this pcopy
+  bool killed = catch_writing(p, dst, [&](const Frozen& frozen, const std::vector<Writing>& writing, bool& caught) {
+    for (auto& [owner, name, path] : writing) {
+      auto it = std::find_if(frozen.workers.begin(), frozen.workers.end(), [&](auto& w) { return w.pid == owner; });
+      if (it == frozen.workers.end()) continue;  // only ever kill a child of this pcopy
       ASSERT_EQ(::kill(owner, SIGKILL), 0);
       if (is_temp_name(name)) victim_temp = name;
-      killed = true;
+      caught = true;
       break;
     }
-    thaw(*frozen);
-  }
+  });
   RunResult r = p.wait();
   ASSERT_TRUE(killed) << "no worker could be caught in the middle of a big file\n" << describe(r);
   expect_complete_copy(r, src, dst);
@@ -817,22 +822,15 @@ TEST_P(FaultsByJobs, WorkerKilledExternallyMidRunIsReplaced) {
 void interrupt_mid_copy(int sig, int expected_status, const std::string& src, const std::string& dst,
                         const std::string& logs, const std::string& jobs) {
   AsyncPcopy p({jobs, src, dst}, logs);
-  bool sent = false;
   std::vector<std::string> temps_seen;
   std::vector<Proc> workers;
-  auto deadline = Clock::now() + 60s;
-  while (!sent && p.running() && Clock::now() < deadline) {
-    if (!poll_until(deadline, [&] { return !writing_in(p.pid(), dst).empty() || !p.running(); })) break;
-    auto frozen = freeze(p);
-    if (!frozen) break;
-    temps_seen = names_of(writing_in(frozen->parent, dst));
-    if (!temps_seen.empty()) {
-      ASSERT_EQ(::kill(p.pid(), sig), 0);
-      workers = frozen->workers;
-      sent = true;
-    }
-    thaw(*frozen);
-  }
+  bool sent = catch_writing(p, dst, [&](const Frozen& frozen, const std::vector<Writing>& writing, bool& caught) {
+    temps_seen = names_of(writing);
+    if (temps_seen.empty()) return;
+    ASSERT_EQ(::kill(p.pid(), sig), 0);
+    workers = frozen.workers;
+    caught = true;
+  });
   RunResult r = p.wait();
   ASSERT_TRUE(sent) << "pcopy could not be caught in the middle of a big file\n" << describe(r);
   EXPECT_EQ(r.status, expected_status) << describe(r);
@@ -1946,15 +1944,10 @@ void change_source_mid_copy(const std::string& src, const std::string& dst, cons
   const std::string file = src + "/changing.bin";
   write_big_file(file, 256, 7);
   AsyncPcopy p({jobs, src, dst}, logs);
-  bool changed = false;
-  auto deadline = Clock::now() + 60s;
-  while (!changed && p.running() && Clock::now() < deadline) {
-    if (!poll_until(deadline, [&] { return !writing_in(p.pid(), dst).empty() || !p.running(); })) break;
-    auto frozen = freeze(p);
-    if (!frozen) break;
-    for (auto& writing : writing_in(frozen->parent, dst)) {
+  bool changed = catch_writing(p, dst, [&](const Frozen&, const std::vector<Writing>& writing, bool& caught) {
+    for (auto& w : writing) {
       struct stat st {};
-      ::stat(writing.path.c_str(), &st);
+      ::stat(w.path.c_str(), &st);
       if (st.st_size >= (256 << 20)) continue;  // all data written already
       if (grow) {
         UniqueFd fd(::open(file.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
@@ -1962,11 +1955,10 @@ void change_source_mid_copy(const std::string& src, const std::string& dst, cons
       } else {
         ASSERT_EQ(::truncate(file.c_str(), 1 << 20), 0);
       }
-      changed = true;
+      caught = true;
       break;
     }
-    thaw(*frozen);
-  }
+  });
   RunResult r = p.wait();
   if (!changed) GTEST_SKIP() << "the copy could not be caught half-way";
   if (r.status == 0) {
