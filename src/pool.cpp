@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -47,7 +48,11 @@ void reset_signals_in_child() {
 
 Pool::Pool(unsigned workers, std::vector<int> keep_fds, WorkerMain worker_main)
     : slots_(workers), keep_fds_(std::move(keep_fds)), worker_main_(std::move(worker_main)) {
-  for (size_t i = 0; i < slots_.size(); ++i) spawn(i);
+  for (size_t i = 0; i < slots_.size() && !start_error_; ++i) start_error_ = spawn(i);
+}
+
+size_t Pool::live() const {
+  return size_t(std::count_if(slots_.begin(), slots_.end(), [](const WorkerSlot& s) { return s.pid > 0; }));
 }
 
 Pool::~Pool() {
@@ -55,14 +60,19 @@ Pool::~Pool() {
   shutdown(0);
 }
 
-void Pool::spawn(size_t i) {
+int Pool::spawn(size_t i) {
   WorkerSlot& s = slots_[i];
-  Pipe jobs = make_pipe();
-  Pipe results = make_pipe();
+  Pipe jobs, results;
+  try {
+    jobs = make_pipe();
+    results = make_pipe();
+  } catch (const std::system_error& e) {
+    return e.code().value();
+  }
   pid_t parent = ::getpid();
   std::fflush(nullptr);  // nothing buffered may be written twice
   pid_t pid = ::fork();
-  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid < 0) return errno;
   if (pid == 0) {
     // Nothing may escape a forked child: every path ends in _exit.
     int status = 70;
@@ -91,6 +101,7 @@ void Pool::spawn(size_t i) {
   s.reader = FrameReader();
   s.held.clear();
   s.batches = 0;
+  return 0;
 }
 
 void Pool::send(size_t i, const std::string& frame) {

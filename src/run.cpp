@@ -124,7 +124,7 @@ class Runner {
   int run();
 
  private:
-  void start_pool();
+  int start_pool();
   void setup_signals();
   void produce();
   void handle_walk_event(WalkEvent& ev);
@@ -353,19 +353,37 @@ void Runner::setup_signals() {
   ::signal(SIGXFSZ, SIG_IGN);
 }
 
-void Runner::start_pool() {
+// Forks the workers; 0, or 2 when not one can be (`ulimit -u`): the run is refused and the
+// directories made for DST are removed. With fewer than asked, the run goes on with those.
+int Runner::start_pool() {
   std::vector<int> keep{target_.src_root.get(), target_.dst_root.get()};
   const Options& opt = opt_;
   bool has_dst = target_.dst_root.valid();
   pool_.emplace(opt_.jobs, keep, [&opt, has_dst](int job_fd, int result_fd) {
     return run_worker(opt, job_fd, result_fd, 5, has_dst ? 6 : -1);
   });
+  if (int err = pool_->start_error()) {
+    size_t live = pool_->live();
+    if (live == 0) {
+      pool_.reset();
+      target_.dst_root.reset();
+      for (auto it = target_.made_dirs.rbegin(); it != target_.made_dirs.rend(); ++it) ::rmdir(it->c_str());
+      print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json,
+                    opt_.jobs);
+      return 2;
+    }
+    ++stats_.warnings;
+    if (!opt_.quiet)
+      say(paint("33", fmt::format("pcopy: warning: started {} of {} worker processes: {}", live, opt_.jobs,
+                                  errno_text(err))));
+  }
   batch_left_.assign(pool_->size(), {});
   sent_.assign(pool_->size(), {});
   answered_.assign(pool_->size(), 0);
   reporting_.assign(pool_->size(), 0);
   window_ = std::max<size_t>(4096, size_t(opt_.jobs) * kBatchFiles * 4);
   jobs_.reserve(window_ + kEventsPerPoll);  // no rehashing as the window fills
+  return 0;
 }
 
 JobInfo& Runner::add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key) {
@@ -859,7 +877,16 @@ void Runner::on_worker_gone(size_t w) {
     stats_.errors.push_back({".", why});
     abandon_ = true;
   }
-  if (!abandon_) pool_->spawn(w);
+  if (!abandon_) {
+    // A replacement that cannot be forked leaves the others to go on; with none left, nothing can.
+    int err = pool_->spawn(w);
+    if (err && pool_->live() == 0) {
+      std::string why = fmt::format("no worker process left: {}", errno_text(err));
+      say("pcopy: " + why);
+      stats_.errors.push_back({".", why});
+      abandon_ = true;
+    }
+  }
   for (uint64_t id : held) {
     JobInfo& info = jobs_.at(id);
     bytes_done_ -= std::min(bytes_done_, info.reported);
@@ -1158,14 +1185,14 @@ int Runner::run() {
       return 2;
     }
   }
-  stats_.workers = opt_.jobs;
   // The parent stats every entry only when something needs it before the copy: byte totals for
   // the progress display, hard links, -L, a dry run's byte count. Otherwise getdents' d_type is
   // enough, workers look at sizes themselves, and the parent stays off the critical path.
   stat_entries_ = bar_ || status_lines_ || opt_.archive || opt_.dereference || opt_.dry_run;
   chunk_ = !target_.dst_root.valid() || chunking_helps(target_.dst_root.get(), opt_);
   setup_signals();
-  start_pool();
+  if (int status = start_pool()) return status;
+  stats_.workers = unsigned(pool_->live());
 
   const char* skipped = target_.single_file ? skip_reason(target_.src_st.st_mode, opt_, ::geteuid()) : nullptr;
   if (skipped) {  // a socket or device named as SRC: as inside a tree

@@ -64,15 +64,16 @@ std::string canonical_future(const std::string& p) {
   return out;
 }
 
-// mkdir -p; 0 or errno.
-int make_dirs(const std::string& path) {
+// mkdir -p; 0 or errno. The directories it made are appended to `made`, outermost first.
+int make_dirs(const std::string& path, std::vector<std::string>& made) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
   std::string parent = dir_of(strip_slashes(path));
   if (parent != path && parent != "/" && parent != ".") {
-    if (int err = make_dirs(parent)) return err;
+    if (int err = make_dirs(parent, made)) return err;
   }
-  if (::mkdir(path.c_str(), 0777) != 0 && errno != EEXIST) return errno;
+  if (::mkdir(path.c_str(), 0777) == 0) made.push_back(path);
+  else if (errno != EEXIST) return errno;
   return 0;
 }
 
@@ -176,7 +177,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     ManifestOpener manifest{opt, dst};
     if (auto no = manifest.open(t.manifest, false)) return *no;
     if (!opt.dry_run) {
-      if (int err = make_dirs(dst))
+      if (int err = make_dirs(dst, t.made_dirs))
         return refuse(dst, fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err)));
     }
     t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -208,7 +209,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   ManifestOpener manifest{opt, dst_dir};
   if (auto no = manifest.open(t.manifest, false)) return *no;
   if (!opt.dry_run) {
-    if (int err = make_dirs(dst_dir))
+    if (int err = make_dirs(dst_dir, t.made_dirs))
       return refuse(dst_dir, fmt::format("pcopy: cannot create {}: {}", quoted(dst_dir), errno_text(err)));
   }
   t.dst_root.reset(::open(dst_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

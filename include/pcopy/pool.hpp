@@ -32,6 +32,8 @@ class Pool {
   // `keep_fds` are the extra descriptors a worker needs (e.g. the SRC and DST roots); in the child
   // they are renumbered 5, 6, … in order, and every other descriptor is closed.
   using WorkerMain = std::function<int(int job_fd, int result_fd)>;
+  // Forks as many of `workers` as the system allows (`ulimit -u`, memory): see live() and
+  // start_error().
   Pool(unsigned workers, std::vector<int> keep_fds, WorkerMain worker_main);
   ~Pool();  // kills and reaps whatever is still running
   Pool(const Pool&) = delete;
@@ -40,8 +42,11 @@ class Pool {
   size_t size() const { return slots_.size(); }
   WorkerSlot& slot(size_t i) { return slots_[i]; }
   const WorkerSlot& slot(size_t i) const { return slots_[i]; }
-  // Forks a worker into slot i (replacing a dead one).
-  void spawn(size_t i);
+  // Forks a worker into slot i (replacing a dead one); 0, or the errno of pipe2 or fork, the slot
+  // then left empty.
+  int spawn(size_t i);
+  size_t live() const;
+  int start_error() const { return start_error_; }  // why the constructor forked fewer than asked
   // Queues a frame for worker i and writes as much as the pipe takes now.
   void send(size_t i, const std::string& frame);
   // Writes queued bytes to worker i; returns false if the worker is gone.
@@ -57,6 +62,7 @@ class Pool {
  private:
   std::vector<WorkerSlot> slots_;
   std::vector<int> keep_fds_;
+  int start_error_ = 0;
   WorkerMain worker_main_;
 };
 

@@ -7,6 +7,7 @@
 
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "pcopy/fd.hpp"
 #include "pcopy/options.hpp"
@@ -23,6 +24,7 @@ struct Target {
   std::string dst_name;     // single file: its name in dst_root
   struct stat src_st {};
   UniqueFd manifest;        // --manifest, opened (not yet emptied) before DST is created
+  std::vector<std::string> made_dirs;  // the directories made for DST, outermost first
 };
 
 // Why nothing was done: the path concerned and the line to print before exiting with status 2.

@@ -761,6 +761,33 @@ TEST_F(CopyTest, FileSizeLimitIsReportedAsFileTooLarge) {
   EXPECT_EQ(std::count_if(copied.begin(), copied.end(), [](auto& n) { return n.starts_with(".pcopy-"); }), 0);
 }
 
+// Under `ulimit -u`, pcopy works with the workers it could fork, saying so; with none it refuses
+// the run and removes the DST it had made (it was left behind, empty).
+TEST_F(CopyTest, RunsWithTheWorkersTheProcessLimitAllows) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: a uid of its own, so that no other process counts";
+  make_mixed_tree(60);
+  chown_tree(tmp.path(), 61234, 65534);
+  RunOptions options;
+  options.uid = 61234;  // RLIMIT_NPROC counts every process of the uid: one no other test uses
+  std::string made = tmp / "new/deeper";
+  dst = made + "/dst";
+  options.nproc = 1;  // pcopy itself: no worker
+  RunResult r = copy({"-j4", "--json"}, options);
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot start a worker process: Resource temporarily unavailable"))
+      << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("exit_status"), 2) << r.out;
+  EXPECT_FALSE(exists(tmp / "new")) << "the directories made for DST are removed";
+
+  options.nproc = 3;  // pcopy and two workers
+  r = copy({"-j4"}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: warning: started 2 of 4 worker processes: Resource temporarily unavailable"))
+      << describe(r);
+  EXPECT_NE(r.err.find(", 2 workers, "), std::string::npos) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 // A pipeline reading --json gets a report from a refused run too, with the reason.
 TEST_F(CopyTest, RefusedRunStillPrintsTheJsonReport) {
   src = tmp / "no-such-source";

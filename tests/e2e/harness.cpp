@@ -574,6 +574,10 @@ void child_write(const char* text) { (void)!::write(2, text, std::strlen(text));
     rlimit limit{static_cast<rlim_t>(*options.nofile), static_cast<rlim_t>(*options.nofile)};
     if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) child_fail("setrlimit");
   }
+  if (options.nproc) {
+    rlimit limit{static_cast<rlim_t>(*options.nproc), static_cast<rlim_t>(*options.nproc)};
+    if (::setrlimit(RLIMIT_NPROC, &limit) != 0) child_fail("setrlimit");
+  }
   if (options.uid) {
     if (::setgroups(0, nullptr) != 0) child_fail("setgroups");
     if (::setgid(65534) != 0) child_fail("setgid");
