@@ -613,6 +613,8 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     keep = true;
     r.outcome = Outcome::Split;
     r.temp = tmp;
+    r.src_dev = st.st_dev;
+    r.src_ino = st.st_ino;
     return r;
   }
 #ifdef PCOPY_TEST_HOOKS
@@ -770,6 +772,8 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns)
     return fail(r, 0, kChanged);
   r.temp = opt_.inplace ? job.target() : next_temp_name();
+  r.src_dev = st.st_dev;
+  r.src_ino = st.st_ino;
   bool existed = false;
   struct stat as = chunked_stat(st);
   UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, as, existed)
@@ -782,9 +786,21 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   return r;
 }
 
+namespace {
+
+// Whether `st` is the source the file's FileBegin opened (when the parent knows which).
+bool same_source(const Job& job, const struct stat& st) {
+  return !job.src_ino || (uint64_t(st.st_dev) == job.src_dev && uint64_t(st.st_ino) == job.src_ino);
+}
+
+}  // namespace
+
 Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
   if (!in) return fail(r, errno);
+  struct stat st;
+  if (::fstat(in.get(), &st) != 0) return fail(r, errno);
+  if (!same_source(job, st)) return fail(r, 0, kChanged);  // another file renamed over it
   UniqueFd out(::openat(dst_dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!out) return fail(r, errno);
   FileCopy fc;
@@ -800,7 +816,8 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   if (!in) return fail(r, errno);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
-  if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns) return fail(r, 0, kChanged);
+  if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns || !same_source(job, st))
+    return fail(r, 0, kChanged);
   UniqueFd out(::openat(dst_dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!out) return fail(r, errno);
   struct stat written;

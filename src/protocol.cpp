@@ -111,7 +111,7 @@ void encode(std::string& out, const Batch& batch) {
     w.str(job.dst_name);
     w.num(job.size);
     w.num(job.mtime_ns);
-    w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0)));
+    w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0) | (job.src_ino ? 4 : 0)));
     if (job.meta) {
       w.num(job.meta->mode);
       w.num(job.meta->uid);
@@ -123,6 +123,10 @@ void encode(std::string& out, const Batch& batch) {
     w.str(job.temp);
     w.num(job.offset);
     w.num(job.length);
+    if (job.src_ino) {
+      w.num(job.src_dev);
+      w.num(job.src_ino);
+    }
   }
 }
 
@@ -136,6 +140,10 @@ void encode(std::string& out, const Result& r) {
   w.num(r.mtime_ns);
   w.str(r.detail);
   w.str(r.temp);
+  if (!r.temp.empty()) {
+    w.num(r.src_dev);
+    w.num(r.src_ino);
+  }
   w.str(r.hash ? std::string_view(reinterpret_cast<const char*>(r.hash->data()), 16) : std::string_view());
   std::string deleted;  // NUL-separated: a path holds no NUL
   for (const std::string& path : r.deleted) deleted.append(path).push_back('\0');
@@ -186,6 +194,10 @@ Batch decode_batch(std::string_view payload) {
     job.temp = r.str();
     job.offset = r.num<uint64_t>();
     job.length = r.num<uint64_t>();
+    if (flags & 4) {
+      job.src_dev = r.num<uint64_t>();
+      job.src_ino = r.num<uint64_t>();
+    }
   }
   r.finish();
   return batch;
@@ -202,6 +214,10 @@ Result decode_result(std::string_view payload) {
   res.mtime_ns = r.num<int64_t>();
   res.detail = r.str();
   res.temp = r.str();
+  if (!res.temp.empty()) {
+    res.src_dev = r.num<uint64_t>();
+    res.src_ino = r.num<uint64_t>();
+  }
   std::string hash = r.str();
   if (hash.size() == 16) {
     res.hash.emplace();

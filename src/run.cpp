@@ -692,6 +692,8 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
       return complete(begin, failed, 0);
     }
   }
+  begin.job.src_dev = r.src_dev;  // every chunk and the End check that they read this file
+  begin.job.src_ino = r.src_ino;
   ChunkedFile& cf = chunked_[file];
   cf.begin = begin;
   cf.outcome = r.outcome;
@@ -706,6 +708,8 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     c.temp = temp;
     c.offset = off;
     c.length = std::min(kChunkBytes, begin.job.size - off);
+    c.src_dev = begin.job.src_dev;
+    c.src_ino = begin.job.src_ino;
     JobInfo ci{begin.dir, std::move(c)};
     ci.file = file;
     batches.push_back(PendingBatch{begin.dir, {ci.job.id}, ci.job.length});

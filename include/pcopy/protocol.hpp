@@ -58,6 +58,9 @@ struct Job {
   std::string temp;         // FileChunk, FileEnd: the temporary FileBegin created
   uint64_t offset = 0;      // FileChunk
   uint64_t length = 0;      // FileChunk
+  // FileChunk, FileEnd: the identity of the source FileBegin opened, so that a file put in its
+  // place (renamed over it, same size and mtime) is not taken for it; 0 when unknown.
+  uint64_t src_dev = 0, src_ino = 0;
 
   const std::string& target() const { return dst_name.empty() ? name : dst_name; }
   // Takes size (regular files), mtime and, with `meta`, Meta from the parent's stat of the entry.
@@ -133,6 +136,7 @@ struct Result {
   int64_t mtime_ns = 0;  // mtime of the copy
   std::string detail;    // reason text when err alone does not say it
   std::string temp;      // FileBegin: the temporary created
+  uint64_t src_dev = 0, src_ino = 0;  // with `temp`: the identity of the source opened
   std::optional<std::array<uint8_t, 16>> hash;  // XXH3-128 of the contents, when asked for
   // --delete: what was removed (or, in a dry run, would be) for a file to take the place of a
   // directory, as paths from the root.

@@ -66,6 +66,8 @@ Batch sample_batch() {
   chunk.temp = ".pcopy-123-4.tmp";
   chunk.offset = 1ull << 32;
   chunk.length = 64ull << 20;
+  chunk.src_dev = 0xfd01;
+  chunk.src_ino = std::numeric_limits<uint64_t>::max();
   Job end = chunk;
   end.id = 82;
   end.kind = JobKind::FileEnd;
@@ -96,6 +98,8 @@ void expect_job_eq(const Job& want, const Job& got) {
   EXPECT_EQ(want.temp, got.temp);
   EXPECT_EQ(want.offset, got.offset);
   EXPECT_EQ(want.length, got.length);
+  EXPECT_EQ(want.src_dev, got.src_dev);
+  EXPECT_EQ(want.src_ino, got.src_ino);
 }
 
 void expect_batch_eq(const Batch& want, const Batch& got) {
@@ -122,6 +126,8 @@ void expect_result_eq(const Result& want, const Result& got) {
   EXPECT_EQ(want.mtime_ns, got.mtime_ns);
   EXPECT_EQ(want.detail, got.detail);
   EXPECT_EQ(want.temp, got.temp);
+  EXPECT_EQ(want.src_dev, got.src_dev);
+  EXPECT_EQ(want.src_ino, got.src_ino);
   EXPECT_EQ(want.hash, got.hash);
   EXPECT_EQ(want.deleted, got.deleted);
   EXPECT_EQ(want.unkept, got.unkept);
@@ -154,6 +160,8 @@ Result sample_result() {
   r.mtime_ns = -1'000'000'001;
   r.detail = "verification failed";
   r.temp = ".pcopy-77-1.tmp";
+  r.src_dev = 2049;
+  r.src_ino = 1ull << 40;
   std::array<uint8_t, 16> h{};
   for (int i = 0; i < 16; ++i) h[i] = static_cast<uint8_t>(0xF0 + i);
   r.hash = h;
