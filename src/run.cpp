@@ -768,7 +768,11 @@ int Runner::rename_dst_temp(DirNode* dir, const std::string& from, const std::st
   int fd = open_dir_beneath(target_.dst_root.get(), walker_ ? walker_->dst_rel_path(dir) : std::string(), false);
   if (fd < 0) return -fd;
   UniqueFd d(fd);
-  return ::renameat2(fd, from.c_str(), fd, to.c_str(), RENAME_NOREPLACE) == 0 ? 0 : errno;
+  if (::renameat2(fd, from.c_str(), fd, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  // The NFS client and FUSE file systems without rename2 take no flags (EINVAL). The name is this
+  // run's own: whatever has it is a leftover of a dead process that had the same pid.
+  if (errno != EINVAL) return errno;
+  return ::renameat(fd, from.c_str(), fd, to.c_str()) == 0 ? 0 : errno;
 }
 
 void Runner::remove_dst_temp(DirNode* dir, const std::string& temp) {

@@ -741,6 +741,22 @@ TEST_F(CopyTest, AUserCopiesAReadOnlyFileInChunks) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// On a file system whose rename takes no flags (the NFS client, FUSE without rename2: bindfs
+// here), a file big enough for chunks is copied all the same. The parent's rename of its
+// temporary asked for RENAME_NOREPLACE alone, and every such file failed with EINVAL.
+TEST_F(CopyTest, BigFilesReachAFileSystemWithoutRenameFlags) {
+  std::string back = tmp / "back", mnt = tmp / "mnt";
+  make_dir(back);
+  Mount fuse(mnt, Mount::BindFs{back});
+  if (!fuse.mounted()) GTEST_SKIP() << fuse.why();
+  write_file(src + "/big.bin", random_bytes(130 << 20, 12));
+  write_file(src + "/small", "small\n");
+  dst = mnt + "/dst";
+  RunResult r = copy({"-j2"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 // Under `ulimit -f`, a write past the limit fails with EFBIG: the file too big is reported with
 // that reason, as is the manifest that outgrew it, and the rest is copied. SIGXFSZ killed the
 // parent (no summary, staged directories left) and twice a worker per file too big.

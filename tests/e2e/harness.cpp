@@ -836,6 +836,17 @@ Mount::Mount(const std::string& dir, const FuseFat& fs) : dir_(dir) {
   loop_mount(fs.image, fs.size_mib, {"mkfs.vfat"}, {"fusefat", "-o", "rw+"});
 }
 
+Mount::Mount(const std::string& dir, const BindFs& fs) : dir_(dir) {
+  make_dirs(dir);
+  if (::geteuid() != 0 || ::access("/dev/fuse", R_OK | W_OK) != 0) {
+    why_ = "needs root and /dev/fuse to mount through FUSE";
+    return;
+  }
+  RunResult r = run({"bindfs", fs.target, dir});
+  mounted_ = r.status == 0;
+  if (!mounted_) why_ = "bindfs cannot mount " + fs.target + " (is its package installed?): " + r.err;
+}
+
 void Mount::loop_mount(const std::string& image_path, unsigned size_mib, std::vector<std::string> mkfs,
                        std::vector<std::string> mount) {
   make_dirs(dir_);

@@ -95,7 +95,11 @@ class Mount {
     unsigned size_mib = 16;
   };
   Mount(const std::string& dir, const Tmpfs& fs);
+  struct BindFs {  // an existing directory through FUSE (bindfs): rename flags answer EINVAL, as on NFS
+    std::string target;
+  };
   Mount(const std::string& dir, const FuseFat& fs);
+  Mount(const std::string& dir, const BindFs& fs);
   Mount(const std::string& dir, const Ramfs& fs);
   Mount(const std::string& dir, const LoopExt3Times& fs);
   Mount(const std::string& dir, const LoopXfs& fs);
