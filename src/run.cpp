@@ -602,7 +602,7 @@ void Runner::settle(const Result& r) {
   }
   // -n -u: a worker finds another name of a group linked to the copy already, but the real run
   // copies the first name anew (a new inode), then links this one to it again.
-  if (opt_.dry_run && r.outcome == Outcome::Skipped && info.member_of) {
+  if (opt_.dry_run && !opt_.ignore_existing && r.outcome == Outcome::Skipped && info.member_of) {
     auto group = links_.find(*info.member_of);
     if (group != links_.end() && group->second.anew) {
       Result relinked = r;
@@ -791,7 +791,9 @@ void Runner::finish_link_group(const JobInfo& info, const Result& r) {
   LinkGroup& group = it->second;
   std::vector<uint64_t> waiting = std::move(group.waiting);
   group.waiting.clear();
-  if (r.outcome == Outcome::Failed) {
+  // With --ignore-existing a first name kept in DST is not SRC's file (it may be anything): the
+  // next name is copied in its place, as when the first failed.
+  if (r.outcome == Outcome::Failed || (opt_.ignore_existing && r.outcome == Outcome::Skipped)) {
     if (waiting.empty() || stopping_) {
       links_.erase(it);
       return;

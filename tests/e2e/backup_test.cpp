@@ -469,6 +469,43 @@ TEST_F(Backup, IgnoreExistingNeverReplaces) {
   }
 }
 
+// -a --ignore-existing, SRC's names `a` and `b` one file, DST already holding `b`: `b` is kept, and
+// `a` gets SRC's contents, as with cp -an and rsync -aH --ignore-existing. When the walk met `b`
+// first, `a` was linked to the file DST kept: someone else's data, or a link or FIFO planted there.
+// The dry run says what the real run does (it said `replace b`).
+TEST_F(Backup, IgnoreExistingNeverLinksANewNameToTheFileItKept) {
+  make_dir(dst);
+  for (int i = 0; i < 12; ++i) {  // both orders, whatever the file system lists first
+    std::string a = src + fmt::format("/a{:02}", i), b = src + fmt::format("/b{:02}", i);
+    write_file(i % 2 ? b : a, fmt::format("source {}\n", i));
+    ASSERT_EQ(::link((i % 2 ? b : a).c_str(), (i % 2 ? a : b).c_str()), 0);
+    if (i == 3) {
+      ASSERT_EQ(::symlink("/etc/hostname", (dst + fmt::format("/b{:02}", i)).c_str()), 0);
+    } else {
+      write_file(dst + fmt::format("/b{:02}", i), "kept in the destination\n");
+    }
+  }
+  RunResult dry = copy({"-n", "-a", "--ignore-existing", "--json"});
+  EXPECT_EQ(dry.status, 0) << describe(dry);
+  EXPECT_EQ(dry.err.find("replace "), std::string::npos) << describe(dry);
+  EXPECT_EQ(count(parse_report(dry), "files_copied"), 12) << dry.out;
+  RunResult r = copy({"-a", "--ignore-existing", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 12) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 12) << report.dump(2);
+  for (int i = 0; i < 12; ++i) {
+    SCOPED_TRACE(i);
+    std::string a = dst + fmt::format("/a{:02}", i);
+    EXPECT_TRUE(S_ISREG(lstat_of(a).st_mode));
+    if (S_ISREG(lstat_of(a).st_mode)) {
+      EXPECT_EQ(read_file(a), fmt::format("source {}\n", i));
+    }
+  }
+  EXPECT_EQ(read_link(dst + "/b03"), "/etc/hostname");
+  EXPECT_EQ(read_file(dst + "/b00"), "kept in the destination\n");
+}
+
 TEST_F(Backup, DeleteRefusesAfterWalkError) {
   write_old(src + "/ok.txt", "fine\n");
   make_dir(src + "/locked");
