@@ -1,5 +1,6 @@
 #include "pcopy/filter.hpp"
 
+#include <algorithm>
 #include <vector>
 
 namespace pcopy {
@@ -31,47 +32,80 @@ bool match_class(std::string_view& p, char c, bool& ok) {
   return true;
 }
 
-// Matching with memoised (pattern, text) positions: each pair is decided once, so patterns with
-// many stars stay linear in pattern x text instead of exponential.
-class Matcher {
- public:
-  Matcher(std::string_view p, std::string_view t) : p_(p), t_(t), memo_((p.size() + 1) * (t.size() + 1), 0) {}
-  bool match(size_t pi, size_t ti) {
-    char& m = memo_[pi * (t_.size() + 1) + ti];
-    if (m == 0) m = compute(pi, ti) ? 1 : 2;
-    return m == 1;
-  }
-
- private:
-  bool compute(size_t pi, size_t ti) {
-    std::string_view p = p_.substr(pi), t = t_.substr(ti);
-    if (p.empty()) return t.empty();
-    char c = p.front();
-    if (c == '*') {
-      bool cross = p.size() > 1 && p[1] == '*';
-      size_t rest = pi + (cross ? 2 : 1);
-      if (cross && rest < p_.size() && p_[rest] == '/' && match(rest + 1, ti)) return true;
-      if (match(rest, ti)) return true;  // the star matches nothing
-      return !t.empty() && (cross || t.front() != '/') && match(pi, ti + 1);  // or one more byte
-    }
-    if (t.empty()) return false;
-    if (c == '?') return t.front() != '/' && match(pi + 1, ti + 1);
-    if (c == '[') {
-      bool ok = false;
-      std::string_view q = p;
-      if (match_class(q, t.front(), ok)) return ok && match(p_.size() - q.size(), ti + 1);
-      return t.front() == '[' && match(pi + 1, ti + 1);
-    }
-    size_t len = 1;
-    if (c == '\\' && p.size() > 1) c = p[1], len = 2;
-    return c == t.front() && match(pi + len, ti + 1);
-  }
-
-  std::string_view p_, t_;
-  std::vector<char> memo_;  // 0 unknown, 1 match, 2 no match
+// A pattern is matched by following every way it could match at once: the set of positions in
+// the pattern the text read so far can have reached, one step per byte of text. Time is pattern x
+// text, memory the pattern's length, and nothing recurses, so a path a million bytes long (a tree
+// thousands of levels deep) is matched like a short one.
+struct Token {
+  enum Kind : uint8_t { Literal, Any, Class, Star, DoubleStar } kind;
+  char c = 0;
+  size_t next = 0;          // where the next token starts
+  bool then_slash = false;  // "**/": also matches nothing at the start of a component
 };
 
+Token token_at(std::string_view p, size_t i) {
+  char c = p[i];
+  if (c == '*') {
+    if (i + 1 < p.size() && p[i + 1] == '*') return {Token::DoubleStar, 0, i + 2, i + 2 < p.size() && p[i + 2] == '/'};
+    return {Token::Star, 0, i + 1};
+  }
+  if (c == '?') return {Token::Any, 0, i + 1};
+  if (c == '[') {
+    std::string_view q = p.substr(i);
+    bool ok = false;
+    if (match_class(q, 'x', ok)) return {Token::Class, 0, p.size() - q.size()};
+    return {Token::Literal, '[', i + 1};
+  }
+  if (c == '\\' && i + 1 < p.size()) return {Token::Literal, p[i + 1], i + 2};
+  return {Token::Literal, c, i + 1};
+}
+
+// Adds to `set` the positions its positions reach without reading: past a star that matches
+// nothing, and past "**/" at the start of a component (`a/**/b` matches `a/b`, `**/b` matches `b`,
+// neither matches `xb`). Every such step goes forward, so one pass in order is enough.
+void close_over(std::string_view p, std::vector<char>& set, bool component_start) {
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (!set[i] || (p[i] != '*')) continue;
+    Token t = token_at(p, i);
+    set[t.next] = 1;
+    if (t.then_slash && component_start) set[t.next + 1] = 1;
+  }
+}
+
 }  // namespace
+
+bool glob_match(std::string_view p, std::string_view text) {
+  std::vector<char> now(p.size() + 1), next(p.size() + 1);
+  now[0] = 1;
+  close_over(p, now, true);
+  for (size_t ti = 0; ti < text.size(); ++ti) {
+    char ch = text[ti];
+    std::fill(next.begin(), next.end(), 0);
+    bool any = false;
+    for (size_t i = 0; i < p.size(); ++i) {
+      if (!now[i]) continue;
+      Token t = token_at(p, i);
+      size_t to = t.next;
+      bool ok = false;
+      switch (t.kind) {
+        case Token::Literal: ok = ch == t.c; break;
+        case Token::Any: ok = ch != '/'; break;
+        case Token::Class: {
+          std::string_view q = p.substr(i);
+          match_class(q, ch, ok);
+          break;
+        }
+        case Token::Star: ok = ch != '/', to = i; break;
+        case Token::DoubleStar: ok = true, to = i; break;
+      }
+      if (ok) next[to] = 1, any = true;
+    }
+    if (!any) return false;
+    close_over(p, next, ch == '/');
+    now.swap(next);
+  }
+  return now[p.size()] != 0;
+}
 
 FilterRule make_rule(bool include, std::string_view pattern) {
   FilterRule rule;
@@ -88,8 +122,6 @@ FilterRule make_rule(bool include, std::string_view pattern) {
   rule.pattern = std::string(pattern);
   return rule;
 }
-
-bool glob_match(std::string_view pattern, std::string_view text) { return Matcher(pattern, text).match(0, 0); }
 
 bool is_excluded(const std::vector<FilterRule>& rules, std::string_view rel, bool is_dir) {
   size_t slash = rel.rfind('/');

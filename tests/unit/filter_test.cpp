@@ -72,6 +72,33 @@ TEST(GlobMatch, DoubleStarSlashMatchesZeroDirectories) {
   EXPECT_TRUE(glob_match("**/b", "b"));
 }
 
+// "**/" stands for whole directories, as in .gitignore: `**/box` is a component named box at any
+// depth, never the end of a longer name (it matched `xbox`, `src/**/b` matched `src/ab`).
+TEST(GlobMatch, DoubleStarSlashNeverMatchesPartOfAName) {
+  EXPECT_FALSE(glob_match("**/box", "xbox"));
+  EXPECT_FALSE(glob_match("**/box", "a/xbox"));
+  EXPECT_TRUE(glob_match("**/box", "a/box"));
+  EXPECT_FALSE(glob_match("src/**/b", "src/ab"));
+  EXPECT_FALSE(glob_match("src/**/b", "src/deep/cb"));
+  EXPECT_TRUE(glob_match("src/**/b", "src/deep/b"));
+  EXPECT_FALSE(glob_match("**/cache", "notcache"));
+  EXPECT_FALSE(glob_match("**/**/**/**/x", "d0/d1/d2_x"));
+  EXPECT_TRUE(glob_match("**/**/**/**/x", "d0/d1/x"));
+  EXPECT_TRUE(glob_match("**/x", "x"));
+  EXPECT_TRUE(glob_match("**/*.o", "main.o"));
+  EXPECT_TRUE(glob_match("**x", "abx"));  // no slash after it: any bytes, as before
+}
+
+// A path from a tree thousands of levels deep is a megabyte long: the matcher does not recurse
+// per byte (it overflowed the stack: SIGSEGV) nor keep a table of pattern x path.
+TEST(GlobMatch, AMegabytePathIsMatchedWithoutRecursion) {
+  std::string path;
+  while (path.size() < (1u << 20)) path += "d0123456789012345678901234567890123456789/";
+  EXPECT_FALSE(glob_match("**/nomatch", path + "file"));
+  EXPECT_TRUE(glob_match("**/file", path + "file"));
+  EXPECT_TRUE(glob_match("d*/**/f?le", path + "file"));
+}
+
 TEST(GlobMatch, QuestionMarkMatchesExactlyOneCharacterButNotSlash) {
   EXPECT_TRUE(glob_match("?", "a"));
   EXPECT_FALSE(glob_match("?", ""));
