@@ -193,11 +193,25 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
   auto elsewhere = [&](int dir, const char* name) {
     return dev && ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev != dev;
   };
+  // Directories waiting their turn are held open, up to kHeldDirs of them: the others (a directory
+  // with 20,000 subdirectories, a low `ulimit -n`) are opened by path from DST when their turn comes.
+  constexpr size_t kHeldDirs = 16;
+  size_t held = 0;
   std::vector<Dir> todo;
-  todo.push_back({UniqueFd(::fcntl(dst_root, F_DUPFD_CLOEXEC, 0)), "", &root->second});
+  todo.push_back({UniqueFd(), "", &root->second});
   while (!todo.empty() && !(cb.stop && cb.stop())) {
     Dir p = std::move(todo.back());
     todo.pop_back();
+    if (p.dst) {
+      --held;
+    } else {
+      int fd = open_dir_beneath(dst_root, p.rel, false);
+      if (fd < 0) {
+        if (fd != -ENOENT) cb.failed(p.rel, -fd);  // gone already: nothing to delete in it
+        continue;
+      }
+      p.dst.reset(fd);
+    }
     std::vector<Entry> dst_entries;
     if (int err = list_dir(p.dst.get(), dst_entries)) {
       cb.failed(p.rel, err);
@@ -217,8 +231,19 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       if (in_src.count(e.name)) {
         // Entered only where the walk listed SRC's directory to the end.
         if (auto sub = src.find(rel); e.is_dir && sub != src.end() && !elsewhere(p.dst.get(), e.name.c_str())) {
-          UniqueFd d(::openat(p.dst.get(), e.name.c_str(), kDirFlags));
-          if (d) todo.push_back({std::move(d), rel, &sub->second});
+          UniqueFd d;
+          if (held < kHeldDirs) d.reset(::openat(p.dst.get(), e.name.c_str(), kDirFlags));
+          if (!d && held < kHeldDirs) {
+            if (errno == EMFILE || errno == ENFILE) {  // the limit is near: hold no more
+              held = kHeldDirs;
+              todo.push_back({UniqueFd(), rel, &sub->second});
+              continue;
+            }
+            if (errno != ENOENT) cb.failed(rel, errno);
+            continue;
+          }
+          held += d.valid();
+          todo.push_back({std::move(d), rel, &sub->second});
         }
         continue;
       }
