@@ -206,6 +206,7 @@ class Runner {
   bool walk_done_ = false;
   bool stopping_ = false;  // --fail-fast, full disk: no new work
   int interrupted_ = 0;    // the signal that stopped us
+  bool full_ = false;     // stopped by a full disk or quota (ENOSPC, EDQUOT)
   bool abandon_ = false;   // interrupted, --fail-fast error, or no worker can run: stop the workers now
   std::vector<uint64_t> answered_;  // per worker: results since it was started
   std::vector<uint64_t> reporting_; // per worker: the job its last Progress message was about
@@ -286,6 +287,7 @@ void Runner::report_error(const std::string& line, const std::string& path, cons
   say(paint("31", line));
   stats_.errors.push_back({path, reason});
   if (opt_.fail_fast) {
+    if (stats_.stopped.empty()) stats_.stopped = "--fail-fast: the first error ended the run";
     stop_dispatching();
     abandon_ = true;  // and abandon what the workers hold: nothing more is copied
   }
@@ -628,7 +630,11 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       error(path(), reason_of(r));
       if (walker_) walker_->forget(info.dir, info.job.target());
       if (fails_everything(r.err)) {
-        if (!stopping_) say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(r.err)));
+        if (!stopping_) {
+          say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(r.err)));
+          stats_.stopped = fmt::format("{}: the remaining entries were not copied", errno_text(r.err));
+          full_ = r.err != EROFS;
+        }
         stop_dispatching();
       }
       break;
@@ -1133,7 +1139,11 @@ void Runner::note_deleted(const std::string& path) {
 }
 
 void Runner::run_delete() {
-  if (!opt_.delete_extraneous || target_.single_file || abandon_ || stopping_ || !target_.dst_root) return;
+  // After a full disk (or quota) stopped the copy, the removals still run: they are what makes
+  // room for the next run (a mirror full of what SRC no longer has would stop at the same place
+  // every night). Only directories the walk listed to the end are looked into.
+  if (!opt_.delete_extraneous || target_.single_file || abandon_ || (stopping_ && !full_) || !target_.dst_root)
+    return;
   if (walker_->walk_errors() > 0) {
     say("pcopy: --delete skipped: reading SRC failed, so nothing in DST is known to be extraneous");
     stats_.errors.push_back({".", "--delete skipped because reading SRC failed"});

@@ -1617,6 +1617,31 @@ TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
   EXPECT_LT(count_lines_containing(r.err, "pcopy: cannot copy"), 500u) << "it went on through the tree\n" << describe(r);
 }
 
+// A mirror full of what SRC no longer has: the copy stops at the full disk, but --delete still
+// removes what is gone from SRC, so the next night's run fits (it stopped at the same place every
+// night, as rsync --delete does not). The report says why the run stopped.
+TEST_P(FaultsByJobs, FullDiskStillDeletesWhatSourceNoLongerHasAndTheNextRunFits) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  Mount mount(tmp / "mnt", Mount::Tmpfs{"size=10m"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
+  std::string src = tmp / "src", to = tmp / "mnt/dst";
+  make_dir(src);
+  write_big_file(src + "/new.bin", 6, 1);
+  make_dir(to);
+  write_big_file(to + "/gone-from-source.bin", 7, 2);
+  RunResult r = copy(src, to, {"-a", "-u", "--delete", "--json"}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'new.bin': No space left on device")) << describe(r);
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("stopped"), "No space left on device: the remaining entries were not copied") << r.out;
+  EXPECT_EQ(report.at("files_deleted"), 1) << r.out;
+  EXPECT_FALSE(exists(to + "/gone-from-source.bin"));
+  RunResult next = copy(src, to, {"-a", "-u", "--delete", "--json"}, with_timeout(120));
+  EXPECT_EQ(next.status, 0) << describe(next);
+  EXPECT_TRUE(nlohmann::json::parse(next.out).at("stopped").is_null()) << next.out;
+  EXPECT_EQ(diff_trees(src, to), "");
+}
+
 TEST_P(FaultsByJobs, FullDiskReplacingCopyKeepsTheOldFile) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
   Mount mount(tmp / "mnt", Mount::Tmpfs{"size=40m"});
