@@ -36,6 +36,7 @@ void add_filter_file(Options& o, const std::string& file) {
     throw CLI::ValidationError("--exclude-from", "cannot read '" + display_path(file) + "': " + errno_text(err));
   }
   for (std::string line; std::getline(in, line);) {
+    if (line.ends_with('\r')) line.pop_back();  // Windows line ends, as rsync reads them
     if (line.empty() || line.front() == '#' || line.front() == ';') continue;
     if (line.size() > 2 && (line.starts_with("+ ") || line.starts_with("- "))) {
       o.filters.push_back(make_rule(line[0] == '+', std::string_view(line).substr(2)));

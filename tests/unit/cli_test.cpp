@@ -318,6 +318,22 @@ TEST(Cli, ExcludeFromFileRulesGoWhereTheOptionStands) {
   EXPECT_EQ(view(r.options->filters), want);
 }
 
+// A file written on Windows (or checked out with core.autocrlf): its patterns ended in '\r' and
+// matched nothing, so what it meant to keep out was copied.
+TEST(Cli, ExcludeFromFileWithWindowsLineEndsGivesThePatterns) {
+  pcopy_test::TempDir tmp;
+  std::string file = tmp / "filters";
+  pcopy_test::write_file(file, "# keys\r\nsecret.key\r\n\r\n.git/\r\n+ keep\r\n");
+  CliResult r = parse_quiet({"--exclude-from", file, "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  std::vector<RuleView> want{
+      {false, "secret.key", false, false},
+      {false, ".git", true, false},
+      {true, "keep", false, false},
+  };
+  EXPECT_EQ(view(r.options->filters), want);
+}
+
 TEST(Cli, ExcludeFromMissingFileIsAUsageError) {
   pcopy_test::TempDir tmp;
   expect_usage_error({"--exclude-from", tmp / "does-not-exist", "s", "d"});
