@@ -201,7 +201,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   std::string dst_dir;
   if ((dst_exists && S_ISDIR(dst_st.st_mode)) || dst.back() == '/') {
     dst_dir = dst;
-    t.dst_name = t.src_name;
+    t.dst_name = base_of(strip_slashes(src));  // the name given, as cp gives it: a link's, not its target's
   } else {
     dst_dir = dir_of(dst);
     t.dst_name = base_of(dst);

@@ -280,6 +280,18 @@ TEST_F(CopyTest, FollowsSourceGivenAsSymlink) {
   EXPECT_TRUE(S_ISDIR(lstat_of(dst).st_mode));
 }
 
+// A link to a file, copied into a directory, takes the name given, as with cp and rsync -L:
+// `latest.whl`, not its target's `app-1.2.3.whl`.
+TEST_F(CopyTest, FileGivenAsALinkIsCopiedUnderTheLinksName) {
+  write_file(src + "/app-1.2.3.whl", "wheel");
+  make_symlink("app-1.2.3.whl", src + "/latest.whl");
+  make_dir(dst);
+  RunResult r = run_pcopy({src + "/latest.whl", dst});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(list_tree(dst), std::vector<std::string>{"latest.whl"});
+  EXPECT_EQ(read_file(dst + "/latest.whl"), "wheel");
+}
+
 TEST_F(CopyTest, SecondRunIntoSameDestinationGivesSameTree) {
   make_mixed_tree(100);
   expect_copied(copy());
