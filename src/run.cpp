@@ -368,8 +368,7 @@ int Runner::start_pool() {
     size_t live = pool_->live();
     if (live == 0) {
       pool_.reset();
-      target_.dst_root.reset();
-      for (auto it = target_.made_dirs.rbegin(); it != target_.made_dirs.rend(); ++it) ::rmdir(it->c_str());
+      target_.remove_made_dirs();
       print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json,
                     opt_.jobs);
       return 2;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "pcopy/fd.hpp"
+#include "pcopy/filter.hpp"
 #include "pcopy/report.hpp"
 
 namespace pcopy {
@@ -122,10 +123,31 @@ struct ManifestOpener {
   const std::string& dst_dir;  // the directory DST makes (single file: the one receiving it)
   bool deferred = false;
 
+  // A manifest the copy reads or writes would be copied half-written, or replaced by the copy of
+  // an entry of SRC: refused. For a single file, `target` is the one file written.
+  std::optional<Refusal> clash(const std::string& real_src, bool single_file, const std::string& target) const {
+    if (opt.manifest.empty()) return std::nullopt;
+    std::string m = canonical_future(opt.manifest);
+    std::string why;
+    if (single_file ? m == real_src : within(m, real_src)) {
+      why = single_file ? "it is the source" : "it is inside the source";
+    } else if (single_file) {
+      if (m == canonical_future(target)) why = "the copy is written there";
+    } else if (std::string d = canonical_future(dst_dir); m != d && within(m, d)) {
+      std::string rel = m.substr(d == "/" ? 1 : d.size() + 1);
+      struct stat st;
+      if (::lstat((real_src + "/" + rel).c_str(), &st) == 0 && !is_excluded(opt.filters, rel, S_ISDIR(st.st_mode)))
+        why = fmt::format("the copy of {} goes there", quoted(rel));
+    }
+    if (why.empty()) return std::nullopt;
+    return Refusal{opt.manifest, fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest), why)};
+  }
+
   std::optional<Refusal> open(UniqueFd& fd, bool dst_made) {
-    if (opt.manifest.empty() || opt.dry_run || (dst_made && !deferred)) return std::nullopt;
+    if (opt.manifest.empty() || (dst_made && !deferred)) return std::nullopt;
     // Inside DST, whoever can write there could have put a link at its name: not followed.
     bool inside = within(canonical_future(dir_of(opt.manifest)), canonical_future(dst_dir));
+    if (opt.dry_run) return dry_run_check();
     fd.reset(::open(opt.manifest.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | (inside ? O_NOFOLLOW : 0), 0666));
     if (fd) return std::nullopt;
     int err = errno;
@@ -136,6 +158,23 @@ struct ManifestOpener {
     std::string why = err == ELOOP && inside ? "it is a symbolic link inside the destination" : errno_text(err);
     return Refusal{opt.manifest, fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest), why)};
   }
+
+  // A dry run writes no manifest, but says whether the real run could: the file, or else its
+  // directory, writable (or made by the run: DST, or a directory above it).
+  std::optional<Refusal> dry_run_check() const {
+    const std::string& m = opt.manifest;
+    int err = 0;
+    if (::access(m.c_str(), W_OK) != 0) {
+      err = errno;
+      if (err == ENOENT) {
+        std::string dir = dir_of(m);
+        bool made = within(canonical_future(dst_dir), canonical_future(dir));
+        err = ::access(dir.c_str(), W_OK | X_OK) == 0 || (made && errno == ENOENT) ? 0 : errno;
+      }
+    }
+    if (!err) return std::nullopt;
+    return Refusal{m, fmt::format("pcopy: cannot write manifest {}: {}", quoted(m), errno_text(err))};
+  }
 };
 
 // Whether a directory opened by path can be entered: one that may be listed but not searched
@@ -145,7 +184,20 @@ bool enterable(int dir) {
   return probe.valid();
 }
 
+// A run refused once DST was made: the directories made for it are removed, for a refusal
+// writes nothing.
+Refusal unmade(Target& t, Refusal no) {
+  t.remove_made_dirs();
+  return no;
+}
+
 }  // namespace
+
+void Target::remove_made_dirs() {
+  dst_root.reset();
+  for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) ::rmdir(it->c_str());
+  made_dirs.clear();
+}
 
 std::variant<Target, Refusal> prepare_target(const Options& opt) {
   Target t;
@@ -175,6 +227,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     if (!t.src_root || !enterable(t.src_root.get()))
       return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));
     ManifestOpener manifest{opt, dst};
+    if (auto no = manifest.clash(real_src, false, "")) return *no;
     if (auto no = manifest.open(t.manifest, false)) return *no;
     if (!opt.dry_run) {
       if (int err = make_dirs(dst, t.made_dirs))
@@ -182,8 +235,8 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     }
     t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (t.dst_root ? !enterable(t.dst_root.get()) : !(opt.dry_run && errno == ENOENT))
-      return refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno)));
-    if (auto no = manifest.open(t.manifest, true)) return *no;
+      return unmade(t, refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno))));
+    if (auto no = manifest.open(t.manifest, true)) return unmade(t, *no);
     return t;
   }
 
@@ -207,6 +260,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     t.dst_name = base_of(dst);
   }
   ManifestOpener manifest{opt, dst_dir};
+  if (auto no = manifest.clash(real_src, true, dst_dir + "/" + t.dst_name)) return *no;
   if (auto no = manifest.open(t.manifest, false)) return *no;
   if (!opt.dry_run) {
     if (int err = make_dirs(dst_dir, t.made_dirs))
@@ -214,12 +268,12 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   }
   t.dst_root.reset(::open(dst_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!t.dst_root && !(opt.dry_run && errno == ENOENT))
-    return refuse(dst_dir, fmt::format("pcopy: cannot open {}: {}", quoted(dst_dir), errno_text(errno)));
+    return unmade(t, refuse(dst_dir, fmt::format("pcopy: cannot open {}: {}", quoted(dst_dir), errno_text(errno))));
   struct stat final_st;
   if (t.dst_root && ::fstatat(t.dst_root.get(), t.dst_name.c_str(), &final_st, 0) == 0 &&
       final_st.st_dev == t.src_st.st_dev && final_st.st_ino == t.src_st.st_ino)
     return refuse(dst, fmt::format("pcopy: {} and {} are the same file", quoted(src), quoted(dst)));
-  if (auto no = manifest.open(t.manifest, true)) return *no;
+  if (auto no = manifest.open(t.manifest, true)) return unmade(t, *no);
   return t;
 }
 

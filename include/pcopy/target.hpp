@@ -25,6 +25,10 @@ struct Target {
   struct stat src_st {};
   UniqueFd manifest;        // --manifest, opened (not yet emptied) before DST is created
   std::vector<std::string> made_dirs;  // the directories made for DST, outermost first
+
+  // A run refused after DST was made leaves nothing: the directories it made are removed (those
+  // still empty).
+  void remove_made_dirs();
 };
 
 // Why nothing was done: the path concerned and the line to print before exiting with status 2.

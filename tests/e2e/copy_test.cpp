@@ -22,11 +22,6 @@ namespace {
 
 constexpr uid_t kNobody = 65534;
 
-bool has_line(std::string_view text, std::string_view line) {
-  auto lines = lines_of(text);
-  return std::find(lines.begin(), lines.end(), line) != lines.end();
-}
-
 struct stat lstat_of(const std::string& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) ADD_FAILURE() << "cannot lstat " << escape_path(path);
@@ -633,6 +628,40 @@ TEST_F(CopyTest, RefusesAManifestItCannotWriteBeforeCreatingAnything) {
   EXPECT_EQ(read_file(tmp / "manifest.jsonl"), "last night's\n");
   // One inside DST is written once DST is made.
   RunResult r = copy({"--manifest", dst + "/manifest.jsonl"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lines_of(read_file(dst + "/manifest.jsonl")).size(), 1u);
+}
+
+// A manifest the copy reads or writes is refused before anything is written: inside SRC (it was
+// emptied, a source file destroyed, and copied half-written), SRC itself, or where the copy of an
+// entry of SRC goes (that copy replaced the manifest: exit 0, the manifest gone). An excluded
+// entry leaves the name free. A dry run says what the real run would (it said nothing), and a
+// refusal once DST is made removes it.
+TEST_F(CopyTest, RefusesAManifestThatTheCopyReadsOrWrites) {
+  write_file(src + "/important.txt", "precious\n");
+  write_file(src + "/manifest.jsonl", "another run's\n");
+  for (const std::string& m : {src + "/important.txt", src + "/new.jsonl", dst + "/manifest.jsonl"}) {
+    SCOPED_TRACE(m);
+    for (bool dry : {true, false}) {
+      std::vector<std::string> args{"--manifest", m};
+      if (dry) args.insert(args.begin(), "-n");
+      RunResult r = copy(args);
+      expect_refused(r, dst);
+      EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot write manifest '" + m + "': ")) << describe(r);
+    }
+  }
+  EXPECT_EQ(read_file(src + "/important.txt"), "precious\n");
+  RunResult r = run_pcopy({"--manifest", src + "/important.txt", src + "/important.txt", tmp / "copy.txt"});
+  expect_refused(r, tmp / "copy.txt");
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot write manifest '" + src + "/important.txt': it is the source")) << describe(r);
+  r = run_pcopy({"--manifest", tmp / "out.txt", src + "/important.txt", tmp / "out.txt"});
+  expect_refused(r, tmp / "out.txt");
+  r = copy({"-n", "--manifest", dst + "/meta/m.jsonl"});  // DST is made, meta/ is not
+  expect_refused(r, dst);
+  r = copy({"--manifest", dst + "/meta/m.jsonl"});
+  expect_refused(r, dst);
+
+  r = copy({"--manifest", dst + "/manifest.jsonl", "--exclude", "manifest.jsonl"});
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(lines_of(read_file(dst + "/manifest.jsonl")).size(), 1u);
 }

@@ -59,12 +59,6 @@ constexpr std::string_view kTempSuffix = ".tmp";
 // ---------------------------------------------------------------------------------------------------
 // Output and small file-system helpers.
 
-bool has_line_starting(std::string_view text, std::string_view prefix) {
-  for (auto& line : lines_of(text))
-    if (line.starts_with(prefix)) return true;
-  return false;
-}
-
 size_t count_lines_containing(std::string_view text, std::string_view needle) {
   size_t n = 0;
   for (auto& line : lines_of(text))

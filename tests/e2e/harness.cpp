@@ -977,6 +977,17 @@ std::vector<std::string> lines_of(std::string_view text) {
   return lines;
 }
 
+bool has_line(std::string_view text, std::string_view line) {
+  auto lines = lines_of(text);
+  return std::find(lines.begin(), lines.end(), line) != lines.end();
+}
+
+bool has_line_starting(std::string_view text, std::string_view prefix) {
+  for (auto& line : lines_of(text))
+    if (line.starts_with(prefix)) return true;
+  return false;
+}
+
 std::string describe(const RunResult& r) {
   auto printable = [](std::string_view text) {
     std::string out;

@@ -139,6 +139,8 @@ RunOptions unprivileged(const TempDir& tmp);
 std::string describe(const RunResult& r);
 // The lines of a text, without their newlines.
 std::vector<std::string> lines_of(std::string_view text);
+bool has_line(std::string_view text, std::string_view line);
+bool has_line_starting(std::string_view text, std::string_view prefix);
 
 // Empty when the trees match; otherwise one line per difference ("path: what differs").
 std::string diff_trees(const std::string& a, const std::string& b, const CompareOptions& options = {});
