@@ -49,7 +49,8 @@ constexpr int kEventsPerPoll = 1024;          // walk at most this much between 
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
 constexpr double kOutInterval = 0.2;          // -v, -n lines into a file or pipe: written at least this often
-constexpr int kFinishUpMs = 250;              // abandoned: how long workers may finish the job in hand
+constexpr int kFinishUpMs = 250;
+constexpr int kStuckReaderMs = 1000;            // interrupted: how long output may wait for its reader              // abandoned: how long workers may finish the job in hand
 
 double now_s() {
   struct timespec ts;
@@ -172,7 +173,8 @@ class Runner {
   void unkept(const std::string& rel, const Unkept& u);
   void report_error(const std::string& line, const std::string& rel, const std::string& reason);
   void warning(const std::string& rel, const std::string& text);
-  void say(const std::string& line);      // stderr, above the bar
+  void say(const std::string& line);
+  int write_watching(int fd, std::string_view text);      // stderr, above the bar
   // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
   std::string paint(const char* sgr, const std::string& line) const {
     return color_ ? fmt::format("\x1b[{}m{}\x1b[0m", sgr, line) : line;
@@ -244,12 +246,44 @@ void Runner::say(const std::string& line) {
   if (stderr_tty_) before_terminal_write(STDERR_FILENO);
   if (bar_) bar_->clear();
   std::string text = line + "\n";
-  write_all(STDERR_FILENO, text.data(), text.size());
+  write_watching(STDERR_FILENO, text);
+}
+
+// Writes to stdout or stderr, watching for signals while the reader is slow: a consumer of -v
+// lines that stops reading (a stuck pipe, a suspended pager) must not keep Ctrl-C or SIGTERM from
+// ending the run, as it would in a blocking write. Once interrupted, a reader that takes no more
+// within kStuckReaderMs loses the rest (the summary and report included): the run still ends.
+int Runner::write_watching(int fd, std::string_view text) {
+  struct stat st;
+  bool pipe = ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+  double gave_up_at = 0;
+  while (!text.empty()) {
+    pollfd fds[2] = {{fd, POLLOUT, 0}, {sigfd_.get(), POLLIN, 0}};
+    int timeout = -1;
+    if (interrupted_) {
+      if (!gave_up_at) gave_up_at = now_s() + kStuckReaderMs / 1000.0;
+      timeout = std::max(0, int((gave_up_at - now_s()) * 1000));
+    }
+    int n = ::poll(fds, sigfd_ ? 2 : 1, timeout);
+    if (n < 0 && errno != EINTR) return errno;
+    if (n == 0) return EAGAIN;  // interrupted, and the reader took nothing more (said so at the end)
+    if (n < 0) continue;
+    if (fds[1].revents & POLLIN) on_signal();
+    if (!(fds[0].revents & (POLLOUT | POLLERR | POLLHUP))) continue;
+    // Into a pipe with room, up to PIPE_BUF bytes go without blocking.
+    ssize_t done = ::write(fd, text.data(), pipe ? std::min<size_t>(text.size(), PIPE_BUF) : text.size());
+    if (done < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return errno;
+    }
+    text.remove_prefix(size_t(done));
+  }
+  return 0;
 }
 
 void Runner::write_out(std::string_view text) {
   if (stdout_tty_ && !text.empty()) before_terminal_write(STDOUT_FILENO);
-  if (!stdout_err_) stdout_err_ = write_all(STDOUT_FILENO, text.data(), text.size());
+  if (!stdout_err_) stdout_err_ = write_watching(STDOUT_FILENO, text);
 }
 
 void Runner::out_line(const std::string& line) {
@@ -1307,7 +1341,8 @@ int Runner::finish() {
   // What a script reads from stdout (-v, -n, --json) is incomplete: its status must say so.
   bool stdout_told = false;
   auto tell_stdout_failed = [&] {
-    say(fmt::format("pcopy: cannot write to standard output: {}", errno_text(stdout_err_)));
+    say(stdout_err_ == EAGAIN ? "pcopy: standard output was cut short: its reader took nothing more once interrupted"
+                              : fmt::format("pcopy: cannot write to standard output: {}", errno_text(stdout_err_)));
     if (stats_.exit_status == 0) stats_.exit_status = 1;
     stdout_told = true;
   };

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -335,13 +336,15 @@ std::vector<UniqueFd> hold_pipes_of(pid_t pid) {
 }
 
 // pcopy started without waiting for it; stdout and stderr go to files in `log_dir`, so nothing can
-// block on a full pipe while the test looks at the disk. Killed (with its workers) if still running when
-// destroyed.
+// block on a full pipe while the test looks at the disk (unless `stdout_fifo` names a FIFO for
+// stdout, whose reader the test holds). Killed (with its workers) if still running when destroyed.
 class AsyncPcopy {
  public:
   AsyncPcopy(const std::vector<std::string>& args, const std::string& log_dir,
-             const std::vector<std::string>& extra_env = {})
-      : out_path_(log_dir + "/stdout"), err_path_(log_dir + "/stderr") {
+             const std::vector<std::string>& extra_env = {}, const std::string& stdout_fifo = "")
+      : out_path_(stdout_fifo.empty() ? log_dir + "/stdout" : stdout_fifo),
+        err_path_(log_dir + "/stderr"),
+        out_fifo_(!stdout_fifo.empty()) {
     std::vector<std::string> argv{pcopy_bin()};
     argv.insert(argv.end(), args.begin(), args.end());
     std::vector<std::string> env;
@@ -357,7 +360,7 @@ class AsyncPcopy {
     for (auto& e : env) c_env.push_back(e.data());
     c_env.push_back(nullptr);
     int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int out = ::open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int out = ::open(out_path_.c_str(), O_WRONLY | O_CLOEXEC | (out_fifo_ ? 0 : O_CREAT | O_TRUNC), 0644);
     int err = ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (in < 0 || out < 0 || err < 0) throw std::runtime_error("AsyncPcopy: cannot open its files");
     std::fflush(nullptr);
@@ -401,7 +404,7 @@ class AsyncPcopy {
     bool done = poll_until(Clock::now() + timeout, [&] { return !running(); });
     if (!done) kill_everything();
     result.status = *status_;
-    result.out = read_file(out_path_);
+    if (!out_fifo_) result.out = read_file(out_path_);
     result.err = read_file(err_path_);
     if (!done) result.err += fmt::format("\ntest: pcopy did not exit within {} s; killed\n", timeout.count());
     return result;
@@ -430,6 +433,7 @@ class AsyncPcopy {
   }
 
   std::string out_path_, err_path_;
+  bool out_fifo_ = false;
   pid_t pid_ = -1;
   std::optional<int> status_;
 };
@@ -1568,6 +1572,37 @@ TEST_P(FaultsByJobs, KilledParentLeavesAStagedDirectoryThatTheNextRunReplaces) {
   EXPECT_NE(joined(temporaries(dst)), "") << "the staged directory should still be there";
   RunResult again = run_pcopy({jobs(), src, dst}, with_timeout(120));
   expect_complete_copy(again, src, dst);
+}
+
+// A reader of -v that stops reading (a stuck pipe, a suspended pager) fills the pipe: SIGTERM still
+// ends the run, within a second of giving up on the reader. pcopy sat in a blocking write and
+// ended only when the reader read again: never, for one that never does.
+TEST_P(FaultsByJobs, SigtermEndsARunWhoseOutputNobodyReads) {
+  std::string src = shared_tree("five_thousand", [](const std::string& root) {
+    for (int d = 0; d < 10; ++d) {
+      make_dir(root + fmt::format("/dir{}", d));
+      for (int f = 0; f < 500; ++f) write_file(root + fmt::format("/dir{}/file-with-a-longish-name-{:04}", d, f), "x");
+    }
+  });
+  std::string fifo = logs + "/stdout.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  UniqueFd reader(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));  // held, never read
+  ASSERT_TRUE(reader.valid());
+  AsyncPcopy p({jobs(), "-v", src, dst}, logs, {}, fifo);
+  // Full: most of the pipe's 64 KiB queued (pages partly filled hold less), and no more coming.
+  int last = -1, same = 0;
+  bool full = poll_until(Clock::now() + 60s, [&] {
+    int queued = 0;
+    if (::ioctl(reader.get(), FIONREAD, &queued) != 0 || !p.running()) return true;
+    same = queued == last ? same + 1 : 0;
+    last = queued;
+    return queued >= 32 * 1024 && same >= 500;  // half a second: pcopy flushes its lines every 0.2 s
+  });
+  if (!full || !p.running()) FAIL() << "pcopy did not fill the pipe and wait on it\n" << describe(p.wait(30s));
+  ASSERT_EQ(::kill(p.pid(), SIGTERM), 0);
+  RunResult r = p.wait(30s);
+  EXPECT_EQ(r.status, 143) << describe(r);
+  EXPECT_EQ(joined(temporaries(dst)), "");
 }
 
 // ---------------------------------------------------------------------------------------------------
