@@ -408,13 +408,13 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
       }
       // A name of a hard link group that is already a name of the group's copy: its inode is
       // the first name's, brought up to date there.
-      if (opt_.update && !opt_.ignore_existing && job.kind == JobKind::HardLink &&
+      if (opt_.update && !opt_.ignore_existing && job.kind == JobKind::HardLink && job.attempt == 0 &&
           linked_already(dst_root, job, dst) == 0) {
         r.outcome = Outcome::Skipped;
         return r;
       }
       struct stat src;
-      if (opt_.ignore_existing || (opt_.update && up_to_date(src_dir, dst_dir, job, dst, src))) {
+      if (opt_.ignore_existing || (opt_.update && job.attempt == 0 && up_to_date(src_dir, dst_dir, job, dst, src))) {
         r.outcome = Outcome::Skipped;
         if (opt_.update && !opt_.ignore_existing && !opt_.dry_run) {
           if (int err = refresh_metadata(src_dir, dst_dir, job, src, dst)) return fail(r, err);

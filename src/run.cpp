@@ -952,6 +952,8 @@ void Runner::on_worker_gone(size_t w) {
     for (size_t end = std::min(held.size(), i + n); i < end; ++i) {
       JobInfo& info = jobs_.at(held[i]);
       bool suspect = culprit ? held[i] == culprit : b == 0;  // may have been in hand
+      // Done by the dead worker, maybe: -u must not then call it up to date (see Job::attempt).
+      if (!info.job.attempt) info.job.attempt = 2;
       if (!suspect) {
         rest.dir = info.dir;
         rest.ids.push_back(held[i]);

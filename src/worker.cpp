@@ -126,9 +126,17 @@ void test_hook_progress(const Batch& batch, uint64_t id) {
   for (const Job& job : batch.jobs)
     if (job.id == id && take_token(job.name + "@progress")) ::raise(SIGKILL);
 }
+
+// Called once job `id` of `batch` is done, before its result is sent: a token "NAME@done" kills
+// the worker that has just copied NAME, its result unsent.
+void test_hook_done(const Batch& batch, uint64_t id) {
+  for (const Job& job : batch.jobs)
+    if (job.id == id && take_token(job.name + "@done")) ::raise(SIGKILL);
+}
 #else
 void test_hooks(const Job&) {}
 void test_hook_progress(const Batch&, uint64_t) {}
+void test_hook_done(const Batch&, uint64_t) {}
 #endif
 
 }  // namespace
@@ -180,6 +188,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
         give_back = give_back || ends_batch(r, options);
         failed_fast = give_back && options.fail_fast;
         encode(out, r);
+        test_hook_done(batch, r.id);
         return (out.size() < kFlushBytes && now_ms() - last_flush < kFlushMs && !g_finish_up && r.id != reporting) ||
                flush();
       };

@@ -42,7 +42,10 @@ struct timespec from_ns(int64_t ns);
 struct Job {
   uint64_t id = 0;
   JobKind kind = JobKind::File;
-  uint8_t attempt = 0;  // 0 first try, 1 retry after a worker died
+  // 0 first try; 1 retried alone after a worker died holding it; 2 sent again as it was, its worker
+  // dead. After a death the job may have been done already, unreported: -u copies it again rather
+  // than find it up to date and call it skipped.
+  uint8_t attempt = 0;
   std::string name;     // entry name inside the batch's directory
   std::string dst_name;  // name in the destination directory when it differs (single-file copies)
   uint64_t size = 0;

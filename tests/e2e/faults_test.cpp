@@ -784,6 +784,29 @@ TEST_P(FaultsByJobs, ASecondRunKeepsTheChunkedTemporaryOfALiveRun) {
   expect_complete_copy(r, src, dst);
 }
 
+// A worker killed after it installed files, before it said so: sent again, they are found up to
+// date by -u. They were this run's copies, but counted as skipped and missing from the manifest.
+// Now they are copied again, and counted and listed as copied.
+TEST_P(FaultsByJobs, UpdateCountsAsCopiedWhatAWorkerInstalledBeforeItDied) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  for (int f = 0; f < 300; ++f) write_file(src + fmt::format("/f{:03}", f), fmt::format("{}\n", f));
+  write_file(src + "/victim", "the worker dies once this is in place\n");
+  std::string dir = tmp / "tokens", manifest = tmp / "manifest.jsonl";
+  make_dir(dir);
+  write_file(dir + "/victim@done", "");
+  RunOptions options = with_timeout(120);
+  options.env = {"PCOPY_TEST_KILL_TOKENS=" + dir};
+  RunResult r = copy(src, dst, {"-u", "--json", "--manifest", manifest}, options);
+  EXPECT_TRUE(list_tree(dir).empty()) << "no worker died after copying the victim";
+  EXPECT_EQ(r.status, 0) << describe(r);
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("files_copied"), 301) << r.out;
+  EXPECT_EQ(report.at("files_skipped"), 0) << r.out;
+  EXPECT_EQ(lines_of(read_file(manifest)).size(), 301u);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 TEST_P(FaultsByJobs, WorkerKilledExternallyMidRunIsReplaced) {
   std::string src = shared_tree("big64", [](const std::string& root) {
     make_big_tree(root, 64, 2000);
