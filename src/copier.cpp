@@ -1077,6 +1077,16 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
     ::unlinkat(dst_dir, tmp.c_str(), 0);
     return fail(r, err);
   }
+  if (job.want_hash) {  // the manifest's line for it: the file it now names
+    UniqueFd fd(::openat(dst_dir, job.target().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK));
+    struct stat st;
+    Hasher h;
+    if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && hash_file(fd.get(), h) == 0) {
+      r.hash = h.digest();
+      r.size = uint64_t(st.st_size);
+      r.mtime_ns = to_ns(st.st_mtim);
+    }
+  }
   return r;
 }
 

@@ -111,7 +111,7 @@ void encode(std::string& out, const Batch& batch) {
     w.str(job.dst_name);
     w.num(job.size);
     w.num(job.mtime_ns);
-    w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0) | (job.src_ino ? 4 : 0)));
+    w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0) | (job.src_ino ? 4 : 0) | (job.want_hash ? 8 : 0)));
     if (job.meta) {
       w.num(job.meta->mode);
       w.num(job.meta->uid);
@@ -182,6 +182,7 @@ Batch decode_batch(std::string_view payload) {
     job.mtime_ns = r.num<int64_t>();
     auto flags = r.num<uint8_t>();
     job.known = (flags & 1) != 0;
+    job.want_hash = (flags & 8) != 0;
     if (flags & 2) {
       Job::Meta& m = job.meta.emplace();
       m.mode = r.num<uint32_t>();

@@ -125,8 +125,7 @@ std::string json_report(const Stats& s) {
       {"files_copied", s.files_copied}, {"files_skipped", s.files_skipped}, {"files_deleted", s.files_deleted},
       {"dirs_created", s.dirs_created}, {"links_copied", s.links_copied},   {"bytes_copied", s.bytes_copied},
       {"elapsed_s", s.elapsed_s},       {"workers", s.workers},             {"interrupted", s.interrupted},
-      {"stopped", s.stopped.empty() ? nlohmann::json() : nlohmann::json(s.stopped)},
-      {"warnings", s.warnings},         {"exit_status", s.exit_status},     {"errors", std::move(errors)},
+      {"exit_status", s.exit_status},   {"errors", std::move(errors)},
   };
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -321,7 +321,6 @@ void Runner::report_error(const std::string& line, const std::string& path, cons
   say(paint("31", line));
   stats_.errors.push_back({path, reason});
   if (opt_.fail_fast) {
-    if (stats_.stopped.empty()) stats_.stopped = "--fail-fast: the first error ended the run";
     stop_dispatching();
     abandon_ = true;  // and abandon what the workers hold: nothing more is copied
   }
@@ -476,6 +475,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       job.kind = JobKind::HardLink;
       if (group.done) {
         job.link_target = group.first;
+        job.want_hash = manifest_.is_open() && !group.hash;
         add_job(ev.dir, std::move(job)).member_of = key;
       } else {
         job.id = next_id_++;
@@ -665,7 +665,9 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       if (fails_everything(r.err)) {
         if (!stopping_) {
           say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(r.err)));
-          stats_.stopped = fmt::format("{}: the remaining entries were not copied", errno_text(r.err));
+          // In the report too, as an error of its own (no path at fault): a pipeline reading only
+          // the JSON learns that entries were never tried, not just that one failed.
+          stats_.errors.push_back({"", fmt::format("stopped: {}: the remaining entries were not copied", errno_text(r.err))});
           full_ = r.err != EROFS;
         }
         stop_dispatching();
@@ -693,7 +695,10 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
         if (!hash && info.member_of) {
           // A hard link has the contents of its group's first copy.
           auto group = links_.find(*info.member_of);
-          if (group != links_.end()) hash = group->second.hash;
+          if (group != links_.end()) {
+            if (!group->second.hash) group->second.hash = r.hash;  // hashed by the worker (want_hash)
+            hash = group->second.hash;
+          }
         }
         if (hash) manifest_.add(dst_path(), r.size, r.mtime_ns, *hash);
       }
@@ -855,6 +860,7 @@ void Runner::finish_link_group(const JobInfo& info, const Result& r) {
     JobInfo parked = std::move(jobs_.at(id));
     jobs_.erase(id);
     parked.job.link_target = group.first;
+    parked.job.want_hash = manifest_.is_open() && !group.hash;
     add_job(parked.dir, std::move(parked.job)).member_of = parked.member_of;  // for its manifest line
   }
   seal();
@@ -1205,14 +1211,24 @@ void Runner::run_delete() {
   // comparison before the run sees): it stays, with the directories above it. So does the
   // manifest being written, with the directories above it.
   std::set<std::pair<dev_t, ino_t>> own{{target_.src_st.st_dev, target_.src_st.st_ino}};
-  if (!opt_.manifest.empty()) {
+  auto keep_with_parents = [&](const std::string& file) {
     struct stat st;
-    if (::stat(opt_.manifest.c_str(), &st) == 0) own.insert({st.st_dev, st.st_ino});
-    size_t slash = opt_.manifest.rfind('/');
-    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : opt_.manifest.substr(0, slash);
+    if (::stat(file.c_str(), &st) == 0) own.insert({st.st_dev, st.st_ino});
+    size_t slash = file.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : file.substr(0, slash);
     UniqueFd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     while (fd && ::fstat(fd.get(), &st) == 0 && own.insert({st.st_dev, st.st_ino}).second)
       fd.reset(::openat(fd.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));  // "/.." is "/": the loop ends
+  };
+  if (!opt_.manifest.empty()) keep_with_parents(opt_.manifest);
+  // So do the files stdout and stderr go to (`> DST/report.json 2> DST/log.txt`), as rsync keeps
+  // its --log-file.
+  for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
+    struct stat st;
+    char link[PATH_MAX];
+    std::string proc = fmt::format("/proc/self/fd/{}", fd);
+    ssize_t n = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? ::readlink(proc.c_str(), link, sizeof link) : -1;
+    if (n > 0 && link[0] == '/') keep_with_parents(std::string(link, size_t(n)));
   }
   cb.keep = [&](const struct stat& st) { return own.count({st.st_dev, st.st_ino}) > 0; };
 #ifdef PCOPY_TEST_HOOKS

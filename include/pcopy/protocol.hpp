@@ -64,6 +64,9 @@ struct Job {
   // FileChunk, FileEnd: the identity of the source FileBegin opened, so that a file put in its
   // place (renamed over it, same size and mtime) is not taken for it; 0 when unknown.
   uint64_t src_dev = 0, src_ino = 0;
+  // HardLink with --manifest, when the group's first copy was not hashed (-u found it up to date):
+  // the worker hashes the file it links to, for the link's manifest line.
+  bool want_hash = false;
 
   const std::string& target() const { return dst_name.empty() ? name : dst_name; }
   // Takes size (regular files), mtime and, with `meta`, Meta from the parent's stat of the entry.

@@ -29,7 +29,6 @@ struct Stats {
   double elapsed_s = 0;
   unsigned workers = 0;
   bool interrupted = false;
-  std::string stopped;  // why pcopy stopped handing out work before the end (full disk, --fail-fast)
   int exit_status = 0;
   std::vector<ErrorRecord> errors;
 };

@@ -541,6 +541,21 @@ TEST_F(Backup, DeleteEntersEverySubdirectoryUnderALowOpenFileLimit) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// `pcopy --json --delete SRC DST > DST/logs/report.json`: the report being written, and the
+// directory holding it, stay (they were deleted as extraneous, and the report lost).
+TEST_F(Backup, DeleteKeepsTheFileItsOutputGoesToInsideDst) {
+  write_file(src + "/f", "f\n");
+  full_copy();
+  make_dir(dst + "/logs");
+  write_file(dst + "/logs/report.json", "");  // as the shell's `>` makes it
+  RunOptions options;
+  options.stdout_file = dst + "/logs/report.json";
+  RunResult r = copy({"--delete", "--json"}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  ASSERT_TRUE(exists(dst + "/logs/report.json")) << describe(r);
+  EXPECT_EQ(count(json::parse(read_file(dst + "/logs/report.json")), "files_deleted"), 0);
+}
+
 TEST_F(Backup, DeleteKeepsTheManifestItWritesInsideDst) {
   write_file(src + "/f", "f\n");
   full_copy();
@@ -1156,6 +1171,28 @@ TEST_F(Report, JsonAndManifestParseAndMatchTree) {
 // -a keeps hard links: every name of a group is a file copied, with the group's contents, so each
 // has its manifest line (the names linked to the first copy were missing: the ones that waited for
 // it, and the ones walked after it).
+// -a -u: a new name of a file already copied is linked to the copy, and listed in the manifest
+// (counted as copied, it had no line: the copy it links to was not hashed, being up to date).
+TEST_F(Report, ManifestListsANewNameLinkedToAnUnchangedCopy) {
+  make_dir(src + "/sub");
+  write_old(src + "/f", "data\n", kOldTime);
+  RunResult r = copy({"-q", "-a"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  ASSERT_EQ(::link((src + "/f").c_str(), (src + "/sub/g").c_str()), 0);
+  std::string manifest = tmp / "manifest.jsonl";
+  r = copy({"-a", "-u", "--json", "--manifest", manifest});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 1) << report.dump();
+  auto lines = lines_of(read_file(manifest));
+  ASSERT_EQ(lines.size(), 1u);
+  json entry = json::parse(lines[0]);
+  EXPECT_EQ(entry.value("path", ""), "sub/g");
+  EXPECT_EQ(entry.value("xxh128", ""), xxh128_hex("data\n"));
+  EXPECT_EQ(count(entry, "size"), 5);
+  EXPECT_EQ(lstat_of(dst + "/sub/g").st_ino, lstat_of(dst + "/f").st_ino);
+}
+
 TEST_F(Report, ManifestListsEveryNameOfAHardLinkGroup) {
   std::set<std::string> names;
   for (int i = 0; i < 40; ++i) {

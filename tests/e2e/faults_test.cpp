@@ -1685,12 +1685,15 @@ TEST_P(FaultsByJobs, FullDiskStillDeletesWhatSourceNoLongerHasAndTheNextRunFits)
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'new.bin': No space left on device")) << describe(r);
   auto report = nlohmann::json::parse(r.out);
-  EXPECT_EQ(report.at("stopped"), "No space left on device: the remaining entries were not copied") << r.out;
+  ASSERT_EQ(report.at("errors").size(), 2u) << r.out;
+  EXPECT_EQ(report["errors"][1].at("path"), "") << r.out;
+  EXPECT_EQ(report["errors"][1].at("reason"), "stopped: No space left on device: the remaining entries were not copied")
+      << r.out;
   EXPECT_EQ(report.at("files_deleted"), 1) << r.out;
   EXPECT_FALSE(exists(to + "/gone-from-source.bin"));
   RunResult next = copy(src, to, {"-a", "-u", "--delete", "--json"}, with_timeout(120));
   EXPECT_EQ(next.status, 0) << describe(next);
-  EXPECT_TRUE(nlohmann::json::parse(next.out).at("stopped").is_null()) << next.out;
+  EXPECT_TRUE(nlohmann::json::parse(next.out).at("errors").empty()) << next.out;
   EXPECT_EQ(diff_trees(src, to), "");
 }
 
