@@ -35,6 +35,7 @@ namespace {
 constexpr size_t kBufferSize = 1 << 20;
 constexpr uint64_t kCfrChunk = 64ull << 20;      // bytes per copy_file_range call: the bar moves
 constexpr uint64_t kReportEvery = 8ull << 20;    // bytes between progress messages
+constexpr uint64_t kAnnounceBytes = 1ull << 20;  // a file from this size is announced (copy_opened)
 constexpr size_t kBatchFiles = 64;               // files per batch: up to 128 fds open
 constexpr unsigned kRingEntries = 256;
 constexpr size_t kMaxLaterCloses = 32;  // with a batch's 128, within kRingEntries
@@ -564,6 +565,10 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!S_ISREG(st.st_mode)) return fail(r, 0, kChangedType);
   r.size = uint64_t(st.st_size);
   r.mtime_ns = to_ns(st.st_mtim);
+  // A file this big may take a while: a progress message of nothing yet sends the results held
+  // back first, so that a run interrupted meanwhile, which kills a worker that does not finish
+  // in time, still learns of the files done before it (in place, they were in no count).
+  if (r.size >= kAnnounceBytes && report_) (*report_)(report_id_, 0);
 
   std::optional<Hasher> hasher;
   if (opt_.verify || !opt_.manifest.empty()) hasher.emplace();
@@ -1150,17 +1155,21 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
   bool stop = false;
   for (size_t i = 0; i < jobs.size() && !reported; ++i) {
     const Job& job = jobs[i];
+    struct stat st;
+    int stat_err = !stop && in[i] && ::fstat(in[i].get(), &st) != 0 ? errno : 0;
+    // A big file after others ends the run before it: their results go out before a copy that
+    // may take a while (see copy_opened), and it starts the next run.
+    if (i > 0 && !stop && in[i] && !stat_err && uint64_t(st.st_size) >= kAnnounceBytes) break;
     Result& r = results.emplace_back(result_for(job));
     report_id_ = job.id;
-    struct stat st;
     deleted_.clear();
     unkept_.clear();
     if (stop) {
       r.outcome = Outcome::Deferred;
     } else if (!in[i]) {
       r = copy_file(src_dir, dst_dir, job, r);  // it says why the open failed, if it fails again
-    } else if (::fstat(in[i].get(), &st) != 0) {
-      r = fail(r, errno);
+    } else if (stat_err) {
+      r = fail(r, stat_err);
     } else {
       r = copy_opened(std::move(in[i]), st, dst_dir, job, r);
     }

@@ -1551,6 +1551,37 @@ bool signal_pending(pid_t pid, int sig) {
   return false;
 }
 
+// Files a worker copied before it took a big one its batch shares with them are reported, though
+// the big one keeps it past the time an interrupted run gives (the worker is then killed). Their
+// results waited in its buffer: in place, they were in no count and not in the manifest.
+TEST_P(FaultsByJobs, FilesDoneBeforeABigOneStillCopyingWhenInterruptedAreReported) {
+  std::string src = shared_tree("small_and_big", [](const std::string& root) {
+    make_dir(root + "/d");
+    write_big_file(root + "/d/big.bin", 2, 1);  // under a batch's bytes: it shares the batch
+    for (int f = 0; f < 60; ++f) write_file(root + fmt::format("/d/s{:02}", f), fmt::format("{}\n", f));
+  });
+  // d/ exists already, so it is not staged: every finished file is in place at once.
+  make_dirs(dst + "/d");
+  std::string manifest = tmp / "manifest.jsonl";
+  AsyncPcopy p({jobs(), "--json", "--manifest", manifest, src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
+  auto deadline = Clock::now() + 60s;
+  bool stopped = poll_until(deadline, [&] {
+    for (const Proc& w : children_of(p.pid())) {
+      auto info = proc_info(w.pid);
+      if (info && (info->state == 'T' || info->state == 't')) return true;
+    }
+    return !p.running();
+  });
+  bool sent = stopped && p.running() && ::kill(p.pid(), SIGINT) == 0;
+  RunResult r = p.wait();
+  ASSERT_TRUE(sent) << "no worker stopped in big.bin\n" << describe(r);
+  EXPECT_EQ(r.status, 130) << describe(r);
+  size_t on_disk = count_regular_files(dst);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied").get<size_t>(), on_disk) << describe(r);
+  EXPECT_EQ(lines_of(read_file(manifest)).size(), on_disk);
+  EXPECT_FALSE(exists(dst + "/d/big.bin"));
+}
+
 TEST_P(FaultsByJobs, ASecondSignalWhileStoppingDoesNotCutTheReportShort) {
   std::string src = shared_tree("staged", make_staged_leaf_tree);
   // A worker stops itself half-way through big.bin: stopping the run then takes a while (the time
