@@ -428,6 +428,11 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
     }
   }
   if (opt_.dry_run) {
+    // A file the real run could not read, the dry run names too.
+    if (job.kind == JobKind::File || job.kind == JobKind::FileBegin) {
+      UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
+      if (!in) return fail(r, errno);
+    }
     r.bytes = job.kind == JobKind::File ? job.size : 0;
     return r;
   }

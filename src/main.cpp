@@ -1,7 +1,9 @@
 // pcopy: parse the command line, run, exit with the status SPEC defines.
 #include <fmt/core.h>
 
+#include <cerrno>
 #include <exception>
+#include <new>
 
 #include "pcopy/cli.hpp"
 #include "pcopy/fd.hpp"
@@ -14,6 +16,9 @@ int main(int argc, char** argv) {
   if (!cli.options) return cli.exit_status;
   try {
     return pcopy::run(*cli.options);
+  } catch (const std::bad_alloc&) {
+    pcopy::print_refusal("pcopy: " + pcopy::errno_text(ENOMEM), "", cli.options->json, cli.options->jobs);
+    return 2;
   } catch (const std::exception& e) {
     pcopy::print_refusal(fmt::format("pcopy: {}", e.what()), "", cli.options->json, cli.options->jobs);
     return 2;

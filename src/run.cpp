@@ -161,6 +161,7 @@ class Runner {
   void remove_dst_temp(DirNode* dir, const std::string& temp);
   int rename_dst_temp(DirNode* dir, const std::string& from, const std::string& to);
   void stop_dispatching();
+  void stop_if_all_would_fail(int err);
   void drop(uint64_t id);
   void release(DirNode* dir) {
     if (walker_) walker_->release(dir);
@@ -304,6 +305,20 @@ void Runner::flush_out() {
   if (bar_ && stdout_tty_) bar_->clear();
   write_out(stdout_buf_);
   stdout_buf_.clear();
+}
+
+// A failure every other entry would share: a full disk (ENOSPC), quota (EDQUOT), or read-only
+// DST (EROFS). pcopy stops handing out work, once, and says so.
+void Runner::stop_if_all_would_fail(int err) {
+  if (!fails_everything(err)) return;
+  if (!stopping_) {
+    say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(err)));
+    // In the report too, as an error of its own (no path at fault): a pipeline reading only the
+    // JSON learns that entries were never tried, not just that one failed.
+    stats_.errors.push_back({"", fmt::format("stopped: {}: the remaining entries were not copied", errno_text(err))});
+    full_ = err != EROFS;
+  }
+  stop_dispatching();
 }
 
 void Runner::error(const std::string& path, const std::string& reason) {
@@ -450,6 +465,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
     case WalkEvent::Type::Error: {
       std::string path = rel(ev.dir, ev.name);
       error(path.empty() ? "." : path, ev.detail.empty() ? errno_text(ev.err) : ev.detail);
+      stop_if_all_would_fail(ev.err);  // a directory DST has no room for
       return;
     }
     case WalkEvent::Type::Warning: warning(rel(ev.dir, ev.name), ev.detail); return;
@@ -662,16 +678,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
     case Outcome::Failed:
       error(path(), reason_of(r));
       if (walker_) walker_->forget(info.dir, info.job.target());
-      if (fails_everything(r.err)) {
-        if (!stopping_) {
-          say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(r.err)));
-          // In the report too, as an error of its own (no path at fault): a pipeline reading only
-          // the JSON learns that entries were never tried, not just that one failed.
-          stats_.errors.push_back({"", fmt::format("stopped: {}: the remaining entries were not copied", errno_text(r.err))});
-          full_ = r.err != EROFS;
-        }
-        stop_dispatching();
-      }
+      stop_if_all_would_fail(r.err);
       break;
     case Outcome::Skipped:
       ++stats_.files_skipped;

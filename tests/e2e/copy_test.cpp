@@ -498,6 +498,11 @@ TEST_F(CopyTest, ReportsUnreadableFileAndCopiesTheRest) {
   write_file(src + "/sub/secret", "no one may read this", 0000);
   make_dir(src + "/other");
   write_file(src + "/other/b.txt", "b");
+  // The dry run says so too (it said the file would be copied, status 0).
+  RunResult dry = copy({"-n"}, unprivileged(tmp));
+  EXPECT_EQ(dry.status, 1) << describe(dry);
+  EXPECT_TRUE(has_line(dry.err, "pcopy: cannot copy 'sub/secret': Permission denied")) << describe(dry);
+  EXPECT_FALSE(exists(dst));
   RunResult r = copy({}, unprivileged(tmp));
 
   EXPECT_EQ(r.status, 1) << describe(r);

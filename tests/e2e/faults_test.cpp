@@ -1700,6 +1700,21 @@ TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
   EXPECT_LT(count_lines_containing(r.err, "pcopy: cannot copy"), 500u) << "it went on through the tree\n" << describe(r);
 }
 
+// No inode left for the directories: the first that cannot be made stops the run, as a file does
+// on a full disk. It printed one line per directory of the tree.
+TEST_P(FaultsByJobs, NoRoomForDirectoriesStopsAtTheFirst) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  std::string src = tmp / "src";
+  make_dir(src);
+  for (int d = 0; d < 300; ++d) make_dir(src + fmt::format("/d{:03}", d));
+  Mount mount(tmp / "mnt", Mount::Tmpfs{"size=4m,nr_inodes=40"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
+  RunResult r = copy(src, tmp / "mnt/dst", {}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "stopping: No space left on device"), 1u) << describe(r);
+  EXPECT_LT(count_lines_containing(r.err, "pcopy: cannot copy"), 10u) << "it went on through the tree\n" << describe(r);
+}
+
 // A mirror full of what SRC no longer has: the copy stops at the full disk, but --delete still
 // removes what is gone from SRC, so the next night's run fits (it stopped at the same place every
 // night, as rsync --delete does not). The report says why the run stopped.
