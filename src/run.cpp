@@ -49,8 +49,8 @@ constexpr int kEventsPerPoll = 1024;          // walk at most this much between 
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
 constexpr double kOutInterval = 0.2;          // -v, -n lines into a file or pipe: written at least this often
-constexpr int kFinishUpMs = 250;
-constexpr int kStuckReaderMs = 1000;            // interrupted: how long output may wait for its reader              // abandoned: how long workers may finish the job in hand
+constexpr int kFinishUpMs = 250;              // abandoned: how long workers may finish the job in hand
+constexpr int kStuckReaderMs = 1000;          // interrupted: how long output may wait for its reader
 
 double now_s() {
   struct timespec ts;
@@ -174,8 +174,8 @@ class Runner {
   void unkept(const std::string& rel, const Unkept& u);
   void report_error(const std::string& line, const std::string& rel, const std::string& reason);
   void warning(const std::string& rel, const std::string& text);
-  void say(const std::string& line);
-  int write_watching(int fd, std::string_view text);      // stderr, above the bar
+  void say(const std::string& line);  // stderr, above the bar
+  int write_watching(int fd, std::string_view text);
   // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
   std::string paint(const char* sgr, const std::string& line) const {
     return color_ ? fmt::format("\x1b[{}m{}\x1b[0m", sgr, line) : line;
@@ -225,6 +225,8 @@ class Runner {
   bool status_lines_ = false;
   bool stdout_tty_ = false;
   bool stderr_tty_ = false;
+  bool stdout_pipe_ = false;  // a pipe or socket: written PIPE_BUF at a time (write_watching)
+  bool stderr_pipe_ = false;
   bool color_ = false;
   bool stat_entries_ = true;
   // -u: workers bring skipped entries' metadata up to date from the walk's stat (Job::Meta).
@@ -255,8 +257,7 @@ void Runner::say(const std::string& line) {
 // ending the run, as it would in a blocking write. Once interrupted, a reader that takes no more
 // within kStuckReaderMs loses the rest (the summary and report included): the run still ends.
 int Runner::write_watching(int fd, std::string_view text) {
-  struct stat st;
-  bool pipe = ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+  bool pipe = fd == STDOUT_FILENO ? stdout_pipe_ : stderr_pipe_;
   double gave_up_at = 0;
   while (!text.empty()) {
     pollfd fds[2] = {{fd, POLLOUT, 0}, {sigfd_.get(), POLLIN, 0}};
@@ -1247,6 +1248,12 @@ void Runner::run_delete() {
 int Runner::run() {
   stderr_tty_ = ::isatty(STDERR_FILENO);
   stdout_tty_ = ::isatty(STDOUT_FILENO);
+  auto is_pipe = [](int fd) {
+    struct stat st;
+    return ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+  };
+  stderr_pipe_ = is_pipe(STDERR_FILENO);
+  stdout_pipe_ = is_pipe(STDOUT_FILENO);
   const char* no_color = std::getenv("NO_COLOR");
   // A dumb terminal moves no cursor and clears no line: it gets plain lines, as a file does.
   const char* term = std::getenv("TERM");

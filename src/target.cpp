@@ -140,14 +140,18 @@ struct ManifestOpener {
         why = fmt::format("the copy of {} goes there", quoted(rel));
     }
     if (why.empty()) return std::nullopt;
+    return refused(why);
+  }
+
+  Refusal refused(const std::string& why) const {
     return Refusal{opt.manifest, fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest), why)};
   }
 
   std::optional<Refusal> open(UniqueFd& fd, bool dst_made) {
     if (opt.manifest.empty() || (dst_made && !deferred)) return std::nullopt;
+    if (opt.dry_run) return dry_run_check();
     // Inside DST, whoever can write there could have put a link at its name: not followed.
     bool inside = within(canonical_future(dir_of(opt.manifest)), canonical_future(dst_dir));
-    if (opt.dry_run) return dry_run_check();
     fd.reset(::open(opt.manifest.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | (inside ? O_NOFOLLOW : 0), 0666));
     if (fd) return std::nullopt;
     int err = errno;
@@ -155,8 +159,7 @@ struct ManifestOpener {
       deferred = true;
       return std::nullopt;
     }
-    std::string why = err == ELOOP && inside ? "it is a symbolic link inside the destination" : errno_text(err);
-    return Refusal{opt.manifest, fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest), why)};
+    return refused(err == ELOOP && inside ? "it is a symbolic link inside the destination" : errno_text(err));
   }
 
   // A dry run writes no manifest, but says whether the real run could: the file, or else its
@@ -173,7 +176,7 @@ struct ManifestOpener {
       }
     }
     if (!err) return std::nullopt;
-    return Refusal{m, fmt::format("pcopy: cannot write manifest {}: {}", quoted(m), errno_text(err))};
+    return refused(errno_text(err));
   }
 };
 
