@@ -89,12 +89,18 @@ UniqueFd open_to_empty(int dir, const std::string& name, bool dry_run) {
 
 int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb,
                 const std::vector<FilterRule>& filters, bool one_file_system) {
+  // Bounded by the names read, whatever the depth (as `rm -rf`): the deepest kOpenLevels levels
+  // hold a descriptor, a shallower one is reopened through ".." of its child when its turn comes
+  // again, and one path string serves every level, each knowing only its length.
+  constexpr size_t kOpenLevels = 16;
   struct Level {
-    UniqueFd fd;
-    std::string rel;
+    UniqueFd fd;  // closed while kOpenLevels deeper levels are open
+    dev_t dev;
+    ino_t ino;
+    size_t rel_len;  // of `path`: where this directory is in the tree
     std::vector<Entry> entries;
     size_t next = 0;
-    bool kept = false;  // it holds an excluded entry: it stays
+    bool kept = false;  // it holds an excluded entry, or one that could not be removed: it stays
   };
   int first_err = 0;
   auto note = [&](const std::string& path, int err) {
@@ -122,30 +128,59 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     cb.deleted(rel);
     return 0;
   }
+  std::string path = rel;
   std::vector<Level> stack;
-  stack.push_back({std::move(top), rel, {}, 0});
-  if (int err = list_dir(stack.back().fd.get(), stack.back().entries)) note(rel, err);
+  auto enter = [&](UniqueFd fd) {
+    struct stat ds {};
+    ::fstat(fd.get(), &ds);
+    stack.push_back({std::move(fd), ds.st_dev, ds.st_ino, path.size(), {}, 0});
+    if (int err = list_dir(stack.back().fd.get(), stack.back().entries)) note(path, err);
+    if (stack.size() > kOpenLevels) stack[stack.size() - 1 - kOpenLevels].fd.reset();
+  };
+  enter(std::move(top));
   while (!stack.empty()) {
     if (cb.stop && cb.stop()) return first_err;
     Level& lv = stack.back();
     if (lv.next == lv.entries.size()) {
-      std::string done = lv.rel;
-      bool kept = lv.kept;
+      // Finished: removed from its parent, unless something in it stays (kept, or an error said
+      // already: its parents are not reported as "not empty" one by one).
+      Level done = std::move(lv);
       stack.pop_back();
+      size_t parent_len = stack.empty() ? 0 : stack.back().rel_len;
+      std::string leaf = stack.empty() ? name : path.substr(parent_len + 1);
+      if (!stack.empty() && !stack.back().fd) {
+        // Through "..", or by its path from `dir` if this directory was moved meanwhile.
+        Level& up = stack.back();
+        auto same = [&](int fd) {
+          struct stat us;
+          return fd >= 0 && ::fstat(fd, &us) == 0 && us.st_dev == up.dev && us.st_ino == up.ino;
+        };
+        up.fd.reset(::openat(done.fd.get(), "..", kDirFlags));
+        if (!same(up.fd.get())) {
+          int fd = open_dir_beneath(dir, name + path.substr(rel.size(), parent_len - rel.size()), false);
+          up.fd.reset(fd < 0 ? -1 : fd);
+          if (!same(up.fd.get())) {  // gone or replaced: what is left of it stays, said once
+            note(path.substr(0, parent_len), fd < 0 ? -fd : ESTALE);
+            return first_err;
+          }
+        }
+      }
       int parent = stack.empty() ? dir : stack.back().fd.get();
-      std::string leaf = stack.empty() ? name : done.substr(done.rfind('/') + 1);
-      if (kept) {
+      if (done.kept) {
         if (!stack.empty()) stack.back().kept = true;
       } else if (!dry_run && ::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) != 0) {
-        note(done, errno);
+        int err = errno;
+        note(path, err);
+        if (!stack.empty() && err != ENOENT) stack.back().kept = true;
       } else {
-        cb.deleted(done);
+        cb.deleted(path);
       }
+      path.resize(parent_len);
       continue;
     }
     const Entry& e = lv.entries[lv.next++];
-    std::string path = join(lv.rel, e.name);
-    if (!filters.empty() && is_excluded(filters, path, e.is_dir)) {
+    std::string child = join(path, e.name);
+    if (!filters.empty() && is_excluded(filters, child, e.is_dir)) {
       lv.kept = true;
       continue;
     }
@@ -156,37 +191,61 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     if (e.is_dir) {
       UniqueFd fd(open_to_empty(lv.fd.get(), e.name, dry_run));
       if (!fd && dry_run && dry_run_may_not_read(lv.fd.get(), e.name)) {
-        cb.deleted(path);
+        cb.deleted(child);
         continue;
       }
       if (!fd) {
-        note(path, errno);
+        int err = errno;
+        note(child, err);
+        lv.kept = lv.kept || err != ENOENT;
         continue;
       }
       if (elsewhere(fd.get())) {
         lv.kept = true;
         continue;
       }
-      Level child{std::move(fd), path, {}, 0};
-      if (int err = list_dir(child.fd.get(), child.entries)) note(path, err);
-      stack.push_back(std::move(child));
+      path = std::move(child);
+      enter(std::move(fd));
     } else if (!dry_run && ::unlinkat(lv.fd.get(), e.name.c_str(), 0) != 0) {
-      note(path, errno);
+      int err = errno;
+      note(child, err);
+      lv.kept = lv.kept || err != ENOENT;
     } else {
-      cb.deleted(path);
+      cb.deleted(child);
     }
   }
   return first_err;
+}
+
+std::string SrcListings::key(Id parent, std::string_view name) {
+  std::string k(reinterpret_cast<const char*>(&parent), sizeof parent);
+  k += name;
+  return k;
+}
+
+SrcListings::Id SrcListings::add(Id parent, std::string_view name, SrcListing listing) {
+  Id id = Id(all_.size());
+  all_.push_back(std::move(listing));
+  if (parent == kNone) {
+    root_ = id;
+  } else {
+    children_[key(parent, name)] = id;
+  }
+  return id;
+}
+
+SrcListings::Id SrcListings::child(Id parent, std::string_view name) const {
+  auto it = children_.find(key(parent, name));
+  return it == children_.end() ? kNone : it->second;
 }
 
 void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt, const MirrorCallbacks& cb) {
   struct Dir {
     UniqueFd dst;
     std::string rel;
-    const SrcListing* src;
+    SrcListings::Id src;
   };
-  auto root = src.find("");
-  if (root == src.end()) return;
+  if (src.root() == SrcListings::kNone) return;
   // With -x, DST's directories on another file system are left alone, as rsync -x leaves them.
   struct stat st;
   dev_t dev = opt.one_file_system && ::fstat(dst_root, &st) == 0 ? st.st_dev : 0;
@@ -198,7 +257,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
   constexpr size_t kHeldDirs = 16;
   size_t held = 0;
   std::vector<Dir> todo;
-  todo.push_back({UniqueFd(), "", &root->second});
+  todo.push_back({UniqueFd(), "", src.root()});
   while (!todo.empty() && !(cb.stop && cb.stop())) {
     Dir p = std::move(todo.back());
     todo.pop_back();
@@ -217,9 +276,10 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       cb.failed(p.rel, err);
       continue;
     }
+    const SrcListing& listing = src[p.src];
     std::unordered_set<std::string_view> in_src;
-    for (size_t pos = 0; pos < p.src->names.size();) {
-      std::string_view name(p.src->names.c_str() + pos);
+    for (size_t pos = 0; pos < listing.names.size();) {
+      std::string_view name(listing.names.c_str() + pos);
       in_src.insert(name);
       pos += name.size() + 1;
     }
@@ -230,20 +290,21 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       std::string rel = join(p.rel, e.name);
       if (in_src.count(e.name)) {
         // Entered only where the walk listed SRC's directory to the end.
-        if (auto sub = src.find(rel); e.is_dir && sub != src.end() && !elsewhere(p.dst.get(), e.name.c_str())) {
+        auto sub = e.is_dir ? src.child(p.src, e.name) : SrcListings::kNone;
+        if (sub != SrcListings::kNone && !elsewhere(p.dst.get(), e.name.c_str())) {
           UniqueFd d;
           if (held < kHeldDirs) d.reset(::openat(p.dst.get(), e.name.c_str(), kDirFlags));
           if (!d && held < kHeldDirs) {
             if (errno == EMFILE || errno == ENFILE) {  // the limit is near: hold no more
               held = kHeldDirs;
-              todo.push_back({UniqueFd(), rel, &sub->second});
+              todo.push_back({UniqueFd(), rel, sub});
               continue;
             }
             if (errno != ENOENT) cb.failed(rel, errno);
             continue;
           }
           held += d.valid();
-          todo.push_back({std::move(d), rel, &sub->second});
+          todo.push_back({std::move(d), rel, sub});
         }
         continue;
       }
@@ -264,7 +325,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     if (removed && !opt.dry_run) {
       if (was) ::fchmod(p.dst.get(), was & 07777);
       // Removing entries touched the directory's times; put SRC's back.
-      struct timespec times[2] = {p.src->atime, p.src->mtime};
+      struct timespec times[2] = {listing.atime, listing.mtime};
       ::futimens(p.dst.get(), times);
     }
   }

@@ -90,7 +90,7 @@ struct Walker::Frame {
   bool listing = true;
   std::vector<std::string> subdirs;
   size_t next_subdir = 0;
-  std::string rel;  // kept only when filters need it
+  size_t rel_len = 0;  // of Walker::path_ while this frame is listed: its path from SRC (filters only)
   std::string names;  // with --delete: the listing so far, for listings_
 };
 
@@ -236,10 +236,13 @@ bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
         return false;
       }
       if (n == 0) {
-        if (opt_.delete_extraneous) {
-          const struct stat& st = frame.node->st;
+        // Below a directory not listed to the end, --delete never looks: not kept.
+        const DirNode* node = frame.node;
+        if (opt_.delete_extraneous && (!node->parent || node->parent->listing != SrcListings::kNone)) {
           frame.names.shrink_to_fit();
-          listings_[rel_path(frame.node)] = {std::move(frame.names), st.st_atim, st.st_mtim};
+          frame.node->listing =
+              listings_.add(node->parent ? node->parent->listing : SrcListings::kNone, node->name,
+                            {std::move(frame.names), node->st.st_atim, node->st.st_mtim});
         }
         return false;
       }
@@ -256,7 +259,7 @@ bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
 std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsigned char d_type) {
   bool filtered = !opt_.filters.empty();
   std::string rel;
-  if (filtered) rel = frame.rel.empty() ? std::string(name) : frame.rel + "/" + name;
+  if (filtered) rel = frame.rel_len == 0 ? std::string(name) : path_ + "/" + name;
   if (d_type == DT_DIR) {
     if (!filtered || !is_excluded(opt_.filters, rel, true)) frame.subdirs.emplace_back(name);
     return std::nullopt;
@@ -365,7 +368,11 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   auto child = std::make_unique<Frame>();
   child->node = node;
   child->src = std::move(src);
-  if (!opt_.filters.empty()) child->rel = frame.rel.empty() ? name : frame.rel + "/" + name;
+  if (!opt_.filters.empty()) {
+    if (!path_.empty()) path_ += '/';
+    path_ += name;
+    child->rel_len = path_.size();
+  }
   stack_.push_back(std::move(child));
   ++open_frames_;
   evict_fds();
@@ -506,6 +513,7 @@ bool Walker::reopen(Frame& frame, Frame& child) {
 void Walker::pop() {
   std::unique_ptr<Frame> child = std::move(stack_.back());
   stack_.pop_back();
+  path_.resize(stack_.empty() ? 0 : stack_.back()->rel_len);
   if (!stack_.empty() && !stack_.back()->src && !reopen(*stack_.back(), *child)) {
     // The parent vanished under us: its remaining subdirectories cannot be reached.
     ++walk_errors_;

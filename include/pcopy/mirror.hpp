@@ -7,9 +7,11 @@
 
 #include <sys/stat.h>
 
+#include <cstdint>
 #include <ctime>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -22,9 +24,31 @@ struct SrcListing {
   std::string names;  // every entry but "." and "..", each followed by '\0'
   struct timespec atime {}, mtime {};  // the directory's, given back to DST's after removals
 };
-// By path from SRC ("" for SRC itself). A directory missing here (excluded, on another file system
-// with -x, unreadable, or not made in DST) is not entered: nothing in it is deleted.
-using SrcListings = std::unordered_map<std::string, SrcListing>;
+
+// Every listing the walk completed, each under its parent's listing and its name, so that memory
+// follows the names read, not the depth: a full path per directory made a chain of D levels cost
+// D² bytes. A directory missing here (excluded, on another file system with -x, unreadable, not
+// made in DST, or below one of those) is not entered: nothing in it is deleted.
+class SrcListings {
+ public:
+  using Id = uint32_t;
+  static constexpr Id kNone = UINT32_MAX;
+
+  // Records a listing: `parent` kNone for SRC itself. Returns its id.
+  Id add(Id parent, std::string_view name, SrcListing listing);
+  // SRC's own listing, or kNone.
+  Id root() const { return root_; }
+  // The listing of directory `name` inside listing `parent`'s directory, or kNone.
+  Id child(Id parent, std::string_view name) const;
+  const SrcListing& operator[](Id id) const { return all_[id]; }
+  size_t size() const { return all_.size(); }
+
+ private:
+  static std::string key(Id parent, std::string_view name);
+  std::vector<SrcListing> all_;
+  std::unordered_map<std::string, Id> children_;  // key(): parent's id, then the name
+  Id root_ = kNone;
+};
 
 struct MirrorCallbacks {
   std::function<void(const std::string& rel)> deleted;          // once per entry removed (or to remove)

@@ -48,6 +48,7 @@ struct DirNode {
   std::vector<std::string> forgotten;  // names to remove before it is revealed: failed copies
   bool deferred_fd = false;  // `dst` kept open after the walk left it, counted against a budget
   std::vector<std::pair<std::string, std::string>> xattrs;  // archive mode: applied at the end
+  SrcListings::Id listing = SrcListings::kNone;  // with --delete, once listed to the end
 };
 
 struct WalkEvent {
@@ -158,6 +159,9 @@ class Walker {
   int walk_errors_ = 0;
   bool finished_ = false;
   std::optional<WalkEvent> queued_;  // the next event, already known (see descend)
+  // With filters: the path from SRC of the directory being listed (the top frame's), for their
+  // matching; each frame keeps only its length, or a chain of D levels would cost D² bytes.
+  std::string path_;
   SrcListings listings_;
 };
 

@@ -541,6 +541,43 @@ TEST_F(Backup, DeleteEntersEverySubdirectoryUnderALowOpenFileLimit) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// An extraneous tree deeper than the open-file limit has descriptors for is removed whole, as
+// `rm -rf` removes it (it failed from the 50th level under `ulimit -n 64`).
+TEST_F(Backup, DeleteRemovesATreeDeeperThanTheOpenFileLimit) {
+  write_file(src + "/f", "f\n");
+  full_copy();
+  make_dir(dst + "/old");
+  make_deep_dirs(dst + "/old", 150);
+  std::string bottom = dst + "/old";
+  for (int i = 0; i < 150; ++i) bottom += "/d";
+  write_file(bottom + "/last", "gone from SRC\n");
+  RunOptions options;
+  options.nofile = 64;
+  RunResult r = copy({"--delete"}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lines_of(r.err).size(), 1u) << describe(r);  // the summary alone
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+// An entry --delete cannot remove is one error line; the directories above it stay without a
+// "Directory not empty" line each (as with `rm -rf`).
+TEST_F(Backup, DeleteNamesOnlyTheEntryItCannotRemove) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give DST a directory its user may not change";
+  write_file(src + "/f", "f\n");
+  full_copy();
+  make_dirs(dst + "/stays/a/b/locked");
+  write_file(dst + "/stays/a/b/locked/file", "theirs\n");
+  write_file(dst + "/stays/a/gone", "removable\n");
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chown((dst + "/stays/a/b/locked").c_str(), 0, 0), 0);
+  RunResult r = copy({"--delete"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(lines_of(r.err).size(), 2u) << describe(r);  // the error, then the summary
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot delete 'stays/a/b/locked/file': Permission denied")) << describe(r);
+  EXPECT_TRUE(exists(dst + "/stays/a/b/locked/file"));
+  EXPECT_FALSE(exists(dst + "/stays/a/gone"));
+}
+
 // `pcopy --json --delete SRC DST > DST/logs/report.json`: the report being written, and the
 // directory holding it, stay (they were deleted as extraneous, and the report lost).
 TEST_F(Backup, DeleteKeepsTheFileItsOutputGoesToInsideDst) {

@@ -1887,6 +1887,47 @@ TEST_P(FaultsByJobs, VeryDeepTreeCopiesWithoutStackOverflow) {
   EXPECT_EQ(read_file(to + "/" + half + "middle.txt"), "middle\n");
 }
 
+// Memory follows the names the walk keeps, not the square of the depth. --delete's listings and
+// the filters' paths once kept every level's full path: a chain of 6,000 levels took 860 MB.
+TEST(Faults, DeleteAndFiltersOnADeepChainKeepMemoryFlat) {
+  constexpr size_t kDepth = 3000;  // 183 KB of path at the bottom: 270 MB per full-path copy kept
+  const std::string name(60, 'n');
+  TempDir t;
+  std::string src = t / "src", dst = t / "dst";
+  make_dir(src);
+  make_deep_dirs(src, kDepth, name);
+  auto bottom = [&](const std::string& root) {
+    UniqueFd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    for (size_t i = 0; i < kDepth && dir; ++i) dir.reset(::openat(dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    EXPECT_TRUE(dir.valid()) << "cannot reach the bottom of " << root << ": " << std::strerror(errno);
+    return dir;
+  };
+  auto put = [](const UniqueFd& dir, const char* file) {
+    UniqueFd f(::openat(dir.get(), file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    EXPECT_EQ(write_all(f.get(), file, std::strlen(file)), 0) << file;
+  };
+  auto there = [](const UniqueFd& dir, const char* file) {
+    struct stat st;
+    return ::fstatat(dir.get(), file, &st, AT_SYMLINK_NOFOLLOW) == 0;
+  };
+  put(bottom(src), "keep.txt");
+  put(bottom(src), "build.o");
+  RunResult first = run_pcopy({"-j2", src, dst}, with_timeout(120));
+  ASSERT_EQ(first.status, 0) << describe(first);
+  put(bottom(dst), "old.txt");  // SRC has no such file: --delete removes it
+  put(bottom(src), "new.o");    // excluded: not copied
+
+  RunResult second = run_pcopy({"-j2", "-u", "--delete", "--exclude", "*.o", src, dst}, with_timeout(120));
+  EXPECT_EQ(second.status, 0) << describe(second);
+  UniqueFd low = bottom(dst);
+  EXPECT_FALSE(there(low, "old.txt"));
+  EXPECT_TRUE(there(low, "keep.txt"));
+  EXPECT_TRUE(there(low, "build.o"));  // excluded from --delete too: kept, as rsync keeps it
+  EXPECT_FALSE(there(low, "new.o"));
+  EXPECT_LT(second.peak_rss_kb, first.peak_rss_kb + 64 * 1024)
+      << "peak RSS " << second.peak_rss_kb << " KiB with --delete and a filter, " << first.peak_rss_kb << " KiB without";
+}
+
 TEST_P(FaultsByJobs, NamesWithEveryByteValueCopy) {
   std::string src = tmp / "src";
   make_dir(src);

@@ -630,12 +630,15 @@ bool pump(UniqueFd& input, std::string_view data, Stream (&outputs)[2],
   return true;
 }
 
-int wait_status(pid_t pid, int options_flags) {
+// `peak_rss_kb`, when given: the largest resident set of the child or of any process it reaped.
+int wait_status(pid_t pid, int options_flags, long* peak_rss_kb = nullptr) {
   int status = 0;
   pid_t r;
-  while ((r = ::waitpid(pid, &status, options_flags)) < 0 && errno == EINTR) {
+  struct rusage usage {};
+  while ((r = ::wait4(pid, &status, options_flags, &usage)) < 0 && errno == EINTR) {
   }
   if (r <= 0) return -1;
+  if (peak_rss_kb) *peak_rss_kb = usage.ru_maxrss;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
@@ -720,7 +723,7 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
     result.status = 128 + SIGKILL;
     return result;
   }
-  result.status = wait_status(pid, 0);
+  result.status = wait_status(pid, 0, &result.peak_rss_kb);
   return result;
 }
 

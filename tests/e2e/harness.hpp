@@ -42,6 +42,9 @@ struct RunResult {
   int status = -1;  // exit code, or 128 + signal number when killed
   std::string out;  // stdout
   std::string err;  // stderr
+  // The largest resident set of the program or of any process it reaped (its workers), as GNU
+  // time's %M reports it.
+  long peak_rss_kb = 0;
 };
 
 // Path of the pcopy binary under test.
