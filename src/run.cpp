@@ -316,7 +316,7 @@ void Runner::stop_if_all_would_fail(int err) {
     say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(err)));
     // In the report too, as an error of its own (no path at fault): a pipeline reading only the
     // JSON learns that entries were never tried, not just that one failed.
-    stats_.errors.push_back({"", fmt::format("stopped: {}: the remaining entries were not copied", errno_text(err))});
+    stats_.errors.add("", fmt::format("stopped: {}: the remaining entries were not copied", errno_text(err)));
     full_ = err != EROFS;
   }
   stop_dispatching();
@@ -335,7 +335,7 @@ void Runner::unkept(const std::string& path, const Unkept& u) {
 
 void Runner::report_error(const std::string& line, const std::string& path, const std::string& reason) {
   say(paint("31", line));
-  stats_.errors.push_back({path, reason});
+  stats_.errors.add(path, reason);
   if (opt_.fail_fast) {
     stop_dispatching();
     abandon_ = true;  // and abandon what the workers hold: nothing more is copied
@@ -937,7 +937,7 @@ void Runner::on_worker_gone(size_t w) {
   if (startup_deaths_ > 2 * int(pool_->size()) + 2) {
     std::string why = fmt::format("workers die before doing any work ({}); giving up", describe_wait_status(status));
     say("pcopy: " + why);
-    stats_.errors.push_back({".", why});
+    stats_.errors.add(".", why);
     abandon_ = true;
   }
   if (!abandon_) {
@@ -946,7 +946,7 @@ void Runner::on_worker_gone(size_t w) {
     if (err && pool_->live() == 0) {
       std::string why = fmt::format("no worker process left: {}", errno_text(err));
       say("pcopy: " + why);
-      stats_.errors.push_back({".", why});
+      stats_.errors.add(".", why);
       abandon_ = true;
     }
   }
@@ -1195,7 +1195,7 @@ void Runner::run_delete() {
     return;
   if (walker_->walk_errors() > 0) {
     say("pcopy: --delete skipped: reading SRC failed, so nothing in DST is known to be extraneous");
-    stats_.errors.push_back({".", "--delete skipped because reading SRC failed"});
+    stats_.errors.add(".", "--delete skipped because reading SRC failed");
     return;
   }
   MirrorCallbacks cb;
@@ -1213,7 +1213,7 @@ void Runner::run_delete() {
   cb.failed = [&](const std::string& path, int err) {
     std::string reason = fmt::format("cannot delete: {}", errno_text(err));
     say(fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err)));
-    stats_.errors.push_back({path, reason});
+    stats_.errors.add(path, reason);
   };
   // SRC may be inside DST under another name (a bind mount of a directory of DST, which no path
   // comparison before the run sees): it stays, with the directories above it. So does the
@@ -1364,7 +1364,7 @@ int Runner::finish() {
   flush_out();
   if (int err = manifest_.close()) {
     say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)));
-    stats_.errors.push_back({opt_.manifest, errno_text(err)});
+    stats_.errors.add(opt_.manifest, errno_text(err));
   }
 
   stats_.elapsed_s = now_s() - start_;
@@ -1384,7 +1384,7 @@ int Runner::finish() {
     if (opt_.dst.empty()) line += fmt::format(" into '{}'", display_path(target_.dst_display));
     say(line);
   }
-  if (opt_.json) write_out(json_report(stats_) + "\n");
+  if (opt_.json) write_json_report(stats_, [&](std::string_view piece) { write_out(piece); });
   if (stdout_err_ && !stdout_told) tell_stdout_failed();
   // Signals stay blocked until the report is out: a second Ctrl-C, or `timeout` signalling both pcopy
   // and its process group, must not kill it half-way through. Those that came meanwhile are dropped.

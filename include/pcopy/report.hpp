@@ -4,8 +4,10 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "pcopy/fd.hpp"
@@ -13,9 +15,33 @@
 
 namespace pcopy {
 
-struct ErrorRecord {
-  std::string path;  // relative to SRC, raw bytes
-  std::string reason;
+// Every error of a run, for its count and the --json report, packed: each is its path and the
+// number of its reason, since most share a handful ("No space left on device" for every entry a
+// full disk refused). 200,000 errors take about 10 MB.
+class ErrorLog {
+ public:
+  // `path` relative to SRC, raw bytes.
+  void add(std::string_view path, std::string_view reason);
+  size_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
+  // fn(path, reason) for each error, in the order they were added.
+  template <typename Fn>
+  void for_each(Fn&& fn) const {
+    for (size_t pos = 0; pos < packed_.size();) {
+      uint32_t reason, len;
+      packed_.copy(reinterpret_cast<char*>(&reason), sizeof reason, pos);
+      packed_.copy(reinterpret_cast<char*>(&len), sizeof len, pos + sizeof reason);
+      pos += sizeof reason + sizeof len;
+      fn(std::string_view(packed_).substr(pos, len), std::string_view(reasons_[reason]));
+      pos += len;
+    }
+  }
+
+ private:
+  std::string packed_;  // per error: its reason's number, its path's length, its path
+  std::vector<std::string> reasons_;
+  std::unordered_map<std::string, uint32_t> reason_numbers_;
+  size_t count_ = 0;
 };
 
 struct Stats {
@@ -30,7 +56,7 @@ struct Stats {
   unsigned workers = 0;
   bool interrupted = false;
   int exit_status = 0;
-  std::vector<ErrorRecord> errors;
+  ErrorLog errors;
 };
 
 // For terminal and log lines: printable UTF-8 passes, anything else (control bytes, newlines,
@@ -44,7 +70,9 @@ bool valid_utf8(std::string_view s);
 
 // "copied 10 files, 2 dirs, 1 link, 4.0 KiB in 0:01 (4.0 KiB/s), 4 workers, 0 errors"
 std::string summary_line(const Stats& stats, bool show_skipped, bool show_deleted, bool dry_run);
-std::string json_report(const Stats& stats);
+// The --json report and its line end, handed to `write` a piece at a time.
+void write_json_report(const Stats& stats, const std::function<void(std::string_view)>& write);
+std::string json_report(const Stats& stats);  // the report alone, as one string
 // A run refused, or given up before it could copy (exit 2): `message` ("pcopy: why") on stderr and,
 // with --json, a report on stdout whose one error is `path` (empty when no path is at fault) and
 // why, so that a pipeline reading the report learns why nothing was done.

@@ -166,7 +166,7 @@ TEST(SummaryLine, SingularsSkippedDeletedInterruptedAndDryRun) {
   s.workers = 1;
   s.files_skipped = 1234;
   s.files_deleted = 3;
-  s.errors.push_back({"x", "Permission denied"});
+  s.errors.add("x", "Permission denied");
   s.interrupted = true;
   EXPECT_EQ(summary_line(s, true, true, false),
             "pcopy: interrupted: copied 1 file, 1 dir, 0 links, 0 B in 0:00 (0 B/s), 1 worker, 1 error, 1,234 "
@@ -191,7 +191,7 @@ TEST(JsonReport, ParsesBackWithExactlyTheSpecFieldNames) {
   s.workers = 8;
   s.interrupted = false;
   s.exit_status = 1;
-  s.errors.push_back({"dir/file.txt", "Permission denied"});
+  s.errors.add("dir/file.txt", "Permission denied");
   nlohmann::json j = nlohmann::json::parse(json_report(s));
   ASSERT_TRUE(j.is_object());
   EXPECT_EQ(keys_of(j), (std::set<std::string>{"files_copied", "files_skipped", "files_deleted", "dirs_created",
@@ -228,10 +228,10 @@ TEST(JsonReport, NoErrorsIsAnEmptyListAndInterruptedIsTrueWhenSet) {
 
 TEST(JsonReport, ErrorPathsOfAnyBytesAreKeptAndReadable) {
   Stats s;
-  s.errors.push_back({"bad\xffname", "Input/output error"});
-  s.errors.push_back({"line\nbreak", "No such file or directory"});
-  s.errors.push_back({"\xe6\x97\xa5\xe6\x9c\xac/caf\xc3\xa9", "Permission denied"});
-  s.errors.push_back({std::string("nul\0in", 6), "Invalid argument"});
+  s.errors.add("bad\xffname", "Input/output error");
+  s.errors.add("line\nbreak", "No such file or directory");
+  s.errors.add("\xe6\x97\xa5\xe6\x9c\xac/caf\xc3\xa9", "Permission denied");
+  s.errors.add(std::string("nul\0in", 6), "Invalid argument");
   std::string text = json_report(s);
   nlohmann::json j = nlohmann::json::parse(text);
   ASSERT_EQ(j["errors"].size(), 4u);
@@ -240,6 +240,28 @@ TEST(JsonReport, ErrorPathsOfAnyBytesAreKeptAndReadable) {
   EXPECT_EQ(j["errors"][2]["path"], "\xe6\x97\xa5\xe6\x9c\xac/caf\xc3\xa9");
   EXPECT_EQ(j["errors"][3]["path"].get<std::string>(), std::string("nul\0in", 6));
   EXPECT_EQ(j["errors"][0]["reason"], "Input/output error");
+}
+
+// The errors are written into the report one by one; the text is what one JSON tree would print.
+TEST(JsonReport, ErrorsAreLaidOutAsTheWholeTreeWouldBe) {
+  Stats s;
+  s.exit_status = 1;
+  s.errors.add("a/b", "Permission denied");
+  s.errors.add("bad\xffname", "Input/output error");
+  s.errors.add("", "stopped: No space left on device: the remaining entries were not copied");
+  s.errors.add("c", "Permission denied");
+  nlohmann::json errors = nlohmann::json::array();
+  errors.push_back({{"path", "a/b"}, {"reason", "Permission denied"}});
+  errors.push_back({{"path", "bad\\xffname"}, {"path_escaped", true}, {"reason", "Input/output error"}});
+  errors.push_back({{"path", ""}, {"reason", "stopped: No space left on device: the remaining entries were not copied"}});
+  errors.push_back({{"path", "c"}, {"reason", "Permission denied"}});
+  nlohmann::json whole = {
+      {"files_copied", 0}, {"files_skipped", 0}, {"files_deleted", 0}, {"dirs_created", 0},
+      {"links_copied", 0}, {"bytes_copied", 0},  {"elapsed_s", 0.0},   {"workers", 0},
+      {"interrupted", false}, {"exit_status", 1}, {"errors", errors},
+  };
+  EXPECT_EQ(json_report(s), whole.dump(2));
+  EXPECT_EQ(s.errors.size(), 4u);
 }
 
 // ---- Manifest -------------------------------------------------------------------------------
