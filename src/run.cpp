@@ -51,6 +51,7 @@ constexpr double kLineInterval = 2.0;         // --progress=always without a ter
 constexpr double kOutInterval = 0.2;          // -v, -n lines into a file or pipe: written at least this often
 constexpr int kFinishUpMs = 250;              // abandoned: how long workers may finish the job in hand
 constexpr int kStuckReaderMs = 1000;          // interrupted: how long output may wait for its reader
+constexpr double kSilentWorkerS = 120;        // a worker holding jobs this long without a word is named
 
 double now_s() {
   struct timespec ts;
@@ -137,6 +138,8 @@ class Runner {
   int pick_worker(bool heavy = false) const;
   bool idle_worker() const;
   void poll_once(int timeout_ms);
+  void heard_from(size_t w);
+  void name_silent_workers();
   void read_worker(size_t w);
   void on_result(size_t w, const Result& r);
   void settle(const Result& r);
@@ -213,6 +216,11 @@ class Runner {
   bool abandon_ = false;   // interrupted, --fail-fast error, or no worker can run: stop the workers now
   std::vector<uint64_t> answered_;  // per worker: results since it was started
   std::vector<uint64_t> reporting_; // per worker: the job its last Progress message was about
+  // Per worker: when it last sent anything, or was given work while it held none; and whether its
+  // silence since has been told (see name_silent_workers).
+  std::vector<double> heard_;
+  std::vector<bool> silence_told_;
+  double silent_after_s_ = kSilentWorkerS;
   int startup_deaths_ = 0;          // workers in a row that died before answering anything
 
   Stats stats_;
@@ -431,6 +439,11 @@ int Runner::start_pool() {
   sent_.assign(pool_->size(), {});
   answered_.assign(pool_->size(), 0);
   reporting_.assign(pool_->size(), 0);
+  heard_.assign(pool_->size(), now_s());
+  silence_told_.assign(pool_->size(), false);
+#ifdef PCOPY_TEST_HOOKS
+  if (const char* s = std::getenv("PCOPY_TEST_SILENT_WORKER_S")) silent_after_s_ = std::atof(s);
+#endif
   window_ = std::max<size_t>(4096, size_t(opt_.jobs) * kBatchFiles * 4);
   jobs_.reserve(window_ + kEventsPerPoll);  // no rehashing as the window fills
   return 0;
@@ -567,6 +580,7 @@ void Runner::dispatch() {
       if (pb.dir->facts.staged) batch.dst_dir = walker_->dst_rel_path(pb.dir);
     }
     WorkerSlot& slot = pool_->slot(size_t(w));
+    if (slot.held.empty()) heard_from(size_t(w));  // its silence counts from now
     // The jobs are lent to the batch for its encoding, not copied: a copy is a few allocations
     // per file, on the one process that all the workers wait for.
     std::vector<JobInfo*> infos;
@@ -885,6 +899,7 @@ void Runner::read_worker(size_t w) {
       on_worker_gone(w);
       return;
     }
+    heard_from(w);
     slot.reader.feed(buf, size_t(n));
     try {
       handle_frames(w, false);  // after a --fail-fast error, later results wait for drain_results
@@ -932,6 +947,7 @@ void Runner::on_worker_gone(size_t w) {
   batch_left_[w].clear();
   sent_[w].clear();
   reporting_[w] = 0;
+  heard_from(w);
   startup_deaths_ = answered_[w] == 0 ? startup_deaths_ + 1 : 0;
   answered_[w] = 0;
   if (startup_deaths_ > 2 * int(pool_->size()) + 2) {
@@ -1156,8 +1172,38 @@ int Runner::timeout_ms() const {
   std::optional<double> due;
   if (bar_ || status_lines_) due = last_draw_ + (bar_ ? kBarInterval : kLineInterval);
   if (!stdout_buf_.empty()) due = std::min(due.value_or(HUGE_VAL), last_out_ + kOutInterval);
+  for (size_t w = 0; w < pool_->size(); ++w)
+    if (!silence_told_[w] && !pool_->slot(w).held.empty()) due = std::min(due.value_or(HUGE_VAL), heard_[w] + silent_after_s_);
   if (!due) return -1;
   return std::max(1, int((*due - now_s()) * 1000) + 1);
+}
+
+void Runner::heard_from(size_t w) {
+  heard_[w] = now_s();
+  silence_told_[w] = false;
+}
+
+// A worker that holds jobs and has sent nothing for kSilentWorkerS is named, once per silence, with
+// what it holds: a file on a hung network mount, a process stopped by someone. It is waited for
+// all the same (a slow worker cannot be told from a stuck one, and its jobs may be half done);
+// Ctrl-C or SIGTERM ends the run cleanly.
+void Runner::name_silent_workers() {
+  double t = now_s();
+  for (size_t w = 0; w < pool_->size(); ++w) {
+    WorkerSlot& slot = pool_->slot(w);
+    if (silence_told_[w] || slot.held.empty() || t - heard_[w] < silent_after_s_) continue;
+    silence_told_[w] = true;
+    ++stats_.warnings;
+    if (opt_.quiet) continue;
+    uint64_t id = slot.held.count(reporting_[w]) ? reporting_[w] : 0;
+    for (auto it = sent_[w].begin(); !id && it != sent_[w].end(); ++it)
+      if (slot.held.count(*it)) id = *it;
+    auto info = jobs_.find(id);
+    std::string what = info == jobs_.end() ? std::string() : fmt::format(", holding '{}'", display_path(rel(info->second)));
+    if (slot.held.size() > 1) what += fmt::format(" and {} more", format_count(slot.held.size() - 1));
+    say(paint("33", fmt::format("pcopy: warning: worker {} has sent nothing for {}{}; still waiting for it", slot.pid,
+                                format_duration(t - heard_[w]), what)));
+  }
 }
 
 void Runner::poll_once(int timeout) {
@@ -1314,6 +1360,7 @@ int Runner::run() {
     dispatch();
     if ((walk_done_ || stopping_) && jobs_.empty()) break;
     poll_once(timeout_ms());
+    name_silent_workers();
     tick(false);
     if (!stdout_buf_.empty() && now_s() - last_out_ >= kOutInterval) flush_out();
   }

@@ -926,6 +926,36 @@ bool open_gate(const std::string& fifo, Clock::time_point deadline, Running runn
   });
 }
 
+// A worker that sends nothing for a long while (on a hung network mount, or stopped by someone;
+// here a test hook holds it before z/gate.txt, with the threshold of 120 s made 0.2 s) is named
+// once, with what it holds, and waited for: the run completes when it goes on.
+TEST_P(FaultsByJobs, AWorkerSilentForLongIsNamedWithWhatItHolds) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", fifo = tmp / "gate";
+  make_dir(src);
+  make_dir(src + "/a");
+  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/a/f{:02}", i), "copied before the gate\n");
+  make_dir(src + "/z");
+  write_file(src + "/z/gate.txt", "the worker taking this waits until the test opens the gate\n");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  AsyncPcopy p({jobs(), src, dst}, logs,
+               {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo, "PCOPY_TEST_SILENT_WORKER_S=0.2"});
+  bool named = poll_until(Clock::now() + 60s, [&] {
+    return read_file(logs + "/stderr").find("holding 'z/gate.txt'") != std::string::npos || !p.running();
+  });
+  bool opened = open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  RunResult r = p.wait();
+  EXPECT_TRUE(named && opened) << describe(r);
+  bool line = false;
+  for (const std::string& l : lines_of(r.err))
+    line |= l.starts_with("pcopy: warning: worker ") && l.find(" holding 'z/gate.txt'") != std::string::npos &&
+            l.ends_with("; still waiting for it");
+  EXPECT_TRUE(line) << describe(r);
+  expect_complete_copy(r, src, dst);
+}
+
 // Job control: a stop signal to the parent (a terminal's Ctrl-Z is SIGTSTP to the foreground
 // process group, and the workers have groups of their own) stops the workers and then the parent,
 // by that signal, so that a shell sees the job stopped; nothing is written meanwhile. SIGCONT (`fg`,
