@@ -7,6 +7,7 @@
 #include <linux/openat2.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -21,6 +22,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <optional>
 
 #include "pcopy/hash.hpp"
@@ -171,8 +173,40 @@ bool is_staged_name(std::string_view name) {
   return is_temp_name(name) && name.find("-d", kTempPrefix.size()) != std::string_view::npos;
 }
 
+namespace {
+
+constexpr uint64_t kRunScale = 1'000'000'000;  // a temporary's number is run * kRunScale + its count
+
+uint64_t make_run_number() {
+  uint32_t r = 0;
+  if (::getrandom(&r, sizeof r, GRND_NONBLOCK) != ssize_t(sizeof r)) {
+    struct timespec ts {};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    r = uint32_t(ts.tv_nsec) ^ uint32_t(ts.tv_sec) ^ uint32_t(::getpid());
+  }
+  return 1 + r % (kRunScale - 1);  // never 0, the run of names from before runs were numbered
+}
+
+// Drawn before main(), in the parent: its workers inherit it.
+const uint64_t g_run = make_run_number();
+
+// The run a temporary's name says it is of (its number over kRunScale); `name` is a temp name.
+uint64_t run_of(std::string_view name) {
+  name.remove_suffix(kTempSuffix.size());
+  name = name.substr(name.rfind('-') + 1);
+  if (name.starts_with('d')) name.remove_prefix(1);
+  uint64_t n = 0;
+  for (char c : name) n = n > UINT64_MAX / 10 ? UINT64_MAX : n * 10 + uint64_t(c - '0');
+  return n / kRunScale;
+}
+
+}  // namespace
+
+std::string temp_number(uint64_t count) { return std::to_string(g_run * kRunScale + count % kRunScale); }
+
 bool temp_in_use(std::string_view name) {
   if (!is_temp_name(name)) return false;
+  std::string_view whole = name;
   name.remove_prefix(kTempPrefix.size());
   pid_t pid = 0;
   size_t i = 0;
@@ -188,7 +222,13 @@ bool temp_in_use(std::string_view name) {
   size_t open = stat.find('('), close = stat.rfind(')');
   if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size()) return false;
   char state = stat[close + 2];
-  return stat.substr(open + 1, close - open - 1) == "pcopy" && state != 'Z' && state != 'X';
+  if (stat.substr(open + 1, close - open - 1) != "pcopy" || state == 'Z' || state == 'X') return false;
+  // This run's own process, or one of its workers (pids repeat: in a container every run is pid 1
+  // and its worker pid 2): the temporary is in use only if this run made it; else an earlier
+  // process with that pid left it.
+  pid_t ppid = std::atoi(std::string(stat.substr(close + 3, 24)).c_str());
+  if (pid == ::getpid() || ppid == ::getpid()) return run_of(whole) == g_run;
+  return true;
 }
 
 void for_each_entry(int dir, const std::function<void(const char* name, unsigned char type)>& fn) {
@@ -377,9 +417,7 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_, opt_);
 }
 
-std::string Copier::next_temp_name() {
-  return temp_prefix_ + std::to_string(++temp_counter_) + std::string(kTempSuffix);
-}
+std::string Copier::next_temp_name() { return temp_prefix_ + temp_number(++temp_counter_) + std::string(kTempSuffix); }
 
 Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {
   deleted_.clear();

@@ -339,7 +339,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   const DirNode* parent = frame.node;
   if (can_stage_ && dst_root_ && parent->dst && parent->facts.known && parent->facts.local && !parent->facts.staged &&
       src && small_leaf(src.get()))
-    node->staged_name = staged_prefix_ + std::to_string(++staged_count_) + std::string(kTempSuffix);
+    node->staged_name = staged_prefix_ + temp_number(++staged_count_) + std::string(kTempSuffix);
   node->dst.reset(open_dst_child(frame.node, node, err, ev.detail));
   if (err || !ev.detail.empty()) {
     // Not a walk error: SRC was read. Unlisted, the directory is not entered by --delete either.

@@ -22,15 +22,19 @@
 namespace pcopy {
 
 // Temporaries are ".pcopy-<pid>-<n>.tmp" in the destination directory: recognisable, so a later run
-// can remove what an interrupted one left behind.
+// can remove what an interrupted one left behind. <n> is temp_number(): it also names the run.
 inline constexpr std::string_view kTempPrefix = ".pcopy-";
 inline constexpr std::string_view kTempSuffix = ".tmp";
 bool is_temp_name(std::string_view name);
+// The <n> of this run's `count`th temporary: count + a number drawn for the run times 10^9, so that
+// its names differ from those a process with the same pid left (pids repeat, in containers each run).
+std::string temp_number(uint64_t count);
 // A staged directory's name: ".pcopy-<pid>-d<n>.tmp" (see Walker).
 bool is_staged_name(std::string_view name);
 // Whether the pcopy process whose pid a temporary's name holds is still running: then the temporary
 // is in use by a concurrent run, not a leftover. A zombie, a pid now used by another program, or a
-// name without a pid: false.
+// name without a pid: false. The pid of this run's parent or of one of its workers: only if this
+// run made it (see temp_number).
 bool temp_in_use(std::string_view name);
 // Removes the temporaries in `dir` (an open directory) for which `which(name)` holds: files, and
 // staged directories (with what is in them).

@@ -1457,6 +1457,33 @@ TEST_P(FaultsByJobs, TemporariesOfARunStillGoingAreLeftAlone) {
   expect_complete_copy(again, src, dst);
 }
 
+// Pids repeat: in a container (a pid namespace) every run is pid 1 and its one worker pid 2. What an
+// earlier run with those pids left is a leftover, removed, not this run's own; and the worker's new
+// names never meet it (they did: `cannot copy 'f': File exists` on every run after one was killed).
+TEST(Faults, LeftoversOfAnEarlierRunWithTheSamePidsAreRemoved) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a pid namespace (unshare -p)";
+  if (!exists("/usr/bin/unshare")) GTEST_SKIP() << "needs unshare (util-linux)";
+  TempDir t;
+  std::string src = t / "src", to = t / "dst";
+  make_dir(src);
+  write_file(src + "/f", "f\n");
+  make_dir(src + "/new");
+  write_file(src + "/new/g", "g\n");
+  make_dir(to);
+  // The worker's temporaries (names from before runs were numbered, and of another run) and the
+  // parent's staged directory, as a killed run in a namespace leaves them.
+  for (const char* name : {".pcopy-2-1.tmp", ".pcopy-2-2.tmp", ".pcopy-2-123000000001.tmp"}) write_file(to + "/" + name, "half");
+  make_dir(to + "/.pcopy-1-d1.tmp");
+  write_file(to + "/.pcopy-1-d1.tmp/g", "half");
+  for (const char* verify : {"--verify", "-u"}) {
+    SCOPED_TRACE(verify);
+    RunResult r = run({"/usr/bin/unshare", "-fp", "--mount-proc", pcopy_bin(), "-j1", verify, src, to}, with_timeout(120));
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(joined(temporaries(to)), "");
+    EXPECT_EQ(diff_trees(src, to), "");
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Staged directories: a small new leaf directory is made under a temporary name, its files are
 // written straight to their final names inside, and it is renamed into place when complete.
