@@ -1352,6 +1352,14 @@ int Runner::run() {
           for (const Unkept& u : unkept_list) unkept(path, u);
         },
         stat_entries_);
+    // A staged file that could not join the directory another writer made in its place: it was
+    // counted as copied when its worker answered.
+    walker_->on_unmerged([this](const DirNode& dir, const std::string& name, int err, const struct stat& st) {
+      error(walker_->rel_path(&dir, name), errno_text(err));
+      uint64_t& count = S_ISLNK(st.st_mode) ? stats_.links_copied : stats_.files_copied;
+      count -= std::min<uint64_t>(count, 1);
+      if (S_ISREG(st.st_mode)) stats_.bytes_copied -= std::min(stats_.bytes_copied, uint64_t(st.st_size));
+    });
   }
 
   tick(true);

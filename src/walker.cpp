@@ -654,11 +654,17 @@ int Walker::reveal(DirNode* dir) {
 
 // Moves what was staged for `dir` into the directory of its name that appeared meanwhile, entry
 // by entry (replacing files of the same names, as a copy into an existing directory does), and
-// gives that directory SRC's mode and times.
+// gives that directory SRC's mode and times. An entry that cannot join it (another writer put a
+// directory of its name there) is reported and goes with the staged directory; the others join.
 int Walker::merge_staged(int pfd, DirNode* dir) {
   const char* staged = dir->staged_name.c_str();
   UniqueFd to(::openat(pfd, dir->name.c_str(), kDirFlags | O_NOFOLLOW));
   if (!to) return errno == ENOTDIR || errno == ELOOP ? EEXIST : errno;
+  // Another run's copy may have its final mode already (0555): opened up, as a directory met on
+  // the walk is; it gets SRC's mode below.
+  struct stat ts;
+  if (::fstat(to.get(), &ts) == 0 && (ts.st_mode & 0700) != 0700 && ts.st_uid == euid_)
+    ::fchmod(to.get(), (ts.st_mode & 07777) | 0700);
   chmod_nofollow(pfd, staged, 0700);  // its final mode may not let entries be taken out
   UniqueFd from(::openat(pfd, staged, kDirFlags | O_NOFOLLOW));
   if (!from) return errno;
@@ -666,8 +672,17 @@ int Walker::merge_staged(int pfd, DirNode* dir) {
   for_each_entry(from.get(), [&](const char* name, unsigned char) {
     if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) names.emplace_back(name);
   });
-  for (const std::string& name : names)
-    if (::renameat(from.get(), name.c_str(), to.get(), name.c_str()) != 0) return errno;
+  for (const std::string& name : names) {
+    if (::renameat(from.get(), name.c_str(), to.get(), name.c_str()) == 0) continue;
+    int err = errno;
+    struct stat st {};
+    ::fstatat(from.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
+    if (on_unmerged_) on_unmerged_(*dir, name, err, st);
+    if (::unlinkat(from.get(), name.c_str(), 0) != 0 && errno == EISDIR) {
+      MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}};
+      remove_tree(from.get(), name, name, false, quiet);
+    }
+  }
   if (::unlinkat(pfd, staged, AT_REMOVEDIR) != 0) return errno;
   const struct stat& st = dir->st;
   struct timespec times[2] = {st.st_atim, st.st_mtim};

@@ -81,6 +81,10 @@ class Walker {
   // A directory whose metadata failed (`err`), or that stands without some of it (`unkept`).
   using DirErrorFn = std::function<void(const DirNode&, int err, const std::vector<Unkept>& unkept)>;
 
+  // An entry of a staged directory that could not join the directory of its name another writer
+  // made meanwhile (`err`; `st` its lstat): reported, and removed with the staged directory.
+  using UnmergedFn = std::function<void(const DirNode&, const std::string& name, int err, const struct stat& st)>;
+
   // Without `stat_entries`, non-directories are typed by getdents' d_type alone (no stat per
   // file in the parent); events then carry only st_mode.
   Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, const struct stat& src_st,
@@ -88,6 +92,8 @@ class Walker {
   ~Walker();
   Walker(const Walker&) = delete;
   Walker& operator=(const Walker&) = delete;
+
+  void on_unmerged(UnmergedFn fn) { on_unmerged_ = std::move(fn); }
 
   // The next event, or nullopt when the whole tree has been listed.
   std::optional<WalkEvent> next();
@@ -142,6 +148,7 @@ class Walker {
   std::optional<std::pair<dev_t, ino_t>> dst_id_;  // DST's root, never to be descended as part of SRC
   dev_t root_dev_;
   DirErrorFn on_dir_error_;
+  UnmergedFn on_unmerged_;
   bool stat_entries_;
   int max_open_frames_;   // levels whose fds stay open, within RLIMIT_NOFILE
   int max_deferred_fds_;  // of RLIMIT_NOFILE, for destination fds kept past their listing
