@@ -80,6 +80,21 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
   return ::openat(dir, name, kCreate, mode);
 }
 
+// --inplace: a file whose data may not have reached the disk (its fsync or close failed after its
+// metadata was set) is given the time of now, or -u would take it for up to date from then on.
+void make_stale(int dir, const std::string& name) {
+  struct timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
+  ::utimensat(dir, name.c_str(), times, AT_SYMLINK_NOFOLLOW);
+}
+
+// fsync(), and in test builds an EIO for the file PCOPY_TEST_EIO_FSYNC_NAME names.
+int fsync_checked([[maybe_unused]] const Job& job, int fd) {
+#ifdef PCOPY_TEST_HOOKS
+  if (const char* name = std::getenv("PCOPY_TEST_EIO_FSYNC_NAME"); name && job.name == name) return EIO;
+#endif
+  return ::fsync(fd) == 0 ? 0 : errno;
+}
+
 // The source's stat with the mode a chunked file is made with: 0600, for every chunk's worker to
 // reopen it for writing (a read-only source's 0444 let no one but root); End gives the real mode.
 struct stat chunked_stat(const struct stat& st) {
@@ -695,10 +710,14 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     if (check.digest() != *r.hash) return fail(r, 0, "verification failed: the written copy differs from the source");
   }
   if ((err = apply_metadata(out.get(), in.get(), st, fresh_mode))) return fail(r, err);
-  if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
+  auto unsafe = [&](int e) {
+    if (opt_.inplace) make_stale(dst_dir, tmp);
+    return fail(r, e);
+  };
+  if (opt_.fsync && (err = fsync_checked(job, out.get()))) return unsafe(err);
   // Where close cannot fail, it can wait for the batch's one closing round, after the rename.
   if (!closes_ || !local_fs_) {
-    if (!tmp.empty() && (err = out.close_checked())) return fail(r, err);
+    if (!tmp.empty() && (err = out.close_checked())) return unsafe(err);
   }
   if (!direct) {
     err = tmp.empty() ? link_in(out.get(), dst_dir, job.target()) : install(dst_dir, tmp, job.target());
@@ -872,9 +891,13 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   if (::fstat(out.get(), &written) != 0) return fail(r, errno);
   if (uint64_t(written.st_size) != job.size && ::ftruncate(out.get(), off_t(job.size)) != 0) return fail(r, errno);
   if (int err = apply_metadata(out.get(), in.get(), st, false)) return fail(r, err);  // made 0600: chunked_stat
-  if (opt_.fsync && ::fsync(out.get()) != 0) return fail(r, errno);
-  if (int err = out.close_checked()) return fail(r, err);
-  if (int err = opt_.inplace ? 0 : install(dst_dir, job.temp, job.target())) return fail(r, err);
+  int err = opt_.fsync ? fsync_checked(job, out.get()) : 0;
+  if (!err) err = out.close_checked();
+  if (err) {
+    if (opt_.inplace) make_stale(dst_dir, job.temp);
+    return fail(r, err);
+  }
+  if ((err = opt_.inplace ? 0 : install(dst_dir, job.temp, job.target()))) return fail(r, err);
   r.size = job.size;
   r.mtime_ns = to_ns(st.st_mtim);
   return r;

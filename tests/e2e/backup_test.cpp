@@ -1120,6 +1120,29 @@ TEST_F(Verify, VerifyFailsWhenWrittenDataIsCorrupted) {
   EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"bad.bin", "good.bin", "replaced.bin"})) << describe(r);
 }
 
+// --inplace --fsync: a file whose flush fails (EIO from a network file system; a test hook here)
+// has its source's times set already. It is given the time of now, so that the next -u run copies
+// it again instead of taking it for up to date (it did, with exit 0, from then on).
+TEST_F(Verify, InPlaceFileWhoseFlushFailedIsCopiedAgainByUpdate) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  write_old(src + "/flushed.bin", random_bytes(1000, 5));
+  write_old(src + "/failed.bin", random_bytes(1000, 6));
+  RunOptions hook;
+  hook.env = {"PCOPY_TEST_EIO_FSYNC_NAME=failed.bin"};
+  RunResult r = copy({"--inplace", "--fsync"}, hook);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'failed.bin': Input/output error")) << describe(r);
+  EXPECT_NE(mtime_ns(dst + "/failed.bin"), kOldTime) << "a failed copy must not look up to date";
+  EXPECT_EQ(mtime_ns(dst + "/flushed.bin"), kOldTime);
+
+  r = copy({"-u", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_copied"), 1) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 // ---------------------------------------------------------------------------------------------------
 // --json, --manifest, progress lines, summary.
 
