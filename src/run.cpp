@@ -344,7 +344,14 @@ void Runner::unkept(const std::string& path, const Unkept& u) {
 void Runner::report_error(const std::string& line, const std::string& path, const std::string& reason) {
   say(paint("31", line));
   stats_.errors.add(path, reason);
-  if (opt_.fail_fast) {
+  if (opt_.fail_fast && !abandon_) {
+    // Said as a full disk's stop is, in the report too: one failed entry is not a tree mostly missing.
+    if (!walk_done_ || !jobs_.empty() || !queue_.empty()) {
+      std::string rest = opt_.delete_extraneous ? "the remaining entries were not copied, and nothing was deleted"
+                                                : "the remaining entries were not copied";
+      say(fmt::format("pcopy: stopping at the first error (--fail-fast): {}", rest));
+      stats_.errors.add("", "stopped: --fail-fast: " + rest);
+    }
     stop_dispatching();
     abandon_ = true;  // and abandon what the workers hold: nothing more is copied
   }

@@ -591,6 +591,19 @@ TEST_F(FailingTreeTest, FailFastStopsAfterFirstError) {
   EXPECT_LT(exists(dst) ? count_regular_files(dst) : 0, 1800u) << "the copy went on through the whole tree";
 }
 
+// The stop is said, on stderr and in the report, as a full disk's is: exit 1 alone reads "one
+// entry failed, the rest were copied", where most of the tree was never tried.
+TEST_F(FailingTreeTest, FailFastSaysItStoppedAndWhatWasLeft) {
+  RunResult r = copy({"--fail-fast", "-j1", "--json", "--delete"}, unprivileged(tmp));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  const std::string stop = "the remaining entries were not copied, and nothing was deleted";
+  EXPECT_TRUE(has_line(r.err, "pcopy: stopping at the first error (--fail-fast): " + stop)) << describe(r);
+  auto errors = nlohmann::json::parse(r.out).at("errors");
+  ASSERT_EQ(errors.size(), 2u) << r.out;
+  EXPECT_EQ(errors[1].at("path"), "") << r.out;
+  EXPECT_EQ(errors[1].at("reason"), "stopped: --fail-fast: " + stop) << r.out;
+}
+
 TEST_F(FailingTreeTest, FailFastWithSeveralWorkersStopsEarly) {
   // Each worker may be busy with a file of its own when the first error arrives, but no more.
   RunResult r = copy({"--fail-fast", "-j4"}, unprivileged(tmp));
