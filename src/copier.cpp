@@ -355,6 +355,16 @@ bool never_shares_type(long type) { return type == TMPFS_MAGIC || type == EXT4_S
 
 bool local_fs(int dir) { return local_type(fs_type(dir)); }
 
+int clone_refusal(int src, int dst_dir) {
+  struct stat s, d;
+  if (dst_dir < 0 || ::fstat(src, &s) != 0 || !S_ISREG(s.st_mode) || s.st_size == 0 || ::fstat(dst_dir, &d) != 0) return 0;
+  long from = fs_type(src), to = fs_type(dst_dir);
+  if (from != to) return EXDEV;  // two file systems: the kernel refuses before anything else
+  if (never_shares_type(to)) return s.st_dev == d.st_dev ? EOPNOTSUPP : EXDEV;
+  // Btrfs subvolumes differ in st_dev but share their file system: only the kernel knows.
+  return to != BTRFS_SUPER_MAGIC && s.st_dev != d.st_dev ? EXDEV : 0;
+}
+
 bool never_shares_extents(int dir) { return never_shares_type(fs_type(dir)); }
 
 DirFacts dir_facts(int dir, const DirFacts* same_fs) {
@@ -485,6 +495,9 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
     if (job.kind == JobKind::File || job.kind == JobKind::FileBegin) {
       UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
       if (!in) return fail(r, errno);
+      // A directory the run would make is on the file system of DST, which a dry run sees if it exists.
+      if (int err = opt_.reflink == ReflinkMode::Always ? clone_refusal(in.get(), dst_dir >= 0 ? dst_dir : dst_root) : 0)
+        return fail(r, err, "cannot clone it (--reflink=always): " + errno_text(err));
     }
     r.bytes = job.kind == JobKind::File ? job.size : 0;
     return r;

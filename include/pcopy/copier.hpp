@@ -53,6 +53,10 @@ int chmod_nofollow(int dir, const char* name, mode_t mode);
 // tmpfs, ext2-4, XFS, btrfs: close() has no flush step there and cannot report an error, and
 // writes to one file serialise on its inode lock.
 bool local_fs(int dir);
+// What FICLONE of the open file `src` into directory `dst_dir` would certainly fail with (a dry run's
+// prediction for --reflink=always): EXDEV across file systems, EOPNOTSUPP where extents are never
+// shared (tmpfs, ext4); 0 when it may work, or `src` is empty.
+int clone_refusal(int src, int dst_dir);
 // tmpfs, ext2-4: no extent is ever shared, so copy_file_range cannot clone (see DirFacts).
 bool never_shares_extents(int dir);
 // Whether a default ACL in `dir` decides the modes of what is created there (then they must be

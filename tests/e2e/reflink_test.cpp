@@ -133,6 +133,15 @@ TEST_F(ReflinkTest, AlwaysFailsWhereItCannotCloneAndLeavesNoFile) {
     EXPECT_EQ(std::count(lines.begin(), lines.end(), line), 1) << line << "\n" << describe(r);
   }
   EXPECT_EQ(list_tree(to), std::vector<std::string>{"sub"}) << "no file, no temporary";
+  // A dry run into a DST that exists names the same failures (it called them copies, exit 0).
+  make_dir(tmp / "dst-dry");
+  RunResult dry = copy_to(tmp / "dst-dry", {"--reflink=always", "-j2", "-n"});
+  EXPECT_EQ(dry.status, 1) << describe(dry);
+  for (const std::string& f : kFiles) {
+    std::string line = "pcopy: cannot copy '" + f + "': cannot clone it (--reflink=always): Invalid cross-device link";
+    EXPECT_TRUE(has_line(dry.err, line)) << line << "\n" << describe(dry);
+  }
+  EXPECT_EQ(list_tree(tmp / "dst-dry"), std::vector<std::string>{});
   // auto falls back to copying.
   r = copy_to(tmp / "dst-auto", {"-j2"});
   EXPECT_EQ(r.status, 0) << describe(r);
