@@ -204,6 +204,39 @@ uint64_t make_run_number() {
 
 // Drawn before main(), in the parent: its workers inherit it.
 const uint64_t g_run = make_run_number();
+int64_t now_realtime_ns() {
+  struct timespec ts {};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return to_ns(ts);
+}
+
+const int64_t g_started_ns = now_realtime_ns();
+
+// How long before this run started a temporary of this run's pids but another run last changed,
+// to be a leftover: a few seconds, for a server's clock (a test build may say otherwise).
+int64_t leftover_margin_ns() {
+#ifdef PCOPY_TEST_HOOKS
+  if (const char* s = std::getenv("PCOPY_TEST_LEFTOVER_MARGIN_S")) return int64_t(std::atof(s) * 1e9);
+#endif
+  return 5'000'000'000;
+}
+
+// The latest change (mtime or ctime) to `name` in `dir`, or to an entry of it if it is a directory
+// (a staged one, whose files are what changes while it is filled); 0 if it cannot be looked at.
+int64_t last_change_ns(int dir, const char* name) {
+  struct stat st;
+  if (::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
+  int64_t last = std::max(to_ns(st.st_mtim), to_ns(st.st_ctim));
+  if (!S_ISDIR(st.st_mode)) return last;
+  UniqueFd d(::openat(dir, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+  if (!d) return last;
+  for_each_entry(d.get(), [&](const char* entry, unsigned char) {
+    struct stat es;
+    if (std::strcmp(entry, ".") != 0 && std::strcmp(entry, "..") != 0 && ::fstatat(d.get(), entry, &es, AT_SYMLINK_NOFOLLOW) == 0)
+      last = std::max({last, to_ns(es.st_mtim), to_ns(es.st_ctim)});
+  });
+  return last;
+}
 
 // The run a temporary's name says it is of (its number over kRunScale); `name` is a temp name.
 uint64_t run_of(std::string_view name) {
@@ -219,7 +252,7 @@ uint64_t run_of(std::string_view name) {
 
 std::string temp_number(uint64_t count) { return std::to_string(g_run * kRunScale + count % kRunScale); }
 
-bool temp_in_use(std::string_view name) {
+bool temp_in_use(int dir, std::string_view name) {
   if (!is_temp_name(name)) return false;
   std::string_view whole = name;
   name.remove_prefix(kTempPrefix.size());
@@ -238,11 +271,15 @@ bool temp_in_use(std::string_view name) {
   if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size()) return false;
   char state = stat[close + 2];
   if (stat.substr(open + 1, close - open - 1) != "pcopy" || state == 'Z' || state == 'X') return false;
-  // This run's own process, or one of its workers (pids repeat: in a container every run is pid 1
-  // and its worker pid 2): the temporary is in use only if this run made it; else an earlier
-  // process with that pid left it.
+  // This run's own pid, or a worker's (pids repeat: in a container every run is pid 1 and its
+  // worker pid 2), on a temporary this run did not make: left by an earlier process with that pid,
+  // or made by a run in another pid namespace whose pids are the same (two containers sharing a
+  // volume), which no pid can tell apart. A leftover has not changed since before this run
+  // started (its maker was gone by then); a live run's temporary, or staged directory, changes as
+  // it is written (its times set, it is renamed: ctime too).
   pid_t ppid = std::atoi(std::string(stat.substr(close + 3, 24)).c_str());
-  if (pid == ::getpid() || ppid == ::getpid()) return run_of(whole) == g_run;
+  if ((pid == ::getpid() || ppid == ::getpid()) && run_of(whole) != g_run)
+    return last_change_ns(dir, std::string(whole).c_str()) >= g_started_ns - leftover_margin_ns();
   return true;
 }
 

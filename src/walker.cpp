@@ -479,7 +479,7 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd) {
   }
   // Temporaries an interrupted run left in a directory we are about to fill again; not those of a
   // run still going (two runs into one destination: a cron job overlapping the last).
-  remove_temps(fd, [](std::string_view name) { return !temp_in_use(name); });
+  remove_temps(fd, [fd](std::string_view name) { return !temp_in_use(fd, name); });
 }
 
 void Walker::evict_fds() {

@@ -33,9 +33,10 @@ std::string temp_number(uint64_t count);
 bool is_staged_name(std::string_view name);
 // Whether the pcopy process whose pid a temporary's name holds is still running: then the temporary
 // is in use by a concurrent run, not a leftover. A zombie, a pid now used by another program, or a
-// name without a pid: false. The pid of this run's parent or of one of its workers: only if this
-// run made it (see temp_number).
-bool temp_in_use(std::string_view name);
+// name without a pid: false. The pid of this run's parent or of one of its workers: if this run
+// made it (see temp_number), or it changed since a few seconds before this run started (`dir`
+// holds it).
+bool temp_in_use(int dir, std::string_view name);
 // Removes the temporaries in `dir` (an open directory) for which `which(name)` holds: files, and
 // staged directories (with what is in them).
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which);
