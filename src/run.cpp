@@ -346,7 +346,8 @@ void Runner::report_error(const std::string& line, const std::string& path, cons
   stats_.errors.add(path, reason);
   if (opt_.fail_fast && !abandon_) {
     // Said as a full disk's stop is, in the report too: one failed entry is not a tree mostly missing.
-    if (!walk_done_ || !jobs_.empty() || !queue_.empty()) {
+    bool walk_left = !walk_done_ && !(walker_ && walker_->exhausted());
+    if (walk_left || !jobs_.empty() || !queue_.empty()) {
       std::string rest = opt_.delete_extraneous ? "the remaining entries were not copied, and nothing was deleted"
                                                 : "the remaining entries were not copied";
       say(fmt::format("pcopy: stopping at the first error (--fail-fast): {}", rest));
@@ -1202,12 +1203,18 @@ void Runner::name_silent_workers() {
     silence_told_[w] = true;
     ++stats_.warnings;
     if (opt_.quiet) continue;
-    uint64_t id = slot.held.count(reporting_[w]) ? reporting_[w] : 0;
+    // The file it reported progress on is the one it is on; else results come in bunches, and the
+    // first unanswered job is only where its unanswered ones begin.
+    bool copying = slot.held.count(reporting_[w]);
+    uint64_t id = copying ? reporting_[w] : 0;
     for (auto it = sent_[w].begin(); !id && it != sent_[w].end(); ++it)
       if (slot.held.count(*it)) id = *it;
     auto info = jobs_.find(id);
-    std::string what = info == jobs_.end() ? std::string() : fmt::format(", holding '{}'", display_path(rel(info->second)));
-    if (slot.held.size() > 1) what += fmt::format(" and {} more", format_count(slot.held.size() - 1));
+    std::string path = info == jobs_.end() ? std::string("?") : display_path(rel(info->second));
+    size_t n = slot.held.size();
+    std::string count = fmt::format("{} {}", format_count(n), n == 1 ? "entry" : "entries");
+    std::string what = copying ? fmt::format(" while copying '{}' ({} unanswered)", path, count)
+                               : fmt::format(" ({} unanswered, from '{}')", count, path);
     say(paint("33", fmt::format("pcopy: warning: worker {} has sent nothing for {}{}; still waiting for it", slot.pid,
                                 format_duration(t - heard_[w]), what)));
   }

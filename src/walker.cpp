@@ -222,6 +222,13 @@ std::optional<WalkEvent> Walker::next() {
   return std::nullopt;
 }
 
+bool Walker::exhausted() const {
+  if (queued_) return false;
+  return std::none_of(stack_.begin(), stack_.end(), [](const std::unique_ptr<Frame>& f) {
+    return f->listing || f->next_subdir < f->subdirs.size();
+  });
+}
+
 // Reads one entry. Returns false when the listing is over (with an error event if it failed).
 bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
   for (;;) {

@@ -99,6 +99,9 @@ class Walker {
   std::optional<WalkEvent> next();
   // One pending job (or subdirectory) of `dir` is over; finishes directories that are complete.
   void release(DirNode* dir);
+  // True when next() has nothing more to give: no event waiting, every level listed to the end and
+  // its subdirectories entered (a level still being listed may have more).
+  bool exhausted() const;
   // True once every directory, the root included, has been finished.
   bool finished() const { return finished_; }
   // Failures to read SRC (not those to make or open a directory in DST).

@@ -604,6 +604,15 @@ TEST_F(FailingTreeTest, FailFastSaysItStoppedAndWhatWasLeft) {
   EXPECT_EQ(errors[1].at("reason"), "stopped: --fail-fast: " + stop) << r.out;
 }
 
+// An error with nothing left after it (the last directory unreadable) is no stop to speak of.
+TEST_F(CopyTest, FailFastWithNothingLeftSpeaksOfNoStop) {
+  make_dir(src + "/zz", 0000);
+  RunResult r = copy({"--fail-fast", "-j1", "--json"}, unprivileged(tmp));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_FALSE(has_line_starting(r.err, "pcopy: stopping")) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("errors").size(), 1u) << r.out;
+}
+
 TEST_F(FailingTreeTest, FailFastWithSeveralWorkersStopsEarly) {
   // Each worker may be busy with a file of its own when the first error arrives, but no more.
   RunResult r = copy({"--fail-fast", "-j4"}, unprivileged(tmp));

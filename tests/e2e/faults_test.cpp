@@ -928,7 +928,7 @@ bool open_gate(const std::string& fifo, Clock::time_point deadline, Running runn
 
 // A worker that sends nothing for a long while (on a hung network mount, or stopped by someone;
 // here a test hook holds it before z/gate.txt, with the threshold of 120 s made 0.2 s) is named
-// once, with what it holds, and waited for: the run completes when it goes on.
+// once, with where its unanswered entries begin, and waited for: the run completes when it goes on.
 TEST_P(FaultsByJobs, AWorkerSilentForLongIsNamedWithWhatItHolds) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
@@ -943,14 +943,14 @@ TEST_P(FaultsByJobs, AWorkerSilentForLongIsNamedWithWhatItHolds) {
   AsyncPcopy p({jobs(), src, dst}, logs,
                {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo, "PCOPY_TEST_SILENT_WORKER_S=0.2"});
   bool named = poll_until(Clock::now() + 60s, [&] {
-    return read_file(logs + "/stderr").find("holding 'z/gate.txt'") != std::string::npos || !p.running();
+    return read_file(logs + "/stderr").find("from 'z/gate.txt')") != std::string::npos || !p.running();
   });
   bool opened = open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
   RunResult r = p.wait();
   EXPECT_TRUE(named && opened) << describe(r);
   bool line = false;
   for (const std::string& l : lines_of(r.err))
-    line |= l.starts_with("pcopy: warning: worker ") && l.find(" holding 'z/gate.txt'") != std::string::npos &&
+    line |= l.starts_with("pcopy: warning: worker ") && l.find(" unanswered, from 'z/gate.txt'); ") != std::string::npos &&
             l.ends_with("; still waiting for it");
   EXPECT_TRUE(line) << describe(r);
   expect_complete_copy(r, src, dst);
