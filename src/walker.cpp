@@ -111,8 +111,11 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
       root_dev_(src_st.st_dev),
       on_dir_error_(std::move(on_dir_error)),
       stat_entries_(stat_entries),
-      // Not with -v either: each path it prints must be there already, for whoever reads the list.
-      can_stage_(!options.dry_run && !options.inplace && !options.archive && !options.verify && !options.verbose),
+      // Not with -v or --manifest either: each path they list must be there already, for whoever
+      // reads the list (a killed run, or a name another writer took meanwhile, would leave lines
+      // for files never revealed).
+      can_stage_(!options.dry_run && !options.inplace && !options.archive && !options.verify && !options.verbose &&
+                 options.manifest.empty()),
       staged_prefix_(std::string(kTempPrefix) + std::to_string(::getpid()) + "-d"),
       dents_(new char[kDentsBuffer]) {
   // Each level open holds two fds (SRC's and DST's directory): first as many levels as allowed,

@@ -1312,6 +1312,31 @@ TEST_P(FaultsByJobs, DirectoryMadeByAnotherRunWhileItWasStagedGetsTheFiles) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// With --manifest (as with -v) nothing is staged: each line it writes names a file already in place,
+// whatever becomes of the run (killed, or another writer taking the directory's name).
+TEST_P(FaultsByJobs, ManifestRunsStageNothing) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", fifo = tmp / "gate", manifest = tmp / "manifest.jsonl";
+  make_dirs(src + "/d");
+  for (int i = 0; i < 5; ++i) write_file(src + fmt::format("/d/f{}", i), fmt::format("file {}\n", i));
+  write_file(src + "/d/gate.txt", "held\n");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  AsyncPcopy p({jobs(), "--manifest", manifest, src, dst}, logs,
+               {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+  // d is made (or staged) before its files are handed out, and the run cannot end before the gate.
+  bool made = poll_until(Clock::now() + 60s, [&] { return exists(dst + "/d") || !temporaries_in(dst).empty() || !p.running(); });
+  std::vector<std::string> temps = temporaries_in(dst);
+  bool visible = exists(dst + "/d");
+  bool opened = open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  RunResult r = p.wait();
+  EXPECT_TRUE(made && opened) << describe(r);
+  EXPECT_EQ(joined(temps), "") << "a directory was staged";
+  EXPECT_TRUE(visible);
+  expect_complete_copy(r, src, dst);
+}
+
 // When the directory made meanwhile has a directory where the staged one has a file, that file
 // fails alone (as a copy into an existing directory fails it), counted as failed; the rest join,
 // and nothing is left in the staged directory (the rest were left there, unreported, and counted
