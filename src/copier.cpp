@@ -204,6 +204,7 @@ uint64_t make_run_number() {
 
 // Drawn before main(), in the parent: its workers inherit it.
 const uint64_t g_run = make_run_number();
+
 int64_t now_realtime_ns() {
   struct timespec ts {};
   ::clock_gettime(CLOCK_REALTIME, &ts);
