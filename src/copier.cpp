@@ -321,8 +321,7 @@ void remove_temps(int dir, const std::function<bool(std::string_view name)>& whi
       ::unlinkat(dir, name, 0);
     } else if (is_staged_name(name)) {
       // A staged directory an interrupted run never revealed: its files are copied again.
-      MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}};
-      remove_tree(dir, name, name, false, quiet);
+      remove_quietly(dir, name);
     }
   });
 }

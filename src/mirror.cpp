@@ -217,6 +217,11 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   return first_err;
 }
 
+int remove_quietly(int dir, const std::string& name) {
+  static const MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}};
+  return remove_tree(dir, name, name, false, quiet);
+}
+
 std::string SrcListings::key(Id parent, std::string_view name) {
   std::string k(reinterpret_cast<const char*>(&parent), sizeof parent);
   k += name;

@@ -688,10 +688,7 @@ int Walker::merge_staged(int pfd, DirNode* dir) {
     struct stat st {};
     ::fstatat(from.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
     if (on_unmerged_) on_unmerged_(*dir, name, err, st);
-    if (::unlinkat(from.get(), name.c_str(), 0) != 0 && errno == EISDIR) {
-      MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}};
-      remove_tree(from.get(), name, name, false, quiet);
-    }
+    if (::unlinkat(from.get(), name.c_str(), 0) != 0 && errno == EISDIR) remove_quietly(from.get(), name);
   }
   if (::unlinkat(pfd, staged, AT_REMOVEDIR) != 0) return errno;
   const struct stat& st = dir->st;

@@ -908,6 +908,11 @@ bool stopped(pid_t pid) {
   return info && (info->state == 'T' || info->state == 't');
 }
 
+// Waits until `p` has stopped itself (a test hook) or exited; false if neither by `deadline`.
+bool stopped_or_done(AsyncPcopy& p, Clock::time_point deadline) {
+  return poll_until(deadline, [&] { return !p.running() || stopped(p.pid()); });
+}
+
 // Six 32 MiB files, then (files are listed before subdirectories) z/gate.txt, where a test hook can
 // make a worker wait.
 void make_job_control_tree(const std::string& root) {
@@ -1254,10 +1259,7 @@ TEST_P(FaultsByJobs, FilesFinishedButUnreadWhenInterruptedAreStillReported) {
   // when SIGINT comes.
   AsyncPcopy p({jobs(), "--json", "--manifest", manifest, src, dst}, logs, {"PCOPY_TEST_STOP_PARENT_NAME=stop-here"});
   auto deadline = Clock::now() + 60s;
-  bool stopped = poll_until(deadline, [&] {
-    auto info = proc_info(p.pid());
-    return !p.running() || (info && (info->state == 'T' || info->state == 't'));
-  });
+  bool stopped = stopped_or_done(p, deadline);
   bool marked = stopped && p.running() && poll_until(deadline, [&] { return exists(dst + "/d10/stop-here"); });
   if (marked) ::kill(p.pid(), SIGINT);
   ::kill(p.pid(), SIGCONT);
@@ -1289,10 +1291,7 @@ TEST_P(FaultsByJobs, DirectoryMadeByAnotherRunWhileItWasStagedGetsTheFiles) {
   make_dir(dst);
   AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_STOP_PARENT_NAME=stop-here"});
   auto deadline = Clock::now() + 60s;
-  bool stopped = poll_until(deadline, [&] {
-    auto info = proc_info(p.pid());
-    return !p.running() || (info && (info->state == 'T' || info->state == 't'));
-  });
+  bool stopped = stopped_or_done(p, deadline);
   bool staged = stopped && p.running() && !temporaries_in(dst).empty() && !exists(dst + "/d");
   if (staged) {
     make_dir(dst + "/d");  // the other run's
@@ -1351,10 +1350,7 @@ TEST_P(FaultsByJobs, AStagedFileThatCannotJoinTheDirectoryMadeMeanwhileFailsAlon
   write_file(src + "/d/stop-here", "marked\n");
   make_dir(dst);
   AsyncPcopy p({jobs(), "--json", src, dst}, logs, {"PCOPY_TEST_STOP_PARENT_NAME=stop-here"});
-  bool stopped = poll_until(Clock::now() + 60s, [&] {
-    auto info = proc_info(p.pid());
-    return !p.running() || (info && (info->state == 'T' || info->state == 't'));
-  });
+  bool stopped = stopped_or_done(p, Clock::now() + 60s);
   bool staged = stopped && p.running() && !temporaries_in(dst).empty() && !exists(dst + "/d");
   if (staged) {
     make_dirs(dst + "/d/f03");  // another writer's directory where SRC has a file
@@ -1391,10 +1387,7 @@ TEST_P(FaultsByJobs, MergingAStagedDirectoryNeverFollowsALinkPutInItsPlace) {
   write_file(victim, "root:x:0:0\n", 0644);
   make_dir(dst);
   AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_STOP_PARENT_NAME=stop-here"});
-  bool stopped = poll_until(Clock::now() + 60s, [&] {
-    auto info = proc_info(p.pid());
-    return !p.running() || (info && (info->state == 'T' || info->state == 't'));
-  });
+  bool stopped = stopped_or_done(p, Clock::now() + 60s);
   std::vector<std::string> staged = stopped && p.running() ? temporaries_in(dst) : std::vector<std::string>{};
   if (staged.size() == 1) {
     std::string name = dst + "/" + staged[0];
@@ -2179,10 +2172,7 @@ TEST(Faults, RaisesTheSoftFdLimitToTheHardLimit) {
   }
   AsyncPcopy p({"-j1", src, t / "dst"}, logs, {"PCOPY_TEST_STOP_PARENT_NAME=stop-here"});
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
-  bool stopped = poll_until(Clock::now() + 60s, [&] {
-    auto info = proc_info(p.pid());
-    return !p.running() || (info && (info->state == 'T' || info->state == 't'));
-  });
+  bool stopped = stopped_or_done(p, Clock::now() + 60s);
   std::string limits = stopped && p.running() ? read_file(fmt::format("/proc/{}/limits", p.pid())) : "";
   ::kill(p.pid(), SIGCONT);
   RunResult r = p.wait();
