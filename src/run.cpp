@@ -1420,6 +1420,12 @@ int Runner::finish() {
   } else {
     run_delete();
   }
+  if (opt_.fsync && !opt_.dry_run) {
+    target_.flush_outside([&](const std::string& path, int err) {
+      say(paint("31", fmt::format("pcopy: cannot flush '{}' to disk: {}", display_path(path), errno_text(err))));
+      stats_.errors.add(path, fmt::format("cannot flush to disk: {}", errno_text(err)));
+    });
+  }
   pool_->close_jobs();
   pool_->shutdown(5000);
 

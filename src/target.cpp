@@ -202,6 +202,24 @@ void Target::remove_made_dirs() {
   made_dirs.clear();
 }
 
+void Target::flush_outside(const std::function<void(const std::string&, int)>& failed) const {
+  auto flush = [&](int fd, const std::string& path) {
+#ifdef PCOPY_TEST_HOOKS
+    // An EIO for the directory whose name PCOPY_TEST_EIO_FSYNC_NAME gives.
+    if (const char* name = std::getenv("PCOPY_TEST_EIO_FSYNC_NAME"); name && base_of(path) == name)
+      return failed(path, EIO);
+#endif
+    if (fd >= 0 && ::fsync(fd) != 0) failed(path, errno);
+  };
+  if (single_file) flush(dst_root.get(), dst_dir);
+  for (const std::string& made : made_dirs) {
+    std::string parent = dir_of(made);
+    UniqueFd fd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) failed(parent, errno);
+    else flush(fd.get(), parent);
+  }
+}
+
 std::variant<Target, Refusal> prepare_target(const Options& opt) {
   Target t;
   const std::string& src = opt.src;
@@ -262,6 +280,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     dst_dir = dir_of(dst);
     t.dst_name = base_of(dst);
   }
+  t.dst_dir = dst_dir;
   ManifestOpener manifest{opt, dst_dir};
   if (auto no = manifest.clash(real_src, true, dst_dir + "/" + t.dst_name)) return *no;
   if (auto no = manifest.open(t.manifest, false)) return *no;

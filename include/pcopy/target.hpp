@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <functional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -22,6 +23,7 @@ struct Target {
                             // whose destination does not exist
   std::string src_name;     // single file: its name in src_root
   std::string dst_name;     // single file: its name in dst_root
+  std::string dst_dir;      // single file: dst_root's path
   struct stat src_st {};
   UniqueFd manifest;        // --manifest, opened (not yet emptied) before DST is created
   std::vector<std::string> made_dirs;  // the directories made for DST, outermost first
@@ -29,6 +31,11 @@ struct Target {
   // A run refused after DST was made leaves nothing: the directories it made are removed (those
   // still empty).
   void remove_made_dirs();
+
+  // --fsync: the names made outside the tree reach the disk too (the tree flushes its own
+  // directories): each directory made for DST in its parent, and a single file in its directory.
+  // `failed` hears the path of each directory that could not be flushed, with the errno.
+  void flush_outside(const std::function<void(const std::string&, int)>& failed) const;
 };
 
 // Why nothing was done: the path concerned and the line to print before exiting with status 2.

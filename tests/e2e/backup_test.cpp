@@ -1143,6 +1143,52 @@ TEST_F(Verify, InPlaceFileWhoseFlushFailedIsCopiedAgainByUpdate) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// --fsync flushes the names it makes outside the tree too: a single file's in its directory, and
+// each directory made for DST in its parent. Before, a file copied alone with --fsync had its data
+// flushed but not its name, and a new DST could vanish in a crash with everything in it. A test
+// hook fails the flush of the directory it names; a failure is an error naming that directory.
+TEST_F(Verify, FsyncFlushesTheNamesMadeOutsideTheTree) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  write_old(src + "/f", "data");
+  make_dir(tmp / "vault");
+  auto flushing = [&](const std::string& name, const std::vector<std::string>& paths) {
+    RunOptions hook;
+    hook.env = {"PCOPY_TEST_EIO_FSYNC_NAME=" + name};
+    std::vector<std::string> args{"--fsync", "--json"};
+    args.insert(args.end(), paths.begin(), paths.end());
+    return run_pcopy(args, hook);
+  };
+  std::string vault = tmp / "vault";
+  // A tree into new directories: the parent of the outermost one made, and each made one.
+  RunResult r = flushing("vault", {src, vault + "/new/tree"});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot flush '" + vault + "' to disk: Input/output error")) << describe(r);
+  json report = parse_report(r);
+  ASSERT_EQ(report["errors"].size(), 1u) << report.dump(2);
+  EXPECT_EQ(report["errors"][0].value("path", ""), vault) << report.dump(2);
+  EXPECT_EQ(report["errors"][0].value("reason", ""), "cannot flush to disk: Input/output error");
+  EXPECT_EQ(read_file(vault + "/new/tree/f"), "data") << "a failed flush undoes nothing";
+  r = flushing("new3", {src, vault + "/new3/tree"});
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot flush '" + vault + "/new3' to disk: Input/output error")) << describe(r);
+
+  // A single file: its directory, made or not.
+  r = flushing("vault", {src + "/f", vault + "/g"});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot flush '" + vault + "' to disk: Input/output error")) << describe(r);
+  EXPECT_EQ(read_file(vault + "/g"), "data");
+  r = flushing("made", {src + "/f", vault + "/made/g"});
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot flush '" + vault + "/made' to disk: Input/output error")) << describe(r);
+  EXPECT_EQ(read_file(vault + "/made/g"), "data");
+
+  // Without --fsync nothing is flushed, and nothing fails.
+  RunOptions hook;
+  hook.env = {"PCOPY_TEST_EIO_FSYNC_NAME=vault"};
+  r = run_pcopy({src + "/f", vault + "/h"}, hook);
+  EXPECT_EQ(r.status, 0) << describe(r);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // --json, --manifest, progress lines, summary.
 
