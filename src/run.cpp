@@ -164,6 +164,7 @@ class Runner {
   void remove_dst_temp(DirNode* dir, const std::string& temp);
   int rename_dst_temp(DirNode* dir, const std::string& from, const std::string& to);
   void stop_dispatching();
+  bool work_left() const;
   void stop_if_all_would_fail(int err);
   void drop(uint64_t id);
   void release(DirNode* dir) {
@@ -318,8 +319,14 @@ void Runner::flush_out() {
 
 // A failure every other entry would share: a full disk (ENOSPC), quota (EDQUOT), or read-only
 // DST (EROFS). pcopy stops handing out work, once, and says so.
+// Whether anything is still to be copied: walked or not yet, queued or held by a worker.
+bool Runner::work_left() const {
+  return (!walk_done_ && !(walker_ && walker_->exhausted())) || !jobs_.empty() || !queue_.empty();
+}
+
+// A full disk, say: nothing more could be written. Said once, and only where something is left.
 void Runner::stop_if_all_would_fail(int err) {
-  if (!fails_everything(err)) return;
+  if (!fails_everything(err) || !work_left()) return;
   if (!stopping_) {
     say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(err)));
     // In the report too, as an error of its own (no path at fault): a pipeline reading only the
@@ -346,8 +353,7 @@ void Runner::report_error(const std::string& line, const std::string& path, cons
   stats_.errors.add(path, reason);
   if (opt_.fail_fast && !abandon_) {
     // Said as a full disk's stop is, in the report too: one failed entry is not a tree mostly missing.
-    bool walk_left = !walk_done_ && !(walker_ && walker_->exhausted());
-    if (walk_left || !jobs_.empty() || !queue_.empty()) {
+    if (work_left()) {
       std::string rest = opt_.delete_extraneous ? "the remaining entries were not copied, and nothing was deleted"
                                                 : "the remaining entries were not copied";
       say(fmt::format("pcopy: stopping at the first error (--fail-fast): {}", rest));

@@ -1821,6 +1821,23 @@ TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
   EXPECT_LT(count_lines_containing(r.err, "pcopy: cannot copy"), 500u) << "it went on through the tree\n" << describe(r);
 }
 
+// A single file that does not fit: one error line and nothing of "stopping", for nothing was left
+// to stop (it said "the remaining entries would fail too"); the JSON report holds the one error.
+TEST(Faults, ASingleFileThatDoesNotFitSpeaksOfNoStop) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  TempDir tmp;
+  write_file(tmp / "big", random_bytes(3 << 20, 7));
+  Mount mount(tmp / "mnt", Mount::Tmpfs{"size=1m"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
+  RunResult r = run_pcopy({"--json", tmp / "big", tmp / "mnt/big"});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'big': No space left on device")) << describe(r);
+  EXPECT_EQ(r.err.find("stopping"), std::string::npos) << describe(r);
+  nlohmann::json report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["errors"].size(), 1u) << report.dump(2);
+  EXPECT_EQ(list_tree(tmp / "mnt"), std::vector<std::string>{});
+}
+
 // No inode left for the directories: the first that cannot be made stops the run, as a file does
 // on a full disk. It printed one line per directory of the tree.
 TEST_P(FaultsByJobs, NoRoomForDirectoriesStopsAtTheFirst) {
@@ -1845,17 +1862,21 @@ TEST_P(FaultsByJobs, FullDiskStillDeletesWhatSourceNoLongerHasAndTheNextRunFits)
   if (!mount.mounted()) GTEST_SKIP() << mount.why();
   std::string src = tmp / "src", to = tmp / "mnt/dst";
   make_dir(src);
-  write_big_file(src + "/new.bin", 6, 1);
+  // Two files, 8 MiB: neither fits beside the 7 MiB SRC no longer has, both fit once it is gone.
+  // The first to fail stops the run with the other still to do (held by a worker, or queued).
+  write_big_file(src + "/new.bin", 4, 1);
+  write_big_file(src + "/new2.bin", 4, 3);
   make_dir(to);
   write_big_file(to + "/gone-from-source.bin", 7, 2);
   RunResult r = copy(src, to, {"-a", "-u", "--delete", "--json"}, with_timeout(120));
   EXPECT_EQ(r.status, 1) << describe(r);
-  EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'new.bin': No space left on device")) << describe(r);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'new")) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "pcopy: stopping: No space left on device"), 1u) << describe(r);
   auto report = nlohmann::json::parse(r.out);
-  ASSERT_EQ(report.at("errors").size(), 2u) << r.out;
-  EXPECT_EQ(report["errors"][1].at("path"), "") << r.out;
-  EXPECT_EQ(report["errors"][1].at("reason"), "stopped: No space left on device: the remaining entries were not copied")
-      << r.out;
+  auto errors = report.at("errors");
+  auto stop = std::find_if(errors.begin(), errors.end(), [](const auto& e) { return e.at("path") == ""; });
+  ASSERT_NE(stop, errors.end()) << r.out;
+  EXPECT_EQ(stop->at("reason"), "stopped: No space left on device: the remaining entries were not copied") << r.out;
   EXPECT_EQ(report.at("files_deleted"), 1) << r.out;
   EXPECT_FALSE(exists(to + "/gone-from-source.bin"));
   RunResult next = copy(src, to, {"-a", "-u", "--delete", "--json"}, with_timeout(120));
