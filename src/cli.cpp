@@ -46,7 +46,27 @@ void add_filter_file(Options& o, const std::string& file) {
   }
 }
 
+// CLI11's words for a usage error, in those of cp and rsync where CLI11's read oddly.
+std::string usage_message(const CLI::ParseError& e) {
+  std::string_view what = e.what();
+  constexpr std::string_view kOverride = " was given a disallowed flag override";
+  if (what.ends_with(kOverride)) {
+    std::string_view name = what.substr(0, what.size() - kOverride.size());
+    return fmt::format("option '{}{}' takes no value", name.size() == 1 ? "-" : "--", name);
+  }
+  if (dynamic_cast<const CLI::ExtrasError*>(&e)) {  // "The following argument(s) was/were not expected: A B"
+    size_t colon = what.find(": ");
+    std::string_view args = colon == std::string_view::npos ? what : what.substr(colon + 2);
+    std::string_view first = args.substr(0, args.find(' '));
+    if (first.size() > 1 && first[0] == '-') return fmt::format("unrecognized option '{}'", first);
+    return fmt::format("extra operand '{}'", first);
+  }
+  return std::string(what);
+}
+
 void define_options(CLI::App& app, Options& o, std::string& progress, std::string& reflink) {
+  // A flag takes no value, as in GNU tools: `--dry-run=0` is refused, never a real copy.
+  app.option_defaults()->disable_flag_override();
   app.add_option("SRC", o.src, "Tree (or single file) to copy")->required();
   app.add_option("DST", o.dst, "Destination directory; default: SRC-copy beside SRC");
 
@@ -170,7 +190,7 @@ CliResult parse_cli(int argc, const char* const* argv) {
     }
     return {std::nullopt, 0};
   } catch (const CLI::ParseError& e) {
-    print_refusal(fmt::format("pcopy: {}", e.what()), "", o.json || json_requested(argc, argv), o.jobs);
+    print_refusal("pcopy: " + usage_message(e), "", o.json || json_requested(argc, argv), o.jobs);
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }

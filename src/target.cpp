@@ -34,15 +34,21 @@ std::string base_of(const std::string& p) {
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
+// The absolute, symlink-free form of `p`, or "" where realpath fails: where the working directory
+// has no name to give (an ancestor we may not search, a depth past PATH_MAX), or `p` is a link to
+// something that has no path (`<(cmd)`, a pipe). An empty path is never compared: see within().
 std::string real(const std::string& p) {
   char buf[PATH_MAX];
   return ::realpath(p.c_str(), buf) ? std::string(buf) : std::string();
 }
 
 // The absolute, symlink-free form of `p`, which need not exist: the deepest existing ancestor is
-// resolved by the kernel, the rest is normalised by hand.
+// resolved by the kernel, the rest is normalised by hand. "" where the working directory has no
+// name to give, for a relative `p`.
 std::string canonical_future(const std::string& p) {
-  std::string path = p.empty() || p[0] == '/' ? p : real(".") + "/" + p;
+  std::string cwd = p.empty() || p[0] == '/' ? std::string() : real(".");
+  if (!p.empty() && p[0] != '/' && cwd.empty()) return std::string();
+  std::string path = p.empty() || p[0] == '/' ? p : cwd + "/" + p;
   std::vector<std::string> tail;
   std::string head = strip_slashes(path);
   std::string resolved;
@@ -78,11 +84,31 @@ int make_dirs(const std::string& path, std::vector<std::string>& made) {
   return 0;
 }
 
-// Whether `path` (which need not exist) lies in the directory `dir` describes, told by identity
-// rather than by name: its nearest existing ancestor, or a parent of that one, is `dir`. This sees
-// through bind mounts, which give one directory two names.
-bool inside_by_identity(const std::string& path, const struct stat& dir) {
-  std::string head = canonical_future(path);
+// `p` with the links at its end followed by hand, for where realpath fails (see real()): "" and
+// `err` where one leads nowhere, as a link to a pipe (`<(cmd)`) does.
+std::string followed(std::string p, int& err) {
+  for (int hops = 0; hops < 40; ++hops) {
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0) {
+      err = errno;
+      return {};
+    }
+    if (!S_ISLNK(st.st_mode)) return strip_slashes(p);
+    char buf[PATH_MAX];
+    ssize_t n = ::readlink(p.c_str(), buf, sizeof buf);
+    if (n < 0) {
+      err = errno;
+      return {};
+    }
+    std::string to(buf, size_t(n));
+    p = to[0] == '/' ? to : dir_of(p) + "/" + to;
+  }
+  err = ELOOP;
+  return {};
+}
+
+// Whether the nearest existing ancestor of `head`, or a parent of that one, is `dir`.
+bool below_by_identity(std::string head, const struct stat& dir) {
   struct stat st;
   while (::stat(head.c_str(), &st) != 0) {
     std::string up = dir_of(head);
@@ -101,11 +127,24 @@ bool inside_by_identity(const std::string& path, const struct stat& dir) {
   return false;
 }
 
+// Whether `path` (which need not exist) lies in the directory `dir` describes, told by identity
+// rather than by name. This sees through bind mounts, which give one directory two names. Up from
+// the resolved path (which sees through a missing directory's ".."), and up from the path as given,
+// which works where an ancestor of the working directory may not be searched.
+bool inside_by_identity(const std::string& path, const struct stat& dir) {
+  std::string resolved = canonical_future(path);
+  return (!resolved.empty() && below_by_identity(resolved, dir)) || below_by_identity(path, dir);
+}
+
 std::string quoted(const std::string& p) { return fmt::format("'{}'", display_path(p)); }
 
+// Whether `path` is `dir` or below it, both resolved; never for a path that could not be resolved.
 bool within(const std::string& path, const std::string& dir) {
+  if (path.empty() || dir.empty()) return false;
   return path == dir || path.starts_with(dir == "/" ? "/" : dir + "/");
 }
+
+bool same_path(const std::string& a, const std::string& b) { return !a.empty() && a == b; }
 
 // DST when omitted: <SRC>-copy beside SRC. "." or ".." has no name of its own to add to: the
 // directory it names does.
@@ -125,14 +164,18 @@ struct ManifestOpener {
 
   // A manifest the copy reads or writes would be copied half-written, or replaced by the copy of
   // an entry of SRC: refused. For a single file, `target` is the one file written.
-  std::optional<Refusal> clash(const std::string& real_src, bool single_file, const std::string& target) const {
+  std::optional<Refusal> clash(const std::string& real_src, const struct stat& src_st, bool single_file,
+                               const std::string& target) const {
     if (opt.manifest.empty()) return std::nullopt;
     std::string m = canonical_future(opt.manifest);
     std::string why;
-    if (single_file ? m == real_src : within(m, real_src)) {
+    // Unresolved (an unnamed working directory), "inside" is still told by identity.
+    bool unresolved = m.empty() || real_src.empty();
+    if (single_file ? same_path(m, real_src)
+                    : within(m, real_src) || (unresolved && inside_by_identity(opt.manifest, src_st))) {
       why = single_file ? "it is the source" : "it is inside the source";
     } else if (single_file) {
-      if (m == canonical_future(target)) why = "the copy is written there";
+      if (same_path(m, canonical_future(target))) why = "the copy is written there";
     } else if (std::string d = canonical_future(dst_dir); m != d && within(m, d)) {
       std::string rel = m.substr(d == "/" ? 1 : d.size() + 1);
       struct stat st;
@@ -151,7 +194,9 @@ struct ManifestOpener {
     if (opt.manifest.empty() || (dst_made && !deferred)) return std::nullopt;
     if (opt.dry_run) return dry_run_check();
     // Inside DST, whoever can write there could have put a link at its name: not followed.
-    bool inside = within(canonical_future(dir_of(opt.manifest)), canonical_future(dst_dir));
+    // Where that cannot be told (an unnamed working directory), it is taken to be inside.
+    std::string m = canonical_future(dir_of(opt.manifest)), d = canonical_future(dst_dir);
+    bool inside = m.empty() || d.empty() || within(m, d);
     fd.reset(::open(opt.manifest.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | (inside ? O_NOFOLLOW : 0), 0666));
     if (fd) return std::nullopt;
     int err = errno;
@@ -237,6 +282,8 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   if (S_ISDIR(t.src_st.st_mode)) {
     if (dst_exists && !S_ISDIR(dst_st.st_mode))
       return refuse(dst, fmt::format("pcopy: destination {} exists and is not a directory", quoted(dst)));
+    if (struct stat link; !dst_exists && ::lstat(dst.c_str(), &link) == 0 && S_ISLNK(link.st_mode))
+      return refuse(dst, fmt::format("pcopy: destination {} is a symbolic link to nothing", quoted(dst)));
     std::string real_src = real(src), real_dst = canonical_future(dst);
     if (within(real_dst, real_src) || inside_by_identity(dst, t.src_st))
       return refuse(dst, fmt::format("pcopy: cannot copy {} into itself ({})", quoted(src), quoted(dst)));
@@ -248,7 +295,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     if (!t.src_root || !enterable(t.src_root.get()))
       return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));
     ManifestOpener manifest{opt, dst};
-    if (auto no = manifest.clash(real_src, false, "")) return *no;
+    if (auto no = manifest.clash(real_src, t.src_st, false, "")) return *no;
     if (auto no = manifest.open(t.manifest, false)) return *no;
     if (!opt.dry_run) {
       if (int err = make_dirs(dst, t.made_dirs))
@@ -268,12 +315,19 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     if (!probe) return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));
   }
   std::string real_src = real(src);
+  if (real_src.empty()) {
+    int err = 0;
+    real_src = followed(src, err);
+    if (real_src.empty()) return refuse(src, fmt::format("pcopy: cannot follow {}: {}", quoted(src), errno_text(err)));
+  }
   t.src_root.reset(::open(dir_of(real_src).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!t.src_root)
     return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(dir_of(real_src)), errno_text(errno)));
   t.src_name = base_of(real_src);
   std::string dst_dir;
-  if ((dst_exists && S_ISDIR(dst_st.st_mode)) || dst.back() == '/') {
+  // "dir/", "dir/." and "dir/.." name a directory, made if missing (mkdir -p makes "dir" for them).
+  std::string dst_base = base_of(dst);
+  if ((dst_exists && S_ISDIR(dst_st.st_mode)) || dst.back() == '/' || dst_base == "." || dst_base == "..") {
     dst_dir = dst;
     t.dst_name = base_of(strip_slashes(src));  // the name given, as cp gives it: a link's, not its target's
   } else {
@@ -282,7 +336,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   }
   t.dst_dir = dst_dir;
   ManifestOpener manifest{opt, dst_dir};
-  if (auto no = manifest.clash(real_src, true, dst_dir + "/" + t.dst_name)) return *no;
+  if (auto no = manifest.clash(real_src, t.src_st, true, dst_dir + "/" + t.dst_name)) return *no;
   if (auto no = manifest.open(t.manifest, false)) return *no;
   if (!opt.dry_run) {
     if (int err = make_dirs(dst_dir, t.made_dirs))
@@ -294,7 +348,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   struct stat final_st;
   if (t.dst_root && ::fstatat(t.dst_root.get(), t.dst_name.c_str(), &final_st, 0) == 0 &&
       final_st.st_dev == t.src_st.st_dev && final_st.st_ino == t.src_st.st_ino)
-    return refuse(dst, fmt::format("pcopy: {} and {} are the same file", quoted(src), quoted(dst)));
+    return unmade(t, refuse(dst, fmt::format("pcopy: {} and {} are the same file", quoted(src), quoted(dst))));
   if (auto no = manifest.open(t.manifest, true)) return unmade(t, *no);
   return t;
 }

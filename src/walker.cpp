@@ -109,6 +109,7 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
       src_root_(std::move(src_root)),
       dst_root_(std::move(dst_root)),
       root_dev_(src_st.st_dev),
+      root_ino_(src_st.st_ino),
       on_dir_error_(std::move(on_dir_error)),
       stat_entries_(stat_entries),
       // Not with -v or --manifest either: each path they list must be there already, for whoever
@@ -406,9 +407,19 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err, std::string
     detail = "the destination has a non-directory of that name, and --ignore-existing keeps it";
     return true;
   };
+  // SRC itself, inside DST at the place a directory of SRC is copied to (`pcopy a/b a` with a
+  // directory b in a/b): copying onto it would overwrite the very files being read.
+  auto is_source = [&](int fd) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || st.st_dev != root_dev_ || st.st_ino != root_ino_) return false;
+    ::close(fd);
+    detail = "it is the source itself: the source cannot be copied onto itself";
+    return true;
+  };
   if (opt_.dry_run) {
     int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
     if (fd < 0 && kept_in_the_way()) return -1;
+    if (fd >= 0 && is_source(fd)) return -1;
     fresh = fd < 0;
     return fd;
   }
@@ -471,6 +482,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err, std::string
   if (fresh) {
     inherit();
   } else {
+    if (is_source(fd)) return -1;
     prepare_existing(node, parent, fd);
   }
   return fd;

@@ -150,6 +150,7 @@ class Walker {
   UniqueFd dst_root_;
   std::optional<std::pair<dev_t, ino_t>> dst_id_;  // DST's root, never to be descended as part of SRC
   dev_t root_dev_;
+  ino_t root_ino_;  // with root_dev_, SRC's root: never written to as a directory of DST
   DirErrorFn on_dir_error_;
   UnmergedFn on_unmerged_;
   bool stat_entries_;

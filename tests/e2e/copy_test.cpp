@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <climits>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -1018,6 +1019,112 @@ TEST_F(CopyTest, BindMountsNeverDeleteTheSourceNorCopyTheDestinationIntoItself) 
                               "copied into itself"))
       << describe(r);
   EXPECT_EQ(list_tree(into), (std::vector<std::string>{"a", "sub"}));
+}
+
+// Where the working directory has no path realpath can give (deeper than PATH_MAX here; see the
+// next test for one below a directory the user may not search), SRC and DST are still told apart
+// by identity. Before, an unresolved SRC was an empty path, inside which every path lay: each copy
+// was refused as "into itself", and a single file failed as ''.
+TEST_F(CopyTest, WorksFromAWorkingDirectoryPastPathMax) {
+  std::string part(200, 'w');
+  make_deep_dirs(tmp.path(), 25, part);
+  std::string deep = tmp.path();
+  for (int i = 0; i < 25; ++i) deep += "/" + part;
+  ASSERT_GT(deep.size(), size_t(PATH_MAX));
+  make_dir(deep + "/src");
+  write_file(deep + "/src/f", "f\n");
+  write_file(deep + "/file", "file\n");
+  RunOptions here;
+  here.cwd = deep;
+  RunResult r = run_pcopy({"src", "dst"}, here);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(deep + "/dst/f"), "f\n");
+  r = run_pcopy({"-q", "src"}, here);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(deep + "/src-copy/f"), "f\n");
+  r = run_pcopy({"file", "fcopy"}, here);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(deep + "/fcopy"), "file\n");
+  // What must be refused still is.
+  expect_refused(run_pcopy({"src", "src/in"}, here), deep + "/src/in");
+  r = run_pcopy({"--manifest", "src/m.jsonl", "src", "d2"}, here);
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot write manifest 'src/m.jsonl': it is inside the source")) << describe(r);
+}
+
+// A user whose working directory lies below one they may not search (`sudo -u` from a root-only
+// directory, a container's mount): realpath fails there, as it does past PATH_MAX.
+TEST_F(CopyTest, WorksFromAWorkingDirectoryBelowAnUnsearchableOne) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: a directory only root may search, above one nobody works in";
+  std::string locked = tmp / "locked", pub = tmp / "locked/pub";
+  make_dir(locked, 0700);
+  make_dirs(pub + "/src/sub");
+  write_file(pub + "/src/f", "f\n");
+  write_file(pub + "/file", "file\n");
+  chown_tree(pub, 65534, 65534);
+  RunOptions nobody;
+  nobody.uid = 65534;
+  nobody.cwd = pub;
+  RunResult r = run_pcopy({"src", "out"}, nobody);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(pub + "/out/f"), "f\n");
+  r = run_pcopy({"file", "copies/"}, nobody);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(pub + "/copies/file"), "file\n");
+  expect_refused(run_pcopy({"src", "src/sub/x"}, nobody), pub + "/src/sub/x");
+}
+
+// SRC inside DST, at the very place a directory of SRC is copied to (`pcopy a/b a`, with a
+// directory b inside a/b): copying onto it would overwrite the files being read. That directory
+// fails alone, in the dry run too; the rest is copied. Before, SRC's files were overwritten by
+// those of its subdirectories, with exit 0.
+TEST_F(CopyTest, NeverCopiesADirectoryOntoTheSourceItself) {
+  std::string outer = tmp / "outer", inner = tmp / "outer/inner";
+  make_dirs(inner + "/inner/inner");
+  write_file(inner + "/f", "top\n");
+  write_file(inner + "/inner/f", "mid\n");
+  write_file(inner + "/inner/inner/f", "deep\n");
+  const std::string line = "pcopy: cannot copy 'inner': it is the source itself: the source cannot be copied onto itself";
+  RunResult r = run_pcopy({"-n", inner, outer});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, line)) << describe(r);
+  EXPECT_EQ(r.out, "copy f\n");
+  r = run_pcopy({inner, outer});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, line)) << describe(r);
+  EXPECT_EQ(read_file(outer + "/f"), "top\n");
+  EXPECT_EQ(read_file(inner + "/f"), "top\n");
+  EXPECT_EQ(read_file(inner + "/inner/f"), "mid\n");
+  EXPECT_EQ(read_file(inner + "/inner/inner/f"), "deep\n");
+}
+
+// DST "dir/." or "dir/.." names a directory, as "dir/" does: a single file goes into it, made if
+// missing (as `mkdir -p dir/.` makes dir). Before, the file was to be named "." in dir: the run made
+// dir and failed (Device or resource busy), and the dry run said it would copy "." there.
+TEST_F(SingleFileTest, DestinationEndingInDotIsADirectory) {
+  RunResult dry = run_pcopy({"-n", file, tmp / "new/."});
+  EXPECT_EQ(dry.status, 0) << describe(dry);
+  EXPECT_EQ(dry.out, "copy one.bin\n");
+  EXPECT_FALSE(exists(tmp / "new"));
+  RunResult r = run_pcopy({file, tmp / "new/."});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  expect_same_file(tmp / "new/one.bin");
+  // "made/.." is tmp: the file itself. Refused, and "made" is not left behind.
+  r = run_pcopy({file, tmp / "made/.."});
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_NE(r.err.find("are the same file"), std::string::npos) << describe(r);
+  EXPECT_FALSE(exists(tmp / "made"));
+}
+
+// A directory SRC into a symbolic link that leads nowhere: refused with the reason, not as though
+// SRC could not be opened.
+TEST_F(CopyTest, RefusesADestinationThatIsALinkToNothing) {
+  write_file(src + "/f", "f");
+  make_symlink(tmp / "nowhere", dst);
+  RunResult r = copy();
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: destination '" + dst + "' is a symbolic link to nothing")) << describe(r);
+  EXPECT_FALSE(exists(tmp / "nowhere"));
 }
 
 // A user's file that merely looks like a temporary of pcopy's (`.pcopy-notes.tmp`) is theirs: a

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <climits>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -577,6 +578,19 @@ void child_write(const char* text) { (void)!::write(2, text, std::strlen(text));
   if (options.nproc) {
     rlimit limit{static_cast<rlim_t>(*options.nproc), static_cast<rlim_t>(*options.nproc)};
     if (::setrlimit(RLIMIT_NPROC, &limit) != 0) child_fail("setrlimit");
+  }
+  if (!options.cwd.empty()) {  // before the uid drops: it may lie below what the user may search
+    if (::chdir("/") != 0) child_fail("chdir");
+    std::string_view rest = options.cwd;
+    while (!rest.empty()) {  // no allocation after fork: each component copied into a buffer
+      std::string_view part = rest.substr(0, rest.find('/'));
+      rest.remove_prefix(std::min(rest.size(), part.size() + 1));
+      char name[NAME_MAX + 1];
+      if (part.empty() || part.size() > NAME_MAX) continue;
+      part.copy(name, part.size());
+      name[part.size()] = '\0';
+      if (::chdir(name) != 0) child_fail("chdir");
+    }
   }
   if (options.uid) {
     if (::setgroups(0, nullptr) != 0) child_fail("setgroups");

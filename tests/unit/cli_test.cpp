@@ -29,7 +29,8 @@ CliResult parse_quiet(std::vector<std::string> args) {
   return r;
 }
 
-void expect_usage_error(std::vector<std::string> args) {
+// A usage error: exit 2, no options, and a line saying why (the first line of stderr, when given).
+void expect_usage_error(std::vector<std::string> args, const std::string& first_line = "") {
   std::string joined;
   for (const auto& a : args) joined += "'" + a + "' ";
   testing::internal::CaptureStderr();
@@ -38,6 +39,9 @@ void expect_usage_error(std::vector<std::string> args) {
   EXPECT_EQ(r.exit_status, 2) << joined;
   EXPECT_FALSE(r.options.has_value()) << joined;
   EXPECT_FALSE(err.empty()) << "a usage error says why: " << joined;
+  if (!first_line.empty()) {
+    EXPECT_EQ(err.substr(0, err.find('\n')), first_line) << joined;
+  }
 }
 
 struct RuleView {
@@ -97,7 +101,15 @@ TEST(Cli, MissingSrcIsAUsageError) { expect_usage_error({}); }
 
 TEST(Cli, EmptySrcIsAUsageError) { expect_usage_error({""}); }
 
-TEST(Cli, TooManyPositionalsIsAUsageError) { expect_usage_error({"a", "b", "c"}); }
+TEST(Cli, TooManyPositionalsIsAUsageError) { expect_usage_error({"a", "b", "c"}, "pcopy: extra operand 'c'"); }
+
+// As in GNU tools, a flag takes no value: `--dry-run=0` was taken for "no dry run", and copied.
+TEST(Cli, AFlagGivenAValueIsAUsageError) {
+  expect_usage_error({"--dry-run=0", "s", "d"}, "pcopy: option '--dry-run' takes no value");
+  expect_usage_error({"--delete=no", "s", "d"}, "pcopy: option '--delete' takes no value");
+  expect_usage_error({"--no-io-uring=1", "s", "d"});
+  EXPECT_TRUE(parse_quiet({"--dry-run", "s", "d"}).options->dry_run);
+}
 
 TEST(Cli, ShortOptionsSetTheirFields) {
   CliResult r = parse_quiet({"-j", "3", "-a", "-L", "-x", "-u", "-n", "-v", "s", "d"});
@@ -240,8 +252,8 @@ TEST(Cli, AnOptionGivenAgainTakesTheLastValue) {
 }
 
 TEST(Cli, UnknownOptionIsAUsageError) {
-  expect_usage_error({"--frobnicate", "s", "d"});
-  expect_usage_error({"-Z", "s", "d"});
+  expect_usage_error({"--frobnicate", "s", "d"}, "pcopy: unrecognized option '--frobnicate'");
+  expect_usage_error({"-Z", "s", "d"}, "pcopy: unrecognized option '-Z'");
 }
 
 TEST(Cli, BadProgressValueIsAUsageError) {
