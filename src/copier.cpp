@@ -205,13 +205,13 @@ uint64_t make_run_number() {
 // Drawn before main(), in the parent: its workers inherit it.
 const uint64_t g_run = make_run_number();
 
-int64_t now_realtime_ns() {
+Nanos now_realtime_ns() {
   struct timespec ts {};
   ::clock_gettime(CLOCK_REALTIME, &ts);
   return to_ns(ts);
 }
 
-const int64_t g_started_ns = now_realtime_ns();
+const Nanos g_started_ns = now_realtime_ns();
 
 // How long before this run started a temporary of this run's pids but another run last changed,
 // to be a leftover: a few seconds, for a server's clock (a test build may say otherwise).
@@ -224,10 +224,10 @@ int64_t leftover_margin_ns() {
 
 // The latest change (mtime or ctime) to `name` in `dir`, or to an entry of it if it is a directory
 // (a staged one, whose files are what changes while it is filled); 0 if it cannot be looked at.
-int64_t last_change_ns(int dir, const char* name) {
+Nanos last_change_ns(int dir, const char* name) {
   struct stat st;
   if (::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
-  int64_t last = std::max(to_ns(st.st_mtim), to_ns(st.st_ctim));
+  Nanos last = std::max(to_ns(st.st_mtim), to_ns(st.st_ctim));
   if (!S_ISDIR(st.st_mode)) return last;
   UniqueFd d(::openat(dir, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
   if (!d) return last;
@@ -555,8 +555,8 @@ constexpr int64_t kNsPerSecond = 1'000'000'000;
 // are all round only where the file system keeps no more. Only 10 ms and coarser is believed: a
 // ctime (which the kernel sets) is a multiple of 10 ms on a file system that keeps nanoseconds once
 // in ten million, but a multiple of 100 ns once in a hundred, and a source's own times may be round.
-bool same_mtime(const struct stat& dst, int64_t src_ns) {
-  int64_t dst_ns = to_ns(dst.st_mtim);
+bool same_mtime(const struct stat& dst, Nanos src_ns) {
+  Nanos dst_ns = to_ns(dst.st_mtim);
   if (dst_ns == src_ns) return true;
   const struct timespec* times[] = {&dst.st_atim, &dst.st_mtim, &dst.st_ctim};
   auto all = [&](auto&& round) { return std::all_of(std::begin(times), std::end(times), round); };
@@ -565,7 +565,7 @@ bool same_mtime(const struct stat& dst, int64_t src_ns) {
     resolution *= 10;
   if (resolution == kNsPerSecond && all([](const timespec* t) { return t->tv_sec % 2 == 0; })) resolution *= 2;
   if (resolution < kNsPerSecond / 100) return false;
-  int64_t cut = src_ns - ((src_ns % resolution) + resolution) % resolution;  // rounded down, also before 1970
+  Nanos cut = src_ns - ((src_ns % resolution) + resolution) % resolution;  // rounded down, also before 1970
   return cut == dst_ns;
 }
 

@@ -26,6 +26,10 @@ class Writer {
     auto v = static_cast<uint64_t>(value);
     for (size_t i = 0; i < sizeof(T); ++i) out_.push_back(static_cast<char>(v >> (8 * i)));
   }
+  void nanos(Nanos value) {
+    num(static_cast<uint64_t>(value));
+    num(static_cast<int64_t>(value >> 64));
+  }
   void str(std::string_view s) {
     num(static_cast<uint32_t>(s.size()));
     out_.append(s);
@@ -47,6 +51,10 @@ class Reader {
     data_.remove_prefix(sizeof(T));
     return static_cast<T>(v);
   }
+  Nanos nanos() {
+    auto low = num<uint64_t>();
+    return Nanos(num<int64_t>()) * (Nanos(1) << 64) + low;
+  }
   std::string str() {
     auto n = num<uint32_t>();
     need(n);
@@ -67,10 +75,10 @@ class Reader {
 
 }  // namespace
 
-int64_t to_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+Nanos to_ns(const struct timespec& t) { return Nanos(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
 
-struct timespec from_ns(int64_t ns) {
-  int64_t sec = ns / 1'000'000'000, rest = ns % 1'000'000'000;
+struct timespec from_ns(Nanos ns) {
+  Nanos sec = ns / 1'000'000'000, rest = ns % 1'000'000'000;
   if (rest < 0) --sec, rest += 1'000'000'000;  // times before 1970
   return {time_t(sec), long(rest)};
 }
@@ -110,14 +118,14 @@ void encode(std::string& out, const Batch& batch) {
     w.str(job.name);
     w.str(job.dst_name);
     w.num(job.size);
-    w.num(job.mtime_ns);
+    w.nanos(job.mtime_ns);
     w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0) | (job.src_ino ? 4 : 0) | (job.want_hash ? 8 : 0)));
     if (job.meta) {
       w.num(job.meta->mode);
       w.num(job.meta->uid);
       w.num(job.meta->gid);
-      w.num(job.meta->atime_ns);
-      w.num(job.meta->ctime_ns);
+      w.nanos(job.meta->atime_ns);
+      w.nanos(job.meta->ctime_ns);
     }
     w.str(job.link_target);
     w.str(job.temp);
@@ -137,7 +145,7 @@ void encode(std::string& out, const Result& r) {
   w.num(r.err);
   w.num(r.bytes);
   w.num(r.size);
-  w.num(r.mtime_ns);
+  w.nanos(r.mtime_ns);
   w.str(r.detail);
   w.str(r.temp);
   if (!r.temp.empty()) {
@@ -179,7 +187,7 @@ Batch decode_batch(std::string_view payload) {
     job.name = r.str();
     job.dst_name = r.str();
     job.size = r.num<uint64_t>();
-    job.mtime_ns = r.num<int64_t>();
+    job.mtime_ns = r.nanos();
     auto flags = r.num<uint8_t>();
     job.known = (flags & 1) != 0;
     job.want_hash = (flags & 8) != 0;
@@ -188,8 +196,8 @@ Batch decode_batch(std::string_view payload) {
       m.mode = r.num<uint32_t>();
       m.uid = r.num<uint32_t>();
       m.gid = r.num<uint32_t>();
-      m.atime_ns = r.num<int64_t>();
-      m.ctime_ns = r.num<int64_t>();
+      m.atime_ns = r.nanos();
+      m.ctime_ns = r.nanos();
     }
     job.link_target = r.str();
     job.temp = r.str();
@@ -212,7 +220,7 @@ Result decode_result(std::string_view payload) {
   res.err = r.num<int32_t>();
   res.bytes = r.num<uint64_t>();
   res.size = r.num<uint64_t>();
-  res.mtime_ns = r.num<int64_t>();
+  res.mtime_ns = r.nanos();
   res.detail = r.str();
   res.temp = r.str();
   if (!res.temp.empty()) {

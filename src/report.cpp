@@ -195,10 +195,13 @@ int Manifest::open(UniqueFd fd) {
   return 0;
 }
 
-void Manifest::add(std::string_view rel, uint64_t size, int64_t mtime_ns, const Hash128& hash) {
-  nlohmann::json j = {{"size", size}, {"mtime_ns", mtime_ns}, {"xxh128", to_hex(hash)}};
+void Manifest::add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Hash128& hash) {
+  nlohmann::json j = {{"size", size}, {"xxh128", to_hex(hash)}};
   put_path(j, rel);
   std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // Written by hand, first as the keys sort: a time before 1677 or after 2262 is past what JSON
+  // libraries hold in 64 bits, and is written in full all the same.
+  line.insert(1, fmt::format("\"mtime_ns\":{},", mtime_ns));
   line.push_back('\n');
   std::fwrite(line.data(), 1, line.size(), file_);
 }

@@ -86,7 +86,7 @@ inline mode_t mode_for_copy(mode_t src_mode, bool owner_kept) {
 // second on ext3 (and ext4 with small inodes), 10 ms on exFAT, 2 s on FAT, where comparing
 // nanoseconds would recopy every file on every run. As coreutils' utimecmp does, that
 // resolution is read off the copy's own times.
-bool same_mtime(const struct stat& dst, int64_t src_ns);
+bool same_mtime(const struct stat& dst, Nanos src_ns);
 
 // How an Unkept names an owner and a mode: "1000:1000", "4755".
 std::string owner_text(const struct stat& st);

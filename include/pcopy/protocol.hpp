@@ -34,9 +34,11 @@ enum class JobKind : uint8_t {
   FileEnd = 8,
 };
 
-// Times as the messages carry them: nanoseconds since the epoch.
-int64_t to_ns(const struct timespec& t);
-struct timespec from_ns(int64_t ns);
+// Times as the messages carry them: nanoseconds since the epoch, in 128 bits. The kernel's times
+// reach past the years 1677 to 2262 that 64 bits of nanoseconds hold (NTFS's zero time is 1601).
+__extension__ typedef __int128 Nanos;
+Nanos to_ns(const struct timespec& t);
+struct timespec from_ns(Nanos ns);
 
 // What the parent knows from its walk; the worker re-checks what matters on the opened file.
 struct Job {
@@ -49,12 +51,12 @@ struct Job {
   std::string name;     // entry name inside the batch's directory
   std::string dst_name;  // name in the destination directory when it differs (single-file copies)
   uint64_t size = 0;
-  int64_t mtime_ns = 0;
+  Nanos mtime_ns = 0;
   bool known = false;  // size and mtime come from the parent's stat (else the worker looks)
   // -u: the rest of the parent's stat that a skipped entry's metadata is brought up to date from.
   struct Meta {
     uint32_t mode = 0, uid = 0, gid = 0;
-    int64_t atime_ns = 0, ctime_ns = 0;
+    Nanos atime_ns = 0, ctime_ns = 0;
   };
   std::optional<Meta> meta;
   std::string link_target;  // HardLink: DST-relative path of the first copy
@@ -139,7 +141,7 @@ struct Result {
   int32_t err = 0;       // errno when Failed (0 with a detail text for non-OS failures)
   uint64_t bytes = 0;    // data bytes written
   uint64_t size = 0;     // size of the copy
-  int64_t mtime_ns = 0;  // mtime of the copy
+  Nanos mtime_ns = 0;  // mtime of the copy
   std::string detail;    // reason text when err alone does not say it
   std::string temp;      // FileBegin: the temporary created
   uint64_t src_dev = 0, src_ino = 0;  // with `temp`: the identity of the source opened

@@ -12,6 +12,7 @@
 
 #include "pcopy/fd.hpp"
 #include "pcopy/hash.hpp"
+#include "pcopy/protocol.hpp"
 
 namespace pcopy {
 
@@ -87,7 +88,7 @@ class Manifest {
   Manifest& operator=(const Manifest&) = delete;
   int open(UniqueFd fd);  // the file, opened for writing (it is emptied first); 0 or errno
   bool is_open() const { return file_ != nullptr; }
-  void add(std::string_view rel, uint64_t size, int64_t mtime_ns, const Hash128& hash);
+  void add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Hash128& hash);
   int close();  // 0 or errno
 
  private:

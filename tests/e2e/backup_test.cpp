@@ -3,6 +3,7 @@
 // --progress=always without a terminal, --fsync and the summary's skipped/deleted counts.
 // Each test runs the real pcopy binary on trees in a temporary directory.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -430,6 +431,28 @@ TEST_F(Backup, ChecksumGivesSkippedFilesTheSourceTime) {
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(count(parse_report(r), "files_skipped"), 1) << describe(r);
   EXPECT_EQ(mtime_ns(dst + "/data.bin"), kOldTime + 1'000'000'000);
+}
+
+// A time past the 64 bits of nanoseconds (1677 to 2262) is the source's all the same: a --checksum
+// skip gives it back, and the manifest writes it in full. (Before, 2400 came back as 1815.)
+TEST_F(Backup, TimesPastSixtyFourBitNanosecondsAreKept) {
+  const timespec far = {13'569'465'600 + 7, 123'456'789};  // 2400-01-01: ext4 and tmpfs keep it
+  write_file(src + "/far", "same contents");
+  const timespec times[2] = {far, far};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (src + "/far").c_str(), times, 0), 0);
+  std::string manifest = tmp / "manifest.jsonl";
+  RunResult r = copy({"-a", "--manifest", manifest});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_NE(read_file(manifest).find("\"mtime_ns\":13569465607123456789,"), std::string::npos) << read_file(manifest);
+  EXPECT_TRUE(json::accept(read_file(manifest)));
+
+  ASSERT_EQ(::utimensat(AT_FDCWD, (dst + "/far").c_str(), nullptr, 0), 0);  // now
+  r = copy({"-a", "--checksum", "--json"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_skipped"), 1) << describe(r);
+  struct stat st = lstat_of(dst + "/far");
+  EXPECT_EQ(st.st_mtim.tv_sec, far.tv_sec);
+  EXPECT_EQ(st.st_mtim.tv_nsec, far.tv_nsec);
 }
 
 // A skipped file whose metadata cannot be set is an error naming it, not a silent success.

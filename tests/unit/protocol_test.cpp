@@ -31,7 +31,7 @@ Batch sample_batch() {
   a.size = 25'000'000;
   a.mtime_ns = 1'700'000'000'123'456'789;
   a.known = true;
-  a.meta = Job::Meta{0104755, 4'000'000'000u, 65534, -1'000'000'001, 1'700'000'001'000'000'007};
+  a.meta = Job::Meta{0104755, 4'000'000'000u, 65534, -1'000'000'001, to_ns({std::numeric_limits<time_t>::max() / 2, 7})};
   Job l;
   l.id = std::numeric_limits<uint64_t>::max();
   l.kind = JobKind::HardLink;
@@ -39,7 +39,7 @@ Batch sample_batch() {
   l.name = "hard";
   l.dst_name = "renamed";
   l.size = std::numeric_limits<uint64_t>::max();
-  l.mtime_ns = std::numeric_limits<int64_t>::min();  // before 1970, as far as it goes
+  l.mtime_ns = to_ns({-11'644'473'600, 1});  // 1601, NTFS's zero time: past 64 bits of nanoseconds
   l.link_target = "photos/2024/raw/IMG_0001.CR2";
   Job s;
   s.id = 77;
@@ -236,6 +236,16 @@ std::string header(uint32_t len, uint8_t type) {
 }
 
 }  // namespace
+
+// The kernel's times from 1601 (NTFS's zero) to far past 2262 come back as they were.
+TEST(Protocol, TimesPastSixtyFourBitNanosecondsComeBackAsTheyWere) {
+  for (timespec t : {timespec{-11'644'473'600, 0}, timespec{-11'644'473'600, 999'999'999}, timespec{-1, 1},
+                     timespec{0, 0}, timespec{16'000'000'000, 500'000'000}, timespec{1L << 40, 3}}) {
+    timespec back = from_ns(to_ns(t));
+    EXPECT_EQ(back.tv_sec, t.tv_sec);
+    EXPECT_EQ(back.tv_nsec, t.tv_nsec);
+  }
+}
 
 TEST(Protocol, BatchSurvivesEncodeFrameAndDecode) {
   Batch b = sample_batch();
