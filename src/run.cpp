@@ -879,7 +879,7 @@ void Runner::finish_link_group(const JobInfo& info, const Result& r) {
       return;
     }
     JobInfo& next = jobs_.at(waiting.front());
-    next.job.kind = kind_of(S_IFREG);
+    next.job.kind = info.job.kind;  // a name of the same inode: a file, symlink, FIFO or device
     next.link_key = info.link_key;
     DirNode* dir = next.dir;
     Job job = next.job;

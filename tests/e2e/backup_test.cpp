@@ -1002,6 +1002,22 @@ TEST_F(DryRun, DryRunWritesNothingAndListsActions) {
     EXPECT_NE(r.err.find(counted), std::string::npos) << counted << "\n" << describe(r);
 }
 
+// -a --ignore-existing, a new name in SRC for a symlink or FIFO DST already has: the name is copied
+// as what it is. It was copied as a regular file, which failed "file changed type as we read it".
+TEST_F(Backup, IgnoreExistingCopiesANewNameOfALinkedSymlinkOrFifo) {
+  make_dir(src + "/d");
+  ASSERT_EQ(::symlink("target", (src + "/l").c_str()), 0);
+  ASSERT_EQ(::mkfifo((src + "/p").c_str(), 0640), 0);
+  RunResult r = copy({"-q", "-a"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  ASSERT_EQ(::link((src + "/l").c_str(), (src + "/d/l2").c_str()), 0);
+  ASSERT_EQ(::link((src + "/p").c_str(), (src + "/d/p2").c_str()), 0);
+  r = copy({"-a", "--ignore-existing"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_link(dst + "/d/l2"), "target");
+  EXPECT_TRUE(S_ISFIFO(lstat_of(dst + "/d/p2").st_mode));
+}
+
 // Where SRC has a directory and DST a file or a link, --ignore-existing keeps what DST has (as cp -n
 // does): the directory is not copied, and that is an error naming it; the dry run says the same.
 TEST_F(Backup, IgnoreExistingKeepsAFileWhereSourceHasADirectory) {
