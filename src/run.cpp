@@ -116,6 +116,7 @@ struct LinkGroup {
   std::string first;  // DST-relative path of the copy, once done
   bool done = false;
   bool anew = false;  // the first name was copied, not skipped: the others are linked to it again
+  bool symlink = false;  // its names are links, counted as such
   std::optional<Hash128> hash;
   std::vector<uint64_t> waiting;  // job ids parked until the first copy exists
 };
@@ -155,6 +156,7 @@ class Runner {
   void suspend(int sig);
   void before_terminal_write(int fd);
   void finish_link_group(const JobInfo& info, const Result& r);
+  bool is_symlink(const JobInfo& info) const;
   void complete(JobInfo& info, const Result& r, uint64_t bytes);
   bool should_chunk(const struct stat& st) const;
   void start_chunks(JobInfo& begin, const Result& r);
@@ -515,6 +517,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
     auto key = std::make_pair(ev.st.st_dev, ev.st.st_ino);
     auto [it, first] = links_.try_emplace(key);
     LinkGroup& group = it->second;
+    group.symlink = S_ISLNK(ev.st.st_mode);
     if (!first) {
       job.kind = JobKind::HardLink;
       if (group.done) {
@@ -693,6 +696,13 @@ void Runner::settle(const Result& r) {
   complete(info, r, r.bytes);
 }
 
+// Whether the entry is a symlink: a hard link's own job says only that it is another name.
+bool Runner::is_symlink(const JobInfo& info) const {
+  if (info.job.kind == JobKind::Symlink) return true;
+  auto group = info.member_of ? links_.find(*info.member_of) : links_.end();
+  return group != links_.end() && group->second.symlink;
+}
+
 // The final word on one entry: counts, messages, manifest, hard-link group, directory.
 void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   ++files_done_;
@@ -715,7 +725,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       break;
     case Outcome::Copied:
     case Outcome::Replaced:
-      if (info.job.kind == JobKind::Symlink) {
+      if (is_symlink(info)) {
         ++stats_.links_copied;
       } else {
         ++stats_.files_copied;

@@ -1338,6 +1338,18 @@ TEST_F(Report, ManifestListsANewNameLinkedToAnUnchangedCopy) {
   EXPECT_EQ(lstat_of(dst + "/sub/g").st_ino, lstat_of(dst + "/f").st_ino);
 }
 
+// Two names of one symlink are two links in the counts, not a file and a link.
+TEST_F(Report, NamesOfAHardLinkedSymlinkCountAsLinks) {
+  ASSERT_EQ(::symlink("target", (src + "/l").c_str()), 0);
+  ASSERT_EQ(::link((src + "/l").c_str(), (src + "/l2").c_str()), 0);
+  RunResult r = copy({"-a", "--json"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "links_copied"), 2) << report.dump();
+  EXPECT_EQ(count(report, "files_copied"), 0) << report.dump();
+  EXPECT_EQ(lstat_of(dst + "/l2").st_ino, lstat_of(dst + "/l").st_ino);
+}
+
 TEST_F(Report, ManifestListsEveryNameOfAHardLinkGroup) {
   std::set<std::string> names;
   for (int i = 0; i < 40; ++i) {
