@@ -71,7 +71,19 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
   struct stat there;
   if (::fstatat(dir, name, &there, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(there.st_mode) || S_ISDIR(there.st_mode)) &&
       !(there.st_dev == src.st_dev && there.st_ino == src.st_ino)) {
-    fd = ::openat(dir, name, (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK, mode);  // NONBLOCK: a FIFO swapped in
+    const int flags = (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK;  // NONBLOCK: a FIFO swapped in
+    fd = ::openat(dir, name, flags, mode);
+    // A read-only file of the user's is written as rsync --inplace writes it: with its owner's
+    // write bit added, until the copy's metadata gives it the source's mode.
+    if (fd < 0 && errno == EACCES && there.st_uid == ::geteuid() && !(there.st_mode & S_IWUSR) &&
+        ::fchmodat(dir, name, (there.st_mode & 07777) | S_IWUSR, AT_SYMLINK_NOFOLLOW) == 0) {
+      fd = ::openat(dir, name, flags, mode);
+      if (fd < 0) {
+        int err = errno;
+        ::fchmodat(dir, name, there.st_mode & 07777, AT_SYMLINK_NOFOLLOW);
+        errno = err;
+      }
+    }
     existed = fd >= 0;
     // Else a link or a FIFO was put there meanwhile; a running program (ETXTBSY) is replaced too.
     if (fd >= 0 || (errno != ELOOP && errno != ENXIO && errno != ETXTBSY)) return fd;

@@ -784,6 +784,25 @@ TEST_F(Backup, DeleteWithInplaceReplacesADirectoryWhereSourceHasAFile) {
   EXPECT_EQ(read_file(dst + "/f"), "now a file");
 }
 
+// --inplace, run by the owner of DST: a read-only file (0444) is updated as rsync --inplace updates
+// it, in place and left read-only. It was "Permission denied" on every run.
+TEST_F(Backup, InplaceUpdatesAReadOnlyFileOfTheUsers) {
+  write_old(src + "/f", "v1\n");
+  ASSERT_EQ(::chmod((src + "/f").c_str(), 0444), 0);
+  RunOptions as_user = unprivileged(tmp);
+  RunResult r = copy({"-q"}, as_user);
+  ASSERT_EQ(r.status, 0) << describe(r);
+  ino_t before = lstat_of(dst + "/f").st_ino;
+  ASSERT_EQ(::chmod((src + "/f").c_str(), 0644), 0);
+  write_file(src + "/f", "v2, longer\n");
+  ASSERT_EQ(::chmod((src + "/f").c_str(), 0444), 0);
+  r = copy({"-u", "--inplace"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/f"), "v2, longer\n");
+  EXPECT_EQ(lstat_of(dst + "/f").st_mode & 07777, 0444u);
+  EXPECT_EQ(lstat_of(dst + "/f").st_ino, before) << "written in place";
+}
+
 // Two --delete runs into one DST at once (a cron job overlapping the last): an entry the other
 // run removed between listing and unlinking is gone, as it should be, not an error (rsync lets a
 // vanished file go too); both runs end with status 0. Each saw ENOENT as a failure: status 1,
