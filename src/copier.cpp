@@ -642,12 +642,11 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
       int e = errno;
       if (int err = note_unkept(unkept_, e, "owner", owner_text(src))) return err;
     }
-    // Attributes are compared only if they may have changed since the copy's were written: any
-    // change to the source's sets its ctime, the copy's ctime is when pcopy last wrote it.
-    // Nor is that enough where the copy was not made by pcopy -a (seeded by cp -r, rsync -a
-    // without -X): so also whenever the source has attributes. And chown has just dropped the
-    // copy's file capabilities.
-    if (chowned || to_ns(src.st_ctim) >= to_ns(dst.st_ctim) || has_xattrs_at(src_dir, job.name)) {
+    // Attributes are compared whenever either side has any: the source's ctime newer than the
+    // copy's is not enough, for the copy's ctime also moves when anything else changes it (its
+    // link count, when pcopy replaced a name it shared; an attribute set in DST by hand). And
+    // chown has just dropped the copy's file capabilities.
+    if (chowned || has_xattrs_at(src_dir, job.name) || has_xattrs_at(dst_dir, job.target())) {
       XattrsRefused refused;
       if (int err = sync_xattrs_at(src_dir, job.name, dst_dir, job.target(), privileged_, xattrs_written, refused))
         return err;

@@ -363,6 +363,34 @@ TEST_F(Backup, UpdateBringsModeOwnerAndXattrsOfSkippedFilesUpToDate) {
   EXPECT_EQ(lstat_of(dst + "/private").st_mode & 07777, 0640u);
 }
 
+// -a -u leaves a skipped file with SRC's attributes even when its copy changed after the source
+// did. Two ways that happens: pcopy replaced a name the copy shared an inode with (SRC broke the
+// hard link; the copy's link count, so its ctime, moved), or someone set an attribute on the copy.
+// The attribute was kept for ever: compared only when the source's ctime was the newer.
+TEST_F(Backup, UpdateRemovesAttributesTheSourceNoLongerHas) {
+  write_old(src + "/f", "data\n");
+  if (::setxattr((src + "/f").c_str(), "user.tag", "secret", 6, 0) != 0) GTEST_SKIP() << "no user xattrs here";
+  ASSERT_EQ(::link((src + "/f").c_str(), (src + "/g").c_str()), 0);
+  write_old(src + "/plain", "plain\n");
+  RunResult r = copy({"-q", "-a"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  // f: a new inode, without the attribute, the same bytes and time; g: changed.
+  ASSERT_EQ(::unlink((src + "/f").c_str()), 0);
+  write_old(src + "/f", "data\n");
+  write_old(src + "/g", "changed\n", kOldTime + 1'000'000'000);
+  ASSERT_EQ(::setxattr((dst + "/plain").c_str(), "user.stray", "1", 1, 0), 0);
+  CompareOptions all;
+  all.xattrs = true;
+  for (int run = 0; run < 2; ++run) {
+    SCOPED_TRACE(run);
+    r = copy({"-a", "-u"});
+    EXPECT_EQ(r.status, 0) << describe(r);
+  }
+  EXPECT_EQ(diff_trees(src, dst, all), "");
+  EXPECT_FALSE(get_xattr(dst + "/f", "user.tag"));
+  EXPECT_FALSE(get_xattr(dst + "/plain", "user.stray"));
+}
+
 // A copy made without -a (cp -r, rsync -a without -X, pcopy without -a) is newer than its source,
 // yet lacks the source's attributes: -a -u gives them, as rsync -X does (it compared them only
 // when the source's ctime was the newer). A chown of the copy drops its file capabilities: they are
