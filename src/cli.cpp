@@ -190,18 +190,18 @@ CliResult parse_cli(int argc, const char* const* argv) {
     }
     return {std::nullopt, 0};
   } catch (const CLI::ParseError& e) {
-    print_refusal("pcopy: " + usage_message(e), "", o.json || json_requested(argc, argv), o.jobs);
+    print_refusal("pcopy: " + usage_message(e), "", o.json || json_requested(argc, argv));
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
   if (o.checksum) o.update = true;  // as rsync: --checksum alone means "skip identical contents"
   if (o.src.empty()) {
-    print_refusal("pcopy: SRC must not be empty", o.src, o.json, o.jobs);
+    print_refusal("pcopy: SRC must not be empty", o.src, o.json);
     return {std::nullopt, 2};
   }
   // Given empty is not omitted: a script's unset variable must not send the copy beside SRC.
   if (o.dst.empty() && app.get_option("DST")->count() > 0) {
-    print_refusal("pcopy: DST must not be empty", o.dst, o.json, o.jobs);
+    print_refusal("pcopy: DST must not be empty", o.dst, o.json);
     return {std::nullopt, 2};
   }
   o.progress = mode_from<ProgressMode>(progress);

@@ -169,11 +169,10 @@ std::string json_report(const Stats& s) {
   return text;
 }
 
-void print_refusal(const std::string& message, const std::string& path, bool json, unsigned workers) {
+void print_refusal(const std::string& message, const std::string& path, bool json) {
   print_stderr(message);
   if (!json) return;
   Stats stats;
-  stats.workers = workers;
   stats.exit_status = 2;
   stats.errors.add(path, message.substr(message.find(' ') + 1));
   write_json_report(stats, [](std::string_view piece) { write_all(STDOUT_FILENO, piece.data(), piece.size()); });

@@ -442,8 +442,7 @@ int Runner::start_pool() {
     if (live == 0) {
       pool_.reset();
       target_.remove_made_dirs();
-      print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json,
-                    opt_.jobs);
+      print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json);
       return 2;
     }
     ++stats_.warnings;
@@ -715,7 +714,13 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   auto dst_path = [&] { return rel(info.dir, info.job.target()); };
   switch (r.outcome) {
     case Outcome::Failed:
-      error(path(), reason_of(r));
+      if (!walker_) {  // a single file: both its paths, as either side may be at fault
+        report_error(fmt::format("pcopy: cannot copy '{}' to '{}': {}", display_path(opt_.src),
+                                 display_path(target_.dst_file), reason_of(r)),
+                     path(), reason_of(r));
+      } else {
+        error(path(), reason_of(r));
+      }
       if (walker_) walker_->forget(info.dir, info.job.target());
       stop_if_all_would_fail(r.err);
       break;
@@ -1342,7 +1347,7 @@ int Runner::run() {
   if (target_.manifest) {
     if (int err = manifest_.open(std::move(target_.manifest))) {
       print_refusal(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)),
-                    opt_.manifest, opt_.json, opt_.jobs);
+                    opt_.manifest, opt_.json);
       return 2;
     }
   }
@@ -1512,12 +1517,12 @@ std::string fd_limit_refusal(unsigned jobs) {
 int run(const Options& options) {
   raise_fd_limit();
   if (std::string why = fd_limit_refusal(options.jobs); !why.empty()) {
-    print_refusal(why, "", options.json, options.jobs);
+    print_refusal(why, "", options.json);
     return 2;
   }
   auto prepared = prepare_target(options);
   if (auto* no = std::get_if<Refusal>(&prepared)) {
-    print_refusal(no->message, no->path, options.json, options.jobs);
+    print_refusal(no->message, no->path, options.json);
     return 2;
   }
   Runner runner(options, std::get<Target>(prepared));

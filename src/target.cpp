@@ -330,9 +330,11 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   if ((dst_exists && S_ISDIR(dst_st.st_mode)) || dst.back() == '/' || dst_base == "." || dst_base == "..") {
     dst_dir = dst;
     t.dst_name = base_of(strip_slashes(src));  // the name given, as cp gives it: a link's, not its target's
+    t.dst_file = dst + (dst.back() == '/' ? "" : "/") + t.dst_name;
   } else {
     dst_dir = dir_of(dst);
     t.dst_name = base_of(dst);
+    t.dst_file = dst;
   }
   t.dst_dir = dst_dir;
   ManifestOpener manifest{opt, dst_dir};

@@ -76,8 +76,8 @@ void write_json_report(const Stats& stats, const std::function<void(std::string_
 std::string json_report(const Stats& stats);  // the report alone, as one string
 // A run refused, or given up before it could copy (exit 2): `message` ("pcopy: why") on stderr and,
 // with --json, a report on stdout whose one error is `path` (empty when no path is at fault) and
-// why, so that a pipeline reading the report learns why nothing was done.
-void print_refusal(const std::string& message, const std::string& path, bool json, unsigned workers);
+// why, so that a pipeline reading the report learns why nothing was done. No worker ran: 0 workers.
+void print_refusal(const std::string& message, const std::string& path, bool json);
 
 // --manifest FILE: one JSON object per line for every file copied.
 class Manifest {

@@ -24,6 +24,7 @@ struct Target {
   std::string src_name;     // single file: its name in src_root
   std::string dst_name;     // single file: its name in dst_root
   std::string dst_dir;      // single file: dst_root's path
+  std::string dst_file;     // single file: the copy's path, spelt from DST as given
   struct stat src_st {};
   UniqueFd manifest;        // --manifest, opened (not yet emptied) before DST is created
   std::vector<std::string> made_dirs;  // the directories made for DST, outermost first

@@ -876,7 +876,8 @@ TEST_F(CopyTest, RunsWithTheWorkersTheProcessLimitAllows) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
-// A pipeline reading --json gets a report from a refused run too, with the reason.
+// A pipeline reading --json gets a report from a refused run too, with the reason (and 0 workers,
+// where it said the -j asked for).
 TEST_F(CopyTest, RefusedRunStillPrintsTheJsonReport) {
   src = tmp / "no-such-source";
   RunResult r = copy({"--json"});
@@ -884,6 +885,7 @@ TEST_F(CopyTest, RefusedRunStillPrintsTheJsonReport) {
   auto report = nlohmann::json::parse(r.out);
   EXPECT_EQ(report.at("exit_status"), 2);
   EXPECT_EQ(report.at("files_copied"), 0);
+  EXPECT_EQ(report.at("workers"), 0) << "none started";
   ASSERT_EQ(report.at("errors").size(), 1u) << r.out;
   EXPECT_EQ(report["errors"][0].at("path"), src);
   EXPECT_EQ(report["errors"][0].at("reason"), "cannot access '" + src + "': No such file or directory");
