@@ -111,7 +111,7 @@ std::string summary_line(const Stats& s, bool show_skipped, bool show_deleted, b
       plural(s.workers, "worker", "workers"), plural(s.errors.size(), "error", "errors"));
   if (show_skipped) line += fmt::format(", {} skipped", format_count(s.files_skipped));
   if (show_deleted) line += fmt::format(", {} deleted", format_count(s.files_deleted));
-  if (s.warnings > 0) line += fmt::format(", {}", plural(s.warnings, "warning", "warnings"));
+  if (!s.warnings.empty()) line += fmt::format(", {}", plural(s.warnings.size(), "warning", "warnings"));
   return line;
 }
 
@@ -125,27 +125,31 @@ void ErrorLog::add(std::string_view path, std::string_view reason) {
   ++count_;
 }
 
-// The errors go out one at a time, not made into one JSON tree with the rest, nor one string: that
-// took 120 MB for 200,000 errors. The layout is nlohmann's dump(2), as for the rest.
+// The errors and warnings go out one at a time, not made into one JSON tree with the rest, nor one
+// string: that took 120 MB for 200,000 errors. The layout is nlohmann's dump(2), as for the rest.
 void write_json_report(const Stats& s, const std::function<void(std::string_view)>& write) {
   nlohmann::json j = {
       {"files_copied", s.files_copied}, {"files_skipped", s.files_skipped}, {"files_deleted", s.files_deleted},
       {"dirs_created", s.dirs_created}, {"links_copied", s.links_copied},   {"bytes_copied", s.bytes_copied},
       {"elapsed_s", s.elapsed_s},       {"workers", s.workers},             {"interrupted", s.interrupted},
-      {"exit_status", s.exit_status},   {"errors", nlohmann::json::array()},
+      {"exit_status", s.exit_status},   {"errors", nlohmann::json::array()}, {"warnings", nlohmann::json::array()},
   };
-  std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
-  constexpr std::string_view kEmpty = "\"errors\": []";
-  size_t at = s.errors.empty() ? text.size() : text.find(kEmpty);
-  std::string out = text.substr(0, at);
-  if (at < text.size()) {
-    constexpr size_t kPiece = 64 * 1024;
-    out += "\"errors\": [";
+  const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+  constexpr size_t kPiece = 64 * 1024;
+  std::string out;
+  size_t done = 0;  // of text
+  // Each list in its place among the keys (they sort), its entries indented as dump(2) would.
+  for (auto [key, log] : {std::pair{"errors", &s.errors}, std::pair{"warnings", &s.warnings}}) {
+    const std::string empty = fmt::format("\"{}\": []", key);
+    size_t at = text.find(empty);
+    out.append(text, done, at - done);
+    done = at + empty.size();
+    out += fmt::format("\"{}\": [", key);
     const char* sep = "\n";
-    s.errors.for_each([&](std::string_view path, std::string_view reason) {
-      nlohmann::json error = {{"reason", reason}};
-      put_path(error, path);
-      std::string one = error.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+    log->for_each([&](std::string_view path, std::string_view reason) {
+      nlohmann::json entry = {{"reason", reason}};
+      put_path(entry, path);
+      std::string one = entry.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
       out += sep;
       out += "    ";
       for (char c : one) {
@@ -155,9 +159,9 @@ void write_json_report(const Stats& s, const std::function<void(std::string_view
       sep = ",\n";
       if (out.size() >= kPiece) write(std::exchange(out, {}));
     });
-    out += "\n  ]";
-    out.append(text, at + kEmpty.size());
+    out += log->empty() ? "]" : "\n  ]";
   }
+  out.append(text, done);
   out += '\n';
   write(out);
 }

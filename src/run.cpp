@@ -367,7 +367,7 @@ void Runner::report_error(const std::string& line, const std::string& path, cons
 }
 
 void Runner::warning(const std::string& path, const std::string& text) {
-  ++stats_.warnings;
+  stats_.warnings.add(path, text);
   if (!opt_.quiet) say(paint("33", fmt::format("pcopy: warning: '{}': {}", display_path(path), text)));
 }
 
@@ -445,10 +445,9 @@ int Runner::start_pool() {
       print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json);
       return 2;
     }
-    ++stats_.warnings;
-    if (!opt_.quiet)
-      say(paint("33", fmt::format("pcopy: warning: started {} of {} worker processes: {}", live, opt_.jobs,
-                                  errno_text(err))));
+    std::string text = fmt::format("started {} of {} worker processes: {}", live, opt_.jobs, errno_text(err));
+    stats_.warnings.add("", text);
+    if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
   }
   batch_left_.assign(pool_->size(), {});
   sent_.assign(pool_->size(), {});
@@ -1222,8 +1221,6 @@ void Runner::name_silent_workers() {
     WorkerSlot& slot = pool_->slot(w);
     if (silence_told_[w] || slot.held.empty() || t - heard_[w] < silent_after_s_) continue;
     silence_told_[w] = true;
-    ++stats_.warnings;
-    if (opt_.quiet) continue;
     // The file it reported progress on is the one it is on; else results come in bunches, and the
     // first unanswered job is only where its unanswered ones begin.
     bool copying = slot.held.count(reporting_[w]);
@@ -1231,13 +1228,15 @@ void Runner::name_silent_workers() {
     for (auto it = sent_[w].begin(); !id && it != sent_[w].end(); ++it)
       if (slot.held.count(*it)) id = *it;
     auto info = jobs_.find(id);
-    std::string path = info == jobs_.end() ? std::string("?") : display_path(rel(info->second));
+    std::string raw = info == jobs_.end() ? std::string() : rel(info->second), path = display_path(raw);
     size_t n = slot.held.size();
     std::string count = fmt::format("{} {}", format_count(n), n == 1 ? "entry" : "entries");
     std::string what = copying ? fmt::format(" while copying '{}' ({} unanswered)", path, count)
                                : fmt::format(" ({} unanswered, from '{}')", count, path);
-    say(paint("33", fmt::format("pcopy: warning: worker {} has sent nothing for {}{}; still waiting for it", slot.pid,
-                                format_duration(t - heard_[w]), what)));
+    std::string text = fmt::format("worker {} has sent nothing for {}{}; still waiting for it", slot.pid,
+                                   format_duration(t - heard_[w]), what);
+    stats_.warnings.add(raw, text);
+    if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
   }
 }
 

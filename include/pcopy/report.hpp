@@ -16,7 +16,7 @@
 
 namespace pcopy {
 
-// Every error of a run, for its count and the --json report, packed: each is its path and the
+// Every error (or warning) of a run, for its count and the --json report, packed: each is its path and the
 // number of its reason, since most share a handful ("No space left on device" for every entry a
 // full disk refused). 200,000 errors take about 10 MB.
 class ErrorLog {
@@ -52,12 +52,12 @@ struct Stats {
   uint64_t dirs_created = 0;
   uint64_t links_copied = 0;  // symbolic links
   uint64_t bytes_copied = 0;
-  uint64_t warnings = 0;
   double elapsed_s = 0;
   unsigned workers = 0;
   bool interrupted = false;
   int exit_status = 0;
   ErrorLog errors;
+  ErrorLog warnings;  // what was left out or is worth a look, the run not failing for it
 };
 
 // For terminal and log lines: printable UTF-8 passes, anything else (control bytes, newlines,

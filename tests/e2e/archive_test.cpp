@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <memory>
@@ -22,6 +23,7 @@
 #include <cstring>
 #include <ctime>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -511,7 +513,7 @@ TEST_F(ArchiveSpecialFilesTest, SocketsAreSkippedWithWarning) {
   for (bool archive : {false, true}) {
     SCOPED_TRACE(archive ? "with -a" : "default mode");
     std::string out = archive ? tmp / "dst-a" : dst;
-    std::vector<std::string> argv{"timeout", "60", pcopy_bin()};
+    std::vector<std::string> argv{"timeout", "60", pcopy_bin(), "--json"};
     if (archive) argv.push_back("-a");
     argv.insert(argv.end(), {src, out});
     RunResult r = run(argv, with_timeout(90));
@@ -519,6 +521,15 @@ TEST_F(ArchiveSpecialFilesTest, SocketsAreSkippedWithWarning) {
     EXPECT_TRUE(has_line_with(r.err, {"warning", "'sock'"})) << "no warning naming 'sock'\n" << describe(r);
     EXPECT_TRUE(has_line_with(r.err, {"warning", "sub/sock2"})) << "no warning naming 'sub/sock2'\n" << describe(r);
     EXPECT_EQ(list_tree(out), (std::vector<std::string>{"file", "sub"}));
+    // And in the report, for a pipeline: each with its path and what the line says of it.
+    auto report = nlohmann::json::parse(r.out);
+    std::set<std::string> paths;
+    for (auto& w : report.at("warnings")) {
+      paths.insert(w.at("path").get<std::string>());
+      EXPECT_NE(r.err.find(w.at("reason").get<std::string>()), std::string::npos) << w.dump();
+    }
+    EXPECT_EQ(paths, (std::set<std::string>{"sock", "sub/sock2"})) << r.out;
+    EXPECT_EQ(report.at("errors").size(), 0u);
   }
 }
 

@@ -868,11 +868,15 @@ TEST_F(CopyTest, RunsWithTheWorkersTheProcessLimitAllows) {
   EXPECT_FALSE(exists(tmp / "new")) << "the directories made for DST are removed";
 
   options.nproc = 3;  // pcopy and two workers
-  r = copy({"-j4"}, options);
+  r = copy({"-j4", "--json"}, options);
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_TRUE(has_line(r.err, "pcopy: warning: started 2 of 4 worker processes: Resource temporarily unavailable"))
       << describe(r);
   EXPECT_NE(r.err.find(", 2 workers, "), std::string::npos) << describe(r);
+  nlohmann::json report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("workers"), 2);
+  EXPECT_EQ(report.at("warnings"),
+            nlohmann::json::parse(R"([{"path": "", "reason": "started 2 of 4 worker processes: Resource temporarily unavailable"}])"));
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 

@@ -196,7 +196,7 @@ TEST(JsonReport, ParsesBackWithExactlyTheSpecFieldNames) {
   ASSERT_TRUE(j.is_object());
   EXPECT_EQ(keys_of(j), (std::set<std::string>{"files_copied", "files_skipped", "files_deleted", "dirs_created",
                                                 "links_copied", "bytes_copied", "elapsed_s", "workers",
-                                                "interrupted", "exit_status", "errors"}));
+                                                "interrupted", "exit_status", "errors", "warnings"}));
   EXPECT_EQ(j["files_copied"].get<uint64_t>(), 7u);
   EXPECT_EQ(j["files_skipped"].get<uint64_t>(), 2u);
   EXPECT_EQ(j["files_deleted"].get<uint64_t>(), 1u);
@@ -213,6 +213,7 @@ TEST(JsonReport, ParsesBackWithExactlyTheSpecFieldNames) {
   EXPECT_EQ(keys_of(j["errors"][0]), (std::set<std::string>{"path", "reason"}));
   EXPECT_EQ(j["errors"][0]["path"], "dir/file.txt");
   EXPECT_EQ(j["errors"][0]["reason"], "Permission denied");
+  EXPECT_EQ(j["warnings"], nlohmann::json::array());
 }
 
 TEST(JsonReport, NoErrorsIsAnEmptyListAndInterruptedIsTrueWhenSet) {
@@ -255,13 +256,20 @@ TEST(JsonReport, ErrorsAreLaidOutAsTheWholeTreeWouldBe) {
   errors.push_back({{"path", "bad\\xffname"}, {"path_escaped", true}, {"reason", "Input/output error"}});
   errors.push_back({{"path", ""}, {"reason", "stopped: No space left on device: the remaining entries were not copied"}});
   errors.push_back({{"path", "c"}, {"reason", "Permission denied"}});
+  s.warnings.add("sock", "socket skipped");
+  s.warnings.add("", "started 1 of 2 worker processes: Resource temporarily unavailable");
+  nlohmann::json warnings = nlohmann::json::array();
+  warnings.push_back({{"path", "sock"}, {"reason", "socket skipped"}});
+  warnings.push_back({{"path", ""}, {"reason", "started 1 of 2 worker processes: Resource temporarily unavailable"}});
   nlohmann::json whole = {
       {"files_copied", 0}, {"files_skipped", 0}, {"files_deleted", 0}, {"dirs_created", 0},
       {"links_copied", 0}, {"bytes_copied", 0},  {"elapsed_s", 0.0},   {"workers", 0},
-      {"interrupted", false}, {"exit_status", 1}, {"errors", errors},
+      {"interrupted", false}, {"exit_status", 1}, {"errors", errors}, {"warnings", warnings},
   };
   EXPECT_EQ(json_report(s), whole.dump(2));
   EXPECT_EQ(s.errors.size(), 4u);
+  s = Stats{};
+  EXPECT_EQ(json_report(s), nlohmann::json::parse(json_report(s)).dump(2)) << "empty lists";
 }
 
 // ---- Manifest -------------------------------------------------------------------------------
