@@ -939,6 +939,22 @@ Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   return err ? fail(r, err) : r;
 }
 
+namespace {
+Result done_ending(Result r, const Job& job, const struct stat& src) {
+  r.size = job.size;
+  r.mtime_ns = to_ns(src.st_mtim);
+  return r;
+}
+
+// A FileEnd sent again, its worker dead: whether that worker had installed the file before it died
+// (the temporary is gone, and the final name has the source's size and time, which End sets).
+bool installed(int dst_dir, const Job& job, const struct stat& src) {
+  struct stat there;
+  return ::fstatat(dst_dir, job.target().c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(there.st_mode) &&
+         uint64_t(there.st_size) == job.size && same_mtime(there, to_ns(src.st_mtim));
+}
+}  // namespace
+
 Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
   if (!in) return fail(r, errno);
@@ -947,6 +963,7 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns || !same_source(job, st))
     return fail(r, 0, kChanged);
   UniqueFd out(::openat(dst_dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!out && errno == ENOENT && job.attempt > 0 && installed(dst_dir, job, st)) return done_ending(r, job, st);
   if (!out) return fail(r, errno);
   struct stat written;
   if (::fstat(out.get(), &written) != 0) return fail(r, errno);
@@ -959,9 +976,7 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
     return fail(r, err);
   }
   if ((err = opt_.inplace ? 0 : install(dst_dir, job.temp, job.target()))) return fail(r, err);
-  r.size = job.size;
-  r.mtime_ns = to_ns(st.st_mtim);
-  return r;
+  return done_ending(r, job, st);
 }
 
 int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {

@@ -128,10 +128,14 @@ void test_hook_progress(const Batch& batch, uint64_t id) {
 }
 
 // Called once job `id` of `batch` is done, before its result is sent: a token "NAME@done" kills
-// the worker that has just copied NAME, its result unsent.
+// the worker that has just copied NAME, its result unsent; "NAME@end", the one that has just
+// installed NAME in chunks (its FileEnd job).
 void test_hook_done(const Batch& batch, uint64_t id) {
-  for (const Job& job : batch.jobs)
-    if (job.id == id && take_token(job.name + "@done")) ::raise(SIGKILL);
+  for (const Job& job : batch.jobs) {
+    if (job.id != id) continue;
+    if (take_token(job.name + "@done") || (job.kind == JobKind::FileEnd && take_token(job.name + "@end")))
+      ::raise(SIGKILL);
+  }
 }
 #else
 void test_hooks(const Job&) {}

@@ -807,6 +807,24 @@ TEST_P(FaultsByJobs, UpdateCountsAsCopiedWhatAWorkerInstalledBeforeItDied) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// A worker killed after it installed a file copied in chunks, before it said so: the End sent again
+// finds the file in place, not its temporary, and the copy is a success. It was an error, "No such
+// file or directory", for a file copied whole.
+TEST_P(FaultsByJobs, AWorkerKilledRightAfterInstallingASplitFileLeavesNoError) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  std::string src = shared_tree("huge_alone", [](const std::string& root) { write_big_file(root + "/huge.bin", 300, 5); });
+  std::string dir = tmp / "tokens";
+  make_dir(dir);
+  write_file(dir + "/huge.bin@end", "");
+  RunOptions options = with_timeout(120);
+  options.env = {"PCOPY_TEST_KILL_TOKENS=" + dir, "PCOPY_TEST_CHUNK_LOCAL=1"};
+  RunResult r = copy(src, dst, {"--json"}, options);
+  EXPECT_TRUE(list_tree(dir).empty()) << "no worker died after installing huge.bin";
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied"), 1) << r.out;
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 TEST_P(FaultsByJobs, WorkerKilledExternallyMidRunIsReplaced) {
   std::string src = shared_tree("big64", [](const std::string& root) {
     make_big_tree(root, 64, 2000);
