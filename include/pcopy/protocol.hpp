@@ -141,7 +141,7 @@ struct Result {
   int32_t err = 0;       // errno when Failed (0 with a detail text for non-OS failures)
   uint64_t bytes = 0;    // data bytes written
   uint64_t size = 0;     // size of the copy
-  Nanos mtime_ns = 0;  // mtime of the copy
+  Nanos mtime_ns = 0;    // mtime of the copy
   std::string detail;    // reason text when err alone does not say it
   std::string temp;      // FileBegin: the temporary created
   uint64_t src_dev = 0, src_ino = 0;  // with `temp`: the identity of the source opened

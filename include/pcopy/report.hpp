@@ -16,9 +16,9 @@
 
 namespace pcopy {
 
-// Every error (or warning) of a run, for its count and the --json report, packed: each is its path and the
-// number of its reason, since most share a handful ("No space left on device" for every entry a
-// full disk refused). 200,000 errors take about 10 MB.
+// Every error (or every warning) of a run, for its count and the --json report, packed: each is
+// its path and the number of its reason, since most share a handful ("No space left on device" for
+// every entry a full disk refused). 200,000 errors take about 10 MB.
 class ErrorLog {
  public:
   // `path` relative to SRC, raw bytes.
