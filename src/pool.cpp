@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -147,9 +148,9 @@ void Pool::signal_all(int sig) {
     if (s.pid > 0) ::kill(s.pid, sig);
 }
 
-void Pool::shutdown(int timeout_ms) {
-  // A worker closes its result pipe only by exiting: after EOF it can be reaped without waiting.
-  // Whoever has not reached EOF within the timeout is killed.
+// Reads the result pipes until each is at EOF (a worker closes its pipe only by exiting) or
+// `timeout_ms` has passed.
+void Pool::await_exits(int timeout_ms) {
   struct timespec start;
   ::clock_gettime(CLOCK_MONOTONIC, &start);
   for (;;) {
@@ -169,10 +170,54 @@ void Pool::shutdown(int timeout_ms) {
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) s.results.reset();
     }
   }
+}
+
+// A worker killed in uninterruptible sleep (I/O to a frozen or unreachable file system) dies only
+// when that I/O returns: it is waited for no longer than `timeout_ms`, for the parent never waits
+// for ever on a worker. Where the kernel has no pidfd, for as long as it takes.
+void Pool::await_deaths(int timeout_ms) {
+  std::vector<pollfd> fds;
+  for (auto& s : slots_) {
+    if (s.pid <= 0) continue;
+    int fd = int(::syscall(SYS_pidfd_open, s.pid, 0));
+    if (fd >= 0) {
+      fds.push_back({fd, POLLIN, 0});
+    } else if (errno == ENOSYS) {
+      siginfo_t info;
+      while (::waitid(P_PID, id_t(s.pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+      }
+    }
+  }
+  struct timespec start;
+  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  for (size_t left = fds.size(); left > 0;) {
+    struct timespec now;
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    if (waited >= timeout_ms) break;
+    if (::poll(fds.data(), fds.size(), int(timeout_ms - waited)) <= 0) continue;
+    for (pollfd& p : fds) {
+      if (p.fd >= 0 && p.revents) {
+        ::close(p.fd);
+        p.fd = -1;  // poll passes over it from now on
+        --left;
+      }
+    }
+  }
+  for (pollfd& p : fds)
+    if (p.fd >= 0) ::close(p.fd);
+}
+
+void Pool::shutdown(int timeout_ms) {
+  await_exits(timeout_ms);
+  // Whoever has not exited is killed, and reaped if it dies within kKillWaitMs; else, its parent
+  // gone, init reaps it.
+  for (auto& s : slots_)
+    if (s.pid > 0 && s.results) ::kill(s.pid, SIGKILL);
+  await_deaths(kKillWaitMs);
   for (size_t i = 0; i < slots_.size(); ++i) {
-    if (slots_[i].pid <= 0) continue;
-    if (slots_[i].results) ::kill(slots_[i].pid, SIGKILL);
-    reap(i, true);
+    reap(i, false);
+    slots_[i].pid = -1;
   }
   for (auto& s : slots_) s.results.reset();
 }

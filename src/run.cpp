@@ -1418,14 +1418,19 @@ int Runner::finish() {
     pool_->signal_all(SIGUSR1);
     collect_results(kFinishUpMs);
     pool_->signal_all(SIGKILL);
+    pool_->await_deaths(Pool::kKillWaitMs);  // one stuck in I/O is not waited for
     for (size_t w = 0; w < pool_->size(); ++w) {
       WorkerSlot& slot = pool_->slot(w);
       pid_t pid = slot.pid;
-      pool_->reap(w, true);
+      bool gone = pid <= 0 || pool_->reap(w, false) >= 0;
       drain_results(w);
       std::vector<DirNode*> dirs;
       for (uint64_t id : slot.held) dirs.push_back(jobs_.at(id).dir);
       remove_temps_of(pid, dirs);
+      if (!gone) {  // stuck in I/O, and killed: left for init to reap
+        slot.results.reset();
+        slot.pid = -1;
+      }
     }
     for (auto& [id, cf] : chunked_) remove_dst_temp(cf.begin.dir, cf.temp);
     if (walker_) {

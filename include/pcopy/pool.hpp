@@ -53,13 +53,18 @@ class Pool {
   bool flush(size_t i);
   // Closes every job pipe: workers finish what they hold and exit.
   void close_jobs();
-  // Waits (at most `timeout_ms`) for workers to exit, then SIGKILLs and reaps the rest.
+  // Waits (at most `timeout_ms`) for workers to exit, then SIGKILLs the rest and reaps those that
+  // die within kKillWaitMs.
   void shutdown(int timeout_ms);
+  static constexpr int kKillWaitMs = 2000;
   // Reaps slot i's process if it has exited; returns its wait status or -1.
   int reap(size_t i, bool block);
+  // Waits, at most `timeout_ms`, until every live worker has exited (reap() then takes them).
+  void await_deaths(int timeout_ms);
   void signal_all(int sig);
 
  private:
+  void await_exits(int timeout_ms);
   std::vector<WorkerSlot> slots_;
   std::vector<int> keep_fds_;
   int start_error_ = 0;

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -1837,6 +1838,47 @@ TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_EQ(count_lines_containing(r.err, "stopping: Read-only file system"), 1u) << describe(r);
   EXPECT_LT(count_lines_containing(r.err, "pcopy: cannot copy"), 500u) << "it went on through the tree\n" << describe(r);
+}
+
+// SIGTERM while the workers are stuck in uninterruptible I/O (DST frozen, as a hung NFS server
+// leaves it): they are killed, not waited for past a short while, and the run ends with 143 and
+// its summary. The parent waited in waitpid until the file system was thawed.
+TEST(Faults, SigtermWithWorkersStuckInIoStillEnds) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount and freeze a file system";
+  TempDir tmp;
+  std::string src = tmp / "src", mnt = tmp / "mnt", logs = tmp / "logs";
+  make_dir(src);
+  make_dir(logs);
+  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/f{:02}", i), "blocked by the freeze\n");
+  Mount mount(mnt, Mount::LoopExt3Times{tmp / "ext.img"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
+  make_dir(mnt + "/dst");  // the parent writes nothing before its workers' results, so is never stuck
+  struct Freeze {  // thawed before the unmount, whatever the test found
+    UniqueFd fd;
+    bool frozen = false;
+    ~Freeze() {
+      if (frozen) ::ioctl(fd.get(), FITHAW, 0);
+    }
+  } freeze{UniqueFd(::open(mnt.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC))};
+  if (::ioctl(freeze.fd.get(), FIFREEZE, 0) != 0) GTEST_SKIP() << "cannot freeze: " << std::strerror(errno);
+  freeze.frozen = true;
+  AsyncPcopy p({"-j2", src, mnt + "/dst"}, logs);
+  bool stuck = poll_until(Clock::now() + 60s, [&] {
+    auto workers = children_of(p.pid());
+    return !p.running() || std::any_of(workers.begin(), workers.end(), [](const Proc& w) {
+             auto info = proc_info(w.pid);
+             return info && info->state == 'D';
+           });
+  });
+  ASSERT_TRUE(stuck && p.running()) << "no worker stuck writing to the frozen file system";
+  ASSERT_EQ(::kill(p.pid(), SIGTERM), 0);
+  bool ended = poll_until(Clock::now() + 30s, [&] { return !p.running(); });
+  EXPECT_TRUE(ended) << "pcopy waits for a worker it cannot kill until the file system is thawed";
+  ::ioctl(freeze.fd.get(), FITHAW, 0);
+  freeze.frozen = false;
+  RunResult r = p.wait();
+  EXPECT_EQ(r.status, 143) << describe(r);
+  EXPECT_NE(r.err.find("pcopy: interrupted: copied "), std::string::npos) << describe(r);
 }
 
 // A single file that does not fit: one error line and nothing of "stopping", for nothing was left
