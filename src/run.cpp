@@ -157,6 +157,7 @@ class Runner {
   void before_terminal_write(int fd);
   void finish_link_group(const JobInfo& info, const Result& r);
   bool is_symlink(const JobInfo& info) const;
+  void flush_failed(const std::string& path, int err);
   void complete(JobInfo& info, const Result& r, uint64_t bytes);
   bool should_chunk(const struct stat& st) const;
   void start_chunks(JobInfo& begin, const Result& r);
@@ -341,6 +342,12 @@ void Runner::stop_if_all_would_fail(int err) {
 
 void Runner::error(const std::string& path, const std::string& reason) {
   report_error(fmt::format("pcopy: cannot copy '{}': {}", display_path(path), reason), path, reason);
+}
+
+// --fsync: `path` (in the tree, or a directory made for DST) is in place but not on disk.
+void Runner::flush_failed(const std::string& path, int err) {
+  report_error(fmt::format("pcopy: cannot flush '{}' to disk: {}", display_path(path), errno_text(err)), path,
+               fmt::format("cannot flush to disk: {}", errno_text(err)));
 }
 
 void Runner::unkept(const std::string& path, const Unkept& u) {
@@ -1380,10 +1387,17 @@ int Runner::run() {
     UniqueFd dst(target_.dst_root ? ::fcntl(target_.dst_root.get(), F_DUPFD_CLOEXEC, 0) : -1);
     walker_.emplace(
         opt_, std::move(src), std::move(dst), target_.src_st,
-        [this](const DirNode& dir, int err, const std::vector<Unkept>& unkept_list) {
+        [this](const DirNode& dir, const Walker::DirTrouble& trouble) {
           std::string path = walker_->rel_path(&dir);
-          if (err) error(path.empty() ? "." : path, errno_text(err));
-          for (const Unkept& u : unkept_list) unkept(path, u);
+          if (trouble.err) error(path.empty() ? "." : path, errno_text(trouble.err));
+          for (const Unkept& u : trouble.unkept) unkept(path, u);
+          if (trouble.flush_err) flush_failed(path.empty() ? "." : path, trouble.flush_err);
+          // Not in place: neither are the entries its workers reported copied.
+          auto take = [](uint64_t& count, uint64_t n) { count -= std::min(count, n); };
+          take(stats_.files_copied, trouble.lost.files);
+          take(stats_.links_copied, trouble.lost.links);
+          take(stats_.dirs_created, trouble.lost.dirs);
+          take(stats_.bytes_copied, trouble.lost.bytes);
         },
         stat_entries_);
     // A staged file that could not join the directory another writer made in its place: it was
@@ -1446,10 +1460,7 @@ int Runner::finish() {
     run_delete();
   }
   if (opt_.fsync && !opt_.dry_run) {
-    target_.flush_outside([&](const std::string& path, int err) {
-      say(paint("31", fmt::format("pcopy: cannot flush '{}' to disk: {}", display_path(path), errno_text(err))));
-      stats_.errors.add(path, fmt::format("cannot flush to disk: {}", errno_text(err)));
-    });
+    target_.flush_outside([&](const std::string& path, int err) { flush_failed(path, err); });
   }
   pool_->close_jobs();
   pool_->shutdown(5000);

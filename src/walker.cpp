@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -596,11 +597,12 @@ void Walker::finish_dir(DirNode* dir) {
   if (!opt_.dry_run && dst_root_) {
     DirNode* parent = dir->parent;
     bool parent_open = parent && parent->dst;
-    std::vector<Unkept> unkept;
-    int err = apply_dir_metadata(dir, unkept);
-    int reveal_err = reveal(dir);  // its files are complete, whatever became of its metadata
-    if (!err) err = reveal_err;
-    if (err || !unkept.empty()) on_dir_error_(*dir, err, err ? std::vector<Unkept>() : unkept);
+    DirTrouble trouble;
+    int err = apply_dir_metadata(dir, trouble);
+    reveal_or_tally(dir, trouble);  // its files are complete, whatever became of its metadata
+    if (err) trouble.err = err;
+    if (trouble.err) trouble.unkept.clear();
+    if (trouble.err || trouble.flush_err || !trouble.unkept.empty()) on_dir_error_(*dir, trouble);
     // A staged directory is finished through its parent, reopened if the walk had left it: that fd
     // is deferred too, or each directory still waiting for its jobs could come to hold one.
     if (parent && !parent_open && parent->dst) defer_dst(parent);
@@ -610,7 +612,8 @@ void Walker::finish_dir(DirNode* dir) {
   delete dir;
 }
 
-int Walker::apply_dir_metadata(DirNode* dir, std::vector<Unkept>& unkept) {
+int Walker::apply_dir_metadata(DirNode* dir, DirTrouble& trouble) {
+  std::vector<Unkept>& unkept = trouble.unkept;
   const struct stat& st = dir->st;
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (!dir->dst && !dir->staged_name.empty() && dir->mode_set && dir->forgotten.empty() && !opt_.fsync) {
@@ -654,8 +657,47 @@ int Walker::apply_dir_metadata(DirNode* dir, std::vector<Unkept>& unkept) {
   if (!times_right && ::futimens(fd, times) != 0) {
     if (int err = note_unkept(unkept, errno, "times")) return err;
   }
-  if (opt_.fsync && ::fsync(fd) != 0) return errno;
+  if (opt_.fsync && ::fsync(fd) != 0) trouble.flush_err = errno;
+#ifdef PCOPY_TEST_HOOKS
+  // An EIO for the directory whose name PCOPY_TEST_EIO_FSYNC_NAME gives.
+  if (const char* name = std::getenv("PCOPY_TEST_EIO_FSYNC_NAME"); opt_.fsync && name && dir->name == name)
+    trouble.flush_err = EIO;
+#endif
   return 0;
+}
+
+namespace {
+// What a staged directory that could not be put in place holds, but temporaries (of files never
+// finished, of directories inside it that failed the same way and were counted then).
+void tally(int dir, const char* name, Walker::DirTrouble& trouble) {
+  UniqueFd fd(::openat(dir, name, kDirFlags | O_NOFOLLOW));
+  if (!fd) return;
+  ++trouble.lost.dirs;
+  for_each_entry(fd.get(), [&](const char* entry, unsigned char) {
+    struct stat st;
+    if (std::strcmp(entry, ".") == 0 || std::strcmp(entry, "..") == 0 || is_temp_name(entry) ||
+        ::fstatat(fd.get(), entry, &st, AT_SYMLINK_NOFOLLOW) != 0)
+      return;
+    if (S_ISDIR(st.st_mode)) {
+      tally(fd.get(), entry, trouble);
+    } else if (S_ISLNK(st.st_mode)) {
+      ++trouble.lost.links;
+    } else {
+      ++trouble.lost.files;
+      if (S_ISREG(st.st_mode) && st.st_nlink == 1) trouble.lost.bytes += uint64_t(st.st_size);
+    }
+  });
+}
+}  // namespace
+
+// Puts a staged `dir` in place; if that fails, says what it holds is lost to this run.
+void Walker::reveal_or_tally(DirNode* dir, DirTrouble& trouble) {
+  std::string staged = dir->staged_name;
+  trouble.err = reveal(dir);
+  if (trouble.err && !staged.empty()) {
+    int pfd = dst_fd_for(dir->parent);
+    if (pfd >= 0) tally(pfd, staged.c_str(), trouble);
+  }
 }
 
 // Renames a staged directory into place; never over something that appeared there meanwhile: a
@@ -721,8 +763,11 @@ void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const
     }
     if (!dir->staged_name.empty()) staged.push_back(dir);
   }
-  for (DirNode* dir : staged)
-    if (int err = reveal(dir)) on_dir_error_(*dir, err, {});
+  for (DirNode* dir : staged) {
+    DirTrouble trouble;
+    reveal_or_tally(dir, trouble);
+    if (trouble.err) on_dir_error_(*dir, trouble);
+  }
 }
 
 }  // namespace pcopy

@@ -77,9 +77,18 @@ long fds_needed(unsigned jobs);
 
 class Walker {
  public:
-  // Called when a directory's metadata could not be applied.
-  // A directory whose metadata failed (`err`), or that stands without some of it (`unkept`).
-  using DirErrorFn = std::function<void(const DirNode&, int err, const std::vector<Unkept>& unkept)>;
+  // What went wrong with a finished directory of DST.
+  struct DirTrouble {
+    int err = 0;                 // its metadata failed, or (staged) it could not be put in place
+    std::vector<Unkept> unkept;  // without `err`: what of its metadata it stands without
+    int flush_err = 0;           // --fsync: it could not be flushed to disk
+    // Staged and never put in place: what it holds, which its workers reported copied (it stays
+    // under its temporary name, for the next run to remove).
+    struct {
+      uint64_t files = 0, links = 0, dirs = 0, bytes = 0;
+    } lost;
+  };
+  using DirErrorFn = std::function<void(const DirNode&, const DirTrouble&)>;
 
   // An entry of a staged directory that could not join the directory of its name another writer
   // made meanwhile (`err`; `st` its lstat): reported, and removed with the staged directory.
@@ -136,7 +145,8 @@ class Walker {
   void prepare_existing(DirNode* node, const DirNode* parent, int fd);
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
-  int apply_dir_metadata(DirNode* dir, std::vector<Unkept>& unkept);
+  int apply_dir_metadata(DirNode* dir, DirTrouble& trouble);
+  void reveal_or_tally(DirNode* dir, DirTrouble& trouble);
   int reveal(DirNode* dir);
   int merge_staged(int pfd, DirNode* dir);
   bool small_leaf(int src_fd);

@@ -1233,6 +1233,26 @@ TEST_F(Verify, InPlaceFileWhoseFlushFailedIsCopiedAgainByUpdate) {
 // each directory made for DST in its parent. Before, a file copied alone with --fsync had its data
 // flushed but not its name, and a new DST could vanish in a crash with everything in it. A test
 // hook fails the flush of the directory it names; a failure is an error naming that directory.
+// --fsync: a directory of the tree that cannot be flushed is named as such, its files in place.
+// It read "cannot copy 'd2': Input/output error", as if nothing had been copied.
+TEST_F(Verify, FsyncNamesADirectoryOfTheTreeItCannotFlush) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  make_dir(src + "/d2");
+  write_old(src + "/d2/f", "data");
+  RunOptions hook;
+  hook.env = {"PCOPY_TEST_EIO_FSYNC_NAME=d2"};
+  RunResult r = copy({"--fsync", "--json"}, hook);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot flush 'd2' to disk: Input/output error")) << describe(r);
+  json report = parse_report(r);
+  ASSERT_EQ(report["errors"].size(), 1u) << report.dump(2);
+  EXPECT_EQ(report["errors"][0].value("reason", ""), "cannot flush to disk: Input/output error");
+  EXPECT_EQ(count(report, "files_copied"), 1) << report.dump(2);
+  EXPECT_EQ(read_file(dst + "/d2/f"), "data");
+}
+
 TEST_F(Verify, FsyncFlushesTheNamesMadeOutsideTheTree) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";

@@ -1840,6 +1840,64 @@ TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
   EXPECT_LT(count_lines_containing(r.err, "pcopy: cannot copy"), 500u) << "it went on through the tree\n" << describe(r);
 }
 
+// A staged directory that cannot be put in place (DST made immutable meanwhile here; a file system
+// gone read-only or shut down does the same): what it holds is not counted as copied, for none of
+// it is at its final name. The summary said "copied 50 files, 1 dir" with nothing in place. The
+// next run removes the temporary and copies it all.
+TEST(Faults, AStagedDirectoryNotPutInPlaceIsNotCountedAsCopied) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make a directory immutable";
+  TempDir tmp;
+  std::string src = tmp / "src", dst = tmp / "dst", logs = tmp / "logs", fifo = tmp / "gate";
+  make_dirs(src + "/sub");
+  for (int i = 0; i < 50; ++i) write_file(src + fmt::format("/sub/f{:02}", i), "staged\n");
+  write_file(src + "/sub/gate.txt", "the test makes DST immutable before this is copied\n");
+  make_dir(dst);
+  make_dir(logs);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  struct Immutable {  // cleared whatever the test found, or TempDir could not remove it
+    UniqueFd fd;
+    bool set = false;
+    void clear() {
+      int flags = 0;
+      if (std::exchange(set, false) && ::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) == 0) {
+        flags &= ~FS_IMMUTABLE_FL;
+        ::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags);
+      }
+    }
+    ~Immutable() { clear(); }
+  } immutable{UniqueFd(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC))};
+  AsyncPcopy p({"-j1", "--json", src, dst}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+  bool staged = poll_until(Clock::now() + 60s, [&] {
+    auto names = list_tree(dst);
+    return !p.running() || std::any_of(names.begin(), names.end(), [](auto& n) { return is_temp_name(n); });
+  });
+  ASSERT_TRUE(staged && p.running()) << "sub was not staged";
+  int flags = 0;
+  ASSERT_EQ(::ioctl(immutable.fd.get(), FS_IOC_GETFLAGS, &flags), 0);
+  flags |= FS_IMMUTABLE_FL;
+  if (::ioctl(immutable.fd.get(), FS_IOC_SETFLAGS, &flags) != 0)
+    GTEST_SKIP() << "this file system has no immutable flag: " << std::strerror(errno);
+  immutable.set = true;
+  EXPECT_TRUE(open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); }));
+  RunResult r = p.wait();
+  immutable.clear();
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'sub': Operation not permitted")) << describe(r);
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("files_copied"), 0) << r.out;
+  EXPECT_EQ(report.at("dirs_created"), 0) << r.out;
+  EXPECT_EQ(report.at("bytes_copied"), 0) << r.out;
+  EXPECT_NE(r.err.find("copied 0 files, 0 dirs"), std::string::npos) << describe(r);
+
+  r = run_pcopy({"-u", "--json", src, dst});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied"), 51) << r.out;
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 // SIGTERM while the workers are stuck in uninterruptible I/O (DST frozen, as a hung NFS server
 // leaves it): they are killed, not waited for past a short while, and the run ends with 143 and
 // its summary. The parent waited in waitpid until the file system was thawed.

@@ -95,9 +95,10 @@ class WalkerTest : public ::testing::Test {
     int d = pcopy_test::open_dir(dst);
     struct stat st;
     EXPECT_EQ(::fstat(s, &st), 0);
-    return std::make_unique<Walker>(opt, UniqueFd(s), UniqueFd(d), st, [this](const DirNode& node, int err, const std::vector<Unkept>& unkept) {
-      if (err) dir_errors.push_back(node.name + ": " + std::to_string(err));
-      for (const Unkept& u : unkept) dir_errors.push_back(node.name + ": " + u.what + " not kept: " + std::to_string(u.err));
+    return std::make_unique<Walker>(opt, UniqueFd(s), UniqueFd(d), st, [this](const DirNode& node, const Walker::DirTrouble& t) {
+      if (t.err) dir_errors.push_back(node.name + ": " + std::to_string(t.err));
+      if (t.flush_err) dir_errors.push_back(node.name + ": not flushed: " + std::to_string(t.flush_err));
+      for (const Unkept& u : t.unkept) dir_errors.push_back(node.name + ": " + u.what + " not kept: " + std::to_string(u.err));
     });
   }
 
@@ -215,7 +216,7 @@ TEST_F(WalkerTest, NothingIsStagedWhereTheOptionsNeedFinalPathsAsFilesAreCopied)
     int s = pcopy_test::open_dir(src), d = pcopy_test::open_dir(into);
     struct stat st;
     ASSERT_EQ(::fstat(s, &st), 0);
-    Walker w(opt, UniqueFd(s), UniqueFd(d), st, [](const DirNode&, int, const std::vector<Unkept>&) {});
+    Walker w(opt, UniqueFd(s), UniqueFd(d), st, [](const DirNode&, const Walker::DirTrouble&) {});
     Walked r = drain(w);
     ASSERT_EQ(r.held.size(), 1u);
     EXPECT_FALSE(r.held[0]->facts.staged);
