@@ -218,6 +218,7 @@ class Runner {
   int interrupted_ = 0;    // the signal that stopped us
   bool full_ = false;     // stopped by a full disk or quota (ENOSPC, EDQUOT)
   bool abandon_ = false;   // interrupted, --fail-fast error, or no worker can run: stop the workers now
+  bool dst_stuck_ = false;  // abandoned with workers stuck in I/O: DST is left as it is
   std::vector<uint64_t> answered_;  // per worker: results since it was started
   std::vector<uint64_t> reporting_; // per worker: the job its last Progress message was about
   // Per worker: when it last sent anything, or was given work while it held none; and whether its
@@ -723,7 +724,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       if (!walker_) {  // a single file: both its paths, as either side may be at fault
         report_error(fmt::format("pcopy: cannot copy '{}' to '{}': {}", display_path(opt_.src),
                                  display_path(target_.dst_file), reason_of(r)),
-                     path(), reason_of(r));
+                     dst_path(), reason_of(r));  // the copy's name, as -v and --manifest give it
       } else {
         error(path(), reason_of(r));
       }
@@ -1433,21 +1434,36 @@ int Runner::finish() {
     collect_results(kFinishUpMs);
     pool_->signal_all(SIGKILL);
     pool_->await_deaths(Pool::kKillWaitMs);  // one stuck in I/O is not waited for
+    std::vector<pid_t> pids;
+    for (size_t w = 0; w < pool_->size(); ++w) {
+      pid_t pid = pool_->slot(w).pid;
+      pids.push_back(pid <= 0 || pool_->reap(w, false) >= 0 ? pid : -1);  // -1: still alive
+    }
+    // A worker that even SIGKILL has not ended is stuck in I/O (a frozen or unreachable DST): so
+    // would the parent be, in clean-up there. Its temporaries and staged directories are left for
+    // the next run, as a killed run's are.
+    dst_stuck_ = std::count(pids.begin(), pids.end(), -1) > 0;
     for (size_t w = 0; w < pool_->size(); ++w) {
       WorkerSlot& slot = pool_->slot(w);
-      pid_t pid = slot.pid;
-      bool gone = pid <= 0 || pool_->reap(w, false) >= 0;
       drain_results(w);
-      std::vector<DirNode*> dirs;
-      for (uint64_t id : slot.held) dirs.push_back(jobs_.at(id).dir);
-      remove_temps_of(pid, dirs);
-      if (!gone) {  // stuck in I/O, and killed: left for init to reap
+      if (pids[w] < 0) {  // left for init to reap
         slot.results.reset();
         slot.pid = -1;
+      } else if (!dst_stuck_) {
+        std::vector<DirNode*> dirs;
+        for (uint64_t id : slot.held) dirs.push_back(jobs_.at(id).dir);
+        remove_temps_of(pids[w], dirs);
       }
     }
-    for (auto& [id, cf] : chunked_) remove_dst_temp(cf.begin.dir, cf.temp);
-    if (walker_) {
+    if (dst_stuck_) {
+      std::string text = "workers stuck in I/O were killed and not waited for; what they were writing is left "
+                         "in DST for the next run to remove";
+      stats_.warnings.add("", text);
+      if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+    } else {
+      for (auto& [id, cf] : chunked_) remove_dst_temp(cf.begin.dir, cf.temp);
+    }
+    if (walker_ && !dst_stuck_) {
       // Staged directories appear with what was finished in them, never a half-written file.
       std::unordered_map<const DirNode*, std::vector<std::string>> unfinished;
       for (const auto& [id, info] : jobs_) unfinished[info.dir].push_back(info.job.target());
@@ -1459,7 +1475,7 @@ int Runner::finish() {
   } else {
     run_delete();
   }
-  if (opt_.fsync && !opt_.dry_run) {
+  if (opt_.fsync && !opt_.dry_run && !dst_stuck_) {
     target_.flush_outside([&](const std::string& path, int err) { flush_failed(path, err); });
   }
   pool_->close_jobs();
