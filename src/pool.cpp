@@ -20,6 +20,13 @@ namespace pcopy {
 
 namespace {
 
+// Milliseconds on the monotonic clock.
+long now_ms() {
+  struct timespec now;
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return long(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
+}
+
 // In the child: puts `fds` at 3, 4, 5, … and closes everything else above 2. A forked worker
 // inherits every descriptor the parent holds (close-on-exec does nothing without exec), and a job
 // pipe held open by a sibling would keep EOF from ever arriving.
@@ -151,16 +158,13 @@ void Pool::signal_all(int sig) {
 // Reads the result pipes until each is at EOF (a worker closes its pipe only by exiting) or
 // `timeout_ms` has passed.
 void Pool::await_exits(int timeout_ms) {
-  struct timespec start;
-  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  const long start = now_ms();
   for (;;) {
     std::vector<pollfd> fds;
     for (auto& s : slots_)
       if (s.pid > 0 && s.results) fds.push_back({s.results.get(), POLLIN, 0});
     if (fds.empty()) break;
-    struct timespec now;
-    ::clock_gettime(CLOCK_MONOTONIC, &now);
-    long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    long waited = now_ms() - start;
     if (waited >= timeout_ms) break;
     if (::poll(fds.data(), fds.size(), int(timeout_ms - waited)) <= 0) continue;
     for (auto& s : slots_) {
@@ -188,12 +192,9 @@ void Pool::await_deaths(int timeout_ms) {
       }
     }
   }
-  struct timespec start;
-  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  const long start = now_ms();
   for (size_t left = fds.size(); left > 0;) {
-    struct timespec now;
-    ::clock_gettime(CLOCK_MONOTONIC, &now);
-    long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    long waited = now_ms() - start;
     if (waited >= timeout_ms) break;
     if (::poll(fds.data(), fds.size(), int(timeout_ms - waited)) <= 0) continue;
     for (pollfd& p : fds) {

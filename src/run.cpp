@@ -1435,18 +1435,19 @@ int Runner::finish() {
     pool_->signal_all(SIGKILL);
     pool_->await_deaths(Pool::kKillWaitMs);  // one stuck in I/O is not waited for
     std::vector<pid_t> pids;
+    std::vector<bool> alive;
     for (size_t w = 0; w < pool_->size(); ++w) {
-      pid_t pid = pool_->slot(w).pid;
-      pids.push_back(pid <= 0 || pool_->reap(w, false) >= 0 ? pid : -1);  // -1: still alive
+      pids.push_back(pool_->slot(w).pid);
+      alive.push_back(pids.back() > 0 && pool_->reap(w, false) < 0);
     }
     // A worker that even SIGKILL has not ended is stuck in I/O (a frozen or unreachable DST): so
     // would the parent be, in clean-up there. Its temporaries and staged directories are left for
     // the next run, as a killed run's are.
-    dst_stuck_ = std::count(pids.begin(), pids.end(), -1) > 0;
+    dst_stuck_ = std::count(alive.begin(), alive.end(), true) > 0;
     for (size_t w = 0; w < pool_->size(); ++w) {
       WorkerSlot& slot = pool_->slot(w);
       drain_results(w);
-      if (pids[w] < 0) {  // left for init to reap
+      if (alive[w]) {  // left for init to reap
         slot.results.reset();
         slot.pid = -1;
       } else if (!dst_stuck_) {
