@@ -599,8 +599,8 @@ void Walker::finish_dir(DirNode* dir) {
     bool parent_open = parent && parent->dst;
     DirTrouble trouble;
     int err = apply_dir_metadata(dir, trouble);
-    reveal_or_tally(dir, trouble);  // its files are complete, whatever became of its metadata
-    if (err) trouble.err = err;
+    int reveal_err = reveal_or_tally(dir, trouble);  // its files are complete, whatever became of its metadata
+    trouble.err = err ? err : reveal_err;
     if (trouble.err) trouble.unkept.clear();
     if (trouble.err || trouble.flush_err || !trouble.unkept.empty()) on_dir_error_(*dir, trouble);
     // A staged directory is finished through its parent, reopened if the walk had left it: that fd
@@ -690,14 +690,15 @@ void tally(int dir, const char* name, Walker::DirTrouble& trouble) {
 }
 }  // namespace
 
-// Puts a staged `dir` in place; if that fails, says what it holds is lost to this run.
-void Walker::reveal_or_tally(DirNode* dir, DirTrouble& trouble) {
+// reveal(), and if that fails, what the staged `dir` holds is lost to this run (`trouble.lost`).
+int Walker::reveal_or_tally(DirNode* dir, DirTrouble& trouble) {
   std::string staged = dir->staged_name;
-  trouble.err = reveal(dir);
-  if (trouble.err && !staged.empty()) {
+  int err = reveal(dir);
+  if (err && !staged.empty()) {
     int pfd = dst_fd_for(dir->parent);
     if (pfd >= 0) tally(pfd, staged.c_str(), trouble);
   }
+  return err;
 }
 
 // Renames a staged directory into place; never over something that appeared there meanwhile: a
@@ -765,8 +766,7 @@ void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const
   }
   for (DirNode* dir : staged) {
     DirTrouble trouble;
-    reveal_or_tally(dir, trouble);
-    if (trouble.err) on_dir_error_(*dir, trouble);
+    if ((trouble.err = reveal_or_tally(dir, trouble))) on_dir_error_(*dir, trouble);
   }
 }
 

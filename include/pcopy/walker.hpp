@@ -146,7 +146,7 @@ class Walker {
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
   int apply_dir_metadata(DirNode* dir, DirTrouble& trouble);
-  void reveal_or_tally(DirNode* dir, DirTrouble& trouble);
+  int reveal_or_tally(DirNode* dir, DirTrouble& trouble);
   int reveal(DirNode* dir);
   int merge_staged(int pfd, DirNode* dir);
   bool small_leaf(int src_fd);
