@@ -263,6 +263,8 @@ uint64_t run_of(std::string_view name) {
 
 }  // namespace
 
+bool made_by_this_run(std::string_view temp_name) { return is_temp_name(temp_name) && run_of(temp_name) == g_run; }
+
 std::string temp_number(uint64_t count) { return std::to_string(g_run * kRunScale + count % kRunScale); }
 
 bool temp_in_use(int dir, std::string_view name) {

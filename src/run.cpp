@@ -1069,7 +1069,7 @@ void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
     UniqueFd dfd(fd);
     remove_temps(dfd.get(), [&](std::string_view name) {
       // A chunked file's temporary outlives the worker that created it: others still write it.
-      return name.starts_with(prefix) &&
+      return name.starts_with(prefix) && made_by_this_run(name) &&
              std::none_of(chunked_.begin(), chunked_.end(), [&](const auto& kv) { return kv.second.temp == name; });
     });
   }

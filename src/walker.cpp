@@ -133,7 +133,7 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
   if (struct stat dst_st; dst_root_ && ::fstat(dst_root_.get(), &dst_st) == 0) dst_id_.emplace(dst_st.st_dev, dst_st.st_ino);
   if (dst_root_) {
     root->dst.reset(::openat(dst_root_.get(), ".", kDirFlags));
-    if (!opt_.dry_run) prepare_existing(root, nullptr, root->dst.get());
+    if (!opt_.dry_run) prepare_existing(root, nullptr, root->dst.get(), src_root_.get());
   }
   auto frame = std::make_unique<Frame>();
   frame->node = root;
@@ -352,7 +352,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   if (can_stage_ && dst_root_ && parent->dst && parent->facts.known && parent->facts.local && !parent->facts.staged &&
       src && small_leaf(src.get()))
     node->staged_name = staged_prefix_ + temp_number(++staged_count_) + std::string(kTempSuffix);
-  node->dst.reset(open_dst_child(frame.node, node, err, ev.detail));
+  node->dst.reset(open_dst_child(frame.node, node, src.get(), err, ev.detail));
   if (err || !ev.detail.empty()) {
     // Not a walk error: SRC was read. Unlisted, the directory is not entered by --delete either.
     ev.err = err;
@@ -391,7 +391,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   return ev;
 }
 
-int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err, std::string& detail) {
+int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err, std::string& detail) {
   bool& fresh = node->fresh;
   // A staged directory is open only if needed; it has no subdirectories, unless one appeared in
   // SRC since it was listed.
@@ -484,14 +484,14 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int& err, std::string
     inherit();
   } else {
     if (is_source(fd)) return -1;
-    prepare_existing(node, parent, fd);
+    prepare_existing(node, parent, fd, src_fd);
   }
   return fd;
 }
 
 // An existing destination directory (a previous run's copy of a read-only one, say) must be
 // writable while we fill it; its real mode is applied when it is finished.
-void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd) {
+void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int src_fd) {
   struct stat st;
   if (::fstat(fd, &st) == 0) {
     if ((st.st_mode & 0700) != 0700 && st.st_uid == euid_) ::fchmod(fd, (st.st_mode & 07777) | 0700);
@@ -501,8 +501,13 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd) {
     node->dst_sgid = st.st_mode & S_ISGID;
   }
   // Temporaries an interrupted run left in a directory we are about to fill again; not those of a
-  // run still going (two runs into one destination: a cron job overlapping the last).
-  remove_temps(fd, [fd](std::string_view name) { return !temp_in_use(fd, name); });
+  // run still going (two runs into one destination: a cron job overlapping the last), nor a name
+  // SRC has too: the copy of a file named like one (a backup of a tree holding a leftover).
+  remove_temps(fd, [fd, src_fd](std::string_view name) {
+    struct stat st;
+    return !temp_in_use(fd, name) &&
+           !(src_fd >= 0 && ::fstatat(src_fd, std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0);
+  });
 }
 
 void Walker::evict_fds() {

@@ -31,6 +31,8 @@ bool is_temp_name(std::string_view name);
 std::string temp_number(uint64_t count);
 // A staged directory's name: ".pcopy-<pid>-d<n>.tmp" (see Walker).
 bool is_staged_name(std::string_view name);
+// Whether a temporary's name is one this run made (its <n> names this run; see temp_number).
+bool made_by_this_run(std::string_view temp_name);
 // Whether the pcopy process whose pid a temporary's name holds is still running: then the temporary
 // is in use by a concurrent run, not a leftover. A zombie, a pid now used by another program, or a
 // name without a pid: false. The pid of this run's parent or of one of its workers: if this run

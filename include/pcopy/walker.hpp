@@ -137,12 +137,12 @@ class Walker {
   std::optional<WalkEvent> classify(Frame& frame, const char* name, unsigned char d_type);
   std::optional<WalkEvent> descend(Frame& frame, const std::string& name);
   void pop();
-  int open_dst_child(DirNode* parent, DirNode* node, int& err, std::string& detail);
+  int open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err, std::string& detail);
   void evict_fds();
   void close_dst(DirNode* node);
   // Keeps `node`'s destination fd, which the walk has left, within the budget; else closes it.
   void defer_dst(DirNode* node);
-  void prepare_existing(DirNode* node, const DirNode* parent, int fd);
+  void prepare_existing(DirNode* node, const DirNode* parent, int fd, int src_fd);
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
   int apply_dir_metadata(DirNode* dir, DirTrouble& trouble);

@@ -1150,6 +1150,32 @@ TEST_F(CopyTest, FilesThatOnlyLookLikeTemporariesAreTheUsers) {
   EXPECT_EQ(list_tree(dst), std::vector<std::string>{"f"});
 }
 
+// A source file named exactly like a temporary (a backup of a tree an interrupted run left one
+// in): its copy is a copy, kept by the next run, not removed as a leftover and made again.
+TEST_F(CopyTest, ASourceFileNamedLikeATemporaryIsCopiedOnce) {
+  const std::string leftover = ".pcopy-99999-1.tmp", staged = ".pcopy-99999-d2.tmp";
+  write_file(src + "/" + leftover, "data\n");
+  make_dir(src + "/sub");
+  write_file(src + "/sub/" + leftover, "deeper\n");
+  make_dir(src + "/" + staged);
+  write_file(src + "/" + staged + "/f", "in a directory\n");
+  RunResult r = copy({"-a", "--json"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied"), 3) << r.out;
+  r = copy({"-a", "-u", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied"), 0) << r.out;
+  EXPECT_EQ(read_file(dst + "/" + leftover), "data\n");
+  EXPECT_EQ(read_file(dst + "/sub/" + leftover), "deeper\n");
+  EXPECT_EQ(read_file(dst + "/" + staged + "/f"), "in a directory\n");
+  // Gone from SRC, it is a name like any other to --delete (or removed as a leftover).
+  ASSERT_EQ(::unlink((src + "/" + leftover).c_str()), 0);
+  r = copy({"-a", "-u", "--delete"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_FALSE(exists(dst + "/" + leftover));
+  EXPECT_TRUE(exists(dst + "/sub/" + leftover));
+}
+
 TEST_F(CopyTest, RefusesDirectoryOntoExistingFile) {
   write_file(src + "/f", "f");
   write_file(dst, "a file in the way");
