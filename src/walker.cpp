@@ -317,6 +317,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   bool unreadable = open_err == EACCES &&
                     ::fstatat(frame.src.get(), name.c_str(), &ev.st, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) == 0 &&
                     S_ISDIR(ev.st.st_mode);
+  if (unreadable) ++walk_errors_;  // whatever becomes of its copy: SRC was not read
   errno = open_err;
   if (!unreadable && (!src || ::fstat(src.get(), &ev.st) != 0)) {
     ev.err = errno;
@@ -366,7 +367,6 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   ev.type = WalkEvent::Type::Dir;
   ev.created = node->fresh;
   if (unreadable) {
-    ++walk_errors_;
     dents_pos_ = dents_len_ = 0;
     release(node);  // nothing to list: finished as it is
     queued_ = WalkEvent{WalkEvent::Type::Error, frame.node, name, {}, EACCES, {}};

@@ -577,6 +577,27 @@ TEST_F(Backup, DeleteRefusesAfterWalkError) {
   EXPECT_GE(report.value("errors", json::array()).size(), 1u) << report.dump(2);
 }
 
+// The same with the copy of the unreadable directory unreadable too (as a copy of it with the
+// source's mode, 0311, is): that its copy cannot be entered either does not make SRC read.
+TEST_F(Backup, DeleteRefusesAfterWalkErrorWhenTheCopyCannotBeOpenedEither) {
+  write_old(src + "/ok.txt", "fine\n");
+  make_dir(src + "/locked");
+  write_old(src + "/locked/inner.txt", "inside\n");
+  full_copy();
+  write_file(dst + "/extra.txt", "extraneous, but must survive a partial walk\n");
+  RunOptions as_user = unprivileged(tmp);  // gives the tree to the user: chmod after it
+  ASSERT_EQ(::chmod((src + "/locked").c_str(), 0311), 0);
+  ASSERT_EQ(::chmod((dst + "/locked").c_str(), 0311), 0);
+
+  RunResult r = copy({"--delete", "--json"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_NE(r.err.find("pcopy: --delete skipped"), std::string::npos) << describe(r);
+  EXPECT_TRUE(exists(dst + "/extra.txt")) << "--delete ran after a failed walk\n" << describe(r);
+  EXPECT_EQ(count(parse_report(r), "files_deleted"), 0) << r.out;
+  ASSERT_EQ(::chmod((dst + "/locked").c_str(), 0700), 0);
+  EXPECT_TRUE(exists(dst + "/locked/inner.txt")) << describe(r);
+}
+
 // A directory with more subdirectories than pcopy may open files: --delete goes into every one.
 // It held each one open until its turn, and one it could not open (EMFILE) was skipped without a
 // word: its extraneous entries stayed, status 0.
