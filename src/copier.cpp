@@ -648,9 +648,10 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
     // copy's is not enough, for the copy's ctime also moves when anything else changes it (its
     // link count, when pcopy replaced a name it shared; an attribute set in DST by hand). And
     // chown has just dropped the copy's file capabilities.
-    if (chowned || has_xattrs_at(src_dir, job.name) || has_xattrs_at(dst_dir, job.target())) {
+    bool follow = opt_.dereference;
+    if (chowned || has_xattrs_at(src_dir, job.name, follow) || has_xattrs_at(dst_dir, job.target(), false)) {
       XattrsRefused refused;
-      if (int err = sync_xattrs_at(src_dir, job.name, dst_dir, job.target(), privileged_, xattrs_written, refused))
+      if (int err = sync_xattrs_at(src_dir, job.name, follow, dst_dir, job.target(), privileged_, xattrs_written, refused))
         return err;
       note_unkept(unkept_, refused);
     }
@@ -1184,7 +1185,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   }
   if (!err && opt_.archive) {
     XattrsRefused refused;
-    err = copy_xattrs_at(src_dir, job.name, dst_dir, tmp, privileged_, default_acl_, refused);
+    err = copy_xattrs_at(src_dir, job.name, opt_.dereference, dst_dir, tmp, privileged_, default_acl_, refused);
     note_unkept(unkept_, refused);
   }
   mode_t mode = mode_for_copy(st.st_mode, owner_kept);

@@ -5,7 +5,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -38,19 +41,78 @@ XattrOps fd_ops(const int* fd) {
           [](const void* s, const char* k) { return ::fremovexattr(*static_cast<const int*>(s), k); }, fd};
 }
 
-const char* path_of(const void* self) { return static_cast<const std::string*>(self)->c_str(); }
+// An entry named by directory and name: the kernel's *xattrat calls (Linux 6.13), else its path
+// under /proc/self/fd (no fd can be opened on a link or a device without side effects). `follow`:
+// a symbolic link's target (-L), else the link itself.
+struct AtEntry {
+  int dir;
+  const char* name;
+  bool follow;
+  std::string proc;  // made on the first fallback
+};
 
-// No fd can be opened on a link or a device without side effects, so such a file is named
-// through /proc: `path` is /proc/self/fd/DIR/NAME.
-XattrOps path_ops(const std::string* path) {
-  return {[](const void* p, char* b, size_t n) { return ::llistxattr(path_of(p), b, n); },
-          [](const void* p, const char* k, void* b, size_t n) { return ::lgetxattr(path_of(p), k, b, n); },
-          [](const void* p, const char* k, const void* b, size_t n) { return ::lsetxattr(path_of(p), k, b, n, 0); },
-          [](const void* p, const char* k) { return ::lremovexattr(path_of(p), k); }, path};
+// The same numbers on every architecture.
+constexpr long kSysSetxattrat = 463, kSysGetxattrat = 464, kSysListxattrat = 465, kSysRemovexattrat = 466;
+struct XattrArgs {  // struct xattr_args
+  uint64_t value;
+  uint32_t size;
+  uint32_t flags;
+};
+
+// Whether the kernel has the *xattrat calls, asked once: not before Linux 6.13, nor under a
+// seccomp filter that predates them (EPERM). Else /proc paths.
+bool have_at_calls() {
+#ifdef PCOPY_TEST_HOOKS
+  if (std::getenv("PCOPY_TEST_NO_XATTRAT")) return false;  // to test the older kernels' way
+#endif
+  static const bool have = ::syscall(kSysListxattrat, AT_FDCWD, "/", 0, nullptr, 0) >= 0;
+  return have;
 }
 
-std::string proc_path(int dir, const std::string& name) {
-  return "/proc/self/fd/" + std::to_string(dir) + "/" + name;
+// Calls `at()`, or `by_path` with `e`'s path under /proc/self/fd. Without /proc (a chroot) that
+// fails ENOENT, taken for a file system without attributes: ENOTSUP.
+template <typename At, typename ByPath>
+ssize_t at_or_proc(AtEntry& e, At&& at, ByPath&& by_path) {
+  if (have_at_calls()) return at();
+  if (e.proc.empty()) e.proc = "/proc/self/fd/" + std::to_string(e.dir) + "/" + e.name;
+  ssize_t r = by_path(e.proc.c_str());
+  if (r < 0 && errno == ENOENT && ::access("/proc/self/fd", F_OK) != 0) errno = ENOTSUP;
+  return r;
+}
+
+AtEntry& entry_of(const void* self) { return *static_cast<AtEntry*>(const_cast<void*>(self)); }
+unsigned at_flags(const AtEntry& e) { return e.follow ? 0 : AT_SYMLINK_NOFOLLOW; }
+
+XattrOps at_ops(AtEntry* entry) {
+  return {[](const void* self, char* b, size_t n) -> ssize_t {
+            AtEntry& e = entry_of(self);
+            return at_or_proc(
+                e, [&] { return ::syscall(kSysListxattrat, e.dir, e.name, at_flags(e), b, n); },
+                [&](const char* path) { return e.follow ? ::listxattr(path, b, n) : ::llistxattr(path, b, n); });
+          },
+          [](const void* self, const char* k, void* b, size_t n) -> ssize_t {
+            AtEntry& e = entry_of(self);
+            XattrArgs args{reinterpret_cast<uintptr_t>(b), uint32_t(std::min<size_t>(n, UINT32_MAX)), 0};
+            return at_or_proc(
+                e, [&] { return ::syscall(kSysGetxattrat, e.dir, e.name, at_flags(e), k, &args, sizeof args); },
+                [&](const char* path) { return e.follow ? ::getxattr(path, k, b, n) : ::lgetxattr(path, k, b, n); });
+          },
+          [](const void* self, const char* k, const void* b, size_t n) -> int {
+            AtEntry& e = entry_of(self);
+            XattrArgs args{reinterpret_cast<uintptr_t>(b), uint32_t(n), 0};
+            return int(at_or_proc(
+                e, [&] { return ::syscall(kSysSetxattrat, e.dir, e.name, at_flags(e), k, &args, sizeof args); },
+                [&](const char* path) {
+                  return ssize_t(e.follow ? ::setxattr(path, k, b, n, 0) : ::lsetxattr(path, k, b, n, 0));
+                }));
+          },
+          [](const void* self, const char* k) -> int {
+            AtEntry& e = entry_of(self);
+            return int(at_or_proc(
+                e, [&] { return ::syscall(kSysRemovexattrat, e.dir, e.name, at_flags(e), k); },
+                [&](const char* path) { return ssize_t(e.follow ? ::removexattr(path, k) : ::lremovexattr(path, k)); }));
+          },
+          entry};
 }
 
 // Reads into `buf`: one call when it fits in 256 bytes (most lists and values; an empty list is
@@ -160,38 +222,29 @@ int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged, bool prune, XattrsRe
   return write_with(fd_ops(&src_fd), fd_ops(&dst_fd), privileged, prune, written, refused);
 }
 
-int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
+int copy_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, int dst_dir, const std::string& dst_name,
                    bool privileged, bool prune, XattrsRefused& refused) {
-  std::string s = proc_path(src_dir, src_name), d = proc_path(dst_dir, dst_name);
+  AtEntry s{src_dir, src_name.c_str(), src_follow, {}}, d{dst_dir, dst_name.c_str(), false, {}};
   bool written = false;
-  return write_with(path_ops(&s), path_ops(&d), privileged, prune, written, refused);
+  return write_with(at_ops(&s), at_ops(&d), privileged, prune, written, refused);
 }
 
-bool has_xattrs_at(int dir, const std::string& name) {
-  // The kernel's listxattrat (Linux 6.13) lists by directory fd and name: 1.6 µs against 5 µs
-  // through a /proc path on this VM, paid by every file an -a -u run skips.
-  constexpr long kSysListxattrat = 465;  // the same number on every architecture
-  static bool at_missing = false;
-  std::string path, names;
-  auto list = [&](char* b, size_t n) -> ssize_t {
-    if (!at_missing) {
-      long r = ::syscall(kSysListxattrat, dir, name.c_str(), AT_SYMLINK_NOFOLLOW, b, n);
-      if (r >= 0 || (errno != ENOSYS && errno != EPERM)) return r;  // EPERM: a seccomp filter's no
-      at_missing = true;
-    }
-    if (path.empty()) path = proc_path(dir, name);
-    return ::llistxattr(path.c_str(), b, n);
-  };
-  if (read_grow(names, list) != 0) return false;
+// listxattrat lists by directory fd and name: 1.6 µs against 5 µs through a /proc path on this VM,
+// paid by every file an -a -u run skips.
+bool has_xattrs_at(int dir, const std::string& name, bool follow) {
+  AtEntry e{dir, name.c_str(), follow, {}};
+  XattrOps ops = at_ops(&e);
+  std::string names;
+  if (read_grow(names, [&](char* b, size_t n) { return ops.list(ops.self, b, n); }) != 0) return false;
   for (size_t pos = 0; pos < names.size(); pos += std::strlen(names.c_str() + pos) + 1)
     if (names[pos] != '\0' && !skipped(names.c_str() + pos)) return true;
   return false;
 }
 
-int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
+int sync_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, int dst_dir, const std::string& dst_name,
                    bool privileged, bool& written, XattrsRefused& refused) {
-  std::string s = proc_path(src_dir, src_name), d = proc_path(dst_dir, dst_name);
-  return write_with(path_ops(&s), path_ops(&d), privileged, true, written, refused);
+  AtEntry s{src_dir, src_name.c_str(), src_follow, {}}, d{dst_dir, dst_name.c_str(), false, {}};
+  return write_with(at_ops(&s), at_ops(&d), privileged, true, written, refused);
 }
 
 }  // namespace pcopy

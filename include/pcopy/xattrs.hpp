@@ -20,15 +20,17 @@ struct XattrsRefused {
 // its directory's default ACL, or its own from before), and they are removed: a copy made with -a
 // has its source's ACL, not more.
 int copy_xattrs_fd(int src_fd, int dst_fd, bool privileged, bool prune, XattrsRefused& refused);
-int copy_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
+// By directory and name; `src_follow`: the source is a symbolic link's target (-L), else the entry
+// itself (a link's own attributes). The destination is never followed.
+int copy_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, int dst_dir, const std::string& dst_name,
                    bool privileged, bool prune, XattrsRefused& refused);
 // Makes dst's attributes those of src where they differ, removing those src lacks; `written`
 // tells whether anything was changed.
-int sync_xattrs_at(int src_dir, const std::string& src_name, int dst_dir, const std::string& dst_name,
+int sync_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, int dst_dir, const std::string& dst_name,
                    bool privileged, bool& written, XattrsRefused& refused);
-// Whether the entry `name` in `dir` has attributes that a copy would be given (none that cannot
-// be listed).
-bool has_xattrs_at(int dir, const std::string& name);
+// Whether the entry `name` in `dir` (followed if a link, with `follow`) has attributes that a copy
+// would be given (none that cannot be listed).
+bool has_xattrs_at(int dir, const std::string& name, bool follow);
 // The attributes of `fd` the caller may read.
 std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool privileged);
 // Gives `fd` the attributes `attrs` (read earlier from a source) and, with `prune`, removes those

@@ -613,6 +613,74 @@ TEST_F(ArchiveSpecialFilesTest, DereferenceFollowsLinksAndReportsLoops) {
                                                       "link-to-file", "realdir", "realdir/inner.txt", "target.txt"}));
 }
 
+// -a -L: what a link leads to is copied with its attributes (an ACL, a user attribute; a FIFO's
+// trusted one), and an unchanged -u run keeps them. The -u run read the link's own attributes
+// (none) and removed the copy's; the ACL's mask then became the group bits (rw- for r--).
+TEST_F(ArchiveSpecialFilesTest, DereferenceKeepsTheAttributesOfWhatALinkLeadsTo) {
+  write_file(src + "/real", "data\n", 0644);
+  set_xattr(src + "/real", "user.tag", "keep"sv);
+  run_ok({"setfacl", "-m", "u:65534:rw-", src + "/real"});
+  make_symlink("real", src + "/ln");
+  if (is_root()) {
+    make_fifo(src + "/fifo", 0640);
+    set_xattr(src + "/fifo", "trusted.x", "1"sv);
+    make_symlink("fifo", src + "/fifo-ln");
+  }
+  const std::optional<std::string> acl = get_xattr(src + "/real", "system.posix_acl_access");
+  ASSERT_TRUE(acl.has_value());
+  std::vector<std::string> ways = {"the *xattrat calls"};
+#ifdef PCOPY_TEST_HOOKS
+  ways.push_back("PCOPY_TEST_NO_XATTRAT=1");  // /proc paths, as before Linux 6.13
+#endif
+  for (const std::string& way : ways)
+  for (const char* pass : {"copy", "-u"}) {
+    SCOPED_TRACE(way + ", " + pass);
+    std::vector<std::string> args = {"-a", "-L", src, dst};
+    if (std::string_view(pass) == "-u") args.insert(args.begin(), "-u");
+    else std::filesystem::remove_all(dst);
+    RunOptions options = with_timeout(60);
+    if (way.starts_with("PCOPY_")) options.env.push_back(way);
+    RunResult r = run_pcopy(args, options);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(get_xattr(dst + "/ln", "user.tag"), std::optional<std::string>("keep"));
+    EXPECT_EQ(get_xattr(dst + "/ln", "system.posix_acl_access"), acl);
+    EXPECT_EQ(lstat_of(dst + "/ln").st_mode & 07777, lstat_of(src + "/real").st_mode & 07777);
+    if (is_root()) {
+      EXPECT_TRUE(S_ISFIFO(lstat_of(dst + "/fifo-ln").st_mode));
+      EXPECT_EQ(get_xattr(dst + "/fifo-ln", "trusted.x"), std::optional<std::string>("1"));
+    }
+  }
+}
+
+// With -a and no /proc (a chroot, a container without procfs), links, FIFOs and the attributes of
+// files are copied as cp -a copies them: the attributes were read through /proc/self/fd paths.
+TEST_F(ArchiveSpecialFilesTest, ArchiveWorksWithoutProc) {
+  if (!is_root()) GTEST_SKIP() << "needs root (a mount namespace without /proc)";
+  write_file(src + "/f", "hi\n");
+  set_xattr(src + "/f", "user.k", "v"sv);
+  make_symlink("f", src + "/link");
+  make_fifo(src + "/fifo", 0600);
+  std::vector<std::string> ways = {"the *xattrat calls"};
+#ifdef PCOPY_TEST_HOOKS
+  ways.push_back("PCOPY_TEST_NO_XATTRAT=1");  // /proc paths, as before Linux 6.13: they fail
+#endif
+  for (const std::string& way : ways)
+  for (const char* pass : {"copy", "-u"}) {
+    SCOPED_TRACE(way + ", " + pass);
+    std::vector<std::string> argv = {"unshare", "-m", "sh", "-c", "umount -l /proc && exec \"$0\" \"$@\"", pcopy_bin(),
+                                     "-a", src, dst};
+    if (std::string_view(pass) == "-u") argv.insert(argv.begin() + 6, "-u");
+    else std::filesystem::remove_all(dst);
+    RunOptions options = with_timeout(60);
+    if (way.starts_with("PCOPY_")) options.env.push_back(way);
+    RunResult r = run(argv, options);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(read_link(dst + "/link"), "f");
+    EXPECT_TRUE(S_ISFIFO(lstat_of(dst + "/fifo").st_mode));
+    EXPECT_EQ(get_xattr(dst + "/f", "user.k"), std::optional<std::string>("v"));
+  }
+}
+
 TEST_F(ArchiveSpecialFilesTest, OneFileSystemStaysOnSourceFs) {
   if (!is_root()) GTEST_SKIP() << "needs root (mount)";
   make_dir(src + "/mnt");
