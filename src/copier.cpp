@@ -1283,7 +1283,9 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
   Ring& ring = *ring_;
 
   // Round 1: open every source (O_NOATIME needs ownership: asked again without it once refused).
-  const int flags = source_flags(opt_.dereference);
+  // O_NONBLOCK as in open_source: a name not in the dentry cache is opened by a kernel thread,
+  // which would wait for a writer to a FIFO put in its place; a leased file is left to copy_file.
+  const int flags = source_flags(opt_.dereference) | O_NONBLOCK;
   for (int pass = 0; pass < 2; ++pass) {
     int f = flags | (noatime_ && pass == 0 ? O_NOATIME : 0);
     std::vector<size_t> asked;
