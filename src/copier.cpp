@@ -769,6 +769,12 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (opt_.verify) {
     Hasher check;
     UniqueFd reread(::openat(dst_dir, tmp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    // A mode that lets others read but not the owner (0044): the user reads the source as one of
+    // the others, and owns the copy. Readable for the check; its mode is set again below.
+    if (!reread && errno == EACCES && ::fchmod(out.get(), (st.st_mode & 0777) | 0400) == 0) {
+      fresh_mode = false;
+      reread.reset(::openat(dst_dir, tmp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    }
     if (!reread) return fail(r, errno);
     if ((err = hash_file(reread.get(), check))) return fail(r, err);
     if (check.digest() != *r.hash) return fail(r, 0, "verification failed: the written copy differs from the source");

@@ -1192,6 +1192,22 @@ TEST_F(Verify, VerifyPassesOnGoodCopies) {
   EXPECT_EQ(count(parse_report(r), "files_copied"), 3) << describe(r);
 }
 
+// A file others may read but its owner may not (0044), copied by one of the others: the copy is
+// theirs, mode 0044, and --verify still reads it back (it failed "Permission denied").
+TEST_F(Verify, VerifyReadsBackACopyItsOwnerMayNotRead) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a source owned by another user)";
+  write_old(src + "/f", "for the others\n");
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chown((src + "/f").c_str(), 0, 0), 0);
+  ASSERT_EQ(::chmod((src + "/f").c_str(), 0044), 0);
+  RunResult r = copy({"--verify"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  struct stat st = lstat_of(dst + "/f");
+  EXPECT_EQ(st.st_mode & 07777, 0044u);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(read_file(dst + "/f"), "for the others\n");
+}
+
 TEST_F(Verify, VerifyFailsWhenWrittenDataIsCorrupted) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
