@@ -23,7 +23,8 @@ std::string format_bytes(uint64_t bytes) {
 }
 
 std::string format_rate(double bytes_per_s) {
-  return format_bytes(uint64_t(std::max(0.0, bytes_per_s))) + "/s";
+  constexpr double kMax = 18446744073709549568.0;  // the largest double below 2^64
+  return format_bytes(bytes_per_s >= kMax ? UINT64_MAX : uint64_t(std::max(0.0, bytes_per_s))) + "/s";
 }
 
 std::string format_duration(double seconds) {
@@ -44,8 +45,10 @@ std::string format_count(uint64_t n) {
 namespace {
 
 int percent(const ProgressState& s) {
-  if (s.bytes_total > 0) return int(std::min<uint64_t>(100, s.bytes_done * 100 / s.bytes_total));
-  if (s.files_total > 0) return int(std::min<uint64_t>(100, s.files_done * 100 / s.files_total));
+  // In long double: a count times 100 overflows 64 bits from 160 PiB (sparse files).
+  auto share = [](uint64_t done, uint64_t total) { return int(std::min(100.0L, (long double)done * 100 / total)); };
+  if (s.bytes_total > 0) return share(s.bytes_done, s.bytes_total);
+  if (s.files_total > 0) return share(s.files_done, s.files_total);
   return s.counting ? 0 : 100;
 }
 
@@ -100,6 +103,9 @@ std::string format_status_line(const ProgressState& s) {
 }
 
 void RateMeter::sample(double t, uint64_t bytes) {
+  // Fewer bytes done than before: a dead worker's file is counted again from its start. The
+  // rate starts over rather than go negative.
+  if (!samples_.empty() && bytes < samples_.back().second) samples_.clear();
   samples_.emplace_back(t, bytes);
   while (samples_.size() > 2 && samples_.front().first < t - 5.0) samples_.pop_front();
 }

@@ -518,7 +518,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
   }
   if (job.kind == JobKind::File && job.known && should_chunk(ev.st)) job.kind = JobKind::FileBegin;
   ++files_total_;
-  bytes_total_ += job.size;
+  bytes_total_ = add_saturating(bytes_total_, job.size);
   if (opt_.archive && ev.st.st_nlink > 1) {
     auto key = std::make_pair(ev.st.st_dev, ev.st.st_ino);
     auto [it, first] = links_.try_emplace(key);
@@ -645,7 +645,7 @@ void Runner::on_progress(size_t w, const Progress& p) {
   auto it = jobs_.find(p.id);
   if (it == jobs_.end()) return;
   it->second.reported += p.bytes;
-  bytes_done_ += p.bytes;
+  bytes_done_ = add_saturating(bytes_done_, p.bytes);
 }
 
 void Runner::on_result(size_t w, const Result& r) {
@@ -670,10 +670,10 @@ void Runner::settle(const Result& r) {
 
   JobInfo info = std::move(it->second);
   jobs_.erase(it);
-  bytes_done_ += r.bytes >= info.reported ? r.bytes - info.reported : 0;
+  bytes_done_ = add_saturating(bytes_done_, r.bytes >= info.reported ? r.bytes - info.reported : 0);
   if (r.outcome == Outcome::Split) {
     // The worker found the file big: from here on it is copied like a FileBegin.
-    bytes_total_ += r.size - std::min(r.size, info.job.size);
+    bytes_total_ = add_saturating(bytes_total_, r.size - std::min(r.size, info.job.size));
     info.job.size = r.size;
     info.job.mtime_ns = r.mtime_ns;
     Result begun = r;
@@ -742,7 +742,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       } else {
         ++stats_.files_copied;
       }
-      stats_.bytes_copied += bytes;
+      stats_.bytes_copied = add_saturating(stats_.bytes_copied, bytes);
       if (opt_.dry_run) {
         out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(dst_path()));
       } else if (opt_.verbose) {

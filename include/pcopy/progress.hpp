@@ -19,6 +19,13 @@ struct ProgressState {
   double rate = 0;  // bytes per second, recent
 };
 
+// a + b, or the largest count where that overflows: sparse files of up to 8 EiB each add up
+// past 2^64 bytes.
+inline uint64_t add_saturating(uint64_t a, uint64_t b) {
+  uint64_t sum;
+  return __builtin_add_overflow(a, b, &sum) ? UINT64_MAX : sum;
+}
+
 std::string format_bytes(uint64_t bytes);      // "0 B", "1023 B", "1.5 KiB", "3.2 GiB"
 std::string format_rate(double bytes_per_s);   // "12.5 MiB/s"
 std::string format_duration(double seconds);   // "0:07", "12:34", "1:02:03"

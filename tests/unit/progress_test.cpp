@@ -88,6 +88,7 @@ TEST(FormatRate, IsBytesPerSecond) {
   EXPECT_EQ(format_rate(0), "0 B/s");
   EXPECT_EQ(format_rate(12.5 * MiB), "12.5 MiB/s");
   EXPECT_EQ(format_rate(-5), "0 B/s");
+  EXPECT_EQ(format_rate(1e30), "16.0 EiB/s");  // past 2^64: the largest, not a wrapped cast
 }
 
 // ---- format_duration / format_count -------------------------------------------------------------
@@ -211,6 +212,18 @@ TEST(FormatBar, PercentNeverExceeds100) {
   EXPECT_EQ(format_bar(s, 120).substr(0, 4), "100%");
 }
 
+// Sparse files make byte counts of exbibytes: a count times 100 no longer fits in 64 bits.
+TEST(FormatBar, PercentOfExbibytesIsRight) {
+  ProgressState s;
+  s.files_done = s.files_total = 2;
+  s.bytes_done = s.bytes_total = uint64_t(1) << 60;
+  EXPECT_EQ(format_bar(s, 120).substr(0, 4), "100%");
+  s.bytes_done = s.bytes_total / 2;
+  EXPECT_EQ(format_bar(s, 120).substr(0, 4), " 50%");
+  EXPECT_EQ(add_saturating(UINT64_MAX - 1, 5), UINT64_MAX);
+  EXPECT_EQ(add_saturating(1, 2), 3u);
+}
+
 TEST(FormatBar, NarrowWidthStillStartsWithThePercentage) {
   ProgressState s = midway();
   EXPECT_EQ(format_bar(s, 4), " 25%");
@@ -271,4 +284,16 @@ TEST(RateMeter, ForgetsSamplesOlderThanTheWindow) {
   for (int t = 2; t <= 20; ++t) m.sample(double(t), 1'000'000 + uint64_t(t - 1) * 10);
   // Only the last ~5 seconds count: 10 bytes per second.
   EXPECT_NEAR(m.rate(), 10.0, 0.01);
+}
+
+// A worker died: its file's bytes are taken back and counted again from the start. The rate
+// starts over; it wrapped around to 16 EiB/s.
+TEST(RateMeter, StartsOverWhenTheCountGoesDown) {
+  RateMeter m;
+  m.sample(0.0, 0);
+  m.sample(1.0, 120'000'000);
+  m.sample(2.0, 8'000'000);
+  EXPECT_EQ(m.rate(), 0.0);
+  m.sample(3.0, 10'000'000);
+  EXPECT_DOUBLE_EQ(m.rate(), 2'000'000.0);
 }
