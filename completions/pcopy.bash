@@ -9,11 +9,11 @@ _pcopy() {
     local prev=""
     ((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
 
-    # After "--" every word is a positional argument (SRC or DST): directories.
+    # After "--" every word is a positional argument (SRC or DST): files and directories.
     local i
     for ((i = 1; i < COMP_CWORD; i++)); do
         if [[ ${COMP_WORDS[i]} == "--" ]]; then
-            _pcopy_dirs "$cur"
+            _pcopy_paths "$cur"
             return 0
         fi
     done
@@ -67,14 +67,14 @@ _pcopy() {
         return 0
     fi
 
-    _pcopy_dirs "$cur"
+    _pcopy_paths "$cur"
     return 0
 }
 
-# SRC and DST: directories.
-_pcopy_dirs() {
+# SRC and DST: a tree or a single file, so any name.
+_pcopy_paths() {
     compopt -o filenames 2>/dev/null
-    mapfile -t COMPREPLY < <(compgen -d -- "$1")
+    mapfile -t COMPREPLY < <(compgen -f -- "$1")
 }
 
 complete -F _pcopy pcopy

@@ -120,7 +120,7 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
       ->group(selection);
   app.add_option_function<std::string>(
          "--exclude-from", [&o](const std::string& f) { add_filter_file(o, f); },
-         "Read exclude patterns from FILE, one per line")
+         "Read patterns from FILE, one per line: excludes, or includes as \"+ PAT\"")
       ->type_name("FILE")
       ->trigger_on_parse()
       ->group(selection);

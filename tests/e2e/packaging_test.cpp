@@ -180,10 +180,11 @@ TEST(Packaging, BashCompletesDirectoriesAndFiles) {
   make_dir(tmp / "photos");
   make_dir(tmp / "pics 2");
   write_file(tmp / "plan.txt", "x");
-  // SRC and DST: directories only.
-  EXPECT_EQ(bash_complete({"pcopy", "p"}, tmp.path()), (Replies{"photos", "pics 2"}));
+  // SRC and DST: a tree or a single file (`pcopy big.iso /mnt/usb/`), so files too.
+  EXPECT_EQ(bash_complete({"pcopy", "p"}, tmp.path()), (Replies{"photos", "pics 2", "plan.txt"}));
   EXPECT_EQ(bash_complete({"pcopy", "-u", "photos", "pi"}, tmp.path()), Replies{"pics 2"});
-  EXPECT_EQ(bash_complete({"pcopy", "--", "p"}, tmp.path()), (Replies{"photos", "pics 2"}));
+  EXPECT_EQ(bash_complete({"pcopy", "--", "p"}, tmp.path()), (Replies{"photos", "pics 2", "plan.txt"}));
+  EXPECT_EQ(bash_complete({"pcopy", "pl"}, tmp.path()), Replies{"plan.txt"});
   // --exclude-from and --manifest take files.
   EXPECT_EQ(bash_complete({"pcopy", "--exclude-from", "pl"}, tmp.path()), Replies{"plan.txt"});
   EXPECT_EQ(bash_complete({"pcopy", "--manifest", "=", "pl"}, tmp.path()), Replies{"plan.txt"});
