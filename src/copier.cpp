@@ -1083,7 +1083,10 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     if (fc.unreported >= kReportEvery) (*report_)(report_id_, std::exchange(fc.unreported, 0));
   };
   // copy_file_range may clone on file systems that share extents: not with --reflink=never there.
-  const bool cfr = try_cfr_ && !fc.hasher && (opt_.reflink != ReflinkMode::Never || never_shares_);
+  // Nor for the second reading of a file that ended early: some file systems' copy_file_range
+  // says 0 (EOF) for data that read() returns (procfs and sysfs files; FUSE, NFS and CIFS before
+  // Linux 5.19), so an early end is read again with read(), as cp does.
+  const bool cfr = try_cfr_ && !fc.hasher && !fc.generated && (opt_.reflink != ReflinkMode::Never || never_shares_);
   while (cfr && left > 0) {
     loff_t off_in = off, off_out = off;
     size_t want = size_t(std::min(left, kCfrChunk));
