@@ -117,6 +117,11 @@ struct LinkGroup {
   bool done = false;
   bool anew = false;  // the first name was copied, not skipped: the others are linked to it again
   bool symlink = false;  // its names are links, counted as such
+  // -u into an existing DST: no name met so far has a copy there, so none is copied yet; a later
+  // name whose copy is there leads (see handle_walk_event).
+  bool undecided = false;
+  JobKind kind = JobKind::File;  // its names' kind, for a waiting name that comes to lead
+  nlink_t names_left = 0;        // names not met yet (some may be outside SRC)
   std::optional<Hash128> hash;
   std::vector<uint64_t> waiting;  // job ids parked until the first copy exists
 };
@@ -156,6 +161,8 @@ class Runner {
   void suspend(int sig);
   void before_terminal_write(int fd);
   void finish_link_group(const JobInfo& info, const Result& r);
+  void lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group);
+  void decide_link_groups(size_t keep);
   bool is_symlink(const JobInfo& info) const;
   void flush_failed(const std::string& path, int err);
   void complete(JobInfo& info, const Result& r, uint64_t bytes);
@@ -244,6 +251,11 @@ class Runner {
   bool stat_entries_ = true;
   // -u: workers bring skipped entries' metadata up to date from the walk's stat (Job::Meta).
   const bool refresh_skipped_ = opt_.update && !opt_.ignore_existing && !opt_.dry_run;
+  // -a -u (or --ignore-existing) into a DST that was there: a hard-link group's first name met may
+  // be new (a link added in SRC) while another has its copy in DST already. See handle_walk_event.
+  bool defer_new_links_ = false;
+  std::deque<std::pair<dev_t, ino_t>> undecided_;  // groups in that state, oldest first
+  size_t undecided_names_ = 0;
   bool chunk_ = true;  // big files are split for several workers (chunking_helps DST)
   Manifest manifest_;
   std::string stdout_buf_;
@@ -418,7 +430,10 @@ void Runner::stop_dispatching() {
       release(dir);
     }
     group.waiting.clear();
+    group.undecided = false;
   }
+  undecided_.clear();
+  undecided_names_ = 0;
 }
 
 void Runner::setup_signals() {
@@ -467,6 +482,8 @@ int Runner::start_pool() {
   if (const char* s = std::getenv("PCOPY_TEST_SILENT_WORKER_S")) silent_after_s_ = std::atof(s);
 #endif
   window_ = std::max<size_t>(4096, size_t(opt_.jobs) * kBatchFiles * 4);
+  defer_new_links_ = opt_.archive && opt_.update && !opt_.ignore_existing && !target_.single_file &&
+                     target_.dst_root.valid() && target_.made_dirs.empty();
   jobs_.reserve(window_ + kEventsPerPoll);  // no rehashing as the window fills
   return 0;
 }
@@ -524,6 +541,46 @@ void Runner::handle_walk_event(WalkEvent& ev) {
     auto [it, first] = links_.try_emplace(key);
     LinkGroup& group = it->second;
     group.symlink = S_ISLNK(ev.st.st_mode);
+    auto wait = [&](Job waiting) {
+      waiting.kind = JobKind::HardLink;
+      waiting.id = next_id_++;
+      group.waiting.push_back(waiting.id);
+      JobInfo info{ev.dir, std::move(waiting)};
+      info.member_of = key;
+      jobs_.emplace(info.job.id, std::move(info));
+    };
+    // A name of a group is met before the name whose copy is in DST (a link added in SRC, listed
+    // first): copying it would write the data again, as a new inode, and link every other name
+    // to that. So, with -u into an existing DST, a new name waits until a name with a copy in DST
+    // leads the group (skipped, and the new name linked to it), or all names are met, or the walk
+    // ends (decide_link_groups): then the first one met is copied.
+    if (defer_new_links_ && (first || group.undecided)) {
+      struct stat there;
+      bool in_dst = ev.dir && !ev.dir->fresh && ev.dir->dst &&
+                    ::fstatat(ev.dir->dst.get(), job.target().c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0;
+      if (first) {
+        group.kind = job.kind;
+        group.names_left = ev.st.st_nlink;
+      }
+      --group.names_left;
+      if (!in_dst) {
+        if (first) {
+          group.undecided = true;
+          undecided_.push_back(key);
+        }
+        wait(std::move(job));
+        ++undecided_names_;
+        if (group.names_left == 0) lead_with_next(key, group);
+        decide_link_groups(window_ / 4);  // waiting names hold the window: never all of it
+        return;
+      }
+      if (!first) {  // this one leads; those met before wait for it
+        group.undecided = false;
+        undecided_names_ -= group.waiting.size();
+        add_job(ev.dir, std::move(job), key);
+        return;
+      }
+    }
     if (!first) {
       job.kind = JobKind::HardLink;
       if (group.done) {
@@ -545,11 +602,40 @@ void Runner::handle_walk_event(WalkEvent& ev) {
   add_job(ev.dir, std::move(job));
 }
 
+// The first name waiting in `group` leads it: copied, the others linked to it. Also when the
+// group's first copy failed.
+void Runner::lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group) {
+  if (group.undecided) undecided_names_ -= group.waiting.size();
+  group.undecided = false;
+  if (group.waiting.empty()) return;
+  uint64_t id = group.waiting.front();
+  group.waiting.erase(group.waiting.begin());
+  JobInfo& next = jobs_.at(id);
+  DirNode* dir = next.dir;
+  Job job = std::move(next.job);
+  jobs_.erase(id);
+  job.kind = group.kind;  // a name of the same inode: a file, symlink, FIFO or device
+  add_job(dir, std::move(job), key);
+}
+
+// Undecided groups beyond the `keep` names waiting in them, oldest first, are led by their
+// first name met (all of them at the walk's end).
+void Runner::decide_link_groups(size_t keep) {
+  while (undecided_names_ > keep && !undecided_.empty()) {
+    auto key = undecided_.front();
+    undecided_.pop_front();
+    auto it = links_.find(key);
+    if (it != links_.end() && it->second.undecided) lead_with_next(key, it->second);
+  }
+  if (undecided_names_ == 0) undecided_.clear();
+}
+
 void Runner::produce() {
   int budget = kEventsPerPoll;
   while (!walk_done_ && !stopping_ && jobs_.size() < window_ && budget-- > 0) {
     std::optional<WalkEvent> ev = walker_->next();
     if (!ev) {
+      decide_link_groups(0);
       walk_done_ = true;
       break;
     }
@@ -900,14 +986,9 @@ void Runner::finish_link_group(const JobInfo& info, const Result& r) {
       links_.erase(it);
       return;
     }
-    JobInfo& next = jobs_.at(waiting.front());
-    next.job.kind = info.job.kind;  // a name of the same inode: a file, symlink, FIFO or device
-    next.link_key = info.link_key;
-    DirNode* dir = next.dir;
-    Job job = next.job;
-    jobs_.erase(waiting.front());
-    group.waiting.assign(waiting.begin() + 1, waiting.end());
-    add_job(dir, std::move(job), info.link_key);
+    group.kind = info.job.kind;
+    group.waiting = std::move(waiting);
+    lead_with_next(*info.link_key, group);
     return;
   }
   group.done = true;

@@ -524,6 +524,41 @@ TEST_F(Backup, IgnoreExistingNeverReplaces) {
 // `a` gets SRC's contents, as with cp -an and rsync -aH --ignore-existing. When the walk met `b`
 // first, `a` was linked to the file DST kept: someone else's data, or a link or FIFO planted there.
 // The dry run says what the real run does (it said `replace b`).
+// A name added in SRC to a hard-linked file whose copy is in DST, met before the names that copy
+// has (a directory's files come before its subdirectories): -a -u links it to that copy. It
+// copied the data again, as a new inode, and linked the other names to that. A group all new in
+// an existing DST is copied once. The dry run says so before.
+TEST_F(Backup, ArchiveUpdateLinksANewNameMetFirstToTheCopyThere) {
+  make_dir(src + "/sub");
+  const std::string big = random_bytes(1 << 20, 5);
+  write_old(src + "/sub/old", big);
+  ASSERT_EQ(::link((src + "/sub/old").c_str(), (src + "/sub/other").c_str()), 0);
+  ASSERT_EQ(copy({"-a"}).status, 0);
+  const ino_t copy_ino = lstat_of(dst + "/sub/old").st_ino;
+  ASSERT_EQ(::link((src + "/sub/old").c_str(), (src + "/new").c_str()), 0);
+  write_old(src + "/n1", "new group\n");
+  ASSERT_EQ(::link((src + "/n1").c_str(), (src + "/sub/n2").c_str()), 0);
+
+  RunResult dry = copy({"-a", "-u", "-n"});
+  EXPECT_EQ(dry.status, 0) << describe(dry);
+  for (const char* line : {"copy new", "copy n1", "copy sub/n2", "skip sub/old", "skip sub/other"})
+    EXPECT_TRUE(has_line(dry.out, line)) << line << "\n" << describe(dry);
+
+  RunResult r = copy({"-a", "-u", "--json", "-v"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 3) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 2) << report.dump(2);
+  EXPECT_EQ(count(report, "bytes_copied"), 10) << report.dump(2);  // n1's data, once
+  EXPECT_EQ(lstat_of(dst + "/sub/old").st_ino, copy_ino) << "the copy there is replaced";
+  EXPECT_EQ(lstat_of(dst + "/sub/other").st_ino, copy_ino);
+  EXPECT_EQ(lstat_of(dst + "/new").st_ino, copy_ino) << "the new name is not linked to the copy there";
+  EXPECT_EQ(lstat_of(dst + "/sub/n2").st_ino, lstat_of(dst + "/n1").st_ino);
+  EXPECT_EQ(lstat_of(dst + "/n1").st_nlink, 2u);
+  EXPECT_EQ(read_file(dst + "/new"), big);
+  EXPECT_EQ(read_file(dst + "/sub/n2"), "new group\n");
+}
+
 TEST_F(Backup, IgnoreExistingNeverLinksANewNameToTheFileItKept) {
   make_dir(dst);
   for (int i = 0; i < 12; ++i) {  // both orders, whatever the file system lists first
