@@ -592,45 +592,32 @@ TEST_F(Backup, IgnoreExistingNeverLinksANewNameToTheFileItKept) {
   EXPECT_EQ(read_file(dst + "/b00"), "kept in the destination\n");
 }
 
+// A directory of SRC pcopy may not list: nothing is deleted, though the rest was read. Also when
+// the copy of that directory cannot be opened either (a copy with the source's mode, 0311): that
+// does not make SRC read.
 TEST_F(Backup, DeleteRefusesAfterWalkError) {
   write_old(src + "/ok.txt", "fine\n");
   make_dir(src + "/locked");
   write_old(src + "/locked/inner.txt", "inside\n");
   full_copy();
-  write_file(dst + "/extra.txt", "extraneous, but must survive a partial walk\n");
-  ASSERT_EQ(::chmod((src + "/locked").c_str(), 0), 0);
-  RunOptions as_user = unprivileged(tmp);
-
-  RunResult r = copy({"--delete", "--json"}, as_user);
-  EXPECT_EQ(r.status, 1) << describe(r);
-  EXPECT_NE(r.err.find("pcopy: --delete skipped"), std::string::npos) << describe(r);
-  EXPECT_TRUE(exists(dst + "/extra.txt")) << "--delete ran after a failed walk\n" << describe(r);
-  EXPECT_TRUE(exists(dst + "/locked/inner.txt")) << describe(r);
-  json report = parse_report(r);
-  EXPECT_EQ(count(report, "exit_status"), 1) << report.dump(2);
-  EXPECT_EQ(count(report, "files_deleted"), 0) << report.dump(2);
-  EXPECT_GE(report.value("errors", json::array()).size(), 1u) << report.dump(2);
-}
-
-// The same with the copy of the unreadable directory unreadable too (as a copy of it with the
-// source's mode, 0311, is): that its copy cannot be entered either does not make SRC read.
-TEST_F(Backup, DeleteRefusesAfterWalkErrorWhenTheCopyCannotBeOpenedEither) {
-  write_old(src + "/ok.txt", "fine\n");
-  make_dir(src + "/locked");
-  write_old(src + "/locked/inner.txt", "inside\n");
-  full_copy();
-  write_file(dst + "/extra.txt", "extraneous, but must survive a partial walk\n");
   RunOptions as_user = unprivileged(tmp);  // gives the tree to the user: chmod after it
-  ASSERT_EQ(::chmod((src + "/locked").c_str(), 0311), 0);
-  ASSERT_EQ(::chmod((dst + "/locked").c_str(), 0311), 0);
+  for (mode_t copy_mode : {0755, 0311}) {
+    SCOPED_TRACE(fmt::format("the copy's mode {:04o}", copy_mode));
+    write_file(dst + "/extra.txt", "extraneous, but must survive a partial walk\n");
+    ASSERT_EQ(::chmod((src + "/locked").c_str(), copy_mode == 0755 ? 0 : 0311), 0);
+    ASSERT_EQ(::chmod((dst + "/locked").c_str(), copy_mode), 0);
 
-  RunResult r = copy({"--delete", "--json"}, as_user);
-  EXPECT_EQ(r.status, 1) << describe(r);
-  EXPECT_NE(r.err.find("pcopy: --delete skipped"), std::string::npos) << describe(r);
-  EXPECT_TRUE(exists(dst + "/extra.txt")) << "--delete ran after a failed walk\n" << describe(r);
-  EXPECT_EQ(count(parse_report(r), "files_deleted"), 0) << r.out;
-  ASSERT_EQ(::chmod((dst + "/locked").c_str(), 0700), 0);
-  EXPECT_TRUE(exists(dst + "/locked/inner.txt")) << describe(r);
+    RunResult r = copy({"--delete", "--json"}, as_user);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_NE(r.err.find("pcopy: --delete skipped"), std::string::npos) << describe(r);
+    EXPECT_TRUE(exists(dst + "/extra.txt")) << "--delete ran after a failed walk\n" << describe(r);
+    ASSERT_EQ(::chmod((dst + "/locked").c_str(), 0755), 0);
+    EXPECT_TRUE(exists(dst + "/locked/inner.txt")) << describe(r);
+    json report = parse_report(r);
+    EXPECT_EQ(count(report, "exit_status"), 1) << report.dump(2);
+    EXPECT_EQ(count(report, "files_deleted"), 0) << report.dump(2);
+    EXPECT_GE(report.value("errors", json::array()).size(), 1u) << report.dump(2);
+  }
 }
 
 // A directory with more subdirectories than pcopy may open files: --delete goes into every one.
