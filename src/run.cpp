@@ -46,6 +46,9 @@ constexpr size_t kBatchesPerWorker = 2;
 constexpr size_t kMaxBatchesPerWorker = 16;
 constexpr size_t kEarlyBatchFiles = 16;       // enough jobs to send an idle worker before the batch is full
 constexpr int kEventsPerPoll = 1024;          // walk at most this much between looks at the pipes
+// -a -u: names of hard-link groups waiting for a name with a copy in DST (see handle_walk_event),
+// beyond the window; past this many (some 800 bytes each) the oldest group is copied.
+constexpr size_t kMaxUndecidedNames = 16384;
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
 constexpr double kOutInterval = 0.2;          // -v, -n lines into a file or pipe: written at least this often
@@ -255,7 +258,7 @@ class Runner {
   // be new (a link added in SRC) while another has its copy in DST already. See handle_walk_event.
   bool defer_new_links_ = false;
   std::deque<std::pair<dev_t, ino_t>> undecided_;  // groups in that state, oldest first
-  size_t undecided_names_ = 0;
+  size_t undecided_names_ = 0;  // their names, waiting outside the window (jobs_ holds them)
   bool chunk_ = true;  // big files are split for several workers (chunking_helps DST)
   Manifest manifest_;
   std::string stdout_buf_;
@@ -556,8 +559,10 @@ void Runner::handle_walk_event(WalkEvent& ev) {
     // ends (decide_link_groups): then the first one met is copied.
     if (defer_new_links_ && (first || group.undecided)) {
       struct stat there;
+      // A copy there: an entry of the source's type (a directory at the name is no copy of it).
       bool in_dst = ev.dir && !ev.dir->fresh && ev.dir->dst &&
-                    ::fstatat(ev.dir->dst.get(), job.target().c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0;
+                    ::fstatat(ev.dir->dst.get(), job.target().c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0 &&
+                    (there.st_mode & S_IFMT) == (ev.st.st_mode & S_IFMT);
       if (first) {
         group.kind = job.kind;
         group.names_left = ev.st.st_nlink;
@@ -571,7 +576,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
         wait(std::move(job));
         ++undecided_names_;
         if (group.names_left == 0) lead_with_next(key, group);
-        decide_link_groups(window_ / 4);  // waiting names hold the window: never all of it
+        decide_link_groups(kMaxUndecidedNames);
         return;
       }
       if (!first) {  // this one leads; those met before wait for it
@@ -632,7 +637,7 @@ void Runner::decide_link_groups(size_t keep) {
 
 void Runner::produce() {
   int budget = kEventsPerPoll;
-  while (!walk_done_ && !stopping_ && jobs_.size() < window_ && budget-- > 0) {
+  while (!walk_done_ && !stopping_ && jobs_.size() - undecided_names_ < window_ && budget-- > 0) {
     std::optional<WalkEvent> ev = walker_->next();
     if (!ev) {
       decide_link_groups(0);
@@ -1284,7 +1289,7 @@ void Runner::tick(bool force) {
 }
 
 int Runner::timeout_ms() const {
-  if (!walk_done_ && !stopping_ && jobs_.size() < window_) return 0;
+  if (!walk_done_ && !stopping_ && jobs_.size() - undecided_names_ < window_) return 0;
   // Until the next thing due: a redraw or status line, buffered -v lines.
   std::optional<double> due;
   if (bar_ || status_lines_) due = last_draw_ + (bar_ ? kBarInterval : kLineInterval);
