@@ -254,8 +254,9 @@ class Runner {
   bool stat_entries_ = true;
   // -u: workers bring skipped entries' metadata up to date from the walk's stat (Job::Meta).
   const bool refresh_skipped_ = opt_.update && !opt_.ignore_existing && !opt_.dry_run;
-  // -a -u (or --ignore-existing) into a DST that was there: a hard-link group's first name met may
-  // be new (a link added in SRC) while another has its copy in DST already. See handle_walk_event.
+  // -a -u into a DST that was there: a hard-link group's first name met may be new (a link added
+  // in SRC) while another has its copy in DST already. See handle_walk_event. Not with
+  // --ignore-existing, for which what DST has at a name may be anything (finish_link_group).
   bool defer_new_links_ = false;
   std::deque<std::pair<dev_t, ino_t>> undecided_;  // groups in that state, oldest first
   size_t undecided_names_ = 0;  // their names, waiting outside the window (jobs_ holds them)
