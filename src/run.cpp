@@ -594,11 +594,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
         job.want_hash = manifest_.is_open() && !group.hash;
         add_job(ev.dir, std::move(job)).member_of = key;
       } else {
-        job.id = next_id_++;
-        group.waiting.push_back(job.id);
-        JobInfo info{ev.dir, std::move(job)};
-        info.member_of = key;
-        jobs_.emplace(info.job.id, std::move(info));
+        wait(std::move(job));
       }
       return;
     }
