@@ -1374,7 +1374,17 @@ void Runner::run_delete() {
   // Out of the poll loop, signals are looked at every 50 ms: Ctrl-C stops the removals (the
   // destructive part, which a user most wants to stop), the run ends as interrupted; Ctrl-Z stops.
   double looked = 0;  // the first entry looks: a signal may have come since the poll loop ended
+  bool failed = false;  // --fail-fast: a removal failed, nothing more is removed
   cb.stop = [&] {
+    if (failed) {
+      // Asked only where something is left to look at: said once, as a copy's stop is.
+      if (!abandon_) {
+        std::string rest = "nothing more was deleted";
+        say("pcopy: stopping at the first error (--fail-fast): " + rest);
+        stats_.errors.add("", "stopped: --fail-fast: " + rest);
+      }
+      return abandon_ = true;
+    }
     if (double t = now_s(); t - looked >= 0.05) {
       looked = t;
       on_signal();
@@ -1383,8 +1393,9 @@ void Runner::run_delete() {
   };
   cb.failed = [&](const std::string& path, int err) {
     std::string reason = fmt::format("cannot delete: {}", errno_text(err));
-    say(fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err)));
+    say(paint("31", fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err))));
     stats_.errors.add(path, reason);
+    failed = opt_.fail_fast;
   };
   // SRC may be inside DST under another name (a bind mount of a directory of DST, which no path
   // comparison before the run sees): it stays, with the directories above it. So does the

@@ -712,6 +712,31 @@ TEST_F(Backup, DeleteNamesOnlyTheEntryItCannotRemove) {
   EXPECT_FALSE(exists(dst + "/stays/a/gone"));
 }
 
+// --fail-fast stops the removals at the first that fails, as it stops the copies: two files DST's
+// user may not remove are one error, then the stop, said on stderr and in the report.
+TEST_F(Backup, FailFastStopsTheRemovalsAtTheFirstThatFails) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give DST a directory its user may not change";
+  write_file(src + "/f", "f\n");
+  full_copy();
+  make_dirs(dst + "/stays/locked");
+  write_file(dst + "/stays/locked/one", "theirs\n");
+  write_file(dst + "/stays/locked/two", "theirs\n");
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chown((dst + "/stays/locked").c_str(), 0, 0), 0);
+  RunResult r = copy({"--delete", "--fail-fast", "--json"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  std::vector<std::string> lines = lines_of(r.err);
+  ASSERT_EQ(lines.size(), 3u) << describe(r);  // the error, the stop, the summary
+  EXPECT_EQ(lines[0].rfind("pcopy: cannot delete 'stays/locked/", 0), 0u) << describe(r);
+  EXPECT_EQ(lines[1], "pcopy: stopping at the first error (--fail-fast): nothing more was deleted") << describe(r);
+  auto errors = nlohmann::json::parse(r.out).at("errors");
+  ASSERT_EQ(errors.size(), 2u) << r.out;
+  EXPECT_EQ(errors[1].at("path"), "") << r.out;
+  EXPECT_EQ(errors[1].at("reason"), "stopped: --fail-fast: nothing more was deleted") << r.out;
+  EXPECT_TRUE(exists(dst + "/stays/locked/one"));
+  EXPECT_TRUE(exists(dst + "/stays/locked/two"));
+}
+
 // `pcopy --json --delete SRC DST > DST/logs/report.json`: the report being written, and the
 // directory holding it, stay (they were deleted as extraneous, and the report lost).
 TEST_F(Backup, DeleteKeepsTheFileItsOutputGoesToInsideDst) {

@@ -1480,12 +1480,16 @@ TEST_P(FaultsByJobs, ASourceFileTurnedIntoAFifoOrALinkIsReportedNeitherOpenedNor
       ASSERT_TRUE(gate.valid()) << "no worker came to the gate\n" << describe(p.wait());
       std::string file = src + "/gate.txt";
       ASSERT_EQ(::unlink(file.c_str()), 0);
-      if (kind == "fifo") ASSERT_EQ(::mkfifo(file.c_str(), 0644), 0);
-      else make_symlink(tmp / "outside", file);
+      if (kind == "fifo") {
+        ASSERT_EQ(::mkfifo(file.c_str(), 0644), 0);
+      } else {
+        make_symlink(tmp / "outside", file);
+      }
       // Its name out of the dentry cache, as in a big tree on disk: io_uring then opens it in a
       // kernel thread, which did wait for a writer (where not on tmpfs, which keeps every name).
-      if (UniqueFd caches(::open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC)); caches)
+      if (UniqueFd caches(::open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC)); caches) {
         ASSERT_EQ(::write(caches.get(), "2", 1), 1);
+      }
       gate.reset();
       RunResult r = p.wait(60s);
       EXPECT_EQ(r.status, 1) << describe(r);
