@@ -546,8 +546,10 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
     if (job.kind == JobKind::File || job.kind == JobKind::FileBegin) {
       UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
       if (!in) return fail(r, errno);
-      // A directory the run would make is on the file system of DST, which a dry run sees if it exists.
-      if (int err = opt_.reflink == ReflinkMode::Always ? clone_refusal(in.get(), dst_dir >= 0 ? dst_dir : dst_root) : 0)
+      // A directory the run would make is on the file system of DST, or of the directory DST
+      // would be made in.
+      int dst_fs = dst_dir >= 0 ? dst_dir : dst_root >= 0 ? dst_root : dst_fs_;
+      if (int err = opt_.reflink == ReflinkMode::Always ? clone_refusal(in.get(), dst_fs) : 0)
         return fail(r, err, "cannot clone it (--reflink=always): " + errno_text(err));
     }
     r.bytes = job.kind == JobKind::File ? job.size : 0;

@@ -458,11 +458,11 @@ void Runner::setup_signals() {
 // Forks the workers; 0, or 2 when not one can be (`ulimit -u`): the run is refused and the
 // directories made for DST are removed. With fewer than asked, the run goes on with those.
 int Runner::start_pool() {
-  std::vector<int> keep{target_.src_root.get(), target_.dst_root.get()};
+  std::vector<int> keep{target_.src_root.get(), target_.dst_root.get(), target_.dst_fs.get()};
   const Options& opt = opt_;
-  bool has_dst = target_.dst_root.valid();
-  pool_.emplace(opt_.jobs, keep, [&opt, has_dst](int job_fd, int result_fd) {
-    return run_worker(opt, job_fd, result_fd, 5, has_dst ? 6 : -1);
+  bool has_dst = target_.dst_root.valid(), has_fs = target_.dst_fs.valid();
+  pool_.emplace(opt_.jobs, keep, [&opt, has_dst, has_fs](int job_fd, int result_fd) {
+    return run_worker(opt, job_fd, result_fd, 5, has_dst ? 6 : -1, has_fs ? 7 : -1);
   });
   if (int err = pool_->start_error()) {
     size_t live = pool_->live();

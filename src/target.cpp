@@ -71,6 +71,16 @@ std::string canonical_future(const std::string& p) {
   return out;
 }
 
+// The nearest directory at or above `path` that exists (O_PATH), where a dry run asks what file
+// system the run would make `path` on; invalid if none can be opened.
+UniqueFd nearest_existing(std::string path) {
+  for (;;) {
+    UniqueFd fd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (fd || errno != ENOENT || path == "." || path == "/") return fd;
+    path = dir_of(path);
+  }
+}
+
 // mkdir -p; 0 or errno. The directories it made are appended to `made`, outermost first.
 int make_dirs(const std::string& path, std::vector<std::string>& made) {
   struct stat st;
@@ -304,6 +314,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (t.dst_root ? !enterable(t.dst_root.get()) : !(opt.dry_run && errno == ENOENT))
       return unmade(t, refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno))));
+    if (!t.dst_root) t.dst_fs = nearest_existing(dst);
     if (auto no = manifest.open(t.manifest, true)) return unmade(t, *no);
     return t;
   }
@@ -347,6 +358,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   t.dst_root.reset(::open(dst_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!t.dst_root && !(opt.dry_run && errno == ENOENT))
     return unmade(t, refuse(dst_dir, fmt::format("pcopy: cannot open {}: {}", quoted(dst_dir), errno_text(errno))));
+  if (!t.dst_root) t.dst_fs = nearest_existing(dst_dir);
   struct stat final_st;
   if (t.dst_root && ::fstatat(t.dst_root.get(), t.dst_name.c_str(), &final_st, 0) == 0 &&
       final_st.st_dev == t.src_st.st_dev && final_st.st_ino == t.src_st.st_ino)

@@ -145,7 +145,7 @@ void test_hook_done(const Batch&, uint64_t) {}
 
 }  // namespace
 
-int run_worker(const Options& options, int job_fd, int result_fd, int src_root, int dst_root) {
+int run_worker(const Options& options, int job_fd, int result_fd, int src_root, int dst_root, int dst_fs) {
   ::umask(0);  // files are created with their final permission bits
   struct sigaction sa {};
   sa.sa_handler = on_finish_up;
@@ -153,6 +153,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGUSR1, &sa, nullptr);
   Copier copier(options);
+  copier.set_dst_fs(dst_fs);
   DirPair dirs(options, src_root, dst_root, copier);
   FrameReader reader;
   std::string in(64 * 1024, '\0');

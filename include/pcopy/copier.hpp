@@ -121,6 +121,10 @@ class Copier {
   // when a directory in DST makes way for a file: what they exclude in it is kept.
   void set_dir_rel(const std::string& rel) { dir_rel_ = rel; }
 
+  // A dry run whose DST does not exist: the nearest directory above it that does, whose file
+  // system tells whether --reflink=always could clone there.
+  void set_dst_fs(int fd) { dst_fs_ = fd; }
+
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
   // `report` is called with the job's id and byte deltas while long files copy.
   Result copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report);
@@ -179,6 +183,7 @@ class Copier {
   std::vector<std::string> deleted_;  // by make_way, for the job's result
   std::vector<Unkept> unkept_;        // by note_unkept(), for the job's result
   bool try_reflink_;   // cleared after the file system said no
+  int dst_fs_ = -1;    // see set_dst_fs
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;
   uint64_t temp_counter_ = 0;

@@ -25,6 +25,8 @@ struct Target {
   std::string dst_name;     // single file: its name in dst_root
   std::string dst_dir;      // single file: dst_root's path
   std::string dst_file;     // single file: the copy's path, spelt from DST as given
+  UniqueFd dst_fs;           // a dry run whose DST does not exist: the nearest directory above it
+                            // that does, on whose file system the run would make DST (O_PATH)
   struct stat src_st {};
   UniqueFd manifest;        // --manifest, opened (not yet emptied) before DST is created
   std::vector<std::string> made_dirs;  // the directories made for DST, outermost first

@@ -6,7 +6,8 @@
 
 namespace pcopy {
 
-// Returns the worker's exit status. `dst_root` is -1 in a dry run whose DST does not exist.
-int run_worker(const Options& options, int job_fd, int result_fd, int src_root, int dst_root);
+// Returns the worker's exit status. `dst_root` is -1 in a dry run whose DST does not exist;
+// `dst_fs` is then the nearest directory above DST that does (-1 otherwise).
+int run_worker(const Options& options, int job_fd, int result_fd, int src_root, int dst_root, int dst_fs = -1);
 
 }  // namespace pcopy

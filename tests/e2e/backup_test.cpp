@@ -1265,6 +1265,35 @@ TEST_F(DryRun, DryRunIntoMissingDestinationCreatesNothing) {
   EXPECT_NE(r.err.find("would copy"), std::string::npos) << describe(r);
 }
 
+// --reflink=always into a DST not made yet: the dry run asks the file system DST would be made
+// on, and names the failures the real run meets (it said "copy", exit 0). On a file system that
+// clones, both succeed alike.
+TEST_F(DryRun, DryRunIntoMissingDestinationPredictsReflinkAlways) {
+  make_dir(src + "/sub");
+  write_file(src + "/a", "a");
+  write_file(src + "/sub/b", "b");
+  auto errors = [](const RunResult& r) {
+    std::vector<std::string> lines;
+    for (const std::string& line : lines_of(r.err))
+      if (line.starts_with("pcopy: cannot")) lines.push_back(line);
+    std::sort(lines.begin(), lines.end());
+    return lines;
+  };
+  for (const char* single : {"", "a"}) {
+    SCOPED_TRACE(single);
+    std::string from = *single ? src + "/" + single : src;
+    RunResult dry = run_pcopy({"-n", "--reflink=always", from, tmp / "dry/not/there/"});
+    RunResult real = run_pcopy({"--reflink=always", from, tmp / "real/not/there/"});
+    EXPECT_FALSE(exists(tmp / "dry")) << describe(dry);
+    EXPECT_EQ(dry.status, real.status) << describe(dry) << describe(real);
+    std::vector<std::string> predicted = errors(dry), met = errors(real);
+    for (std::string& line : predicted)
+      if (size_t at = line.find("/dry/"); at != std::string::npos) line.replace(at, 5, "/real/");
+    EXPECT_EQ(predicted, met) << describe(dry) << describe(real);
+    std::filesystem::remove_all(tmp / "real");
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // --verify.
 
