@@ -7,7 +7,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cctype>
+#include <clocale>
 #include <cstring>
+#include <cwctype>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <unordered_set>
 #include <vector>
@@ -56,6 +61,67 @@ int list_dir(int fd, std::vector<Entry>& out) {
 }
 
 std::string join(const std::string& rel, const std::string& name) { return rel.empty() ? name : rel + "/" + name; }
+
+// A name as a case-insensitive file system matches it: each character of UTF-8 in upper case, as
+// the up-case tables of FAT and exFAT and ext4's casefold compare names; other bytes as they are.
+std::u32string folded(std::string_view name) {
+  static locale_t utf8 = ::newlocale(LC_CTYPE_MASK, "C.UTF-8", locale_t(0));
+  std::u32string out;
+  for (size_t i = 0; i < name.size();) {
+    auto c = static_cast<unsigned char>(name[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    char32_t cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+    for (size_t k = 1; k < n; ++k) {
+      if (i + k >= name.size() || (static_cast<unsigned char>(name[i + k]) >> 6) != 2) n = 0;
+      if (n) cp = (cp << 6) | (static_cast<unsigned char>(name[i + k]) & 0x3f);
+    }
+    if (n == 0) {  // no UTF-8: the byte itself, apart from every character
+      out.push_back(char32_t(0x110000 + c));
+      ++i;
+      continue;
+    }
+    out.push_back(utf8 ? char32_t(::towupper_l(wint_t(cp), utf8)) : cp < 0x80 ? char32_t(std::toupper(int(cp))) : cp);
+    i += n;
+  }
+  return out;
+}
+
+// The names of SRC that a DST directory does not list, yet answers to: on a case-insensitive DST
+// (FAT, exFAT, ext4 with casefold, an SMB share), "photos" finds the "Photos" of an earlier run
+// after SRC renamed it. What such a name finds is SRC's own copy, never an extraneous entry.
+struct Aliases {
+  struct Name {
+    std::string_view src;  // SRC's name
+    std::u32string folded;
+    struct stat st;
+  };
+  std::vector<Name> names;
+
+  Aliases(int dir, const SrcListing& listing, const std::vector<Entry>& entries) {
+    std::unordered_set<std::string_view> listed;
+    for (const Entry& e : entries) listed.insert(e.name);
+    for (size_t pos = 0; pos < listing.names.size();) {
+      std::string_view name(listing.names.c_str() + pos);
+      pos += name.size() + 1;
+      struct stat st;
+      if (!listed.count(name) && ::fstatat(dir, name.data(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+        names.push_back({name, folded(name), st});
+    }
+  }
+
+  // The SRC name for which DST's entry `name` (`st`) is the copy, or nullptr. Told by inode, or
+  // by name where a FUSE file system numbers each spelling apart.
+  const std::string_view* of(std::string_view name, const struct stat& st) const {
+    std::u32string f;
+    for (const Name& n : names) {
+      if ((n.st.st_mode & S_IFMT) != (st.st_mode & S_IFMT)) continue;
+      if (n.st.st_dev == st.st_dev && n.st.st_ino == st.st_ino) return &n.src;
+      if (f.empty()) f = folded(name);
+      if (n.folded == f) return &n.src;
+    }
+    return nullptr;
+  }
+};
 
 // As an ordinary user, a directory of ours we may not list or change cannot be emptied: it is
 // opened up first, as rsync does (root needs no permission). Whether `name` is one (`st` its lstat).
@@ -288,35 +354,45 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       in_src.insert(name);
       pos += name.size() + 1;
     }
+    // A directory of DST that is the copy of SRC's `src_name`, looked into for what SRC's lacks.
+    // Entered only where the walk listed SRC's directory to the end.
+    auto look_into = [&](const Entry& e, const std::string& rel, std::string_view src_name) {
+      auto sub = src.child(p.src, src_name);
+      if (sub == SrcListings::kNone || elsewhere(p.dst.get(), e.name.c_str())) return;
+      UniqueFd d;
+      if (held < kHeldDirs) d.reset(::openat(p.dst.get(), e.name.c_str(), kDirFlags));
+      if (!d && held < kHeldDirs) {
+        if (errno == EMFILE || errno == ENFILE) {  // the limit is near: hold no more
+          held = kHeldDirs;
+          todo.push_back({UniqueFd(), rel, sub});
+        } else if (errno != ENOENT) {
+          cb.failed(rel, errno);
+        }
+        return;
+      }
+      held += d.valid();
+      todo.push_back({std::move(d), rel, sub});
+    };
+    std::optional<Aliases> aliases;  // found at the first entry SRC does not list
     bool removed = false;
     mode_t was = 0;  // the mode of a directory opened up for the removals, restored after them
     for (const Entry& e : dst_entries) {
       if (cb.stop && cb.stop()) break;
       std::string rel = join(p.rel, e.name);
       if (in_src.count(e.name)) {
-        // Entered only where the walk listed SRC's directory to the end.
-        auto sub = e.is_dir ? src.child(p.src, e.name) : SrcListings::kNone;
-        if (sub != SrcListings::kNone && !elsewhere(p.dst.get(), e.name.c_str())) {
-          UniqueFd d;
-          if (held < kHeldDirs) d.reset(::openat(p.dst.get(), e.name.c_str(), kDirFlags));
-          if (!d && held < kHeldDirs) {
-            if (errno == EMFILE || errno == ENFILE) {  // the limit is near: hold no more
-              held = kHeldDirs;
-              todo.push_back({UniqueFd(), rel, sub});
-              continue;
-            }
-            if (errno != ENOENT) cb.failed(rel, errno);
-            continue;
-          }
-          held += d.valid();
-          todo.push_back({std::move(d), rel, sub});
-        }
+        if (e.is_dir) look_into(e, rel, e.name);
         continue;
       }
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
       if (e.is_dir && elsewhere(p.dst.get(), e.name.c_str())) continue;
-      if (cb.keep && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && cb.keep(st))
-        continue;
+      if (!aliases) aliases.emplace(p.dst.get(), listing, dst_entries);
+      if ((cb.keep || !aliases->names.empty()) && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (cb.keep && cb.keep(st)) continue;
+        if (const std::string_view* src_name = aliases->of(e.name, st)) {
+          if (e.is_dir) look_into(e, rel, *src_name);
+          continue;
+        }
+      }
       if (!removed && !opt.dry_run) was = open_up(p.dst.get(), ".");
       if (e.is_dir) {
         remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb, opt.filters, opt.one_file_system);

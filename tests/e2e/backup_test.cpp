@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -710,6 +711,42 @@ TEST_F(Backup, DeleteNamesOnlyTheEntryItCannotRemove) {
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot delete 'stays/a/b/locked/file': Permission denied")) << describe(r);
   EXPECT_TRUE(exists(dst + "/stays/a/b/locked/file"));
   EXPECT_FALSE(exists(dst + "/stays/a/gone"));
+}
+
+// SRC renamed "Photos" to "photos": a case-insensitive DST (FAT, exFAT, ext4 casefold, SMB) finds
+// the old "Photos" for the new name, and the copy goes into it. --delete then took "Photos" for
+// extraneous and removed the tree with what the run had just copied into it, exit 0: the backup
+// held no copy at all. It stays, keeps its spelling (as cp -a leaves it), and is looked into.
+TEST_F(Backup, DeleteKeepsWhatACaseInsensitiveDstFindsUnderSrcsNewSpelling) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (mount a FUSE file system)";
+  Mount fat(tmp / "fat", Mount::FuseFat{tmp / "fat.img"});
+  if (!fat.mounted()) GTEST_SKIP() << fat.why();
+  make_dirs(src + "/Photos/2024");
+  write_file(src + "/Photos/2024/img1.jpg", random_bytes(1000, 1));
+  write_file(src + "/Photos/Note.TXT", "note\n");
+  std::string backup = tmp / "fat/backup";
+  RunResult r = run_pcopy({"-q", src, backup});  // FAT keeps no modes: errors, not our business here
+  ASSERT_TRUE(exists(backup + "/Photos/2024/img1.jpg")) << describe(r);
+  ASSERT_EQ(::rename((src + "/Photos").c_str(), (src + "/photos").c_str()), 0);
+  ASSERT_EQ(::rename((src + "/photos/Note.TXT").c_str(), (src + "/photos/note.txt").c_str()), 0);
+  write_file(src + "/photos/2024/new.jpg", "new\n");
+  std::ofstream(backup + "/Photos/2024/gone.jpg") << "gone\n";  // extraneous inside the renamed tree
+  for (const char* dry : {"-n", ""}) {
+    SCOPED_TRACE(dry);
+    std::vector<std::string> args{"--delete", "-v", src, backup};
+    if (*dry) args.insert(args.begin(), dry);
+    r = run_pcopy(args);
+    EXPECT_EQ(r.err.find("pcopy: cannot copy"), std::string::npos) << describe(r);
+    std::string deleted = *dry ? "delete " : "deleted ";
+    std::vector<std::string> deletions;
+    for (const std::string& line : lines_of(r.out))
+      if (line.starts_with(deleted)) deletions.push_back(line);
+    EXPECT_EQ(deletions, std::vector<std::string>{deleted + "Photos/2024/gone.jpg"}) << describe(r);
+  }
+  EXPECT_EQ(read_file(backup + "/photos/2024/img1.jpg"), read_file(src + "/photos/2024/img1.jpg"));
+  EXPECT_EQ(read_file(backup + "/photos/2024/new.jpg"), "new\n");
+  EXPECT_EQ(read_file(backup + "/photos/note.txt"), "note\n");
+  EXPECT_FALSE(exists(backup + "/photos/2024/gone.jpg"));
 }
 
 // --fail-fast stops the removals at the first that fails, as it stops the copies: two files DST's
