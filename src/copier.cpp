@@ -571,7 +571,7 @@ constexpr int64_t kNsPerSecond = 1'000'000'000;
 // are all round only where the file system keeps no more. Only 10 ms and coarser is believed: a
 // ctime (which the kernel sets) is a multiple of 10 ms on a file system that keeps nanoseconds once
 // in ten million, but a multiple of 100 ns once in a hundred, and a source's own times may be round.
-bool same_mtime(const struct stat& dst, Nanos src_ns) {
+bool same_mtime(const struct stat& dst, Nanos src_ns, bool fat) {
   Nanos dst_ns = to_ns(dst.st_mtim);
   if (dst_ns == src_ns) return true;
   const struct timespec* times[] = {&dst.st_atim, &dst.st_mtim, &dst.st_ctim};
@@ -579,10 +579,16 @@ bool same_mtime(const struct stat& dst, Nanos src_ns) {
   int64_t resolution = 1;
   while (resolution < kNsPerSecond && all([&](const timespec* t) { return t->tv_nsec % (resolution * 10) == 0; }))
     resolution *= 10;
-  if (resolution == kNsPerSecond && all([](const timespec* t) { return t->tv_sec % 2 == 0; })) resolution *= 2;
+  if (fat && resolution == kNsPerSecond && all([](const timespec* t) { return t->tv_sec % 2 == 0; })) resolution *= 2;
   if (resolution < kNsPerSecond / 100) return false;
   Nanos cut = src_ns - ((src_ns % resolution) + resolution) % resolution;  // rounded down, also before 1970
   return cut == dst_ns;
+}
+
+bool same_mtime_in(int dir, const struct stat& dst, Nanos src_ns) {
+  if (to_ns(dst.st_mtim) == src_ns) return true;
+  struct statfs fs;
+  return same_mtime(dst, src_ns, ::fstatfs(dir, &fs) == 0 && fs.f_type == MSDOS_SUPER_MAGIC);
 }
 
 // -u: whether `job`'s data needs no copying to `dst`; `src` is left with the source's stat (the
@@ -600,7 +606,7 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
   switch (job.kind) {
     case JobKind::File:
       if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
-      if (!opt_.checksum) return same_mtime(dst, job.mtime_ns);
+      if (!opt_.checksum) return same_mtime_in(dst_dir, dst, job.mtime_ns);
       break;
     case JobKind::Symlink: {
       if (!S_ISLNK(dst.st_mode)) return false;
@@ -611,12 +617,12 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
     }
     case JobKind::FileBegin:
       if (!S_ISREG(dst.st_mode) || uint64_t(dst.st_size) != job.size) return false;
-      if (!opt_.checksum) return same_mtime(dst, job.mtime_ns);
+      if (!opt_.checksum) return same_mtime_in(dst_dir, dst, job.mtime_ns);
       break;
     default: {  // a FIFO or device: of the same type and device number, not any special file
       struct stat s;
       if (::fstatat(src_dir, job.name.c_str(), &s, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return false;
-      return (dst.st_mode & S_IFMT) == (s.st_mode & S_IFMT) && dst.st_rdev == s.st_rdev && same_mtime(dst, job.mtime_ns);
+      return (dst.st_mode & S_IFMT) == (s.st_mode & S_IFMT) && dst.st_rdev == s.st_rdev && same_mtime_in(dst_dir, dst, job.mtime_ns);
     }
   }
   // --checksum: same size, compare contents.
@@ -669,7 +675,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
       if (int err = note_unkept(unkept_, e, "mode", mode_text(mode))) return err;
     }
   }
-  if (!same_mtime(dst, to_ns(src.st_mtim))) {  // --checksum: same contents, another time
+  if (!same_mtime_in(dst_dir, dst, to_ns(src.st_mtim))) {  // --checksum: same contents, another time
     struct timespec times[2] = {src.st_atim, src.st_mtim};
     if (::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) return note_unkept(unkept_, errno, "times");
   }
@@ -962,7 +968,7 @@ Result done_ending(Result r, const Job& job, const struct stat& src) {
 bool installed(int dst_dir, const Job& job, const struct stat& src) {
   struct stat there;
   return ::fstatat(dst_dir, job.target().c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(there.st_mode) &&
-         uint64_t(there.st_size) == job.size && same_mtime(there, to_ns(src.st_mtim));
+         uint64_t(there.st_size) == job.size && same_mtime_in(dst_dir, there, to_ns(src.st_mtim));
 }
 }  // namespace
 

@@ -658,7 +658,9 @@ int Walker::apply_dir_metadata(DirNode* dir, DirTrouble& trouble) {
     int e = errno;
     if (int err = note_unkept(unkept, e, "mode", mode_text(mode))) return err;
   }
-  bool times_right = known && have.st_mtim.tv_sec == st.st_mtim.tv_sec && have.st_mtim.tv_nsec == st.st_mtim.tv_nsec;
+  // As a file's: at the resolution of DST's file system (nanoseconds would rewrite every
+  // directory's times on every run on ext3, FAT or exFAT, and fail on an up-to-date read-only copy).
+  bool times_right = known && same_mtime_in(fd, have, to_ns(st.st_mtim));
   if (!times_right && ::futimens(fd, times) != 0) {
     if (int err = note_unkept(unkept, errno, "times")) return err;
   }

@@ -87,8 +87,12 @@ inline mode_t mode_for_copy(mode_t src_mode, bool owner_kept) {
 // -u: whether the copy `dst` has the mtime `src_ns`, as far as its file system keeps times: to the
 // second on ext3 (and ext4 with small inodes), 10 ms on exFAT, 2 s on FAT, where comparing
 // nanoseconds would recopy every file on every run. As coreutils' utimecmp does, that
-// resolution is read off the copy's own times.
-bool same_mtime(const struct stat& dst, Nanos src_ns);
+// resolution is read off the copy's own times; 2 s only where `fat` says DST is FAT (times all
+// even happen on any file system that keeps whole seconds, and would hide a change of 1 s).
+bool same_mtime(const struct stat& dst, Nanos src_ns, bool fat);
+// The same for a copy in the directory `dir`, whose file system tells FAT (asked only when the
+// times differ).
+bool same_mtime_in(int dir, const struct stat& dst, Nanos src_ns);
 
 // How an Unkept names an owner and a mode: "1000:1000", "4755".
 std::string owner_text(const struct stat& st);

@@ -853,6 +853,15 @@ Mount::Mount(const std::string& dir, const FuseFat& fs) : dir_(dir) {
   loop_mount(fs.image, fs.size_mib, {"mkfs.vfat"}, {"fusefat", "-o", "rw+"});
 }
 
+Mount::Mount(const std::string& dir, const FuseExfat& fs) : dir_(dir) {
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+    make_dirs(dir);
+    why_ = "no /dev/fuse here";
+    return;
+  }
+  loop_mount(fs.image, fs.size_mib, {"mkfs.exfat"}, {"mount", "-t", "exfat-fuse", "-o", "loop"});
+}
+
 Mount::Mount(const std::string& dir, const BindFs& fs) : dir_(dir) {
   make_dirs(dir);
   if (::geteuid() != 0 || ::access("/dev/fuse", R_OK | W_OK) != 0) {

@@ -99,7 +99,12 @@ class Mount {
     std::string image;
     unsigned size_mib = 16;
   };
+  struct FuseExfat {  // exFAT through FUSE (exfat-fuse): case-insensitive, times in whole seconds
+    std::string image;
+    unsigned size_mib = 16;
+  };
   Mount(const std::string& dir, const Tmpfs& fs);
+  Mount(const std::string& dir, const FuseExfat& fs);
   struct BindFs {  // an existing directory through FUSE (bindfs): rename flags answer EINVAL, as on NFS
     std::string target;
   };

@@ -1027,32 +1027,35 @@ constexpr int64_t kSecond = 1'000'000'000;
 TEST(SameMtime, ComparesAtTheResolutionTheCopysOwnTimesShow) {
   // Nanoseconds kept (tmpfs, ext4): only the exact time is the same.
   struct stat ns = times_of({100, 123'456'789}, {200, 500'000'000}, {300, 987'654'321});
-  EXPECT_TRUE(same_mtime(ns, 200 * kSecond + 500'000'000));
-  EXPECT_FALSE(same_mtime(ns, 200 * kSecond + 500'000'001));
-  EXPECT_FALSE(same_mtime(ns, 200 * kSecond + 999'999'999));
+  EXPECT_TRUE(same_mtime(ns, 200 * kSecond + 500'000'000, false));
+  EXPECT_FALSE(same_mtime(ns, 200 * kSecond + 500'000'001, false));
+  EXPECT_FALSE(same_mtime(ns, 200 * kSecond + 999'999'999, false));
   // A source with round times, and a ctime that happens to be round to the microsecond: too likely
   // on a file system that keeps nanoseconds to be believed.
   struct stat lucky = times_of({100, 0}, {200, 0}, {300, 123'457'000});
-  EXPECT_TRUE(same_mtime(lucky, 200 * kSecond));
-  EXPECT_FALSE(same_mtime(lucky, 200 * kSecond + 1));
-  EXPECT_FALSE(same_mtime(lucky, 200 * kSecond + 999));
+  EXPECT_TRUE(same_mtime(lucky, 200 * kSecond, false));
+  EXPECT_FALSE(same_mtime(lucky, 200 * kSecond + 1, false));
+  EXPECT_FALSE(same_mtime(lucky, 200 * kSecond + 999, false));
   // Whole seconds (ext3): the source's time cut to the second, and no other.
   struct stat sec = times_of({101, 0}, {200, 0}, {301, 0});
-  EXPECT_TRUE(same_mtime(sec, 200 * kSecond + 700'000'000));
-  EXPECT_TRUE(same_mtime(sec, 200 * kSecond));
-  EXPECT_FALSE(same_mtime(sec, 201 * kSecond));
-  EXPECT_FALSE(same_mtime(sec, 199 * kSecond + 999'999'999));
+  EXPECT_TRUE(same_mtime(sec, 200 * kSecond + 700'000'000, false));
+  EXPECT_TRUE(same_mtime(sec, 200 * kSecond, false));
+  EXPECT_FALSE(same_mtime(sec, 201 * kSecond, false));
+  EXPECT_FALSE(same_mtime(sec, 199 * kSecond + 999'999'999, false));
   // 10 ms (exFAT).
   struct stat centi = times_of({100, 10'000'000}, {200, 120'000'000}, {300, 990'000'000});
-  EXPECT_TRUE(same_mtime(centi, 200 * kSecond + 123'456'789));
-  EXPECT_FALSE(same_mtime(centi, 200 * kSecond + 130'000'001));
+  EXPECT_TRUE(same_mtime(centi, 200 * kSecond + 123'456'789, false));
+  EXPECT_FALSE(same_mtime(centi, 200 * kSecond + 130'000'001, false));
   // 2 s (FAT): every second even.
   struct stat fat = times_of({86'400, 0}, {200, 0}, {200, 0});
-  EXPECT_TRUE(same_mtime(fat, 201 * kSecond + 500'000'000));
-  EXPECT_FALSE(same_mtime(fat, 202 * kSecond));
+  // The same times elsewhere are whole seconds that happen to be even: a second is a change.
+  EXPECT_FALSE(same_mtime(fat, 201 * kSecond + 500'000'000, false));
+  EXPECT_TRUE(same_mtime(fat, 200 * kSecond + 500'000'000, false));
+  EXPECT_TRUE(same_mtime(fat, 201 * kSecond + 500'000'000, true));
+  EXPECT_FALSE(same_mtime(fat, 202 * kSecond, true));
   // Before 1970 the cut still rounds down.
   struct stat old = times_of({-3, 0}, {-2, 0}, {-1, 0});
-  EXPECT_TRUE(same_mtime(old, -2 * kSecond + 500'000'000));
-  EXPECT_TRUE(same_mtime(old, -1 * kSecond - 500'000'000));
-  EXPECT_FALSE(same_mtime(old, -2 * kSecond - 1));
+  EXPECT_TRUE(same_mtime(old, -2 * kSecond + 500'000'000, false));
+  EXPECT_TRUE(same_mtime(old, -1 * kSecond - 500'000'000, false));
+  EXPECT_FALSE(same_mtime(old, -2 * kSecond - 1, false));
 }
