@@ -1253,6 +1253,9 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
     ::unlinkat(dst_dir, tmp.c_str(), 0);
     return fail(r, err);
   }
+  // Where another run into DST linked the name to the same file meanwhile, the rename did nothing
+  // (a rename between two names of one file succeeds and leaves both): the temporary goes.
+  ::unlinkat(dst_dir, tmp.c_str(), 0);
   if (job.want_hash) {  // the manifest's line for it: the file it now names
     UniqueFd fd(::openat(dst_dir, job.target().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK));
     struct stat st;

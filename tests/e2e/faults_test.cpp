@@ -1848,6 +1848,34 @@ TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
   EXPECT_LT(count_lines_containing(r.err, "pcopy: cannot copy"), 500u) << "it went on through the tree\n" << describe(r);
 }
 
+// Two -a runs into one DST at once, hard links everywhere: a name the other run had just linked to
+// the same file made this run's rename of its temporary a no-op (a rename between two names of one
+// file succeeds and leaves both), and the temporary stayed, an extra link: in half the rounds.
+TEST(Faults, OverlappingArchiveRunsLeaveNoTemporaryOfAHardLink) {
+  TempDir tmp;
+  std::string src = tmp / "src", dst = tmp / "dst";
+  make_dir(src);
+  for (int d = 0; d < 20; ++d) {
+    make_dir(src + fmt::format("/d{}", d));
+    for (int f = 0; f < 50; ++f) {
+      std::string name = src + fmt::format("/d{}/f{}", d, f);
+      write_file(name, fmt::format("{} {}\n", d, f));
+      ASSERT_EQ(::link(name.c_str(), (src + fmt::format("/d{}/h{}", d, f)).c_str()), 0);
+    }
+  }
+  std::string one = fmt::format("'{}' -q -a -j2 '{}' '{}'", pcopy_bin(), src, dst);
+  for (int round = 0; round < 10; ++round) {
+    SCOPED_TRACE(round);
+    std::filesystem::remove_all(dst);
+    RunResult r = run({"sh", "-c", one + " & " + one + "; wait"});
+    EXPECT_EQ(joined(temporaries(dst)), "") << describe(r);
+    if (HasFailure()) break;
+  }
+  CompareOptions links;
+  links.hardlinks = true;
+  EXPECT_EQ(diff_trees(src, dst, links), "");
+}
+
 // A staged directory that cannot be put in place (DST made immutable meanwhile here; a file system
 // gone read-only or shut down does the same): what it holds is not counted as copied, for none of
 // it is at its final name. The summary said "copied 50 files, 1 dir" with nothing in place. The
