@@ -62,15 +62,18 @@ int open_source(int dir, const std::string& name, bool follow) {
 // --inplace, or a staged file a dead worker left: `name` opened for writing, a regular file there
 // truncated (`existed`); a symbolic link, FIFO or device there is replaced, never written through
 // or opened, and so is the source itself (`src`, its stat), hard-linked there by `cp -al`:
-// truncating it would empty the source. A directory there is an error (EISDIR).
-int open_in_place(int dir, const char* name, const struct stat& src, bool& existed) {
+// truncating it would empty the source. With -a (`own_links`), so is a file with other links:
+// they are what SRC's hard links were, and a link broken in SRC would see the new data. A
+// directory there is an error (EISDIR).
+int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, bool own_links) {
   const mode_t mode = src.st_mode & 0777;
   existed = false;
   int fd = ::openat(dir, name, kCreate, mode);
   if (fd >= 0 || errno != EEXIST) return fd;
   struct stat there;
   if (::fstatat(dir, name, &there, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(there.st_mode) || S_ISDIR(there.st_mode)) &&
-      !(there.st_dev == src.st_dev && there.st_ino == src.st_ino)) {
+      !(there.st_dev == src.st_dev && there.st_ino == src.st_ino) &&
+      !(own_links && S_ISREG(there.st_mode) && there.st_nlink > 1)) {
     const int flags = (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK;  // NONBLOCK: a FIFO swapped in
     fd = ::openat(dir, name, flags, mode);
     // A read-only file of the user's is written as rsync --inplace writes it: with its owner's
@@ -848,13 +851,13 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
 // open_in_place(), and with --delete a directory at `name` removed first, as install() removes
 // one for a copy renamed into place.
 int Copier::in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed) {
-  int fd = open_in_place(dst_dir, name.c_str(), src, existed);
+  int fd = open_in_place(dst_dir, name.c_str(), src, existed, opt_.archive);
   if (fd >= 0 || errno != EISDIR || !opt_.delete_extraneous) return fd;
   if (int err = make_way(dst_dir, name, false)) {
     errno = err;
     return -1;
   }
-  return open_in_place(dst_dir, name.c_str(), src, existed);
+  return open_in_place(dst_dir, name.c_str(), src, existed, opt_.archive);
 }
 
 // --delete: removes the directory `target` (or, in a dry run, lists what would go) so that a file

@@ -802,6 +802,33 @@ TEST_F(Backup, FailFastStopsTheRemovalsAtTheFirstThatFails) {
   EXPECT_TRUE(exists(dst + "/stays/locked/two"));
 }
 
+// -a -u --inplace after SRC broke a hard link (a and b one file; a then replaced by a new file):
+// a was written through the inode DST's b still shared, then b "copied" back over it: a held b's
+// old data, still linked to b, exit 0. A file with other links is replaced, not written through.
+TEST_F(Backup, ArchiveInplaceDoesNotWriteThroughALinkSrcBroke) {
+  for (const char* replaced : {"a", "b"}) {
+    SCOPED_TRACE(replaced);
+    std::filesystem::remove_all(src);
+    std::filesystem::remove_all(dst);
+    make_dir(src);
+    write_old(src + "/a", "precious-1\n");
+    ASSERT_EQ(::link((src + "/a").c_str(), (src + "/b").c_str()), 0);
+    write_old(src + "/c", "linked-2\n");
+    ASSERT_EQ(::link((src + "/c").c_str(), (src + "/d").c_str()), 0);
+    ASSERT_EQ(copy({"-a", "-u"}).status, 0);
+    std::string name = src + "/" + replaced;
+    ASSERT_EQ(::unlink(name.c_str()), 0);
+    write_file(name, "new contents, longer than before\n");
+    write_file(src + "/c", "changed!\n");  // a group SRC keeps, changed through one name
+    RunResult r = copy({"-a", "-u", "--inplace"});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    CompareOptions links;
+    links.hardlinks = true;
+    EXPECT_EQ(diff_trees(src, dst, links), "") << describe(r);
+    EXPECT_EQ(read_file(dst + "/d"), "changed!\n");
+  }
+}
+
 // `pcopy --json --delete SRC DST > DST/logs/report.json`: the report being written, and the
 // directory holding it, stay (they were deleted as extraneous, and the report lost).
 TEST_F(Backup, DeleteKeepsTheFileItsOutputGoesToInsideDst) {
