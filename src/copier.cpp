@@ -1266,7 +1266,8 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
     if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && hash_file(fd.get(), h) == 0) {
       r.hash = h.digest();
       r.size = uint64_t(st.st_size);
-      r.mtime_ns = to_ns(st.st_mtim);
+      // The source's time, as in every line: the copy's is cut to what DST keeps (whole seconds).
+      r.mtime_ns = job.known ? job.mtime_ns : to_ns(st.st_mtim);
     }
   }
   return r;

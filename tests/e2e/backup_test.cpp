@@ -295,6 +295,27 @@ TEST_F(Backup, UpdateNoticesAChangeOfASecondWhereTimesAreWholeSecondsAndEven) {
   EXPECT_EQ(read_file(dst + "/f"), "BBBB\n");
 }
 
+// A new name -a -u links to a copy DST has: its manifest line gives the source's mtime, as every
+// line does, not the copy's, which a DST keeping whole seconds cut.
+TEST_F(Backup, ManifestGivesTheSourcesTimeForANewLinkName) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (loop-mount an ext4 image)";
+  Mount coarse(tmp / "coarse", Mount::LoopExt3Times{tmp / "coarse.img"});
+  if (!coarse.mounted()) GTEST_SKIP() << coarse.why();
+  dst = tmp / "coarse/dst";
+  const long long mtime = kOldTime + 123'456'789;
+  write_old(src + "/a", "a\n", mtime);
+  ASSERT_EQ(copy({"-a", "-u"}).status, 0);
+  ASSERT_EQ(::link((src + "/a").c_str(), (src + "/b").c_str()), 0);
+  std::string manifest = tmp / "m.jsonl";
+  RunResult r = copy({"-a", "-u", "--manifest", manifest});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  auto lines = lines_of(read_file(manifest));
+  ASSERT_EQ(lines.size(), 1u) << read_file(manifest);
+  json line = json::parse(lines[0]);
+  EXPECT_EQ(line.at("path"), "b");
+  EXPECT_EQ(line.at("mtime_ns").get<long long>(), mtime) << lines[0];
+}
+
 TEST_F(Backup, ChecksumDetectsSameSizeSameMtimeChange) {
   write_old(src + "/data.bin", "AAAAAAAAAAAAAAAA");
   write_old(src + "/same.bin", "unchanged");
