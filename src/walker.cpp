@@ -635,7 +635,7 @@ int Walker::apply_dir_metadata(DirNode* dir, DirTrouble& trouble) {
   // leaves every ctime alone, as rsync does.
   struct stat have;
   bool known = !dir->fresh && ::fstat(fd, &have) == 0;
-  bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_, chowned = false;
+  bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_, chowned = false, xattrs_written = false;
   if (opt_.archive) {
     owner_kept = known && have.st_uid == st.st_uid && have.st_gid == st.st_gid;
     if (!owner_kept) owner_kept = chowned = ::fchown(fd, st.st_uid, st.st_gid) == 0;
@@ -646,14 +646,17 @@ int Walker::apply_dir_metadata(DirNode* dir, DirTrouble& trouble) {
     // An existing copy loses what SRC's directory no longer has (an ACL removed with setfacl -b),
     // a new one the ACLs it inherited from a default ACL of its parent.
     XattrsRefused refused;
-    if (int err = set_xattrs_fd(fd, dir->xattrs, euid_ == 0, !dir->fresh || dir->facts.default_acl, refused)) return err;
+    if (int err = set_xattrs_fd(fd, dir->xattrs, euid_ == 0, !dir->fresh || dir->facts.default_acl, xattrs_written,
+                                refused))
+      return err;
     note_unkept(unkept, refused);
   }
   mode_t mode = mode_for_copy(st.st_mode, owner_kept);
   // mode_set: made with it, and it has no special bits. chown cleared the set-group-ID bit; an ACL
-  // written may have changed the group bits: then the mode is written anyway.
-  bool mode_right = dir->mode_set || (known && !chowned && (have.st_mode & 07777) == mode &&
-                                      (!opt_.archive || dir->xattrs.empty()));
+  // written may have changed the group bits: then the mode is written anyway (not where every
+  // attribute was right already: an unchanged run changes no ctime).
+  bool mode_right =
+      dir->mode_set || (known && !chowned && (have.st_mode & 07777) == mode && !xattrs_written);
   if (!mode_right && ::fchmod(fd, mode) != 0) {
     int e = errno;
     if (int err = note_unkept(unkept, e, "mode", mode_text(mode))) return err;

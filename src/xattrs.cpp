@@ -212,8 +212,7 @@ std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool pri
 }
 
 int set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& attrs, bool privileged,
-                  bool prune, XattrsRefused& refused) {
-  bool written = false;
+                  bool prune, bool& written, XattrsRefused& refused) {
   return write_attrs(Attrs(attrs.begin(), attrs.end()), fd_ops(&fd), privileged, prune, written, refused);
 }
 

@@ -34,8 +34,8 @@ bool has_xattrs_at(int dir, const std::string& name, bool follow);
 // The attributes of `fd` the caller may read.
 std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool privileged);
 // Gives `fd` the attributes `attrs` (read earlier from a source) and, with `prune`, removes those
-// it has that `attrs` lacks.
+// it has that `attrs` lacks; `written` tells whether anything was changed.
 int set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& attrs, bool privileged,
-                  bool prune, XattrsRefused& refused);
+                  bool prune, bool& written, XattrsRefused& refused);
 
 }  // namespace pcopy

@@ -446,6 +446,7 @@ TEST_F(Backup, UpdateRemovesAttributesTheSourceNoLongerHas) {
 // when the source's ctime was the newer). A chown of the copy drops its file capabilities: they are
 // given back. An unchanged -a -u run then writes nothing at all: no file, link or directory
 // changes, not even its ctime, and hard links already made are skipped, not counted as copied.
+// Directories with attributes too (a user xattr, a default ACL): their mode was written every run.
 TEST_F(Backup, UpdateGivesAttributesToACopyMadeWithoutThemThenWritesNothing) {
   bool root = ::geteuid() == 0;
   write_old(src + "/tagged", "tagged");
@@ -454,6 +455,10 @@ TEST_F(Backup, UpdateGivesAttributesToACopyMadeWithoutThemThenWritesNothing) {
   write_old(src + "/sub/one", "linked");
   ASSERT_EQ(::link((src + "/sub/one").c_str(), (src + "/two").c_str()), 0);
   if (::setxattr((src + "/tagged").c_str(), "user.tag", "v", 1, 0) != 0) GTEST_SKIP() << "no user xattrs here";
+  make_dir(src + "/tagged_dir");
+  ASSERT_EQ(::setxattr((src + "/tagged_dir").c_str(), "user.tag", "d", 1, 0), 0);
+  make_dir(src + "/acl_dir");
+  if (!pcopy_test::set_default_acl(src + "/acl_dir")) GTEST_SKIP() << "no ACLs here";
   // cap_net_raw+ep, as setcap writes it (VFS_CAP_REVISION_2).
   const std::string cap("\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 20);
   if (root) {
