@@ -872,8 +872,8 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
   if (!opt_.inplace) {
     // The temporary is renamed after the parent, which outlives the workers: named after the
     // worker that made it, it would be a leftover to a second run into DST once that worker died,
-    // while the others still write it.
-    temp = fmt::format("{}{}-{}{}", kTempPrefix, ::getpid(), file, kTempSuffix);
+    // while the others still write it. Its number holds the run's, as every temporary's does.
+    temp = fmt::format("{}{}-{}{}", kTempPrefix, ::getpid(), temp_number(file), kTempSuffix);
     if (int err = rename_dst_temp(begin.dir, r.temp, temp)) {
       remove_dst_temp(begin.dir, r.temp);
       Result failed = r;

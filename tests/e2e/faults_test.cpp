@@ -763,7 +763,11 @@ TEST_P(FaultsByJobs, ASecondRunKeepsTheChunkedTemporaryOfALiveRun) {
       // Chunks being written: the worker that made the temporary (empty) has reported it, and the
       // parent renamed it before handing out a chunk.
       if (!is_temp_name(name) || lstat_or_zero(path).st_size == 0) continue;
-      EXPECT_EQ(name.rfind(fmt::format(".pcopy-{}-", p.pid()), 0), 0u) << name << ": not named after the parent";
+      std::string prefix = fmt::format(".pcopy-{}-", p.pid());
+      EXPECT_EQ(name.rfind(prefix, 0), 0u) << name << ": not named after the parent";
+      // Its number holds one drawn for the run (10^9 and up), as every temporary's: a run with the
+      // same pid (each run is pid 1 in a container) never meets its names.
+      EXPECT_GE(std::stoull(name.substr(prefix.size())), 1'000'000'000ULL) << name;
       for (const Proc& w : frozen.workers) {  // a worker writing it (several may be)
         auto files = open_files_of(w.pid);
         if (std::none_of(files.begin(), files.end(), [&](auto& f) { return f.second == dst + "/" + name; })) continue;
