@@ -183,7 +183,8 @@ void print_refusal(const std::string& message, const std::string& path, bool jso
 }
 
 Manifest::~Manifest() {
-  if (file_) std::fclose(file_);
+  writer_ = nullptr;  // its owner may be going too
+  close();
 }
 
 int Manifest::open(UniqueFd fd) {
@@ -192,9 +193,8 @@ int Manifest::open(UniqueFd fd) {
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return errno;
   if (S_ISREG(st.st_mode) && ::ftruncate(fd.get(), 0) != 0) return errno;
-  file_ = ::fdopen(fd.get(), "w");
-  if (!file_) return errno;
-  fd.release();
+  pipe_ = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+  fd_ = std::move(fd);
   return 0;
 }
 
@@ -206,14 +206,32 @@ void Manifest::add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Ha
   // libraries hold in 64 bits, and is written in full all the same.
   line.insert(1, fmt::format("\"mtime_ns\":{},", mtime_ns));
   line.push_back('\n');
-  std::fwrite(line.data(), 1, line.size(), file_);
+  buf_ += line;
+  if (buf_.size() >= 64 * 1024) flush();
+}
+
+void Manifest::flush() {
+  if (buf_.empty() || !fd_) return;
+  if (!err_) {
+    auto write_all = [](int fd, std::string_view text) {
+      while (!text.empty()) {
+        ssize_t n = ::write(fd, text.data(), text.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return errno;
+        text.remove_prefix(size_t(n));
+      }
+      return 0;
+    };
+    err_ = writer_ ? writer_(fd_.get(), buf_) : write_all(fd_.get(), buf_);
+  }
+  buf_.clear();  // after a failed write, what follows is dropped: the close reports the error
 }
 
 int Manifest::close() {
-  if (!file_) return 0;
-  bool bad = std::ferror(file_);
-  int rc = std::fclose(std::exchange(file_, nullptr));
-  return bad || rc != 0 ? (errno ? errno : EIO) : 0;
+  if (!fd_) return 0;
+  flush();
+  int err = fd_.close_checked();
+  return err_ ? err_ : err;
 }
 
 }  // namespace pcopy

@@ -192,7 +192,7 @@ class Runner {
   void report_error(const std::string& line, const std::string& rel, const std::string& reason);
   void warning(const std::string& rel, const std::string& text);
   void say(const std::string& line);  // stderr, above the bar
-  int write_watching(int fd, std::string_view text);
+  int write_watching(int fd, std::string_view text, bool pipe);
   // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
   std::string paint(const char* sgr, const std::string& line) const {
     return color_ ? fmt::format("\x1b[{}m{}\x1b[0m", sgr, line) : line;
@@ -278,15 +278,14 @@ void Runner::say(const std::string& line) {
   if (stderr_tty_) before_terminal_write(STDERR_FILENO);
   if (bar_) bar_->clear();
   std::string text = line + "\n";
-  write_watching(STDERR_FILENO, text);
+  write_watching(STDERR_FILENO, text, stderr_pipe_);
 }
 
 // Writes to stdout or stderr, watching for signals while the reader is slow: a consumer of -v
 // lines that stops reading (a stuck pipe, a suspended pager) must not keep Ctrl-C or SIGTERM from
 // ending the run, as it would in a blocking write. Once interrupted, a reader that takes no more
 // within kStuckReaderMs loses the rest (the summary and report included): the run still ends.
-int Runner::write_watching(int fd, std::string_view text) {
-  bool pipe = fd == STDOUT_FILENO ? stdout_pipe_ : stderr_pipe_;
+int Runner::write_watching(int fd, std::string_view text, bool pipe) {
   double gave_up_at = 0;
   while (!text.empty()) {
     pollfd fds[2] = {{fd, POLLOUT, 0}, {sigfd_.get(), POLLIN, 0}};
@@ -314,7 +313,7 @@ int Runner::write_watching(int fd, std::string_view text) {
 
 void Runner::write_out(std::string_view text) {
   if (stdout_tty_ && !text.empty()) before_terminal_write(STDOUT_FILENO);
-  if (!stdout_err_) stdout_err_ = write_watching(STDOUT_FILENO, text);
+  if (!stdout_err_) stdout_err_ = write_watching(STDOUT_FILENO, text, stdout_pipe_);
 }
 
 void Runner::out_line(const std::string& line) {
@@ -1451,6 +1450,8 @@ int Runner::run() {
                     opt_.manifest, opt_.json);
       return 2;
     }
+    // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal.
+    manifest_.set_writer([this](int fd, std::string_view text) { return write_watching(fd, text, manifest_.is_pipe()); });
   }
   // The parent stats every entry only when something needs it before the copy: byte totals for
   // the progress display, hard links, -L, a dry run's byte count. Otherwise getdents' d_type is
@@ -1585,8 +1586,9 @@ int Runner::finish() {
   }
   flush_out();
   if (int err = manifest_.close()) {
-    say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)));
-    stats_.errors.add(opt_.manifest, errno_text(err));
+    std::string why = err == EAGAIN ? "cut short: its reader took nothing more once interrupted" : errno_text(err);
+    say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), why));
+    stats_.errors.add(opt_.manifest, why);
   }
 
   stats_.elapsed_s = now_s() - start_;

@@ -79,20 +79,32 @@ std::string json_report(const Stats& stats);  // the report alone, as one string
 // why, so that a pipeline reading the report learns why nothing was done. No worker ran: 0 workers.
 void print_refusal(const std::string& message, const std::string& path, bool json);
 
-// --manifest FILE: one JSON object per line for every file copied.
+// --manifest FILE: one JSON object per line for every file copied. Lines are gathered and
+// written 64 KiB at a time, and when flush() is called, by a writer the caller may give (the run
+// writes as it writes stdout: a stuck pipe does not hold off a signal).
 class Manifest {
  public:
+  // Writes all of `text` to `fd`: 0 or errno.
+  using Writer = std::function<int(int fd, std::string_view text)>;
+
   Manifest() = default;
   ~Manifest();
   Manifest(const Manifest&) = delete;
   Manifest& operator=(const Manifest&) = delete;
   int open(UniqueFd fd);  // the file, opened for writing (it is emptied first); 0 or errno
-  bool is_open() const { return file_ != nullptr; }
+  bool is_open() const { return fd_.valid(); }
+  bool is_pipe() const { return pipe_; }  // a pipe or socket: see Writer
+  void set_writer(Writer writer) { writer_ = std::move(writer); }
   void add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Hash128& hash);
-  int close();  // 0 or errno
+  void flush();  // what add() gathered, written now
+  int close();   // flushes and closes: 0, or the first errno of a write or of the close
 
  private:
-  std::FILE* file_ = nullptr;
+  UniqueFd fd_;
+  bool pipe_ = false;
+  std::string buf_;
+  int err_ = 0;
+  Writer writer_;
 };
 
 }  // namespace pcopy
