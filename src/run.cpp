@@ -1238,6 +1238,7 @@ void Runner::suspend(int sig) {
   if (!pool_) return;
   if (bar_ && sig == SIGTSTP) bar_->clear();  // from the terminal: the shell's "Stopped" goes on a clean line
   pool_->signal_all(SIGSTOP);
+  double stopped_at = now_s();
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, sig);
@@ -1245,6 +1246,9 @@ void Runner::suspend(int sig) {
   ::sigprocmask(SIG_UNBLOCK, &set, nullptr);  // its default action: stopped here until SIGCONT
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   pool_->signal_all(SIGCONT);
+  // The time stopped is no worker's silence (see name_silent_workers).
+  double stopped_for = now_s() - stopped_at;
+  for (double& heard : heard_) heard += stopped_for;
 }
 
 // A blocked SIGTTOU (it is read from the signalfd) lets a process write to its terminal from the
