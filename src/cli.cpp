@@ -190,7 +190,9 @@ CliResult parse_cli(int argc, const char* const* argv) {
     }
     return {std::nullopt, 0};
   } catch (const CLI::ParseError& e) {
-    print_refusal("pcopy: " + usage_message(e), "", o.json || json_requested(argc, argv));
+    // What was typed is in it: shown escaped, as paths are (an escape sequence or a newline in an
+    // operand is one line, and never reaches the terminal raw).
+    print_refusal("pcopy: " + display_path(usage_message(e)), "", o.json || json_requested(argc, argv));
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }

@@ -256,6 +256,18 @@ TEST(Cli, UnknownOptionIsAUsageError) {
   expect_usage_error({"-Z", "s", "d"}, "pcopy: unrecognized option '-Z'");
 }
 
+// What the user typed is shown escaped, as paths are: one line, no escape sequence reaching the
+// terminal (as GNU cp quotes it).
+TEST(Cli, UsageErrorsShowWhatWasTypedEscaped) {
+  expect_usage_error({"s", "d", "x\x1b[2Jy"}, "pcopy: extra operand 'x\\x1b[2Jy'");
+  expect_usage_error({"--\x1b]0;t\a", "s", "d"}, "pcopy: unrecognized option '--\\x1b]0;t\\x07'");
+  testing::internal::CaptureStderr();
+  CliResult r = parse({"--progress=a\nb", "s", "d"});
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(r.exit_status, 2);
+  EXPECT_EQ(err.substr(0, err.find('\n')), "pcopy: --progress: a\\nb not in {auto,always,never}") << err;
+}
+
 TEST(Cli, BadProgressValueIsAUsageError) {
   expect_usage_error({"--progress=bogus", "s", "d"});
   expect_usage_error({"--progress", "", "s", "d"});
