@@ -46,6 +46,21 @@ void add_filter_file(Options& o, const std::string& file) {
   }
 }
 
+// What was typed is in a usage error: its control characters shown as escapes, as a path's are
+// (an escape sequence or a newline in an operand is one line, and never reaches the terminal raw).
+// Only those: a path the message holds is escaped already.
+std::string without_controls(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    auto b = static_cast<unsigned char>(c);
+    if (b == '\n') out += "\\n";
+    else if (b == '\t') out += "\\t";
+    else if (b < 0x20 || b == 0x7f) out += fmt::format("\\x{:02x}", b);
+    else out += c;
+  }
+  return out;
+}
+
 // CLI11's words for a usage error, in those of cp and rsync where CLI11's read oddly.
 std::string usage_message(const CLI::ParseError& e) {
   std::string_view what = e.what();
@@ -190,9 +205,7 @@ CliResult parse_cli(int argc, const char* const* argv) {
     }
     return {std::nullopt, 0};
   } catch (const CLI::ParseError& e) {
-    // What was typed is in it: shown escaped, as paths are (an escape sequence or a newline in an
-    // operand is one line, and never reaches the terminal raw).
-    print_refusal("pcopy: " + display_path(usage_message(e)), "", o.json || json_requested(argc, argv));
+    print_refusal("pcopy: " + without_controls(usage_message(e)), "", o.json || json_requested(argc, argv));
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
