@@ -1812,7 +1812,8 @@ TEST_P(FaultsByJobs, KilledParentLeavesAStagedDirectoryThatTheNextRunReplaces) {
 
 // A reader of -v that stops reading (a stuck pipe, a suspended pager) fills the pipe: SIGTERM still
 // ends the run, within a second of giving up on the reader. pcopy sat in a blocking write and
-// ended only when the reader read again: never, for one that never does.
+// ended only when the reader read again: never, for one that never does. The same for --manifest
+// into a FIFO (`--manifest >(slow-consumer)`), deaf to SIGTERM, Ctrl-C and Ctrl-Z until the reader read.
 TEST_P(FaultsByJobs, SigtermEndsARunWhoseOutputNobodyReads) {
   std::string src = shared_tree("five_thousand", [](const std::string& root) {
     for (int d = 0; d < 10; ++d) {
@@ -1820,55 +1821,36 @@ TEST_P(FaultsByJobs, SigtermEndsARunWhoseOutputNobodyReads) {
       for (int f = 0; f < 500; ++f) write_file(root + fmt::format("/dir{}/file-with-a-longish-name-{:04}", d, f), "x");
     }
   });
-  std::string fifo = logs + "/stdout.fifo";
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  UniqueFd reader(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));  // held, never read
-  ASSERT_TRUE(reader.valid());
-  AsyncPcopy p({jobs(), "-v", src, dst}, logs, {}, fifo);
-  // Full: most of the pipe's 64 KiB queued (pages partly filled hold less), and no more coming.
-  int last = -1, same = 0;
-  bool full = poll_until(Clock::now() + 60s, [&] {
-    int queued = 0;
-    if (::ioctl(reader.get(), FIONREAD, &queued) != 0 || !p.running()) return true;
-    same = queued == last ? same + 1 : 0;
-    last = queued;
-    return queued >= 32 * 1024 && same >= 500;  // half a second: pcopy flushes its lines every 0.2 s
-  });
-  if (!full || !p.running()) FAIL() << "pcopy did not fill the pipe and wait on it\n" << describe(p.wait(30s));
-  ASSERT_EQ(::kill(p.pid(), SIGTERM), 0);
-  RunResult r = p.wait(30s);
-  EXPECT_EQ(r.status, 143) << describe(r);
-  EXPECT_EQ(joined(temporaries(dst)), "");
-}
-
-// The same for --manifest into a FIFO nobody reads (`--manifest >(slow-consumer)`): pcopy sat in a
-// blocking write of the manifest, deaf to SIGTERM, Ctrl-C and Ctrl-Z, until the reader read.
-TEST_P(FaultsByJobs, SigtermEndsARunWhoseManifestNobodyReads) {
-  std::string src = shared_tree("five_thousand", [](const std::string& root) {
-    for (int d = 0; d < 10; ++d) {
-      make_dir(root + fmt::format("/dir{}", d));
-      for (int f = 0; f < 500; ++f) write_file(root + fmt::format("/dir{}/file-with-a-longish-name-{:04}", d, f), "x");
+  for (std::string what : {"stdout", "manifest"}) {
+    SCOPED_TRACE(what);
+    std::string fifo = logs + "/" + what + ".fifo", to = dst + "-" + what;
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    UniqueFd reader(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));  // held, never read
+    ASSERT_TRUE(reader.valid());
+    std::optional<AsyncPcopy> p;
+    if (what == "stdout") {
+      p.emplace(std::vector<std::string>{jobs(), "-v", src, to}, logs, std::vector<std::string>{}, fifo);
+    } else {
+      p.emplace(std::vector<std::string>{jobs(), "--manifest", fifo, src, to}, logs);
     }
-  });
-  std::string fifo = logs + "/manifest.fifo";
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  UniqueFd reader(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));  // held, never read
-  ASSERT_TRUE(reader.valid());
-  AsyncPcopy p({jobs(), "--manifest", fifo, src, dst}, logs);
-  int last = -1, same = 0;
-  bool full = poll_until(Clock::now() + 60s, [&] {
-    int queued = 0;
-    if (::ioctl(reader.get(), FIONREAD, &queued) != 0 || !p.running()) return true;
-    same = queued == last ? same + 1 : 0;
-    last = queued;
-    return queued >= 32 * 1024 && same >= 500;
-  });
-  if (!full || !p.running()) FAIL() << "pcopy did not fill the pipe and wait on it\n" << describe(p.wait(30s));
-  ASSERT_EQ(::kill(p.pid(), SIGTERM), 0);
-  RunResult r = p.wait(30s);
-  EXPECT_EQ(r.status, 143) << describe(r);
-  EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot write manifest '" + fifo + "': cut short")) << describe(r);
-  EXPECT_EQ(joined(temporaries(dst)), "");
+    // Full: most of the pipe's 64 KiB queued (pages partly filled hold less), and no more coming.
+    int last = -1, same = 0;
+    bool full = poll_until(Clock::now() + 60s, [&] {
+      int queued = 0;
+      if (::ioctl(reader.get(), FIONREAD, &queued) != 0 || !p->running()) return true;
+      same = queued == last ? same + 1 : 0;
+      last = queued;
+      return queued >= 32 * 1024 && same >= 500;  // half a second: pcopy flushes its lines every 0.2 s
+    });
+    if (!full || !p->running()) FAIL() << "pcopy did not fill the pipe and wait on it\n" << describe(p->wait(30s));
+    ASSERT_EQ(::kill(p->pid(), SIGTERM), 0);
+    RunResult r = p->wait(30s);
+    EXPECT_EQ(r.status, 143) << describe(r);
+    if (what == "manifest") {
+      EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot write manifest '" + fifo + "': cut short")) << describe(r);
+    }
+    EXPECT_EQ(joined(temporaries(to)), "");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
