@@ -1251,7 +1251,12 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
   if (linked == 0) return r;  // already the same file
   if (linked > 0) return fail(r, linked);
   std::string tmp = next_temp_name();
-  if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0) return fail(r, errno);
+  // ENOENT for a name that is there: another run into DST renamed its copy over the one looked up,
+  // whose last link went before it could be linked again (the kernel refuses to link an inode with
+  // no links left). The name, looked up again, is that run's copy of the same file.
+  int tries = 0;
+  while (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0)
+    if (errno != ENOENT || ++tries == 3) return fail(r, errno);
   if (int err = install(dst_dir, tmp, job.target())) {
     ::unlinkat(dst_dir, tmp.c_str(), 0);
     return fail(r, err);
