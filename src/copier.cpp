@@ -62,9 +62,9 @@ int open_source(int dir, const std::string& name, bool follow) {
 // --inplace, or a staged file a dead worker left: `name` opened for writing, a regular file there
 // truncated (`existed`); a symbolic link, FIFO or device there is replaced, never written through
 // or opened, and so is the source itself (`src`, its stat), hard-linked there by `cp -al`:
-// truncating it would empty the source. With -a (`own_links`), so is a file with other links:
-// they are what SRC's hard links were, and a link broken in SRC would see the new data. A
-// directory there is an error (EISDIR).
+// truncating it would empty the source. With -a (`own_links`), so is a file with other links
+// where its name can be removed: they are what SRC's hard links were, and a link broken in SRC
+// would see the new data. A directory there is an error (EISDIR).
 int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, bool own_links) {
   const mode_t mode = src.st_mode & 0777;
   existed = false;
@@ -72,8 +72,10 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
   if (fd >= 0 || errno != EEXIST) return fd;
   struct stat there;
   if (::fstatat(dir, name, &there, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(there.st_mode) || S_ISDIR(there.st_mode)) &&
-      !(there.st_dev == src.st_dev && there.st_ino == src.st_ino) &&
-      !(own_links && S_ISREG(there.st_mode) && there.st_nlink > 1)) {
+      !(there.st_dev == src.st_dev && there.st_ino == src.st_ino)) {
+    // Where the name cannot be removed (a directory the user may not write), written through.
+    if (own_links && S_ISREG(there.st_mode) && there.st_nlink > 1 && ::unlinkat(dir, name, 0) == 0)
+      return ::openat(dir, name, kCreate, mode);
     const int flags = (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK;  // NONBLOCK: a FIFO swapped in
     fd = ::openat(dir, name, flags, mode);
     // A read-only file of the user's is written as rsync --inplace writes it: with its owner's

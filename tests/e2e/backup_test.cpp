@@ -855,6 +855,22 @@ TEST_F(Backup, ArchiveInplaceDoesNotWriteThroughALinkSrcBroke) {
   }
 }
 
+// ... but where the name cannot be removed (a directory its user may not write), the file is
+// written through as before: it failed, "File exists".
+TEST_F(Backup, ArchiveInplaceWritesThroughALinkedFileWhoseNameItCannotRemove) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give DST a directory its user may not write";
+  write_old(src + "/a", "old\n");
+  ASSERT_EQ(::link((src + "/a").c_str(), (src + "/b").c_str()), 0);
+  ASSERT_EQ(copy({"-a"}).status, 0);
+  write_file(src + "/a", "new!\n");
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chown(dst.c_str(), 0, 0), 0);
+  RunResult r = copy({"-a", "--inplace"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/a"), "new!\n");
+  EXPECT_EQ(lstat_of(dst + "/a").st_ino, lstat_of(dst + "/b").st_ino);
+}
+
 // `pcopy --json --delete SRC DST > DST/logs/report.json`: the report being written, and the
 // directory holding it, stay (they were deleted as extraneous, and the report lost).
 TEST_F(Backup, DeleteKeepsTheFileItsOutputGoesToInsideDst) {
