@@ -97,20 +97,26 @@ struct Aliases {
   };
   std::vector<Name> names;
 
-  Aliases(int dir, const SrcListing& listing, const std::vector<Entry>& entries) {
+  // Names the filters exclude (whatever their type) were never copied: not looked up.
+  Aliases(int dir, const std::string& rel, const SrcListing& listing, const std::vector<Entry>& entries,
+          const std::vector<FilterRule>& filters) {
     std::unordered_set<std::string_view> listed;
     for (const Entry& e : entries) listed.insert(e.name);
     for (size_t pos = 0; pos < listing.names.size();) {
       std::string_view name(listing.names.c_str() + pos);
       pos += name.size() + 1;
+      if (listed.count(name)) continue;
+      std::string path = join(rel, std::string(name));
+      if (is_excluded(filters, path, false) && is_excluded(filters, path, true)) continue;
       struct stat st;
-      if (!listed.count(name) && ::fstatat(dir, name.data(), &st, AT_SYMLINK_NOFOLLOW) == 0)
-        names.push_back({name, folded(name), st});
+      if (::fstatat(dir, name.data(), &st, AT_SYMLINK_NOFOLLOW) == 0) names.push_back({name, folded(name), st});
     }
   }
 
   // The SRC name for which DST's entry `name` (`st`) is the copy, or nullptr. Told by inode, or
-  // by name where a FUSE file system numbers each spelling apart.
+  // by name where a FUSE file system numbers each spelling apart (whose attributes, cached per
+  // spelling, need not agree either). A folding wider than the file system's (ı and I are one
+  // here, two on exFAT) keeps an entry that is extraneous: never the other way.
   const std::string_view* of(std::string_view name, const struct stat& st) const {
     std::u32string f;
     for (const Name& n : names) {
@@ -385,11 +391,12 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       }
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
       if (e.is_dir && elsewhere(p.dst.get(), e.name.c_str())) continue;
-      if (!aliases) aliases.emplace(p.dst.get(), listing, dst_entries);
+      if (!aliases) aliases.emplace(p.dst.get(), p.rel, listing, dst_entries, opt.filters);
       if ((cb.keep || !aliases->names.empty()) && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
         if (cb.keep && cb.keep(st)) continue;
         if (const std::string_view* src_name = aliases->of(e.name, st)) {
-          if (e.is_dir) look_into(e, rel, *src_name);
+          // Looked into as SRC spells it, which the filters match (the file system takes either).
+          if (e.is_dir) look_into(e, join(p.rel, std::string(*src_name)), *src_name);
           continue;
         }
       }

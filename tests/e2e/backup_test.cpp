@@ -770,7 +770,8 @@ TEST_F(Backup, DeleteNamesOnlyTheEntryItCannotRemove) {
 // SRC renamed "Photos" to "photos": a case-insensitive DST (FAT, exFAT, ext4 casefold, SMB) finds
 // the old "Photos" for the new name, and the copy goes into it. --delete then took "Photos" for
 // extraneous and removed the tree with what the run had just copied into it, exit 0: the backup
-// held no copy at all. It stays, keeps its spelling (as cp -a leaves it), and is looked into.
+// held no copy at all. It stays, keeps its spelling (as cp -a leaves it), and is looked into as
+// SRC spells it, which the filters match.
 TEST_F(Backup, DeleteKeepsWhatACaseInsensitiveDstFindsUnderSrcsNewSpelling) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (mount a FUSE file system)";
   Mount fat(tmp / "fat", Mount::FuseFat{tmp / "fat.img"});
@@ -785,9 +786,10 @@ TEST_F(Backup, DeleteKeepsWhatACaseInsensitiveDstFindsUnderSrcsNewSpelling) {
   ASSERT_EQ(::rename((src + "/photos/Note.TXT").c_str(), (src + "/photos/note.txt").c_str()), 0);
   write_file(src + "/photos/2024/new.jpg", "new\n");
   std::ofstream(backup + "/Photos/2024/gone.jpg") << "gone\n";  // extraneous inside the renamed tree
+  std::ofstream(backup + "/Photos/keep.txt") << "kept\n";        // excluded as SRC spells its path
   for (const char* dry : {"-n", ""}) {
     SCOPED_TRACE(dry);
-    std::vector<std::string> args{"--delete", "-v", src, backup};
+    std::vector<std::string> args{"--delete", "-v", "--exclude", "photos/keep.txt", src, backup};
     if (*dry) args.insert(args.begin(), dry);
     r = run_pcopy(args);
     EXPECT_EQ(r.err.find("pcopy: cannot copy"), std::string::npos) << describe(r);
@@ -795,8 +797,9 @@ TEST_F(Backup, DeleteKeepsWhatACaseInsensitiveDstFindsUnderSrcsNewSpelling) {
     std::vector<std::string> deletions;
     for (const std::string& line : lines_of(r.out))
       if (line.starts_with(deleted)) deletions.push_back(line);
-    EXPECT_EQ(deletions, std::vector<std::string>{deleted + "Photos/2024/gone.jpg"}) << describe(r);
+    EXPECT_EQ(deletions, std::vector<std::string>{deleted + "photos/2024/gone.jpg"}) << describe(r);
   }
+  EXPECT_EQ(read_file(backup + "/photos/keep.txt"), "kept\n");
   EXPECT_EQ(read_file(backup + "/photos/2024/img1.jpg"), read_file(src + "/photos/2024/img1.jpg"));
   EXPECT_EQ(read_file(backup + "/photos/2024/new.jpg"), "new\n");
   EXPECT_EQ(read_file(backup + "/photos/note.txt"), "note\n");
