@@ -1,6 +1,7 @@
 #include "pcopy/report.hpp"
 
 #include <fmt/core.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -189,9 +190,21 @@ Manifest::~Manifest() {
 
 int Manifest::open(UniqueFd fd) {
   // Emptied only now: a run refused left it as it was. Not a pipe, FIFO or device (/dev/stdout
-  // into `| jq`, a process substitution), which cannot be truncated and need not be.
+  // into `| jq`, a process substitution), which cannot be truncated and need not be. Nor the file
+  // stdout or stderr writes (`--manifest /dev/stdout >> log`): written through their descriptor,
+  // after what is there, where the report and other lines go too; its own would start at 0 and
+  // write over them.
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return errno;
+  for (int shared : {STDOUT_FILENO, STDERR_FILENO}) {
+    struct stat s;
+    if (S_ISREG(st.st_mode) && ::fstat(shared, &s) == 0 && s.st_dev == st.st_dev && s.st_ino == st.st_ino) {
+      UniqueFd dup(::fcntl(shared, F_DUPFD_CLOEXEC, 3));
+      if (!dup) return errno;
+      fd_ = std::move(dup);
+      return 0;
+    }
+  }
   if (S_ISREG(st.st_mode) && ::ftruncate(fd.get(), 0) != 0) return errno;
   pipe_ = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
   fd_ = std::move(fd);

@@ -758,6 +758,26 @@ TEST_F(CopyTest, ManifestGoesToAPipe) {
   EXPECT_EQ(nlohmann::json::parse(lines[0]).at("path"), "f");
 }
 
+// --manifest /dev/stdout with stdout appended to a log (`>> log`), and the JSON report on stdout
+// too: the manifest is written through stdout, after what the log held and before the report. It
+// was opened anew: it emptied the log, and the report was written over its lines.
+TEST_F(CopyTest, ManifestOnStdoutIntoAFileWritesAfterWhatIsThere) {
+  for (int i = 0; i < 5; ++i) write_file(src + fmt::format("/file{}", i), "x\n");
+  std::string log = tmp / "app.log";
+  write_file(log, "earlier line\n");
+  RunResult r = run({"sh", "-c", shell_quote(pcopy_bin()) + " -q --json --manifest /dev/stdout " + shell_quote(src) +
+                                     " " + shell_quote(dst) + " >> " + shell_quote(log)});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  std::string text = read_file(log);
+  auto lines = lines_of(text);
+  ASSERT_GE(lines.size(), 7u) << text;
+  EXPECT_EQ(lines[0], "earlier line") << text;
+  for (size_t i = 1; i <= 5; ++i) EXPECT_TRUE(nlohmann::json::parse(lines[i]).contains("xxh128")) << text;
+  size_t report = text.find("\n{\n");
+  ASSERT_NE(report, std::string::npos) << text;
+  EXPECT_EQ(nlohmann::json::parse(text.substr(report + 1)).at("files_copied"), 5) << text;
+}
+
 // With stdout and stderr closed (a daemon's child), the manifest must not be opened as descriptor
 // 2 and take the error lines: they fail instead, and the manifest stays JSON lines only.
 TEST_F(CopyTest, ClosedStandardDescriptorsAreNotTakenByTheManifest) {
