@@ -1342,7 +1342,12 @@ void Runner::poll_once(int timeout) {
     fds.push_back({s.results.get(), POLLIN, 0});
     fds.push_back({s.out.empty() ? -1 : s.jobs.get(), POLLOUT, 0});
   }
+  double before = now_s();
   int n = ::poll(fds.data(), fds.size(), timeout);
+  // Back long after its time: the run was frozen, workers and all (a cgroup freezer, `docker
+  // pause`), since when within the wait is not known: none of it is any worker's silence.
+  if (double waited = now_s() - before; timeout >= 0 && waited > timeout / 1000.0 + 1.0)
+    for (double& heard : heard_) heard += waited;
   if (n <= 0) return;
   if (fds[0].revents) on_signal();
   if (abandon_) return;

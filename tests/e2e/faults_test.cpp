@@ -986,32 +986,44 @@ TEST_P(FaultsByJobs, AWorkerSilentForLongIsNamedWithWhatItHolds) {
 
 // Ctrl-Z held past the silence threshold (2 minutes; 1 s here), then `fg`: the time the run was
 // stopped is no worker's silence. Every worker holding work was named "has sent nothing ... still
-// waiting for it", a warning in the summary and the report, for a pause the user made.
+// waiting for it", a warning in the summary and the report, for a pause the user made. The same
+// for the whole run frozen from outside (a cgroup freezer, `docker pause`; here every process
+// stopped by the test), which pcopy learns of only by its wait coming back long after its time.
 TEST_P(FaultsByJobs, TimeStoppedByJobControlIsNoWorkersSilence) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
 #endif
-  std::string src = tmp / "src", fifo = tmp / "gate";
+  std::string src = tmp / "src";
   make_dirs(src + "/z");
   write_file(src + "/z/gate.txt", "the worker taking this waits until the test opens the gate\n");
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  AsyncPcopy p({jobs(), "--json", src, dst}, logs,
-               {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo, "PCOPY_TEST_SILENT_WORKER_S=1"});
-  UniqueFd gate;  // held open while stopped: the worker goes on once it is closed
-  poll_until(Clock::now() + 60s, [&] {
-    gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
-    return gate.valid() || !p.running();
-  });
-  ASSERT_TRUE(gate.valid()) << "no worker came to the gate\n" << describe(p.wait());
-  ASSERT_EQ(::kill(p.pid(), SIGTSTP), 0);
-  ASSERT_TRUE(poll_until(Clock::now() + 10s, [&] { return stopped(p.pid()); })) << describe(p.wait());
-  std::this_thread::sleep_for(1500ms);  // stopped past the threshold: what is tested, not a synchronisation
-  ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
-  gate.reset();
-  RunResult r = p.wait();
-  EXPECT_EQ(r.err.find("has sent nothing"), std::string::npos) << describe(r);
-  EXPECT_EQ(nlohmann::json::parse(r.out).at("warnings").size(), 0u) << r.out;
-  EXPECT_EQ(diff_trees(src, dst), "");
+  for (std::string how : {"Ctrl-Z", "frozen"}) {
+    SCOPED_TRACE(how);
+    std::string fifo = tmp / ("gate-" + how), to = dst + "-" + how;
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    AsyncPcopy p({jobs(), "--json", src, to}, logs,
+                 {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo, "PCOPY_TEST_SILENT_WORKER_S=1"});
+    UniqueFd gate;  // held open while stopped: the worker goes on once it is closed
+    poll_until(Clock::now() + 60s, [&] {
+      gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
+      return gate.valid() || !p.running();
+    });
+    ASSERT_TRUE(gate.valid()) << "no worker came to the gate\n" << describe(p.wait());
+    std::vector<pid_t> all{p.pid()};
+    if (how == "Ctrl-Z") {
+      ASSERT_EQ(::kill(p.pid(), SIGTSTP), 0);
+    } else {
+      for (const Proc& w : children_of(p.pid())) all.push_back(w.pid);
+      for (pid_t pid : all) ASSERT_EQ(::kill(pid, SIGSTOP), 0);
+    }
+    ASSERT_TRUE(poll_until(Clock::now() + 10s, [&] { return stopped(p.pid()); })) << describe(p.wait());
+    std::this_thread::sleep_for(2500ms);  // stopped past the threshold: what is tested, not a synchronisation
+    for (pid_t pid : all) ASSERT_EQ(::kill(pid, SIGCONT), 0);
+    gate.reset();
+    RunResult r = p.wait();
+    EXPECT_EQ(r.err.find("has sent nothing"), std::string::npos) << describe(r);
+    EXPECT_EQ(nlohmann::json::parse(r.out).at("warnings").size(), 0u) << r.out;
+    EXPECT_EQ(diff_trees(src, to), "");
+  }
 }
 
 // Job control: a stop signal to the parent (a terminal's Ctrl-Z is SIGTSTP to the foreground
