@@ -62,10 +62,10 @@ int open_source(int dir, const std::string& name, bool follow) {
 // --inplace, or a staged file a dead worker left: `name` opened for writing, a regular file there
 // truncated (`existed`); a symbolic link, FIFO or device there is replaced, never written through
 // or opened, and so is the source itself (`src`, its stat), hard-linked there by `cp -al`:
-// truncating it would empty the source. With -a (`own_links`), so is a file with other links
-// where its name can be removed: they are what SRC's hard links were, and a link broken in SRC
-// would see the new data. A directory there is an error (EISDIR).
-int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, bool own_links) {
+// truncating it would empty the source. With -a (`relink`: a temporary name to use), so is a file
+// with other links: they are what SRC's hard links were, and a link broken in SRC would see the
+// new data. A directory there is an error (EISDIR).
+int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, const std::string* relink) {
   const mode_t mode = src.st_mode & 0777;
   existed = false;
   int fd = ::openat(dir, name, kCreate, mode);
@@ -73,9 +73,23 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
   struct stat there;
   if (::fstatat(dir, name, &there, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(there.st_mode) || S_ISDIR(there.st_mode)) &&
       !(there.st_dev == src.st_dev && there.st_ino == src.st_ino)) {
-    // Where the name cannot be removed (a directory the user may not write), written through.
-    if (own_links && S_ISREG(there.st_mode) && there.st_nlink > 1 && ::unlinkat(dir, name, 0) == 0)
-      return ::openat(dir, name, kCreate, mode);
+    if (relink && S_ISREG(there.st_mode) && there.st_nlink > 1) {
+      // A new file renamed over it, empty: the name is never missing (another run into DST may
+      // be linking it).
+      fd = ::openat(dir, relink->c_str(), kCreate, mode);
+      if (fd >= 0) {
+        if (::renameat(dir, relink->c_str(), dir, name) == 0) return fd;
+        int err = errno;
+        ::close(fd);
+        ::unlinkat(dir, relink->c_str(), 0);
+        errno = err;
+        return -1;
+      }
+      // In a directory its user may not write, written through where SRC's file has other links
+      // too (DST's are its group's, as like as not); where it has none, the links cannot follow
+      // SRC's, and the file fails as a copy by a temporary would.
+      if (src.st_nlink < 2) return -1;
+    }
     const int flags = (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK;  // NONBLOCK: a FIFO swapped in
     fd = ::openat(dir, name, flags, mode);
     // A read-only file of the user's is written as rsync --inplace writes it: with its owner's
@@ -853,13 +867,15 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
 // open_in_place(), and with --delete a directory at `name` removed first, as install() removes
 // one for a copy renamed into place.
 int Copier::in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed) {
-  int fd = open_in_place(dst_dir, name.c_str(), src, existed, opt_.archive);
+  std::string relink = opt_.archive ? next_temp_name() : std::string();
+  const std::string* temp = opt_.archive ? &relink : nullptr;
+  int fd = open_in_place(dst_dir, name.c_str(), src, existed, temp);
   if (fd >= 0 || errno != EISDIR || !opt_.delete_extraneous) return fd;
   if (int err = make_way(dst_dir, name, false)) {
     errno = err;
     return -1;
   }
-  return open_in_place(dst_dir, name.c_str(), src, existed, opt_.archive);
+  return open_in_place(dst_dir, name.c_str(), src, existed, temp);
 }
 
 // --delete: removes the directory `target` (or, in a dry run, lists what would go) so that a file
@@ -1252,20 +1268,29 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
   int linked = linked_already(dst_root, job, b, &tdir_fd, &tname);
   if (linked == 0) return r;  // already the same file
   if (linked > 0) return fail(r, linked);
-  std::string tmp = next_temp_name();
-  // ENOENT for a name that is there: another run into DST renamed its copy over the one looked up,
-  // whose last link went before it could be linked again (the kernel refuses to link an inode with
-  // no links left). The name, looked up again, is that run's copy of the same file.
-  int tries = 0;
-  while (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0)
-    if (errno != ENOENT || ++tries == 3) return fail(r, errno);
-  if (int err = install(dst_dir, tmp, job.target())) {
+  // Another run into DST may be writing the same group. It may rename its copy over the first
+  // name between this lookup and the link: ENOENT, for the kernel links no inode whose last link
+  // is gone; or after the link, and this name then holds the file that copy replaced. Either way
+  // the first name, looked up again, is that run's copy of the same file, and is linked again.
+  for (int tries = 1;; ++tries) {
+    std::string tmp = next_temp_name();
+    if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0) {
+      if (errno == ENOENT && tries < 3) continue;
+      return fail(r, errno);
+    }
+    if (int err = install(dst_dir, tmp, job.target())) {
+      ::unlinkat(dst_dir, tmp.c_str(), 0);
+      return fail(r, err);
+    }
+    // Where the other run had linked the name to the same file, the rename did nothing (a rename
+    // between two names of one file succeeds and leaves both): the temporary goes.
     ::unlinkat(dst_dir, tmp.c_str(), 0);
-    return fail(r, err);
+    struct stat first, now;
+    if (tries == 3 || ::fstatat(tdir_fd.get(), tname.c_str(), &first, AT_SYMLINK_NOFOLLOW) != 0 ||
+        ::fstatat(dst_dir, job.target().c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 ||
+        (first.st_dev == now.st_dev && first.st_ino == now.st_ino))
+      break;
   }
-  // Where another run into DST linked the name to the same file meanwhile, the rename did nothing
-  // (a rename between two names of one file succeeds and leaves both): the temporary goes.
-  ::unlinkat(dst_dir, tmp.c_str(), 0);
   if (job.want_hash) {  // the manifest's line for it: the file it now names
     UniqueFd fd(::openat(dst_dir, job.target().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK));
     struct stat st;

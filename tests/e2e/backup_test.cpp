@@ -829,6 +829,12 @@ TEST_F(Backup, FailFastStopsTheRemovalsAtTheFirstThatFails) {
   EXPECT_EQ(errors[1].at("reason"), "stopped: --fail-fast: nothing more was deleted") << r.out;
   EXPECT_TRUE(exists(dst + "/stays/locked/one"));
   EXPECT_TRUE(exists(dst + "/stays/locked/two"));
+  // With nothing left after it, no stop is spoken of.
+  ASSERT_EQ(::unlink((dst + "/stays/locked/two").c_str()), 0);
+  r = copy({"--delete", "--fail-fast", "--json"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(lines_of(r.err).size(), 2u) << describe(r);  // the error, the summary
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("errors").size(), 1u) << r.out;
 }
 
 // -a -u --inplace after SRC broke a hard link (a and b one file; a then replaced by a new file):
@@ -858,9 +864,11 @@ TEST_F(Backup, ArchiveInplaceDoesNotWriteThroughALinkSrcBroke) {
   }
 }
 
-// ... but where the name cannot be removed (a directory its user may not write), the file is
-// written through as before: it failed, "File exists".
-TEST_F(Backup, ArchiveInplaceWritesThroughALinkedFileWhoseNameItCannotRemove) {
+// ... but where the name cannot be replaced (a directory its user may not write), a file whose
+// source still has other links is written through as before (it failed, "File exists"); one
+// whose source has none fails, as a copy by a temporary would: written through, the other name
+// got its data.
+TEST_F(Backup, ArchiveInplaceWritesThroughALinkedFileOnlyWhereSrcLinksItToo) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to give DST a directory its user may not write";
   write_old(src + "/a", "old\n");
   ASSERT_EQ(::link((src + "/a").c_str(), (src + "/b").c_str()), 0);
@@ -872,6 +880,14 @@ TEST_F(Backup, ArchiveInplaceWritesThroughALinkedFileWhoseNameItCannotRemove) {
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(read_file(dst + "/a"), "new!\n");
   EXPECT_EQ(lstat_of(dst + "/a").st_ino, lstat_of(dst + "/b").st_ino);
+
+  ASSERT_EQ(::unlink((src + "/a").c_str()), 0);  // SRC splits the two names
+  write_file(src + "/a", "split\n");
+  ASSERT_EQ(::chown((src + "/a").c_str(), 65534, 65534), 0);
+  r = copy({"-a", "--inplace"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'a': Permission denied")) << describe(r);
+  EXPECT_EQ(read_file(dst + "/b"), "new!\n") << "b got a's data";
 }
 
 // `pcopy --json --delete SRC DST > DST/logs/report.json`: the report being written, and the
