@@ -211,7 +211,6 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   };
   enter(std::move(top));
   while (!stack.empty()) {
-    if (cb.stop && cb.stop()) return first_err;
     Level& lv = stack.back();
     if (lv.next == lv.entries.size()) {
       // Finished: removed from its parent, unless something in it stays (kept, or an error said
@@ -250,6 +249,9 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
       path.resize(parent_len);
       continue;
     }
+    // Asked before an entry, not on the way out of a directory finished (--fail-fast stops only
+    // where something is left; a directory emptied is removed all the same).
+    if (cb.stop && cb.stop()) return first_err;
     const Entry& e = lv.entries[lv.next++];
     std::string child = join(path, e.name);
     if (!filters.empty() && is_excluded(filters, child, e.is_dir)) {
@@ -383,12 +385,12 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     bool removed = false;
     mode_t was = 0;  // the mode of a directory opened up for the removals, restored after them
     for (const Entry& e : dst_entries) {
-      if (cb.stop && cb.stop()) break;
       std::string rel = join(p.rel, e.name);
       if (in_src.count(e.name)) {
         if (e.is_dir) look_into(e, rel, e.name);
         continue;
       }
+      if (cb.stop && cb.stop()) break;  // asked where there is something to look at
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
       if (e.is_dir && elsewhere(p.dst.get(), e.name.c_str())) continue;
       if (!aliases) aliases.emplace(p.dst.get(), p.rel, listing, dst_entries, opt.filters);
