@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <iostream>
@@ -51,12 +52,25 @@ void add_filter_file(Options& o, const std::string& file) {
 // Only those: a path the message holds is escaped already.
 std::string without_controls(std::string_view text) {
   std::string out;
-  for (char c : text) {
-    auto b = static_cast<unsigned char>(c);
+  for (size_t i = 0; i < text.size();) {
+    auto b = static_cast<unsigned char>(text[i]);
+    // A character of UTF-8 is kept, but C1 controls (U+0080-U+009F: 0xC2 0x80-0x9F), which a
+    // terminal acts on as on ESC sequences; any other byte >= 0x80 is no UTF-8 and is escaped.
+    size_t n = (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 1;
+    bool whole = n > 1 && b >= 0xc2 && i + n <= text.size() &&  // 0xC0, 0xC1: overlong, never UTF-8
+                 std::all_of(text.begin() + long(i) + 1, text.begin() + long(i + n),
+                             [](char c) { return (static_cast<unsigned char>(c) >> 6) == 2; });
+    bool c1 = n == 2 && whole && b == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0;
+    if (whole && !c1) {
+      out.append(text.substr(i, n));
+      i += n;
+      continue;
+    }
     if (b == '\n') out += "\\n";
     else if (b == '\t') out += "\\t";
-    else if (b < 0x20 || b == 0x7f) out += fmt::format("\\x{:02x}", b);
-    else out += c;
+    else if (b < 0x20 || b >= 0x7f) out += fmt::format("\\x{:02x}", b);
+    else out += char(b);
+    ++i;
   }
   return out;
 }

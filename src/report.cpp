@@ -198,7 +198,9 @@ int Manifest::open(UniqueFd fd) {
   if (::fstat(fd.get(), &st) != 0) return errno;
   for (int shared : {STDOUT_FILENO, STDERR_FILENO}) {
     struct stat s;
-    if (S_ISREG(st.st_mode) && ::fstat(shared, &s) == 0 && s.st_dev == st.st_dev && s.st_ino == st.st_ino) {
+    int flags = ::fcntl(shared, F_GETFL);  // open for writing (not `1<file`)
+    if (S_ISREG(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) != O_RDONLY && ::fstat(shared, &s) == 0 &&
+        s.st_dev == st.st_dev && s.st_ino == st.st_ino) {
       UniqueFd dup(::fcntl(shared, F_DUPFD_CLOEXEC, 3));
       if (!dup) return errno;
       fd_ = std::move(dup);

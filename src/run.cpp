@@ -1294,8 +1294,15 @@ int Runner::timeout_ms() const {
   std::optional<double> due;
   if (bar_ || status_lines_) due = last_draw_ + (bar_ ? kBarInterval : kLineInterval);
   if (!stdout_buf_.empty()) due = std::min(due.value_or(HUGE_VAL), last_out_ + kOutInterval);
-  for (size_t w = 0; w < pool_->size(); ++w)
-    if (!silence_told_[w] && !pool_->slot(w).held.empty()) due = std::min(due.value_or(HUGE_VAL), heard_[w] + silent_after_s_);
+  bool held = false;
+  for (size_t w = 0; w < pool_->size(); ++w) {
+    if (pool_->slot(w).held.empty()) continue;
+    held = true;
+    if (!silence_told_[w]) due = std::min(due.value_or(HUGE_VAL), heard_[w] + silent_after_s_);
+  }
+  // While workers hold work, a wait of a second at most: one that comes back much later tells of
+  // the run frozen whole (see poll_once), which no worker's silence should count.
+  if (held) due = std::min(due.value_or(HUGE_VAL), now_s() + 1.0);
   if (!due) return -1;
   return std::max(1, int((*due - now_s()) * 1000) + 1);
 }
@@ -1453,15 +1460,6 @@ int Runner::run() {
     if (smart) bar_.emplace(STDERR_FILENO);
     else if (opt_.progress == ProgressMode::Always) status_lines_ = true;
   }
-  if (target_.manifest) {
-    if (int err = manifest_.open(std::move(target_.manifest))) {
-      print_refusal(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)),
-                    opt_.manifest, opt_.json);
-      return 2;
-    }
-    // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal.
-    manifest_.set_writer([this](int fd, std::string_view text) { return write_watching(fd, text, manifest_.is_pipe()); });
-  }
   // The parent stats every entry only when something needs it before the copy: byte totals for
   // the progress display, hard links, -L, a dry run's byte count. Otherwise getdents' d_type is
   // enough, workers look at sizes themselves, and the parent stays off the critical path.
@@ -1470,6 +1468,19 @@ int Runner::run() {
   setup_signals();
   if (int status = start_pool()) return status;
   stats_.workers = unsigned(pool_->live());
+  // Emptied only once the run goes ahead: a run refused leaves it as it was.
+  if (target_.manifest) {
+    if (int err = manifest_.open(std::move(target_.manifest))) {
+      pool_->close_jobs();
+      pool_->shutdown(5000);
+      target_.remove_made_dirs();
+      print_refusal(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)),
+                    opt_.manifest, opt_.json);
+      return 2;
+    }
+    // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal.
+    manifest_.set_writer([this](int fd, std::string_view text) { return write_watching(fd, text, manifest_.is_pipe()); });
+  }
 
   const char* skipped = target_.single_file ? skip_reason(target_.src_st.st_mode, opt_, ::geteuid()) : nullptr;
   if (skipped) {  // a socket or device named as SRC: as inside a tree

@@ -776,6 +776,13 @@ TEST_F(CopyTest, ManifestOnStdoutIntoAFileWritesAfterWhatIsThere) {
   size_t report = text.find("\n{\n");
   ASSERT_NE(report, std::string::npos) << text;
   EXPECT_EQ(nlohmann::json::parse(text.substr(report + 1)).at("files_copied"), 5) << text;
+  // Stdout open on it for reading only (`1<file`): not written through, written as any file.
+  std::string manifest = tmp / "manifest.jsonl";
+  write_file(manifest, "");
+  r = run({"sh", "-c", shell_quote(pcopy_bin()) + " -q --manifest " + shell_quote(manifest) + " " + shell_quote(src) +
+                           " " + shell_quote(tmp / "dst2") + " 1<" + shell_quote(manifest)});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lines_of(read_file(manifest)).size(), 5u) << read_file(manifest);
 }
 
 // With stdout and stderr closed (a daemon's child), the manifest must not be opened as descriptor
@@ -867,7 +874,8 @@ TEST_F(CopyTest, FileSizeLimitIsReportedAsFileTooLarge) {
 }
 
 // Under `ulimit -u`, pcopy works with the workers it could fork, saying so; with none it refuses
-// the run and removes the DST it had made (it was left behind, empty).
+// the run and removes the DST it had made (it was left behind, empty), and leaves the manifest
+// as it was (it was emptied).
 TEST_F(CopyTest, RunsWithTheWorkersTheProcessLimitAllows) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root: a uid of its own, so that no other process counts";
   make_mixed_tree(60);
@@ -880,12 +888,16 @@ TEST_F(CopyTest, RunsWithTheWorkersTheProcessLimitAllows) {
   std::string made = tmp / "new/deeper";
   dst = made + "/dst";
   options.nproc = 1;  // pcopy itself: no worker
-  RunResult r = copy({"-j4", "--json"}, options);
+  std::string manifest = tmp / "manifest.jsonl";
+  write_file(manifest, "an earlier run's\n");
+  ASSERT_EQ(::chown(manifest.c_str(), 61234, 65534), 0);
+  RunResult r = copy({"-j4", "--json", "--manifest", manifest}, options);
   EXPECT_EQ(r.status, 2) << describe(r);
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot start a worker process: Resource temporarily unavailable"))
       << describe(r);
   EXPECT_EQ(nlohmann::json::parse(r.out).at("exit_status"), 2) << r.out;
   EXPECT_FALSE(exists(tmp / "new")) << "the directories made for DST are removed";
+  EXPECT_EQ(read_file(manifest), "an earlier run's\n") << "a refused run leaves the manifest as it was";
 
   options.nproc = 3;  // pcopy and two workers
   r = copy({"-j4", "--json"}, options);

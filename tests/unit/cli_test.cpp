@@ -261,6 +261,10 @@ TEST(Cli, UnknownOptionIsAUsageError) {
 TEST(Cli, UsageErrorsShowWhatWasTypedEscaped) {
   expect_usage_error({"s", "d", "x\x1b[2Jy"}, "pcopy: extra operand 'x\\x1b[2Jy'");
   expect_usage_error({"--\x1b]0;t\a", "s", "d"}, "pcopy: unrecognized option '--\\x1b]0;t\\x07'");
+  // C1 controls (CSI is U+009B) and bytes that are no UTF-8 too; other characters stay.
+  expect_usage_error({"s", "d", "\xc2\x9b" "2J"}, "pcopy: extra operand '\\xc2\\x9b2J'");
+  expect_usage_error({"s", "d", "\x9b" "31m"}, "pcopy: extra operand '\\x9b31m'");
+  expect_usage_error({"s", "d", "caf\xc3\xa9"}, "pcopy: extra operand 'caf\xc3\xa9'");
   testing::internal::CaptureStderr();
   CliResult r = parse({"--progress=a\nb", "s", "d"});
   std::string err = testing::internal::GetCapturedStderr();
