@@ -243,6 +243,7 @@ class Runner {
   double start_ = now_s();
   double last_draw_ = 0;
   double last_out_ = 0;  // when stdout_buf_ was last written
+  double last_manifest_ = 0;  // when the manifest's lines were last written
   RateMeter meter_;
   std::optional<BarRenderer> bar_;
   bool status_lines_ = false;
@@ -1294,6 +1295,7 @@ int Runner::timeout_ms() const {
   std::optional<double> due;
   if (bar_ || status_lines_) due = last_draw_ + (bar_ ? kBarInterval : kLineInterval);
   if (!stdout_buf_.empty()) due = std::min(due.value_or(HUGE_VAL), last_out_ + kOutInterval);
+  if (manifest_.pending()) due = std::min(due.value_or(HUGE_VAL), last_manifest_ + kOutInterval);
   bool held = false;
   for (size_t w = 0; w < pool_->size(); ++w) {
     if (pool_->slot(w).held.empty()) continue;
@@ -1535,6 +1537,11 @@ int Runner::run() {
     name_silent_workers();
     tick(false);
     if (!stdout_buf_.empty() && now_s() - last_out_ >= kOutInterval) flush_out();
+    // The manifest's lines too, for a reader that follows them (`--manifest >(...)`, `tail -f`).
+    if (double t = now_s(); manifest_.pending() && t - last_manifest_ >= kOutInterval) {
+      manifest_.flush();
+      last_manifest_ = t;
+    }
   }
   return finish();
 }

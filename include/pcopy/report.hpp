@@ -80,8 +80,8 @@ std::string json_report(const Stats& stats);  // the report alone, as one string
 void print_refusal(const std::string& message, const std::string& path, bool json);
 
 // --manifest FILE: one JSON object per line for every file copied. Lines are gathered and
-// written 64 KiB at a time, and when flush() is called, by a writer the caller may give (the run
-// writes as it writes stdout: a stuck pipe does not hold off a signal).
+// written 64 KiB at a time, and when flush() is called (the run does every 0.2 s), by a writer
+// the caller may give (the run writes as it writes stdout: a stuck pipe holds off no signal).
 class Manifest {
  public:
   // Writes all of `text` to `fd`: 0 or errno.
@@ -97,6 +97,7 @@ class Manifest {
   void set_writer(Writer writer) { writer_ = std::move(writer); }
   void add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Hash128& hash);
   void flush();  // what add() gathered, written now
+  bool pending() const { return !buf_.empty(); }  // gathered, not yet written
   int close();   // flushes and closes: 0, or the first errno of a write or of the close
 
  private:

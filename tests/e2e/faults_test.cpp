@@ -1822,6 +1822,36 @@ TEST_P(FaultsByJobs, KilledParentLeavesAStagedDirectoryThatTheNextRunReplaces) {
   expect_complete_copy(again, src, dst);
 }
 
+// A reader that follows the manifest (`--manifest >(...)`) gets its lines as files are copied,
+// within a fraction of a second, not 64 KiB at a time (here: while a worker waits at a gate).
+TEST_P(FaultsByJobs, ManifestLinesReachAReaderAsFilesAreCopied) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", fifo = tmp / "gate", manifest = tmp / "manifest.fifo";
+  make_dirs(src + "/z");
+  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/f{:02}", i), "copied before the gate\n");
+  write_file(src + "/z/gate.txt", "the worker taking this waits until the test opens the gate\n");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo(manifest.c_str(), 0600), 0);
+  UniqueFd reader(::open(manifest.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(reader.valid());
+  AsyncPcopy p({jobs(), "--manifest", manifest, src, dst}, logs,
+               {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+  std::string got;
+  bool twenty = poll_until(Clock::now() + 20s, [&] {
+    char buf[4096];
+    for (ssize_t n; (n = ::read(reader.get(), buf, sizeof buf)) > 0;) got.append(buf, size_t(n));
+    return std::count(got.begin(), got.end(), '\n') >= 20 || !p.running();
+  });
+  bool held = p.running();
+  bool opened = open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  RunResult r = p.wait();
+  EXPECT_TRUE(twenty && held) << "lines while the gate held: " << got << describe(r);
+  EXPECT_TRUE(opened) << describe(r);
+  EXPECT_EQ(r.status, 0) << describe(r);
+}
+
 // A reader of -v that stops reading (a stuck pipe, a suspended pager) fills the pipe: SIGTERM still
 // ends the run, within a second of giving up on the reader. pcopy sat in a blocking write and
 // ended only when the reader read again: never, for one that never does. The same for --manifest
