@@ -85,10 +85,11 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
         errno = err;
         return -1;
       }
-      // In a directory its user may not write, written through where SRC's file has other links
-      // too (DST's are its group's, as like as not); where it has none, the links cannot follow
-      // SRC's, and the file fails as a copy by a temporary would.
-      if (src.st_nlink < 2) return -1;
+      // In a directory its user may not write, written through where SRC's file has as many
+      // links (DST's are its group's, as like as not); where it has fewer, some name of DST's
+      // would take another's data: the file fails, as a copy by a temporary would. So does any
+      // other failure (no inode left: a full disk).
+      if ((errno != EACCES && errno != EPERM) || src.st_nlink < there.st_nlink) return -1;
     }
     const int flags = (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK;  // NONBLOCK: a FIFO swapped in
     fd = ::openat(dir, name, flags, mode);

@@ -829,8 +829,11 @@ TEST_F(Backup, FailFastStopsTheRemovalsAtTheFirstThatFails) {
   EXPECT_EQ(errors[1].at("reason"), "stopped: --fail-fast: nothing more was deleted") << r.out;
   EXPECT_TRUE(exists(dst + "/stays/locked/one"));
   EXPECT_TRUE(exists(dst + "/stays/locked/two"));
-  // With nothing left after it, no stop is spoken of.
+  // With nothing left after it, no stop is spoken of: not for a directory SRC has too, looked
+  // into and found to hold nothing to remove.
   ASSERT_EQ(::unlink((dst + "/stays/locked/two").c_str()), 0);
+  make_dirs(src + "/later/deeper");
+  write_file(src + "/later/deeper/g", "g\n");
   r = copy({"--delete", "--fail-fast", "--json"}, as_user);
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_EQ(lines_of(r.err).size(), 2u) << describe(r);  // the error, the summary
@@ -888,6 +891,24 @@ TEST_F(Backup, ArchiveInplaceWritesThroughALinkedFileOnlyWhereSrcLinksItToo) {
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'a': Permission denied")) << describe(r);
   EXPECT_EQ(read_file(dst + "/b"), "new!\n") << "b got a's data";
+}
+
+// The same where SRC's file still has links, but fewer than DST's: a name split off SRC's group
+// (x) would get a's data, and keep it, its time set by a's copy.
+TEST_F(Backup, ArchiveInplaceWritesThroughNoLinkedFileWithMoreLinksThanSrcs) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give DST a directory its user may not write";
+  write_old(src + "/a", "old\n");
+  for (const char* name : {"/b", "/x"}) ASSERT_EQ(::link((src + "/a").c_str(), (src + name).c_str()), 0);
+  ASSERT_EQ(copy({"-a"}).status, 0);
+  ASSERT_EQ(::unlink((src + "/x").c_str()), 0);  // x split off, as it was
+  write_old(src + "/x", "old\n");
+  write_file(src + "/a", "NEW\n");  // a and b: changed
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chown(dst.c_str(), 0, 0), 0);
+  RunResult r = copy({"-a", "--inplace"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'a': Permission denied")) << describe(r);
+  EXPECT_EQ(read_file(dst + "/x"), "old\n") << "x got a's data";
 }
 
 // `pcopy --json --delete SRC DST > DST/logs/report.json`: the report being written, and the
