@@ -53,15 +53,21 @@ void add_filter_file(Options& o, const std::string& file) {
 std::string without_controls(std::string_view text) {
   std::string out;
   for (size_t i = 0; i < text.size();) {
-    auto b = static_cast<unsigned char>(text[i]);
-    // A character of UTF-8 is kept, but C1 controls (U+0080-U+009F: 0xC2 0x80-0x9F), which a
-    // terminal acts on as on ESC sequences; any other byte >= 0x80 is no UTF-8 and is escaped.
+    auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+    unsigned char b = byte(i);
+    // A character of UTF-8 is kept, but C1 controls (U+0080-U+009F), which a terminal acts on as
+    // on ESC sequences; anything else >= 0x80 that is no UTF-8 (overlong forms, surrogates, past
+    // U+10FFFF, cut short) is escaped byte by byte.
     size_t n = (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 1;
-    bool whole = n > 1 && b >= 0xc2 && i + n <= text.size() &&  // 0xC0, 0xC1: overlong, never UTF-8
-                 std::all_of(text.begin() + long(i) + 1, text.begin() + long(i + n),
-                             [](char c) { return (static_cast<unsigned char>(c) >> 6) == 2; });
-    bool c1 = n == 2 && whole && b == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0;
-    if (whole && !c1) {
+    char32_t cp = n == 2 ? b & 0x1f : n == 3 ? b & 0x0f : b & 0x07;
+    bool whole = n > 1 && i + n <= text.size();
+    for (size_t k = 1; whole && k < n; ++k) {
+      whole = (byte(i + k) >> 6) == 2;
+      cp = (cp << 6) | (byte(i + k) & 0x3f);
+    }
+    constexpr char32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
+    whole = whole && cp >= kLeast[n] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff) && cp > 0x9f;
+    if (whole) {
       out.append(text.substr(i, n));
       i += n;
       continue;

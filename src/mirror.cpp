@@ -251,7 +251,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     }
     // Asked before an entry, not on the way out of a directory finished (--fail-fast stops only
     // where something is left; a directory emptied is removed all the same).
-    if (cb.stop && cb.stop()) return first_err;
+    if (cb.stop && cb.stop(true)) return first_err;
     const Entry& e = lv.entries[lv.next++];
     std::string child = join(path, e.name);
     if (!filters.empty() && is_excluded(filters, child, e.is_dir)) {
@@ -337,7 +337,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
   size_t held = 0;
   std::vector<Dir> todo;
   todo.push_back({UniqueFd(), "", src.root()});
-  while (!todo.empty() && !(cb.stop && cb.stop())) {
+  while (!todo.empty() && !(cb.stop && cb.stop(false))) {
     Dir p = std::move(todo.back());
     todo.pop_back();
     if (p.dst) {
@@ -390,7 +390,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
         if (e.is_dir) look_into(e, rel, e.name);
         continue;
       }
-      if (cb.stop && cb.stop()) break;  // asked where there is something to look at
+      if (cb.stop && cb.stop(true)) break;  // asked where something may be removed
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
       if (e.is_dir && elsewhere(p.dst.get(), e.name.c_str())) continue;
       if (!aliases) aliases.emplace(p.dst.get(), p.rel, listing, dst_entries, opt.filters);

@@ -1392,9 +1392,10 @@ void Runner::run_delete() {
   // destructive part, which a user most wants to stop), the run ends as interrupted; Ctrl-Z stops.
   double looked = 0;  // the first entry looks: a signal may have come since the poll loop ended
   bool failed = false;  // --fail-fast: a removal failed, nothing more is removed
-  cb.stop = [&] {
-    if (failed) {
-      // Asked only where something is left to look at: said once, as a copy's stop is.
+  cb.stop = [&](bool removal) {
+    if (failed && removal) {
+      // Said where a removal is held back (the directories before it are still looked into, not
+      // touched), once, as a copy's stop is: where none would have come, there is no stop to tell.
       if (!abandon_) {
         std::string rest = "nothing more was deleted";
         say("pcopy: stopping at the first error (--fail-fast): " + rest);

@@ -55,8 +55,9 @@ struct MirrorCallbacks {
   std::function<void(const std::string& rel, int err)> failed;  // could not remove or list
   // Entries never removed, by their lstat: pcopy's own --manifest and the directories above it.
   std::function<bool(const struct stat& st)> keep;
-  // Asked before each entry: true stops the removals where they are (SIGINT, SIGTERM).
-  std::function<bool()> stop;
+  // Asked before each entry, and before each directory of DST to look into (`removal` false):
+  // true stops the removals where they are (SIGINT, SIGTERM, --fail-fast).
+  std::function<bool(bool removal)> stop;
 };
 
 // `dry_run` reports without removing. Directory times changed by removals are restored from SRC.

@@ -265,6 +265,10 @@ TEST(Cli, UsageErrorsShowWhatWasTypedEscaped) {
   expect_usage_error({"s", "d", "\xc2\x9b" "2J"}, "pcopy: extra operand '\\xc2\\x9b2J'");
   expect_usage_error({"s", "d", "\x9b" "31m"}, "pcopy: extra operand '\\x9b31m'");
   expect_usage_error({"s", "d", "caf\xc3\xa9"}, "pcopy: extra operand 'caf\xc3\xa9'");
+  expect_usage_error({"s", "d", "\xe0\x82\x9b"}, "pcopy: extra operand '\\xe0\\x82\\x9b'");  // overlong U+009B
+  expect_usage_error({"s", "d", "\xed\xa0\x80"}, "pcopy: extra operand '\\xed\\xa0\\x80'");  // a surrogate
+  expect_usage_error({"s", "d", "\xf4\x90\x80\x80"}, "pcopy: extra operand '\\xf4\\x90\\x80\\x80'");
+  expect_usage_error({"s", "d", "\xf0\x9f\x98\x80!"}, "pcopy: extra operand '\xf0\x9f\x98\x80!'");  // an emoji
   testing::internal::CaptureStderr();
   CliResult r = parse({"--progress=a\nb", "s", "d"});
   std::string err = testing::internal::GetCapturedStderr();
