@@ -55,8 +55,8 @@ struct MirrorCallbacks {
   std::function<void(const std::string& rel, int err)> failed;  // could not remove or list
   // Entries never removed, by their lstat: pcopy's own --manifest and the directories above it.
   std::function<bool(const struct stat& st)> keep;
-  // Asked before each entry, and before each directory of DST to look into (`removal` false):
-  // true stops the removals where they are (SIGINT, SIGTERM, --fail-fast).
+  // Asked before each entry that may be removed (`removal`), and before each directory of DST to
+  // look into: true stops the removals where they are (SIGINT, SIGTERM, --fail-fast).
   std::function<bool(bool removal)> stop;
 };
 
