@@ -63,8 +63,8 @@ int open_source(int dir, const std::string& name, bool follow) {
 // truncated (`existed`); a symbolic link, FIFO or device there is replaced, never written through
 // or opened, and so is the source itself (`src`, its stat), hard-linked there by `cp -al`:
 // truncating it would empty the source. With -a (`relink`: a temporary name to use), so is a file
-// with other links: they are what SRC's hard links were, and a link broken in SRC would see the
-// new data. A directory there is an error (EISDIR).
+// with other links, or it fails: they are what SRC's hard links were, and a link broken in SRC
+// would see the new data. A directory there is an error (EISDIR).
 int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, const std::string* relink) {
   const mode_t mode = src.st_mode & 0777;
   existed = false;
@@ -85,11 +85,10 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
         errno = err;
         return -1;
       }
-      // In a directory its user may not write, written through where SRC's file has as many
-      // links (DST's are its group's, as like as not); where it has fewer, some name of DST's
-      // would take another's data: the file fails, as a copy by a temporary would. So does any
-      // other failure (no inode left: a full disk).
-      if ((errno != EACCES && errno != EPERM) || src.st_nlink < there.st_nlink) return -1;
+      // Not replaced (a directory its user may not write, no inode left): the file fails, as a
+      // copy by a temporary would. Written through, a name of DST's the group no longer has (or
+      // never had: DST's groups may be another's) would take its data, and keep it.
+      return -1;
     }
     const int flags = (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK;  // NONBLOCK: a FIFO swapped in
     fd = ::openat(dir, name, flags, mode);
