@@ -249,9 +249,6 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
       path.resize(parent_len);
       continue;
     }
-    // Asked before an entry, not on the way out of a directory finished (--fail-fast stops only
-    // where something is left; a directory emptied is removed all the same).
-    if (cb.stop && cb.stop(true)) return first_err;
     const Entry& e = lv.entries[lv.next++];
     std::string child = join(path, e.name);
     if (!filters.empty() && is_excluded(filters, child, e.is_dir)) {
@@ -262,6 +259,9 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
       lv.kept = true;
       continue;
     }
+    // Asked before an entry to remove, not on the way out of a directory finished nor before one
+    // kept (--fail-fast tells of a stop only where a removal is held back).
+    if (cb.stop && cb.stop(true)) return first_err;
     if (e.is_dir) {
       UniqueFd fd(open_to_empty(lv.fd.get(), e.name, dry_run));
       if (!fd && dry_run && dry_run_may_not_read(lv.fd.get(), e.name)) {
@@ -390,7 +390,6 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
         if (e.is_dir) look_into(e, rel, e.name);
         continue;
       }
-      if (cb.stop && cb.stop(true)) break;  // asked where something may be removed
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
       if (e.is_dir && elsewhere(p.dst.get(), e.name.c_str())) continue;
       if (!aliases) aliases.emplace(p.dst.get(), p.rel, listing, dst_entries, opt.filters);
@@ -402,6 +401,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
           continue;
         }
       }
+      if (cb.stop && cb.stop(true)) break;  // asked where a removal comes next
       if (!removed && !opt.dry_run) was = open_up(p.dst.get(), ".");
       if (e.is_dir) {
         remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb, opt.filters, opt.one_file_system);
