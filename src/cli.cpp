@@ -47,40 +47,6 @@ void add_filter_file(Options& o, const std::string& file) {
   }
 }
 
-// What was typed is in a usage error: its control characters shown as escapes, as a path's are
-// (an escape sequence or a newline in an operand is one line, and never reaches the terminal raw).
-// Only those: a path the message holds is escaped already.
-std::string without_controls(std::string_view text) {
-  std::string out;
-  for (size_t i = 0; i < text.size();) {
-    auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
-    unsigned char b = byte(i);
-    // A character of UTF-8 is kept, but C1 controls (U+0080-U+009F), which a terminal acts on as
-    // on ESC sequences; anything else >= 0x80 that is no UTF-8 (overlong forms, surrogates, past
-    // U+10FFFF, cut short) is escaped byte by byte.
-    size_t n = (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 1;
-    char32_t cp = n == 2 ? b & 0x1f : n == 3 ? b & 0x0f : b & 0x07;
-    bool whole = n > 1 && i + n <= text.size();
-    for (size_t k = 1; whole && k < n; ++k) {
-      whole = (byte(i + k) >> 6) == 2;
-      cp = (cp << 6) | (byte(i + k) & 0x3f);
-    }
-    constexpr char32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
-    whole = whole && cp >= kLeast[n] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff) && cp > 0x9f;
-    if (whole) {
-      out.append(text.substr(i, n));
-      i += n;
-      continue;
-    }
-    if (b == '\n') out += "\\n";
-    else if (b == '\t') out += "\\t";
-    else if (b < 0x20 || b >= 0x7f) out += fmt::format("\\x{:02x}", b);
-    else out += char(b);
-    ++i;
-  }
-  return out;
-}
-
 // CLI11's words for a usage error, in those of cp and rsync where CLI11's read oddly.
 std::string usage_message(const CLI::ParseError& e) {
   std::string_view what = e.what();
@@ -225,7 +191,9 @@ CliResult parse_cli(int argc, const char* const* argv) {
     }
     return {std::nullopt, 0};
   } catch (const CLI::ParseError& e) {
-    print_refusal("pcopy: " + without_controls(usage_message(e)), "", o.json || json_requested(argc, argv));
+    // What was typed is in it: shown escaped, as paths are (an escape sequence or a newline in an
+    // operand is one line, never raw on the terminal); a path it holds is escaped already.
+    print_refusal("pcopy: " + display_text(usage_message(e)), "", o.json || json_requested(argc, argv));
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }

@@ -52,13 +52,15 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-std::string display_path(std::string_view raw) {
+namespace {
+// display_path, and with `backslashes` false display_text.
+std::string escaped(std::string_view raw, bool backslashes) {
   std::string out;
   out.reserve(raw.size());
   for (size_t i = 0; i < raw.size();) {
     auto c = static_cast<unsigned char>(raw[i]);
     size_t n = utf8_len(raw, i);
-    if (c == '\\') {
+    if (c == '\\' && backslashes) {
       out += "\\\\";
     } else if (c == '\n') {
       out += "\\n";
@@ -80,6 +82,10 @@ std::string display_path(std::string_view raw) {
   }
   return out;
 }
+}  // namespace
+
+std::string display_path(std::string_view raw) { return escaped(raw, true); }
+std::string display_text(std::string_view raw) { return escaped(raw, false); }
 
 std::string json_path(std::string_view raw) {
   if (valid_utf8(raw)) return std::string(raw);
@@ -228,16 +234,7 @@ void Manifest::add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Ha
 void Manifest::flush() {
   if (buf_.empty() || !fd_) return;
   if (!err_) {
-    auto write_all = [](int fd, std::string_view text) {
-      while (!text.empty()) {
-        ssize_t n = ::write(fd, text.data(), text.size());
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return errno;
-        text.remove_prefix(size_t(n));
-      }
-      return 0;
-    };
-    err_ = writer_ ? writer_(fd_.get(), buf_) : write_all(fd_.get(), buf_);
+    err_ = writer_ ? writer_(fd_.get(), buf_) : write_all(fd_.get(), buf_.data(), buf_.size());
   }
   buf_.clear();  // after a failed write, what follows is dropped: the close reports the error
 }

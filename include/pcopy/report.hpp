@@ -63,6 +63,8 @@ struct Stats {
 // For terminal and log lines: printable UTF-8 passes, anything else (control bytes, newlines,
 // invalid UTF-8, backslashes) becomes a C-style escape, so one path is always one line.
 std::string display_path(std::string_view raw);
+// The same for a message that may hold such paths already: its backslashes stay as they are.
+std::string display_text(std::string_view raw);
 // For JSON strings: valid UTF-8 passes unchanged; otherwise each invalid byte becomes "\xHH" and
 // each backslash "\\", so no path is dropped or made unreadable. The report and the manifest mark
 // such a path with "path_escaped": true.
