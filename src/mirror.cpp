@@ -62,6 +62,26 @@ int list_dir(int fd, std::vector<Entry>& out) {
 
 std::string join(const std::string& rel, const std::string& name) { return rel.empty() ? name : rel + "/" + name; }
 
+// Opens with `open` (a descriptor, or -1 and errno) again each time `free_fd` closes one of ours
+// while the open-file limit is what stops it: the removals hold directories open to go faster,
+// never to need more than two at a time (the pool's pipes may leave no more under a low limit).
+template <typename Open, typename Free>
+int opening(Open open, Free free_fd) {
+  for (;;) {
+    int fd = open();
+    if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
+    int err = errno;
+    if (!free_fd()) return errno = err, -1;
+  }
+}
+
+// open_dir_beneath() as opening() wants it.
+int open_beneath(int root, const std::string& rel) {
+  int fd = open_dir_beneath(root, rel, false);
+  if (fd < 0) errno = -fd;
+  return fd < 0 ? -1 : fd;
+}
+
 // A name as a case-insensitive file system matches it: each character of UTF-8 in upper case, as
 // the up-case tables of FAT and exFAT and ext4's casefold compare names; other bytes as they are.
 std::u32string folded(std::string_view name) {
@@ -190,8 +210,18 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     struct stat ks;
     return cb.keep && ::fstatat(in, n.c_str(), &ks, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(ks.st_mode) && cb.keep(ks);
   };
+  std::string path = rel;
+  std::vector<Level> stack;
+  // At the open-file limit: a shallower level's descriptor is closed (reopened through ".." when
+  // its turn comes again), else one the caller holds.
+  auto free_fd = [&] {
+    for (size_t i = 0; i + 1 < stack.size(); ++i) {
+      if (stack[i].fd) return stack[i].fd.reset(), true;
+    }
+    return cb.free_fd && cb.free_fd();
+  };
   if (kept_dir(dir, name)) return 0;
-  UniqueFd top(open_to_empty(dir, name, dry_run));
+  UniqueFd top(opening([&] { return open_to_empty(dir, name, dry_run).release(); }, free_fd));
   if (top && elsewhere(top.get())) return 0;
   if (!top) {
     if (dry_run && dry_run_may_not_read(dir, name)) return cb.deleted(rel), 0;
@@ -200,13 +230,17 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     cb.deleted(rel);
     return 0;
   }
-  std::string path = rel;
-  std::vector<Level> stack;
   auto enter = [&](UniqueFd fd) {
     struct stat ds {};
     ::fstat(fd.get(), &ds);
     stack.push_back({std::move(fd), ds.st_dev, ds.st_ino, path.size(), {}, 0});
-    if (int err = list_dir(stack.back().fd.get(), stack.back().entries)) note(path, err);
+    int err;
+    while ((err = list_dir(stack.back().fd.get(), stack.back().entries)) && (err == EMFILE || err == ENFILE) && free_fd()) {
+    }
+    if (err) {
+      note(path, err);  // what it holds stays, and so does it: one line, no "Directory not empty"
+      stack.back().kept = err != ENOENT;
+    }
     if (stack.size() > kOpenLevels) stack[stack.size() - 1 - kOpenLevels].fd.reset();
   };
   enter(std::move(top));
@@ -226,12 +260,14 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
           struct stat us;
           return fd >= 0 && ::fstat(fd, &us) == 0 && us.st_dev == up.dev && us.st_ino == up.ino;
         };
-        up.fd.reset(::openat(done.fd.get(), "..", kDirFlags));
+        up.fd.reset(opening([&] { return ::openat(done.fd.get(), "..", kDirFlags); }, free_fd));
         if (!same(up.fd.get())) {
-          int fd = open_dir_beneath(dir, name + path.substr(rel.size(), parent_len - rel.size()), false);
-          up.fd.reset(fd < 0 ? -1 : fd);
+          std::string up_path = name + path.substr(rel.size(), parent_len - rel.size());
+          int fd = opening([&] { return open_beneath(dir, up_path); }, free_fd);
+          int err = fd < 0 ? errno : ESTALE;
+          up.fd.reset(fd);
           if (!same(up.fd.get())) {  // gone or replaced: what is left of it stays, said once
-            note(path.substr(0, parent_len), fd < 0 ? -fd : ESTALE);
+            note(path.substr(0, parent_len), err);
             return first_err;
           }
         }
@@ -263,7 +299,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     // kept (--fail-fast tells of a stop only where a removal is held back).
     if (cb.stop && cb.stop(true)) return first_err;
     if (e.is_dir) {
-      UniqueFd fd(open_to_empty(lv.fd.get(), e.name, dry_run));
+      UniqueFd fd(opening([&] { return open_to_empty(lv.fd.get(), e.name, dry_run).release(); }, free_fd));
       if (!fd && dry_run && dry_run_may_not_read(lv.fd.get(), e.name)) {
         cb.deleted(child);
         continue;
@@ -292,7 +328,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
 }
 
 int remove_quietly(int dir, const std::string& name) {
-  static const MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}};
+  static const MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}, {}};
   return remove_tree(dir, name, name, false, quiet);
 }
 
@@ -336,6 +372,15 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
   constexpr size_t kHeldDirs = 16;
   size_t held = 0;
   std::vector<Dir> todo;
+  // At the open-file limit, the directory held longest is let go (and opened by path in its turn).
+  auto free_fd = [&] {
+    for (Dir& d : todo) {
+      if (d.dst) return d.dst.reset(), --held, true;
+    }
+    return false;
+  };
+  MirrorCallbacks in_tree = cb;  // remove_tree() may have held directories let go too
+  in_tree.free_fd = free_fd;
   todo.push_back({UniqueFd(), "", src.root()});
   while (!todo.empty() && !(cb.stop && cb.stop(false))) {
     Dir p = std::move(todo.back());
@@ -343,15 +388,18 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     if (p.dst) {
       --held;
     } else {
-      int fd = open_dir_beneath(dst_root, p.rel, false);
+      int fd = opening([&] { return open_beneath(dst_root, p.rel); }, free_fd);
       if (fd < 0) {
-        if (fd != -ENOENT) cb.failed(p.rel, -fd);  // gone already: nothing to delete in it
+        if (errno != ENOENT) cb.failed(p.rel, errno);  // gone already: nothing to delete in it
         continue;
       }
       p.dst.reset(fd);
     }
     std::vector<Entry> dst_entries;
-    if (int err = list_dir(p.dst.get(), dst_entries)) {
+    int err;
+    while ((err = list_dir(p.dst.get(), dst_entries)) && (err == EMFILE || err == ENFILE) && free_fd()) {
+    }
+    if (err) {
       cb.failed(p.rel, err);
       continue;
     }
@@ -404,7 +452,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       if (cb.stop && cb.stop(true)) break;  // asked where a removal comes next
       if (!removed && !opt.dry_run) was = open_up(p.dst.get(), ".");
       if (e.is_dir) {
-        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, cb, opt.filters, opt.one_file_system);
+        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, in_tree, opt.filters, opt.one_file_system);
       } else if (!opt.dry_run && ::unlinkat(p.dst.get(), e.name.c_str(), 0) != 0) {
         if (errno != ENOENT) cb.failed(rel, errno);  // ENOENT: gone already, as rsync lets it go
       } else {

@@ -58,6 +58,9 @@ struct MirrorCallbacks {
   // Asked before each entry that may be removed (`removal`), and before each directory of DST to
   // look into: true stops the removals where they are (SIGINT, SIGTERM, --fail-fast).
   std::function<bool(bool removal)> stop;
+  // Asked when the open-file limit stops an open: closes one of the caller's descriptors, false if
+  // it holds none it can let go.
+  std::function<bool()> free_fd;
 };
 
 // `dry_run` reports without removing. Directory times changed by removals are restored from SRC.

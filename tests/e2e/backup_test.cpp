@@ -748,6 +748,39 @@ TEST_F(Backup, DeleteRemovesATreeDeeperThanTheOpenFileLimit) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// At the lowest open-file limit pcopy accepts for its -j, --delete still removes a deep extraneous
+// tree: it had 16 levels open, 16 directories held for later and a listing's descriptor on top of
+// the pool's pipes, and failed with "Too many open files" and then "Directory not empty" for the
+// same directory, exit 1, under limits it had accepted (`-j8` at 40, `-j2` at 28 to 32).
+TEST_F(Backup, DeleteRemovesADeepTreeAtTheLowestOpenFileLimitAccepted) {
+  write_file(src + "/f", "f\n");
+  for (int i = 0; i < 20; ++i) make_dir(src + "/keep" + std::to_string(i));  // held for later
+  full_copy();
+  for (const char* jobs : {"-j8", "-j2"}) {
+    SCOPED_TRACE(jobs);
+    for (int i = 0; i < 20; ++i) {
+      std::string n = std::to_string(i);
+      make_dirs(dst + "/keep" + n + "/old");
+      make_deep_dirs(dst + "/keep" + n + "/old", 3);
+      make_dirs(dst + "/old" + n);
+      make_deep_dirs(dst + "/old" + n, 30);
+      write_file(dst + "/old" + n + "/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/f", "gone from SRC\n");
+    }
+    RunOptions probe;
+    probe.nofile = 8;
+    RunResult refused = copy({jobs, "--delete"}, probe);
+    std::smatch m;
+    std::regex needs("needs at least ([0-9]+) open files");
+    ASSERT_TRUE(std::regex_search(refused.err, m, needs)) << describe(refused);
+    RunOptions lowest;
+    lowest.nofile = std::stol(m[1]);
+    RunResult r = copy({jobs, "--delete"}, lowest);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(lines_of(r.err).size(), 1u) << describe(r);  // the summary alone
+    EXPECT_EQ(diff_trees(src, dst), "");
+  }
+}
+
 // An entry --delete cannot remove is one error line; the directories above it stay without a
 // "Directory not empty" line each (as with `rm -rf`).
 TEST_F(Backup, DeleteNamesOnlyTheEntryItCannotRemove) {
