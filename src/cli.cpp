@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <iostream>
 #include <fstream>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "pcopy/fd.hpp"
 #include "pcopy/report.hpp"
@@ -73,12 +75,14 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
 
   const char* copying = "Copying";
   app.add_option("-j,--jobs", o.jobs, "Worker processes, 1-1024 (default: online CPUs)")
-      ->check(CLI::Validator(
+      ->transform(CLI::Validator(
           [](std::string& v) {
             unsigned n = 0;
             auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
             bool ok = ec == std::errc() && end == v.data() + v.size() && n >= 1 && n <= 1024;
-            return ok ? std::string() : fmt::format("expects a number of workers from 1 to 1024, not '{}'", v);
+            if (!ok) return fmt::format("expects a number of workers from 1 to 1024, not '{}'", v);
+            v = std::to_string(n);  // decimal, as typed: the parser reads "010" as octal 8
+            return std::string();
           },
           "", "1-1024"))
       ->group(copying);
@@ -156,6 +160,30 @@ bool json_requested(int argc, const char* const* argv) {
   return false;
 }
 
+// CLI11 takes an option given an empty value after '=' (`--manifest=`) for one still waiting for
+// its value, and gave it the next argument: `--manifest= notes.txt DST` wrote the manifest over
+// notes.txt, `--exclude="$X" home backup/home` with X unset copied backup/home into itself. Given
+// empty is given: such an argument is passed on as the option and an empty argument, which the
+// option then judges as it judges `--manifest ""`. Flags are left as they are.
+std::vector<std::string> with_empty_values(const CLI::App& app, int argc, const char* const* argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size() && args[i] != "--"; ++i) {
+    const std::string& a = args[i];
+    if (a.size() < 4 || a.compare(0, 2, "--") != 0 || a.back() != '=' || a.find('=') != a.size() - 1) continue;
+    std::string name = a.substr(2, a.size() - 3);
+    for (const CLI::Option* opt : app.get_options()) {
+      const auto& lnames = opt->get_lnames();
+      if (opt->get_expected_min() > 0 && std::find(lnames.begin(), lnames.end(), name) != lnames.end()) {
+        args[i].pop_back();
+        args.insert(args.begin() + long(i) + 1, "");
+        ++i;
+        break;
+      }
+    }
+  }
+  return args;
+}
+
 template <typename Mode>
 Mode mode_from(const std::string& s) {
   return s == "always" ? Mode::Always : s == "never" ? Mode::Never : Mode::Auto;
@@ -181,8 +209,11 @@ CliResult parse_cli(int argc, const char* const* argv) {
   for (const char* name : {"--jobs", "--reflink", "--progress", "--manifest"})
     app.get_option(name)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
+  std::vector<std::string> args = with_empty_values(app, argc, argv);
+  std::vector<const char*> arg_ptrs;
+  for (const std::string& a : args) arg_ptrs.push_back(a.c_str());
   try {
-    app.parse(argc, argv);
+    app.parse(int(arg_ptrs.size()), arg_ptrs.data());
   } catch (const CLI::Success& e) {  // --help, --version: their text, and an error if it could not be written
     app.exit(e);
     if (std::fflush(stdout) != 0 || std::cout.flush().fail()) {
@@ -205,6 +236,10 @@ CliResult parse_cli(int argc, const char* const* argv) {
   // Given empty is not omitted: a script's unset variable must not send the copy beside SRC.
   if (o.dst.empty() && app.get_option("DST")->count() > 0) {
     print_refusal("pcopy: DST must not be empty", o.dst, o.json);
+    return {std::nullopt, 2};
+  }
+  if (o.manifest.empty() && app.get_option("--manifest")->count() > 0) {
+    print_refusal("pcopy: --manifest: FILE must not be empty", o.manifest, o.json);
     return {std::nullopt, 2};
   }
   o.progress = mode_from<ProgressMode>(progress);

@@ -214,6 +214,39 @@ TEST(Cli, JobsAtTheLimitsAreAccepted) {
   EXPECT_EQ(r.options->jobs, 7u);
 }
 
+// "010" is ten workers, as make -j and xargs -P read it; the parser had read it as octal 8, and
+// refused "08" with its own "Could not convert".
+TEST(Cli, JobsAreDecimalWithLeadingZeros) {
+  for (const char* n : {"010", "08", "0001"}) {
+    CliResult r = parse_quiet({"-j", n, "s", "d"});
+    ASSERT_TRUE(r.options.has_value()) << n;
+    EXPECT_EQ(r.options->jobs, unsigned(std::stoul(n))) << n;
+  }
+}
+
+// An option given an empty value after '=' took the next argument as its value: `--manifest= notes.txt
+// DST` wrote the manifest over notes.txt and copied DST beside itself, exit 0; `--exclude="$X"` with X
+// unset made SRC's copy go into DST-copy. Given empty, the value is empty: an empty manifest name is
+// refused (as an empty DST is), an empty pattern matches nothing, an empty number is no number.
+TEST(Cli, AnOptionGivenAnEmptyValueAfterAnEqualsSignTakesNoOtherArgument) {
+  expect_usage_error({"--manifest=", "notes.txt", "dst"}, "pcopy: --manifest: FILE must not be empty");
+  expect_usage_error({"--manifest", "", "s", "d"}, "pcopy: --manifest: FILE must not be empty");
+  expect_usage_error({"--jobs=", "s", "d"}, "pcopy: --jobs: expects a number of workers from 1 to 1024, not ''");
+  expect_usage_error({"--progress=", "s", "d"});
+  expect_usage_error({"--reflink=", "s", "d"});
+  expect_usage_error({"--exclude-from=", "s", "d"}, "pcopy: --exclude-from: cannot read '': No such file or directory");
+  for (const char* option : {"--exclude=", "--include="}) {
+    CliResult r = parse_quiet({option, "home", "backup/home"});
+    ASSERT_TRUE(r.options.has_value()) << option;
+    EXPECT_EQ(r.options->src, "home") << option;
+    EXPECT_EQ(r.options->dst, "backup/home") << option;
+    ASSERT_EQ(r.options->filters.size(), 1u) << option;
+    EXPECT_EQ(r.options->filters[0].pattern, "") << option;
+  }
+  CliResult r = parse_quiet({"s", "d", "--", "--manifest="});  // after "--", an operand
+  EXPECT_EQ(r.exit_status, 2);
+}
+
 TEST(Cli, JobsZeroIsAUsageError) { expect_usage_error({"-j", "0", "s", "d"}); }
 
 TEST(Cli, JobsAboveTheLimitIsAUsageError) {
