@@ -44,12 +44,20 @@ add_custom_target(pcopy_man ALL DEPENDS ${PCOPY_MAN_DIR}/pcopy.1.gz)
 install(FILES ${PCOPY_MAN_DIR}/pcopy.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
 
 # --- Shell completions ---------------------------------------------------------------------------
-# Where bash-completion (loaded on demand by command name) and Debian's zsh look for them.
+# Where bash-completion (loaded on demand by command name) and Debian's zsh look for them: zsh's
+# fpath has /usr/share/zsh/vendor-completions for packages and /usr/local/share/zsh/site-functions
+# for the rest, so which one follows the prefix given at install time (cpack installs into /usr).
 install(FILES ${CMAKE_CURRENT_SOURCE_DIR}/completions/pcopy.bash
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions
         RENAME pcopy)
-install(FILES ${CMAKE_CURRENT_SOURCE_DIR}/completions/_pcopy
-        DESTINATION ${CMAKE_INSTALL_DATADIR}/zsh/vendor-completions)
+install(CODE "
+  if(CMAKE_INSTALL_PREFIX STREQUAL \"/usr\")
+    set(pcopy_zsh_dir \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DATADIR}/zsh/vendor-completions\")
+  else()
+    set(pcopy_zsh_dir \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DATADIR}/zsh/site-functions\")
+  endif()
+  file(INSTALL DESTINATION \"\${pcopy_zsh_dir}\" TYPE FILE FILES \"${CMAKE_CURRENT_SOURCE_DIR}/completions/_pcopy\")
+")
 
 # --- License ------------------------------------------------------------------------------------
 # share/doc/pcopy/copyright, where Debian policy puts a package's license.

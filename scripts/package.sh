@@ -31,8 +31,10 @@ dpkg-deb --info "$deb"
 dpkg-deb --contents "$deb"
 
 depends=$(dpkg-deb --field "$deb" Depends)
-for lib in libc6 libstdc++6 libfmt9 libxxhash0; do
-  [[ ", $depends," == *", $lib "* || ", $depends," == *", $lib,"* ]] || fail "Depends lacks $lib: $depends"
+# Regular expressions: fmt's package carries its soname's number (libfmt9 on Debian 12, libfmt10 on 13).
+for lib in libc6 'libstdc\+\+6' 'libfmt[0-9]+' libxxhash0; do
+  re=", $lib[ ,]"
+  [[ ", $depends," =~ $re ]] || fail "Depends lacks $lib: $depends"
 done
 [ "$(dpkg-deb --field "$deb" Section)" = utils ] || fail "Section is not utils"
 

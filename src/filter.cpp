@@ -1,6 +1,7 @@
 #include "pcopy/filter.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 namespace pcopy {
