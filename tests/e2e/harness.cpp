@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <stdexcept>
 #include <utility>
@@ -706,12 +707,47 @@ std::string pcopy_bin() {
 #endif
 }
 
+namespace {
+
+// Whether a user other than the owners can run `path`: every directory above it searchable by
+// others, and it executable by them.
+bool others_may_run(const std::string& path) {
+  struct stat st;
+  for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+    if (::stat(path.substr(0, slash).c_str(), &st) != 0 || !(st.st_mode & S_IXOTH)) return false;
+  }
+  return ::stat(path.c_str(), &st) == 0 && (st.st_mode & S_IXOTH);
+}
+
+// pcopy_bin() as the tests that drop to uid 65534 can run it. A build in a directory closed to
+// others (a clone in root's 0700 home) is copied, once per test process and only then, into a
+// directory of its own under /tmp that others may enter, removed at exit.
+std::string pcopy_bin_for_others() {
+  static const std::string path = [] {
+    std::string bin = pcopy_bin();
+    if (bin.empty() || bin[0] != '/' || others_may_run(bin)) return bin;
+    static TempDir dir;
+    std::string copy = dir.path() + "/pcopy";
+    std::error_code ec;
+    std::filesystem::copy_file(bin, copy, ec);
+    if (ec || ::chmod(dir.path().c_str(), 0755) != 0 || ::chmod(copy.c_str(), 0755) != 0) {
+      throw std::runtime_error("harness: cannot copy " + bin + " where uid 65534 may run it: " + ec.message());
+    }
+    return copy;
+  }();
+  return path;
+}
+
+}  // namespace
+
 RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
   // Writing stdin to a child that has exited must be an EPIPE error, not a SIGPIPE for the test binary.
   static const bool sigpipe_ignored = (::signal(SIGPIPE, SIG_IGN), true);
   (void)sigpipe_ignored;
 
-  std::vector<std::string> args = options.pty ? pty_command(argv, options.pty_columns) : argv;
+  std::vector<std::string> command = argv;
+  if (options.uid) std::replace(command.begin(), command.end(), pcopy_bin(), pcopy_bin_for_others());
+  std::vector<std::string> args = options.pty ? pty_command(command, options.pty_columns) : command;
   std::vector<std::string> env = child_environment(options);
   std::vector<char*> c_args = c_strings(args), c_env = c_strings(env);
   Pipe in = make_pipe(), out = make_pipe(), err = make_pipe();
