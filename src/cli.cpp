@@ -25,7 +25,7 @@ constexpr const char* kExamples = R"(Examples:
   pcopy -q --json --exclude '*.o' build/ out/  CI staging: quiet, JSON report on stdout
 
 Exit status: 0 all copied, 1 some entries failed (each one printed), 2 usage error or nothing
-could be done, 130/143 interrupted by SIGINT/SIGTERM.)";
+could be done, 128 + the signal's number when ended by one: 130 SIGINT, 143 SIGTERM, 129 SIGHUP.)";
 
 unsigned online_cpus() {
   long n = ::sysconf(_SC_NPROCESSORS_ONLN);
@@ -50,8 +50,15 @@ void add_filter_file(Options& o, const std::string& file) {
 }
 
 // CLI11's words for a usage error, in those of cp and rsync where CLI11's read oddly.
-std::string usage_message(const CLI::ParseError& e) {
+std::string usage_message(const CLI::ParseError& e, const CLI::App& app) {
   std::string_view what = e.what();
+  // SRC missing beside an unknown option (`pcopy -V`, `pcopy --verison`): the option is what is
+  // wrong, as cp says (CLI11 checks the operands before the unknown options).
+  if (dynamic_cast<const CLI::RequiredError*>(&e)) {
+    for (const std::string& arg : app.remaining()) {
+      if (arg.size() > 1 && arg[0] == '-') return fmt::format("unrecognized option '{}'", arg);
+    }
+  }
   constexpr std::string_view kOverride = " was given a disallowed flag override";
   if (what.ends_with(kOverride)) {
     std::string_view name = what.substr(0, what.size() - kOverride.size());
@@ -95,11 +102,12 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
   app.add_option("--reflink", reflink, "Clone extents: auto (else copy), always (else fail), never (real copies)")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->group(copying);
-  app.add_flag("!--no-copy-file-range", o.copy_file_range,
-               "Copy data with read/write only (no kernel copy_file_range)")
+  // Callbacks, not "!--no-…" flags, whose {false} default the help would print after the name.
+  app.add_flag_callback("--no-copy-file-range", [&o] { o.copy_file_range = false; },
+                        "Copy data with read/write only (no kernel copy_file_range)")
       ->group(copying);
-  app.add_flag("!--no-io-uring", o.io_uring,
-               "Open and close files one system call at a time (no io_uring batches)")
+  app.add_flag_callback("--no-io-uring", [&o] { o.io_uring = false; },
+                        "Open and close files one system call at a time (no io_uring batches)")
       ->group(copying);
 
   const char* selection = "Selection";
@@ -224,7 +232,7 @@ CliResult parse_cli(int argc, const char* const* argv) {
   } catch (const CLI::ParseError& e) {
     // What was typed is in it: shown escaped, as paths are (an escape sequence or a newline in an
     // operand is one line, never raw on the terminal); a path it holds is escaped already.
-    print_refusal("pcopy: " + display_text(usage_message(e)), "", o.json || json_requested(argc, argv));
+    print_refusal("pcopy: " + display_text(usage_message(e, app)), "", o.json || json_requested(argc, argv));
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }

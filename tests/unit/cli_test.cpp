@@ -287,6 +287,11 @@ TEST(Cli, AnOptionGivenAgainTakesTheLastValue) {
 TEST(Cli, UnknownOptionIsAUsageError) {
   expect_usage_error({"--frobnicate", "s", "d"}, "pcopy: unrecognized option '--frobnicate'");
   expect_usage_error({"-Z", "s", "d"}, "pcopy: unrecognized option '-Z'");
+  // Without operands too: a user guessing -V for the version was told "SRC is required".
+  expect_usage_error({"-V"}, "pcopy: unrecognized option '-V'");
+  expect_usage_error({"--verison"}, "pcopy: unrecognized option '--verison'");
+  expect_usage_error({"s", "--bogus"}, "pcopy: unrecognized option '--bogus'");
+  expect_usage_error({}, "pcopy: SRC is required");
 }
 
 // What the user typed is shown escaped, as paths are: one line, no escape sequence reaching the
@@ -330,6 +335,23 @@ TEST(Cli, HelpExitsZeroWithExamplesOnStdout) {
                           "--dry-run", "--verify", "--fsync", "--reflink", "--inplace", "--progress", "--quiet",
                           "--verbose", "--json", "--manifest", "--fail-fast", "--version"})
     EXPECT_NE(out.find(opt), std::string::npos) << "help does not mention " << opt;
+}
+
+// Each option is listed as it is typed: "--no-io-uring{false}" read as if it took a value.
+TEST(Cli, HelpListsTheNegativeFlagsWithoutADefault) {
+  testing::internal::CaptureStdout();
+  CliResult r = parse({"--help"});
+  std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_EQ(r.exit_status, 0);
+  EXPECT_NE(out.find("  --no-copy-file-range "), std::string::npos) << out;
+  EXPECT_NE(out.find("  --no-io-uring "), std::string::npos) << out;
+  EXPECT_EQ(out.find("{false}"), std::string::npos) << out;
+  for (const char* flag : {"--no-copy-file-range", "--no-io-uring"}) {
+    CliResult set = parse_quiet({flag, "s"});
+    ASSERT_TRUE(set.options.has_value()) << flag;
+    EXPECT_EQ(set.options->copy_file_range, std::string(flag) != "--no-copy-file-range") << flag;
+    EXPECT_EQ(set.options->io_uring, std::string(flag) != "--no-io-uring") << flag;
+  }
 }
 
 TEST(Cli, HelpWinsOverOtherwiseMissingArguments) {
