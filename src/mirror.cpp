@@ -246,6 +246,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   enter(std::move(top));
   while (!stack.empty()) {
     Level& lv = stack.back();
+    path.resize(lv.rel_len);  // its own path (an entry's name was added to it last)
     if (lv.next == lv.entries.size()) {
       // Finished: removed from its parent, unless something in it stays (kept, or an error said
       // already: its parents are not reported as "not empty" one by one).
@@ -286,7 +287,9 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
       continue;
     }
     const Entry& e = lv.entries[lv.next++];
-    std::string child = join(path, e.name);
+    if (!path.empty()) path += '/';
+    path += e.name;  // not a copy of the path per entry: a chain 48,000 deep took time with its square
+    const std::string& child = path;
     if (!filters.empty() && is_excluded(filters, child, e.is_dir)) {
       lv.kept = true;
       continue;
@@ -314,7 +317,6 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
         lv.kept = true;
         continue;
       }
-      path = std::move(child);
       enter(std::move(fd));
     } else if (!dry_run && ::unlinkat(lv.fd.get(), e.name.c_str(), 0) != 0) {
       int err = errno;
@@ -355,9 +357,13 @@ SrcListings::Id SrcListings::child(Id parent, std::string_view name) const {
 }
 
 void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt, const MirrorCallbacks& cb) {
+  // Directories to look into, depth first. Their paths share one buffer, each knowing where its
+  // parent's path ends and its own name (as SRC spells it): building each path whole cost time
+  // with the square of the depth (a chain of 48,000 directories).
   struct Dir {
     UniqueFd dst;
-    std::string rel;
+    size_t parent_len;
+    std::string name;  // "" for DST itself
     SrcListings::Id src;
   };
   if (src.root() == SrcListings::kNone) return;
@@ -381,16 +387,22 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
   };
   MirrorCallbacks in_tree = cb;  // remove_tree() may have held directories let go too
   in_tree.free_fd = free_fd;
-  todo.push_back({UniqueFd(), "", src.root()});
+  std::string path;  // of the directory looked into, then of its entry at hand
+  todo.push_back({UniqueFd(), 0, "", src.root()});
   while (!todo.empty() && !(cb.stop && cb.stop(false))) {
     Dir p = std::move(todo.back());
     todo.pop_back();
+    path.resize(p.parent_len);
+    if (!p.name.empty()) {
+      if (!path.empty()) path += '/';
+      path += p.name;
+    }
     if (p.dst) {
       --held;
     } else {
-      int fd = opening([&] { return open_beneath(dst_root, p.rel); }, free_fd);
+      int fd = opening([&] { return open_beneath(dst_root, path); }, free_fd);
       if (fd < 0) {
-        if (errno != ENOENT) cb.failed(p.rel, errno);  // gone already: nothing to delete in it
+        if (errno != ENOENT) cb.failed(path, errno);  // gone already: nothing to delete in it
         continue;
       }
       p.dst.reset(fd);
@@ -400,9 +412,17 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     while ((err = list_dir(p.dst.get(), dst_entries)) && (err == EMFILE || err == ENFILE) && free_fd()) {
     }
     if (err) {
-      cb.failed(p.rel, err);
+      cb.failed(path, err);
       continue;
     }
+    const size_t dir_len = path.size();
+    // `path` as the path of `name` in this directory.
+    auto at = [&](std::string_view name) -> const std::string& {
+      path.resize(dir_len);
+      if (dir_len) path += '/';
+      path += name;
+      return path;
+    };
     const SrcListing& listing = src[p.src];
     std::unordered_set<std::string_view> in_src;
     for (size_t pos = 0; pos < listing.names.size();) {
@@ -412,7 +432,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     }
     // A directory of DST that is the copy of SRC's `src_name`, looked into for what SRC's lacks.
     // Entered only where the walk listed SRC's directory to the end.
-    auto look_into = [&](const Entry& e, const std::string& rel, std::string_view src_name) {
+    auto look_into = [&](const Entry& e, std::string_view src_name) {
       auto sub = src.child(p.src, src_name);
       if (sub == SrcListings::kNone || elsewhere(p.dst.get(), e.name.c_str())) return;
       UniqueFd d;
@@ -420,43 +440,47 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       if (!d && held < kHeldDirs) {
         if (errno == EMFILE || errno == ENFILE) {  // the limit is near: hold no more
           held = kHeldDirs;
-          todo.push_back({UniqueFd(), rel, sub});
+          todo.push_back({UniqueFd(), dir_len, std::string(src_name), sub});
         } else if (errno != ENOENT) {
-          cb.failed(rel, errno);
+          cb.failed(at(src_name), errno);
         }
         return;
       }
       held += d.valid();
-      todo.push_back({std::move(d), rel, sub});
+      todo.push_back({std::move(d), dir_len, std::string(src_name), sub});
     };
     std::optional<Aliases> aliases;  // found at the first entry SRC does not list
     bool removed = false;
     mode_t was = 0;  // the mode of a directory opened up for the removals, restored after them
     for (const Entry& e : dst_entries) {
-      std::string rel = join(p.rel, e.name);
       if (in_src.count(e.name)) {
-        if (e.is_dir) look_into(e, rel, e.name);
+        if (e.is_dir) look_into(e, e.name);
         continue;
       }
+      const std::string& rel = at(e.name);
       if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
       if (e.is_dir && elsewhere(p.dst.get(), e.name.c_str())) continue;
-      if (!aliases) aliases.emplace(p.dst.get(), p.rel, listing, dst_entries, opt.filters);
+      if (!aliases) {
+        path.resize(dir_len);
+        aliases.emplace(p.dst.get(), path, listing, dst_entries, opt.filters);
+      }
       if ((cb.keep || !aliases->names.empty()) && ::fstatat(p.dst.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
         if (cb.keep && cb.keep(st)) continue;
         if (const std::string_view* src_name = aliases->of(e.name, st)) {
           // Looked into as SRC spells it, which the filters match (the file system takes either).
-          if (e.is_dir) look_into(e, join(p.rel, std::string(*src_name)), *src_name);
+          if (e.is_dir) look_into(e, *src_name);
           continue;
         }
       }
       if (cb.stop && cb.stop(true)) break;  // asked where a removal comes next
       if (!removed && !opt.dry_run) was = open_up(p.dst.get(), ".");
+      at(e.name);
       if (e.is_dir) {
-        remove_tree(p.dst.get(), e.name, rel, opt.dry_run, in_tree, opt.filters, opt.one_file_system);
+        remove_tree(p.dst.get(), e.name, path, opt.dry_run, in_tree, opt.filters, opt.one_file_system);
       } else if (!opt.dry_run && ::unlinkat(p.dst.get(), e.name.c_str(), 0) != 0) {
-        if (errno != ENOENT) cb.failed(rel, errno);  // ENOENT: gone already, as rsync lets it go
+        if (errno != ENOENT) cb.failed(path, errno);  // ENOENT: gone already, as rsync lets it go
       } else {
-        cb.deleted(rel);
+        cb.deleted(path);
       }
       removed = true;
     }

@@ -44,6 +44,7 @@ constexpr uint64_t kBatchBytes = 4ull << 20;  // a big file travels alone
 // fewer than a full batch of jobs, so trees of small directories keep the workers busy too.
 constexpr size_t kBatchesPerWorker = 2;
 constexpr size_t kMaxBatchesPerWorker = 16;
+constexpr size_t kLongDirPath = 64 * 1024;     // of a batch's directory: kBatchesPerWorker in flight
 constexpr size_t kEarlyBatchFiles = 16;       // enough jobs to send an idle worker before the batch is full
 constexpr int kEventsPerPoll = 1024;          // walk at most this much between looks at the pipes
 // -a -u: names of hard-link groups waiting for a name with a copy in DST (see handle_walk_event),
@@ -680,7 +681,10 @@ bool Runner::idle_worker() const {
 
 void Runner::dispatch() {
   while (!queue_.empty() && !abandon_) {
-    int w = pick_worker(queue_.front().bytes >= kBatchBytes);
+    // A batch whose directory's path is long (a chain tens of thousands of levels deep) is as
+    // heavy as its data: the parent holds the messages in flight, the workers read them whole.
+    const PendingBatch& next = queue_.front();
+    int w = pick_worker(next.bytes >= kBatchBytes || (next.dir && next.dir->path_len >= kLongDirPath));
     if (w < 0) return;
     PendingBatch pb = std::move(queue_.front());
     queue_.pop_front();

@@ -32,6 +32,7 @@ namespace pcopy {
 struct DirNode {
   DirNode* parent = nullptr;
   std::string name;  // "" for the root
+  size_t path_len = 0;  // of its path from SRC (Walker::rel_path), which every batch of it carries
   struct stat st {};  // of the source directory
   UniqueFd dst;       // destination directory, open while it is likely needed (a staged one, maybe never)
   dev_t dst_dev = 0;
@@ -176,6 +177,7 @@ class Walker {
   std::unique_ptr<char[]> dents_;
   size_t dents_pos_ = 0, dents_len_ = 0;
   int open_frames_ = 0;
+  size_t evicted_ = 0;  // frames of stack_ below this one hold no descriptor (evicted bottom up)
   int deferred_fds_ = 0;
   int walk_errors_ = 0;
   bool finished_ = false;
