@@ -1272,19 +1272,30 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
   // name between this lookup and the link: ENOENT, for the kernel links no inode whose last link
   // is gone; or after the link, and this name then holds the file that copy replaced. Either way
   // the first name, looked up again, is that run's copy of the same file, and is linked again.
+  // Where nothing has the name, the link goes straight to it (a link appears whole, as a rename
+  // does): two system calls fewer than a temporary renamed into place.
+  bool direct = b.st_ino == 0;
   for (int tries = 1;; ++tries) {
-    std::string tmp = next_temp_name();
-    if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0) {
+    if (direct && ::linkat(tdir_fd.get(), tname.c_str(), dst_dir, job.target().c_str(), 0) != 0) {
       if (errno == ENOENT && tries < 3) continue;
-      return fail(r, errno);
+      if (errno != EEXIST) return fail(r, errno);
+      direct = false;  // made meanwhile (by another run): replaced by a rename, as any name is
     }
-    if (int err = install(dst_dir, tmp, job.target())) {
+    if (!direct) {
+      std::string tmp = next_temp_name();
+      if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0) {
+        if (errno == ENOENT && tries < 3) continue;
+        return fail(r, errno);
+      }
+      if (int err = install(dst_dir, tmp, job.target())) {
+        ::unlinkat(dst_dir, tmp.c_str(), 0);
+        return fail(r, err);
+      }
+      // Where the other run had linked the name to the same file, the rename did nothing (a
+      // rename between two names of one file succeeds and leaves both): the temporary goes.
       ::unlinkat(dst_dir, tmp.c_str(), 0);
-      return fail(r, err);
     }
-    // Where the other run had linked the name to the same file, the rename did nothing (a rename
-    // between two names of one file succeeds and leaves both): the temporary goes.
-    ::unlinkat(dst_dir, tmp.c_str(), 0);
+    direct = false;  // linked again, if need be, over what it names now
     struct stat first, now;
     if (tries == 3 || ::fstatat(tdir_fd.get(), tname.c_str(), &first, AT_SYMLINK_NOFOLLOW) != 0 ||
         ::fstatat(dst_dir, job.target().c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 ||

@@ -142,6 +142,10 @@ class Runner {
   void handle_walk_event(WalkEvent& ev);
   JobInfo& add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key = {});
   void seal();
+  // A hard link whose group's copy is done, gathered with others into the same directory; all go
+  // out when the walk is over or a worker is idle (see ready_links_).
+  void add_ready_link(DirNode* dir, Job job, std::pair<dev_t, ino_t> group);
+  void flush_ready_links();
   void dispatch();
   // The least loaded worker with room for another batch, or -1. A heavy batch (a big file, a
   // chunk) waits for a worker with fewer than two batches: big work is handed out on demand.
@@ -218,6 +222,10 @@ class Runner {
   std::string frame_;                            // dispatch(): a batch's frame, its buffer reused
   std::deque<PendingBatch> queue_;
   PendingBatch current_;
+  // Hard links by directory: a group's copy done releases its names into directories all over the
+  // tree, and each added alone had made a batch of one (and cut the walk's batch short), at a
+  // message, two opened directories and a result each: 200,000 pairs took longer than cp -a.
+  std::unordered_map<DirNode*, PendingBatch> ready_links_;
   std::vector<std::deque<size_t>> batch_left_;  // per worker: unanswered jobs of each batch sent, oldest first
   std::vector<std::deque<uint64_t>> sent_;      // per worker: ids in the order it works on them
   std::map<std::pair<dev_t, ino_t>, LinkGroup> links_;
@@ -426,6 +434,9 @@ void Runner::stop_dispatching() {
   queue_.clear();
   for (uint64_t id : current_.ids) drop(id);
   current_ = {};
+  for (auto& [dir, batch] : ready_links_)
+    for (uint64_t id : batch.ids) drop(id);
+  ready_links_.clear();
   for (auto& [key, group] : links_) {
     for (uint64_t id : group.waiting) {
       auto it = jobs_.find(id);
@@ -509,6 +520,25 @@ void Runner::seal() {
   if (current_.ids.empty()) return;
   queue_.push_back(std::move(current_));
   current_ = {};
+}
+
+void Runner::add_ready_link(DirNode* dir, Job job, std::pair<dev_t, ino_t> group) {
+  job.id = next_id_++;
+  PendingBatch& batch = ready_links_[dir];
+  batch.dir = dir;
+  batch.ids.push_back(job.id);
+  batch.bytes += weight(job);
+  JobInfo& info = jobs_.emplace(job.id, JobInfo{dir, std::move(job), -1, 0, {}}).first->second;
+  info.member_of = group;  // for its manifest line
+  if (batch.ids.size() >= kBatchFiles) {
+    queue_.push_back(std::move(batch));
+    ready_links_.erase(dir);
+  }
+}
+
+void Runner::flush_ready_links() {
+  for (auto& [dir, batch] : ready_links_) queue_.push_back(std::move(batch));
+  ready_links_.clear();
 }
 
 void Runner::handle_walk_event(WalkEvent& ev) {
@@ -654,6 +684,7 @@ void Runner::produce() {
   // has nothing at all; not at every call, or a full window (one job admitted per result) would
   // send one job per batch.
   if (walk_done_ || current_.ids.size() >= kEarlyBatchFiles || idle_worker()) seal();
+  if (walk_done_ || idle_worker()) flush_ready_links();
 }
 
 int Runner::pick_worker(bool heavy) const {
@@ -1006,9 +1037,8 @@ void Runner::finish_link_group(const JobInfo& info, const Result& r) {
     jobs_.erase(id);
     parked.job.link_target = group.first;
     parked.job.want_hash = manifest_.is_open() && !group.hash;
-    add_job(parked.dir, std::move(parked.job)).member_of = parked.member_of;  // for its manifest line
+    add_ready_link(parked.dir, std::move(parked.job), *parked.member_of);
   }
-  seal();
 }
 
 void Runner::read_worker(size_t w) {
