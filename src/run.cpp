@@ -794,6 +794,9 @@ void Runner::settle(const Result& r) {
   JobInfo info = std::move(it->second);
   jobs_.erase(it);
   bytes_done_ = add_saturating(bytes_done_, r.bytes >= info.reported ? r.bytes - info.reported : 0);
+  // Another name of a hard-linked file moves no data, yet its size is in the total the bar counts
+  // towards: done with it (its last frame read 50% for a copy of one big file and its link).
+  if (info.job.kind == JobKind::HardLink) bytes_done_ = add_saturating(bytes_done_, info.job.size);
   if (r.outcome == Outcome::Split) {
     // The worker found the file big: from here on it is copied like a FileBegin.
     bytes_total_ = add_saturating(bytes_total_, r.size - std::min(r.size, info.job.size));

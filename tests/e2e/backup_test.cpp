@@ -1909,6 +1909,22 @@ TEST_F(Report, ProgressOfAnIncrementalRunEndsAtAHundredPercent) {
   EXPECT_TRUE(last->starts_with("pcopy: 100%")) << *last;
 }
 
+// Another name of a hard-linked file moves no data, yet its size was in the total: the last status
+// line of an -a copy of a file and its link read "50%  3/3 files  1.0 MiB/2.0 MiB".
+TEST_F(Report, ProgressOfAnArchiveCopyWithHardLinksEndsAtAHundredPercent) {
+  write_file(src + "/a", random_bytes(1 << 20, 7));
+  ASSERT_EQ(::link((src + "/a").c_str(), (src + "/b").c_str()), 0);
+  write_file(src + "/c", "c");
+  RunResult r = copy({"-a", "--progress=always"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  auto lines = lines_of(r.err);
+  auto last = std::find_if(lines.rbegin(), lines.rend(), [](const std::string& l) { return l.starts_with("pcopy: ") && l.find('%') != l.npos; });
+  ASSERT_NE(last, lines.rend()) << describe(r);
+  EXPECT_TRUE(last->starts_with("pcopy: 100%  3/3 files  2.0 MiB/2.0 MiB")) << *last;
+  // The data moved once.
+  EXPECT_NE(r.err.find("pcopy: copied 3 files, 0 dirs, 0 links, 1.0 MiB in"), std::string::npos) << describe(r);
+}
+
 // A run long enough for several periods: a status line at least every ~2 s of the run.
 TEST_F(Report, ProgressAlwaysWithoutTerminalRepeatsEveryFewSeconds) {
   // A 1 GiB hole: no disk space, but --verify re-reads it all, which takes a few seconds.
