@@ -51,7 +51,8 @@ install(FILES ${CMAKE_CURRENT_SOURCE_DIR}/completions/pcopy.bash
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions
         RENAME pcopy)
 install(CODE "
-  if(CMAKE_INSTALL_PREFIX STREQUAL \"/usr\")
+  cmake_path(SET pcopy_prefix NORMALIZE \"\${CMAKE_INSTALL_PREFIX}/\")
+  if(pcopy_prefix STREQUAL \"/usr/\")
     set(pcopy_zsh_dir \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DATADIR}/zsh/vendor-completions\")
   else()
     set(pcopy_zsh_dir \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DATADIR}/zsh/site-functions\")

@@ -14,8 +14,8 @@ failed=0
 run_suite() {
   local dir=$1; shift
   echo "== $dir: $*"
-  cmake -S . -B "$dir" -DPCOPY_TEST_HOOKS=ON "$@" >/dev/null || return 1
-  cmake --build "$dir" -j"$jobs" || return 1
+  cmake -S . -B "$dir" -DPCOPY_TEST_HOOKS=ON "$@" >/dev/null || { echo "test.sh: $dir: configuring failed" >&2; return 1; }
+  cmake --build "$dir" -j"$jobs" || { echo "test.sh: $dir: the build failed" >&2; return 1; }
   local status=0
   (cd "$dir" && ctest --output-on-failure -j"$jobs" --timeout 900) | tee "$dir/ctest.log" || status=$?
   # "N% tests passed, F tests failed out of T"

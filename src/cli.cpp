@@ -50,15 +50,11 @@ void add_filter_file(Options& o, const std::string& file) {
 }
 
 // CLI11's words for a usage error, in those of cp and rsync where CLI11's read oddly.
-std::string usage_message(const CLI::ParseError& e, const CLI::App& app) {
+std::string usage_message(const CLI::ParseError& e) {
   std::string_view what = e.what();
-  // SRC missing beside an unknown option (`pcopy -V`, `pcopy --verison`): the option is what is
-  // wrong, as cp says (CLI11 checks the operands before the unknown options).
-  if (dynamic_cast<const CLI::RequiredError*>(&e)) {
-    for (const std::string& arg : app.remaining()) {
-      if (arg.size() > 1 && arg[0] == '-') return fmt::format("unrecognized option '{}'", arg);
-    }
-  }
+  // An empty value, which CLI11 shows as nothing ("--reflink:  not in {...}").
+  if (size_t gap = what.find(":  not in "); gap != std::string_view::npos)
+    return fmt::format("{}: '' not in {}", what.substr(0, gap), what.substr(gap + 10));
   constexpr std::string_view kOverride = " was given a disallowed flag override";
   if (what.ends_with(kOverride)) {
     std::string_view name = what.substr(0, what.size() - kOverride.size());
@@ -160,36 +156,102 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
       ->group(output);
 }
 
-// Whether --json was asked for, also when the parser gave up before reaching it: a pipeline
-// reading the report must get one from a refused command line too. Options end at "--".
-bool json_requested(int argc, const char* const* argv) {
-  for (int i = 1; i < argc && std::string_view(argv[i]) != "--"; ++i)
-    if (std::string_view(argv[i]) == "--json") return true;
-  return false;
-}
+// The command line as getopt_long reads it, handed to CLI11 in forms it reads the same way. CLI11
+// 2.1 took an option given an empty value after '=' (`--manifest=`) for one still waiting, and gave
+// it the next argument (`--manifest= notes.txt DST` wrote the manifest over notes.txt); took `-4`,
+// and the `1` of `-q1`, for operands (`pcopy -q1 src` copied a directory named `-1` into src); and
+// left a value that looks like an option (`--exclude -q`) unread. Here an option's value is what
+// follows its '=' or its letter, else the next argument, whatever it looks like, as cp and rsync
+// read it; it is passed on attached (`--exclude=-q`) or, when empty, as the option and an empty
+// argument, which the option judges as it judges `--manifest ""`. The operands follow a "--".
+// Unknown options, values given to flags, missing values and a third operand are refused here.
+struct Args {
+  std::vector<std::string> args;  // for CLI11
+  std::string error;              // the first usage error, or ""
+  bool json = false;              // --json given as an option: a refused command line gets a report too
+};
 
-// CLI11 takes an option given an empty value after '=' (`--manifest=`) for one still waiting for
-// its value, and gave it the next argument: `--manifest= notes.txt DST` wrote the manifest over
-// notes.txt, `--exclude="$X" home backup/home` with X unset copied backup/home into itself. Given
-// empty is given: such an argument is passed on as the option and an empty argument, which the
-// option then judges as it judges `--manifest ""`. Flags are left as they are.
-std::vector<std::string> with_empty_values(const CLI::App& app, int argc, const char* const* argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size() && args[i] != "--"; ++i) {
-    const std::string& a = args[i];
-    if (a.size() < 4 || a.compare(0, 2, "--") != 0 || a.back() != '=' || a.find('=') != a.size() - 1) continue;
-    std::string name = a.substr(2, a.size() - 3);
-    for (const CLI::Option* opt : app.get_options()) {
-      const auto& lnames = opt->get_lnames();
-      if (opt->get_expected_min() > 0 && std::find(lnames.begin(), lnames.end(), name) != lnames.end()) {
-        args[i].pop_back();
-        args.insert(args.begin() + long(i) + 1, "");
-        ++i;
+Args read_args(const CLI::App& app, int argc, const char* const* argv) {
+  auto find = [&](auto has) -> const CLI::Option* {
+    for (const CLI::Option* opt : app.get_options())
+      if (has(*opt)) return opt;
+    return nullptr;
+  };
+  auto takes_value = [](const CLI::Option* opt) { return opt->get_expected_min() > 0; };
+  Args out;
+  out.args.push_back(argc > 0 ? argv[0] : "pcopy");
+  std::vector<std::string> operands;
+  auto refuse = [&](std::string error) {
+    if (out.error.empty()) out.error = std::move(error);
+  };
+  auto pass = [&](const std::string& option, const std::string& value) {
+    if (value.empty()) {
+      out.args.push_back(option);
+      out.args.push_back("");
+    } else {
+      out.args.push_back(option + (option.size() > 2 ? "=" : "") + value);
+    }
+  };
+  int i = 1;
+  for (; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--") {
+      ++i;
+      break;
+    }
+    if (a.size() > 2 && a.starts_with("--")) {
+      size_t eq = a.find('=');
+      std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+      const CLI::Option* opt = find([&](const CLI::Option& o) {
+        const auto& names = o.get_lnames();
+        return std::find(names.begin(), names.end(), name) != names.end();
+      });
+      if (!opt) {
+        refuse(fmt::format("unrecognized option '{}'", a));
+      } else if (!takes_value(opt)) {
+        if (eq != std::string::npos) refuse(fmt::format("option '--{}' takes no value", name));
+        if (name == "json") out.json = true;
+        out.args.push_back("--" + name);
+      } else if (eq != std::string::npos) {
+        pass("--" + name, a.substr(eq + 1));
+      } else if (i + 1 < argc) {
+        pass("--" + name, argv[++i]);
+      } else {
+        refuse(fmt::format("option '--{}' requires an argument", name));
+      }
+    } else if (a.size() > 1 && a[0] == '-') {
+      for (size_t k = 1; k < a.size(); ++k) {
+        std::string letter(1, a[k]);
+        const CLI::Option* opt = find([&](const CLI::Option& o) {
+          const auto& names = o.get_snames();
+          return std::find(names.begin(), names.end(), letter) != names.end();
+        });
+        if (!opt) {
+          refuse(fmt::format("unrecognized option '-{}'", letter));
+          break;
+        }
+        if (!takes_value(opt)) {
+          out.args.push_back("-" + letter);
+          continue;
+        }
+        if (k + 1 < a.size()) {
+          pass("-" + letter, a.substr(k + 1));
+        } else if (i + 1 < argc) {
+          pass("-" + letter, argv[++i]);
+        } else {
+          refuse(fmt::format("option '-{}' requires an argument", letter));
+        }
         break;
       }
+    } else {
+      operands.push_back(a);
     }
   }
-  return args;
+  for (; i < argc; ++i) operands.push_back(argv[i]);
+  if (operands.size() > 2) refuse(fmt::format("extra operand '{}'", operands[2]));
+  out.args.push_back("--");
+  out.args.insert(out.args.end(), operands.begin(), operands.end());
+  return out;
 }
 
 template <typename Mode>
@@ -217,9 +279,14 @@ CliResult parse_cli(int argc, const char* const* argv) {
   for (const char* name : {"--jobs", "--reflink", "--progress", "--manifest"})
     app.get_option(name)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
-  std::vector<std::string> args = with_empty_values(app, argc, argv);
+  Args args = read_args(app, argc, argv);
+  if (!args.error.empty()) {
+    print_refusal("pcopy: " + display_text(args.error), "", args.json);
+    print_stderr("Try 'pcopy --help' for more information.");
+    return {std::nullopt, 2};
+  }
   std::vector<const char*> arg_ptrs;
-  for (const std::string& a : args) arg_ptrs.push_back(a.c_str());
+  for (const std::string& a : args.args) arg_ptrs.push_back(a.c_str());
   try {
     app.parse(int(arg_ptrs.size()), arg_ptrs.data());
   } catch (const CLI::Success& e) {  // --help, --version: their text, and an error if it could not be written
@@ -232,22 +299,25 @@ CliResult parse_cli(int argc, const char* const* argv) {
   } catch (const CLI::ParseError& e) {
     // What was typed is in it: shown escaped, as paths are (an escape sequence or a newline in an
     // operand is one line, never raw on the terminal); a path it holds is escaped already.
-    print_refusal("pcopy: " + display_text(usage_message(e, app)), "", o.json || json_requested(argc, argv));
+    print_refusal("pcopy: " + display_text(usage_message(e)), "", o.json || args.json);
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
   if (o.checksum) o.update = true;  // as rsync: --checksum alone means "skip identical contents"
   if (o.src.empty()) {
     print_refusal("pcopy: SRC must not be empty", o.src, o.json);
+    print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
   // Given empty is not omitted: a script's unset variable must not send the copy beside SRC.
   if (o.dst.empty() && app.get_option("DST")->count() > 0) {
     print_refusal("pcopy: DST must not be empty", o.dst, o.json);
+    print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
   if (o.manifest.empty() && app.get_option("--manifest")->count() > 0) {
     print_refusal("pcopy: --manifest: FILE must not be empty", o.manifest, o.json);
+    print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
   o.progress = mode_from<ProgressMode>(progress);

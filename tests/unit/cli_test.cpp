@@ -247,6 +247,66 @@ TEST(Cli, AnOptionGivenAnEmptyValueAfterAnEqualsSignTakesNoOtherArgument) {
   EXPECT_EQ(r.exit_status, 2);
 }
 
+// Options are read as getopt_long reads them (cp, rsync): an option's value is what follows its '='
+// or letter, else the next argument whatever it looks like; "-4" and the "1" of "-q1" are unknown
+// options, not operands (CLI11 took them for operands: `pcopy -q1 src` copied a directory "-1"
+// into src, overwriting its files); after "--" everything is an operand.
+TEST(Cli, OptionsAreReadAsGetoptReadsThem) {
+  expect_usage_error({"s", "-4"}, "pcopy: unrecognized option '-4'");
+  expect_usage_error({"-q1", "s"}, "pcopy: unrecognized option '-1'");
+  expect_usage_error({"-1.5e3", "s", "d"}, "pcopy: unrecognized option '-1'");
+  expect_usage_error({"-n=1", "s", "d"}, "pcopy: unrecognized option '-='");
+  // "--" as --exclude's value ends no options: the empty --manifest still takes nothing more.
+  expect_usage_error({"--exclude", "--", "--manifest=", "notes.txt", "s", "d"}, "pcopy: extra operand 'd'");
+  expect_usage_error({"--", "s", "d", "-q"}, "pcopy: extra operand '-q'");
+  expect_usage_error({"--delete=", "s", "d"}, "pcopy: option '--delete' takes no value");
+  expect_usage_error({"--version=1"}, "pcopy: option '--version' takes no value");
+  expect_usage_error({"s", "--exclude"}, "pcopy: option '--exclude' requires an argument");
+  expect_usage_error({"s", "-j"}, "pcopy: option '-j' requires an argument");
+  expect_usage_error({"--reflink=", "s"}, "pcopy: --reflink: '' not in {auto,always,never}");
+  expect_usage_error({"--excl=x", "s"}, "pcopy: unrecognized option '--excl=x'");
+  expect_usage_error({"--"}, "pcopy: SRC is required");
+
+  CliResult r = parse_quiet({"--exclude", "-q", "--include=--x", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_FALSE(r.options->quiet);
+  ASSERT_EQ(r.options->filters.size(), 2u);
+  EXPECT_EQ(r.options->filters[0].pattern, "-q");
+  EXPECT_EQ(r.options->filters[1].pattern, "--x");
+  r = parse_quiet({"--manifest", "--json", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_EQ(r.options->manifest, "--json");
+  EXPECT_FALSE(r.options->json);
+  r = parse_quiet({"-qj", "3", "--", "-q", "-"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_TRUE(r.options->quiet);
+  EXPECT_EQ(r.options->jobs, 3u);
+  EXPECT_EQ(r.options->src, "-q");
+  EXPECT_EQ(r.options->dst, "-");
+  r = parse_quiet({"-aj2", "s", "d", "-n"});  // options may follow the operands
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_TRUE(r.options->archive);
+  EXPECT_TRUE(r.options->dry_run);
+  EXPECT_EQ(r.options->jobs, 2u);
+
+  // A refused command line with --json gets its report; --json as another option's value is no --json.
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  r = parse({"--json", "--bogus", "s"});
+  std::string out = testing::internal::GetCapturedStdout();
+  testing::internal::GetCapturedStderr();
+  EXPECT_EQ(r.exit_status, 2);
+  EXPECT_NE(out.find("\"exit_status\": 2"), std::string::npos) << out;
+  EXPECT_NE(out.find("unrecognized option '--bogus'"), std::string::npos) << out;
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  r = parse({"--manifest", "--json", "--bogus", "s"});
+  out = testing::internal::GetCapturedStdout();
+  testing::internal::GetCapturedStderr();
+  EXPECT_EQ(r.exit_status, 2);
+  EXPECT_EQ(out, "");
+}
+
 TEST(Cli, JobsZeroIsAUsageError) { expect_usage_error({"-j", "0", "s", "d"}); }
 
 TEST(Cli, JobsAboveTheLimitIsAUsageError) {
