@@ -171,9 +171,10 @@ bool dry_run_may_not_read(int dir, const std::string& name) {
   return errno == EACCES && needs_opening_up(dir, name.c_str(), st);
 }
 
-// Opens directory `name` in `dir` to remove what it holds (opened up first unless `dry_run`).
-UniqueFd open_to_empty(int dir, const std::string& name, bool dry_run) {
-  if (!dry_run) open_up(dir, name.c_str());
+// Opens directory `name` in `dir` to remove what it holds (opened up first unless `dry_run`; `was`
+// is then its old mode, or 0 if unchanged).
+UniqueFd open_to_empty(int dir, const std::string& name, bool dry_run, mode_t& was) {
+  was = dry_run ? 0 : open_up(dir, name.c_str());
   return UniqueFd(::openat(dir, name.c_str(), kDirFlags));
 }
 
@@ -193,6 +194,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     std::vector<Entry> entries;
     size_t next = 0;
     bool kept = false;  // it holds an excluded entry, or one that could not be removed: it stays
+    mode_t was = 0;     // its mode before it was opened up to be emptied (0: unchanged)
   };
   int first_err = 0;
   auto note = [&](const std::string& path, int err) {
@@ -221,7 +223,8 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     return cb.free_fd && cb.free_fd();
   };
   if (kept_dir(dir, name)) return 0;
-  UniqueFd top(opening([&] { return open_to_empty(dir, name, dry_run).release(); }, free_fd));
+  mode_t was = 0;
+  UniqueFd top(opening([&] { return open_to_empty(dir, name, dry_run, was).release(); }, free_fd));
   if (top && elsewhere(top.get())) return 0;
   if (!top) {
     if (dry_run && dry_run_may_not_read(dir, name)) return cb.deleted(rel), 0;
@@ -230,10 +233,10 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     cb.deleted(rel);
     return 0;
   }
-  auto enter = [&](UniqueFd fd) {
+  auto enter = [&](UniqueFd fd, mode_t was) {
     struct stat ds {};
     ::fstat(fd.get(), &ds);
-    stack.push_back({std::move(fd), ds.st_dev, ds.st_ino, path.size(), {}, 0});
+    stack.push_back({std::move(fd), ds.st_dev, ds.st_ino, path.size(), {}, 0, false, was});
     int err;
     while ((err = list_dir(stack.back().fd.get(), stack.back().entries)) && (err == EMFILE || err == ENFILE) && free_fd()) {
     }
@@ -243,7 +246,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     }
     if (stack.size() > kOpenLevels) stack[stack.size() - 1 - kOpenLevels].fd.reset();
   };
-  enter(std::move(top));
+  enter(std::move(top), was);
   while (!stack.empty()) {
     Level& lv = stack.back();
     path.resize(lv.rel_len);  // its own path (an entry's name was added to it last)
@@ -275,6 +278,8 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
       }
       int parent = stack.empty() ? dir : stack.back().fd.get();
       if (done.kept) {
+        // It stays: with the mode it had (as rsync leaves it), not the one it was opened up to.
+        if (done.was) ::fchmod(done.fd.get(), done.was & 07777);
         if (!stack.empty()) stack.back().kept = true;
       } else if (!dry_run && ::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) != 0) {
         int err = errno;
@@ -302,7 +307,8 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     // kept (--fail-fast tells of a stop only where a removal is held back).
     if (cb.stop && cb.stop(true)) return first_err;
     if (e.is_dir) {
-      UniqueFd fd(opening([&] { return open_to_empty(lv.fd.get(), e.name, dry_run).release(); }, free_fd));
+      mode_t was = 0;
+      UniqueFd fd(opening([&] { return open_to_empty(lv.fd.get(), e.name, dry_run, was).release(); }, free_fd));
       if (!fd && dry_run && dry_run_may_not_read(lv.fd.get(), e.name)) {
         cb.deleted(child);
         continue;
@@ -317,7 +323,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
         lv.kept = true;
         continue;
       }
-      enter(std::move(fd));
+      enter(std::move(fd), was);
     } else if (!dry_run && ::unlinkat(lv.fd.get(), e.name.c_str(), 0) != 0) {
       int err = errno;
       note(child, err);
