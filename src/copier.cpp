@@ -856,41 +856,9 @@ int Copier::hash_file(int fd, Hasher& h) {
 
 // Renames the finished temporary over the final name. With --delete, a directory standing where
 // SRC has a file is removed first, as the mirror would remove it anyway.
-namespace {
-
-// renameat() within `dir`; in test builds, PCOPY_TEST_NO_RENAME_OVER makes it refuse to replace a
-// file, as fusefat 0.3 (Debian 13) does.
-int rename_in(int dir, const std::string& from, const std::string& to) {
-#ifdef PCOPY_TEST_HOOKS
-  struct stat st;
-  if (std::getenv("PCOPY_TEST_NO_RENAME_OVER") && ::fstatat(dir, to.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-      !S_ISDIR(st.st_mode))
-    return errno = EEXIST, -1;
-#endif
-  return ::renameat(dir, from.c_str(), dir, to.c_str());
-}
-
-}  // namespace
-
 int Copier::install(int dst_dir, const std::string& tmp, const std::string& target) {
-  if (rename_in(dst_dir, tmp, target) == 0) return 0;
+  if (::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0) return 0;
   int err = errno;
-  struct stat st;
-  // A file system that will not rename over a file (fusefat 0.3 says "File exists"): the old one
-  // steps aside under a temporary name, and comes back if the copy cannot take its place. Not
-  // atomic there, but nothing is lost: a run cut short between the two leaves temporaries, which
-  // the next run removes before it copies the file again.
-  if (err == EEXIST && ::fstatat(dst_dir, target.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
-    std::string aside = next_temp_name();
-    if (rename_in(dst_dir, target, aside) != 0) return err;
-    if (rename_in(dst_dir, tmp, target) != 0) {
-      err = errno;
-      rename_in(dst_dir, aside, target);
-      return err;
-    }
-    ::unlinkat(dst_dir, aside.c_str(), 0);
-    return 0;
-  }
   if (!opt_.delete_extraneous || (err != EISDIR && err != ENOTEMPTY && err != EEXIST)) return err;
   if (int rm = make_way(dst_dir, target, false)) return rm;
   return ::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0 ? 0 : errno;

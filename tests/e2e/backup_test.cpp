@@ -1068,32 +1068,6 @@ TEST_F(Backup, DeleteRemovesEntriesOfReadOnlyDirectoriesAsAnOrdinaryUser) {
   EXPECT_EQ(diff_trees(src, dst), "") << "the directory's mode and time are SRC's again";
 }
 
-// A file system that will not rename over a file (fusefat 0.3, Debian 13, says "File exists"): a
-// changed file still replaces its copy, nothing counted as deleted, no temporary left. Each copy
-// over an existing file failed with "File exists", or with --delete was counted as a deletion.
-TEST_F(Backup, AChangedFileReplacesItsCopyWhereRenameWillNotReplaceAFile) {
-  write_old(src + "/a", "one\n");
-  ASSERT_EQ(::symlink("a", (src + "/l").c_str()), 0);
-  full_copy();
-  RunOptions no_rename_over;
-  no_rename_over.env = {"PCOPY_TEST_NO_RENAME_OVER=1"};
-  int round = 0;
-  for (std::vector<std::string> args : {std::vector<std::string>{"-u"}, {"-u", "--delete", "--json"}, {"-a"}}) {
-    SCOPED_TRACE(args[0] + (args.size() > 1 ? " " + args[1] : ""));
-    write_file(src + "/a", fmt::format("changed {}\n", ++round));
-    ASSERT_EQ(::unlink((src + "/l").c_str()), 0);
-    ASSERT_EQ(::symlink(fmt::format("b{}", round).c_str(), (src + "/l").c_str()), 0);
-    RunResult r = copy(args, no_rename_over);
-    EXPECT_EQ(r.status, 0) << describe(r);
-    if (args.size() > 2) {
-      EXPECT_EQ(count(parse_report(r), "files_deleted"), 0) << describe(r);
-    }
-    EXPECT_EQ(read_file(dst + "/a"), fmt::format("changed {}\n", round));
-    EXPECT_EQ(diff_trees(src, dst), "");
-    EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"a", "l"})) << "no temporaries";
-  }
-}
-
 // A directory of an extraneous tree opened up to be emptied, that stays for an excluded entry, gets
 // its mode back, as rsync leaves it: it was left at 0700 (re-tester JJ).
 TEST_F(Backup, DeleteGivesADirectoryThatStaysTheModeItHadBeforeItWasOpenedUp) {
