@@ -202,15 +202,35 @@ Args read_args(const CLI::App& app, int argc, const char* const* argv) {
     if (a.size() > 2 && a.starts_with("--")) {
       size_t eq = a.find('=');
       std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+      // The whole name, else the one option whose name it begins (`--del` is --delete), as
+      // getopt_long takes it.
       const CLI::Option* opt = find([&](const CLI::Option& o) {
         const auto& names = o.get_lnames();
         return std::find(names.begin(), names.end(), name) != names.end();
       });
       if (!opt) {
+        std::vector<std::pair<std::string, const CLI::Option*>> begun;
+        for (const CLI::Option* o : app.get_options())
+          for (const std::string& n : o->get_lnames())
+            if (n.starts_with(name)) begun.push_back({n, o});
+        bool one = !begun.empty() && std::all_of(begun.begin(), begun.end(), [&](auto& b) { return b.second == begun[0].second; });
+        if (one) {
+          opt = begun[0].second;
+          name = begun[0].first;
+        } else if (!begun.empty()) {
+          std::string all;
+          for (const auto& b : begun) all += " '--" + b.first + "'";
+          refuse(fmt::format("option '{}' is ambiguous; possibilities:{}", a.substr(0, eq), all));
+          continue;
+        }
+      }
+      if (!opt) {
         refuse(fmt::format("unrecognized option '{}'", a));
       } else if (!takes_value(opt)) {
         if (eq != std::string::npos) refuse(fmt::format("option '--{}' takes no value", name));
         if (name == "json") out.json = true;
+        // --help and --version before any error are what is asked, whatever follows (as with cp).
+        if ((name == "help" || name == "version") && out.error.empty()) return {{out.args[0], "--" + name}, "", out.json};
         out.args.push_back("--" + name);
       } else if (eq != std::string::npos) {
         pass("--" + name, a.substr(eq + 1));
@@ -227,10 +247,11 @@ Args read_args(const CLI::App& app, int argc, const char* const* argv) {
           return std::find(names.begin(), names.end(), letter) != names.end();
         });
         if (!opt) {
-          refuse(fmt::format("unrecognized option '-{}'", letter));
+          refuse(fmt::format("invalid option -- '{}'", letter));
           break;
         }
         if (!takes_value(opt)) {
+          if (letter == "h" && out.error.empty()) return {{out.args[0], "-h"}, "", out.json};
           out.args.push_back("-" + letter);
           continue;
         }
@@ -239,7 +260,7 @@ Args read_args(const CLI::App& app, int argc, const char* const* argv) {
         } else if (i + 1 < argc) {
           pass("-" + letter, argv[++i]);
         } else {
-          refuse(fmt::format("option '-{}' requires an argument", letter));
+          refuse(fmt::format("option requires an argument -- '{}'", letter));
         }
         break;
       }

@@ -252,19 +252,20 @@ TEST(Cli, AnOptionGivenAnEmptyValueAfterAnEqualsSignTakesNoOtherArgument) {
 // options, not operands (CLI11 took them for operands: `pcopy -q1 src` copied a directory "-1"
 // into src, overwriting its files); after "--" everything is an operand.
 TEST(Cli, OptionsAreReadAsGetoptReadsThem) {
-  expect_usage_error({"s", "-4"}, "pcopy: unrecognized option '-4'");
-  expect_usage_error({"-q1", "s"}, "pcopy: unrecognized option '-1'");
-  expect_usage_error({"-1.5e3", "s", "d"}, "pcopy: unrecognized option '-1'");
-  expect_usage_error({"-n=1", "s", "d"}, "pcopy: unrecognized option '-='");
+  expect_usage_error({"s", "-4"}, "pcopy: invalid option -- '4'");
+  expect_usage_error({"-q1", "s"}, "pcopy: invalid option -- '1'");
+  expect_usage_error({"-1.5e3", "s", "d"}, "pcopy: invalid option -- '1'");
+  expect_usage_error({"-n=1", "s", "d"}, "pcopy: invalid option -- '='");
   // "--" as --exclude's value ends no options: the empty --manifest still takes nothing more.
   expect_usage_error({"--exclude", "--", "--manifest=", "notes.txt", "s", "d"}, "pcopy: extra operand 'd'");
   expect_usage_error({"--", "s", "d", "-q"}, "pcopy: extra operand '-q'");
   expect_usage_error({"--delete=", "s", "d"}, "pcopy: option '--delete' takes no value");
   expect_usage_error({"--version=1"}, "pcopy: option '--version' takes no value");
   expect_usage_error({"s", "--exclude"}, "pcopy: option '--exclude' requires an argument");
-  expect_usage_error({"s", "-j"}, "pcopy: option '-j' requires an argument");
+  expect_usage_error({"s", "-j"}, "pcopy: option requires an argument -- 'j'");
   expect_usage_error({"--reflink=", "s"}, "pcopy: --reflink: '' not in {auto,always,never}");
-  expect_usage_error({"--excl=x", "s"}, "pcopy: unrecognized option '--excl=x'");
+  expect_usage_error({"--excl=x", "s"}, "pcopy: option '--excl' is ambiguous; possibilities: '--exclude' '--exclude-from'");
+  expect_usage_error({"--frob=x", "s"}, "pcopy: unrecognized option '--frob=x'");
   expect_usage_error({"--"}, "pcopy: SRC is required");
 
   CliResult r = parse_quiet({"--exclude", "-q", "--include=--x", "s", "d"});
@@ -283,6 +284,24 @@ TEST(Cli, OptionsAreReadAsGetoptReadsThem) {
   EXPECT_EQ(r.options->jobs, 3u);
   EXPECT_EQ(r.options->src, "-q");
   EXPECT_EQ(r.options->dst, "-");
+  // A long option may be shortened to any beginning that is its alone, as getopt_long allows.
+  r = parse_quiet({"--del", "--dry", "--exclude-f=/dev/null", "--prog", "never", "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  EXPECT_TRUE(r.options->delete_extraneous);
+  EXPECT_TRUE(r.options->dry_run);
+  EXPECT_EQ(r.options->progress, ProgressMode::Never);
+  expect_usage_error({"--d", "s", "d"}, "pcopy: option '--d' is ambiguous; possibilities: '--dereference' '--delete' '--dry-run'");
+  // --help and --version before any error are what is asked (as cp reads them); after one, not.
+  for (std::vector<std::string> asked : {std::vector<std::string>{"--help", "--bogus"}, {"--version", "x", "y", "z"},
+                                          {"-h", "--jobs", "x"}, {"--he"}}) {
+    testing::internal::CaptureStdout();
+    CliResult info = parse(asked);
+    std::string text = testing::internal::GetCapturedStdout();
+    EXPECT_EQ(info.exit_status, 0) << asked[0];
+    EXPECT_FALSE(info.options.has_value()) << asked[0];
+    EXPECT_NE(text.find("pcopy"), std::string::npos) << asked[0];
+  }
+  expect_usage_error({"--bogus", "--help"}, "pcopy: unrecognized option '--bogus'");
   r = parse_quiet({"-aj2", "s", "d", "-n"});  // options may follow the operands
   ASSERT_TRUE(r.options.has_value());
   EXPECT_TRUE(r.options->archive);
@@ -346,9 +365,9 @@ TEST(Cli, AnOptionGivenAgainTakesTheLastValue) {
 
 TEST(Cli, UnknownOptionIsAUsageError) {
   expect_usage_error({"--frobnicate", "s", "d"}, "pcopy: unrecognized option '--frobnicate'");
-  expect_usage_error({"-Z", "s", "d"}, "pcopy: unrecognized option '-Z'");
+  expect_usage_error({"-Z", "s", "d"}, "pcopy: invalid option -- 'Z'");
   // Without operands too: a user guessing -V for the version was told "SRC is required".
-  expect_usage_error({"-V"}, "pcopy: unrecognized option '-V'");
+  expect_usage_error({"-V"}, "pcopy: invalid option -- 'V'");
   expect_usage_error({"--verison"}, "pcopy: unrecognized option '--verison'");
   expect_usage_error({"s", "--bogus"}, "pcopy: unrecognized option '--bogus'");
   expect_usage_error({}, "pcopy: SRC is required");
