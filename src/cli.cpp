@@ -208,7 +208,7 @@ Args read_args(const CLI::App& app, int argc, const char* const* argv) {
         const auto& names = o.get_lnames();
         return std::find(names.begin(), names.end(), name) != names.end();
       });
-      if (!opt) {
+      if (!opt && !name.empty()) {
         std::vector<std::pair<std::string, const CLI::Option*>> begun;
         for (const CLI::Option* o : app.get_options())
           for (const std::string& n : o->get_lnames())

@@ -266,6 +266,7 @@ TEST(Cli, OptionsAreReadAsGetoptReadsThem) {
   expect_usage_error({"--reflink=", "s"}, "pcopy: --reflink: '' not in {auto,always,never}");
   expect_usage_error({"--excl=x", "s"}, "pcopy: option '--excl' is ambiguous; possibilities: '--exclude' '--exclude-from'");
   expect_usage_error({"--frob=x", "s"}, "pcopy: unrecognized option '--frob=x'");
+  expect_usage_error({"--=x", "s"}, "pcopy: unrecognized option '--=x'");
   expect_usage_error({"--"}, "pcopy: SRC is required");
 
   CliResult r = parse_quiet({"--exclude", "-q", "--include=--x", "s", "d"});
