@@ -9,13 +9,24 @@ _pcopy() {
     local prev=""
     ((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
 
-    # After "--" every word is a positional argument (SRC or DST): files and directories.
-    local i
+    # The words before this one, read as pcopy reads them (getopt): the word after an option that
+    # takes a value (or after a group of short options ending in -j) is that value, whatever it
+    # looks like; "--" ends the options, unless it is such a value. After it every word is SRC or
+    # DST: files and directories.
+    local i word waiting=""
     for ((i = 1; i < COMP_CWORD; i++)); do
-        if [[ ${COMP_WORDS[i]} == "--" ]]; then
-            _pcopy_paths "$cur"
-            return 0
+        word=${COMP_WORDS[i]}
+        if [[ -n $waiting ]]; then
+            [[ $word == "=" ]] && continue  # "--opt" "=" "VALUE": '=' in COMP_WORDBREAKS
+            waiting=""
+            continue
         fi
+        case $word in
+            --) _pcopy_paths "$cur"; return 0 ;;
+            --jobs | --reflink | --exclude | --include | --exclude-from | --progress | --manifest) waiting=$word ;;
+            --*) ;;
+            -*j) waiting=-j ;;
+        esac
     done
 
     # The option whose value is being completed, in any of the shapes bash hands over:
@@ -23,14 +34,14 @@ _pcopy() {
     #   --opt = VALUE, --opt =   '=' in COMP_WORDBREAKS (the default): the word is VALUE alone
     #   --opt=VALUE              '=' not in COMP_WORDBREAKS: the word is all of it
     local opt="" value="" prefix=""
-    if [[ $cur == "=" && $prev == --* ]]; then
-        opt=$prev
-    elif [[ $prev == "=" ]] && ((COMP_CWORD >= 2)); then
-        opt=${COMP_WORDS[COMP_CWORD - 2]} value=$cur
+    if [[ $cur == "=" && $waiting == --* ]]; then
+        opt=$waiting
+    elif [[ $prev == "=" && -n $waiting ]]; then
+        opt=$waiting value=$cur
     elif [[ $cur == --*=* ]]; then
         opt=${cur%%=*} value=${cur#*=} prefix="${cur%%=*}="
-    elif [[ $prev == -* ]]; then
-        opt=$prev value=$cur
+    elif [[ -n $waiting ]]; then
+        opt=$waiting value=$cur
     fi
 
     case $opt in

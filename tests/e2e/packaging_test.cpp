@@ -173,6 +173,12 @@ TEST(Packaging, BashCompletesOptionValues) {
   // The value as a separate word, and the whole "--opt=value" as one word ('=' not a word break).
   EXPECT_EQ(bash_complete({"pcopy", "--progress", "ne"}), Replies{"never"});
   EXPECT_EQ(bash_complete({"pcopy", "--progress=a"}), (Replies{"--progress=always", "--progress=auto"}));
+  // The words read as pcopy reads them: "--progress" as --exclude's value takes no value itself,
+  // "--" as its value ends no options, and -j ending a group of short options takes the next word.
+  EXPECT_EQ(bash_complete({"pcopy", "--exclude", "--progress", "ne"}), Replies{});
+  EXPECT_EQ(bash_complete({"pcopy", "--exclude", "--", "--ver"}), (Replies{"--verbose", "--verify", "--version"}));
+  EXPECT_EQ(bash_complete({"pcopy", "-qj", ""}), Replies{});
+  EXPECT_EQ(bash_complete({"pcopy", "--progress", "=", "never", "--ref"}), Replies{"--reflink="});
 }
 
 TEST(Packaging, BashCompletesDirectoriesAndFiles) {
