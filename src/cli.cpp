@@ -55,18 +55,6 @@ std::string usage_message(const CLI::ParseError& e) {
   // An empty value, which CLI11 shows as nothing ("--reflink:  not in {...}").
   if (size_t gap = what.find(":  not in "); gap != std::string_view::npos)
     return fmt::format("{}: '' not in {}", what.substr(0, gap), what.substr(gap + 10));
-  constexpr std::string_view kOverride = " was given a disallowed flag override";
-  if (what.ends_with(kOverride)) {
-    std::string_view name = what.substr(0, what.size() - kOverride.size());
-    return fmt::format("option '{}{}' takes no value", name.size() == 1 ? "-" : "--", name);
-  }
-  if (dynamic_cast<const CLI::ExtrasError*>(&e)) {  // "The following argument(s) was/were not expected: A B"
-    size_t colon = what.find(": ");
-    std::string_view args = colon == std::string_view::npos ? what : what.substr(colon + 2);
-    std::string_view first = args.substr(0, args.find(' '));
-    if (first.size() > 1 && first[0] == '-') return fmt::format("unrecognized option '{}'", first);
-    return fmt::format("extra operand '{}'", first);
-  }
   return std::string(what);
 }
 

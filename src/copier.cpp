@@ -1276,24 +1276,24 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
   // does): two system calls fewer than a temporary renamed into place.
   bool direct = b.st_ino == 0;
   for (int tries = 1;; ++tries) {
-    if (direct && ::linkat(tdir_fd.get(), tname.c_str(), dst_dir, job.target().c_str(), 0) != 0) {
+    std::string to = direct ? job.target() : next_temp_name();  // the name, or a temporary
+    if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, to.c_str(), 0) != 0) {
+      if (direct && errno == EEXIST) {  // made meanwhile (by another run): replaced by a rename, as any name is
+        direct = false;
+        --tries;
+        continue;
+      }
       if (errno == ENOENT && tries < 3) continue;
-      if (errno != EEXIST) return fail(r, errno);
-      direct = false;  // made meanwhile (by another run): replaced by a rename, as any name is
+      return fail(r, errno);
     }
     if (!direct) {
-      std::string tmp = next_temp_name();
-      if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, tmp.c_str(), 0) != 0) {
-        if (errno == ENOENT && tries < 3) continue;
-        return fail(r, errno);
-      }
-      if (int err = install(dst_dir, tmp, job.target())) {
-        ::unlinkat(dst_dir, tmp.c_str(), 0);
+      if (int err = install(dst_dir, to, job.target())) {
+        ::unlinkat(dst_dir, to.c_str(), 0);
         return fail(r, err);
       }
       // Where the other run had linked the name to the same file, the rename did nothing (a
       // rename between two names of one file succeeds and leaves both): the temporary goes.
-      ::unlinkat(dst_dir, tmp.c_str(), 0);
+      ::unlinkat(dst_dir, to.c_str(), 0);
     }
     direct = false;  // linked again, if need be, over what it names now
     struct stat first, now;

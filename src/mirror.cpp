@@ -106,6 +106,8 @@ int list_dir(int fd, Entries& out) {
 
 std::string join(const std::string& rel, const std::string& name) { return rel.empty() ? name : rel + "/" + name; }
 
+bool out_of_fds(int err) { return err == EMFILE || err == ENFILE; }
+
 // Opens with `open` (a descriptor, or -1 and errno) again each time `free_fd` closes one of ours
 // while the open-file limit is what stops it: the removals hold directories open to go faster,
 // never to need more than two at a time (the pool's pipes may leave no more under a low limit).
@@ -113,10 +115,19 @@ template <typename Open, typename Free>
 int opening(Open open, Free free_fd) {
   for (;;) {
     int fd = open();
-    if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
+    if (fd >= 0 || !out_of_fds(errno)) return fd;
     int err = errno;
     if (!free_fd()) return errno = err, -1;
   }
+}
+
+// list_dir(), again each time `free_fd` closes one of ours while the open-file limit stops it.
+template <typename Free>
+int listing(int fd, Entries& out, Free free_fd) {
+  int err;
+  while (out_of_fds(err = list_dir(fd, out)) && free_fd()) {
+  }
+  return err;
 }
 
 // open_dir_beneath() as opening() wants it.
@@ -280,10 +291,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     struct stat ds {};
     ::fstat(fd.get(), &ds);
     stack.push_back({std::move(fd), ds.st_dev, ds.st_ino, path.size(), {}, 0, false, was});
-    int err;
-    while ((err = list_dir(stack.back().fd.get(), stack.back().entries)) && (err == EMFILE || err == ENFILE) && free_fd()) {
-    }
-    if (err) {
+    if (int err = listing(stack.back().fd.get(), stack.back().entries, free_fd)) {
       note(path, err);  // what it holds stays, and so does it: one line, no "Directory not empty"
       stack.back().kept = err != ENOENT;
     }
@@ -458,10 +466,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       p.dst.reset(fd);
     }
     Entries dst_entries;
-    int err;
-    while ((err = list_dir(p.dst.get(), dst_entries)) && (err == EMFILE || err == ENFILE) && free_fd()) {
-    }
-    if (err) {
+    if (int err = listing(p.dst.get(), dst_entries, free_fd)) {
       cb.failed(path, err);
       continue;
     }
@@ -489,7 +494,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       UniqueFd d;
       if (held < kHeldDirs) d.reset(::openat(p.dst.get(), e.name.data(), kDirFlags));
       if (!d && held < kHeldDirs) {
-        if (errno == EMFILE || errno == ENFILE) {  // the limit is near: hold no more
+        if (out_of_fds(errno)) {  // the limit is near: hold no more
           held = kHeldDirs;
           todo.push_back({UniqueFd(), dir_len, std::string(src_name), sub});
         } else if (errno != ENOENT) {

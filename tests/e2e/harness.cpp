@@ -746,12 +746,10 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
   (void)sigpipe_ignored;
 
   std::vector<std::string> command = argv;
-  if (options.uid) {  // also where a shell's command line names it (`sh -c "'<pcopy>' …"`)
-    const std::string bin = pcopy_bin(), reachable = pcopy_bin_for_others();
-    for (std::string& arg : command) {
-      for (size_t at = arg.find(bin); bin != reachable && at != std::string::npos; at = arg.find(bin, at + reachable.size()))
-        arg.replace(at, bin.size(), reachable);
-    }
+  const std::string bin = pcopy_bin(), reachable = options.uid ? pcopy_bin_for_others() : bin;
+  for (std::string& arg : command) {  // also where a shell's command line names it (`sh -c "'<pcopy>' …"`)
+    for (size_t at = arg.find(bin); bin != reachable && at != std::string::npos; at = arg.find(bin, at + reachable.size()))
+      arg.replace(at, bin.size(), reachable);
   }
   std::vector<std::string> args = options.pty ? pty_command(command, options.pty_columns) : command;
   std::vector<std::string> env = child_environment(options);
