@@ -719,21 +719,62 @@ bool others_may_run(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && (st.st_mode & S_IXOTH);
 }
 
+constexpr std::string_view kBinCopyPrefix = "pcopy-e2e-bin.";
+
+// Removes the copies of pcopy left by test processes that died before they could (killed by
+// ctest's timeout): directories named kBinCopyPrefix<pid> whose process is gone.
+void remove_orphaned_bin_copies(const std::string& base) {
+  DIR* dir = ::opendir(base.c_str());
+  if (dir == nullptr) return;
+  while (const dirent* entry = ::readdir(dir)) {
+    std::string_view name = entry->d_name;
+    if (name.substr(0, kBinCopyPrefix.size()) != kBinCopyPrefix) continue;
+    std::string_view digits = name.substr(kBinCopyPrefix.size());
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string_view::npos) continue;
+    pid_t pid = static_cast<pid_t>(std::stol(std::string(digits)));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    try {
+      remove_tree(base + "/" + std::string(name));
+    } catch (const std::exception&) {  // another test process removing it too
+    }
+  }
+  ::closedir(dir);
+}
+
 // pcopy_bin() as the tests that drop to uid 65534 can run it. A build in a directory closed to
 // others (a clone in root's 0700 home) is copied, once per test process and only then, into a
-// directory of its own under /tmp that others may enter, removed at exit.
+// directory of its own under $TMPDIR (or /tmp) that others may enter, named by the process and
+// removed at exit, or by a later test process if this one is killed first.
 std::string pcopy_bin_for_others() {
+  struct Copy {
+    std::string dir;
+    ~Copy() {
+      if (dir.empty()) return;
+      try {
+        remove_tree(dir);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "harness: cannot remove %s: %s\n", escape_path(dir).c_str(), e.what());
+      }
+    }
+  };
+  static Copy copy;
   static const std::string path = [] {
     std::string bin = pcopy_bin();
     if (bin.empty() || bin[0] != '/' || others_may_run(bin)) return bin;
-    static TempDir dir;
-    std::string copy = dir.path() + "/pcopy";
+    const char* tmp = std::getenv("TMPDIR");
+    std::string base = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+    remove_orphaned_bin_copies(base);
+    std::string dir = base + "/" + std::string(kBinCopyPrefix) + std::to_string(::getpid());
+    if (::access(dir.c_str(), F_OK) == 0) remove_tree(dir);  // an earlier process's, with this pid
+    if (::mkdir(dir.c_str(), 0700) != 0) fail("cannot create directory", dir, errno);
+    copy.dir = dir;
+    std::string file = dir + "/pcopy";
     std::error_code ec;
-    std::filesystem::copy_file(bin, copy, ec);
-    if (ec || ::chmod(dir.path().c_str(), 0755) != 0 || ::chmod(copy.c_str(), 0755) != 0) {
+    std::filesystem::copy_file(bin, file, ec);
+    if (ec || ::chmod(dir.c_str(), 0755) != 0 || ::chmod(file.c_str(), 0755) != 0) {
       throw std::runtime_error("harness: cannot copy " + bin + " where uid 65534 may run it: " + ec.message());
     }
-    return copy;
+    return file;
   }();
   return path;
 }
