@@ -505,6 +505,7 @@ void Copier::enter(int dst_dir) {
 
 void Copier::enter(int dst_dir, const DirFacts& facts) {
   if (!facts.known && dst_dir >= 0) return enter(dst_dir);
+  link_dir_ = LinkDir();
   local_fs_ = dst_dir >= 0 && facts.local;
   default_acl_ = dst_dir < 0 || facts.default_acl;
   staged_ = dst_dir >= 0 && facts.staged;
@@ -1241,31 +1242,42 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   return r;
 }
 
+// The directory `dir` beneath `dst_root`, kept open for the next link into it (link_dir_); a
+// negative errno when it cannot be opened.
+int Copier::link_target_dir(int dst_root, std::string_view dir) {
+  if (link_dir_.fd && link_dir_.root == dst_root && link_dir_.path == dir) return link_dir_.fd.get();
+  link_dir_ = LinkDir();
+  int fd = open_dir_beneath(dst_root, dir, false);
+  if (fd < 0) return fd;
+  link_dir_ = LinkDir{dst_root, std::string(dir), UniqueFd(fd)};
+  return fd;
+}
+
 // 0 when `dst` (the stat of `job`'s name in DST, st_ino 0 if none) is already the copy of the
 // group's first name (job.link_target, from DST's root); -1 when not, or an errno when that name's
-// directory cannot be opened. Leaves that directory and name in `tdir` and `tname` if given.
-int Copier::linked_already(int dst_root, const Job& job, const struct stat& dst, UniqueFd* tdir, std::string* tname) {
+// directory cannot be opened. Leaves that directory (link_target_dir()'s) and name in `tdir` and
+// `tname` if given.
+int Copier::linked_already(int dst_root, const Job& job, const struct stat& dst, int* tdir, std::string* tname) {
   std::string_view target = job.link_target;
   size_t slash = target.rfind('/');
   std::string_view dir = slash == std::string_view::npos ? std::string_view() : target.substr(0, slash);
   std::string name(slash == std::string_view::npos ? target : target.substr(slash + 1));
-  int fd = open_dir_beneath(dst_root, dir, false);
+  int fd = link_target_dir(dst_root, dir);
   if (fd < 0) return -fd;
-  UniqueFd dir_fd(fd);
   struct stat first;
   bool same = dst.st_ino != 0 && ::fstatat(fd, name.c_str(), &first, AT_SYMLINK_NOFOLLOW) == 0 &&
               first.st_dev == dst.st_dev && first.st_ino == dst.st_ino;
-  if (tdir) *tdir = std::move(dir_fd);
+  if (tdir) *tdir = fd;
   if (tname) *tname = std::move(name);
   return same ? 0 : -1;
 }
 
 Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result r) {
   struct stat b;
-  UniqueFd tdir_fd;
+  int tdir = -1;
   std::string tname;
   if (::fstatat(dst_dir, job.target().c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0) b.st_ino = 0;
-  int linked = linked_already(dst_root, job, b, &tdir_fd, &tname);
+  int linked = linked_already(dst_root, job, b, &tdir, &tname);
   if (linked == 0) return r;  // already the same file
   if (linked > 0) return fail(r, linked);
   // Another run into DST may be writing the same group. It may rename its copy over the first
@@ -1277,7 +1289,7 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
   bool direct = b.st_ino == 0;
   for (int tries = 1;; ++tries) {
     std::string to = direct ? job.target() : next_temp_name();  // the name, or a temporary
-    if (::linkat(tdir_fd.get(), tname.c_str(), dst_dir, to.c_str(), 0) != 0) {
+    if (::linkat(tdir, tname.c_str(), dst_dir, to.c_str(), 0) != 0) {
       if (direct && errno == EEXIST) {  // made meanwhile (by another run): replaced by a rename, as any name is
         direct = false;
         --tries;
@@ -1297,7 +1309,7 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
     }
     direct = false;  // linked again, if need be, over what it names now
     struct stat first, now;
-    if (tries == 3 || ::fstatat(tdir_fd.get(), tname.c_str(), &first, AT_SYMLINK_NOFOLLOW) != 0 ||
+    if (tries == 3 || ::fstatat(tdir, tname.c_str(), &first, AT_SYMLINK_NOFOLLOW) != 0 ||
         ::fstatat(dst_dir, job.target().c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 ||
         (first.st_dev == now.st_dev && first.st_ino == now.st_ino))
       break;

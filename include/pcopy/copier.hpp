@@ -157,8 +157,9 @@ class Copier {
   Result end_chunked(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_special(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_hard_link(int dst_dir, int dst_root, const Job& job, Result result);
-  int linked_already(int dst_root, const Job& job, const struct stat& dst, UniqueFd* tdir = nullptr,
+  int linked_already(int dst_root, const Job& job, const struct stat& dst, int* tdir = nullptr,
                      std::string* tname = nullptr);
+  int link_target_dir(int dst_root, std::string_view dir);
   bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst, struct stat& src);
   int refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
@@ -203,6 +204,13 @@ class Copier {
   bool default_acl_ = true;            // modes of new files must be set (has_default_acl())
   bool staged_ = false;                // a staged directory: final names directly (DirFacts)
   bool never_shares_ = false;          // copy_file_range cannot clone there (DirFacts)
+  // The directory of the first name of the last hard link group linked to (link_target_dir()):
+  // a batch's links mostly go to one directory's files. Let go by enter().
+  struct LinkDir {
+    int root = -1;
+    std::string path;
+    UniqueFd fd;
+  } link_dir_;
   // How an O_TMPFILE file gets its name: linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, the
   // /proc/self/fd path needs /proc. Found out once per worker, on the first file.
   enum class Tmpfile { Unknown, EmptyPath, Proc, No };
