@@ -491,11 +491,14 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
 }
 
 // An existing destination directory (a previous run's copy of a read-only one, say) must be
-// writable while we fill it; its real mode is applied when it is finished.
+// writable while we fill it; its real mode is applied when it is finished. Not where its mode
+// already lets us (root, an ACL): an unchanged -u run changes no directory's ctime.
 void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int src_fd) {
   struct stat st;
   if (::fstat(fd, &st) == 0) {
-    if ((st.st_mode & 0700) != 0700 && st.st_uid == euid_) ::fchmod(fd, (st.st_mode & 07777) | 0700);
+    if ((st.st_mode & 0700) != 0700 && st.st_uid == euid_ &&
+        ::faccessat(fd, ".", R_OK | W_OK | X_OK, AT_EACCESS) != 0 && errno == EACCES)
+      ::fchmod(fd, (st.st_mode & 07777) | 0700);
     bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;
     node->facts = dir_facts(fd, same_fs ? &parent->facts : nullptr);
     node->fs_dev = st.st_dev;

@@ -239,6 +239,34 @@ TEST_F(Backup, UpdateDoesNotOpenUnchangedFiles) {
   EXPECT_EQ(r.status, 1) << "the test's premise (secret.bin unreadable) does not hold\n" << describe(r);
 }
 
+// Root may write into a read-only directory: an unchanged -u run leaves the copies of 0555 and 0000
+// directories alone (each was opened up to 0755 or 0700 and given its mode back, a ctime change
+// on every nightly run), and one with a new file gets it and keeps its mode.
+TEST_F(Backup, UpdateAsRootWritesNothingToReadOnlyDirectoriesThatAreUnchanged) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (an ordinary user opens such a directory up to write to it)";
+  make_dir(src + "/ro");
+  write_old(src + "/ro/f", "in a read-only directory");
+  make_dir(src + "/locked");
+  write_old(src + "/locked/g", "in a 000 directory");
+  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0555), 0);
+  ASSERT_EQ(::chmod((src + "/locked").c_str(), 0), 0);
+  ASSERT_EQ(copy().status, 0);
+
+  auto before = snapshot(dst);
+  RunResult r = copy({"-u"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
+
+  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0755), 0);
+  write_old(src + "/ro/new", "added");
+  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0555), 0);
+  r = copy({"-u"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/ro/new"), "added");
+  EXPECT_EQ(lstat_of(dst + "/ro").st_mode & 07777, 0555u);
+  EXPECT_EQ(lstat_of(dst + "/locked").st_mode & 07777, 0u);
+}
+
 // A destination that keeps times to the second (ext3, ext4 with small inodes; exFAT and FAT are
 // coarser still): -u recognises the copies it made by their mtime cut to that resolution, where
 // it recopied every file on every run, and leaves them untouched.
