@@ -43,10 +43,12 @@ void renumber_fds(const std::vector<int>& fds) {
     if (tmp[i] < 0) ::close(3 + int(i));
 }
 
+// The parent's SIGPIPE (ignored) and SIGCHLD back to their defaults; the signals that end a
+// process keep what pcopy inherited (the parent only blocks them): ignored stays ignored.
 void reset_signals_in_child() {
   struct sigaction sa {};
   sa.sa_handler = SIG_DFL;
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE, SIGQUIT}) ::sigaction(sig, &sa, nullptr);
+  for (int sig : {SIGCHLD, SIGPIPE}) ::sigaction(sig, &sa, nullptr);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);

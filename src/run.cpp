@@ -217,6 +217,7 @@ class Runner {
   std::optional<Pool> pool_;
   UniqueFd sigfd_;
   sigset_t old_mask_{};
+  sigset_t watched_{};  // the signals read from sigfd_ (not those ignored when pcopy started)
 
   std::unordered_map<uint64_t, JobInfo> jobs_;  // every job not yet answered: queued or sent
   std::string frame_;                            // dispatch(): a batch's frame, its buffer reused
@@ -457,8 +458,19 @@ void Runner::setup_signals() {
   sigemptyset(&mask);
   // Every signal that would end pcopy outright ends the run as Ctrl-C does (temporaries removed,
   // staged directories revealed, the summary marked interrupted), with status 128 + its number.
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD, SIGTSTP, SIGTTIN, SIGTTOU})
+  // A signal ignored when pcopy started stays ignored, as it does for cp: nohup's SIGHUP, the
+  // SIGINT and SIGQUIT of a job a non-interactive shell started with `&`, a script's `trap '' TERM`.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGTSTP, SIGTTIN, SIGTTOU}) {
+    struct sigaction was;
+    if (::sigaction(sig, nullptr, &was) == 0 && was.sa_handler == SIG_IGN) continue;
     sigaddset(&mask, sig);
+  }
+  // SIGCHLD ignored (inherited so) would have the kernel reap the workers, their statuses lost.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGCHLD, &dfl, nullptr);
+  sigaddset(&mask, SIGCHLD);
+  watched_ = mask;
   ::sigprocmask(SIG_BLOCK, &mask, &old_mask_);
   sigfd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death
@@ -1293,6 +1305,7 @@ void Runner::suspend(int sig) {
 // background even under `stty tostop`, where the terminal would stop it: the parent makes the
 // terminal's check itself before writing to one, and stops as the terminal would have stopped it.
 void Runner::before_terminal_write(int fd) {
+  if (!sigismember(&watched_, SIGTTOU)) return;  // ignored: the terminal lets us write
   struct termios t;
   if (::tcgetattr(fd, &t) != 0 || !(t.c_lflag & TOSTOP)) return;
   pid_t fg = ::tcgetpgrp(fd);  // -1 unless it is our controlling terminal, which alone stops us

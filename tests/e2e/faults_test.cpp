@@ -341,8 +341,10 @@ std::vector<UniqueFd> hold_pipes_of(pid_t pid) {
 // stdout, whose reader the test holds). Killed (with its workers) if still running when destroyed.
 class AsyncPcopy {
  public:
+  // `ignored`: signals pcopy starts with ignored (as under nohup, or a script's `trap ''`).
   AsyncPcopy(const std::vector<std::string>& args, const std::string& log_dir,
-             const std::vector<std::string>& extra_env = {}, const std::string& stdout_fifo = "")
+             const std::vector<std::string>& extra_env = {}, const std::string& stdout_fifo = "",
+             const std::vector<int>& ignored = {})
       : out_path_(stdout_fifo.empty() ? log_dir + "/stdout" : stdout_fifo),
         err_path_(log_dir + "/stderr"),
         out_fifo_(!stdout_fifo.empty()) {
@@ -375,6 +377,7 @@ class AsyncPcopy {
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
       for (int sig : {SIGPIPE, SIGINT, SIGTERM}) ::signal(sig, SIG_DFL);
+      for (int sig : ignored) ::signal(sig, SIG_IGN);
       ::execve(c_argv[0], c_argv.data(), c_env.data());
       ::_exit(127);
     }
@@ -1071,6 +1074,62 @@ TEST_P(FaultsByJobs, StopSignalsStopTheWorkersTooAndSigcontResumesThem) {
     EXPECT_TRUE(opened) << "no worker came to the gate";
     expect_complete_copy(r, src, to);
   }
+}
+
+// A signal ignored when pcopy starts stays ignored, as it does for cp: under nohup a closed
+// terminal's SIGHUP, for a job a script started with `&` the terminal's Ctrl-C, a script's
+// `trap '' INT TERM`; in the workers too. They ended the run, interrupted (129, 130, 143). The
+// run is held at a gate while they come; a Ctrl-Z after them, which pcopy does act on (it stops),
+// shows they have been read, if they were going to be.
+TEST_P(FaultsByJobs, SignalsIgnoredWhenPcopyStartsStayIgnored) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = shared_tree("job_control", make_job_control_tree), fifo = tmp / "gate";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::vector<int> ignored{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+  AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo}, "", ignored);
+  UniqueFd gate;  // held open: the worker waits at the gate until it is closed
+  bool waiting = poll_until(Clock::now() + 60s, [&] {
+    gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
+    return gate.valid() || !p.running();
+  });
+  ASSERT_TRUE(waiting && p.running()) << describe(p.wait());
+  auto ignores_all = [&](pid_t pid) {
+    std::string status = read_file(fmt::format("/proc/{}/status", pid));
+    size_t at = status.find("SigIgn:\t");
+    if (at == std::string::npos) return false;
+    unsigned long long mask = std::stoull(status.substr(at + 8, 16), nullptr, 16);
+    return std::all_of(ignored.begin(), ignored.end(), [&](int sig) { return (mask >> (sig - 1)) & 1; });
+  };
+  EXPECT_TRUE(ignores_all(p.pid())) << "pcopy changed what it inherited";
+  for (const Proc& w : children_of(p.pid())) EXPECT_TRUE(ignores_all(w.pid)) << "worker " << w.pid;
+  for (int sig : ignored) ASSERT_EQ(::kill(p.pid(), sig), 0);
+  ASSERT_EQ(::kill(p.pid(), SIGTSTP), 0);
+  bool stopped_itself = poll_until(Clock::now() + 10s, [&] { return stopped(p.pid()) || !p.running(); });
+  ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
+  gate.reset();
+  RunResult r = p.wait();
+  EXPECT_TRUE(stopped_itself) << describe(r);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_FALSE(has_line_starting(r.err, "pcopy: interrupted")) << describe(r);
+  expect_complete_copy(r, src, dst);
+}
+
+// SIGCHLD ignored when pcopy starts (a wrapper's signal(SIGCHLD, SIG_IGN) survives exec) would have
+// the kernel reap dead workers itself: a worker killed was said to have "exited with status 0".
+TEST_P(FaultsByJobs, AWorkerKilledIsSaidToBeKilledEvenWithSigchldIgnoredAtStart) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src";
+  make_dirs(src + "/a");
+  for (int i = 0; i < 10; ++i) write_file(src + fmt::format("/a/f{}", i), "a file\n");
+  AsyncPcopy p({jobs(), src, dst}, logs, {"PCOPY_TEST_KILL_NAME=f5"}, "", {SIGCHLD});
+  RunResult r = p.wait();
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'a/f5': a worker died copying it (killed by signal 9"))
+      << describe(r);
 }
 
 // --delete decides from what the walk saw, not from a second listing of SRC after the copy (as
