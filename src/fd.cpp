@@ -1,9 +1,13 @@
 #include "pcopy/fd.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <system_error>
 
@@ -30,6 +34,30 @@ void reserve_standard_fds() {
   for (int fd = 0; fd < 3; ++fd)  // each open takes the lowest free number: the one that is closed
     if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) ::open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
 }
+
+namespace {
+long inherited_fd_count = 0;
+}  // namespace
+
+void count_inherited_fds() {
+  long count = 0;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    int own = ::dirfd(dir);
+    while (const dirent* entry = ::readdir(dir)) {
+      char* end = nullptr;
+      long fd = std::strtol(entry->d_name, &end, 10);
+      if (end != entry->d_name && *end == '\0' && fd > 2 && fd != own) ++count;
+    }
+    ::closedir(dir);
+  } else {  // no /proc: asked of each number the limit allows, up to 65,536
+    struct rlimit nofile;
+    long limit = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY ? long(nofile.rlim_cur) : 65536;
+    for (int fd = 3; fd < std::min(limit, 65536L); ++fd) count += ::fcntl(fd, F_GETFD) >= 0;
+  }
+  inherited_fd_count = count;
+}
+
+long inherited_fds() { return inherited_fd_count; }
 
 void print_stderr(std::string_view line) {
   std::string text(line);

@@ -12,6 +12,7 @@
 
 int main(int argc, char** argv) {
   pcopy::reserve_standard_fds();
+  pcopy::count_inherited_fds();
   pcopy::CliResult cli = pcopy::parse_cli(argc, argv);
   if (!cli.options) return cli.exit_status;
   try {

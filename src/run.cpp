@@ -221,6 +221,9 @@ class Runner {
 
   std::unordered_map<uint64_t, JobInfo> jobs_;  // every job not yet answered: queued or sent
   std::string frame_;                            // dispatch(): a batch's frame, its buffer reused
+  // What a worker's pipe gives in one read, fed to its reader at once (not on the stack: a parent
+  // under `ulimit -s 64` died of it).
+  std::vector<char> read_buf_ = std::vector<char>(64 * 1024);
   std::deque<PendingBatch> queue_;
   PendingBatch current_;
   // Hard links by directory: a group's copy done releases its names into directories all over the
@@ -1058,9 +1061,9 @@ void Runner::finish_link_group(const JobInfo& info, const Result& r) {
 
 void Runner::read_worker(size_t w) {
   WorkerSlot& slot = pool_->slot(w);
-  char buf[64 * 1024];
+  char* buf = read_buf_.data();
   for (;;) {
-    ssize_t n = ::read(slot.results.get(), buf, sizeof buf);
+    ssize_t n = ::read(slot.results.get(), buf, read_buf_.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return;
     if (n <= 0) {
@@ -1230,9 +1233,9 @@ void Runner::handle_frames(size_t w, bool abandoned_too) {
 bool Runner::drain_results(size_t w) {
   WorkerSlot& slot = pool_->slot(w);
   if (!slot.results) return false;
-  char buf[64 * 1024];
+  char* buf = read_buf_.data();
   for (;;) {
-    ssize_t n = ::read(slot.results.get(), buf, sizeof buf);
+    ssize_t n = ::read(slot.results.get(), buf, read_buf_.size());
     if (n < 0 && errno == EINTR) continue;
     if (n > 0) slot.reader.feed(buf, size_t(n));
     try {
@@ -1714,8 +1717,10 @@ std::string fd_limit_refusal(unsigned jobs) {
   if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY ||
       long(nofile.rlim_cur) >= fds_needed(jobs))
     return "";
-  return fmt::format("pcopy: -j {} needs at least {} open files; the limit (RLIMIT_NOFILE, ulimit -Hn) is {}", jobs,
-                     fds_needed(jobs), nofile.rlim_cur);
+  std::string held = inherited_fds() == 0 ? ""
+                     : fmt::format(", and {} of them were open already when pcopy started", inherited_fds());
+  return fmt::format("pcopy: -j {} needs at least {} open files; the limit (RLIMIT_NOFILE, ulimit -Hn) is {}{}", jobs,
+                     fds_needed(jobs), nofile.rlim_cur, held);
 }
 
 }  // namespace

@@ -95,7 +95,7 @@ struct Walker::Frame {
   std::string names;  // with --delete: the listing so far, for listings_
 };
 
-long fds_needed(unsigned jobs) { return kParentFds + 2 * long(jobs) + 2 * kMinOpenFrames; }
+long fds_needed(unsigned jobs) { return inherited_fds() + kParentFds + 2 * long(jobs) + 2 * kMinOpenFrames; }
 
 const char* skip_reason(mode_t mode, const Options& options, uid_t euid) {
   if (S_ISSOCK(mode)) return "socket skipped";

@@ -48,6 +48,11 @@ Pipe make_pipe(int extra_flags = 0);
 // (read-only for 1 and 2), so writes to a closed stdout or stderr still fail, with EBADF, as gnulib's
 // stdopen does.
 void reserve_standard_fds();
+// Counts the descriptors above 2 that pcopy was started with (leaked by a CI runner, a daemon, a
+// `subprocess` with close_fds=False): they count against RLIMIT_NOFILE like pcopy's own. Called
+// once, before pcopy opens anything; inherited_fds() gives the count (0 if never called).
+void count_inherited_fds();
+long inherited_fds();
 // Writes `line` and a newline to stderr; a failure is ignored (there is nowhere left to say it).
 void print_stderr(std::string_view line);
 

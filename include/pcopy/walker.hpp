@@ -71,8 +71,8 @@ struct WalkEvent {
 // Why an entry of this type is not copied (sockets; devices unless -a as root), or null.
 const char* skip_reason(mode_t mode, const Options& options, uid_t euid);
 
-// The descriptors the parent needs at the least with `jobs` workers: its own, two pipes per worker
-// and the walk's first levels. The walk keeps more levels, and finished directories, open within
+// The descriptors the parent needs at the least with `jobs` workers: those it was started with
+// (inherited_fds()), its own, two pipes per worker and the walk's first levels. The walk keeps more levels, and finished directories, open within
 // what RLIMIT_NOFILE allows beyond that.
 long fds_needed(unsigned jobs);
 

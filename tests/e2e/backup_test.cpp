@@ -809,6 +809,42 @@ TEST_F(Backup, DeleteRemovesADeepTreeAtTheLowestOpenFileLimitAccepted) {
   }
 }
 
+// Descriptors pcopy starts with (leaked by a CI runner, a daemon, Python's close_fds=False) count
+// against the limit like its own: at the lowest limit accepted with 100 of them open, a deep copy
+// and its --delete complete. They were not counted: whole subtrees failed with "Too many open
+// files" where cp -a copies everything. One fewer is refused, naming them.
+TEST_F(Backup, DescriptorsPcopyStartsWithCountAgainstTheOpenFileLimit) {
+  for (int i = 0; i < 10; ++i) {
+    make_dir(src + "/d" + std::to_string(i));
+    make_deep_dirs(src + "/d" + std::to_string(i), 20);
+    write_file(src + "/d" + std::to_string(i) + "/d/d/d/d/d/d/d/d/d/d/f", "deep\n");
+  }
+  make_dirs(dst + "/old");
+  make_deep_dirs(dst + "/old", 20);
+  RunOptions probe;
+  probe.nofile = 110;  // room for the dynamic loader's one
+  probe.leaked_fds = 100;
+  RunResult refused = copy({"-j2", "--delete"}, probe);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(refused.err, m, std::regex("needs at least ([0-9]+) open files"))) << describe(refused);
+  RunOptions lowest = probe;
+  lowest.nofile = std::stol(m[1]);
+  ASSERT_GT(*lowest.nofile, 100);
+  RunResult r = copy({"-j2", "--delete"}, lowest);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lines_of(r.err).size(), 1u) << describe(r);  // the summary alone
+  EXPECT_EQ(diff_trees(src, dst), "");
+
+  RunOptions fewer = lowest;
+  fewer.nofile = *lowest.nofile - 1;
+  r = copy({"-j2", "--delete"}, fewer);
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_TRUE(has_line(r.err, fmt::format("pcopy: -j 2 needs at least {} open files; the limit (RLIMIT_NOFILE, ulimit "
+                                          "-Hn) is {}, and 100 of them were open already when pcopy started",
+                                          *lowest.nofile, *fewer.nofile)))
+      << describe(r);
+}
+
 // An entry --delete cannot remove is one error line; the directories above it stay without a
 // "Directory not empty" line each (as with `rm -rf`).
 TEST_F(Backup, DeleteNamesOnlyTheEntryItCannotRemove) {

@@ -572,6 +572,8 @@ void child_write(const char* text) { (void)!::write(2, text, std::strlen(text));
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   ::signal(SIGPIPE, SIG_DFL);  // the harness ignores it, and ignoring survives exec
+  for (int i = 0; i < options.leaked_fds; ++i)  // as a careless parent leaves them
+    if (::open("/dev/null", O_RDONLY) < 0) child_fail("open /dev/null");
   if (options.nofile) {
     rlimit limit{static_cast<rlim_t>(*options.nofile), static_cast<rlim_t>(*options.nofile)};
     if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) child_fail("setrlimit");

@@ -29,6 +29,7 @@ class TempDir {
 struct RunOptions {
   std::optional<uid_t> uid;            // drop to this uid (and gid 65534) before exec; needs root
   std::optional<long> nofile;          // RLIMIT_NOFILE soft and hard limit for the child
+  int leaked_fds = 0;                  // descriptors (of /dev/null) it starts with open beyond 0-2
   std::optional<long> nproc;           // RLIMIT_NPROC for the child: processes its uid may have (with uid)
   bool pty = false;                    // run under a pseudo-terminal via `script`; stdout+stderr merged into out
   int pty_columns = 80;                // terminal width when pty is set
