@@ -1726,6 +1726,10 @@ std::string fd_limit_refusal(unsigned jobs) {
 }  // namespace
 
 int run(const Options& options) {
+  // What pcopy copies gets SRC's modes from pcopy itself; what it makes to work in (DST's parents,
+  // the directories it fills, the manifest) must let its owner write and search whatever the
+  // umask takes from the owner (0222, 0177), as with cp -a and mkdir -p.
+  ::umask(::umask(0) & 077);
   raise_fd_limit();
   if (std::string why = fd_limit_refusal(options.jobs); !why.empty()) {
     print_refusal(why, "", options.json);

@@ -489,6 +489,27 @@ TEST_F(CopyTest, DefaultDestinationOfDotOrDotDotIsBesideTheDirectoryItNames) {
   }
 }
 
+// An ordinary user's umask that takes the owner's write or search bit (0222 "nothing writable",
+// 0100, 0777) is no reason to fail: the copy has SRC's modes, as with cp -a, and the parents made
+// for DST are the owner's to enter, as with mkdir -p. Every entry failed with "Permission denied"
+// (the directories were made without the owner's write bit), or DST could not be opened.
+TEST_F(CopyTest, AUmaskTakingTheOwnersBitsStillGivesACopyWithSrcsModes) {
+  make_dirs(src + "/d/sub");
+  write_file(src + "/d/f", "hi\n");
+  write_file(src + "/d/sub/g", "yo\n", 0600);
+  write_file(src + "/t", "top\n", 0640);
+  ASSERT_EQ(::chmod((src + "/d").c_str(), 0750), 0);
+  RunOptions as_user = unprivileged(tmp);
+  for (const char* mask : {"0222", "0100", "0777"}) {
+    SCOPED_TRACE(mask);
+    std::string top = tmp / fmt::format("dst{}", mask), to = top + "/x/y";
+    RunResult r = run({"sh", "-c", fmt::format("umask {} && exec \"$0\" \"$@\"", mask), pcopy_bin(), src, to}, as_user);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(diff_trees(src, to), "");
+    for (const std::string& parent : {top, top + "/x"}) EXPECT_EQ(lstat_of(parent).st_mode & 0700, 0700u) << parent;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Errors while copying.
 
