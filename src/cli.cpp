@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "pcopy/fd.hpp"
+#include "pcopy/git_rev.hpp"  // generated at build time (cmake/git_rev.cmake)
 #include "pcopy/report.hpp"
 
 namespace pcopy {
@@ -270,7 +271,14 @@ Mode mode_from(const std::string& s) {
 
 }  // namespace
 
-std::string version_string() { return fmt::format("pcopy {} ({})", PCOPY_VERSION, PCOPY_GIT_REV); }
+std::string version_string() {
+#ifdef PCOPY_TEST_HOOKS
+  constexpr std::string_view hooks = ", with test hooks";  // a build for the test suite: never ship it
+#else
+  constexpr std::string_view hooks;
+#endif
+  return fmt::format("pcopy {} ({}{})", PCOPY_VERSION, PCOPY_GIT_REV, hooks);
+}
 
 CliResult parse_cli(int argc, const char* const* argv) {
   CLI::App app{"pcopy: copy a directory tree fast, with a pool of worker processes.", "pcopy"};

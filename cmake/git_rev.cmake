@@ -1,0 +1,19 @@
+# Run at every build (cmake -P): writes OUT, a header defining PCOPY_GIT_REV as the revision of the
+# checkout in SRC_DIR ("-modified" after it where tracked files differ from it; "unknown" outside a
+# git checkout), and rewrites it only when that changes, so --version names what was built, not
+# what was there when cmake configured, and an unchanged revision recompiles nothing.
+execute_process(COMMAND git rev-parse --short=12 HEAD
+                WORKING_DIRECTORY "${SRC_DIR}"
+                OUTPUT_VARIABLE rev OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE failed)
+if(failed OR NOT rev)
+  set(rev "unknown")
+else()
+  execute_process(COMMAND git diff --quiet HEAD --
+                  WORKING_DIRECTORY "${SRC_DIR}" RESULT_VARIABLE differs ERROR_QUIET)
+  if(differs EQUAL 1)
+    string(APPEND rev "-modified")
+  endif()
+endif()
+file(WRITE "${OUT}.new" "#define PCOPY_GIT_REV \"${rev}\"\n")
+file(COPY_FILE "${OUT}.new" "${OUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUT}.new")
