@@ -52,6 +52,7 @@ fi
 out=$(PATH="$(dirname "$found"):$PATH" pcopy --version) || fail "pcopy --version exited non-zero"
 echo "$out"
 [[ $out == "pcopy $version "* ]] || fail "pcopy --version printed '$out', expected 'pcopy $version (...)'"
+[[ $out != *"test hooks"* ]] || fail "the package was built with the test suite's fault hooks: $out"
 
 echo "== man pcopy"
 man -w pcopy || fail "man -w pcopy finds no page"
