@@ -1650,6 +1650,9 @@ int Runner::finish() {
       });
     }
   } else {
+    // Stopped (a full disk, --fail-fast) while the walk was in a staged directory: it appears with
+    // what was finished in it, as after a signal, not left under its temporary name.
+    if (stopping_ && walker_) walker_->reveal_abandoned([](const DirNode*) { return std::vector<std::string>(); });
     run_delete();
   }
   if (opt_.fsync && !opt_.dry_run && !dst_stuck_) {

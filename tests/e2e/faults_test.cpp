@@ -1978,6 +1978,33 @@ TEST_P(FaultsByJobs, FullDiskReportsErrorRemovesTemporaryAndStops) {
   expect_no_partial_files(src, to);
 }
 
+// A full disk stops the run while the walk is in a new directory, made under a temporary name
+// (staged) and filled with final names: it appears, with what is finished in it, as after a
+// signal. It stayed under its temporary name (".pcopy-<pid>-d<n>.tmp"), counted among the
+// directories made, named by no error.
+TEST_P(FaultsByJobs, FullDiskLeavesNoStagedDirectoryUnderItsTemporaryName) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  Mount fast(tmp / "fast", Mount::Tmpfs{"size=64m"});  // 6,000 files made in a moment, not on a slow disk
+  if (!fast.mounted()) GTEST_SKIP() << fast.why();
+  std::string src = tmp / "fast/src";
+  for (int d = 0; d < 20; ++d) {  // more than the walk runs ahead of the copy
+    make_dirs(src + fmt::format("/d{:02}", d));
+    for (int f = 0; f < 300; ++f) write_file(src + fmt::format("/d{:02}/f{:03}", d, f), "a page of tmpfs\n");
+  }
+  Mount mount(tmp / "mnt", Mount::Tmpfs{"size=1m"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
+  std::string to = tmp / "mnt/dst";
+  RunResult r = copy(src, to, {"--json"}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "stopping: No space left on device"), 1u) << describe(r);
+  EXPECT_EQ(joined(temporaries(to)), "");
+  size_t dirs = 0;
+  struct stat st;
+  for (const std::string& rel : list_tree(to)) dirs += ::lstat((to + "/" + rel).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("dirs_created"), dirs) << r.out;
+  expect_no_partial_files(src, to);
+}
+
 // A destination mounted read-only: the first file that fails says why, and pcopy stops there, as
 // on a full disk; it printed one "Read-only file system" line per entry of the tree.
 TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
