@@ -196,7 +196,7 @@ class Runner {
   void unkept(const std::string& rel, const Unkept& u);
   void report_error(const std::string& line, const std::string& rel, const std::string& reason);
   void warning(const std::string& rel, const std::string& text);
-  void say(const std::string& line);  // stderr, above the bar
+  int say(const std::string& line);  // stderr, above the bar; 0 or the errno of a failed write
   int write_watching(int fd, std::string_view text, bool pipe);
   // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
   std::string paint(const char* sgr, const std::string& line) const {
@@ -277,7 +277,8 @@ class Runner {
   bool chunk_ = true;  // big files are split for several workers (chunking_helps DST)
   Manifest manifest_;
   std::string stdout_buf_;
-  int stdout_err_ = 0;  // the first failed write to stdout: reported at the end, exit status 1
+  int stdout_err_ = 0;  // the first failed write to stdout: reported at the end, an error of the run
+  int lines_err_ = 0;   // the same for -v and -n lines sent to stderr (with --json)
 };
 
 std::string Runner::rel(DirNode* dir, const std::string& name) const {
@@ -287,12 +288,12 @@ std::string Runner::rel(DirNode* dir, const std::string& name) const {
 
 std::string Runner::rel(const JobInfo& info) const { return rel(info.dir, info.job.name); }
 
-void Runner::say(const std::string& line) {
+int Runner::say(const std::string& line) {
   flush_out();  // `> log 2>&1`: the paths copied before an error come before it
   if (stderr_tty_) before_terminal_write(STDERR_FILENO);
   if (bar_) bar_->clear();
   std::string text = line + "\n";
-  write_watching(STDERR_FILENO, text, stderr_pipe_);
+  return write_watching(STDERR_FILENO, text, stderr_pipe_);
 }
 
 // Writes to stdout or stderr, watching for signals while the reader is slow: a consumer of -v
@@ -332,7 +333,8 @@ void Runner::write_out(std::string_view text) {
 
 void Runner::out_line(const std::string& line) {
   if (opt_.json) {  // stdout is for a JSON parser: -v and -n lines would break it
-    say(line);
+    // Data as much as on stdout: a failed write is an error of the run, as stdout's is.
+    if (int err = say(line); err && !lines_err_) lines_err_ = err;
     return;
   }
   // Into a file or a pipe lines are gathered, one write for many, yet written within kOutInterval:
@@ -1435,8 +1437,10 @@ void Runner::run_delete() {
   if (!opt_.delete_extraneous || target_.single_file || abandon_ || (stopping_ && !full_) || !target_.dst_root)
     return;
   if (walker_->walk_errors() > 0) {
-    say("pcopy: --delete skipped: reading SRC failed, so nothing in DST is known to be extraneous");
-    stats_.errors.add(".", "--delete skipped because reading SRC failed");
+    // No path at fault (an empty one, as a full disk's stop has), in the words of the line.
+    const std::string why = "--delete skipped: reading SRC failed, so nothing in DST is known to be extraneous";
+    say("pcopy: " + why);
+    stats_.errors.add("", why);
     return;
   }
   MirrorCallbacks cb;
@@ -1675,18 +1679,25 @@ int Runner::finish() {
     stats_.errors.add(opt_.manifest, why);
   }
 
+  // What a script reads (-v, -n and --json on stdout; with --json, -v and -n on stderr) is
+  // incomplete: an error of the run, in the summary's count and the status, as any other.
+  auto output_failed = [&](int err, std::string_view where) {
+    std::string why = err == EAGAIN ? fmt::format("{} was cut short: its reader took nothing more once interrupted", where)
+                                    : fmt::format("cannot write to {}: {}", where, errno_text(err));
+    say("pcopy: " + why);
+    stats_.errors.add("", why);
+  };
+  bool stdout_told = stdout_err_ != 0;
+  if (stdout_err_) output_failed(stdout_err_, "standard output");
+  if (lines_err_) output_failed(lines_err_, opt_.dry_run ? "standard error (the -n lines)" : "standard error (the -v lines)");
   stats_.elapsed_s = now_s() - start_;
   stats_.interrupted = interrupted_ != 0;
   stats_.exit_status = interrupted_ ? 128 + interrupted_ : stats_.errors.empty() ? 0 : 1;
-  // What a script reads from stdout (-v, -n, --json) is incomplete: its status must say so.
-  bool stdout_told = false;
-  auto tell_stdout_failed = [&] {
+  auto tell_stdout_failed = [&] {  // the report itself could not be written: the summary is out
     say(stdout_err_ == EAGAIN ? "pcopy: standard output was cut short: its reader took nothing more once interrupted"
                               : fmt::format("pcopy: cannot write to standard output: {}", errno_text(stdout_err_)));
     if (stats_.exit_status == 0) stats_.exit_status = 1;
-    stdout_told = true;
   };
-  if (stdout_err_) tell_stdout_failed();
   if (!opt_.quiet) {
     std::string line = summary_line(stats_, opt_.update || opt_.ignore_existing, opt_.delete_extraneous, opt_.dry_run);
     if (opt_.dst.empty()) line += fmt::format(" into '{}'", display_path(target_.dst_display));

@@ -739,7 +739,11 @@ TEST_F(Backup, DeleteRefusesAfterWalkError) {
     json report = parse_report(r);
     EXPECT_EQ(count(report, "exit_status"), 1) << report.dump(2);
     EXPECT_EQ(count(report, "files_deleted"), 0) << report.dump(2);
-    EXPECT_GE(report.value("errors", json::array()).size(), 1u) << report.dump(2);
+    // A run-wide error: no path at fault (it said "."), in the words of its line.
+    json skipped = {{"path", ""},
+                    {"reason", "--delete skipped: reading SRC failed, so nothing in DST is known to be extraneous"}};
+    json errors = report.value("errors", json::array());
+    EXPECT_EQ(std::count(errors.begin(), errors.end(), skipped), 1) << report.dump(2);
   }
 }
 
@@ -1900,6 +1904,31 @@ TEST_F(Report, FailedWritesToStdoutAreReportedInTheExitStatus) {
     if (args.front() != "-n") {
       EXPECT_EQ(read_file(dst + "/a"), "a") << "the copy itself goes on";
     }
+    if (args.front() == "-v") {  // counted in the summary, which said "0 errors" for a run that exits 1
+      EXPECT_TRUE(has_line_starting(r.err, "pcopy: copied 1 file, 0 dirs, 0 links,")) << describe(r);
+      EXPECT_TRUE(r.err.ends_with(" 1 error\n")) << describe(r);
+    }
+  }
+}
+
+// With --json the lines of -n and -v go to stderr: lost there (a full disk, a reader gone), they are
+// an error of the run as on stdout, in the report and the status. They were lost with exit 0, and
+// `pcopy -n --json SRC DST >report.json 2>plan.txt` handed on a plan cut short with a clean report.
+TEST_F(Report, FailedWritesOfTheLinesJsonSendsToStderrAreErrorsOfTheRun) {
+  write_old(src + "/a", "a");
+  RunOptions full;
+  full.stderr_file = "/dev/full";
+  for (std::string option : {"-n", "-v"}) {
+    SCOPED_TRACE(option);
+    std::filesystem::remove_all(dst);
+    RunResult r = copy({option, "--json"}, full);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    json report = parse_report(r);
+    EXPECT_EQ(count(report, "exit_status"), 1) << report.dump(2);
+    json want = json::array({{{"path", ""},
+                              {"reason", "cannot write to standard error (the " + option +
+                                             " lines): No space left on device"}}});
+    EXPECT_EQ(report.value("errors", json::array()), want) << report.dump(2);
   }
 }
 

@@ -566,6 +566,10 @@ void child_write(const char* text) { (void)!::write(2, text, std::strlen(text));
     int fd = ::open(options.stdout_file.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0 || ::dup2(fd, 1) < 0) child_fail("open stdout_file");
   }
+  if (!options.stderr_file.empty()) {
+    int fd = ::open(options.stderr_file.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::dup2(fd, 2) < 0) child_fail("open stderr_file");
+  }
   ::close_range(3, ~0U, 0);  // nothing of the test process leaks in (pcopy's fd-limit tests count them)
   ::setpgid(0, 0);           // its own group, so a timeout can kill pcopy and its workers together
   sigset_t none;

@@ -36,6 +36,7 @@ struct RunOptions {
   std::vector<std::string> env;        // extra NAME=VALUE entries
   std::string stdin_data;              // fed to the child's stdin
   std::string stdout_file;             // opened for writing as the child's stdout (then `out` is empty)
+  std::string stderr_file;             // the same for its stderr (then `err` is empty)
   int timeout_s = 300;                 // then the child's process group is killed (status 128+9)
   std::string cwd;                     // the child's working directory (absolute), entered one component
                                        // at a time: it may lie deeper than PATH_MAX
