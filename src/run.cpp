@@ -497,7 +497,7 @@ int Runner::start_pool() {
     size_t live = pool_->live();
     if (live == 0) {
       pool_.reset();
-      target_.remove_made_dirs();
+      target_.remove_made();
       print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json);
       return 2;
     }
@@ -1533,7 +1533,7 @@ int Runner::run() {
     if (int err = manifest_.open(std::move(target_.manifest))) {
       pool_->close_jobs();
       pool_->shutdown(5000);
-      target_.remove_made_dirs();
+      target_.remove_made();
       print_refusal(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)),
                     opt_.manifest, opt_.json);
       return 2;

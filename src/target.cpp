@@ -200,14 +200,19 @@ struct ManifestOpener {
     return Refusal{opt.manifest, fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest), why)};
   }
 
-  std::optional<Refusal> open(UniqueFd& fd, bool dst_made) {
+  std::optional<Refusal> open(UniqueFd& fd, Target::Made& made, bool dst_made) {
     if (opt.manifest.empty() || (dst_made && !deferred)) return std::nullopt;
     if (opt.dry_run) return dry_run_check();
     // Inside DST, whoever can write there could have put a link at its name: not followed.
     // Where that cannot be told (an unnamed working directory), it is taken to be inside.
     std::string m = canonical_future(dir_of(opt.manifest)), d = canonical_future(dst_dir);
     bool inside = m.empty() || d.empty() || within(m, d);
-    fd.reset(::open(opt.manifest.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | (inside ? O_NOFOLLOW : 0), 0666));
+    // Made here if it was not there, known so: a run refused after this removes it.
+    int flags = O_WRONLY | O_CLOEXEC | O_NOCTTY | (inside ? O_NOFOLLOW : 0);
+    fd.reset(::open(opt.manifest.c_str(), flags | O_CREAT | O_EXCL, 0666));
+    if (struct stat st; fd && ::fstat(fd.get(), &st) == 0) made = {opt.manifest, st.st_dev, st.st_ino};
+    if (!fd && errno == EEXIST) fd.reset(::open(opt.manifest.c_str(), flags));
+    if (!fd && errno == ENOENT) fd.reset(::open(opt.manifest.c_str(), flags | O_CREAT, 0666));  // a link to nothing
     if (fd) return std::nullopt;
     int err = errno;
     if (!dst_made && err == ENOENT && inside) {
@@ -242,19 +247,23 @@ bool enterable(int dir) {
   return probe.valid();
 }
 
-// A run refused once DST was made: the directories made for it are removed, for a refusal
-// writes nothing.
+// A run refused once DST (or the manifest) was made: what was made for it is removed, for a
+// refusal writes nothing.
 Refusal unmade(Target& t, Refusal no) {
-  t.remove_made_dirs();
+  t.remove_made();
   return no;
 }
 
 }  // namespace
 
-void Target::remove_made_dirs() {
+void Target::remove_made() {
   dst_root.reset();
   for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) ::rmdir(it->c_str());
   made_dirs.clear();
+  if (struct stat there; !manifest_made.path.empty() && ::lstat(manifest_made.path.c_str(), &there) == 0 &&
+                         there.st_dev == manifest_made.dev && there.st_ino == manifest_made.ino && there.st_size == 0)
+    ::unlink(manifest_made.path.c_str());
+  manifest_made = {};
 }
 
 void Target::flush_outside(const std::function<void(const std::string&, int)>& failed) const {
@@ -306,16 +315,16 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
       return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(src), errno_text(errno)));
     ManifestOpener manifest{opt, dst};
     if (auto no = manifest.clash(real_src, t.src_st, false, "")) return *no;
-    if (auto no = manifest.open(t.manifest, false)) return *no;
+    if (auto no = manifest.open(t.manifest, t.manifest_made, false)) return *no;
     if (!opt.dry_run) {
       if (int err = make_dirs(dst, t.made_dirs))
-        return refuse(dst, fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err)));
+        return unmade(t, refuse(dst, fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err))));
     }
     t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (t.dst_root ? !enterable(t.dst_root.get()) : !(opt.dry_run && errno == ENOENT))
       return unmade(t, refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno))));
     if (!t.dst_root) t.dst_fs = nearest_existing(dst);
-    if (auto no = manifest.open(t.manifest, true)) return unmade(t, *no);
+    if (auto no = manifest.open(t.manifest, t.manifest_made, true)) return unmade(t, *no);
     return t;
   }
 
@@ -350,10 +359,10 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   t.dst_dir = dst_dir;
   ManifestOpener manifest{opt, dst_dir};
   if (auto no = manifest.clash(real_src, t.src_st, true, dst_dir + "/" + t.dst_name)) return *no;
-  if (auto no = manifest.open(t.manifest, false)) return *no;
+  if (auto no = manifest.open(t.manifest, t.manifest_made, false)) return *no;
   if (!opt.dry_run) {
     if (int err = make_dirs(dst_dir, t.made_dirs))
-      return refuse(dst_dir, fmt::format("pcopy: cannot create {}: {}", quoted(dst_dir), errno_text(err)));
+      return unmade(t, refuse(dst_dir, fmt::format("pcopy: cannot create {}: {}", quoted(dst_dir), errno_text(err))));
   }
   t.dst_root.reset(::open(dst_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!t.dst_root && !(opt.dry_run && errno == ENOENT))
@@ -363,7 +372,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   if (t.dst_root && ::fstatat(t.dst_root.get(), t.dst_name.c_str(), &final_st, 0) == 0 &&
       final_st.st_dev == t.src_st.st_dev && final_st.st_ino == t.src_st.st_ino)
     return unmade(t, refuse(dst, fmt::format("pcopy: {} and {} are the same file", quoted(src), quoted(dst))));
-  if (auto no = manifest.open(t.manifest, true)) return unmade(t, *no);
+  if (auto no = manifest.open(t.manifest, t.manifest_made, true)) return unmade(t, *no);
   return t;
 }
 

@@ -29,11 +29,16 @@ struct Target {
                             // that does, on whose file system the run would make DST (O_PATH)
   struct stat src_st {};
   UniqueFd manifest;        // --manifest, opened (not yet emptied) before DST is created
+  struct Made {
+    std::string path;  // empty: nothing made
+    dev_t dev = 0;
+    ino_t ino = 0;
+  } manifest_made;          // the manifest's file, where this run created it (it was not there)
   std::vector<std::string> made_dirs;  // the directories made for DST, outermost first
 
-  // A run refused after DST was made leaves nothing: the directories it made are removed (those
-  // still empty).
-  void remove_made_dirs();
+  // A run refused once it made something leaves nothing: the directories made for DST are removed
+  // (those still empty), and a manifest file it created (still the one it created).
+  void remove_made();
 
   // --fsync: the names made outside the tree reach the disk too (the tree flushes its own
   // directories): each directory made for DST in its parent, and a single file in its directory.

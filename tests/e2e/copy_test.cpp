@@ -675,6 +675,13 @@ TEST_F(CopyTest, RefusesAManifestItCannotWriteBeforeCreatingAnything) {
   write_file(tmp / "manifest.jsonl", "last night's\n");
   expect_refused(run_pcopy({"--manifest", tmp / "manifest.jsonl", src, src + "/inner"}), src + "/inner");
   EXPECT_EQ(read_file(tmp / "manifest.jsonl"), "last night's\n");
+  // Nor is one made for a run refused after it was opened: DST cannot be made (it was left there,
+  // empty).
+  write_file(tmp / "a_file", "in the way\n");
+  RunResult refused = run_pcopy({"--manifest", tmp / "new_manifest.jsonl", src, tmp / "a_file/dst"});
+  EXPECT_EQ(refused.status, 2) << describe(refused);
+  EXPECT_TRUE(has_line_starting(refused.err, "pcopy: cannot create ")) << describe(refused);
+  EXPECT_FALSE(exists(tmp / "new_manifest.jsonl")) << "a refused run left a manifest";
   // One inside DST is written once DST is made.
   RunResult r = copy({"--manifest", dst + "/manifest.jsonl"});
   EXPECT_EQ(r.status, 0) << describe(r);
