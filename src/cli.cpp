@@ -136,7 +136,7 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
   app.add_option("--progress", progress, "auto|always|never (default auto)")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->group(output);
-  app.add_flag("-q,--quiet", o.quiet, "Print nothing but errors")->group(output);
+  app.add_flag("-q,--quiet", o.quiet, "Print nothing but errors (and what --dry-run lists)")->group(output);
   app.add_flag("-v,--verbose", o.verbose, "Print each path copied, to stdout (stderr with --json)")->group(output);
   app.add_flag("--json", o.json, "Print a JSON report to stdout at the end; -v and -n lines then go to stderr")
       ->group(output);
