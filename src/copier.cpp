@@ -35,6 +35,7 @@ namespace pcopy {
 namespace {
 
 constexpr size_t kBufferSize = 1 << 20;
+constexpr size_t kHoleBlock = 4096;  // a run of zeros this long, so aligned, is left a hole (as cp does)
 constexpr uint64_t kCfrChunk = 64ull << 20;      // bytes per copy_file_range call: the bar moves
 constexpr uint64_t kReportEvery = 8ull << 20;    // bytes between progress messages
 constexpr uint64_t kAnnounceBytes = 1ull << 20;  // a file from this size is announced (copy_opened)
@@ -1051,8 +1052,11 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
       if (fc.hasher) fc.hasher->update_zeros(uint64_t(data - pos));
       if (data > pos) holes.emplace_back(pos, data);
       if (hole > data) {
+        // Sparse by its blocks, yet all data by SEEK_DATA/SEEK_HOLE: the file system cannot tell
+        // its holes (FUSE, NFSv3). Its zeros are read, and left holes, as cp --sparse=auto does.
+        bool blind = data == 0 && hole == off_t(size);
         uint64_t before = fc.bytes;
-        err = copy_range(in, out, data, uint64_t(hole - data), fc);
+        err = copy_range(in, out, data, uint64_t(hole - data), fc, false, blind);
         as_stated = fc.bytes - before == uint64_t(hole - data);
       }
       pos = hole;
@@ -1104,7 +1108,29 @@ int Copier::cloned(int in, const struct stat& st, FileCopy& fc) {
 
 // Copies [off, off+len) of `in` to the same offsets of `out`, stopping early at EOF. With `to_eof`,
 // len is the expected size plus one probe byte: reaching the expected size ends the copy.
-int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof) {
+namespace {
+bool all_zeros(const char* p, size_t n) { return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0); }
+
+// Writes `n` bytes of `buf` at `off`, but for the aligned blocks of zeros among them.
+int write_skipping_zeros(int out, const char* buf, size_t n, off_t off) {
+  for (size_t at = 0; at < n;) {
+    auto block = [&](size_t from) { return std::min(n - from, kHoleBlock - size_t(off + off_t(from)) % kHoleBlock); };
+    bool zeros = all_zeros(buf + at, block(at));
+    size_t end = at + block(at);
+    while (end < n && all_zeros(buf + end, block(end)) == zeros) end += block(end);
+    for (size_t done = at; !zeros && done < end;) {
+      ssize_t w = ::pwrite(out, buf + done, end - done, off + off_t(done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return errno;
+      done += size_t(w);
+    }
+    at = end;
+  }
+  return 0;
+}
+}  // namespace
+
+int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof, bool make_holes) {
   uint64_t left = len;
   auto account = [&](uint64_t n) {
     fc.bytes += n;
@@ -1116,7 +1142,8 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
   // Nor for the second reading of a file that ended early: some file systems' copy_file_range
   // says 0 (EOF) for data that read() returns (procfs and sysfs files; FUSE, NFS and CIFS before
   // Linux 5.19), so an early end is read again with read(), as cp does.
-  const bool cfr = try_cfr_ && !fc.hasher && !fc.generated && (opt_.reflink != ReflinkMode::Never || never_shares_);
+  const bool cfr = try_cfr_ && !fc.hasher && !fc.generated && !make_holes &&
+                   (opt_.reflink != ReflinkMode::Never || never_shares_);
   while (cfr && left > 0) {
     loff_t off_in = off, off_out = off;
     size_t want = size_t(std::min(left, kCfrChunk));
@@ -1142,11 +1169,15 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     if (n < 0) return errno;
     if (n == 0) return 0;
     if (fc.hasher) fc.hasher->update(buffer_.data(), size_t(n));
-    for (ssize_t done = 0; done < n;) {
-      ssize_t w = ::pwrite(out, buffer_.data() + done, size_t(n - done), off + done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return errno;
-      done += w;
+    if (make_holes) {
+      if (int err = write_skipping_zeros(out, buffer_.data(), size_t(n), off)) return err;
+    } else {
+      for (ssize_t done = 0; done < n;) {
+        ssize_t w = ::pwrite(out, buffer_.data() + done, size_t(n - done), off + done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return errno;
+        done += w;
+      }
     }
     off += n;
     account(uint64_t(n));

@@ -168,7 +168,8 @@ class Copier {
   int in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed);
   std::string rel_of(const std::string& name) const;
   int copy_generated(int in, int out, const struct stat& st, FileCopy& fc);
-  int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false);
+  // `make_holes`: blocks of zeros read are not written (the caller sets the size at the end).
+  int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false, bool make_holes = false);
   // `fresh_mode`: fd is a file just made with its final mode, which nothing (a default ACL, an
   // earlier copy's own attributes) can have changed.
   int apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode);

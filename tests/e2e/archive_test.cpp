@@ -446,6 +446,32 @@ TEST_F(ArchiveSpecialFilesTest, DefaultModeKeepsSparseFilesSparse) {
   EXPECT_EQ(diff_trees(src, dst, CompareOptions{.blocks = true}), "");
 }
 
+// A source whose file system cannot tell its holes (FUSE without lseek, here bindfs; NFSv3): a file
+// sparse by its blocks is all data by SEEK_DATA/SEEK_HOLE. Its zeros are read and left holes, as
+// cp --sparse=auto leaves them; they were written, every hole filled (50 MiB for an image of 0).
+TEST_F(ArchiveSpecialFilesTest, SparseFilesStaySparseFromAFileSystemThatCannotTellHoles) {
+  std::string back = tmp / "back", mnt = tmp / "mnt";
+  make_dir(back);
+  Mount fuse(mnt, Mount::BindFs{back});
+  if (!fuse.mounted()) GTEST_SKIP() << fuse.why();
+  make_sparse_file(back + "/all-hole", 5 * kMiB, {}, 0644);
+  make_sparse_file(back + "/image", 8 * kMiB, {0, 3 * kMiB}, 0640);  // data at the start and at 3 MiB
+  int fd = ::open((mnt + "/image").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  off_t first_hole = ::lseek(fd, 0, SEEK_HOLE);
+  ::close(fd);
+  if (first_hole != 8 * kMiB) GTEST_SKIP() << "this bindfs tells holes: nothing to test";
+  for (const char* how : {"--reflink=auto", "--no-copy-file-range"}) {
+    SCOPED_TRACE(how);
+    std::filesystem::remove_all(dst);
+    RunResult r = run_pcopy({how, "--manifest", tmp / "manifest.jsonl", mnt, dst}, with_timeout(120));
+    ASSERT_EQ(r.status, 0) << describe(r);
+    EXPECT_LE(allocated_bytes(dst + "/all-hole"), 0) << "its holes were filled";
+    EXPECT_LE(allocated_bytes(dst + "/image"), allocated_bytes(back + "/image")) << "its holes were filled";
+    EXPECT_EQ(diff_trees(back, dst), "");
+  }
+}
+
 TEST_F(ArchiveSpecialFilesTest, DefaultModeRecreatesFifoWithoutHanging) {
   make_fifo(src + "/fifo", 0640);
   make_dir(src + "/sub");
