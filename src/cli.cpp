@@ -34,6 +34,11 @@ unsigned online_cpus() {
 }
 
 void add_filter_file(Options& o, const std::string& file) {
+  // `--exclude-from /dev/stdin` with stdin closed: no patterns, and --delete would remove what
+  // they were to keep. Refused, as rsync refuses it.
+  if (std::string_view closed = closed_standard_stream(file); !closed.empty())
+    throw CLI::ValidationError("--exclude-from", fmt::format("cannot read '{}': {} was closed when pcopy started",
+                                                             display_path(file), closed));
   std::ifstream in(file);
   if (!in) {
     int err = errno;

@@ -30,9 +30,29 @@ Pipe make_pipe(int extra_flags) {
   return Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
+namespace {
+unsigned filled_standard_fds = 0;  // bit N: descriptor N was closed, and holds /dev/null
+}  // namespace
+
 void reserve_standard_fds() {
   for (int fd = 0; fd < 3; ++fd)  // each open takes the lowest free number: the one that is closed
-    if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) ::open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
+    if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF && ::open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY) == fd)
+      filled_standard_fds |= 1u << fd;
+}
+
+std::string_view closed_standard_stream(std::string_view path) {
+  static constexpr std::string_view names[] = {"standard input", "standard output", "standard error"};
+  int fd = -1;
+  if (path == "/dev/stdin") fd = 0;
+  if (path == "/dev/stdout") fd = 1;
+  if (path == "/dev/stderr") fd = 2;
+  std::string own = "/proc/" + std::to_string(::getpid()) + "/fd/";
+  for (std::string_view dir : {std::string_view("/dev/fd/"), std::string_view("/proc/self/fd/"),
+                               std::string_view("/proc/thread-self/fd/"), std::string_view(own)}) {
+    if (path.size() == dir.size() + 1 && path.starts_with(dir) && path.back() >= '0' && path.back() <= '2')
+      fd = path.back() - '0';
+  }
+  return fd >= 0 && (filled_standard_fds & (1u << fd)) ? names[fd] : std::string_view();
 }
 
 namespace {

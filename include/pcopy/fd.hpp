@@ -48,6 +48,10 @@ Pipe make_pipe(int extra_flags = 0);
 // (read-only for 1 and 2), so writes to a closed stdout or stderr still fail, with EBADF, as gnulib's
 // stdopen does.
 void reserve_standard_fds();
+// Where `path` names a standard descriptor (/dev/stdin, /dev/fd/1, /proc/self/fd/2, ...) that
+// reserve_standard_fds() filled, closed as it was when pcopy started: its name ("standard input"),
+// for an option file given so is not /dev/null but missing. Else "".
+std::string_view closed_standard_stream(std::string_view path);
 // Counts the descriptors above 2 that pcopy was started with (leaked by a CI runner, a daemon, a
 // `subprocess` with close_fds=False): they count against RLIMIT_NOFILE like pcopy's own. Called
 // once, before pcopy opens anything; inherited_fds() gives the count (0 if never called).

@@ -688,6 +688,39 @@ TEST_F(CopyTest, RefusesAManifestItCannotWriteBeforeCreatingAnything) {
   EXPECT_EQ(lines_of(read_file(dst + "/manifest.jsonl")).size(), 1u);
 }
 
+// An option file named by a standard descriptor that was closed when pcopy started (which pcopy
+// fills with /dev/null, so that nothing it opens takes that number) is refused, as rsync refuses
+// it: `--exclude-from /dev/stdin` read no patterns, and --delete removed what they kept; a
+// manifest to /dev/stdout was lost with exit 0.
+TEST_F(CopyTest, RefusesAnOptionFileNamedByAStandardDescriptorThatWasClosed) {
+  write_file(src + "/a", "a\n");
+  make_dirs(dst + "/keep");
+  write_file(dst + "/keep/data", "precious\n");
+  auto closed = [&](const std::string& redirect, std::vector<std::string> args) {
+    std::vector<std::string> argv{"sh", "-c", "exec \"$0\" \"$@\" " + redirect, pcopy_bin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv);
+  };
+  RunResult r = closed("<&-", {"--delete", "--exclude-from", "/dev/stdin", src, dst});
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: --exclude-from: cannot read '/dev/stdin': standard input was closed when pcopy "
+                              "started"))
+      << describe(r);
+  EXPECT_EQ(read_file(dst + "/keep/data"), "precious\n");
+  for (std::string manifest : {"/dev/stdout", "/proc/self/fd/1"}) {
+    r = closed(">&-", {"--manifest", manifest, src, tmp / "other"});
+    EXPECT_EQ(r.status, 2) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot write manifest '" + manifest +
+                                    "': standard output was closed when pcopy started"))
+        << describe(r);
+    EXPECT_FALSE(exists(tmp / "other"));
+  }
+  // Open, they are read and written as any file.
+  r = run({"sh", "-c", "echo keep/ | exec \"$0\" \"$@\"", pcopy_bin(), "--delete", "--exclude-from", "/dev/stdin", src, dst});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/keep/data"), "precious\n");
+}
+
 // A manifest the copy reads or writes is refused before anything is written: inside SRC (it was
 // emptied, a source file destroyed, and copied half-written), SRC itself, or where the copy of an
 // entry of SRC goes (that copy replaced the manifest: exit 0, the manifest gone). An excluded
