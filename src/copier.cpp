@@ -595,6 +595,15 @@ constexpr int64_t kNsPerSecond = 1'000'000'000;
 bool same_mtime(const struct stat& dst, Nanos src_ns, bool fat) {
   Nanos dst_ns = to_ns(dst.st_mtim);
   if (dst_ns == src_ns) return true;
+  // A time beyond what DST's file system holds was clamped to the end of its range when the copy
+  // was made (the kernel says nothing, as for cp): 2038 on ext4 with small inodes and XFS without
+  // bigtime, 2446 on ext4, 2486 with bigtime; 1901 at the other end. The copy has that end.
+  Nanos src_s = src_ns / kNsPerSecond - (src_ns % kNsPerSecond < 0 ? 1 : 0);
+  if (dst.st_mtim.tv_nsec == 0) {
+    for (int64_t end : {int64_t(INT32_MAX), int64_t(15'032'385'535), int64_t(16'299'260'415)})
+      if (dst.st_mtim.tv_sec == end && src_s > end) return true;
+    if (dst.st_mtim.tv_sec == INT32_MIN && src_s < INT32_MIN) return true;
+  }
   const struct timespec* times[] = {&dst.st_atim, &dst.st_mtim, &dst.st_ctim};
   auto all = [&](auto&& round) { return std::all_of(std::begin(times), std::end(times), round); };
   int64_t resolution = 1;

@@ -267,6 +267,25 @@ TEST_F(Backup, UpdateAsRootWritesNothingToReadOnlyDirectoriesThatAreUnchanged) {
   EXPECT_EQ(lstat_of(dst + "/locked").st_mode & 07777, 0u);
 }
 
+// A time after 2038 on ext4 with small inodes is cut to 2038-01-19 03:14:07 when the copy is made, as
+// the kernel cuts it for cp: -u takes that for the source's time, where it copied the file again
+// on every run.
+TEST_F(Backup, UpdateSkipsACopyWhoseTimeTheDestinationCutToTheEndOfItsRange) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (loop-mount an ext4 image)";
+  Mount small(tmp / "small", Mount::LoopExt3Times{tmp / "small.img"});
+  if (!small.mounted()) GTEST_SKIP() << small.why();
+  dst = tmp / "small/dst";
+  write_old(src + "/future", "from 2100\n", 4'102'444'800'000'000'000LL);
+  write_old(src + "/now", "today\n");
+  ASSERT_EQ(copy().status, 0);
+  ASSERT_EQ(lstat_of(dst + "/future").st_mtim.tv_sec, INT32_MAX) << "the premise: DST ends in 2038";
+  RunResult r = copy({"-u", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  json report = parse_report(r);
+  EXPECT_EQ(count(report, "files_copied"), 0) << report.dump(2);
+  EXPECT_EQ(count(report, "files_skipped"), 2) << report.dump(2);
+}
+
 // A destination that keeps times to the second (ext3, ext4 with small inodes; exFAT and FAT are
 // coarser still): -u recognises the copies it made by their mtime cut to that resolution, where
 // it recopied every file on every run, and leaves them untouched.
