@@ -11,7 +11,8 @@ _pcopy() {
 
     # The words before this one, read as pcopy reads them (getopt): the word after an option that
     # takes a value (or after a group of short options ending in -j) is that value, whatever it
-    # looks like; "--" ends the options, unless it is such a value. After it every word is SRC or
+    # looks like, a long option also when shortened (_pcopy_long); "--" ends the options, unless
+    # it is such a value. After it every word is SRC or
     # DST: files and directories.
     local i word waiting=""
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -23,8 +24,8 @@ _pcopy() {
         fi
         case $word in
             --) _pcopy_paths "$cur"; return 0 ;;
-            --jobs | --reflink | --exclude | --include | --exclude-from | --progress | --manifest) waiting=$word ;;
-            --*) ;;
+            --*=*) ;;
+            --*) _pcopy_takes_value "$(_pcopy_long "$word")" && waiting=$(_pcopy_long "$word") ;;
             -*j) waiting=-j ;;
         esac
     done
@@ -39,7 +40,7 @@ _pcopy() {
     elif [[ $prev == "=" && -n $waiting ]]; then
         opt=$waiting value=$cur
     elif [[ $cur == --*=* ]]; then
-        opt=${cur%%=*} value=${cur#*=} prefix="${cur%%=*}="
+        opt=$(_pcopy_long "${cur%%=*}") value=${cur#*=} prefix="${cur%%=*}="
     elif [[ -n $waiting ]]; then
         opt=$waiting value=$cur
     fi
@@ -80,6 +81,30 @@ _pcopy() {
 
     _pcopy_paths "$cur"
     return 0
+}
+
+# The long option `$1` names, as pcopy reads it: the name itself, or the one long option it is the
+# beginning of (`--prog` is --progress); else `$1` unchanged (unknown or ambiguous).
+_pcopy_long() {
+    local name long found=""
+    for long in help version jobs archive dereference one-file-system reflink no-copy-file-range \
+        no-io-uring update checksum ignore-existing no-clobber delete exclude include exclude-from \
+        dry-run verify fsync inplace fail-fast progress quiet verbose json manifest; do
+        name=--$long
+        [[ $name == "$1" ]] && { printf '%s' "$1"; return; }
+        if [[ $name == "$1"* ]]; then
+            [[ -n $found ]] && { printf '%s' "$1"; return; }
+            found=$name
+        fi
+    done
+    printf '%s' "${found:-$1}"
+}
+
+_pcopy_takes_value() {
+    case $1 in
+        --jobs | --reflink | --exclude | --include | --exclude-from | --progress | --manifest) return 0 ;;
+    esac
+    return 1
 }
 
 # SRC and DST: a tree or a single file, so any name.

@@ -179,6 +179,14 @@ TEST(Packaging, BashCompletesOptionValues) {
   EXPECT_EQ(bash_complete({"pcopy", "--exclude", "--", "--ver"}), (Replies{"--verbose", "--verify", "--version"}));
   EXPECT_EQ(bash_complete({"pcopy", "-qj", ""}), Replies{});
   EXPECT_EQ(bash_complete({"pcopy", "--progress", "=", "never", "--ref"}), Replies{"--reflink="});
+  // A long option shortened to a beginning that is its alone, as pcopy reads it: --prog is
+  // --progress, and --inc's value is the next word; an ambiguous one (--ex) waits for none.
+  EXPECT_EQ(bash_complete({"pcopy", "--prog", "ne"}), Replies{"never"});
+  EXPECT_EQ(bash_complete({"pcopy", "--refl", "=", ""}), (Replies{"always", "auto", "never"}));
+  EXPECT_EQ(bash_complete({"pcopy", "--prog=a"}), (Replies{"--prog=always", "--prog=auto"}));
+  EXPECT_EQ(bash_complete({"pcopy", "--inc", "--pro"}), Replies{});
+  EXPECT_EQ(bash_complete({"pcopy", "--ex", "--pro"}), Replies{"--progress="});
+  EXPECT_EQ(bash_complete({"pcopy", "--exclude", "--pro"}), Replies{}) << "--exclude is itself, not --exclude-from";
 }
 
 TEST(Packaging, BashCompletesDirectoriesAndFiles) {
