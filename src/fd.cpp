@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <system_error>
+#include <vector>
 
 namespace pcopy {
 
@@ -56,28 +57,33 @@ std::string_view closed_standard_stream(std::string_view path) {
 }
 
 namespace {
-long inherited_fd_count = 0;
+std::vector<int> inherited;  // the descriptors above 2 pcopy started with
 }  // namespace
 
 void count_inherited_fds() {
-  long count = 0;
+  inherited.clear();
   if (DIR* dir = ::opendir("/proc/self/fd")) {
     int own = ::dirfd(dir);
     while (const dirent* entry = ::readdir(dir)) {
       char* end = nullptr;
       long fd = std::strtol(entry->d_name, &end, 10);
-      if (end != entry->d_name && *end == '\0' && fd > 2 && fd != own) ++count;
+      if (end != entry->d_name && *end == '\0' && fd > 2 && fd != own) inherited.push_back(int(fd));
     }
     ::closedir(dir);
   } else {  // no /proc: asked of each number the limit allows, up to 65,536
     struct rlimit nofile;
     long limit = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY ? long(nofile.rlim_cur) : 65536;
-    for (int fd = 3; fd < std::min(limit, 65536L); ++fd) count += ::fcntl(fd, F_GETFD) >= 0;
+    for (int fd = 3; fd < std::min(limit, 65536L); ++fd)
+      if (::fcntl(fd, F_GETFD) >= 0) inherited.push_back(fd);
   }
-  inherited_fd_count = count;
 }
 
-long inherited_fds() { return inherited_fd_count; }
+long inherited_fds() {
+  // Only those numbered below the limit take its room: it caps the numbers a new one may have.
+  struct rlimit nofile;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return long(inherited.size());
+  return long(std::count_if(inherited.begin(), inherited.end(), [&](int fd) { return rlim_t(fd) < nofile.rlim_cur; }));
+}
 
 void print_stderr(std::string_view line) {
   std::string text(line);

@@ -1693,18 +1693,17 @@ int Runner::finish() {
   stats_.elapsed_s = now_s() - start_;
   stats_.interrupted = interrupted_ != 0;
   stats_.exit_status = interrupted_ ? 128 + interrupted_ : stats_.errors.empty() ? 0 : 1;
-  auto tell_stdout_failed = [&] {  // the report itself could not be written: the summary is out
-    say(stdout_err_ == EAGAIN ? "pcopy: standard output was cut short: its reader took nothing more once interrupted"
-                              : fmt::format("pcopy: cannot write to standard output: {}", errno_text(stdout_err_)));
+  // The report before the summary: one that cannot be written is still counted there.
+  if (opt_.json) write_json_report(stats_, [&](std::string_view piece) { write_out(piece); });
+  if (stdout_err_ && !stdout_told) {
+    output_failed(stdout_err_, "standard output");
     if (stats_.exit_status == 0) stats_.exit_status = 1;
-  };
+  }
   if (!opt_.quiet) {
     std::string line = summary_line(stats_, opt_.update || opt_.ignore_existing, opt_.delete_extraneous, opt_.dry_run);
     if (opt_.dst.empty()) line += fmt::format(" into '{}'", display_path(target_.dst_display));
     say(line);
   }
-  if (opt_.json) write_json_report(stats_, [&](std::string_view piece) { write_out(piece); });
-  if (stdout_err_ && !stdout_told) tell_stdout_failed();
   // Signals stay blocked until the report is out: a second Ctrl-C, or `timeout` signalling both pcopy
   // and its process group, must not kill it half-way through. Those that came meanwhile are dropped.
   signalfd_siginfo si;
@@ -1731,8 +1730,10 @@ std::string fd_limit_refusal(unsigned jobs) {
   if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY ||
       long(nofile.rlim_cur) >= fds_needed(jobs))
     return "";
-  std::string held = inherited_fds() == 0 ? ""
-                     : fmt::format(", and {} of them were open already when pcopy started", inherited_fds());
+  long inherited = inherited_fds();
+  std::string held = inherited == 0 ? ""
+                     : fmt::format(", and {} of them {} open already when pcopy started", inherited,
+                                   inherited == 1 ? "was" : "were");
   return fmt::format("pcopy: -j {} needs at least {} open files; the limit (RLIMIT_NOFILE, ulimit -Hn) is {}{}", jobs,
                      fds_needed(jobs), nofile.rlim_cur, held);
 }

@@ -52,9 +52,9 @@ void reserve_standard_fds();
 // reserve_standard_fds() filled, closed as it was when pcopy started: its name ("standard input"),
 // for an option file given so is not /dev/null but missing. Else "".
 std::string_view closed_standard_stream(std::string_view path);
-// Counts the descriptors above 2 that pcopy was started with (leaked by a CI runner, a daemon, a
-// `subprocess` with close_fds=False): they count against RLIMIT_NOFILE like pcopy's own. Called
-// once, before pcopy opens anything; inherited_fds() gives the count (0 if never called).
+// Notes the descriptors above 2 that pcopy was started with (leaked by a CI runner, a daemon, a
+// `subprocess` with close_fds=False): those below RLIMIT_NOFILE take its room like pcopy's own.
+// Called once, before pcopy opens anything; inherited_fds() counts them (0 if never called).
 void count_inherited_fds();
 long inherited_fds();
 // Writes `line` and a newline to stderr; a failure is ignored (there is nowhere left to say it).
