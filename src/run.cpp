@@ -1124,18 +1124,21 @@ void Runner::on_worker_gone(size_t w) {
   startup_deaths_ = answered_[w] == 0 ? startup_deaths_ + 1 : 0;
   answered_[w] = 0;
   if (startup_deaths_ > 2 * int(pool_->size()) + 2) {
-    std::string why = fmt::format("workers die before doing any work ({}); giving up", describe_wait_status(status));
+    // Run-wide, as a full disk's stop is: no path at fault, and what it means for the rest said.
+    std::string why = fmt::format("workers die before doing any work ({}); giving up: the remaining entries were "
+                                  "not copied",
+                                  describe_wait_status(status));
     say("pcopy: " + why);
-    stats_.errors.add(".", why);
+    stats_.errors.add("", why);
     abandon_ = true;
   }
   if (!abandon_) {
     // A replacement that cannot be forked leaves the others to go on; with none left, nothing can.
     int err = pool_->spawn(w);
     if (err && pool_->live() == 0) {
-      std::string why = fmt::format("no worker process left: {}", errno_text(err));
+      std::string why = fmt::format("no worker process left: {}: the remaining entries were not copied", errno_text(err));
       say("pcopy: " + why);
-      stats_.errors.add(".", why);
+      stats_.errors.add("", why);
       abandon_ = true;
     }
   }

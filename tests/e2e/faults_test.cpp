@@ -1116,6 +1116,30 @@ TEST_P(FaultsByJobs, SignalsIgnoredWhenPcopyStartsStayIgnored) {
   expect_complete_copy(r, src, dst);
 }
 
+// Workers that die, one after another, before doing any work: pcopy gives up, says that the rest
+// was not copied, and reports it as a full disk's stop is, with no path at fault (it said ".", and
+// left files neither copied nor named without a word about them).
+TEST_P(FaultsByJobs, WorkersThatKeepDyingEndTheRunSayingTheRestWasNotCopied) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src";
+  for (int i = 0; i < 30; ++i) {
+    make_dirs(src + fmt::format("/d{:02}", i));
+    write_file(src + fmt::format("/d{:02}/poison", i), "kills the worker that takes it\n");
+  }
+  RunOptions options;
+  options.env = {"PCOPY_TEST_KILL_NAME=poison"};
+  options.timeout_s = 120;
+  RunResult r = copy(src, dst, {"--json"}, options);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  const std::string why =
+      "workers die before doing any work (killed by signal 9 (Killed)); giving up: the remaining entries were not copied";
+  EXPECT_TRUE(has_line(r.err, "pcopy: " + why)) << describe(r);
+  auto errors = nlohmann::json::parse(r.out).at("errors");
+  EXPECT_EQ(std::count(errors.begin(), errors.end(), nlohmann::json{{"path", ""}, {"reason", why}}), 1) << r.out;
+}
+
 // SIGCHLD ignored when pcopy starts (a wrapper's signal(SIGCHLD, SIG_IGN) survives exec) would have
 // the kernel reap dead workers itself: a worker killed was said to have "exited with status 0".
 TEST_P(FaultsByJobs, AWorkerKilledIsSaidToBeKilledEvenWithSigchldIgnoredAtStart) {
