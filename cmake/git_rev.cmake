@@ -2,10 +2,18 @@
 # checkout in SRC_DIR ("-modified" after it where tracked files differ from it; "unknown" outside a
 # git checkout), and rewrites it only when that changes, so --version names what was built, not
 # what was there when cmake configured, and an unchanged revision recompiles nothing.
+# Only a checkout of pcopy itself: sources unpacked inside another repository are not its revision.
+execute_process(COMMAND git rev-parse --show-toplevel
+                WORKING_DIRECTORY "${SRC_DIR}"
+                OUTPUT_VARIABLE top OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+file(REAL_PATH "${SRC_DIR}" src_real)
+if(top)
+  file(REAL_PATH "${top}" top)
+endif()
 execute_process(COMMAND git rev-parse --short=12 HEAD
                 WORKING_DIRECTORY "${SRC_DIR}"
                 OUTPUT_VARIABLE rev OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE failed)
-if(failed OR NOT rev)
+if(failed OR NOT rev OR NOT top STREQUAL src_real)
   set(rev "unknown")
 else()
   execute_process(COMMAND git diff --quiet HEAD --

@@ -211,10 +211,18 @@ struct ManifestOpener {
     bool inside = m.empty() || d.empty() || within(m, d);
     // Made here if it was not there, known so: a run refused after this removes it.
     int flags = O_WRONLY | O_CLOEXEC | O_NOCTTY | (inside ? O_NOFOLLOW : 0);
+    std::string made_at;  // the file this open made, if it made one
     fd.reset(::open(opt.manifest.c_str(), flags | O_CREAT | O_EXCL, 0666));
-    if (struct stat st; fd && ::fstat(fd.get(), &st) == 0) made = {opt.manifest, st.st_dev, st.st_ino};
-    if (!fd && errno == EEXIST) fd.reset(::open(opt.manifest.c_str(), flags));
-    if (!fd && errno == ENOENT) fd.reset(::open(opt.manifest.c_str(), flags | O_CREAT, 0666));  // a link to nothing
+    if (fd) {
+      made_at = opt.manifest;
+    } else if (errno == EEXIST) {
+      fd.reset(::open(opt.manifest.c_str(), flags));
+      if (!fd && errno == ENOENT) {  // a link to nothing (outside DST): the file is made where it leads
+        fd.reset(::open(opt.manifest.c_str(), flags | O_CREAT, 0666));
+        if (fd) made_at = real(opt.manifest);
+      }
+    }
+    if (struct stat st; fd && !made_at.empty() && ::fstat(fd.get(), &st) == 0) made = {made_at, st.st_dev, st.st_ino};
     if (fd) return std::nullopt;
     int err = errno;
     if (!dst_made && err == ENOENT && inside) {
@@ -260,12 +268,13 @@ Refusal unmade(Target& t, Refusal no) {
 
 void Target::remove_made() {
   dst_root.reset();
-  for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) ::rmdir(it->c_str());
-  made_dirs.clear();
+  // The manifest first: it may be inside the directories made for DST.
   if (struct stat there; !manifest_made.path.empty() && ::lstat(manifest_made.path.c_str(), &there) == 0 &&
                          there.st_dev == manifest_made.dev && there.st_ino == manifest_made.ino && there.st_size == 0)
     ::unlink(manifest_made.path.c_str());
   manifest_made = {};
+  for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) ::rmdir(it->c_str());
+  made_dirs.clear();
 }
 
 void Target::flush_outside(const std::function<void(const std::string&, int)>& failed) const {

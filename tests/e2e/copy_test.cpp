@@ -682,6 +682,12 @@ TEST_F(CopyTest, RefusesAManifestItCannotWriteBeforeCreatingAnything) {
   EXPECT_EQ(refused.status, 2) << describe(refused);
   EXPECT_TRUE(has_line_starting(refused.err, "pcopy: cannot create ")) << describe(refused);
   EXPECT_FALSE(exists(tmp / "new_manifest.jsonl")) << "a refused run left a manifest";
+  // Nor where a link to nothing leads (the link stays: it was there).
+  make_symlink(tmp / "linked_manifest.jsonl", tmp / "link.jsonl");
+  refused = run_pcopy({"--manifest", tmp / "link.jsonl", src, tmp / "a_file/dst"});
+  EXPECT_EQ(refused.status, 2) << describe(refused);
+  EXPECT_FALSE(exists(tmp / "linked_manifest.jsonl")) << "a refused run left a manifest where the link leads";
+  EXPECT_TRUE(exists(tmp / "link.jsonl"));
   // One inside DST is written once DST is made.
   RunResult r = copy({"--manifest", dst + "/manifest.jsonl"});
   EXPECT_EQ(r.status, 0) << describe(r);
@@ -959,6 +965,10 @@ TEST_F(CopyTest, RunsWithTheWorkersTheProcessLimitAllows) {
   EXPECT_EQ(nlohmann::json::parse(r.out).at("exit_status"), 2) << r.out;
   EXPECT_FALSE(exists(tmp / "new")) << "the directories made for DST are removed";
   EXPECT_EQ(read_file(manifest), "an earlier run's\n") << "a refused run leaves the manifest as it was";
+  // One it made goes, also inside the directories it made for DST (they stayed, not empty).
+  r = copy({"-j4", "--manifest", dst + "/manifest.jsonl"}, options);
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_FALSE(exists(tmp / "new")) << "the directories made for DST, and the manifest in them, are removed";
 
   options.nproc = 3;  // pcopy and two workers
   r = copy({"-j4", "--json"}, options);
