@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <ctime>
 #include <optional>
 
@@ -595,15 +596,6 @@ constexpr int64_t kNsPerSecond = 1'000'000'000;
 bool same_mtime(const struct stat& dst, Nanos src_ns, bool fat) {
   Nanos dst_ns = to_ns(dst.st_mtim);
   if (dst_ns == src_ns) return true;
-  // A time beyond what DST's file system holds was clamped to the end of its range when the copy
-  // was made (the kernel says nothing, as for cp): 2038 on ext4 with small inodes and XFS without
-  // bigtime, 2446 on ext4, 2486 with bigtime; 1901 at the other end. The copy has that end.
-  Nanos src_s = src_ns / kNsPerSecond - (src_ns % kNsPerSecond < 0 ? 1 : 0);
-  if (dst.st_mtim.tv_nsec == 0) {
-    for (int64_t end : {int64_t(INT32_MAX), int64_t(15'032'385'535), int64_t(16'299'260'415)})
-      if (dst.st_mtim.tv_sec == end && src_s > end) return true;
-    if (dst.st_mtim.tv_sec == INT32_MIN && src_s < INT32_MIN) return true;
-  }
   const struct timespec* times[] = {&dst.st_atim, &dst.st_mtim, &dst.st_ctim};
   auto all = [&](auto&& round) { return std::all_of(std::begin(times), std::end(times), round); };
   int64_t resolution = 1;
@@ -615,8 +607,39 @@ bool same_mtime(const struct stat& dst, Nanos src_ns, bool fat) {
   return cut == dst_ns;
 }
 
+bool at_range_end(const struct stat& dst, Nanos src_ns) {
+  if (dst.st_mtim.tv_nsec != 0) return false;
+  Nanos src_s = src_ns / kNsPerSecond - (src_ns % kNsPerSecond < 0 ? 1 : 0);
+  for (int64_t end : {int64_t(INT32_MAX), int64_t(15'032'385'535), int64_t(16'299'260'415)})
+    if (dst.st_mtim.tv_sec == end && src_s > end) return true;
+  return dst.st_mtim.tv_sec == INT32_MIN && src_s < INT32_MIN;
+}
+
+namespace {
+// Whether the file system of `dir` cuts the time `src_ns` to `end` (seconds): asked of a file
+// made for the question (O_TMPFILE, never named), once per file system and end in this process.
+// False where it cannot be asked: the copy is then taken to differ, and is copied again.
+bool cuts_time_to(int dir, Nanos src_ns, int64_t end) {
+  static std::map<std::pair<dev_t, int64_t>, bool> known;
+  struct stat dir_st;
+  if (::fstat(dir, &dir_st) != 0) return false;
+  auto [it, fresh] = known.try_emplace({dir_st.st_dev, end}, false);
+  if (!fresh) return it->second;
+  UniqueFd probe(::openat(dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
+  struct timespec t = {time_t(src_ns / kNsPerSecond - (src_ns % kNsPerSecond < 0 ? 1 : 0)), 0};
+  struct timespec times[2] = {t, t};
+  struct stat got;
+  it->second = probe && ::futimens(probe.get(), times) == 0 && ::fstat(probe.get(), &got) == 0 && got.st_mtim.tv_sec == end;
+  return it->second;
+}
+}  // namespace
+
 bool same_mtime_in(int dir, const struct stat& dst, Nanos src_ns) {
   if (to_ns(dst.st_mtim) == src_ns) return true;
+  // A time beyond what DST's file system holds was cut to the end of its range when the copy was
+  // made (the kernel says nothing, as for cp): the copy has that end. Only where DST's file system
+  // does cut that time: elsewhere a copy made at that very second is another time.
+  if (at_range_end(dst, src_ns)) return cuts_time_to(dir, src_ns, dst.st_mtim.tv_sec);
   struct statfs fs;
   return same_mtime(dst, src_ns, ::fstatfs(dir, &fs) == 0 && fs.f_type == MSDOS_SUPER_MAGIC);
 }

@@ -90,8 +90,12 @@ inline mode_t mode_for_copy(mode_t src_mode, bool owner_kept) {
 // resolution is read off the copy's own times; 2 s only where `fat` says DST is FAT (times all
 // even happen on any file system that keeps whole seconds, and would hide a change of 1 s).
 bool same_mtime(const struct stat& dst, Nanos src_ns, bool fat);
-// The same for a copy in the directory `dir`, whose file system tells FAT (asked only when the
-// times differ).
+// Whether the copy's mtime is at an end of a file system's range of times (2038, 2446, 2486 or 1901,
+// whole seconds) and the source's beyond it: the time the kernel cuts the source's to, where the
+// file system holds no more.
+bool at_range_end(const struct stat& dst, Nanos src_ns);
+// The same as same_mtime for a copy in the directory `dir`, whose file system tells FAT (asked only
+// when the times differ), and whether it cuts a time beyond its range to the end the copy has.
 bool same_mtime_in(int dir, const struct stat& dst, Nanos src_ns);
 
 // How an Unkept names an owner and a mode: "1000:1000", "4755".

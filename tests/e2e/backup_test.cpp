@@ -284,6 +284,16 @@ TEST_F(Backup, UpdateSkipsACopyWhoseTimeTheDestinationCutToTheEndOfItsRange) {
   json report = parse_report(r);
   EXPECT_EQ(count(report, "files_copied"), 0) << report.dump(2);
   EXPECT_EQ(count(report, "files_skipped"), 2) << report.dump(2);
+
+  // Where DST holds later times, a copy made at that very second is another time: a file changed
+  // since, to the same size and a time after it, is copied (it was taken for the same).
+  dst = tmp / "full_range";
+  write_old(src + "/future", "from 2038\n", int64_t(INT32_MAX) * 1'000'000'000LL);
+  ASSERT_EQ(copy().status, 0);
+  write_old(src + "/future", "from 2040\n", 2'208'988'800'000'000'000LL);
+  r = copy({"-u"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/future"), "from 2040\n");
 }
 
 // A destination that keeps times to the second (ext3, ext4 with small inodes; exFAT and FAT are

@@ -1060,17 +1060,20 @@ TEST(SameMtime, ComparesAtTheResolutionTheCopysOwnTimesShow) {
   EXPECT_FALSE(same_mtime(old, -2 * kSecond - 1, false));
 }
 
-// A time beyond the range of DST's file system is clamped to its end when the copy is made: that
-// end is the same time, or -u recopies the file on every run.
-TEST(SameMtime, TakesTheEndOfTheFileSystemsRangeForATimeBeyondIt) {
+// A time beyond the range of DST's file system is cut to its end when the copy is made: a copy at
+// that end, of a source beyond it, may be the same time (same_mtime_in asks the file system).
+TEST(SameMtime, TellsACopyAtTheEndOfARangeOfTimesFromASourceBeyondIt) {
   Nanos year2100 = Nanos(4'102'444'800) * kSecond + 5, year3000 = Nanos(32'503'680'000) * kSecond;
   struct stat y2038 = times_of({INT32_MAX, 0}, {INT32_MAX, 0}, {1'800'000'000, 0});  // ext4, small inodes
-  EXPECT_TRUE(same_mtime(y2038, year2100, false));
-  EXPECT_FALSE(same_mtime(y2038, Nanos(INT32_MAX - 1) * kSecond, false)) << "within the range: a change";
+  EXPECT_TRUE(at_range_end(y2038, year2100));
+  EXPECT_FALSE(same_mtime(y2038, year2100, false)) << "by itself, another time";
+  EXPECT_FALSE(at_range_end(y2038, Nanos(INT32_MAX - 1) * kSecond)) << "within the range: a change";
   struct stat y2446 = times_of({15'032'385'535, 0}, {15'032'385'535, 0}, {1'800'000'000, 7});  // ext4
-  EXPECT_TRUE(same_mtime(y2446, year3000, false));
-  EXPECT_FALSE(same_mtime(y2446, year2100, false));
+  EXPECT_TRUE(at_range_end(y2446, year3000));
+  EXPECT_FALSE(at_range_end(y2446, year2100));
   struct stat y1901 = times_of({INT32_MIN, 0}, {INT32_MIN, 0}, {1'800'000'000, 0});
-  EXPECT_TRUE(same_mtime(y1901, Nanos(INT32_MIN) * kSecond - 1, false));
-  EXPECT_FALSE(same_mtime(y1901, Nanos(INT32_MIN + 1) * kSecond, false));
+  EXPECT_TRUE(at_range_end(y1901, Nanos(INT32_MIN) * kSecond - 1));
+  EXPECT_FALSE(at_range_end(y1901, Nanos(INT32_MIN + 1) * kSecond));
+  struct stat late = times_of({INT32_MAX, 5}, {INT32_MAX, 5}, {1'800'000'000, 0});
+  EXPECT_FALSE(at_range_end(late, year2100)) << "a cut time has no nanoseconds";
 }
