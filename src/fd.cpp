@@ -2,13 +2,16 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -32,28 +35,53 @@ Pipe make_pipe(int extra_flags) {
 }
 
 namespace {
-unsigned filled_standard_fds = 0;  // bit N: descriptor N was closed, and holds /dev/null
+// The files a closed standard descriptor was filled with, where each is a file of its own (an
+// empty memfd): what reopens one (/dev/stdin, /dev/fd/0, /proc/self/fd/0, a link to them) is
+// told by its inode.
+struct Filled {
+  bool set = false;
+  dev_t dev = 0;
+  ino_t ino = 0;
+} filled[3];
+
+// An empty file of its own at `fd` (closed), open for the use opposite to the descriptor's; false
+// where none can be made (no memfd, no /proc to reopen it by).
+bool fill_with_own_file(int fd) {
+  int m = ::memfd_create("pcopy-closed-standard-descriptor", 0);  // the lowest number free: fd
+  if (m != fd) {
+    if (m >= 0) ::close(m);
+    return false;
+  }
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  int reopened = ::open(path.c_str(), fd == 0 ? O_WRONLY : O_RDONLY);
+  struct stat st;
+  if (reopened < 0 || ::dup2(reopened, fd) != fd || ::fstat(fd, &st) != 0) {
+    if (reopened >= 0 && reopened != fd) ::close(reopened);
+    ::close(fd);
+    return false;
+  }
+  ::close(reopened);
+  filled[fd] = {true, st.st_dev, st.st_ino};
+  return true;
+}
 }  // namespace
 
 void reserve_standard_fds() {
   for (int fd = 0; fd < 3; ++fd)  // each open takes the lowest free number: the one that is closed
-    if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF && ::open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY) == fd)
-      filled_standard_fds |= 1u << fd;
+    if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF && !fill_with_own_file(fd))
+      ::open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
 }
 
-std::string_view closed_standard_stream(std::string_view path) {
+std::string_view closed_standard_stream(const std::string& path) {
   static constexpr std::string_view names[] = {"standard input", "standard output", "standard error"};
-  int fd = -1;
-  if (path == "/dev/stdin") fd = 0;
-  if (path == "/dev/stdout") fd = 1;
-  if (path == "/dev/stderr") fd = 2;
-  std::string own = "/proc/" + std::to_string(::getpid()) + "/fd/";
-  for (std::string_view dir : {std::string_view("/dev/fd/"), std::string_view("/proc/self/fd/"),
-                               std::string_view("/proc/thread-self/fd/"), std::string_view(own)}) {
-    if (path.size() == dir.size() + 1 && path.starts_with(dir) && path.back() >= '0' && path.back() <= '2')
-      fd = path.back() - '0';
-  }
-  return fd >= 0 && (filled_standard_fds & (1u << fd)) ? names[fd] : std::string_view();
+  if (!filled[0].set && !filled[1].set && !filled[2].set) return {};
+  // O_PATH: what the name leads to, without opening it (a device is not touched).
+  UniqueFd fd(::open(path.c_str(), O_PATH | O_CLOEXEC));
+  struct stat st;
+  if (!fd || ::fstat(fd.get(), &st) != 0) return {};
+  for (int i = 0; i < 3; ++i)
+    if (filled[i].set && filled[i].dev == st.st_dev && filled[i].ino == st.st_ino) return names[i];
+  return {};
 }
 
 namespace {

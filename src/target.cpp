@@ -203,7 +203,7 @@ struct ManifestOpener {
   std::optional<Refusal> open(UniqueFd& fd, Target::Made& made, bool dst_made) {
     if (opt.manifest.empty() || (dst_made && !deferred)) return std::nullopt;
     if (std::string_view closed = closed_standard_stream(opt.manifest); !closed.empty())
-      return refused(fmt::format("{} was closed when pcopy started", closed));  // not a manifest lost in /dev/null
+      return refused(fmt::format("{} was closed when pcopy started", closed));  // the manifest would be lost
     if (opt.dry_run) return dry_run_check();
     // Inside DST, whoever can write there could have put a link at its name: not followed.
     // Where that cannot be told (an unnamed working directory), it is taken to be inside.

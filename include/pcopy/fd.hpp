@@ -44,14 +44,15 @@ struct Pipe {
 Pipe make_pipe(int extra_flags = 0);
 
 // A closed standard descriptor (0-2) would be handed out by the next open, and what is meant for
-// stderr written into a manifest: each closed one is filled with /dev/null opened against its use
-// (read-only for 1 and 2), so writes to a closed stdout or stderr still fail, with EBADF, as gnulib's
-// stdopen does.
+// stderr written into a manifest: each closed one is filled with an empty file of its own (a memfd;
+// /dev/null without /proc) opened against its use (read-only for 1 and 2), so writes to a closed
+// stdout or stderr still fail, with EBADF, as gnulib's stdopen does.
 void reserve_standard_fds();
-// Where `path` names a standard descriptor (/dev/stdin, /dev/fd/1, /proc/self/fd/2, ...) that
-// reserve_standard_fds() filled, closed as it was when pcopy started: its name ("standard input"),
-// for an option file given so is not /dev/null but missing. Else "".
-std::string_view closed_standard_stream(std::string_view path);
+// Where `path` leads to a standard descriptor (/dev/stdin, /dev/fd/1, /proc/self/fd/2, any other
+// spelling, a link to one) that was closed when pcopy started, reserve_standard_fds() having
+// filled it: its name ("standard input"), for an option file given so is missing, not empty.
+// Else "".
+std::string_view closed_standard_stream(const std::string& path);
 // Notes the descriptors above 2 that pcopy was started with (leaked by a CI runner, a daemon, a
 // `subprocess` with close_fds=False): those below RLIMIT_NOFILE take its room like pcopy's own.
 // Called once, before pcopy opens anything; inherited_fds() counts them (0 if never called).

@@ -707,13 +707,17 @@ TEST_F(CopyTest, RefusesAnOptionFileNamedByAStandardDescriptorThatWasClosed) {
     argv.insert(argv.end(), args.begin(), args.end());
     return run(argv);
   };
-  RunResult r = closed("<&-", {"--delete", "--exclude-from", "/dev/stdin", src, dst});
-  EXPECT_EQ(r.status, 2) << describe(r);
-  EXPECT_TRUE(has_line(r.err, "pcopy: --exclude-from: cannot read '/dev/stdin': standard input was closed when pcopy "
-                              "started"))
-      << describe(r);
-  EXPECT_EQ(read_file(dst + "/keep/data"), "precious\n");
-  for (std::string manifest : {"/dev/stdout", "/proc/self/fd/1"}) {
+  make_symlink("/dev/stdin", tmp / "patterns");
+  for (const std::string& from : std::vector<std::string>{"/dev/stdin", "/dev//stdin", "/dev/fd/./0", tmp / "patterns"}) {
+    RunResult r = closed("<&-", {"--delete", "--exclude-from", from, src, dst});
+    EXPECT_EQ(r.status, 2) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: --exclude-from: cannot read '" + from +
+                                    "': standard input was closed when pcopy started"))
+        << describe(r);
+    EXPECT_EQ(read_file(dst + "/keep/data"), "precious\n");
+  }
+  RunResult r;
+  for (std::string manifest : {"/dev/stdout", "/proc/self/fd/1", "/dev//stdout"}) {
     r = closed(">&-", {"--manifest", manifest, src, tmp / "other"});
     EXPECT_EQ(r.status, 2) << describe(r);
     EXPECT_TRUE(has_line(r.err, "pcopy: cannot write manifest '" + manifest +
