@@ -22,8 +22,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <ctime>
+#include <map>
 #include <optional>
 
 #include "pcopy/hash.hpp"
@@ -607,9 +607,14 @@ bool same_mtime(const struct stat& dst, Nanos src_ns, bool fat) {
   return cut == dst_ns;
 }
 
+namespace {
+// The whole seconds of a time, rounded down (also before 1970).
+Nanos seconds_of(Nanos ns) { return ns / kNsPerSecond - (ns % kNsPerSecond < 0 ? 1 : 0); }
+}  // namespace
+
 bool at_range_end(const struct stat& dst, Nanos src_ns) {
   if (dst.st_mtim.tv_nsec != 0) return false;
-  Nanos src_s = src_ns / kNsPerSecond - (src_ns % kNsPerSecond < 0 ? 1 : 0);
+  Nanos src_s = seconds_of(src_ns);
   for (int64_t end : {int64_t(INT32_MAX), int64_t(15'032'385'535), int64_t(16'299'260'415)})
     if (dst.st_mtim.tv_sec == end && src_s > end) return true;
   return dst.st_mtim.tv_sec == INT32_MIN && src_s < INT32_MIN;
@@ -626,7 +631,7 @@ bool cuts_time_to(int dir, Nanos src_ns, int64_t end) {
   auto [it, fresh] = known.try_emplace({dir_st.st_dev, end}, false);
   if (!fresh) return it->second;
   UniqueFd probe(::openat(dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
-  struct timespec t = {time_t(src_ns / kNsPerSecond - (src_ns % kNsPerSecond < 0 ? 1 : 0)), 0};
+  struct timespec t = {time_t(seconds_of(src_ns)), 0};
   struct timespec times[2] = {t, t};
   struct stat got;
   it->second = probe && ::futimens(probe.get(), times) == 0 && ::fstat(probe.get(), &got) == 0 && got.st_mtim.tv_sec == end;
@@ -1150,11 +1155,8 @@ int write_skipping_zeros(int out, const char* buf, size_t n, off_t off) {
     bool zeros = all_zeros(buf + at, block(at));
     size_t end = at + block(at);
     while (end < n && all_zeros(buf + end, block(end)) == zeros) end += block(end);
-    for (size_t done = at; !zeros && done < end;) {
-      ssize_t w = ::pwrite(out, buf + done, end - done, off + off_t(done));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return errno;
-      done += size_t(w);
+    if (!zeros) {
+      if (int err = pwrite_all(out, buf + at, end - at, off + off_t(at))) return err;
     }
     at = end;
   }
@@ -1201,16 +1203,9 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     if (n < 0) return errno;
     if (n == 0) return 0;
     if (fc.hasher) fc.hasher->update(buffer_.data(), size_t(n));
-    if (make_holes) {
-      if (int err = write_skipping_zeros(out, buffer_.data(), size_t(n), off)) return err;
-    } else {
-      for (ssize_t done = 0; done < n;) {
-        ssize_t w = ::pwrite(out, buffer_.data() + done, size_t(n - done), off + done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return errno;
-        done += w;
-      }
-    }
+    if (int err = make_holes ? write_skipping_zeros(out, buffer_.data(), size_t(n), off)
+                             : pwrite_all(out, buffer_.data(), size_t(n), off))
+      return err;
     off += n;
     account(uint64_t(n));
     if (to_eof && left == 1 && size_t(n) < want) return 0;

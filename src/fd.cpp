@@ -133,6 +133,21 @@ int write_all(int fd, const void* data, size_t size) {
   return 0;
 }
 
+int pwrite_all(int fd, const void* data, size_t size, off_t off) {
+  auto* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, p, size, off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += n;
+    off += n;
+    size -= static_cast<size_t>(n);
+  }
+  return 0;
+}
+
 ssize_t read_some(int fd, void* data, size_t size) {
   for (;;) {
     ssize_t n = ::read(fd, data, size);

@@ -64,6 +64,8 @@ void print_stderr(std::string_view line);
 // Full read/write with EINTR retried. write_all returns 0 or an errno. read_some returns bytes read,
 // 0 at EOF, or -errno.
 int write_all(int fd, const void* data, size_t size);
+// write_all at offset `off` (pwrite), the file's position left alone.
+int pwrite_all(int fd, const void* data, size_t size, off_t off);
 ssize_t read_some(int fd, void* data, size_t size);
 // Reads until `size` bytes or EOF; returns bytes read or -errno.
 ssize_t read_full(int fd, void* data, size_t size);

@@ -72,8 +72,8 @@ struct WalkEvent {
 const char* skip_reason(mode_t mode, const Options& options, uid_t euid);
 
 // The descriptors the parent needs at the least with `jobs` workers: those it was started with
-// (inherited_fds()), its own, two pipes per worker and the walk's first levels. The walk keeps more levels, and finished directories, open within
-// what RLIMIT_NOFILE allows beyond that.
+// (inherited_fds()), its own, two pipes per worker and the walk's first levels. The walk keeps
+// more levels, and finished directories, open within what RLIMIT_NOFILE allows beyond that.
 long fds_needed(unsigned jobs);
 
 class Walker {
