@@ -1311,16 +1311,22 @@ int Copier::link_target_dir(int dst_root, std::string_view dir) {
   return fd;
 }
 
+// The directory of a hard link's target (a path from DST's root), opened by link_target_dir(), and
+// the target's name in it; a negative errno for a directory that cannot be opened.
+int Copier::link_target(int dst_root, std::string_view target, std::string& name) {
+  size_t slash = target.rfind('/');
+  std::string_view dir = slash == std::string_view::npos ? std::string_view() : target.substr(0, slash);
+  name = slash == std::string_view::npos ? target : target.substr(slash + 1);
+  return link_target_dir(dst_root, dir);
+}
+
 // 0 when `dst` (the stat of `job`'s name in DST, st_ino 0 if none) is already the copy of the
 // group's first name (job.link_target, from DST's root); -1 when not, or an errno when that name's
 // directory cannot be opened. Leaves that directory (link_target_dir()'s) and name in `tdir` and
 // `tname` if given.
 int Copier::linked_already(int dst_root, const Job& job, const struct stat& dst, int* tdir, std::string* tname) {
-  std::string_view target = job.link_target;
-  size_t slash = target.rfind('/');
-  std::string_view dir = slash == std::string_view::npos ? std::string_view() : target.substr(0, slash);
-  std::string name(slash == std::string_view::npos ? target : target.substr(slash + 1));
-  int fd = link_target_dir(dst_root, dir);
+  std::string name;
+  int fd = link_target(dst_root, job.link_target, name);
   if (fd < 0) return -fd;
   struct stat first;
   bool same = dst.st_ino != 0 && ::fstatat(fd, name.c_str(), &first, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -1384,6 +1390,55 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
     }
   }
   return r;
+}
+
+bool Copier::linkable(const Job& job) const {
+  return job.kind == JobKind::HardLink && !opt_.dry_run && !opt_.update && !opt_.ignore_existing && !job.want_hash;
+}
+
+// Each name is linked straight to its group's copy, which is looked up before the first link to it
+// and again after the last of a run of links to it: the same file both times, every link between
+// went to it. (A group's copy renamed away and back meanwhile would have kept its links, and no
+// other file takes its inode number while they hold it.) A name that was there already, a copy
+// that another run into DST replaced meanwhile, and every failure take copy_hard_link's way: it
+// looks before it links, and checks after each link.
+void Copier::link_batch(int src_dir, int dst_dir, int dst_root, std::span<const Job> jobs, const ProgressFn& report,
+                        std::vector<Result>& results) {
+  results.clear();
+  auto careful = [&](size_t i) { results[i] = copy(src_dir, dst_dir, dst_root, jobs[i], report); };
+  std::string_view target;  // the copy linked to, and the names linked to it so far
+  int tdir = -1;
+  std::string tname;
+  struct stat before;
+  std::vector<size_t> linked;
+  auto check = [&] {
+    struct stat after;
+    if (!linked.empty() && (::fstatat(tdir, tname.c_str(), &after, AT_SYMLINK_NOFOLLOW) != 0 ||
+                            after.st_dev != before.st_dev || after.st_ino != before.st_ino)) {
+      for (size_t i : linked) careful(i);
+    }
+    linked.clear();
+    tdir = -1;
+  };
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Job& job = jobs[i];
+    results.push_back(result_for(job));
+    if (tdir < 0 || job.link_target != target) {
+      check();
+      target = job.link_target;
+      tdir = link_target(dst_root, target, tname);
+      if (tdir < 0 || ::fstatat(tdir, tname.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0) {
+        tdir = -1;
+        careful(i);
+        continue;
+      }
+    }
+    if (::linkat(tdir, tname.c_str(), dst_dir, job.target().c_str(), 0) == 0)
+      linked.push_back(i);
+    else
+      careful(i);  // opens no other directory than tdir: the same target
+  }
+  check();
 }
 
 size_t Copier::batch_limit() {

@@ -209,14 +209,19 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
         } else if (dir_err) {
           r.outcome = Outcome::Failed;
           r.err = dir_err;
-        } else if (size_t limit = copier.batch_limit(); limit > 1 && copier.batchable(job)) {
+        } else if (size_t limit = copier.batch_limit(); (limit > 1 && copier.batchable(job)) || copier.linkable(job)) {
           // A run of small files: copied together, answered in order (up to a file that reported
-          // progress: the run ends there).
+          // progress: the run ends there). Or a run of hard links.
+          bool files = limit > 1 && copier.batchable(job);
+          auto same = [&](const Job& next) { return files ? copier.batchable(next) : copier.linkable(next); };
           size_t end = i + 1;
-          while (end < batch.jobs.size() && end - i < limit && copier.batchable(batch.jobs[end])) ++end;
+          while (end < batch.jobs.size() && (!files || end - i < limit) && same(batch.jobs[end])) ++end;
           std::span<const Job> run(batch.jobs.data() + i, end - i);
           for (hooked = std::max(hooked, i); hooked < end; ++hooked) test_hooks(batch.jobs[hooked]);
-          copier.copy_batch(dirs.src(), dirs.dst(), run, report, results);
+          if (files)
+            copier.copy_batch(dirs.src(), dirs.dst(), run, report, results);
+          else
+            copier.link_batch(dirs.src(), dirs.dst(), dst_root, run, report, results);
           for (const Result& done : results)
             if (!finish(done)) return 4;
           if (g_finish_up) return 0;

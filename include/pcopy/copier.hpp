@@ -148,6 +148,13 @@ class Copier {
   bool batchable(const Job& job) const;
   void copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, const ProgressFn& report,
                   std::vector<Result>& results);
+  // Runs of further names of hard-link groups into a destination with nothing to compare
+  // (linkable()) go through link_batch: each name is linked straight to its group's copy, one
+  // system call, where copy_hard_link looks first and checks after (four). `results` gets one
+  // result per job, in order.
+  bool linkable(const Job& job) const;
+  void link_batch(int src_dir, int dst_dir, int dst_root, std::span<const Job> jobs, const ProgressFn& report,
+                  std::vector<Result>& results);
   // Closes `fd` (a directory the worker is done with) in the next batch's closing round, or at
   // once when there are no batches or enough are waiting.
   void close_later(UniqueFd fd);
@@ -164,6 +171,7 @@ class Copier {
   int linked_already(int dst_root, const Job& job, const struct stat& dst, int* tdir = nullptr,
                      std::string* tname = nullptr);
   int link_target_dir(int dst_root, std::string_view dir);
+  int link_target(int dst_root, std::string_view target, std::string& name);
   bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst, struct stat& src);
   int refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);

@@ -978,6 +978,34 @@ TEST_F(ArchiveSpecialFilesTest, ArchiveKeepsAFileWhoseAttributeTheDestinationHas
   EXPECT_EQ(get_xattr(tmp / "small/out/c", "user.small"), "fits");
 }
 
+// Names of a hard-link group are linked straight to the group's copy, many to a batch; a name DST
+// has already (another file, a link) is replaced by the link, and a second run links every name
+// again to the file it copies anew.
+TEST_F(ArchiveSpecialFilesTest, ArchiveLinksEveryNameOfAGroupOverWhatTheDestinationHad) {
+  write_file(src + "/f", "the group's data\n");
+  make_dir(src + "/other");
+  std::vector<std::string> names;
+  for (int i = 0; i < 300; ++i) names.push_back(fmt::format("l{:03}", i));
+  for (int i = 0; i < 50; ++i) names.push_back(fmt::format("other/m{:02}", i));
+  for (const std::string& name : names) ASSERT_EQ(::link((src + "/f").c_str(), (src + "/" + name).c_str()), 0) << name;
+  make_dirs(dst + "/other");
+  write_file(dst + "/l010", "another file\n");
+  make_symlink("f", dst + "/other/m05");
+  for (int run = 1; run <= 2; ++run) {
+    SCOPED_TRACE(fmt::format("run {}", run));
+    RunResult r = run_pcopy({"-a", "-j2", src, dst});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    struct stat first = lstat_of(dst + "/f");
+    EXPECT_EQ(first.st_nlink, names.size() + 1);
+    for (const std::string& name : names) {
+      struct stat st = lstat_of(dst + "/" + name);
+      ASSERT_TRUE(S_ISREG(st.st_mode) && st.st_ino == first.st_ino) << name;
+    }
+    EXPECT_EQ(read_file(dst + "/other/m05"), "the group's data\n");
+    EXPECT_EQ(diff_trees(src, dst), "");
+  }
+}
+
 // A destination without extended attributes (ramfs here; FAT, exFAT and many network file systems
 // alike): -a reports each file whose attributes or ACL it cannot keep, exit status 1, and copies
 // it; without -a nothing is asked of it and nothing reported.
