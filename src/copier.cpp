@@ -106,6 +106,9 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
       }
     }
     existed = fd >= 0;
+    // Until the copy's metadata is set, the new data is not for those whom the old mode lets in
+    // and the source's (`src`) keeps out.
+    if (mode_t loose = there.st_mode & 077 & ~src.st_mode; existed && loose) ::fchmod(fd, there.st_mode & 07777 & ~loose);
     // Else a link or a FIFO was put there meanwhile; a running program (ETXTBSY) is replaced too.
     if (fd >= 0 || (errno != ELOOP && errno != ENXIO && errno != ETXTBSY)) return fd;
   }
@@ -128,9 +131,12 @@ int fsync_checked([[maybe_unused]] const Job& job, int fd) {
   return ::fsync(fd) == 0 ? 0 : errno;
 }
 
-// The source's stat with the mode a chunked file is made with: 0600, for every chunk's worker to
-// reopen it for writing (a read-only source's 0444 let no one but root); End gives the real mode.
-struct stat chunked_stat(const struct stat& st) {
+// The source's stat with the mode of a file that is its maker's alone until its metadata is set:
+// 0600. A chunked file, for every chunk's worker to reopen it for writing (a read-only source's
+// 0444 let no one but root; End gives the real mode); with -a, a named file (a temporary, or
+// --inplace's final name), for its owner, group and ACL come after its data: made with the
+// source's mode it was root's, or the group's of a set-gid directory, to read meanwhile.
+struct stat private_stat(const struct stat& st) {
   struct stat as = st;
   as.st_mode = (st.st_mode & S_IFMT) | S_IRUSR | S_IWUSR;
   return as;
@@ -785,7 +791,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!out) {
     tmp = direct ? job.target() : next_temp_name();
     bool existed = false;
-    struct stat as = split ? chunked_stat(st) : st;
+    struct stat as = split || opt_.archive ? private_stat(st) : st;
     out.reset(direct ? in_place(dst_dir, tmp, as, existed) : ::openat(dst_dir, tmp.c_str(), kCreate, as.st_mode & 0777));
     if (!out) return fail(r, errno);
     fresh_mode = fresh_mode && !existed;
@@ -980,7 +986,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   r.src_dev = st.st_dev;
   r.src_ino = st.st_ino;
   bool existed = false;
-  struct stat as = chunked_stat(st);
+  struct stat as = private_stat(st);
   UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, as, existed)
                             : ::openat(dst_dir, r.temp.c_str(), kCreate, as.st_mode & 0777));
   if (!out) return fail(r, errno);
@@ -1045,7 +1051,7 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   struct stat written;
   if (::fstat(out.get(), &written) != 0) return fail(r, errno);
   if (uint64_t(written.st_size) != job.size && ::ftruncate(out.get(), off_t(job.size)) != 0) return fail(r, errno);
-  if (int err = apply_metadata(out.get(), in.get(), st, false)) return fail(r, err);  // made 0600: chunked_stat
+  if (int err = apply_metadata(out.get(), in.get(), st, false)) return fail(r, err);  // made 0600: private_stat
   int err = opt_.fsync ? fsync_checked(job, out.get()) : 0;
   if (!err) err = out.close_checked();
   if (err) {

@@ -496,9 +496,15 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
 void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int src_fd) {
   struct stat st;
   if (::fstat(fd, &st) == 0) {
-    if ((st.st_mode & 0700) != 0700 && st.st_uid == euid_ &&
-        ::faccessat(fd, ".", R_OK | W_OK | X_OK, AT_EACCESS) != 0 && errno == EACCES)
-      ::fchmod(fd, (st.st_mode & 07777) | 0700);
+    mode_t mode = st.st_mode & 07777;
+    if ((mode & 0700) != 0700 && st.st_uid == euid_ && ::faccessat(fd, ".", R_OK | W_OK | X_OK, AT_EACCESS) != 0 &&
+        errno == EACCES)
+      mode |= 0700;
+    // What SRC's directory keeps from group or others, DST's does from now on, not once it is
+    // finished: what is copied into it meanwhile is no more theirs to read than in SRC (a 0700
+    // SRC copied into DST made 0755 by mkdir, a directory made private since the last run).
+    mode &= ~(st.st_mode & 077 & ~node->st.st_mode);
+    if (mode != (st.st_mode & 07777)) ::fchmod(fd, mode);
     bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;
     node->facts = dir_facts(fd, same_fs ? &parent->facts : nullptr);
     node->fs_dev = st.st_dev;

@@ -1743,15 +1743,12 @@ std::pair<RunResult, bool> catch_writing_staged(const std::vector<std::string>& 
   return {p.wait(), caught};
 }
 
-// Copies SRC into a DST holding last night's version of `name`, the worker that takes `name`
-// stopped half-way through it while `change` alters the source: the copy is refused as changed,
-// and the previous version stays.
-void expect_change_midway_refused(const std::string& jobs, const std::string& src, const std::string& dst,
-                                  const std::string& logs, const std::string& name,
-                                  const std::function<void()>& change) {
-  make_dir(dst);
-  write_file(dst + "/" + name, "last night's version\n");
-  AsyncPcopy p({jobs, src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=" + name});
+// Runs pcopy with `args`; the worker that copies the file `name` stops itself half-way through its
+// data (a test hook, first attempt only), and `act` is called then, before it goes on. Returns the
+// run's result and whether the worker stopped.
+std::pair<RunResult, bool> act_midway(const std::vector<std::string>& args, const std::string& logs,
+                                      const std::string& name, const std::function<void()>& act) {
+  AsyncPcopy p(args, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=" + name});
   auto deadline = Clock::now() + 60s;
   pid_t stopped = -1;
   poll_until(deadline, [&] {
@@ -1760,16 +1757,91 @@ void expect_change_midway_refused(const std::string& jobs, const std::string& sr
     return stopped > 0 || !p.running();
   });
   if (stopped > 0) {
-    change();
+    act();
     ::kill(stopped, SIGCONT);
   }
-  RunResult r = p.wait();
-  ASSERT_GT(stopped, 0) << "the worker copying " << name << " never stopped half-way\n" << describe(r);
+  return {p.wait(), stopped > 0};
+}
+
+// Copies SRC into a DST holding last night's version of `name`, the worker that takes `name`
+// stopped half-way through it while `change` alters the source: the copy is refused as changed,
+// and the previous version stays.
+void expect_change_midway_refused(const std::string& jobs, const std::string& src, const std::string& dst,
+                                  const std::string& logs, const std::string& name,
+                                  const std::function<void()>& change) {
+  make_dir(dst);
+  write_file(dst + "/" + name, "last night's version\n");
+  auto [r, stopped] = act_midway({jobs, src, dst}, logs, name, change);
+  ASSERT_TRUE(stopped) << "the worker copying " << name << " never stopped half-way\n" << describe(r);
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy '" + name + "': file changed as we read it"), 1u)
       << describe(r);
   EXPECT_EQ(read_file(dst + "/" + name), "last night's version\n");
   EXPECT_EQ(joined(temporaries(dst)), "");
+}
+
+// What others may read of a copy while it is made: no more than SRC lets them, at any moment. The
+// tests stop the worker that copies big.bin half-way through its data and look then.
+mode_t mode_of(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 ? st.st_mode & 07777 : 07777;
+}
+
+// A private SRC (0700, its files 0644 inside): a DST that pcopy makes, or one that was there open
+// to all, is closed to group and others from the start, as cp -a and rsync -a keep it; not only
+// once the copy is done, after everything in it was readable to all meanwhile.
+TEST_P(FaultsByJobs, ADestinationIsNoMoreOpenThanAPrivateSourceWhileItIsFilled) {
+  std::string src = tmp / "src";
+  make_dir(src, 0700);
+  write_file(src + "/notes", "private\n");
+  write_big_file(src + "/big.bin", 8, 3);
+  for (bool existed : {false, true}) {
+    SCOPED_TRACE(existed ? "into an existing 0755 DST" : "into a new DST");
+    std::string to = tmp / (existed ? "existing" : "new");
+    if (existed) make_dir(to, 0755);
+    mode_t midway = 0;
+    auto [r, stopped] = act_midway({jobs(), src, to}, logs, "big.bin", [&] { midway = mode_of(to); });
+    ASSERT_TRUE(stopped) << describe(r);
+    EXPECT_EQ(midway & 077, 0u) << fmt::format("{:04o}", midway);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(mode_of(to), 0700u);
+    EXPECT_EQ(diff_trees(src, to), "");
+  }
+}
+
+// With -a a copy's owner, group and ACL are set after its data: until then it is its maker's
+// alone (0600), whether it is a named temporary (--verify) or, with --inplace, the final name; a
+// file overwritten in place loses at once what the source's mode takes from its old one.
+TEST_P(FaultsByJobs, ACopyIsItsMakersAloneUntilItsMetadataIsSet) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  write_big_file(src + "/big.bin", 8, 4);
+  ASSERT_EQ(::chmod((src + "/big.bin").c_str(), 0640), 0);
+  struct Case {
+    std::vector<std::string> options;
+    bool existed;  // DST has a big.bin, 0666
+  };
+  int n = 0;
+  for (const Case& c : {Case{{"-a", "--verify"}, false}, Case{{"-a", "--inplace"}, false},
+                        Case{{"--inplace"}, true}, Case{{"-a", "--inplace"}, true}}) {
+    std::string label = fmt::format("{}{}", fmt::join(c.options, " "), c.existed ? " over a 0666 file" : "");
+    SCOPED_TRACE(label);
+    std::string to = tmp / fmt::format("dst{}", n++);
+    make_dir(to);
+    if (c.existed) write_file(to + "/big.bin", "last night's version\n", 0666);
+    std::vector<std::string> args = c.options;
+    args.insert(args.end(), {jobs(), src, to});
+    std::vector<mode_t> midway;
+    auto [r, stopped] = act_midway(args, logs, "big.bin", [&] {
+      for (const std::string& name : list_tree(to)) midway.push_back(mode_of(to + "/" + name));
+    });
+    ASSERT_TRUE(stopped) << describe(r);
+    ASSERT_EQ(midway.size(), 1u) << describe(r);
+    EXPECT_EQ(midway[0] & (c.existed ? ~0640u & 077 : 077), 0u) << fmt::format("{:04o}", midway[0]);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(mode_of(to + "/big.bin"), 0640u);
+    EXPECT_EQ(diff_trees(src, to), "");
+  }
 }
 
 // A file rewritten in place at the same size while a worker reads it: a mix of old and new bytes.
