@@ -1266,10 +1266,14 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   } else if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return fail(r, 0, kChangedType);
   }
+  // With -a, its owner, group and ACL come after it is made: until then it is its maker's alone
+  // (a device made with SRC's 0660 was the group's of a set-group-ID directory to open), as cp -a
+  // makes it.
+  const mode_t perm = opt_.archive ? S_IRUSR | S_IWUSR : st.st_mode & 0777;
   auto make = [&] {
     if (S_ISLNK(st.st_mode)) return ::symlinkat(target.c_str(), dst_dir, t);
-    if (S_ISFIFO(st.st_mode)) return ::mkfifoat(dst_dir, t, st.st_mode & 0777);
-    return ::mknodat(dst_dir, t, st.st_mode & (S_IFMT | 0777), st.st_rdev);
+    if (S_ISFIFO(st.st_mode)) return ::mkfifoat(dst_dir, t, perm);
+    return ::mknodat(dst_dir, t, (st.st_mode & S_IFMT) | perm, st.st_rdev);
   };
   int rc = make();
   // Staged: what is there was left by a worker that died on this very job.

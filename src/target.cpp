@@ -81,15 +81,16 @@ UniqueFd nearest_existing(std::string path) {
   }
 }
 
-// mkdir -p; 0 or errno. The directories it made are appended to `made`, outermost first.
-int make_dirs(const std::string& path, std::vector<std::string>& made) {
+// mkdir -p; 0 or errno. The directories it made are appended to `made`, outermost first. `path`
+// itself is made with `mode` (the umask applies), those above it with 0777.
+int make_dirs(const std::string& path, std::vector<std::string>& made, mode_t mode = 0777) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
   std::string parent = dir_of(strip_slashes(path));
   if (parent != path && parent != "/" && parent != ".") {
     if (int err = make_dirs(parent, made)) return err;
   }
-  if (::mkdir(path.c_str(), 0777) == 0) made.push_back(path);
+  if (::mkdir(path.c_str(), mode) == 0) made.push_back(path);
   else if (errno != EEXIST) return errno;
   return 0;
 }
@@ -327,8 +328,11 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     ManifestOpener manifest{opt, dst};
     if (auto no = manifest.clash(real_src, t.src_st, false, "")) return *no;
     if (auto no = manifest.open(t.manifest, t.manifest_made, false)) return *no;
+    // DST is its maker's alone until the walk gives it SRC's mode (and owner, and ACL): made 0755
+    // (or 0777 under umask 0), it was open to all meanwhile, to read what went in or to make a
+    // directory of theirs in it for the copy to fill.
     if (!opt.dry_run) {
-      if (int err = make_dirs(dst, t.made_dirs))
+      if (int err = make_dirs(dst, t.made_dirs, 0700))
         return unmade(t, refuse(dst, fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err))));
     }
     t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

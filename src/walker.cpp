@@ -38,6 +38,10 @@ constexpr int kMaxDeferredFds = 4096;
 constexpr size_t kDentsBuffer = 2 << 20;
 constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY;
 
+bool has_acl(const std::vector<std::pair<std::string, std::string>>& xattrs) {
+  return std::any_of(xattrs.begin(), xattrs.end(), [](const auto& a) { return a.first == "system.posix_acl_access"; });
+}
+
 struct linux_dirent64 {
   ino64_t d_ino;
   off64_t d_off;
@@ -130,6 +134,7 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
   auto* root = new DirNode;
   live_.insert(root);
   root->st = src_st;
+  if (opt_.archive) root->xattrs = read_xattrs_fd(src_root_.get(), euid_ == 0);
   if (struct stat dst_st; dst_root_ && ::fstat(dst_root_.get(), &dst_st) == 0) dst_id_.emplace(dst_st.st_dev, dst_st.st_ino);
   if (dst_root_) {
     root->dst.reset(::openat(dst_root_.get(), ".", kDirFlags));
@@ -138,7 +143,6 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
   auto frame = std::make_unique<Frame>();
   frame->node = root;
   frame->src.reset(::openat(src_root_.get(), ".", kDirFlags));
-  if (opt_.archive) root->xattrs = read_xattrs_fd(frame->src.get(), euid_ == 0);
   stack_.push_back(std::move(frame));
   open_frames_ = 1;
 }
@@ -354,6 +358,8 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   if (can_stage_ && dst_root_ && parent->dst && parent->facts.known && parent->facts.local && !parent->facts.staged &&
       src && small_leaf(src.get()))
     node->staged_name = staged_prefix_ + temp_number(++staged_count_) + std::string(kTempSuffix);
+  // Before its copy is made or entered: an ACL of SRC's keeps others out of it from the start.
+  if (opt_.archive && src) node->xattrs = read_xattrs_fd(src.get(), euid_ == 0);
   node->dst.reset(open_dst_child(frame.node, node, src.get(), err, ev.detail));
   if (err || !ev.detail.empty()) {
     // Not a walk error: SRC was read. Unlisted, the directory is not entered by --delete either.
@@ -364,7 +370,6 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
     dents_pos_ = dents_len_ = 0;
     return ev;
   }
-  if (opt_.archive && src) node->xattrs = read_xattrs_fd(src.get(), euid_ == 0);
   ev.type = WalkEvent::Type::Dir;
   ev.created = node->fresh;
   if (unreadable) {
@@ -428,11 +433,12 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
   // A new directory is made with its final mode, saving the chmod when it is finished, where that
   // mode lets us fill it and lets no one else write in it meanwhile, and its owner is final already
   // (as cp does); unless a default ACL, the umask or a set-group-ID parent (whose bit it would
-  // inherit) would change it. Else 0700 until finished.
+  // inherit) would change it, or SRC's has an ACL (which may keep out some whom the mode lets in).
+  // Else 0700 until finished.
   mode_t want = node->st.st_mode & 07777;
   bool owner_final = !opt_.archive || (node->st.st_uid == euid_ && node->st.st_gid == egid_);
   bool exact = owner_final && parent->facts.known && !parent->facts.default_acl && !parent->dst_sgid &&
-               (want & 0700) == 0700 && (want & 07022) == 0 && (want & umask_) == 0;
+               (want & 0700) == 0700 && (want & 07022) == 0 && (want & umask_) == 0 && !has_acl(node->xattrs);
   mode_t initial = exact ? want : 0700;
   // Made by mkdir in its parent: same file system, a default ACL and set-group-ID only if the
   // parent has them.
@@ -496,13 +502,23 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
 void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int src_fd) {
   struct stat st;
   if (::fstat(fd, &st) == 0) {
+    // What SRC's directory keeps from others, DST's does from now on, not once it is finished:
+    // what is copied into it meanwhile is no more theirs to read than in SRC (a 0700 SRC copied
+    // into DST made 0755 by mkdir, a directory made private since the last run). With -a, by its
+    // owner and group and its ACL, made SRC's now (written only where they differ: an unchanged
+    // run changes no ctime; what fails is reported when the directory is finished); by the mode
+    // bits of group and others that SRC's lacks.
+    if (opt_.archive) {
+      bool written = st.st_uid != node->st.st_uid || st.st_gid != node->st.st_gid;
+      if (written) ::fchown(fd, node->st.st_uid, node->st.st_gid);
+      XattrsRefused refused;
+      set_xattrs_fd(fd, node->xattrs, euid_ == 0, true, written, refused);
+      if (written) ::fstat(fd, &st);
+    }
     mode_t mode = st.st_mode & 07777;
     if ((mode & 0700) != 0700 && st.st_uid == euid_ && ::faccessat(fd, ".", R_OK | W_OK | X_OK, AT_EACCESS) != 0 &&
         errno == EACCES)
       mode |= 0700;
-    // What SRC's directory keeps from group or others, DST's does from now on, not once it is
-    // finished: what is copied into it meanwhile is no more theirs to read than in SRC (a 0700
-    // SRC copied into DST made 0755 by mkdir, a directory made private since the last run).
     mode &= ~(st.st_mode & 077 & ~node->st.st_mode);
     if (mode != (st.st_mode & 07777)) ::fchmod(fd, mode);
     bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;

@@ -1844,6 +1844,50 @@ TEST_P(FaultsByJobs, ACopyIsItsMakersAloneUntilItsMetadataIsSet) {
   }
 }
 
+// With -a, a directory of SRC whose ACL keeps a user out that its mode lets in: its copy keeps
+// them out from the start, whether pcopy makes it (0700 until finished) or it was there, made
+// before the ACL was set in SRC (given SRC's ACL at once); and a copy whose ACL lets in a user
+// SRC's mode keeps out loses it at once.
+TEST_P(FaultsByJobs, WithArchiveADirectoryKeepsOutFromTheStartWhomSrcsAclKeepsOut) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  make_dir(src + "/priv", 0755);
+  write_big_file(src + "/priv/priv.bin", 8, 5);
+  RunResult acl = run({"setfacl", "-m", "u:65534:---", src + "/priv"});
+  if (acl.status != 0) GTEST_SKIP() << "no ACLs here: " << describe(acl);
+  make_dir(src + "/open", 0750);
+  write_big_file(src + "/open/open.bin", 8, 6);
+  const std::string kAcl = "system.posix_acl_access";
+  std::string to = tmp / "dst";
+  for (const char* dir : {"priv", "open"}) {
+    for (const char* there : {"nothing", "a copy without the ACL", "a copy with an ACL for 65534"}) {
+      SCOPED_TRACE(fmt::format("{}, DST has {}", dir, there));
+      ASSERT_EQ(run({"rm", "-rf", to}).status, 0);
+      std::string copy = to + "/" + dir;
+      if (there != std::string("nothing")) {
+        make_dirs(copy);
+        ASSERT_EQ(::chmod(copy.c_str(), 0755), 0);
+        if (there == std::string("a copy with an ACL for 65534")) {
+          ASSERT_EQ(run({"setfacl", "-m", "u:65534:rwx", copy}).status, 0);
+        }
+      }
+      std::optional<std::string> midway;
+      mode_t midway_mode = 0;
+      auto [r, stopped] = act_midway({"-a", jobs(), src, to}, logs, std::string(dir) + ".bin", [&] {
+        midway = get_xattr(copy, kAcl);
+        midway_mode = mode_of(copy);
+      });
+      ASSERT_TRUE(stopped) << describe(r);
+      bool kept_out = get_xattr(src + "/" + dir, kAcl) ? (midway_mode & 077) == 0 || midway == get_xattr(src + "/" + dir, kAcl)
+                                                      : !midway && (midway_mode & 027) == 0;
+      EXPECT_TRUE(kept_out) << fmt::format("{:04o}, ACL {}", midway_mode, midway ? "set" : "none");
+      EXPECT_EQ(r.status, 0) << describe(r);
+      EXPECT_EQ(get_xattr(copy, kAcl), get_xattr(src + "/" + dir, kAcl));
+      EXPECT_EQ(mode_of(copy), mode_of(src + "/" + dir));
+    }
+  }
+}
+
 // A file rewritten in place at the same size while a worker reads it: a mix of old and new bytes.
 TEST_P(FaultsByJobs, SameSizeRewriteDuringTheCopyIsReportedAndKeepsThePreviousVersion) {
   std::string src = tmp / "src";
