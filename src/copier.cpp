@@ -513,7 +513,8 @@ void Copier::enter(int dst_dir) {
 
 void Copier::enter(int dst_dir, const DirFacts& facts) {
   if (!facts.known && dst_dir >= 0) return enter(dst_dir);
-  link_dir_ = LinkDir();
+  link_dirs_.clear();
+  replacing_ = false;
   local_fs_ = dst_dir >= 0 && facts.local;
   default_acl_ = dst_dir < 0 || facts.default_acl;
   staged_ = dst_dir >= 0 && facts.staged;
@@ -780,7 +781,9 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   const bool direct = opt_.inplace || (staged_ && !split);
   std::string tmp;
   UniqueFd out;
-  if (!direct && !split && !opt_.verify && local_fs_ && tmpfile_ != Tmpfile::No &&
+  // Where files are replaced (replacing_), a named temporary is one system call cheaper: renamed
+  // over the old file, where an O_TMPFILE file needs a link to a temporary name first.
+  if (!direct && !split && !opt_.verify && local_fs_ && !replacing_ && tmpfile_ != Tmpfile::No &&
       (tmpfile_ != Tmpfile::Unknown || probe_tmpfile(dst_dir))) {
     out.reset(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, st.st_mode & 0777));
     if (!out && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_ = Tmpfile::No;
@@ -947,8 +950,13 @@ int Copier::link_fd(int fd, int dir, const std::string& name) {
 // Makes the finished O_TMPFILE file appear as `target`. linkat never replaces: when something is
 // there already, the file is linked under a temporary name and renamed over it.
 int Copier::link_in(int fd, int dst_dir, const std::string& target) {
-  int err = link_fd(fd, dst_dir, target);
-  if (err != EEXIST) return err;
+  // A directory whose files are there already (a run without -u over an earlier copy): once one
+  // link to a final name has failed, the next go by a temporary at once, not after failing too.
+  int err;
+  if (!replacing_) {
+    if ((err = link_fd(fd, dst_dir, target)) != EEXIST) return err;
+    replacing_ = true;
+  }
   std::string tmp = next_temp_name();
   if ((err = link_fd(fd, dst_dir, tmp))) return err;
   if ((err = install(dst_dir, tmp, target))) ::unlinkat(dst_dir, tmp.c_str(), 0);
@@ -1310,15 +1318,25 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   return r;
 }
 
-// The directory `dir` beneath `dst_root`, kept open for the next link into it (link_dir_); a
+// The directory `dir` beneath `dst_root`, kept open for the next links into it (link_dirs_); a
 // negative errno when it cannot be opened.
 int Copier::link_target_dir(int dst_root, std::string_view dir) {
-  if (link_dir_.fd && link_dir_.root == dst_root && link_dir_.path == dir) return link_dir_.fd.get();
-  link_dir_ = LinkDir();
-  int fd = open_dir_beneath(dst_root, dir, false);
-  if (fd < 0) return fd;
-  link_dir_ = LinkDir{dst_root, std::string(dir), UniqueFd(fd)};
-  return fd;
+  constexpr size_t kLinkDirs = 8;
+  auto it = std::find_if(link_dirs_.begin(), link_dirs_.end(),
+                         [&](const LinkDir& d) { return d.root == dst_root && d.path == dir; });
+  if (it == link_dirs_.end()) {
+    int fd = open_dir_beneath(dst_root, dir, false);
+    if (fd < 0) return fd;
+    if (link_dirs_.size() < kLinkDirs) {
+      it = link_dirs_.emplace(link_dirs_.end());
+    } else {
+      it = std::min_element(link_dirs_.begin(), link_dirs_.end(),
+                            [](const LinkDir& a, const LinkDir& b) { return a.used < b.used; });
+    }
+    *it = LinkDir{dst_root, std::string(dir), UniqueFd(fd)};
+  }
+  it->used = ++link_dir_uses_;
+  return it->fd.get();
 }
 
 // The directory of a hard link's target (a path from DST's root), opened by link_target_dir(), and

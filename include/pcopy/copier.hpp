@@ -217,13 +217,18 @@ class Copier {
   bool default_acl_ = true;            // modes of new files must be set (has_default_acl())
   bool staged_ = false;                // a staged directory: final names directly (DirFacts)
   bool never_shares_ = false;          // copy_file_range cannot clone there (DirFacts)
-  // The directory of the first name of the last hard link group linked to (link_target_dir()):
-  // a batch's links mostly go to one directory's files. Let go by enter().
+  bool replacing_ = false;             // a link to a final name there failed, EEXIST (link_in)
+  // The directories of the first names of the last hard-link groups linked to (link_target_dir()):
+  // a batch's links mostly go to the files of a few directories. The least recently used goes
+  // when a ninth is opened; all are let go by enter().
   struct LinkDir {
     int root = -1;
     std::string path;
     UniqueFd fd;
-  } link_dir_;
+    uint64_t used = 0;
+  };
+  std::vector<LinkDir> link_dirs_;
+  uint64_t link_dir_uses_ = 0;
   // How an O_TMPFILE file gets its name: linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, the
   // /proc/self/fd path needs /proc. Found out once per worker, on the first file.
   enum class Tmpfile { Unknown, EmptyPath, Proc, No };
