@@ -135,7 +135,9 @@ int fsync_checked([[maybe_unused]] const Job& job, int fd) {
 // 0600. A chunked file, for every chunk's worker to reopen it for writing (a read-only source's
 // 0444 let no one but root; End gives the real mode); with -a, a named file (a temporary, or
 // --inplace's final name), for its owner, group and ACL come after its data: made with the
-// source's mode it was root's, or the group's of a set-gid directory, to read meanwhile.
+// source's mode it was root's, or the group's of a set-gid directory, to read meanwhile; in a
+// directory others may pass but not list (DirFacts::hides_names), whose names are secrets, a file
+// under a temporary name, which can be guessed.
 struct stat private_stat(const struct stat& st) {
   struct stat as = st;
   as.st_mode = (st.st_mode & S_IFMT) | S_IRUSR | S_IWUSR;
@@ -518,6 +520,7 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   local_fs_ = dst_dir >= 0 && facts.local;
   default_acl_ = dst_dir < 0 || facts.default_acl;
   staged_ = dst_dir >= 0 && facts.staged;
+  hides_names_ = dst_dir >= 0 && facts.hides_names;
   never_shares_ = dst_dir >= 0 && facts.never_shares;
   chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_, opt_);
 }
@@ -794,10 +797,11 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!out) {
     tmp = direct ? job.target() : next_temp_name();
     bool existed = false;
-    struct stat as = split || opt_.archive ? private_stat(st) : st;
+    bool made_private = split || opt_.archive || hides_names_;
+    struct stat as = made_private ? private_stat(st) : st;
     out.reset(direct ? in_place(dst_dir, tmp, as, existed) : ::openat(dst_dir, tmp.c_str(), kCreate, as.st_mode & 0777));
     if (!out) return fail(r, errno);
-    fresh_mode = fresh_mode && !existed;
+    fresh_mode = fresh_mode && !existed && !made_private;
   }
   bool keep = false;
   struct Cleanup {
@@ -1277,7 +1281,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   // With -a, its owner, group and ACL come after it is made: until then it is its maker's alone
   // (a device made with SRC's 0660 was the group's of a set-group-ID directory to open), as cp -a
   // makes it.
-  const mode_t perm = opt_.archive ? S_IRUSR | S_IWUSR : st.st_mode & 0777;
+  const mode_t perm = opt_.archive || hides_names_ ? S_IRUSR | S_IWUSR : st.st_mode & 0777;
   auto make = [&] {
     if (S_ISLNK(st.st_mode)) return ::symlinkat(target.c_str(), dst_dir, t);
     if (S_ISFIFO(st.st_mode)) return ::mkfifoat(dst_dir, t, perm);

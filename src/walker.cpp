@@ -38,6 +38,11 @@ constexpr int kMaxDeferredFds = 4096;
 constexpr size_t kDentsBuffer = 2 << 20;
 constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY;
 
+// Group or others may pass through the directory but not list it: its names are secrets, and
+// what is made there under a temporary name, which can be guessed, must be no more open than 0700
+// (0600) until it has its final name (DirFacts::hides_names).
+bool hides_names(mode_t mode) { return ((mode & 010) && !(mode & 040)) || ((mode & 001) && !(mode & 004)); }
+
 bool has_acl(const std::vector<std::pair<std::string, std::string>>& xattrs) {
   return std::any_of(xattrs.begin(), xattrs.end(), [](const auto& a) { return a.first == "system.posix_acl_access"; });
 }
@@ -433,12 +438,14 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
   // A new directory is made with its final mode, saving the chmod when it is finished, where that
   // mode lets us fill it and lets no one else write in it meanwhile, and its owner is final already
   // (as cp does); unless a default ACL, the umask or a set-group-ID parent (whose bit it would
-  // inherit) would change it, or SRC's has an ACL (which may keep out some whom the mode lets in).
-  // Else 0700 until finished.
+  // inherit) would change it, or SRC's has an ACL (which may keep out some whom the mode lets in),
+  // or it or its parent lets others pass but not list (a guessable staged name would give away a
+  // name they cannot learn). Else 0700 until finished.
   mode_t want = node->st.st_mode & 07777;
   bool owner_final = !opt_.archive || (node->st.st_uid == euid_ && node->st.st_gid == egid_);
   bool exact = owner_final && parent->facts.known && !parent->facts.default_acl && !parent->dst_sgid &&
-               (want & 0700) == 0700 && (want & 07022) == 0 && (want & umask_) == 0 && !has_acl(node->xattrs);
+               (want & 0700) == 0700 && (want & 07022) == 0 && (want & umask_) == 0 && !has_acl(node->xattrs) &&
+               !hides_names(want) && !parent->facts.hides_names;
   mode_t initial = exact ? want : 0700;
   // Made by mkdir in its parent: same file system, a default ACL and set-group-ID only if the
   // parent has them.
@@ -446,6 +453,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
     node->facts = parent->facts;
     node->fs_dev = parent->fs_dev;
     node->dst_sgid = parent->dst_sgid;
+    node->facts.hides_names = false;  // made 0700, or with a mode that lets others list it
     node->mode_set = exact;
   };
   if (!node->staged_name.empty()) {
@@ -504,25 +512,32 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
   if (::fstat(fd, &st) == 0) {
     // What SRC's directory keeps from others, DST's does from now on, not once it is finished:
     // what is copied into it meanwhile is no more theirs to read than in SRC (a 0700 SRC copied
-    // into DST made 0755 by mkdir, a directory made private since the last run). With -a, by its
-    // owner and group and its ACL, made SRC's now (written only where they differ: an unchanged
-    // run changes no ctime; what fails is reported when the directory is finished); by the mode
-    // bits of group and others that SRC's lacks.
+    // into DST made 0755 by mkdir, a directory made private since the last run). By the mode bits
+    // of group and others that SRC's lacks, first: then a new group gets none it should not have.
+    // With -a, by its owner and group and its ACL, made SRC's now (written only where they differ:
+    // an unchanged run changes no ctime; what fails is reported when the directory is finished).
+    bool opened_up = false;
+    auto narrow = [&] {
+      mode_t mode = st.st_mode & 07777;
+      if (!opened_up && (mode & 0700) != 0700 && st.st_uid == euid_ &&
+          ::faccessat(fd, ".", R_OK | W_OK | X_OK, AT_EACCESS) != 0 && errno == EACCES) {
+        mode |= 0700;
+        opened_up = true;
+      }
+      mode &= ~(st.st_mode & 077 & ~node->st.st_mode);
+      if (mode != (st.st_mode & 07777) && ::fchmod(fd, mode) == 0) st.st_mode = (st.st_mode & S_IFMT) | mode;
+    };
+    narrow();
     if (opt_.archive) {
       bool written = st.st_uid != node->st.st_uid || st.st_gid != node->st.st_gid;
       if (written) ::fchown(fd, node->st.st_uid, node->st.st_gid);
       XattrsRefused refused;
       set_xattrs_fd(fd, node->xattrs, euid_ == 0, true, written, refused);
-      if (written) ::fstat(fd, &st);
+      if (written && ::fstat(fd, &st) == 0) narrow();
     }
-    mode_t mode = st.st_mode & 07777;
-    if ((mode & 0700) != 0700 && st.st_uid == euid_ && ::faccessat(fd, ".", R_OK | W_OK | X_OK, AT_EACCESS) != 0 &&
-        errno == EACCES)
-      mode |= 0700;
-    mode &= ~(st.st_mode & 077 & ~node->st.st_mode);
-    if (mode != (st.st_mode & 07777)) ::fchmod(fd, mode);
     bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;
     node->facts = dir_facts(fd, same_fs ? &parent->facts : nullptr);
+    node->facts.hides_names = hides_names(st.st_mode);
     node->fs_dev = st.st_dev;
     node->dst_sgid = st.st_mode & S_ISGID;
   }

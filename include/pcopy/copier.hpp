@@ -218,6 +218,7 @@ class Copier {
   bool staged_ = false;                // a staged directory: final names directly (DirFacts)
   bool never_shares_ = false;          // copy_file_range cannot clone there (DirFacts)
   bool replacing_ = false;             // a link to a final name there failed, EEXIST (link_in)
+  bool hides_names_ = false;           // temporaries are made 0600 there (DirFacts)
   // The directories of the first names of the last hard-link groups linked to (link_target_dir()):
   // a batch's links mostly go to the files of a few directories. The least recently used goes
   // when a ninth is opened; all are let go by enter().

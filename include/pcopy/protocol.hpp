@@ -89,6 +89,9 @@ struct DirFacts {
   // Its file system cannot share extents (tmpfs, ext2-4): copy_file_range makes real copies there,
   // so it may serve --reflink=never (elsewhere it may clone, as on XFS and btrfs).
   bool never_shares = false;
+  // Others may pass through it but not list it: a file made there under a temporary name (which
+  // can be guessed) is made 0600 until it has its final name.
+  bool hides_names = false;
 };
 
 struct Batch {

@@ -1888,6 +1888,54 @@ TEST_P(FaultsByJobs, WithArchiveADirectoryKeepsOutFromTheStartWhomSrcsAclKeepsOu
   }
 }
 
+// A directory of SRC that others may pass through but not list (0711): the names in it are theirs
+// only if they know them. A temporary's name can be guessed (a run's names differ by a counter), so
+// what is made there under one is no more open than 0700 (a staged directory, without -a) or 0600
+// (a named file, with --verify) until it has its final name; a copy of such a directory that pcopy
+// makes is 0700 until finished.
+TEST_P(FaultsByJobs, ATemporaryGivesAwayNoNameOthersCannotList) {
+  std::string src = tmp / "src";
+  make_dir(src);
+  make_dir(src + "/hidden", 0711);
+  make_dir(src + "/hidden/secret-leaf");
+  write_big_file(src + "/hidden/secret-leaf/leaf.bin", 8, 7);
+  std::string to = tmp / "dst", hidden = to + "/hidden";
+  // What another user could reach in DST's copy of hidden midway: "" if nothing.
+  auto reachable = [&] {
+    mode_t dir = mode_of(hidden);
+    if ((dir & 011) == 0) return std::string();
+    std::string open;
+    for (const std::string& name : list_tree(hidden))
+      if (name.rfind(".pcopy-", 0) == 0 && name.find('/') == std::string::npos && (mode_of(hidden + "/" + name) & 077))
+        open += fmt::format("{} {:04o} in {:04o}; ", name, mode_of(hidden + "/" + name), dir);
+    return open;
+  };
+  struct Step {
+    const char* what;
+    std::vector<std::string> options;
+    const char* stop;  // the file whose copy stops half-way
+  };
+  for (const Step& step : {Step{"a new copy", {}, "leaf.bin"}, Step{"a new leaf in the copy", {"-u"}, "leaf2.bin"},
+                           Step{"a new file with --verify", {"-u", "--verify"}, "verify.bin"}}) {
+    SCOPED_TRACE(step.what);
+    if (step.stop == std::string("leaf2.bin")) {
+      make_dir(src + "/hidden/secret-leaf2");
+      write_big_file(src + "/hidden/secret-leaf2/leaf2.bin", 8, 8);
+    } else if (step.stop == std::string("verify.bin")) {
+      write_big_file(src + "/hidden/verify.bin", 8, 9);
+    }
+    std::vector<std::string> args = step.options;
+    args.insert(args.end(), {jobs(), src, to});
+    std::string midway = "not looked at";
+    auto [r, stopped] = act_midway(args, logs, step.stop, [&] { midway = reachable(); });
+    ASSERT_TRUE(stopped) << describe(r);
+    EXPECT_EQ(midway, "");
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(mode_of(hidden), 0711u);
+    EXPECT_EQ(diff_trees(src, to), "");
+  }
+}
+
 // A file rewritten in place at the same size while a worker reads it: a mix of old and new bytes.
 TEST_P(FaultsByJobs, SameSizeRewriteDuringTheCopyIsReportedAndKeepsThePreviousVersion) {
   std::string src = tmp / "src";
