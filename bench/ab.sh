@@ -4,12 +4,14 @@
 # hyperfine (run.sh) times one command's runs back to back instead, which is what the tables in
 # README.md come from; use this to judge a change, e.g. the binary before it against the one after.
 #
-#   bench/ab.sh [-n ROUNDS] [--base DIR] CORPUS COMMAND...
-#     CORPUS   a corpus of bench/corpora.sh (made if missing): small usr_share big4 one2g empty300k
+#   bench/ab.sh [-n ROUNDS] [--base DIR] [--prep CMD] CORPUS COMMAND...
+#     CORPUS   a corpus of bench/corpora.sh (made if missing): small usr_share big4 one2g empty300k links
 #     COMMAND  a shell command; $SRC is the corpus, $DST a fresh destination (removed before every
 #              run, outside the timing), e.g. 'build/pcopy -q -j2 $SRC $DST' or 'cp -a $SRC $DST'
 #     -n       rounds (default 7)
 #     --base   where the corpora are (default /dev/shm/pcopy-bench)
+#     --prep   a shell command run before every run, outside the timing, after $DST is removed: e.g.
+#              'cp -r $SRC $DST' to time runs that replace every file of an earlier copy
 #
 # Prints, per command, the median and every time in run order, and each median's ratio to the first
 # command's.
@@ -18,11 +20,13 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=7
 BASE=/dev/shm/pcopy-bench
+PREP=
 while [ $# -gt 0 ]; do
   case $1 in
     -n) ROUNDS=$2; shift 2 ;;
     --base) BASE=$2; shift 2 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    --prep) PREP=$2; shift 2 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -42,6 +46,10 @@ trap 'rm -rf "$DST" "$TIMES"' EXIT
 for ((round = 1; round <= ROUNDS; round++)); do
   for ((k = 1; k <= $#; k++)); do
     rm -rf "$DST"
+    if [ -n "$PREP" ] && ! bash -c "$PREP" >/dev/null 2>&1; then
+      echo "ab.sh: --prep failed: $PREP" >&2
+      exit 1
+    fi
     sync
     start=$(date +%s.%N)
     if ! bash -c "${!k}" >/dev/null 2>&1; then

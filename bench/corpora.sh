@@ -2,8 +2,9 @@
 # Generates the benchmark corpora under BASE (default /dev/shm/pcopy-bench), idempotently: a corpus whose
 # directory holds its completion marker is left alone; a half-made one (interrupted run) is redone.
 #
-#   bench/corpora.sh [BASE] [CORPUS...]      CORPUS: small usr_share big4 one2g empty300k lat2k | all
-#                                            (default: all but lat2k, which only the latency scenario uses)
+#   bench/corpora.sh [BASE] [CORPUS...]      CORPUS: small usr_share big4 one2g empty300k lat2k links | all
+#                                            (default: all but lat2k, which only the latency scenario
+#                                            uses, and links)
 #
 # Contents are real random bytes (never holes): small files from os.urandom in one python3 process, big
 # files with head -c from /dev/urandom.
@@ -14,6 +15,8 @@
 #   one2g      one 2 GiB file (one2g/d0/file)
 #   empty300k  300,000 empty files, 300 directories of 1,000 (empty300k/dNNN/fNNNN)
 #   lat2k      2,000 x 4 KiB files, 20 directories of 100 (the latency-bound scenario's tree)
+#   links      hard links for -a: 10,000 x 4 KiB files in 100 directories, each with 4 more names in
+#              4 other directories (links/dNNN/fN_K), as snapshots of one tree linked to each other
 set -euo pipefail
 
 BASE=${1:-/dev/shm/pcopy-bench}
@@ -42,6 +45,22 @@ for i in range(ndirs):
 PY
 }
 
+# linked_files DIR: the links corpus.
+linked_files() {
+  python3 - "$1" <<'PY'
+import os, sys
+root = sys.argv[1]
+for d in range(100):
+    os.makedirs(f"{root}/d{d:03}", exist_ok=True)
+for i in range(10000):
+    path = f"{root}/d{i % 100:03}/f{i}"
+    with open(path, "wb") as f:
+        f.write(os.urandom(4096))
+    for k in range(1, 5):
+        os.link(path, f"{root}/d{(i + 17 * k) % 100:03}/f{i}_{k}")
+PY
+}
+
 # big_file PATH MIB: a file of MIB MiB of random data, written in 1 MiB blocks.
 big_file() {
   mkdir -p "$(dirname "$1")"
@@ -65,8 +84,9 @@ make_corpus() {
     usr_share) cp -a /usr/share/. "$dir/" ;;
     big4) for i in 0 1 2 3; do big_file "$dir/d$i/file" 512; done ;;
     one2g) big_file "$dir/d0/file" 2048 ;;
+    links) linked_files "$dir" ;;
     *)
-      echo "unknown corpus '$name' (known: ${ALL[*]} lat2k)" >&2
+      echo "unknown corpus '$name' (known: ${ALL[*]} lat2k links)" >&2
       rmdir "$dir"
       return 2
       ;;
