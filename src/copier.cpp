@@ -509,7 +509,11 @@ void Copier::close_later(UniqueFd fd) {
 
 void Copier::enter(int dst_dir) {
   DirFacts facts;
-  if (dst_dir >= 0) facts = dir_facts(dst_dir);
+  if (dst_dir >= 0) {
+    facts = dir_facts(dst_dir);
+    struct stat st;
+    facts.hides_names = ::fstat(dst_dir, &st) == 0 && hides_names(st.st_mode);
+  }
   enter(dst_dir, facts);
 }
 
@@ -797,11 +801,11 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!out) {
     tmp = direct ? job.target() : next_temp_name();
     bool existed = false;
-    bool made_private = split || opt_.archive || hides_names_;
-    struct stat as = made_private ? private_stat(st) : st;
+    bool private_until_set = split || made_private();
+    struct stat as = private_until_set ? private_stat(st) : st;
     out.reset(direct ? in_place(dst_dir, tmp, as, existed) : ::openat(dst_dir, tmp.c_str(), kCreate, as.st_mode & 0777));
     if (!out) return fail(r, errno);
-    fresh_mode = fresh_mode && !existed && !made_private;
+    fresh_mode = fresh_mode && !existed && !private_until_set;
   }
   bool keep = false;
   struct Cleanup {
@@ -1281,7 +1285,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   // With -a, its owner, group and ACL come after it is made: until then it is its maker's alone
   // (a device made with SRC's 0660 was the group's of a set-group-ID directory to open), as cp -a
   // makes it.
-  const mode_t perm = opt_.archive || hides_names_ ? S_IRUSR | S_IWUSR : st.st_mode & 0777;
+  const mode_t perm = made_private() ? S_IRUSR | S_IWUSR : st.st_mode & 0777;
   auto make = [&] {
     if (S_ISLNK(st.st_mode)) return ::symlinkat(target.c_str(), dst_dir, t);
     if (S_ISFIFO(st.st_mode)) return ::mkfifoat(dst_dir, t, perm);
@@ -1345,7 +1349,7 @@ int Copier::link_target_dir(int dst_root, std::string_view dir) {
 
 // The directory of a hard link's target (a path from DST's root), opened by link_target_dir(), and
 // the target's name in it; a negative errno for a directory that cannot be opened.
-int Copier::link_target(int dst_root, std::string_view target, std::string& name) {
+int Copier::open_link_target(int dst_root, std::string_view target, std::string& name) {
   size_t slash = target.rfind('/');
   std::string_view dir = slash == std::string_view::npos ? std::string_view() : target.substr(0, slash);
   name = slash == std::string_view::npos ? target : target.substr(slash + 1);
@@ -1358,7 +1362,7 @@ int Copier::link_target(int dst_root, std::string_view target, std::string& name
 // `tname` if given.
 int Copier::linked_already(int dst_root, const Job& job, const struct stat& dst, int* tdir, std::string* tname) {
   std::string name;
-  int fd = link_target(dst_root, job.link_target, name);
+  int fd = open_link_target(dst_root, job.link_target, name);
   if (fd < 0) return -fd;
   struct stat first;
   bool same = dst.st_ino != 0 && ::fstatat(fd, name.c_str(), &first, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -1437,7 +1441,11 @@ bool Copier::linkable(const Job& job) const {
 void Copier::link_batch(int src_dir, int dst_dir, int dst_root, std::span<const Job> jobs, const ProgressFn& report,
                         std::vector<Result>& results) {
   results.clear();
-  auto careful = [&](size_t i) { results[i] = copy(src_dir, dst_dir, dst_root, jobs[i], report); };
+  bool stop = false;  // a failure that ends the batch (ends_batch): the rest go back untried
+  auto careful = [&](size_t i) {
+    results[i] = copy(src_dir, dst_dir, dst_root, jobs[i], report);
+    stop = stop || ends_batch(results[i], opt_);
+  };
   std::string_view target;  // the copy linked to, and the names linked to it so far
   int tdir = -1;
   std::string tname;
@@ -1455,20 +1463,25 @@ void Copier::link_batch(int src_dir, int dst_dir, int dst_root, std::span<const 
   for (size_t i = 0; i < jobs.size(); ++i) {
     const Job& job = jobs[i];
     results.push_back(result_for(job));
+    if (!stop && (tdir < 0 || job.link_target != target)) check();
+    if (stop) {
+      results[i].outcome = Outcome::Deferred;
+      continue;
+    }
     if (tdir < 0 || job.link_target != target) {
-      check();
       target = job.link_target;
-      tdir = link_target(dst_root, target, tname);
+      tdir = open_link_target(dst_root, target, tname);
       if (tdir < 0 || ::fstatat(tdir, tname.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0) {
         tdir = -1;
         careful(i);
         continue;
       }
     }
-    if (::linkat(tdir, tname.c_str(), dst_dir, job.target().c_str(), 0) == 0)
+    if (::linkat(tdir, tname.c_str(), dst_dir, job.target().c_str(), 0) == 0) {
       linked.push_back(i);
-    else
+    } else {
       careful(i);  // opens no other directory than tdir: the same target
+    }
   }
   check();
 }

@@ -38,11 +38,6 @@ constexpr int kMaxDeferredFds = 4096;
 constexpr size_t kDentsBuffer = 2 << 20;
 constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY;
 
-// Group or others may pass through the directory but not list it: its names are secrets, and
-// what is made there under a temporary name, which can be guessed, must be no more open than 0700
-// (0600) until it has its final name (DirFacts::hides_names).
-bool hides_names(mode_t mode) { return ((mode & 010) && !(mode & 040)) || ((mode & 001) && !(mode & 004)); }
-
 bool has_acl(const std::vector<std::pair<std::string, std::string>>& xattrs) {
   return std::any_of(xattrs.begin(), xattrs.end(), [](const auto& a) { return a.first == "system.posix_acl_access"; });
 }

@@ -78,6 +78,11 @@ bool chunking_helps(int dst_dir, const Options& options);
 // fail too), or any failure with --fail-fast.
 bool ends_batch(const Result& r, const Options& options);
 
+// A directory's mode lets group or others pass through it but not list it: its names are secrets,
+// and what is made there under a temporary name, which can be guessed, is no more open than 0700
+// (0600) while it is filled (DirFacts::hides_names).
+inline bool hides_names(mode_t mode) { return ((mode & 010) && !(mode & 040)) || ((mode & 001) && !(mode & 004)); }
+
 // How a copy's owner and mode follow the source's, as with cp -a: a chown an ordinary user may not
 // make is no error (the copy stays theirs), and set-id bits are kept only along with the owner.
 inline bool chown_refused_to_user(int err, bool privileged) { return !privileged && (err == EPERM || err == EINVAL); }
@@ -171,7 +176,7 @@ class Copier {
   int linked_already(int dst_root, const Job& job, const struct stat& dst, int* tdir = nullptr,
                      std::string* tname = nullptr);
   int link_target_dir(int dst_root, std::string_view dir);
-  int link_target(int dst_root, std::string_view target, std::string& name);
+  int open_link_target(int dst_root, std::string_view target, std::string& name);
   bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst, struct stat& src);
   int refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
@@ -219,6 +224,9 @@ class Copier {
   bool never_shares_ = false;          // copy_file_range cannot clone there (DirFacts)
   bool replacing_ = false;             // a link to a final name there failed, EEXIST (link_in)
   bool hides_names_ = false;           // temporaries are made 0600 there (DirFacts)
+  // What is made is its maker's alone (0600) until its metadata is set: with -a (its owner, group
+  // and ACL come after it is made) and where a temporary's name is a secret (hides_names_).
+  bool made_private() const { return opt_.archive || hides_names_; }
   // The directories of the first names of the last hard-link groups linked to (link_target_dir()):
   // a batch's links mostly go to the files of a few directories. The least recently used goes
   // when a ninth is opened; all are let go by enter().

@@ -978,9 +978,9 @@ TEST_F(ArchiveSpecialFilesTest, ArchiveKeepsAFileWhoseAttributeTheDestinationHas
   EXPECT_EQ(get_xattr(tmp / "small/out/c", "user.small"), "fits");
 }
 
-// Names of a hard-link group are linked straight to the group's copy, many to a batch; a name DST
-// has already (another file, a link) is replaced by the link, and a second run links every name
-// again to the file it copies anew.
+// Names of a hard-link group are linked to the group's copy; a name DST has already (another file,
+// a link) is replaced by the link, and a second run links every name again to the file it copies
+// anew.
 TEST_F(ArchiveSpecialFilesTest, ArchiveLinksEveryNameOfAGroupOverWhatTheDestinationHad) {
   write_file(src + "/f", "the group's data\n");
   make_dir(src + "/other");
@@ -1004,6 +1004,22 @@ TEST_F(ArchiveSpecialFilesTest, ArchiveLinksEveryNameOfAGroupOverWhatTheDestinat
     EXPECT_EQ(read_file(dst + "/other/m05"), "the group's data\n");
     EXPECT_EQ(diff_trees(src, dst), "");
   }
+}
+
+// --fail-fast stops at the first name of a group that cannot be linked (a directory has its name in
+// DST): the names after it are not linked, and no other failure is reported.
+TEST_F(ArchiveSpecialFilesTest, FailFastStopsLinkingAGroupAtItsFirstFailure) {
+  write_file(src + "/f", "the group's data\n");
+  for (int i = 0; i < 100; ++i)
+    ASSERT_EQ(::link((src + "/f").c_str(), (src + fmt::format("/l{:02}", i)).c_str()), 0);
+  for (int i : {10, 20, 30}) make_dirs(dst + fmt::format("/l{:02}/x", i));
+  RunResult r = run_pcopy({"-a", "-j1", "--fail-fast", src, dst});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  size_t failures = 0;
+  for (const std::string& line : lines_of(r.err)) failures += line.find("pcopy: cannot copy") != std::string::npos;
+  EXPECT_EQ(failures, 1u) << describe(r);
+  EXPECT_TRUE(has_line_with(r.err, {"cannot copy 'l10'"})) << describe(r);
+  EXPECT_FALSE(exists(dst + "/l99")) << describe(r);
 }
 
 // A destination without extended attributes (ramfs here; FAT, exFAT and many network file systems
