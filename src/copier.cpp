@@ -296,6 +296,11 @@ bool made_by_this_run(std::string_view temp_name) { return is_temp_name(temp_nam
 
 std::string temp_number(uint64_t count) { return std::to_string(g_run * kRunScale + count % kRunScale); }
 
+uint64_t secret_count(bool secret, uint64_t count) {
+  uint64_t drawn;
+  return secret && ::getrandom(&drawn, sizeof drawn, GRND_NONBLOCK) == ssize_t(sizeof drawn) ? drawn : count;
+}
+
 bool temp_in_use(int dir, std::string_view name) {
   if (!is_temp_name(name)) return false;
   std::string_view whole = name;
@@ -529,7 +534,9 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_, opt_);
 }
 
-std::string Copier::next_temp_name() { return temp_prefix_ + temp_number(++temp_counter_) + std::string(kTempSuffix); }
+std::string Copier::next_temp_name() {
+  return temp_prefix_ + temp_number(secret_count(hides_names_, ++temp_counter_)) + std::string(kTempSuffix);
+}
 
 Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {
   deleted_.clear();

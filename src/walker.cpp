@@ -357,7 +357,8 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   const DirNode* parent = frame.node;
   if (can_stage_ && dst_root_ && parent->dst && parent->facts.known && parent->facts.local && !parent->facts.staged &&
       src && small_leaf(src.get()))
-    node->staged_name = staged_prefix_ + temp_number(++staged_count_) + std::string(kTempSuffix);
+    node->staged_name =
+        staged_prefix_ + temp_number(secret_count(parent->facts.hides_names, ++staged_count_)) + std::string(kTempSuffix);
   // Before its copy is made or entered: an ACL of SRC's keeps others out of it from the start.
   if (opt_.archive && src) node->xattrs = read_xattrs_fd(src.get(), euid_ == 0);
   node->dst.reset(open_dst_child(frame.node, node, src.get(), err, ev.detail));

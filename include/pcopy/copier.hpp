@@ -29,6 +29,9 @@ bool is_temp_name(std::string_view name);
 // The <n> of this run's `count`th temporary: count + a number drawn for the run times 10^9, so that
 // its names differ from those a process with the same pid left (pids repeat, in containers each run).
 std::string temp_number(uint64_t count);
+// `count`, or where a temporary's name is a secret (a directory that hides_names()) a number drawn
+// at random, so that its name cannot be worked out from another temporary's: temp_number(secret_count(...)).
+uint64_t secret_count(bool secret, uint64_t count);
 // A staged directory's name: ".pcopy-<pid>-d<n>.tmp" (see Walker).
 bool is_staged_name(std::string_view name);
 // Whether a temporary's name is one this run made (its <n> names this run; see temp_number).

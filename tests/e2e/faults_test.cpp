@@ -1927,9 +1927,22 @@ TEST_P(FaultsByJobs, ATemporaryGivesAwayNoNameOthersCannotList) {
     std::vector<std::string> args = step.options;
     args.insert(args.end(), {jobs(), src, to});
     std::string midway = "not looked at";
-    auto [r, stopped] = act_midway(args, logs, step.stop, [&] { midway = reachable(); });
+    std::vector<std::string> temps;  // in hidden, midway
+    auto [r, stopped] = act_midway(args, logs, step.stop, [&] {
+      midway = reachable();
+      for (const std::string& name : list_tree(hidden))
+        if (name.rfind(".pcopy-", 0) == 0 && name.find('/') == std::string::npos && (mode_of(hidden) & 011))
+          temps.push_back(name);
+    });
     ASSERT_TRUE(stopped) << describe(r);
     EXPECT_EQ(midway, "");
+    // Where others may pass, nor can its name be worked out from another temporary's: its count is
+    // drawn at random, not the run's 1, 2, 3... (a count below 1,000 by chance: once in a million).
+    for (const std::string& name : temps) {
+      std::string digits = name.substr(name.rfind('-') + 1);
+      digits = digits.substr(digits[0] == 'd' ? 1 : 0, digits.size() - (digits[0] == 'd' ? 1 : 0) - 4);
+      EXPECT_GE(std::stoull(digits) % 1'000'000'000, 1000u) << name;
+    }
     EXPECT_EQ(r.status, 0) << describe(r);
     EXPECT_EQ(mode_of(hidden), 0711u);
     EXPECT_EQ(diff_trees(src, to), "");
