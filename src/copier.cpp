@@ -486,6 +486,11 @@ bool has_default_acl(int dir) {
   return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
 }
 
+bool has_access_acl(int fd) {
+  if (::fgetxattr(fd, "system.posix_acl_access", nullptr, 0) >= 0) return true;
+  return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
+}
+
 namespace {
 bool chunking_helps_on(bool local, const Options& options) {
   if (options.reflink == ReflinkMode::Always) return false;  // chunks are copied, never cloned
@@ -517,7 +522,7 @@ void Copier::enter(int dst_dir) {
   if (dst_dir >= 0) {
     facts = dir_facts(dst_dir);
     struct stat st;
-    facts.hides_names = ::fstat(dst_dir, &st) == 0 && hides_names(st.st_mode);
+    facts.hides_names = ::fstat(dst_dir, &st) == 0 && (hides_names(st.st_mode) || has_access_acl(dst_dir));
   }
   enter(dst_dir, facts);
 }

@@ -68,6 +68,8 @@ bool never_shares_extents(int dir);
 // Whether a default ACL in `dir` decides the modes of what is created there (then they must be
 // set explicitly). True when it cannot be told.
 bool has_default_acl(int dir);
+// Whether a file or directory has an access ACL (true where that cannot be told).
+bool has_access_acl(int fd);
 // What workers need to know of destination directory `dir` (DirFacts, not staged): its default ACL,
 // and its file system's traits, taken from `same_fs` when given (a directory on the same one).
 DirFacts dir_facts(int dir, const DirFacts* same_fs = nullptr);
@@ -81,9 +83,10 @@ bool chunking_helps(int dst_dir, const Options& options);
 // fail too), or any failure with --fail-fast.
 bool ends_batch(const Result& r, const Options& options);
 
-// A directory's mode lets group or others pass through it but not list it: its names are secrets,
-// and what is made there under a temporary name, which can be guessed, is no more open than 0700
-// (0600) while it is filled (DirFacts::hides_names).
+// A directory's mode lets group or others pass through it but not list it (so may an access ACL:
+// see has_access_acl()): its names are secrets, and what is made there under a temporary name is
+// no more open than 0700 (0600) while it is filled, and its name is drawn at random
+// (DirFacts::hides_names).
 inline bool hides_names(mode_t mode) { return ((mode & 010) && !(mode & 040)) || ((mode & 001) && !(mode & 004)); }
 
 // How a copy's owner and mode follow the source's, as with cp -a: a chown an ordinary user may not

@@ -1949,6 +1949,31 @@ TEST_P(FaultsByJobs, ATemporaryGivesAwayNoNameOthersCannotList) {
   }
 }
 
+// The same where an ACL, not the mode, lets a user pass through a directory of DST but not list it
+// (u:65534:--x on a 0750 copy, as an earlier -a run leaves it): a run without -a stages a new leaf
+// there 0700.
+TEST_P(FaultsByJobs, ATemporaryGivesAwayNoNameAnAclKeepsFromBeingListed) {
+  std::string src = tmp / "src", to = tmp / "dst";
+  make_dir(src);
+  make_dir(src + "/p", 0750);
+  RunResult acl = run({"setfacl", "-m", "u:65534:--x", src + "/p"});
+  if (acl.status != 0) GTEST_SKIP() << "no ACLs here: " << describe(acl);
+  write_file(src + "/p/known", "k\n");
+  ASSERT_EQ(run_pcopy({"-a", jobs(), src, to}).status, 0);
+  make_dir(src + "/p/secret-leaf");
+  write_big_file(src + "/p/secret-leaf/leaf.bin", 8, 10);
+  std::vector<std::string> open;
+  auto [r, stopped] = act_midway({jobs(), src, to}, logs, "leaf.bin", [&] {
+    for (const std::string& name : list_tree(to + "/p"))
+      if (name.rfind(".pcopy-", 0) == 0 && name.find('/') == std::string::npos && (mode_of(to + "/p/" + name) & 077))
+        open.push_back(fmt::format("{} {:04o}", name, mode_of(to + "/p/" + name)));
+  });
+  ASSERT_TRUE(stopped) << describe(r);
+  EXPECT_EQ(joined(open), "");
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, to), "");
+}
+
 // A file rewritten in place at the same size while a worker reads it: a mix of old and new bytes.
 TEST_P(FaultsByJobs, SameSizeRewriteDuringTheCopyIsReportedAndKeepsThePreviousVersion) {
   std::string src = tmp / "src";
