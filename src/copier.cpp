@@ -1464,6 +1464,19 @@ void Copier::link_batch(int src_dir, int dst_dir, int dst_root, std::span<const 
   struct stat before;
   std::vector<size_t> linked;
   auto check = [&] {
+#ifdef PCOPY_TEST_HOOKS
+    // Test builds only: with PCOPY_TEST_REPLACE_LINK_TARGET set, another run into DST renames its
+    // own copy over the first group's first name between the links and their check.
+    static bool replaced = false;
+    if (!replaced && std::getenv("PCOPY_TEST_REPLACE_LINK_TARGET") && !linked.empty()) {
+      replaced = true;
+      UniqueFd from(::openat(tdir, tname.c_str(), O_RDONLY | O_CLOEXEC));
+      UniqueFd to(::openat(tdir, ".other-run-copy", kCreate, 0644));
+      char buf[4096];
+      for (ssize_t n; from && to && (n = ::read(from.get(), buf, sizeof buf)) > 0;) (void)write_all(to.get(), buf, size_t(n));
+      ::renameat(tdir, ".other-run-copy", tdir, tname.c_str());
+    }
+#endif
     struct stat after;
     if (!linked.empty() && (::fstatat(tdir, tname.c_str(), &after, AT_SYMLINK_NOFOLLOW) != 0 ||
                             after.st_dev != before.st_dev || after.st_ino != before.st_ino)) {

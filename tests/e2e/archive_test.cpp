@@ -1006,6 +1006,29 @@ TEST_F(ArchiveSpecialFilesTest, ArchiveLinksEveryNameOfAGroupOverWhatTheDestinat
   }
 }
 
+// Another run into DST renames its copy of a group's first name over this run's while names are
+// linked to it (a test hook, between the links and their check): the names linked to the copy it
+// replaced are linked again, and the group ends as one file.
+TEST_F(ArchiveSpecialFilesTest, NamesLinkedToAFirstNameAnotherRunReplacedAreLinkedAgain) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  write_file(src + "/f", "the group's data\n");
+  for (int i = 0; i < 50; ++i)
+    ASSERT_EQ(::link((src + "/f").c_str(), (src + fmt::format("/l{:02}", i)).c_str()), 0);
+  RunOptions options;
+  options.env = {"PCOPY_TEST_REPLACE_LINK_TARGET=1"};
+  RunResult r = run_pcopy({"-a", "-j1", src, dst}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  struct stat first = lstat_of(dst + "/f");
+  EXPECT_EQ(first.st_nlink, 51u);
+  for (int i = 0; i < 50; ++i) {
+    std::string name = fmt::format("l{:02}", i);
+    EXPECT_EQ(lstat_of(dst + "/" + name).st_ino, first.st_ino) << name;
+    EXPECT_EQ(read_file(dst + "/" + name), "the group's data\n") << name;
+  }
+}
+
 // --fail-fast stops at the first name of a group that cannot be linked (a directory has its name in
 // DST): the names after it are not linked, and no other failure is reported.
 TEST_F(ArchiveSpecialFilesTest, FailFastStopsLinkingAGroupAtItsFirstFailure) {
