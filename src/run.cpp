@@ -928,8 +928,8 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     // The temporary is renamed after the parent, which outlives the workers: named after the
     // worker that made it, it would be a leftover to a second run into DST once that worker died,
     // while the others still write it. Its number holds the run's, as every temporary's does.
-    temp = fmt::format("{}{}-{}{}", kTempPrefix, ::getpid(), temp_number(secret_count(begin.dir && begin.dir->facts.hides_names, file)),
-                       kTempSuffix);
+    bool secret = begin.dir && begin.dir->facts.hides_names;
+    temp = fmt::format("{}{}-{}{}", kTempPrefix, ::getpid(), temp_number(secret_count(secret, file)), kTempSuffix);
     if (int err = rename_dst_temp(begin.dir, r.temp, temp)) {
       remove_dst_temp(begin.dir, r.temp);
       Result failed = r;
