@@ -2,9 +2,9 @@
 # Generates the benchmark corpora under BASE (default /dev/shm/pcopy-bench), idempotently: a corpus whose
 # directory holds its completion marker is left alone; a half-made one (interrupted run) is redone.
 #
-#   bench/corpora.sh [BASE] [CORPUS...]      CORPUS: small usr_share big4 one2g empty300k lat2k links | all
-#                                            (default: all but lat2k, which only the latency scenario
-#                                            uses, and links)
+#   bench/corpora.sh [BASE] [CORPUS...]      CORPUS: small usr_share big4 one2g empty300k lat2k links
+#                                            links1 | all (default: all but lat2k, which only the
+#                                            latency scenario uses, and links and links1)
 #
 # Contents are real random bytes (never holes): small files from os.urandom in one python3 process, big
 # files with head -c from /dev/urandom.
@@ -17,6 +17,8 @@
 #   lat2k      2,000 x 4 KiB files, 20 directories of 100 (the latency-bound scenario's tree)
 #   links      hard links for -a: 10,000 x 4 KiB files in 100 directories, each with 4 more names in
 #              4 other directories (links/dNNN/fN_K), as snapshots of one tree linked to each other
+#   links1     60,000 names of one 4 KiB file in one directory (links1/d0/lN): workers that link into
+#              one directory take turns on its lock
 set -euo pipefail
 
 BASE=${1:-/dev/shm/pcopy-bench}
@@ -61,6 +63,19 @@ for i in range(10000):
 PY
 }
 
+# one_file_linked DIR: the links1 corpus.
+one_file_linked() {
+  python3 - "$1" <<'PY'
+import os, sys
+d = sys.argv[1] + "/d0"
+os.makedirs(d, exist_ok=True)
+with open(d + "/l0", "wb") as f:
+    f.write(os.urandom(4096))
+for i in range(1, 60000):
+    os.link(d + "/l0", f"{d}/l{i}")
+PY
+}
+
 # big_file PATH MIB: a file of MIB MiB of random data, written in 1 MiB blocks.
 big_file() {
   mkdir -p "$(dirname "$1")"
@@ -85,8 +100,9 @@ make_corpus() {
     big4) for i in 0 1 2 3; do big_file "$dir/d$i/file" 512; done ;;
     one2g) big_file "$dir/d0/file" 2048 ;;
     links) linked_files "$dir" ;;
+    links1) one_file_linked "$dir" ;;
     *)
-      echo "unknown corpus '$name' (known: ${ALL[*]} lat2k links)" >&2
+      echo "unknown corpus '$name' (known: ${ALL[*]} lat2k links links1)" >&2
       rmdir "$dir"
       return 2
       ;;
