@@ -522,7 +522,7 @@ void Copier::enter(int dst_dir) {
   if (dst_dir >= 0) {
     facts = dir_facts(dst_dir);
     struct stat st;
-    facts.hides_names = ::fstat(dst_dir, &st) == 0 && (hides_names(st.st_mode) || has_access_acl(dst_dir));
+    facts.hides_names = ::fstat(dst_dir, &st) == 0 && hides_names(dst_dir, st.st_mode);
   }
   enter(dst_dir, facts);
 }
@@ -970,13 +970,11 @@ int Copier::link_fd(int fd, int dir, const std::string& name) {
 // Makes the finished O_TMPFILE file appear as `target`. linkat never replaces: when something is
 // there already, the file is linked under a temporary name and renamed over it.
 int Copier::link_in(int fd, int dst_dir, const std::string& target) {
-  // A directory whose files are there already (a run without -u over an earlier copy): once one
-  // link to a final name has failed, the next go by a temporary at once, not after failing too.
-  int err;
-  if (!replacing_) {
-    if ((err = link_fd(fd, dst_dir, target)) != EEXIST) return err;
-    replacing_ = true;
-  }
+  int err = link_fd(fd, dst_dir, target);
+  if (err != EEXIST) return err;
+  // A directory whose files are there already (a run without -u over an earlier copy): the rest
+  // of its files go to named temporaries at once (copy_opened), not after a link fails too.
+  replacing_ = true;
   std::string tmp = next_temp_name();
   if ((err = link_fd(fd, dst_dir, tmp))) return err;
   if ((err = install(dst_dir, tmp, target))) ::unlinkat(dst_dir, tmp.c_str(), 0);
@@ -1294,9 +1292,8 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   } else if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return fail(r, 0, kChangedType);
   }
-  // With -a, its owner, group and ACL come after it is made: until then it is its maker's alone
-  // (a device made with SRC's 0660 was the group's of a set-group-ID directory to open), as cp -a
-  // makes it.
+  // Its maker's alone until its metadata is set, where made_private() says (with -a a device made
+  // with SRC's 0660 was the group's of a set-group-ID directory to open), as cp -a makes it.
   const mode_t perm = made_private() ? S_IRUSR | S_IWUSR : st.st_mode & 0777;
   auto make = [&] {
     if (S_ISLNK(st.st_mode)) return ::symlinkat(target.c_str(), dst_dir, t);
@@ -1440,6 +1437,24 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
   return r;
 }
 
+namespace {
+// Test builds only: with PCOPY_TEST_REPLACE_LINK_TARGET set, another run into DST renames its own
+// copy over the first hard-link group's first name (`name` in `dir`), once, between the links to it
+// and their check (see link_batch).
+void test_hook_replace_link_target([[maybe_unused]] int dir, [[maybe_unused]] const std::string& name) {
+#ifdef PCOPY_TEST_HOOKS
+  static bool replaced = false;
+  if (replaced || !std::getenv("PCOPY_TEST_REPLACE_LINK_TARGET")) return;
+  replaced = true;
+  UniqueFd from(::openat(dir, name.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd to(::openat(dir, ".other-run-copy", kCreate, 0644));
+  char buf[4096];
+  for (ssize_t n; from && to && (n = ::read(from.get(), buf, sizeof buf)) > 0;) (void)write_all(to.get(), buf, size_t(n));
+  ::renameat(dir, ".other-run-copy", dir, name.c_str());
+#endif
+}
+}  // namespace
+
 bool Copier::linkable(const Job& job) const {
   return job.kind == JobKind::HardLink && !opt_.dry_run && !opt_.update && !opt_.ignore_existing && !job.want_hash;
 }
@@ -1464,19 +1479,7 @@ void Copier::link_batch(int src_dir, int dst_dir, int dst_root, std::span<const 
   struct stat before;
   std::vector<size_t> linked;
   auto check = [&] {
-#ifdef PCOPY_TEST_HOOKS
-    // Test builds only: with PCOPY_TEST_REPLACE_LINK_TARGET set, another run into DST renames its
-    // own copy over the first group's first name between the links and their check.
-    static bool replaced = false;
-    if (!replaced && std::getenv("PCOPY_TEST_REPLACE_LINK_TARGET") && !linked.empty()) {
-      replaced = true;
-      UniqueFd from(::openat(tdir, tname.c_str(), O_RDONLY | O_CLOEXEC));
-      UniqueFd to(::openat(tdir, ".other-run-copy", kCreate, 0644));
-      char buf[4096];
-      for (ssize_t n; from && to && (n = ::read(from.get(), buf, sizeof buf)) > 0;) (void)write_all(to.get(), buf, size_t(n));
-      ::renameat(tdir, ".other-run-copy", tdir, tname.c_str());
-    }
-#endif
+    if (!linked.empty()) test_hook_replace_link_target(tdir, tname);
     struct stat after;
     if (!linked.empty() && (::fstatat(tdir, tname.c_str(), &after, AT_SYMLINK_NOFOLLOW) != 0 ||
                             after.st_dev != before.st_dev || after.st_ino != before.st_ino)) {

@@ -533,8 +533,7 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
     }
     bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;
     node->facts = dir_facts(fd, same_fs ? &parent->facts : nullptr);
-    // An access ACL may let someone pass who may not list (u:x:--x) whatever the mode says.
-    node->facts.hides_names = hides_names(st.st_mode) || has_access_acl(fd);
+    node->facts.hides_names = hides_names(fd, st.st_mode);
     node->fs_dev = st.st_dev;
     node->dst_sgid = st.st_mode & S_ISGID;
   }

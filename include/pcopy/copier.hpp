@@ -88,6 +88,8 @@ bool ends_batch(const Result& r, const Options& options);
 // no more open than 0700 (0600) while it is filled, and its name is drawn at random
 // (DirFacts::hides_names).
 inline bool hides_names(mode_t mode) { return ((mode & 010) && !(mode & 040)) || ((mode & 001) && !(mode & 004)); }
+// The same of directory `dir`, whose mode is `mode`, by its mode or its access ACL.
+inline bool hides_names(int dir, mode_t mode) { return hides_names(mode) || has_access_acl(dir); }
 
 // How a copy's owner and mode follow the source's, as with cp -a: a chown an ordinary user may not
 // make is no error (the copy stays theirs), and set-id bits are kept only along with the owner.
