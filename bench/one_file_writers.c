@@ -5,11 +5,14 @@
 //   mmap:  the destination range mapped shared, pread straight into the mapping (no inode lock:
 //          page faults instead).
 // Each way with 1 and with P processes, in alternating rounds; medians. Where the destination's
-// writes serialise on its inode lock (tmpfs, ext4), P processes are no faster than one: this is why
-// pcopy does not split big files on local file systems.
+// writes serialise on its inode lock (tmpfs, ext4), P processes gain only as far as one reads while
+// another writes: copy_file_range holds the lock while it reads too, pread does not. This is why
+// pcopy's chunks on local file systems go through a buffer (2 GiB on tmpfs, 2 processes, 2026-12-01:
+// cfr 1.08-1.24x of one process's speed, rw 1.29-1.57x).
 //   build: gcc -O2 -o one_file_writers bench/one_file_writers.c
 //   run:   one_file_writers SRC DST [P [ROUNDS [WAYS]]]   (WAYS: comma list, default cfr,rw;
-//          mmap is ~10x slower on this VM, where a page fault costs ~20 µs: add it by hand)
+//          mmap scales best, but page faults make one process 1.6x (2026-12-01) to 13x (an earlier
+//          session) slower than cfr on this VM: add it by hand)
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>

@@ -206,6 +206,7 @@ struct FileCopy {
   uint64_t unreported = 0;
   bool clone_failed = false;  // --reflink=always, and the clone was refused
   bool generated = false;     // read to its end, whatever its size said (copy_generated)
+  bool buffered = false;      // through the buffer, never copy_file_range (copy_chunk)
 };
 
 // Exactly the names pcopy makes, ".pcopy-<pid>-<n>.tmp" and, staged, ".pcopy-<pid>-d<n>.tmp": a
@@ -436,6 +437,8 @@ bool local_type(long type) {
 }
 
 bool never_shares_type(long type) { return type == TMPFS_MAGIC || type == EXT4_SUPER_MAGIC; }
+
+bool in_memory_type(long type) { return type == TMPFS_MAGIC; }
 }  // namespace
 
 bool local_fs(int dir) { return local_type(fs_type(dir)); }
@@ -452,6 +455,8 @@ int clone_refusal(int src, int dst_dir) {
 
 bool never_shares_extents(int dir) { return never_shares_type(fs_type(dir)); }
 
+bool in_memory_fs(int dir) { return in_memory_type(fs_type(dir)); }
+
 DirFacts dir_facts(int dir, const DirFacts* same_fs) {
   DirFacts f;
   f.known = true;
@@ -459,10 +464,12 @@ DirFacts dir_facts(int dir, const DirFacts* same_fs) {
   if (same_fs) {
     f.local = same_fs->local;
     f.never_shares = same_fs->never_shares;
+    f.in_memory = same_fs->in_memory;
   } else {
     long type = fs_type(dir);
     f.local = local_type(type);
     f.never_shares = never_shares_type(type);
+    f.in_memory = in_memory_type(type);
   }
   return f;
 }
@@ -492,16 +499,19 @@ bool has_access_acl(int fd) {
 }
 
 namespace {
-bool chunking_helps_on(bool local, const Options& options) {
+bool chunking_helps_on(bool local, bool in_memory, const Options& options) {
   if (options.reflink == ReflinkMode::Always) return false;  // chunks are copied, never cloned
 #ifdef PCOPY_TEST_HOOKS
   if (std::getenv("PCOPY_TEST_CHUNK_LOCAL")) return true;  // to test chunking on the test machine
 #endif
-  return !local;
+  return !local || in_memory;
 }
 }  // namespace
 
-bool chunking_helps(int dst_dir, const Options& options) { return chunking_helps_on(local_fs(dst_dir), options); }
+bool chunking_helps(int dst_dir, const Options& options) {
+  long type = fs_type(dst_dir);
+  return chunking_helps_on(local_type(type), in_memory_type(type), options);
+}
 
 bool ends_batch(const Result& r, const Options& options) {
   return r.outcome == Outcome::Failed && (fails_everything(r.err) || options.fail_fast);
@@ -536,7 +546,7 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   staged_ = dst_dir >= 0 && facts.staged;
   hides_names_ = dst_dir >= 0 && facts.hides_names;
   never_shares_ = dst_dir >= 0 && facts.never_shares;
-  chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_, opt_);
+  chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_, facts.in_memory, opt_);
 }
 
 std::string Copier::next_temp_name() {
@@ -1040,7 +1050,12 @@ Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   if (!same_source(job, st)) return fail(r, 0, kChanged);  // another file renamed over it
   UniqueFd out(::openat(dst_dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!out) return fail(r, errno);
+  // On a local file system copy_file_range is a splice that holds the file's inode lock while it
+  // reads as well as while it writes: through the buffer, a worker reads its chunk while another
+  // writes theirs (one 2 GiB file on tmpfs, -j2: 1.25x the speed of cp -a, against 1.0x with
+  // copy_file_range). Elsewhere copy_file_range may be the server's own copy (NFS).
   FileCopy fc;
+  fc.buffered = local_fs_;
   int err = copy_range(in.get(), out.get(), off_t(job.offset), job.length, fc);
   r.bytes = fc.bytes;
   if (!err && fc.bytes != job.length) return fail(r, 0, kChanged);
@@ -1208,7 +1223,7 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
   // Nor for the second reading of a file that ended early: some file systems' copy_file_range
   // says 0 (EOF) for data that read() returns (procfs and sysfs files; FUSE, NFS and CIFS before
   // Linux 5.19), so an early end is read again with read(), as cp does.
-  const bool cfr = try_cfr_ && !fc.hasher && !fc.generated && !make_holes &&
+  const bool cfr = try_cfr_ && !fc.hasher && !fc.generated && !fc.buffered && !make_holes &&
                    (opt_.reflink != ReflinkMode::Never || never_shares_);
   while (cfr && left > 0) {
     loff_t off_in = off, off_out = off;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -106,6 +107,7 @@ struct ChunkedFile {
   uint64_t bytes = 0;
   Result failure;    // the first chunk failure, if any
   bool failed = false;
+  std::vector<uint64_t> sent;  // chunks handed to workers, some perhaps done (chunks_in_flight)
 };
 
 struct PendingBatch {
@@ -147,6 +149,11 @@ class Runner {
   void add_ready_link(DirNode* dir, Job job, std::pair<dev_t, ino_t> group);
   void flush_ready_links();
   void dispatch();
+  // Where in the queue the next batch to send is: the first but for chunks of files that have
+  // as many workers as they may (chunk_allowed), or queue_.size().
+  size_t next_to_send();
+  bool chunk_allowed(const PendingBatch& pb);
+  size_t chunks_in_flight(ChunkedFile& cf);
   // The least loaded worker with room for another batch, or -1. A heavy batch (a big file, a
   // chunk) waits for a worker with fewer than two batches: big work is handed out on demand.
   int pick_worker(bool heavy = false) const;
@@ -275,6 +282,8 @@ class Runner {
   std::deque<std::pair<dev_t, ino_t>> undecided_;  // groups in that state, oldest first
   size_t undecided_names_ = 0;  // their names, waiting outside the window (jobs_ holds them)
   bool chunk_ = true;  // big files are split for several workers (chunking_helps DST)
+  bool in_memory_ = false;  // DST is in_memory_fs(): the CPU is the limit (chunk_allowed)
+  size_t cpus_ = 1;         // that this process may run on
   Manifest manifest_;
   std::string stdout_buf_;
   int stdout_err_ = 0;  // the first failed write to stdout: reported at the end, an error of the run
@@ -727,15 +736,44 @@ bool Runner::idle_worker() const {
   return false;
 }
 
+// Where the CPU is the limit (tmpfs), a file's chunks go to at most twice as many workers at a time
+// as there are CPUs, shared between the files under way: writes to one file take turns on its
+// inode lock, so while one worker writes, another can only read its chunk, and more workers than
+// that only spin on the lock. Measured on 2 CPUs: 4 x 512 MiB with -j8, 0.56 s with two workers on
+// each file at once, 0.46 s with one; one 2 GiB file, 0.72 s with two, 0.70 s with four.
+bool Runner::chunk_allowed(const PendingBatch& pb) {
+  if (!in_memory_) return true;
+  const JobInfo& info = jobs_.at(pb.ids[0]);
+  if (info.job.kind != JobKind::FileChunk) return true;
+  size_t most = std::max<size_t>(1, 2 * cpus_ / chunked_.size());
+  return chunks_in_flight(chunked_.at(info.file)) < most;
+}
+
+size_t Runner::chunks_in_flight(ChunkedFile& cf) {
+  std::erase_if(cf.sent, [&](uint64_t id) {
+    auto it = jobs_.find(id);
+    return it == jobs_.end() || it->second.worker < 0 || !pool_->slot(size_t(it->second.worker)).held.contains(id);
+  });
+  return cf.sent.size();
+}
+
+size_t Runner::next_to_send() {
+  size_t i = 0;
+  while (i < queue_.size() && !chunk_allowed(queue_[i])) ++i;
+  return i;
+}
+
 void Runner::dispatch() {
   while (!queue_.empty() && !abandon_) {
+    size_t i = next_to_send();
+    if (i == queue_.size()) return;
     // A batch whose directory's path is long (a chain tens of thousands of levels deep) is as
     // heavy as its data: the parent holds the messages in flight, the workers read them whole.
-    const PendingBatch& next = queue_.front();
+    const PendingBatch& next = queue_[i];
     int w = pick_worker(next.bytes >= kBatchBytes || (next.dir && next.dir->path_len >= kLongDirPath));
     if (w < 0) return;
-    PendingBatch pb = std::move(queue_.front());
-    queue_.pop_front();
+    PendingBatch pb = std::move(queue_[i]);
+    queue_.erase(queue_.begin() + long(i));
     Batch batch;
     batch.dir = walker_ ? walker_->rel_path(pb.dir) : std::string();
     if (walker_ && pb.dir) {
@@ -755,6 +793,7 @@ void Runner::dispatch() {
       info.alone = pb.ids.size() == 1;
       slot.held.insert(id);
       sent_[size_t(w)].push_back(id);
+      if (info.job.kind == JobKind::FileChunk) chunked_.at(info.file).sent.push_back(id);
       batch.jobs.push_back(std::move(info.job));
       infos.push_back(&info);
     }
@@ -1529,6 +1568,9 @@ int Runner::run() {
   // enough, workers look at sizes themselves, and the parent stays off the critical path.
   stat_entries_ = bar_ || status_lines_ || opt_.archive || opt_.dereference || opt_.dry_run;
   chunk_ = !target_.dst_root.valid() || chunking_helps(target_.dst_root.get(), opt_);
+  in_memory_ = target_.dst_root.valid() && in_memory_fs(target_.dst_root.get());
+  cpu_set_t cpus;
+  if (::sched_getaffinity(0, sizeof cpus, &cpus) == 0) cpus_ = size_t(std::max(1, CPU_COUNT(&cpus)));
   setup_signals();
   if (int status = start_pool()) return status;
   stats_.workers = unsigned(pool_->live());

@@ -65,6 +65,8 @@ bool local_fs(int dir);
 int clone_refusal(int src, int dst_dir);
 // tmpfs, ext2-4: no extent is ever shared, so copy_file_range cannot clone (see DirFacts).
 bool never_shares_extents(int dir);
+// tmpfs: memory, not a device, behind it (see DirFacts).
+bool in_memory_fs(int dir);
 // Whether a default ACL in `dir` decides the modes of what is created there (then they must be
 // set explicitly). True when it cannot be told.
 bool has_default_acl(int dir);
@@ -73,10 +75,11 @@ bool has_access_acl(int fd);
 // What workers need to know of destination directory `dir` (DirFacts, not staged): its default ACL,
 // and its file system's traits, taken from `same_fs` when given (a directory on the same one).
 DirFacts dir_facts(int dir, const DirFacts* same_fs = nullptr);
-// Whether splitting big files into chunks for several workers pays off in `dst_dir`: not on a
-// local_fs(), where two workers writing one file take turns on its lock (and spin on it: on tmpfs
-// -j2 copied one 2 GiB file 1.4x slower than -j1), but where latency, not the CPU, is the limit;
-// and not with --reflink=always, as chunks are copied, not cloned.
+// Whether splitting big files into chunks for several workers pays off in `dst_dir`: where latency
+// is the limit (anything but a local_fs()), and where the CPU is (in_memory_fs(): there workers
+// read their chunks outside the file's inode lock, which only writes take). Not on a disk's file
+// system, whose device is the limit; and not with --reflink=always, as chunks are copied, not
+// cloned.
 bool chunking_helps(int dst_dir, const Options& options);
 
 // A failure after which the rest of a batch is handed back untried: a full disk (the rest would

@@ -92,6 +92,9 @@ struct DirFacts {
   // Others may pass through it but not list it: a file made there under a temporary name (which
   // can be guessed) is made 0600 until it has its final name.
   bool hides_names = false;
+  // tmpfs: memory, not a device, is behind it, so copying there is limited by the CPU, and a big
+  // file is split for several workers (chunking_helps()).
+  bool in_memory = false;
 };
 
 struct Batch {

@@ -323,6 +323,7 @@ TEST_F(WalkerTest, DirectoriesCarryWhatWorkersNeedToKnowOfTheDestination) {
     EXPECT_TRUE(d->facts.known);
     EXPECT_EQ(d->facts.local, local_fs(d->dst.get()));
     EXPECT_EQ(d->facts.never_shares, never_shares_extents(d->dst.get()));
+    EXPECT_EQ(d->facts.in_memory, in_memory_fs(d->dst.get()));
     EXPECT_EQ(d->facts.default_acl, acl);  // a directory made in one with a default ACL inherits it
   }
   for (DirNode* d : r.held) w->release(d);
