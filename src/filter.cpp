@@ -64,7 +64,7 @@ Token token_at(std::string_view p, size_t i) {
 // Adds to `set` the positions its positions reach without reading: past a star that matches
 // nothing, and past "**/" at the start of a component (`a/**/b` matches `a/b`, `**/b` matches `b`,
 // neither matches `xb`). Every such step goes forward, so one pass in order is enough.
-void close_over(std::string_view p, std::vector<char>& set, bool component_start) {
+void close_over(std::string_view p, char* set, bool component_start) {
   for (size_t i = 0; i < p.size(); ++i) {
     if (!set[i] || (p[i] != '*')) continue;
     Token t = token_at(p, i);
@@ -76,12 +76,25 @@ void close_over(std::string_view p, std::vector<char>& set, bool component_start
 }  // namespace
 
 bool glob_match(std::string_view p, std::string_view text) {
-  std::vector<char> now(p.size() + 1), next(p.size() + 1);
+  // The two sets on the stack for any pattern of a sensible length: a path is matched against
+  // every rule that is not indexed (see Filters), and an allocation each was most of the cost.
+  constexpr size_t kOnStack = 256;
+  char on_stack[2][kOnStack];
+  std::vector<char> on_heap;
+  const size_t n = p.size() + 1;
+  char* now = on_stack[0];
+  char* next = on_stack[1];
+  if (n > kOnStack) {
+    on_heap.resize(2 * n);
+    now = on_heap.data();
+    next = now + n;
+  }
+  std::fill(now, now + n, 0);
   now[0] = 1;
   close_over(p, now, true);
   for (size_t ti = 0; ti < text.size(); ++ti) {
     char ch = text[ti];
-    std::fill(next.begin(), next.end(), 0);
+    std::fill(next, next + n, 0);
     bool any = false;
     for (size_t i = 0; i < p.size(); ++i) {
       if (!now[i]) continue;
@@ -103,7 +116,7 @@ bool glob_match(std::string_view p, std::string_view text) {
     }
     if (!any) return false;
     close_over(p, next, ch == '/');
-    now.swap(next);
+    std::swap(now, next);
   }
   return now[p.size()] != 0;
 }
@@ -124,14 +137,87 @@ FilterRule make_rule(bool include, std::string_view pattern) {
   return rule;
 }
 
-bool is_excluded(const std::vector<FilterRule>& rules, std::string_view rel, bool is_dir) {
+namespace {
+std::string_view last_name(std::string_view rel) {
   size_t slash = rel.rfind('/');
-  std::string_view name = slash == std::string_view::npos ? rel : rel.substr(slash + 1);
+  return slash == std::string_view::npos ? rel : rel.substr(slash + 1);
+}
+
+bool plain(std::string_view pattern) { return pattern.find_first_of("*?[\\") == std::string_view::npos; }
+
+// The longest run of characters the pattern matches only literally ("cache" in "*.cache[0-9]*").
+std::string longest_literal(std::string_view p) {
+  std::string best, run;
+  for (size_t i = 0; i < p.size();) {
+    Token t = token_at(p, i);
+    if (t.kind == Token::Literal) {
+      run += t.c;
+    } else {
+      run.clear();
+    }
+    if (run.size() > best.size()) best = run;
+    i = t.next + (t.kind == Token::DoubleStar && t.then_slash);  // "**/" may match nothing, '/' too
+  }
+  return best;
+}
+}  // namespace
+
+bool is_excluded(const std::vector<FilterRule>& rules, std::string_view rel, bool is_dir) {
+  std::string_view name = last_name(rel);
   for (const FilterRule& rule : rules) {
     if (rule.dirs_only && !is_dir) continue;
     if (glob_match(rule.pattern, rule.anchored ? rel : name)) return !rule.include;
   }
   return false;
+}
+
+Filters::Filters(std::initializer_list<FilterRule> rules) {
+  for (const FilterRule& rule : rules) push_back(rule);
+}
+
+void Filters::note(Index& index, std::string_view key, uint32_t rule, bool dirs_only) {
+  auto it = index.find(key);
+  if (it == index.end()) it = index.emplace(std::string(key), First{}).first;
+  First& f = it->second;
+  f.dir = std::min(f.dir, rule);
+  if (!dirs_only) f.file = std::min(f.file, rule);
+}
+
+uint32_t Filters::first(const Index& index, std::string_view key, bool is_dir) {
+  auto it = index.find(key);
+  if (it == index.end()) return kNone;
+  return is_dir ? it->second.dir : it->second.file;
+}
+
+void Filters::push_back(FilterRule rule) {
+  auto i = uint32_t(rules_.size());
+  std::string_view p = rule.pattern;
+  if (plain(p)) {
+    note(rule.anchored ? paths_ : names_, p, i, rule.dirs_only);
+  } else if (!rule.anchored && p.size() >= 2 && p[0] == '*' && p[1] == '.' && plain(p.substr(1))) {
+    note(suffixes_, p.substr(1), i, rule.dirs_only);
+  } else {
+    globs_.push_back({i, longest_literal(p)});
+  }
+  rules_.push_back(std::move(rule));
+}
+
+bool Filters::excluded(std::string_view rel, bool is_dir) const {
+  std::string_view name = last_name(rel);
+  uint32_t best = kNone;
+  if (!names_.empty()) best = std::min(best, first(names_, name, is_dir));
+  if (!paths_.empty()) best = std::min(best, first(paths_, rel, is_dir));
+  if (!suffixes_.empty())
+    for (size_t dot = name.find('.'); dot != std::string_view::npos; dot = name.find('.', dot + 1))
+      best = std::min(best, first(suffixes_, name.substr(dot), is_dir));
+  for (const Glob& glob : globs_) {
+    if (glob.rule >= best) break;
+    const FilterRule& rule = rules_[glob.rule];
+    if (rule.dirs_only && !is_dir) continue;
+    std::string_view text = rule.anchored ? rel : name;
+    if (text.find(glob.needle) != std::string_view::npos && glob_match(rule.pattern, text)) return !rule.include;
+  }
+  return best != kNone && !rules_[best].include;
 }
 
 }  // namespace pcopy

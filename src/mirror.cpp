@@ -174,14 +174,14 @@ struct Aliases {
 
   // Names the filters exclude (whatever their type) were never copied: not looked up.
   Aliases(int dir, const std::string& rel, const SrcListing& listing, const Entries& entries,
-          const std::vector<FilterRule>& filters) {
+          const Filters& filters) {
     std::vector<std::string_view> listed = entries.sorted_names();
     for (size_t pos = 0; pos < listing.names.size();) {
       std::string_view name(listing.names.c_str() + pos);
       pos += name.size() + 1;
       if (has(listed, name)) continue;
       std::string path = join(rel, std::string(name));
-      if (is_excluded(filters, path, false) && is_excluded(filters, path, true)) continue;
+      if (filters.excluded(path, false) && filters.excluded(path, true)) continue;
       struct stat st;
       if (::fstatat(dir, name.data(), &st, AT_SYMLINK_NOFOLLOW) == 0) names.push_back({name, folded(name), st});
     }
@@ -235,7 +235,7 @@ UniqueFd open_to_empty(int dir, const std::string& name, bool dry_run, mode_t& w
 }  // namespace
 
 int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb,
-                const std::vector<FilterRule>& filters, bool one_file_system) {
+                const Filters& filters, bool one_file_system) {
   // Bounded by the names read, whatever the depth (as `rm -rf`): the deepest kOpenLevels levels
   // hold a descriptor, a shallower one is reopened through ".." of its child when its turn comes
   // again, and one path string serves every level, each knowing only its length.
@@ -346,7 +346,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     if (!path.empty()) path += '/';
     path += e.name;  // not a copy of the path per entry: a chain 48,000 deep took time with its square
     const std::string& child = path;
-    if (!filters.empty() && is_excluded(filters, child, e.is_dir)) {
+    if (!filters.empty() && filters.excluded(child, e.is_dir)) {
       lv.kept = true;
       continue;
     }
@@ -514,7 +514,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
         continue;
       }
       const std::string& rel = at(e.name);
-      if (is_temp_name(e.name) || is_excluded(opt.filters, rel, e.is_dir)) continue;
+      if (is_temp_name(e.name) || opt.filters.excluded(rel, e.is_dir)) continue;
       if (e.is_dir && elsewhere(p.dst.get(), e.name.data())) continue;
       if (!aliases) {
         path.resize(dir_len);

@@ -190,7 +190,7 @@ struct ManifestOpener {
     } else if (std::string d = canonical_future(dst_dir); m != d && within(m, d)) {
       std::string rel = m.substr(d == "/" ? 1 : d.size() + 1);
       struct stat st;
-      if (::lstat((real_src + "/" + rel).c_str(), &st) == 0 && !is_excluded(opt.filters, rel, S_ISDIR(st.st_mode)))
+      if (::lstat((real_src + "/" + rel).c_str(), &st) == 0 && !opt.filters.excluded(rel, S_ISDIR(st.st_mode)))
         why = fmt::format("the copy of {} goes there", quoted(rel));
     }
     if (why.empty()) return std::nullopt;

@@ -277,7 +277,7 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
   std::string rel;
   if (filtered) rel = frame.rel_len == 0 ? std::string(name) : path_ + "/" + name;
   if (d_type == DT_DIR) {
-    if (!filtered || !is_excluded(opt_.filters, rel, true)) frame.subdirs.emplace_back(name);
+    if (!filtered || !opt_.filters.excluded(rel, true)) frame.subdirs.emplace_back(name);
     return std::nullopt;
   }
   WalkEvent ev;
@@ -296,10 +296,10 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
     return ev;
   }
   if (S_ISDIR(ev.st.st_mode)) {
-    if (!filtered || !is_excluded(opt_.filters, rel, true)) frame.subdirs.emplace_back(name);
+    if (!filtered || !opt_.filters.excluded(rel, true)) frame.subdirs.emplace_back(name);
     return std::nullopt;
   }
-  if (filtered && is_excluded(opt_.filters, rel, false)) return std::nullopt;
+  if (filtered && opt_.filters.excluded(rel, false)) return std::nullopt;
   if (const char* why = skip_reason(ev.st.st_mode, opt_, euid_)) {
     ev.type = WalkEvent::Type::Warning;
     ev.detail = why;

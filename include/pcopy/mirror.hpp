@@ -72,7 +72,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opti
 // directories holding them, silently, as rsync keeps them; with `one_file_system`, so are
 // directories on another file system than `dir`'s. Returns 0 or the first errno.
 int remove_tree(int dir, const std::string& name, const std::string& rel, bool dry_run, const MirrorCallbacks& cb,
-                const std::vector<FilterRule>& filters = {}, bool one_file_system = false);
+                const Filters& filters = {}, bool one_file_system = false);
 // remove_tree() of what pcopy itself left (a staged directory, an entry of one), reporting nothing.
 int remove_quietly(int dir, const std::string& name);
 

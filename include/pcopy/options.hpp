@@ -27,7 +27,7 @@ struct Options {
   bool checksum = false;
   bool ignore_existing = false;
   bool delete_extraneous = false;
-  std::vector<FilterRule> filters;
+  Filters filters;
 
   // Safety and speed.
   bool dry_run = false;

@@ -463,7 +463,7 @@ TEST(Cli, ExcludeAndIncludeKeepTheirCommandLineOrder) {
       {true, "src/*.c", false, true},
       {false, "tmp", false, true},
   };
-  EXPECT_EQ(view(r.options->filters), want);
+  EXPECT_EQ(view(r.options->filters.rules()), want);
   EXPECT_EQ(r.options->src, "s");
   EXPECT_EQ(r.options->dst, "d");
 }
@@ -482,7 +482,7 @@ TEST(Cli, ExcludeFromFileRulesGoWhereTheOptionStands) {
       {false, "logs/*.gz", false, true},
       {false, "last", false, false},
   };
-  EXPECT_EQ(view(r.options->filters), want);
+  EXPECT_EQ(view(r.options->filters.rules()), want);
 }
 
 // A file written on Windows (or checked out with core.autocrlf): its patterns ended in '\r' and
@@ -498,7 +498,7 @@ TEST(Cli, ExcludeFromFileWithWindowsLineEndsGivesThePatterns) {
       {false, ".git", true, false},
       {true, "keep", false, false},
   };
-  EXPECT_EQ(view(r.options->filters), want);
+  EXPECT_EQ(view(r.options->filters.rules()), want);
 }
 
 TEST(Cli, ExcludeFromMissingFileIsAUsageError) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -288,4 +289,60 @@ TEST(IsExcluded, RulesBuiltByHandBehaveLikeMadeOnes) {
   EXPECT_FALSE(is_excluded(r, "tmp.keep", false));
   EXPECT_TRUE(is_excluded(r, "tmpfile", false));
   EXPECT_TRUE(is_excluded(r, "d/tmpdir", true));
+}
+
+// ---- Filters: the indexed rules ----------------------------------------------------------------
+
+// Filters decides exactly as the rules tried one by one do, whatever mix of indexed kinds (plain
+// names, plain paths, "*.suffix") and globs, includes and excludes, directory-only rules and
+// orders: lists drawn at random from patterns that overlap on purpose.
+TEST(Filters, DecideAsTheRulesTriedInOrderDo) {
+  const std::vector<const char*> patterns{
+      "main.o",  "*.o",     "*.tar.gz", "*.gz",     ".o",         "*.",        "cache",  "cache/",  "*/cache",
+      "a/b",     "a/b/",    "/main.o",  "/a",       "a/*.o",      "*o",        "m*",     "*.[oc]",  "**/x.gz",
+      "a/**",    "x.tar.gz", "*.tar",   "b",        "*.log/",     "node_modules", "?.o", "\\*.o",   "*.O",
+      "a/**/b",  "**/b",    "**/a/b",  "[x",       "*[x*",       "*.g?",      "a/*/main.o"};
+  const std::vector<const char*> paths{
+      "main.o",   "a/main.o",  "main.c",  ".o",        "..o",       "a/b",        "a/b/main.o", "a/b/c",
+      "cache",    "x/cache",   "a/cache", "x.tar.gz",  "d/x.tar.gz", "y.gz",      "z.tar",      "a",
+      "b",        "q/b",       "e.log",   "f/e.log",   "m",         "node_modules", "w/node_modules/p.o",
+      "*.o",      "c.O",       "k.",      "a/x/x.gz",  "noext",     "dot.in.middle", "x.gz",   "[x",
+      "a[x]"};
+  std::mt19937 random(20261201);
+  for (int list = 0; list < 600; ++list) {
+    std::vector<FilterRule> rules;
+    Filters filters;
+    size_t count = 1 + random() % 10;
+    for (size_t i = 0; i < count; ++i) {
+      FilterRule rule = make_rule(random() % 3 == 0, patterns[random() % patterns.size()]);
+      rules.push_back(rule);
+      filters.push_back(rule);
+    }
+    for (const char* path : paths)
+      for (bool is_dir : {false, true}) {
+        std::string shown;
+        for (const FilterRule& r : rules) shown += (r.include ? " +" : " -") + r.pattern + (r.dirs_only ? "/" : "");
+        EXPECT_EQ(filters.excluded(path, is_dir), is_excluded(rules, path, is_dir))
+            << path << (is_dir ? " (dir)" : "") << " with" << shown;
+      }
+  }
+}
+
+// 900 rules, as in a long --exclude-from file: the indexed kinds find the first of their rules that
+// matches, so an earlier glob or include still decides before a later plain rule.
+TEST(Filters, ALongListDecidesByTheFirstRuleThatMatches) {
+  std::vector<FilterRule> rules{make_rule(true, "keep*"), make_rule(true, "*.keep")};
+  for (int i = 0; i < 300; ++i)
+    for (std::string p : {"name" + std::to_string(i), "*.ext" + std::to_string(i), "dir/sub" + std::to_string(i)})
+      rules.push_back(make_rule(false, p));
+  rules.push_back(make_rule(false, "*"));
+  Filters filters;
+  for (const FilterRule& r : rules) filters.push_back(r);
+  for (std::string path : {"a/b/name299", "x.ext150", "dir/sub7", "dir/sub7/f", "keepname1", "name1.keep",
+                           "keep.ext3", "sub7", "q/dir/sub7", "other"})
+    for (bool is_dir : {false, true}) EXPECT_EQ(filters.excluded(path, is_dir), is_excluded(rules, path, is_dir)) << path;
+  EXPECT_TRUE(filters.excluded("a/b/name299", false));
+  EXPECT_FALSE(filters.excluded("keepname1", false));
+  EXPECT_FALSE(filters.excluded("name1.keep", false));
+  EXPECT_TRUE(filters.excluded("other", false));  // the last rule, "*"
 }
