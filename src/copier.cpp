@@ -62,12 +62,14 @@ int open_source(int dir, const std::string& name, bool follow) {
 }
 
 // --inplace, or a staged file a dead worker left: `name` opened for writing, a regular file there
-// truncated (`existed`); a symbolic link, FIFO or device there is replaced, never written through
+// truncated (`existed`; not with `truncate` false: a chunked copy's End cuts it to size, and until
+// a chunk is written it keeps its data); a symbolic link, FIFO or device there is replaced, never written through
 // or opened, and so is the source itself (`src`, its stat), hard-linked there by `cp -al`:
 // truncating it would empty the source. With -a (`relink`: a temporary name to use), so is a file
 // with other links, or it fails: they are what SRC's hard links were, and a link broken in SRC
 // would see the new data. A directory there is an error (EISDIR).
-int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, const std::string* relink) {
+int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, const std::string* relink,
+                  bool truncate) {
   const mode_t mode = src.st_mode & 0777;
   existed = false;
   int fd = ::openat(dir, name, kCreate, mode);
@@ -92,23 +94,26 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
       // never had: DST's groups may be another's) would take its data, and keep it.
       return -1;
     }
-    const int flags = (kCreate & ~O_EXCL) | O_TRUNC | O_NONBLOCK;  // NONBLOCK: a FIFO swapped in
+    const int flags = (kCreate & ~O_EXCL) | (truncate ? O_TRUNC : 0) | O_NONBLOCK;  // NONBLOCK: a FIFO swapped in
     fd = ::openat(dir, name, flags, mode);
     // A read-only file of the user's is written as rsync --inplace writes it: with its owner's
     // write bit added, until the copy's metadata gives it the source's mode.
-    if (fd < 0 && errno == EACCES && there.st_uid == ::geteuid() && !(there.st_mode & S_IWUSR) &&
-        ::fchmodat(dir, name, (there.st_mode & 07777) | S_IWUSR, AT_SYMLINK_NOFOLLOW) == 0) {
+    mode_t now = there.st_mode & 07777;
+    if (fd < 0 && errno == EACCES && there.st_uid == ::geteuid() && !(now & S_IWUSR) &&
+        ::fchmodat(dir, name, now | S_IWUSR, AT_SYMLINK_NOFOLLOW) == 0) {
       fd = ::openat(dir, name, flags, mode);
       if (fd < 0) {
         int err = errno;
-        ::fchmodat(dir, name, there.st_mode & 07777, AT_SYMLINK_NOFOLLOW);
+        ::fchmodat(dir, name, now, AT_SYMLINK_NOFOLLOW);
         errno = err;
+      } else {
+        now |= S_IWUSR;  // kept: a chunked copy's workers reopen it for writing
       }
     }
     existed = fd >= 0;
     // Until the copy's metadata is set, the new data is not for those whom the old mode lets in
     // and the source's (`src`) keeps out.
-    if (mode_t loose = there.st_mode & 077 & ~src.st_mode; existed && loose) ::fchmod(fd, there.st_mode & 07777 & ~loose);
+    if (mode_t loose = now & 077 & ~src.st_mode; existed && loose) ::fchmod(fd, now & ~loose);
     // Else a link or a FIFO was put there meanwhile; a running program (ETXTBSY) is replaced too.
     if (fd >= 0 || (errno != ELOOP && errno != ENXIO && errno != ETXTBSY)) return fd;
   }
@@ -825,7 +830,8 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     bool existed = false;
     bool private_until_set = split || made_private();
     struct stat as = private_until_set ? private_stat(st) : st;
-    out.reset(direct ? in_place(dst_dir, tmp, as, existed) : ::openat(dst_dir, tmp.c_str(), kCreate, as.st_mode & 0777));
+    out.reset(direct ? in_place(dst_dir, tmp, as, existed, !split)  // split: End cuts it to size
+                     : ::openat(dst_dir, tmp.c_str(), kCreate, as.st_mode & 0777));
     if (!out) return fail(r, errno);
     fresh_mode = fresh_mode && !existed && !private_until_set;
   }
@@ -944,16 +950,16 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
 
 // open_in_place(), and with --delete a directory at `name` removed first, as install() removes
 // one for a copy renamed into place.
-int Copier::in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed) {
+int Copier::in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed, bool truncate) {
   std::string relink = opt_.archive ? next_temp_name() : std::string();
   const std::string* temp = opt_.archive ? &relink : nullptr;
-  int fd = open_in_place(dst_dir, name.c_str(), src, existed, temp);
+  int fd = open_in_place(dst_dir, name.c_str(), src, existed, temp, truncate);
   if (fd >= 0 || errno != EISDIR || !opt_.delete_extraneous) return fd;
   if (int err = make_way(dst_dir, name, false)) {
     errno = err;
     return -1;
   }
-  return open_in_place(dst_dir, name.c_str(), src, existed, temp);
+  return open_in_place(dst_dir, name.c_str(), src, existed, temp, truncate);
 }
 
 // --delete: removes the directory `target` (or, in a dry run, lists what would go) so that a file
@@ -1008,9 +1014,10 @@ bool Copier::probe_tmpfile(int dst_dir) {
   return false;
 }
 
-// A big file split across workers. Begin creates the temporary (or truncates the final name with
-// --inplace); chunks write their ranges into it; End checks that the source did not change, sets
-// the metadata and renames. The parent removes the temporary if any part fails.
+// A big file split across workers. Begin creates the temporary (or opens the final name with
+// --inplace, not emptied: End cuts it to size); chunks write their ranges into it; End checks that
+// the source did not change, sets the metadata and renames. The parent removes the temporary if
+// any part fails.
 Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
   if (!in) return fail(r, errno);
@@ -1023,7 +1030,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   r.src_ino = st.st_ino;
   bool existed = false;
   struct stat as = private_stat(st);
-  UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, as, existed)
+  UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, as, existed, false)
                             : ::openat(dst_dir, r.temp.c_str(), kCreate, as.st_mode & 0777));
   if (!out) return fail(r, errno);
   if (int err = out.close_checked()) {
@@ -1042,14 +1049,59 @@ bool same_source(const Job& job, const struct stat& st) {
 
 }  // namespace
 
+namespace {
+const char* const kNotRegular = "replaced by something other than a regular file while it was written";
+
+// A chunked file's temporary (its final name with --inplace), reopened by name for a chunk or the
+// End. Only a regular file is written: a FIFO put in its place (by anyone who may write in DST)
+// blocked the worker for good, and a device would take the data. O_NONBLOCK makes the open of a
+// FIFO fail (ENXIO, no reader) or return at once; it is cleared again for the writes. Returns -1
+// with errno, or with 0 and `detail` set (kNotRegular).
+int reopen_chunked(int dir, const std::string& name, const char*& detail) {
+  int fd = ::openat(dir, name.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  struct stat st;
+  if (fd < 0) {
+    if (errno == ENXIO || errno == ELOOP) {
+      detail = kNotRegular;
+      errno = 0;
+    }
+    return -1;
+  }
+  int err = -1;  // none
+  if (::fstat(fd, &st) != 0) {
+    err = errno;
+  } else if (!S_ISREG(st.st_mode)) {
+    err = 0;
+  } else if (::fcntl(fd, F_SETFL, O_WRONLY) != 0) {  // O_NONBLOCK off
+    err = errno;
+  }
+  if (err < 0) return fd;
+  ::close(fd);
+  if (err == 0) detail = kNotRegular;
+  errno = err;
+  return -1;
+}
+}  // namespace
+
 Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
   if (!in) return fail(r, errno);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (!same_source(job, st)) return fail(r, 0, kChanged);  // another file renamed over it
-  UniqueFd out(::openat(dst_dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!out) return fail(r, errno);
+  const char* odd = nullptr;
+  UniqueFd out(reopen_chunked(dst_dir, job.temp, odd));
+  if (!out) return fail(r, errno, odd ? odd : "");
+#ifdef PCOPY_TEST_HOOKS
+  // Test builds only: stop half-way through a named file's first chunk (first attempt), as
+  // copy_opened does for a file copied whole.
+  if (const char* name = std::getenv("PCOPY_TEST_STOP_MIDWAY_NAME");
+      name && job.name == name && job.attempt == 0 && job.offset == 0) {
+    loff_t a = 0, b = 0;
+    (void)::copy_file_range(in.get(), &a, out.get(), &b, size_t(job.length) / 2, 0);
+    ::raise(SIGSTOP);
+  }
+#endif
   // On a local file system copy_file_range is a splice that holds the file's inode lock while it
   // reads as well as while it writes: through the buffer, a worker reads its chunk while another
   // writes theirs (one 2 GiB file on tmpfs, -j2: 1.25x the speed of cp -a, against 1.0x with
@@ -1086,9 +1138,10 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns || !same_source(job, st))
     return fail(r, 0, kChanged);
-  UniqueFd out(::openat(dst_dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+  const char* odd = nullptr;
+  UniqueFd out(reopen_chunked(dst_dir, job.temp, odd));
   if (!out && errno == ENOENT && job.attempt > 0 && installed(dst_dir, job, st)) return done_ending(r, job, st);
-  if (!out) return fail(r, errno);
+  if (!out) return fail(r, errno, odd ? odd : "");
   struct stat written;
   if (::fstat(out.get(), &written) != 0) return fail(r, errno);
   if (uint64_t(written.st_size) != job.size && ::ftruncate(out.get(), off_t(job.size)) != 0) return fail(r, errno);

@@ -108,6 +108,7 @@ struct ChunkedFile {
   Result failure;    // the first chunk failure, if any
   bool failed = false;
   std::vector<uint64_t> sent;  // chunks handed to workers, some perhaps done (chunks_in_flight)
+  bool started = false;        // a chunk has been handed out: the file is being filled
 };
 
 struct PendingBatch {
@@ -152,7 +153,7 @@ class Runner {
   // Where in the queue the next batch to send is: the first but for chunks of files that have
   // as many workers as they may (chunk_allowed), or queue_.size().
   size_t next_to_send();
-  bool chunk_allowed(const PendingBatch& pb);
+  bool chunk_allowed(const PendingBatch& pb, size_t filling);
   size_t chunks_in_flight(ChunkedFile& cf);
   // The least loaded worker with room for another batch, or -1. A heavy batch (a big file, a
   // chunk) waits for a worker with fewer than two batches: big work is handed out on demand.
@@ -426,6 +427,16 @@ void Runner::drop(uint64_t id) {
   JobInfo info = std::move(it->second);
   jobs_.erase(it);
   if (info.file) {
+    ChunkedFile& cf = chunked_.at(info.file);
+    if (!cf.started && !opt_.inplace) {
+      // Its temporary made, but never filled: dropped as a file never sent is, once the last of
+      // its chunks is. (With --inplace its final name was emptied: that is reported.)
+      if (--cf.chunks_left > 0) return;
+      DirNode* dir = cf.begin.dir;
+      remove_dst_temp(dir, cf.temp);
+      chunked_.erase(info.file);
+      return release(dir);
+    }
     // Part of a chunked file: the file as a whole fails once its last part is accounted for.
     Result r;
     r.outcome = Outcome::Failed;
@@ -741,12 +752,19 @@ bool Runner::idle_worker() const {
 // inode lock, so while one worker writes, another can only read its chunk, and more workers than
 // that only spin on the lock. Measured on 2 CPUs: 4 x 512 MiB with -j8, 0.56 s with two workers on
 // each file at once, 0.46 s with one; one 2 GiB file, 0.72 s with two, 0.70 s with four.
-bool Runner::chunk_allowed(const PendingBatch& pb) {
-  if (!in_memory_) return true;
+//
+// And anywhere, no more files are filled at once than there are workers: a worker hands back every
+// big file of its batch at once, each with its temporary made, and all of them filling together
+// meant a full disk failed them all, where one at a time it fails one (the rest, never begun, are
+// dropped as any file never sent is).
+bool Runner::chunk_allowed(const PendingBatch& pb, size_t filling) {
   const JobInfo& info = jobs_.at(pb.ids[0]);
   if (info.job.kind != JobKind::FileChunk) return true;
-  size_t most = std::max<size_t>(1, 2 * cpus_ / chunked_.size());
-  return chunks_in_flight(chunked_.at(info.file)) < most;
+  ChunkedFile& cf = chunked_.at(info.file);
+  if (!cf.started) return filling < pool_->size();
+  if (!in_memory_) return true;
+  size_t most = std::max<size_t>(1, 2 * cpus_ / std::max<size_t>(1, filling));
+  return chunks_in_flight(cf) < most;
 }
 
 size_t Runner::chunks_in_flight(ChunkedFile& cf) {
@@ -758,8 +776,9 @@ size_t Runner::chunks_in_flight(ChunkedFile& cf) {
 }
 
 size_t Runner::next_to_send() {
+  size_t filling = size_t(std::count_if(chunked_.begin(), chunked_.end(), [](const auto& kv) { return kv.second.started; }));
   size_t i = 0;
-  while (i < queue_.size() && !chunk_allowed(queue_[i])) ++i;
+  while (i < queue_.size() && !chunk_allowed(queue_[i], filling)) ++i;
   return i;
 }
 
@@ -793,7 +812,11 @@ void Runner::dispatch() {
       info.alone = pb.ids.size() == 1;
       slot.held.insert(id);
       sent_[size_t(w)].push_back(id);
-      if (info.job.kind == JobKind::FileChunk) chunked_.at(info.file).sent.push_back(id);
+      if (info.job.kind == JobKind::FileChunk) {
+        ChunkedFile& cf = chunked_.at(info.file);
+        cf.sent.push_back(id);
+        cf.started = true;
+      }
       batch.jobs.push_back(std::move(info.job));
       infos.push_back(&info);
     }

@@ -908,6 +908,24 @@ TEST_F(CopyTest, AUserCopiesAReadOnlyFileInChunks) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// A user's read-only copy rewritten --inplace in chunks: the write bit added for the rewrite stays
+// until the copy's metadata is set, for every chunk's worker to reopen the file. Narrowing its mode
+// at once (0444 less what the 0600 of a file being written lacks) took the bit away again: the file
+// was emptied and failed with "Permission denied", every other run.
+TEST_F(CopyTest, AUserRewritesAReadOnlyCopyInPlaceInChunks) {
+  write_file(src + "/big.bin", random_bytes(130 << 20, 13), 0444);
+  RunOptions options = unprivileged(tmp);
+  options.env = {"PCOPY_TEST_CHUNK_LOCAL=1"};  // chunks even on a local file system (test builds)
+  RunResult first = copy({"-j2"}, options);
+  ASSERT_EQ(first.status, 0) << describe(first);
+  for (std::string how : {"--inplace", "-a"}) {
+    RunResult r = copy({"-j2", "--inplace", how}, options);
+    EXPECT_EQ(r.status, 0) << how << "\n" << describe(r);
+    EXPECT_EQ(mode_bits(dst + "/big.bin"), 0444u) << how;
+    EXPECT_EQ(diff_trees(src, dst), "") << how;
+  }
+}
+
 // On a file system whose rename takes no flags (the NFS client, FUSE without rename2: bindfs
 // here), a file big enough for chunks is copied all the same. The parent's rename of its
 // temporary asked for RENAME_NOREPLACE alone, and every such file failed with EINVAL.

@@ -1777,8 +1777,10 @@ std::pair<RunResult, bool> catch_writing_staged(const std::vector<std::string>& 
 // data (a test hook, first attempt only), and `act` is called then, before it goes on. Returns the
 // run's result and whether the worker stopped.
 std::pair<RunResult, bool> act_midway(const std::vector<std::string>& args, const std::string& logs,
-                                      const std::string& name, const std::function<void()>& act) {
-  AsyncPcopy p(args, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=" + name});
+                                      const std::string& name, const std::function<void()>& act,
+                                      std::vector<std::string> env = {}) {
+  env.push_back("PCOPY_TEST_STOP_MIDWAY_NAME=" + name);
+  AsyncPcopy p(args, logs, env);
   auto deadline = Clock::now() + 60s;
   pid_t stopped = -1;
   poll_until(deadline, [&] {
@@ -1808,6 +1810,85 @@ void expect_change_midway_refused(const std::string& jobs, const std::string& sr
       << describe(r);
   EXPECT_EQ(read_file(dst + "/" + name), "last night's version\n");
   EXPECT_EQ(joined(temporaries(dst)), "");
+}
+
+// A FIFO put where a file copied in chunks is being written (its temporary, or its final name with
+// --inplace) by anyone who may write in DST: the file fails with one line, nothing opens the FIFO,
+// and the run ends. Each chunk and the last step reopened the name to write, and blocked on the
+// FIFO until pcopy was killed.
+TEST_P(FaultsByJobs, AFifoPutWhereAChunkedFileIsWrittenFailsItAndNothingWaits) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  std::string src = shared_tree("huge_alone", [](const std::string& root) { write_big_file(root + "/huge.bin", 300, 5); });
+  for (bool inplace : {true, false}) {
+    SCOPED_TRACE(inplace ? "--inplace" : "a temporary");
+    std::string to = tmp / (inplace ? "inplace" : "temp");
+    std::vector<std::string> args{jobs(), src, to};
+    if (inplace) args.insert(args.begin(), "--inplace");
+    std::string fifo = tmp / "fifo", where;
+    auto [r, stopped] = act_midway(
+        args, logs, "huge.bin",
+        [&] {
+          auto temps = temporaries(to);
+          where = inplace ? to + "/huge.bin" : temps.empty() ? "" : to + "/" + temps[0];
+          if (where.empty()) return;
+          ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+          ASSERT_EQ(::rename(fifo.c_str(), where.c_str()), 0);
+        },
+        {"PCOPY_TEST_CHUNK_LOCAL=1"});
+    ASSERT_TRUE(stopped) << describe(r);
+    ASSERT_FALSE(where.empty()) << "no temporary to replace\n" << describe(r);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_EQ(count_lines_containing(
+                  r.err, "pcopy: cannot copy 'huge.bin': replaced by something other than a regular file while it was written"),
+              1u)
+        << describe(r);
+    if (inplace) {
+      EXPECT_TRUE(S_ISFIFO(lstat_or_zero(where).st_mode));  // left as it was put there
+    }
+    EXPECT_EQ(joined(temporaries(to)), "");
+  }
+}
+
+// --inplace over a big file copied in chunks: the old file is not emptied when the copy begins, so
+// what no chunk has reached yet keeps its data (a run stopped before a file's turn leaves it as it
+// was); the last step cuts it to the source's size. It was emptied first.
+TEST_P(FaultsByJobs, InPlaceChunksKeepTheOldDataUntilTheyReachIt) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  std::string src = shared_tree("huge_alone", [](const std::string& root) { write_big_file(root + "/huge.bin", 300, 5); });
+  make_dir(dst);
+  write_big_file(dst + "/huge.bin", 400, 6);  // last night's, bigger
+  off_t midway = -1;
+  auto [r, stopped] = act_midway({jobs(), "--inplace", src, dst}, logs, "huge.bin",
+                                 [&] { midway = lstat_or_zero(dst + "/huge.bin").st_size; }, {"PCOPY_TEST_CHUNK_LOCAL=1"});
+  ASSERT_TRUE(stopped) << describe(r);
+  EXPECT_EQ(midway, off_t(400) << 20);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+// Big files handed back at once by a worker (it found them big: no -a, no progress display) are
+// filled no more than one per worker at a time, as when each worker copied a file whole: when the
+// disk is full, the files being filled fail (two at most), not every one begun, and the first two
+// have the room for one at least. With -j2 all four were filled at once, and a tmpfs with room for
+// two held none of them, with four errors.
+TEST_P(FaultsByJobs, AFullDiskFailsOneBigFileNotAllThoseBegun) {
+  if (GetParam() != 2) GTEST_SKIP() << "-j2: two files filled at a time, of four that are begun";
+  Scratch scratch(tmp / "scratch", "300m");
+  struct statfs fs;
+  if (::statfs((tmp / "scratch").c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC)
+    GTEST_SKIP() << "needs a tmpfs: root, to mount one";
+  std::string src = shared_tree("four_names_of_130", [](const std::string& root) {
+    write_big_file(root + "/f0", 130, 8);
+    for (int i = 1; i < 4; ++i) ASSERT_EQ(::link((root + "/f0").c_str(), (root + fmt::format("/f{}", i)).c_str()), 0);
+  });
+  std::string to = scratch / "dst";
+  RunResult r = copy(src, to, {}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  size_t whole = 0;
+  for (int i = 0; i < 4; ++i) whole += compare_contents(src + fmt::format("/f{}", i), to + fmt::format("/f{}", i)) == "";
+  EXPECT_GE(whole, 1u) << describe(r);
+  EXPECT_LE(count_lines_containing(r.err, "pcopy: cannot copy"), 2u) << describe(r);
+  expect_no_partial_files(src, to);
 }
 
 // What others may read of a copy while it is made: no more than SRC lets them, at any moment. The
