@@ -62,10 +62,10 @@ int open_source(int dir, const std::string& name, bool follow) {
 }
 
 // --inplace, or a staged file a dead worker left: `name` opened for writing, a regular file there
-// truncated (`existed`; not with `truncate` false: a chunked copy's End cuts it to size, and until
-// a chunk is written it keeps its data); a symbolic link, FIFO or device there is replaced, never written through
-// or opened, and so is the source itself (`src`, its stat), hard-linked there by `cp -al`:
-// truncating it would empty the source. With -a (`relink`: a temporary name to use), so is a file
+// truncated (`existed`; not with `truncate` false: a chunked copy's End cuts it to size, and where
+// no chunk has written yet it keeps its data); a symbolic link, FIFO or device there is replaced,
+// never written through or opened, and so is the source itself (`src`, its stat), hard-linked
+// there by `cp -al`: truncating it would empty the source. With -a (`relink`: a temporary name to use), so is a file
 // with other links, or it fails: they are what SRC's hard links were, and a link broken in SRC
 // would see the new data. A directory there is an error (EISDIR).
 int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, const std::string* relink,

@@ -430,7 +430,8 @@ void Runner::drop(uint64_t id) {
     ChunkedFile& cf = chunked_.at(info.file);
     if (!cf.started && !opt_.inplace) {
       // Its temporary made, but never filled: dropped as a file never sent is, once the last of
-      // its chunks is. (With --inplace its final name was emptied: that is reported.)
+      // its chunks is. (With --inplace its final name was opened, its mode perhaps changed for
+      // the copy: that is reported.)
       if (--cf.chunks_left > 0) return;
       DirNode* dir = cf.begin.dir;
       remove_dst_temp(dir, cf.temp);
@@ -748,7 +749,7 @@ bool Runner::idle_worker() const {
 }
 
 // Where the CPU is the limit (tmpfs), a file's chunks go to at most twice as many workers at a time
-// as there are CPUs, shared between the files under way: writes to one file take turns on its
+// as there are CPUs, shared between the files being filled: writes to one file take turns on its
 // inode lock, so while one worker writes, another can only read its chunk, and more workers than
 // that only spin on the lock. Measured on 2 CPUs: 4 x 512 MiB with -j8, 0.56 s with two workers on
 // each file at once, 0.46 s with one; one 2 GiB file, 0.72 s with two, 0.70 s with four.
@@ -776,7 +777,8 @@ size_t Runner::chunks_in_flight(ChunkedFile& cf) {
 }
 
 size_t Runner::next_to_send() {
-  size_t filling = size_t(std::count_if(chunked_.begin(), chunked_.end(), [](const auto& kv) { return kv.second.started; }));
+  auto started = [](const auto& kv) { return kv.second.started; };
+  size_t filling = size_t(std::count_if(chunked_.begin(), chunked_.end(), started));
   size_t i = 0;
   while (i < queue_.size() && !chunk_allowed(queue_[i], filling)) ++i;
   return i;
