@@ -847,6 +847,10 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   } cleanup{dst_dir, tmp, keep, !opt_.inplace && !tmp.empty()};  // staged: no half file when revealed
 
   if (split) {
+    struct stat made;
+    if (::fstat(out.get(), &made) != 0) return fail(r, errno);
+    r.dst_dev = made.st_dev;
+    r.dst_ino = made.st_ino;
     if (int err = out.close_checked()) return fail(r, err);
     keep = true;
     r.outcome = Outcome::Split;
@@ -1033,7 +1037,12 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, as, existed, false)
                             : ::openat(dst_dir, r.temp.c_str(), kCreate, as.st_mode & 0777));
   if (!out) return fail(r, errno);
-  if (int err = out.close_checked()) {
+  struct stat made {};
+  int err = ::fstat(out.get(), &made) == 0 ? 0 : errno;
+  r.dst_dev = made.st_dev;
+  r.dst_ino = made.st_ino;
+  if (!err) err = out.close_checked();
+  if (err) {
     if (!opt_.inplace) ::unlinkat(dst_dir, r.temp.c_str(), 0);
     return fail(r, err);
   }
@@ -1050,34 +1059,38 @@ bool same_source(const Job& job, const struct stat& st) {
 }  // namespace
 
 namespace {
-const char* const kNotRegular = "replaced by something other than a regular file while it was written";
+const char* const kReplaced = "replaced by another file while it was written";
+
+// Whether `st` is the file the job's FileBegin made or opened (when the parent knows which).
+bool same_dst(const Job& job, const struct stat& st) {
+  return S_ISREG(st.st_mode) && (!job.dst_ino || (uint64_t(st.st_dev) == job.dst_dev && uint64_t(st.st_ino) == job.dst_ino));
+}
 
 // A chunked file's temporary (its final name with --inplace), reopened by name for a chunk or the
-// End. Only a regular file is written: a FIFO put in its place (by anyone who may write in DST)
-// blocked the worker for good, and a device would take the data. O_NONBLOCK makes the open of a
-// FIFO fail (ENXIO, no reader) or return at once; it is cleared again for the writes. Returns -1
-// with errno, or with 0 and `detail` set (kNotRegular).
-int reopen_chunked(int dir, const std::string& name, const char*& detail) {
-  int fd = ::openat(dir, name.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  struct stat st;
-  if (fd < 0) {
-    if (errno == ENXIO || errno == ELOOP) {
-      detail = kNotRegular;
-      errno = 0;
-    }
+// End. Only the file FileBegin made is written: anyone who may write in DST can put another there
+// meanwhile, and a FIFO blocked the worker for good, a device would take the data, and a file of
+// theirs would be given the source's owner and mode. What is there is looked at before it is
+// opened, and again once open (O_NONBLOCK: a FIFO put there in between does not block the open;
+// cleared again for the writes). Returns -1 with errno, or with 0 and `detail` set (kReplaced).
+int reopen_chunked(int dir, const Job& job, const char*& detail) {
+  auto replaced = [&] {
+    detail = kReplaced;
+    errno = 0;
     return -1;
+  };
+  struct stat st;
+  if (::fstatat(dir, job.temp.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+  if (!same_dst(job, st)) return replaced();
+  int fd = ::openat(dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return errno == ENXIO || errno == ELOOP || errno == EISDIR ? replaced() : -1;
+  int err = ::fstat(fd, &st) != 0 ? errno : 0;
+  if (!err && !same_dst(job, st)) {
+    ::close(fd);
+    return replaced();
   }
-  int err = -1;  // none
-  if (::fstat(fd, &st) != 0) {
-    err = errno;
-  } else if (!S_ISREG(st.st_mode)) {
-    err = 0;
-  } else if (::fcntl(fd, F_SETFL, O_WRONLY) != 0) {  // O_NONBLOCK off
-    err = errno;
-  }
-  if (err < 0) return fd;
+  if (!err && ::fcntl(fd, F_SETFL, O_WRONLY) != 0) err = errno;  // O_NONBLOCK off
+  if (!err) return fd;
   ::close(fd);
-  if (err == 0) detail = kNotRegular;
   errno = err;
   return -1;
 }
@@ -1090,7 +1103,7 @@ Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (!same_source(job, st)) return fail(r, 0, kChanged);  // another file renamed over it
   const char* odd = nullptr;
-  UniqueFd out(reopen_chunked(dst_dir, job.temp, odd));
+  UniqueFd out(reopen_chunked(dst_dir, job, odd));
   if (!out) return fail(r, errno, odd ? odd : "");
 #ifdef PCOPY_TEST_HOOKS
   // Test builds only: stop half-way through a named file's first chunk (first attempt), as
@@ -1139,7 +1152,7 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns || !same_source(job, st))
     return fail(r, 0, kChanged);
   const char* odd = nullptr;
-  UniqueFd out(reopen_chunked(dst_dir, job.temp, odd));
+  UniqueFd out(reopen_chunked(dst_dir, job, odd));
   if (!out && errno == ENOENT && job.attempt > 0 && installed(dst_dir, job, st)) return done_ending(r, job, st);
   if (!out) return fail(r, errno, odd ? odd : "");
   struct stat written;

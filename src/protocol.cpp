@@ -135,6 +135,8 @@ void encode(std::string& out, const Batch& batch) {
     if (job.src_ino) {
       w.num(job.src_dev);
       w.num(job.src_ino);
+      w.num(job.dst_dev);
+      w.num(job.dst_ino);
     }
   }
 }
@@ -152,6 +154,8 @@ void encode(std::string& out, const Result& r) {
   if (!r.temp.empty()) {
     w.num(r.src_dev);
     w.num(r.src_ino);
+    w.num(r.dst_dev);
+    w.num(r.dst_ino);
   }
   w.str(r.hash ? std::string_view(reinterpret_cast<const char*>(r.hash->data()), 16) : std::string_view());
   std::string deleted;  // NUL-separated: a path holds no NUL
@@ -208,6 +212,8 @@ Batch decode_batch(std::string_view payload) {
     if (flags & 4) {
       job.src_dev = r.num<uint64_t>();
       job.src_ino = r.num<uint64_t>();
+      job.dst_dev = r.num<uint64_t>();
+      job.dst_ino = r.num<uint64_t>();
     }
   }
   r.finish();
@@ -228,6 +234,8 @@ Result decode_result(std::string_view payload) {
   if (!res.temp.empty()) {
     res.src_dev = r.num<uint64_t>();
     res.src_ino = r.num<uint64_t>();
+    res.dst_dev = r.num<uint64_t>();
+    res.dst_ino = r.num<uint64_t>();
   }
   std::string hash = r.str();
   if (hash.size() == 16) {

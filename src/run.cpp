@@ -754,15 +754,16 @@ bool Runner::idle_worker() const {
 // that only spin on the lock. Measured on 2 CPUs: 4 x 512 MiB with -j8, 0.56 s with two workers on
 // each file at once, 0.46 s with one; one 2 GiB file, 0.72 s with two, 0.70 s with four.
 //
-// And anywhere, no more files are filled at once than there are workers: a worker hands back every
-// big file of its batch at once, each with its temporary made, and all of them filling together
-// meant a full disk failed them all, where one at a time it fails one (the rest, never begun, are
-// dropped as any file never sent is).
+// And anywhere, no more files are filled at once than there are workers or CPUs (more would not be
+// faster: each file's chunks keep the workers busy): a worker hands back every big file of its
+// batch at once, each with its temporary made, and all of them filling together meant a full disk
+// failed them all, where one at a time it fails one (the rest, never begun, are dropped as any
+// file never sent is).
 bool Runner::chunk_allowed(const PendingBatch& pb, size_t filling) {
   const JobInfo& info = jobs_.at(pb.ids[0]);
   if (info.job.kind != JobKind::FileChunk) return true;
   ChunkedFile& cf = chunked_.at(info.file);
-  if (!cf.started) return filling < pool_->size();
+  if (!cf.started) return filling < std::min(pool_->size(), cpus_);
   if (!in_memory_) return true;
   size_t most = std::max<size_t>(1, 2 * cpus_ / std::max<size_t>(1, filling));
   return chunks_in_flight(cf) < most;
@@ -987,6 +988,20 @@ bool Runner::should_chunk(const struct stat& st) const {
 // contending for it burn twice the CPU for the same bytes.
 void Runner::start_chunks(JobInfo& begin, const Result& r) {
   uint64_t file = begin.job.id;
+  if (stopping_) {
+    // Begun as pcopy stopped (--fail-fast, a full disk): it will not be filled. Its temporary goes
+    // and it is dropped, as a file never sent is; with --inplace, whose final name was opened and
+    // its mode perhaps changed for the copy, it is reported.
+    if (!opt_.inplace) {
+      remove_dst_temp(begin.dir, r.temp);
+      return release(begin.dir);
+    }
+    Result failed = r;
+    failed.outcome = Outcome::Failed;
+    failed.err = 0;
+    failed.detail = "not copied: pcopy stopped before it was complete";
+    return complete(begin, failed, 0);
+  }
   std::string temp = r.temp;
   if (!opt_.inplace) {
     // The temporary is renamed after the parent, which outlives the workers: named after the
@@ -1004,6 +1019,8 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
   }
   begin.job.src_dev = r.src_dev;  // every chunk and the End check that they read this file
   begin.job.src_ino = r.src_ino;
+  begin.job.dst_dev = r.dst_dev;  // and write this one
+  begin.job.dst_ino = r.dst_ino;
   ChunkedFile& cf = chunked_[file];
   cf.begin = begin;
   cf.outcome = r.outcome;
@@ -1020,6 +1037,8 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     c.length = std::min(kChunkBytes, begin.job.size - off);
     c.src_dev = begin.job.src_dev;
     c.src_ino = begin.job.src_ino;
+    c.dst_dev = begin.job.dst_dev;
+    c.dst_ino = begin.job.dst_ino;
     JobInfo ci{begin.dir, std::move(c)};
     ci.file = file;
     batches.push_back(PendingBatch{begin.dir, {ci.job.id}, ci.job.length});
@@ -1715,6 +1734,10 @@ int Runner::finish() {
     } else {
       for (auto& [id, cf] : chunked_) remove_dst_temp(cf.begin.dir, cf.temp);
     }
+    // A big file rewritten --inplace that its chunks had not finished is named: its final name
+    // holds part of the new data (a file copied whole is finished by its worker, or not begun).
+    if (opt_.inplace && !interrupted_)
+      for (auto& [id, cf] : chunked_) error(rel(cf.begin), "not copied: pcopy stopped before it was complete");
     if (walker_ && !dst_stuck_) {
       // Staged directories appear with what was finished in them, never a half-written file.
       std::unordered_map<const DirNode*, std::vector<std::string>> unfinished;

@@ -64,8 +64,11 @@ struct Job {
   uint64_t offset = 0;      // FileChunk
   uint64_t length = 0;      // FileChunk
   // FileChunk, FileEnd: the identity of the source FileBegin opened, so that a file put in its
-  // place (renamed over it, same size and mtime) is not taken for it; 0 when unknown.
+  // place (renamed over it, same size and mtime) is not taken for it; 0 when unknown. And of the
+  // file it made (or opened, --inplace), which every chunk and the End reopen by name: another
+  // file put there meanwhile is not written, nor given the source's owner and mode.
   uint64_t src_dev = 0, src_ino = 0;
+  uint64_t dst_dev = 0, dst_ino = 0;
   // HardLink with --manifest, when the group's first copy was not hashed (-u found it up to date):
   // the worker hashes the file it links to, for the link's manifest line.
   bool want_hash = false;
@@ -151,6 +154,7 @@ struct Result {
   std::string detail;    // reason text when err alone does not say it
   std::string temp;      // FileBegin: the temporary created
   uint64_t src_dev = 0, src_ino = 0;  // with `temp`: the identity of the source opened
+  uint64_t dst_dev = 0, dst_ino = 0;  // and of `temp`
   std::optional<std::array<uint8_t, 16>> hash;  // XXH3-128 of the contents, when asked for
   // --delete: what was removed (or, in a dry run, would be) for a file to take the place of a
   // directory, as paths from the root.

@@ -68,6 +68,8 @@ Batch sample_batch() {
   chunk.length = 64ull << 20;
   chunk.src_dev = 0xfd01;
   chunk.src_ino = std::numeric_limits<uint64_t>::max();
+  chunk.dst_dev = 7;
+  chunk.dst_ino = std::numeric_limits<uint64_t>::max() - 1;
   Job end = chunk;
   end.id = 82;
   end.kind = JobKind::FileEnd;
@@ -100,6 +102,8 @@ void expect_job_eq(const Job& want, const Job& got) {
   EXPECT_EQ(want.length, got.length);
   EXPECT_EQ(want.src_dev, got.src_dev);
   EXPECT_EQ(want.src_ino, got.src_ino);
+  EXPECT_EQ(want.dst_dev, got.dst_dev);
+  EXPECT_EQ(want.dst_ino, got.dst_ino);
 }
 
 void expect_batch_eq(const Batch& want, const Batch& got) {
@@ -130,6 +134,8 @@ void expect_result_eq(const Result& want, const Result& got) {
   EXPECT_EQ(want.temp, got.temp);
   EXPECT_EQ(want.src_dev, got.src_dev);
   EXPECT_EQ(want.src_ino, got.src_ino);
+  EXPECT_EQ(want.dst_dev, got.dst_dev);
+  EXPECT_EQ(want.dst_ino, got.dst_ino);
   EXPECT_EQ(want.hash, got.hash);
   EXPECT_EQ(want.deleted, got.deleted);
   EXPECT_EQ(want.unkept, got.unkept);
@@ -164,6 +170,8 @@ Result sample_result() {
   r.temp = ".pcopy-77-1.tmp";
   r.src_dev = 2049;
   r.src_ino = 1ull << 40;
+  r.dst_dev = 9;
+  r.dst_ino = 1ull << 41;
   std::array<uint8_t, 16> h{};
   for (int i = 0; i < 16; ++i) h[i] = static_cast<uint8_t>(0xF0 + i);
   r.hash = h;
