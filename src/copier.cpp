@@ -781,10 +781,15 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
   return 0;
 }
 
+// A source that open_source() could not open: O_NOFOLLOW refused a symbolic link where the walk saw
+// a file (for a big file's chunks, where its FileBegin opened one).
+Result Copier::unopened(Result r) const {
+  return errno == ELOOP && !opt_.dereference ? fail(std::move(r), 0, kChangedType) : fail(std::move(r), errno);
+}
+
 Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  // O_NOFOLLOW refused a symbolic link where the walk saw a file.
-  if (!in) return errno == ELOOP && !opt_.dereference ? fail(r, 0, kChangedType) : fail(r, errno);
+  if (!in) return unopened(r);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   return copy_opened(std::move(in), st, dst_dir, job, r);
@@ -1024,7 +1029,7 @@ bool Copier::probe_tmpfile(int dst_dir) {
 // any part fails.
 Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return fail(r, errno);
+  if (!in) return unopened(r);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns)
@@ -1098,7 +1103,7 @@ int reopen_chunked(int dir, const Job& job, const char*& detail) {
 
 Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return fail(r, errno);
+  if (!in) return unopened(r);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (!same_source(job, st)) return fail(r, 0, kChanged);  // another file renamed over it
@@ -1146,7 +1151,7 @@ bool installed(int dst_dir, const Job& job, const struct stat& src) {
 
 Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return fail(r, errno);
+  if (!in) return unopened(r);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns || !same_source(job, st))

@@ -1855,6 +1855,29 @@ TEST_P(FaultsByJobs, AnotherFilePutWhereAChunkedFileIsWrittenFailsItAndIsLeftAlo
   }
 }
 
+// A big file of SRC replaced by a symbolic link while its chunks are copied is reported as a file
+// that changed type, as one copied whole is, and nothing is installed; the link is not followed.
+// The chunks said "Too many levels of symbolic links".
+TEST_P(FaultsByJobs, ABigFileTurnedIntoALinkWhileItsChunksAreCopiedChangedType) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  std::string from = tmp / "src", link = tmp / "link";
+  make_dir(from);
+  write_big_file(from + "/huge.bin", 200, 9);
+  auto [r, stopped] = act_midway(
+      {jobs(), from, dst}, logs, "huge.bin",
+      [&] {
+        ASSERT_EQ(::symlink("/etc/passwd", link.c_str()), 0);
+        ASSERT_EQ(::rename(link.c_str(), (from + "/huge.bin").c_str()), 0);
+      },
+      {"PCOPY_TEST_CHUNK_LOCAL=1"});
+  ASSERT_TRUE(stopped) << describe(r);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy 'huge.bin': file changed type as we read it"), 1u)
+      << describe(r);
+  EXPECT_FALSE(exists(dst + "/huge.bin"));
+  EXPECT_EQ(joined(temporaries(dst)), "");
+}
+
 // --fail-fast stops the run while big files are being begun: each is then whole, absent, or named
 // in an error line. One begun as the run stopped had its chunks queued and never sent, and one
 // whose chunks were being written was abandoned: with --inplace either was left empty or half
