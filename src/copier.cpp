@@ -65,9 +65,9 @@ int open_source(int dir, const std::string& name, bool follow) {
 // truncated (`existed`; not with `truncate` false: a chunked copy's End cuts it to size, and where
 // no chunk has written yet it keeps its data); a symbolic link, FIFO or device there is replaced,
 // never written through or opened, and so is the source itself (`src`, its stat), hard-linked
-// there by `cp -al`: truncating it would empty the source. With -a (`relink`: a temporary name to use), so is a file
-// with other links, or it fails: they are what SRC's hard links were, and a link broken in SRC
-// would see the new data. A directory there is an error (EISDIR).
+// there by `cp -al`: truncating it would empty the source. With -a (`relink`: a temporary name to
+// use), so is a file with other links, or it fails: they are what SRC's hard links were, and a
+// link broken in SRC would see the new data. A directory there is an error (EISDIR).
 int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, const std::string* relink,
                   bool truncate) {
   const mode_t mode = src.st_mode & 0777;
@@ -156,6 +156,16 @@ Result result_for(const Job& job) {
   r.size = job.size;
   r.mtime_ns = job.mtime_ns;
   return r;
+}
+
+// A big file's FileBegin: the identity of the file it made (or opened), `fd`, for its chunks and End
+// to check (Job::dst_ino). 0 or an errno.
+int note_made(int fd, Result& r) {
+  struct stat made;
+  if (::fstat(fd, &made) != 0) return errno;
+  r.dst_dev = made.st_dev;
+  r.dst_ino = made.st_ino;
+  return 0;
 }
 
 Result fail(Result r, int err, std::string detail = {}) {
@@ -852,10 +862,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   } cleanup{dst_dir, tmp, keep, !opt_.inplace && !tmp.empty()};  // staged: no half file when revealed
 
   if (split) {
-    struct stat made;
-    if (::fstat(out.get(), &made) != 0) return fail(r, errno);
-    r.dst_dev = made.st_dev;
-    r.dst_ino = made.st_ino;
+    if (int err = note_made(out.get(), r)) return fail(r, err);
     if (int err = out.close_checked()) return fail(r, err);
     keep = true;
     r.outcome = Outcome::Split;
@@ -1042,10 +1049,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, as, existed, false)
                             : ::openat(dst_dir, r.temp.c_str(), kCreate, as.st_mode & 0777));
   if (!out) return fail(r, errno);
-  struct stat made {};
-  int err = ::fstat(out.get(), &made) == 0 ? 0 : errno;
-  r.dst_dev = made.st_dev;
-  r.dst_ino = made.st_ino;
+  int err = note_made(out.get(), r);
   if (!err) err = out.close_checked();
   if (err) {
     if (!opt_.inplace) ::unlinkat(dst_dir, r.temp.c_str(), 0);
@@ -1076,14 +1080,14 @@ bool same_dst(const Job& job, const struct stat& st) {
 // meanwhile, and a FIFO blocked the worker for good, a device would take the data, and a file of
 // theirs would be given the source's owner and mode. What is there is looked at before it is
 // opened, and again once open (O_NONBLOCK: a FIFO put there in between does not block the open;
-// cleared again for the writes). Returns -1 with errno, or with 0 and `detail` set (kReplaced).
-int reopen_chunked(int dir, const Job& job, const char*& detail) {
+// cleared again for the writes). Returns the descriptor and its stat in `st`; or -1 with errno, or
+// with 0 and `detail` set (kReplaced).
+int reopen_chunked(int dir, const Job& job, struct stat& st, const char*& detail) {
   auto replaced = [&] {
     detail = kReplaced;
     errno = 0;
     return -1;
   };
-  struct stat st;
   if (::fstatat(dir, job.temp.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
   if (!same_dst(job, st)) return replaced();
   int fd = ::openat(dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
@@ -1107,9 +1111,10 @@ Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (!same_source(job, st)) return fail(r, 0, kChanged);  // another file renamed over it
-  const char* odd = nullptr;
-  UniqueFd out(reopen_chunked(dst_dir, job, odd));
-  if (!out) return fail(r, errno, odd ? odd : "");
+  const char* odd = "";
+  struct stat opened;
+  UniqueFd out(reopen_chunked(dst_dir, job, opened, odd));
+  if (!out) return fail(r, errno, odd);
 #ifdef PCOPY_TEST_HOOKS
   // Test builds only: stop half-way through a named file's first chunk (first attempt), as
   // copy_opened does for a file copied whole.
@@ -1156,12 +1161,11 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns || !same_source(job, st))
     return fail(r, 0, kChanged);
-  const char* odd = nullptr;
-  UniqueFd out(reopen_chunked(dst_dir, job, odd));
-  if (!out && errno == ENOENT && job.attempt > 0 && installed(dst_dir, job, st)) return done_ending(r, job, st);
-  if (!out) return fail(r, errno, odd ? odd : "");
+  const char* odd = "";
   struct stat written;
-  if (::fstat(out.get(), &written) != 0) return fail(r, errno);
+  UniqueFd out(reopen_chunked(dst_dir, job, written, odd));
+  if (!out && errno == ENOENT && job.attempt > 0 && installed(dst_dir, job, st)) return done_ending(r, job, st);
+  if (!out) return fail(r, errno, odd);
   if (uint64_t(written.st_size) != job.size && ::ftruncate(out.get(), off_t(job.size)) != 0) return fail(r, errno);
   if (int err = apply_metadata(out.get(), in.get(), st, false)) return fail(r, err);  // made 0600: private_stat
   int err = opt_.fsync ? fsync_checked(job, out.get()) : 0;
