@@ -561,7 +561,19 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   staged_ = dst_dir >= 0 && facts.staged;
   hides_names_ = dst_dir >= 0 && facts.hides_names;
   never_shares_ = dst_dir >= 0 && facts.never_shares;
+  locked_ = dst_dir >= 0 && facts.locked;
   chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_, facts.in_memory, opt_);
+}
+
+// Before the first thing is written in a directory the parent found read-only (DirFacts::locked):
+// the owner's bits are added, as the parent did for every such directory when it entered it, which
+// changed the ctime of each on every -u run. The parent gives it its mode back when it is finished.
+// If chmod fails, so does what is written, and says why.
+void Copier::open_up(int dst_dir) {
+  if (!std::exchange(locked_, false)) return;
+  struct stat st;
+  if (::fstat(dst_dir, &st) == 0 && (st.st_mode & S_IRWXU) != S_IRWXU)
+    ::fchmod(dst_dir, (st.st_mode & 07777) | S_IRWXU);
 }
 
 std::string Copier::next_temp_name() {
@@ -628,6 +640,7 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
     r.bytes = job.kind == JobKind::File ? job.size : 0;
     return r;
   }
+  open_up(dst_dir);
   switch (job.kind) {
     case JobKind::File: return copy_file(src_dir, dst_dir, job, r);
     case JobKind::FileBegin: return begin_chunked(src_dir, dst_dir, job, r);
@@ -1558,6 +1571,7 @@ bool Copier::linkable(const Job& job) const {
 void Copier::link_batch(int src_dir, int dst_dir, int dst_root, std::span<const Job> jobs, const ProgressFn& report,
                         std::vector<Result>& results) {
   results.clear();
+  open_up(dst_dir);
   bool stop = false;  // a failure that ends the batch (ends_batch): the rest go back untried
   auto careful = [&](size_t i) {
     results[i] = copy(src_dir, dst_dir, dst_root, jobs[i], report);
@@ -1634,6 +1648,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
   };
   report_ = &tell;
   results.clear();
+  open_up(dst_dir);
   std::vector<UniqueFd> in(jobs.size());
   Ring& ring = *ring_;
 

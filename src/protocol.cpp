@@ -110,7 +110,7 @@ void encode(std::string& out, const Batch& batch) {
   w.str(batch.dst_dir);
   const DirFacts& f = batch.facts;
   w.num(uint8_t((f.known ? 1 : 0) | (f.local ? 2 : 0) | (f.default_acl ? 4 : 0) | (f.staged ? 8 : 0) | (f.never_shares ? 16 : 0) |
-                 (f.hides_names ? 32 : 0) | (f.in_memory ? 64 : 0)));
+                 (f.hides_names ? 32 : 0) | (f.in_memory ? 64 : 0) | (f.locked ? 128 : 0)));
   w.num(static_cast<uint32_t>(batch.jobs.size()));
   for (const Job& job : batch.jobs) {
     w.num(job.id);
@@ -182,7 +182,7 @@ Batch decode_batch(std::string_view payload) {
   batch.dst_dir = r.str();
   auto facts = r.num<uint8_t>();
   batch.facts = DirFacts{(facts & 1) != 0,  (facts & 2) != 0,  (facts & 4) != 0,  (facts & 8) != 0,
-                         (facts & 16) != 0, (facts & 32) != 0, (facts & 64) != 0};
+                         (facts & 16) != 0, (facts & 32) != 0, (facts & 64) != 0, (facts & 128) != 0};
   auto n = r.num<uint32_t>();
   if (n > payload.size()) throw ProtocolError("impossible job count");
   batch.jobs.resize(n);

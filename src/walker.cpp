@@ -450,6 +450,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
     node->fs_dev = parent->fs_dev;
     node->dst_sgid = parent->dst_sgid;
     node->facts.hides_names = false;  // made 0700, or with a mode that lets others list it
+    node->facts.locked = false;
     node->mode_set = exact;
   };
   if (!node->staged_name.empty()) {
@@ -457,6 +458,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
     const char* t = node->staged_name.c_str();
     // In a directory this run made nothing is there yet (and the rename would fail if it were).
     bool vacant = parent->fresh || (::fstatat(pfd, n, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT);
+    if (vacant) open_up(parent, pfd);
     if (vacant && ::mkdirat(pfd, t, initial) == 0) {
       // Workers open it themselves; with its final mode set, all it needs at the end is its
       // times, set through its parent (apply_dir_metadata): then it is not opened here.
@@ -473,6 +475,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
     node->staged_name.clear();  // it exists already, or could not be made: the usual way
   }
   fresh = ::mkdirat(pfd, n, initial) == 0;
+  if (!fresh && errno == EACCES && open_up(parent, pfd)) fresh = ::mkdirat(pfd, n, initial) == 0;
   if (!fresh && errno != EEXIST) {
     err = errno;
     return -1;
@@ -480,6 +483,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
   int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
   if (fd < 0 && !fresh && kept_in_the_way()) return -1;
   if (fd < 0 && !fresh && (errno == ENOTDIR || errno == ELOOP)) {
+    open_up(parent, pfd);
     if (::unlinkat(pfd, n, 0) != 0 || ::mkdirat(pfd, n, initial) != 0) {
       err = errno;
       return -1;
@@ -502,7 +506,8 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
 
 // An existing destination directory (a previous run's copy of a read-only one, say) must be
 // writable while we fill it; its real mode is applied when it is finished. Not where its mode
-// already lets us (root, an ACL): an unchanged -u run changes no directory's ctime.
+// already lets us (root, an ACL), and one we may list and enter only once something is to be
+// written in it (DirFacts::locked): an unchanged -u run changes no directory's ctime.
 void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int src_fd) {
   struct stat st;
   if (::fstat(fd, &st) == 0) {
@@ -512,13 +517,14 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
     // of group and others that SRC's lacks, first: then a new group gets none it should not have.
     // With -a, by its owner and group and its ACL, made SRC's now (written only where they differ:
     // an unchanged run changes no ctime; what fails is reported when the directory is finished).
-    bool opened_up = false;
+    bool opened_up = false, locked = false;
     auto narrow = [&] {
       mode_t mode = st.st_mode & 07777;
-      if (!opened_up && (mode & 0700) != 0700 && st.st_uid == euid_ &&
+      if (!opened_up && !locked && (mode & 0700) != 0700 && st.st_uid == euid_ &&
           ::faccessat(fd, ".", R_OK | W_OK | X_OK, AT_EACCESS) != 0 && errno == EACCES) {
-        mode |= 0700;
-        opened_up = true;
+        locked = ::faccessat(fd, ".", R_OK | X_OK, AT_EACCESS) == 0;
+        if (!locked) mode |= 0700;
+        opened_up = !locked;
       }
       mode &= ~(st.st_mode & 077 & ~node->st.st_mode);
       if (mode != (st.st_mode & 07777) && ::fchmod(fd, mode) == 0) st.st_mode = (st.st_mode & S_IFMT) | mode;
@@ -534,17 +540,29 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
     bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;
     node->facts = dir_facts(fd, same_fs ? &parent->facts : nullptr);
     node->facts.hides_names = hides_names(fd, st.st_mode);
+    node->facts.locked = locked;
     node->fs_dev = st.st_dev;
     node->dst_sgid = st.st_mode & S_ISGID;
   }
   // Temporaries an interrupted run left in a directory we are about to fill again; not those of a
   // run still going (two runs into one destination: a cron job overlapping the last), nor a name
   // SRC has too: the copy of a file named like one (a backup of a tree holding a leftover).
-  remove_temps(fd, [fd, src_fd](std::string_view name) {
+  remove_temps(fd, [this, node, fd, src_fd](std::string_view name) {
     struct stat st;
-    return !temp_in_use(fd, name) &&
-           !(src_fd >= 0 && ::fstatat(src_fd, std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0);
+    bool remove = !temp_in_use(fd, name) &&
+                  !(src_fd >= 0 && ::fstatat(src_fd, std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0);
+    if (remove) open_up(node, fd);
+    return remove;
   });
+}
+
+// What Copier::open_up does in a worker, for what the walk writes in a locked directory itself: a
+// new subdirectory, temporaries to remove. Whether it was locked.
+bool Walker::open_up(DirNode* dir, int fd) {
+  if (!std::exchange(dir->facts.locked, false)) return false;
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && (st.st_mode & S_IRWXU) != S_IRWXU) ::fchmod(fd, (st.st_mode & 07777) | S_IRWXU);
+  return true;
 }
 
 void Walker::evict_fds() {

@@ -208,6 +208,7 @@ class Copier {
   bool probe_tmpfile(int dst_dir);
   int hash_file(int fd, class Hasher& hasher);
   int install(int dst_dir, const std::string& tmp, const std::string& target);
+  void open_up(int dst_dir);
 
   const Options& opt_;
   bool privileged_;    // may chown to anyone and write every xattr namespace
@@ -236,6 +237,7 @@ class Copier {
   bool never_shares_ = false;          // copy_file_range cannot clone there (DirFacts)
   bool replacing_ = false;             // a link to a final name there failed, EEXIST (link_in)
   bool hides_names_ = false;           // temporaries are made 0600 there (DirFacts)
+  bool locked_ = false;                // read-only, made writable by open_up() (DirFacts)
   // What is made is its maker's alone (0600) until its metadata is set: with -a (its owner, group
   // and ACL come after it is made) and where a temporary's name is a secret (hides_names_).
   bool made_private() const { return opt_.archive || hides_names_; }

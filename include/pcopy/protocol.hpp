@@ -98,6 +98,10 @@ struct DirFacts {
   // tmpfs: memory, not a device, is behind it, so copying there is limited by the CPU, and a big
   // file is split for several workers (chunking_helps()).
   bool in_memory = false;
+  // An earlier copy of a read-only directory (0555, say), ours: it is made writable (Copier::open_up)
+  // only once something is to be written in it, so that an unchanged -u run leaves its ctime alone;
+  // the parent gives it its mode back when it is finished.
+  bool locked = false;
 };
 
 struct Batch {

@@ -144,6 +144,7 @@ class Walker {
   // Keeps `node`'s destination fd, which the walk has left, within the budget; else closes it.
   void defer_dst(DirNode* node);
   void prepare_existing(DirNode* node, const DirNode* parent, int fd, int src_fd);
+  bool open_up(DirNode* dir, int fd);
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
   int apply_dir_metadata(DirNode* dir, DirTrouble& trouble);

@@ -267,6 +267,74 @@ TEST_F(Backup, UpdateAsRootWritesNothingToReadOnlyDirectoriesThatAreUnchanged) {
   EXPECT_EQ(lstat_of(dst + "/locked").st_mode & 07777, 0u);
 }
 
+// An ordinary user must open up a read-only directory of theirs to write in it, and did so to each
+// such directory as the run entered it: every nightly -u run changed their ctimes, even where
+// nothing was to be written. Now each is opened up only when something is written in it (a new
+// file, a new subdirectory, a leftover temporary to remove) and given its mode back after.
+TEST_F(Backup, UpdateAsAUserOpensUpOnlyTheReadOnlyDirectoriesItWritesIn) {
+  make_dir(src + "/ro");
+  make_dir(src + "/ro/sub");
+  make_dir(src + "/rx");
+  write_old(src + "/ro/f", "in a read-only directory");
+  write_old(src + "/ro/sub/g", "one level down");
+  write_old(src + "/rx/h", "in a 0500 directory");
+  write_old(src + "/top", "in the read-only top");
+  const std::vector<std::pair<std::string, mode_t>> modes = {{"/ro/sub", 0555}, {"/ro", 0555}, {"/rx", 0500}, {"", 0555}};
+  auto lock = [&] {
+    for (auto& [dir, mode] : modes) ASSERT_EQ(::chmod((src + dir).c_str(), mode), 0);
+  };
+  auto unlock = [&] {
+    for (auto it = modes.rbegin(); it != modes.rend(); ++it) ASSERT_EQ(::chmod((src + it->first).c_str(), 0755), 0);
+  };
+  RunOptions as_user = unprivileged(tmp);
+  lock();
+  RunResult r = copy({}, as_user);
+  ASSERT_EQ(r.status, 0) << describe(r);
+
+  auto before = snapshot(dst);
+  r = copy({"-u"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
+
+  // Something to write in /ro/sub (a file), /ro (a directory) and the top (a leftover temporary).
+  unlock();
+  write_old(src + "/ro/sub/new", "added");
+  make_dir(src + "/ro/newdir");
+  write_old(src + "/ro/newdir/n", "in a new directory");
+  if (as_user.uid) chown_tree(src, *as_user.uid, *as_user.uid);
+  lock();
+  const std::string leftover = dst + "/.pcopy-99999-1.tmp";
+  ASSERT_EQ(::chmod(dst.c_str(), 0755), 0);
+  write_file(leftover, "half");
+  ASSERT_EQ(::chmod(dst.c_str(), 0555), 0);
+  before = snapshot(dst);
+  r = copy({"-u"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(dst + "/ro/sub/new"), "added");
+  EXPECT_EQ(read_file(dst + "/ro/newdir/n"), "in a new directory");
+  EXPECT_FALSE(exists(leftover)) << "the leftover temporary in the read-only top stays";
+  for (auto& [dir, mode] : modes) EXPECT_EQ(lstat_of(dst + dir).st_mode & 07777, mode) << dir;
+  auto after = snapshot(dst);
+  EXPECT_EQ(before.at("rx"), after.at("rx")) << "a directory nothing was written in was changed";
+  EXPECT_EQ(before.at("ro/f"), after.at("ro/f"));
+
+  // A new directory again, made where it belongs at once (-v lists each path only once it is
+  // there: nothing is staged), not under a temporary name.
+  unlock();
+  make_dir(src + "/rx/newdir");
+  if (as_user.uid) chown_tree(src, *as_user.uid, *as_user.uid);
+  lock();
+  r = copy({"-u", "-v"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(exists(dst + "/rx/newdir")) << describe(r);
+  EXPECT_EQ(lstat_of(dst + "/rx").st_mode & 07777, 0500u);
+
+  before = snapshot(dst);
+  r = copy({"-u"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
+}
+
 // A time after 2038 on ext4 with small inodes is cut to 2038-01-19 03:14:07 when the copy is made, as
 // the kernel cuts it for cp: -u takes that for the source's time, where it copied the file again
 // on every run.
