@@ -378,6 +378,18 @@ int chmod_nofollow(int dir, const char* name, mode_t mode) {
   return errno == ENOSYS ? ::fchmodat(dir, name, mode, AT_SYMLINK_NOFOLLOW) : -1;
 }
 
+bool needs_opening_up(int dir, const char* name, struct stat& st) {
+  static const uid_t euid = ::geteuid();
+  return euid != 0 && ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+         st.st_uid == euid && (st.st_mode & S_IRWXU) != S_IRWXU;
+}
+
+mode_t open_up_at(int dir, const char* name) {
+  struct stat st;
+  if (!needs_opening_up(dir, name, st)) return 0;
+  return ::fchmodat(dir, name, (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mode : 0;
+}
+
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {
   for_each_entry(dir, [&](const char* name, unsigned char type) {
     if (!is_temp_name(name) || !which(name)) return;

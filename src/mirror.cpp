@@ -203,21 +203,6 @@ struct Aliases {
   }
 };
 
-// As an ordinary user, a directory of ours we may not list or change cannot be emptied: it is
-// opened up first, as rsync does (root needs no permission). Whether `name` is one (`st` its lstat).
-bool needs_opening_up(int dir, const char* name, struct stat& st) {
-  static const uid_t euid = ::geteuid();
-  return euid != 0 && ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
-         st.st_uid == euid && (st.st_mode & S_IRWXU) != S_IRWXU;
-}
-
-// Opens it up: its old mode, or 0 if unchanged.
-mode_t open_up(int dir, const char* name) {
-  struct stat st;
-  if (!needs_opening_up(dir, name, st)) return 0;
-  return ::fchmodat(dir, name, (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mode : 0;
-}
-
 // After open_to_empty() failed in a dry run (errno still its): the real run would open the
 // directory up and empty it; the dry run may not read it, so it lists it without its contents.
 bool dry_run_may_not_read(int dir, const std::string& name) {
@@ -228,7 +213,7 @@ bool dry_run_may_not_read(int dir, const std::string& name) {
 // Opens directory `name` in `dir` to remove what it holds (opened up first unless `dry_run`; `was`
 // is then its old mode, or 0 if unchanged).
 UniqueFd open_to_empty(int dir, const std::string& name, bool dry_run, mode_t& was) {
-  was = dry_run ? 0 : open_up(dir, name.c_str());
+  was = dry_run ? 0 : open_up_at(dir, name.c_str());
   return UniqueFd(::openat(dir, name.c_str(), kDirFlags));
 }
 
@@ -529,7 +514,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
         }
       }
       if (cb.stop && cb.stop(true)) break;  // asked where a removal comes next
-      if (!removed && !opt.dry_run) was = open_up(p.dst.get(), ".");
+      if (!removed && !opt.dry_run) was = open_up_at(p.dst.get(), ".");
       at(e.name);
       if (e.is_dir) {
         remove_tree(p.dst.get(), std::string(e.name), path, opt.dry_run, in_tree, opt.filters, opt.one_file_system);

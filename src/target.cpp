@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "pcopy/copier.hpp"
 #include "pcopy/fd.hpp"
 #include "pcopy/filter.hpp"
 #include "pcopy/report.hpp"
@@ -336,6 +337,11 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
         return unmade(t, refuse(dst, fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err))));
     }
     t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    // An earlier copy the user may not list or enter (made 0000 as SRC was one night, or since):
+    // theirs, so opened up, as directories inside it are; the walk gives it SRC's mode.
+    if (!opt.dry_run && (t.dst_root ? !enterable(t.dst_root.get()) : errno == EACCES) &&
+        open_up_at(AT_FDCWD, dst.c_str()))
+      t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (t.dst_root ? !enterable(t.dst_root.get()) : !(opt.dry_run && errno == ENOENT))
       return unmade(t, refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno))));
     if (!t.dst_root) t.dst_fs = nearest_existing(dst);

@@ -481,6 +481,12 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
     return -1;
   }
   int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
+  // The copy of a directory SRC did not let us read on an earlier run (made 0000, as SRC's was), or
+  // one made so in DST since: ours, so opened up, and given SRC's mode when it is finished.
+  if (fd < 0 && !fresh && errno == EACCES) {
+    if (open_up_at(pfd, n)) fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
+    else errno = EACCES;
+  }
   if (fd < 0 && !fresh && kept_in_the_way()) return -1;
   if (fd < 0 && !fresh && (errno == ENOTDIR || errno == ELOOP)) {
     open_up(parent, pfd);

@@ -42,6 +42,11 @@ bool made_by_this_run(std::string_view temp_name);
 // made it (see temp_number), or it changed since a few seconds before this run started (`dir`
 // holds it).
 bool temp_in_use(int dir, std::string_view name);
+// As an ordinary user, a directory of ours whose mode keeps us from listing, entering or changing
+// it is opened up first, as rsync does (root needs no permission): whether `name` in `dir` is one
+// (`st` its lstat), and open_up_at() opens it up, returning its old mode, or 0 if unchanged.
+bool needs_opening_up(int dir, const char* name, struct stat& st);
+mode_t open_up_at(int dir, const char* name);
 // Removes the temporaries in `dir` (an open directory) for which `which(name)` holds: files, and
 // staged directories (with what is in them).
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which);

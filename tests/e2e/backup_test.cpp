@@ -335,6 +335,52 @@ TEST_F(Backup, UpdateAsAUserOpensUpOnlyTheReadOnlyDirectoriesItWritesIn) {
   EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
 }
 
+// A directory SRC did not let the user read one night is copied empty, with its mode 0000: the next
+// nights, once SRC's is readable again, must get into that copy (theirs), as rsync does, and so into
+// one made 0000, 0100, 0200 or 0300 in DST by hand. They failed "Permission denied" for good.
+TEST_F(Backup, AUsersDirectoryCopiedUnreadableOneNightIsFilledTheNext) {
+  make_dir(src + "/sub");
+  write_old(src + "/sub/g", "there from the start");
+  RunOptions as_user = unprivileged(tmp);
+  RunResult r = copy({}, as_user);
+  ASSERT_EQ(r.status, 0) << describe(r);
+
+  ASSERT_EQ(::chmod((src + "/sub").c_str(), 0), 0);
+  r = copy({"-u"}, as_user);
+  if (as_user.uid) {  // root reads it anyway
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_EQ(lstat_of(dst + "/sub").st_mode & 07777, 0u);
+  }
+  ASSERT_EQ(::chmod((src + "/sub").c_str(), 0755), 0);
+  write_old(src + "/sub/g2", "added while it was unreadable");
+  if (as_user.uid) chown_tree(src, *as_user.uid, *as_user.uid);
+  r = copy({"-u"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lstat_of(dst + "/sub").st_mode & 07777, 0755u);
+  EXPECT_EQ(read_file(dst + "/sub/g2"), "added while it was unreadable");
+
+  for (mode_t damaged : {0000, 0100, 0200, 0300, 0600}) {
+    SCOPED_TRACE(fmt::format("DST's copy made {:04o}", damaged));
+    write_old(src + "/sub/g", fmt::format("changed while it was {:04o}", damaged), kOldTime + damaged + 1);
+    if (as_user.uid) chown_tree(src, *as_user.uid, *as_user.uid);
+    ASSERT_EQ(::chmod((dst + "/sub").c_str(), damaged), 0);
+    r = copy({"-u"}, as_user);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(lstat_of(dst + "/sub").st_mode & 07777, 0755u);
+    ASSERT_EQ(::chmod((dst + "/sub").c_str(), 0755), 0);  // for the reads below, whatever the outcome
+    EXPECT_EQ(read_file(dst + "/sub/g"), fmt::format("changed while it was {:04o}", damaged));
+  }
+  // DST itself.
+  write_old(src + "/top", "new at the top");
+  if (as_user.uid) chown_tree(src, *as_user.uid, *as_user.uid);
+  ASSERT_EQ(::chmod(dst.c_str(), 0), 0);
+  r = copy({"-u"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lstat_of(dst).st_mode & 07777, lstat_of(src).st_mode & 07777);
+  ASSERT_EQ(::chmod(dst.c_str(), 0755), 0);
+  EXPECT_EQ(read_file(dst + "/top"), "new at the top");
+}
+
 // A time after 2038 on ext4 with small inodes is cut to 2038-01-19 03:14:07 when the copy is made, as
 // the kernel cuts it for cp: -u takes that for the source's time, where it copied the file again
 // on every run.
