@@ -1734,9 +1734,10 @@ int Runner::finish() {
     } else {
       for (auto& [id, cf] : chunked_) remove_dst_temp(cf.begin.dir, cf.temp);
     }
-    // A big file rewritten --inplace that its chunks had not finished is named: its final name
-    // holds part of the new data (a file copied whole is finished by its worker, or not begun).
-    if (opt_.inplace && !interrupted_)
+    // A big file rewritten --inplace that its chunks had not finished is named, after a signal
+    // too: its final name holds part of the new data, its mode that of a copy being written (a
+    // file copied whole is finished by its worker, or not begun).
+    if (opt_.inplace)
       for (auto& [id, cf] : chunked_) error(rel(cf.begin), "not copied: pcopy stopped before it was complete");
     if (walker_ && !dst_stuck_) {
       // Staged directories appear with what was finished in them, never a half-written file.

@@ -1924,6 +1924,26 @@ TEST_P(FaultsByJobs, InPlaceChunksKeepTheOldDataUntilTheyReachIt) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// A signal while a big file's chunks rewrite it --inplace: its final name holds part of the new
+// data (all of it at -j8, where every chunk was begun and is finished, but End never ran), with the
+// mode of a copy being written. It is named, as after --fail-fast; a signal left it unsaid (CCC).
+TEST_P(FaultsByJobs, ABigFileASignalLeftHalfRewrittenInPlaceIsNamed) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  std::string src = shared_tree("huge_alone", [](const std::string& root) { write_big_file(root + "/huge.bin", 300, 5); });
+  make_dir(dst);
+  write_big_file(dst + "/huge.bin", 300, 6);
+  auto [r, stopped] = act_midway({jobs(), "--inplace", "--json", src, dst}, logs, "huge.bin", [] {
+    for (const Proc& pcopy : children_of(::getpid())) ::kill(pcopy.pid, SIGTERM);
+  }, {"PCOPY_TEST_CHUNK_LOCAL=1"});
+  ASSERT_TRUE(stopped) << describe(r);
+  EXPECT_EQ(r.status, 128 + SIGTERM) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "'huge.bin': not copied: pcopy stopped before it was complete"), 1u)
+      << describe(r);
+  nlohmann::json report = nlohmann::json::parse(r.out);
+  ASSERT_EQ(report.at("errors").size(), 1u) << report.dump(2);
+  EXPECT_EQ(report["errors"][0]["path"], "huge.bin") << report.dump(2);
+}
+
 // Big files handed back at once by a worker (it found them big: no -a, no progress display) are
 // filled no more than one per worker at a time, as when each worker copied a file whole: when the
 // disk is full, the files being filled fail (two at most), not every one begun, and the first two
