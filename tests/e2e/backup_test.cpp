@@ -279,7 +279,8 @@ TEST_F(Backup, UpdateAsAUserOpensUpOnlyTheReadOnlyDirectoriesItWritesIn) {
   write_old(src + "/ro/sub/g", "one level down");
   write_old(src + "/rx/h", "in a 0500 directory");
   write_old(src + "/top", "in the read-only top");
-  const std::vector<std::pair<std::string, mode_t>> modes = {{"/ro/sub", 0555}, {"/ro", 0555}, {"/rx", 0500}, {"", 0555}};
+  const std::vector<std::pair<std::string, mode_t>> modes = {
+      {"/ro/sub", 0555}, {"/ro", 0555}, {"/rx", 0500}, {"", 0555}};
   auto lock = [&] {
     for (auto& [dir, mode] : modes) ASSERT_EQ(::chmod((src + dir).c_str(), mode), 0);
   };
@@ -875,7 +876,7 @@ TEST_F(Backup, DeleteRefusesAfterWalkError) {
 
     RunResult r = copy({"--delete", "--json"}, as_user);
     EXPECT_EQ(r.status, 1) << describe(r);
-    EXPECT_NE(r.err.find("pcopy: --delete skipped"), std::string::npos) << describe(r);
+    EXPECT_NE(r.err.find("pcopy: --delete deleted nothing extraneous"), std::string::npos) << describe(r);
     EXPECT_TRUE(exists(dst + "/extra.txt")) << "--delete ran after a failed walk\n" << describe(r);
     ASSERT_EQ(::chmod((dst + "/locked").c_str(), 0755), 0);
     EXPECT_TRUE(exists(dst + "/locked/inner.txt")) << describe(r);
@@ -884,7 +885,8 @@ TEST_F(Backup, DeleteRefusesAfterWalkError) {
     EXPECT_EQ(count(report, "files_deleted"), 0) << report.dump(2);
     // A run-wide error: no path at fault (it said "."), in the words of its line.
     json skipped = {{"path", ""},
-                    {"reason", "--delete skipped: reading SRC failed, so nothing in DST is known to be extraneous"}};
+                    {"reason", "--delete deleted nothing extraneous: reading SRC failed, so nothing in DST is known "
+                               "to be extraneous"}};
     json errors = report.value("errors", json::array());
     EXPECT_EQ(std::count(errors.begin(), errors.end(), skipped), 1) << report.dump(2);
   }
