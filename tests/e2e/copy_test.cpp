@@ -534,9 +534,10 @@ TEST_F(CopyTest, ReportsUnreadableFileAndCopiesTheRest) {
   EXPECT_EQ(diff_trees(src, dst), "") << "everything else is copied, and no temporary is left behind";
 }
 
-// SRC (or DST) that may be listed but not entered (mode r-- for the user): nothing in it can be
-// read, so the run is refused as for an unreadable SRC, with the OS's reason, nothing created.
-TEST_F(CopyTest, RefusesASourceOrDestinationItCanListButNotEnter) {
+// SRC (or another user's DST) that may be listed but not entered (mode r-- for the user): nothing in
+// it can be read, so the run is refused as for an unreadable SRC, with the OS's reason, nothing
+// created. A DST of the user's own is opened up, as the directories inside it are, and filled.
+TEST_F(CopyTest, RefusesASourceOrAnotherUsersDestinationItCanListButNotEnter) {
   write_file(src + "/a.txt", "a");
   RunOptions options = unprivileged(tmp);
   ASSERT_EQ(::chmod(src.c_str(), 0644), 0);
@@ -544,9 +545,20 @@ TEST_F(CopyTest, RefusesASourceOrDestinationItCanListButNotEnter) {
   ASSERT_EQ(::chmod(src.c_str(), 0755), 0);
   expect_refused(r, dst);
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot open '" + src + "': Permission denied")) << describe(r);
+
   make_dir(dst);
+  options = unprivileged(tmp);
   ASSERT_EQ(::chmod(dst.c_str(), 0644), 0);
-  r = copy({}, unprivileged(tmp));
+  r = copy({}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(mode_bits(dst), mode_bits(src));
+  EXPECT_EQ(read_file(dst + "/a.txt"), "a");
+
+  if (!options.uid) return;  // root's own: root enters it anyway
+  std::filesystem::remove_all(dst);
+  make_dir(dst);  // root's
+  ASSERT_EQ(::chmod(dst.c_str(), 0744), 0);
+  r = copy({}, options);
   ASSERT_EQ(::chmod(dst.c_str(), 0755), 0);
   expect_refused(r, dst + "/a.txt");
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot open '" + dst + "': Permission denied")) << describe(r);
