@@ -390,6 +390,11 @@ mode_t open_up_at(int dir, const char* name) {
   return ::fchmodat(dir, name, (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mode : 0;
 }
 
+void open_up_fd(int dir) {
+  struct stat st;
+  if (::fstat(dir, &st) == 0 && (st.st_mode & S_IRWXU) != S_IRWXU) ::fchmod(dir, (st.st_mode & 07777) | S_IRWXU);
+}
+
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {
   for_each_entry(dir, [&](const char* name, unsigned char type) {
     if (!is_temp_name(name) || !which(name)) return;
@@ -582,10 +587,7 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
 // changed the ctime of each on every -u run. The parent gives it its mode back when it is finished.
 // If chmod fails, so does what is written, and says why.
 void Copier::open_up(int dst_dir) {
-  if (!std::exchange(locked_, false)) return;
-  struct stat st;
-  if (::fstat(dst_dir, &st) == 0 && (st.st_mode & S_IRWXU) != S_IRWXU)
-    ::fchmod(dst_dir, (st.st_mode & 07777) | S_IRWXU);
+  if (std::exchange(locked_, false)) open_up_fd(dst_dir);
 }
 
 std::string Copier::next_temp_name() {

@@ -566,8 +566,7 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
 // new subdirectory, temporaries to remove. Whether it was locked.
 bool Walker::open_up(DirNode* dir, int fd) {
   if (!std::exchange(dir->facts.locked, false)) return false;
-  struct stat st;
-  if (::fstat(fd, &st) == 0 && (st.st_mode & S_IRWXU) != S_IRWXU) ::fchmod(fd, (st.st_mode & 07777) | S_IRWXU);
+  open_up_fd(fd);
   return true;
 }
 
