@@ -53,9 +53,18 @@ class DirPair {
     if (fd < 0) return -fd;
     src_.reset(fd);
     if (dst_root_ >= 0) {
-      fd = open_dir_beneath(dst_root_, dst_rel.empty() ? rel : dst_rel, false);
-      // A dry run's directory may not exist yet, or be a file or a link the real run would replace.
-      bool would_make = opt_.dry_run && (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP);
+      const std::string& in_dst = dst_rel.empty() ? rel : dst_rel;
+      fd = open_dir_beneath(dst_root_, in_dst, false);
+      // A dry run's directory may not exist yet, or be a file or a link the real run would replace,
+      // or one of the user's that the real run would open up (needs_opening_up), which the dry
+      // run may not open or search: unseen, its files are listed as new.
+      if (opt_.dry_run && fd >= 0 && ::faccessat(fd, ".", X_OK, AT_EACCESS) != 0) {
+        ::close(fd);
+        fd = -EACCES;
+      }
+      struct stat st;
+      bool would_make = opt_.dry_run && (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP ||
+                                         (fd == -EACCES && needs_opening_up(dst_root_, in_dst.c_str(), st)));
       if (fd < 0 && !would_make) return -fd;
       dst_.reset(fd < 0 ? -1 : fd);
     }
