@@ -397,7 +397,8 @@ void open_up_fd(int dir) {
 
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {
   for_each_entry(dir, [&](const char* name, unsigned char type) {
-    if (!is_temp_name(name) || !which(name)) return;
+    // Asked only of what would be removed: `which` may prepare the directory for it (Walker::open_up).
+    if (!is_temp_name(name) || (type == DT_DIR && !is_staged_name(name)) || !which(name)) return;
     if (type != DT_DIR) {
       ::unlinkat(dir, name, 0);
     } else if (is_staged_name(name)) {
@@ -780,7 +781,7 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
 int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src,
                              const struct stat& dst) {
   const char* t = job.target().c_str();
-  bool owner_kept, chowned = false, xattrs_written = false;
+  bool owner_kept, chowned = false, xattrs_written = false, opened_up = false;
   if (opt_.archive) {
     owner_kept = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
     if (!owner_kept) owner_kept = chowned = ::fchownat(dst_dir, t, src.st_uid, src.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
@@ -797,6 +798,15 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
       XattrsRefused refused;
       if (int err = sync_xattrs_at(src_dir, job.name, follow, dst_dir, job.target(), privileged_, xattrs_written, refused))
         return err;
+      // A read-only copy of the user's: writable for its user.* attributes (as in apply_metadata),
+      // then given its mode below.
+      if (refused.read_only && S_ISREG(dst.st_mode) && dst.st_uid == euid_ && !(dst.st_mode & S_IWUSR) &&
+          chmod_nofollow(dst_dir, t, (dst.st_mode & 07777) | S_IWUSR) == 0) {
+        opened_up = true;
+        refused = {};
+        if (int err = sync_xattrs_at(src_dir, job.name, follow, dst_dir, job.target(), privileged_, xattrs_written, refused))
+          return err;
+      }
       note_unkept(unkept_, refused);
     }
   } else {
@@ -805,7 +815,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
   if (!S_ISLNK(dst.st_mode)) {
     mode_t mode = mode_for_copy(src.st_mode, owner_kept);
     // chown cleared the set-id bits; an ACL written may have changed the group bits.
-    if ((chowned || xattrs_written || (dst.st_mode & 07777) != mode) &&
+    if ((chowned || xattrs_written || opened_up || (dst.st_mode & 07777) != mode) &&
         chmod_nofollow(dst_dir, t, mode) != 0) {
       int e = errno;
       if (int err = note_unkept(unkept_, e, "mode", mode_text(mode))) return err;
@@ -1373,6 +1383,15 @@ int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh
     }
     XattrsRefused refused;
     if (int err = copy_xattrs_fd(src_fd, fd, privileged_, !fresh_mode, refused)) return err;
+    // A read-only source (0444) made with its mode (O_TMPFILE), or a read-only copy rewritten: the
+    // kernel lets its owner write its user.* attributes only once it is writable, as cp -a makes it.
+    // Its mode is set below.
+    struct stat now;
+    if (refused.read_only && ::fstat(fd, &now) == 0 && now.st_uid == euid_ && !(now.st_mode & S_IWUSR) &&
+        ::fchmod(fd, (now.st_mode & 07777) | S_IWUSR) == 0) {
+      refused = {};
+      if (int err = copy_xattrs_fd(src_fd, fd, privileged_, !fresh_mode, refused)) return err;
+    }
     note_unkept(unkept_, refused);
   } else {
     owner_kept = st.st_uid == euid_ && st.st_gid == egid_;

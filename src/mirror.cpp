@@ -445,7 +445,8 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     } else {
       int fd = opening([&] { return open_beneath(dst_root, path); }, free_fd);
       if (fd < 0) {
-        if (errno != ENOENT) cb.failed(path, errno);  // gone already: nothing to delete in it
+        // Gone already: nothing to delete in it. (Or one a dry run may not look into.)
+        if (errno != ENOENT && !(opt.dry_run && dry_run_may_not_read(dst_root, path))) cb.failed(path, errno);
         continue;
       }
       p.dst.reset(fd);
@@ -482,8 +483,8 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
         if (out_of_fds(errno)) {  // the limit is near: hold no more
           held = kHeldDirs;
           todo.push_back({UniqueFd(), dir_len, std::string(src_name), sub});
-        } else if (errno != ENOENT) {
-          cb.failed(at(src_name), errno);
+        } else if (errno != ENOENT && !(opt.dry_run && dry_run_may_not_read(p.dst.get(), std::string(e.name)))) {
+          cb.failed(at(src_name), errno);  // a dry run may not look into one the real run opens up
         }
         return;
       }

@@ -339,9 +339,13 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     // An earlier copy the user may not list or enter (made 0000 as SRC was one night, or since):
     // theirs, so opened up, as directories inside it are; the walk gives it SRC's mode.
-    if (!opt.dry_run && (t.dst_root ? !enterable(t.dst_root.get()) : errno == EACCES) &&
-        open_up_at(AT_FDCWD, dst.c_str()))
-      t.dst_root.reset(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    // A dry run may not: it lists what it would copy there as new, as into a DST not made yet.
+    struct stat locked;
+    if ((t.dst_root ? !enterable(t.dst_root.get()) : errno == EACCES) &&
+        (opt.dry_run ? needs_opening_up(AT_FDCWD, dst.c_str(), locked) : open_up_at(AT_FDCWD, dst.c_str()) != 0)) {
+      t.dst_root.reset(opt.dry_run ? -1 : ::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (opt.dry_run) errno = ENOENT;
+    }
     if (t.dst_root ? !enterable(t.dst_root.get()) : !(opt.dry_run && errno == ENOENT))
       return unmade(t, refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno))));
     if (!t.dst_root) t.dst_fs = nearest_existing(dst);

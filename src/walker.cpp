@@ -539,6 +539,14 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
     if (opt_.archive) {
       bool written = st.st_uid != node->st.st_uid || st.st_gid != node->st.st_gid;
       if (written) ::fchown(fd, node->st.st_uid, node->st.st_gid);
+      // Only those who may write in a directory may change its user.* attributes, its owner too:
+      // a locked one whose attributes differ from SRC's is opened up for them.
+      if (locked && read_xattrs_fd(fd, euid_ == 0) != node->xattrs) {
+        open_up_fd(fd);
+        st.st_mode |= S_IRWXU;
+        locked = false;
+        opened_up = true;
+      }
       XattrsRefused refused;
       set_xattrs_fd(fd, node->xattrs, euid_ == 0, true, written, refused);
       if (written && ::fstat(fd, &st) == 0) narrow();

@@ -174,6 +174,8 @@ int write_attrs(const Attrs& want, const XattrOps& dst, bool privileged, bool pr
         written = true;
       } else if (!ignorable(errno, privileged)) {
         return errno;
+      } else {
+        refused.read_only |= errno == EACCES && name.starts_with("user.");
       }
     }
   }
@@ -184,6 +186,7 @@ int write_attrs(const Attrs& want, const XattrOps& dst, bool privileged, bool pr
       written = true;
     } else if (!privileged && (errno == EPERM || errno == EACCES)) {
       // Not the user's to write (trusted.*, security.*), as cp -a leaves it.
+      refused.read_only |= errno == EACCES && name.starts_with("user.");
     } else if (refused_metadata(errno) || errno == ENOSPC || errno == EDQUOT) {
       // ENOSPC: no room for the attribute where the data fitted (a value bigger than an ext4
       // block): the copy stands without it, and the run does not stop as for a full disk.

@@ -51,7 +51,7 @@ mode_t open_up_at(int dir, const char* name);
 // directory of ours that something is about to be written in: DirFacts::locked).
 void open_up_fd(int dir);
 // Removes the temporaries in `dir` (an open directory) for which `which(name)` holds: files, and
-// staged directories (with what is in them).
+// staged directories (with what is in them). `which` is asked of those alone.
 void remove_temps(int dir, const std::function<bool(std::string_view name)>& which);
 // Calls `fn` with each entry of `dir` (an open directory; "." and ".." too) and its d_type.
 void for_each_entry(int dir, const std::function<void(const char* name, unsigned char type)>& fn);

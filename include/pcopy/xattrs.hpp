@@ -14,6 +14,9 @@ namespace pcopy {
 struct XattrsRefused {
   std::string names;
   int err = 0;
+  // A user.* attribute was left as it was because the destination's mode keeps its owner from
+  // writing it (EACCES: a read-only file or directory): the caller may open it up and ask again.
+  bool read_only = false;
 };
 
 // All return 0 or an errno. `prune`: dst may have attributes src lacks (an ACL inherited from

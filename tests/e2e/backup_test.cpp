@@ -292,6 +292,11 @@ TEST_F(Backup, UpdateAsAUserOpensUpOnlyTheReadOnlyDirectoriesItWritesIn) {
   RunResult r = copy({}, as_user);
   ASSERT_EQ(r.status, 0) << describe(r);
 
+  // A directory named like a temporary but not a staged one's is not removed: nothing to write.
+  ASSERT_EQ(::chmod((dst + "/ro").c_str(), 0755), 0);
+  make_dir(dst + "/ro/.pcopy-99999-2.tmp");
+  ASSERT_EQ(::chmod((dst + "/ro").c_str(), 0555), 0);
+  ASSERT_EQ(copy({"-u"}, as_user).status, 0);  // gives /ro its time back (mkdir moved it)
   auto before = snapshot(dst);
   r = copy({"-u"}, as_user);
   EXPECT_EQ(r.status, 0) << describe(r);
@@ -336,6 +341,49 @@ TEST_F(Backup, UpdateAsAUserOpensUpOnlyTheReadOnlyDirectoriesItWritesIn) {
   EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
 }
 
+// Only those who may write to a file or in a directory may change its user.* attributes, its owner
+// too: -a as a user makes a read-only copy writable for them, as cp -a does, and an -a -u run opens
+// up one whose attributes differ from SRC's (DDD: a read-only file's were dropped from its copy,
+// silently, and once read-only directories came to be opened up only for what is written in them,
+// theirs were left as they were). One whose attributes are SRC's is left alone.
+TEST_F(Backup, AnArchiveCopyAsAUserGivesReadOnlyFilesAndDirectoriesTheirAttributes) {
+  make_dir(src + "/ro");
+  write_old(src + "/ro/f", "a read-only file in a read-only directory");
+  if (::setxattr((src + "/ro").c_str(), "user.tag", "old", 3, 0) != 0) GTEST_SKIP() << "no user xattrs here";
+  ASSERT_EQ(::setxattr((src + "/ro").c_str(), "user.gone", "1", 1, 0), 0);
+  ASSERT_EQ(::setxattr((src + "/ro/f").c_str(), "user.tag", "old", 3, 0), 0);
+  ASSERT_EQ(::setxattr((src + "/ro/f").c_str(), "user.gone", "1", 1, 0), 0);
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chmod((src + "/ro/f").c_str(), 0444), 0);
+  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0555), 0);
+  RunResult r = copy({"-a"}, as_user);
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(get_xattr(dst + "/ro/f", "user.tag"), "old");
+  EXPECT_EQ(get_xattr(dst + "/ro", "user.tag"), "old");
+  auto before = snapshot(dst);
+  r = copy({"-a", "-u"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
+
+  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((src + "/ro/f").c_str(), 0644), 0);
+  for (std::string path : {src + "/ro", src + "/ro/f"}) {
+    ASSERT_EQ(::setxattr(path.c_str(), "user.tag", "new", 3, 0), 0);
+    ASSERT_EQ(::removexattr(path.c_str(), "user.gone"), 0);
+  }
+  ASSERT_EQ(::chmod((src + "/ro/f").c_str(), 0444), 0);
+  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0555), 0);
+  r = copy({"-a", "-u"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  for (std::string path : {dst + "/ro", dst + "/ro/f"}) {
+    EXPECT_EQ(get_xattr(path, "user.tag"), "new") << path;
+    EXPECT_FALSE(get_xattr(path, "user.gone")) << path;
+  }
+  EXPECT_EQ(lstat_of(dst + "/ro").st_mode & 07777, 0555u);
+  EXPECT_EQ(lstat_of(dst + "/ro/f").st_mode & 07777, 0444u);
+  EXPECT_EQ(read_file(dst + "/ro/f"), "a read-only file in a read-only directory");
+}
+
 // A directory SRC did not let the user read one night is copied empty, with its mode 0000: the next
 // nights, once SRC's is readable again, must get into that copy (theirs), as rsync does, and so into
 // one made 0000, 0100, 0200 or 0300 in DST by hand. They failed "Permission denied" for good.
@@ -369,6 +417,8 @@ TEST_F(Backup, AUsersDirectoryCopiedUnreadableOneNightIsFilledTheNext) {
     r = copy({"-u", "-n"}, as_user);
     EXPECT_EQ(r.status, 0) << describe(r);
     if (as_user.uid) EXPECT_TRUE(has_line(r.out, "copy sub/g")) << describe(r);
+    r = copy({"-u", "-n", "--delete"}, as_user);
+    EXPECT_EQ(r.status, 0) << describe(r);
     EXPECT_EQ(lstat_of(dst + "/sub").st_mode & 07777, damaged);
     r = copy({"-u"}, as_user);
     EXPECT_EQ(r.status, 0) << describe(r);
@@ -380,6 +430,10 @@ TEST_F(Backup, AUsersDirectoryCopiedUnreadableOneNightIsFilledTheNext) {
   write_old(src + "/top", "new at the top");
   if (as_user.uid) chown_tree(src, *as_user.uid, *as_user.uid);
   ASSERT_EQ(::chmod(dst.c_str(), 0), 0);
+  r = copy({"-u", "-n"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  if (as_user.uid) EXPECT_TRUE(has_line(r.out, "copy top")) << describe(r);
+  EXPECT_EQ(lstat_of(dst).st_mode & 07777, 0u);
   r = copy({"-u"}, as_user);
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(lstat_of(dst).st_mode & 07777, lstat_of(src).st_mode & 07777);
