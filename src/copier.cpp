@@ -143,6 +143,9 @@ int fsync_checked([[maybe_unused]] const Job& job, int fd) {
 // source's mode it was root's, or the group's of a set-gid directory, to read meanwhile; in a
 // directory others may pass but not list (DirFacts::hides_names), whose names are secrets, a file
 // under a temporary name, which can be guessed.
+// What a file's owner needs to read and write its user.* attributes.
+constexpr mode_t kOwnerRw = S_IRUSR | S_IWUSR;
+
 struct stat private_stat(const struct stat& st) {
   struct stat as = st;
   as.st_mode = (st.st_mode & S_IFMT) | S_IRUSR | S_IWUSR;
@@ -800,8 +803,8 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
         return err;
       // A read-only copy of the user's: writable for its user.* attributes (as in apply_metadata),
       // then given its mode below.
-      if (refused.read_only && S_ISREG(dst.st_mode) && dst.st_uid == euid_ && !(dst.st_mode & S_IWUSR) &&
-          chmod_nofollow(dst_dir, t, (dst.st_mode & 07777) | S_IWUSR) == 0) {
+      if (refused.read_only && S_ISREG(dst.st_mode) && dst.st_uid == euid_ && (dst.st_mode & kOwnerRw) != kOwnerRw &&
+          chmod_nofollow(dst_dir, t, (dst.st_mode & 07777) | kOwnerRw) == 0) {
         opened_up = true;
         refused = {};
         if (int err = sync_xattrs_at(src_dir, job.name, follow, dst_dir, job.target(), privileged_, xattrs_written, refused))
@@ -1385,10 +1388,10 @@ int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh
     if (int err = copy_xattrs_fd(src_fd, fd, privileged_, !fresh_mode, refused)) return err;
     // A read-only source (0444) made with its mode (O_TMPFILE), or a read-only copy rewritten: the
     // kernel lets its owner write its user.* attributes only once it is writable, as cp -a makes it.
-    // Its mode is set below.
+    // Its mode is set below. (Not the user's: the refusal is reported.)
     struct stat now;
-    if (refused.read_only && ::fstat(fd, &now) == 0 && now.st_uid == euid_ && !(now.st_mode & S_IWUSR) &&
-        ::fchmod(fd, (now.st_mode & 07777) | S_IWUSR) == 0) {
+    if (refused.read_only && ::fstat(fd, &now) == 0 && now.st_uid == euid_ && (now.st_mode & kOwnerRw) != kOwnerRw &&
+        ::fchmod(fd, (now.st_mode & 07777) | kOwnerRw) == 0) {
       refused = {};
       if (int err = copy_xattrs_fd(src_fd, fd, privileged_, !fresh_mode, refused)) return err;
     }

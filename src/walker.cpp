@@ -69,6 +69,14 @@ bool same_inode(int fd, dev_t dev, ino_t ino) {
   return ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
 
+// The user.* attributes of `attrs`: those an ordinary user may write, where the mode lets them.
+std::vector<std::pair<std::string, std::string>> user_attrs(const std::vector<std::pair<std::string, std::string>>& attrs) {
+  std::vector<std::pair<std::string, std::string>> user;
+  for (const auto& attr : attrs)
+    if (attr.first.starts_with("user.")) user.push_back(attr);
+  return user;
+}
+
 // What RLIMIT_NOFILE allows the parent beyond fds_needed().
 long spare_fds(unsigned jobs) {
   struct rlimit nofile;
@@ -540,8 +548,9 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
       bool written = st.st_uid != node->st.st_uid || st.st_gid != node->st.st_gid;
       if (written) ::fchown(fd, node->st.st_uid, node->st.st_gid);
       // Only those who may write in a directory may change its user.* attributes, its owner too:
-      // a locked one whose attributes differ from SRC's is opened up for them.
-      if (locked && read_xattrs_fd(fd, euid_ == 0) != node->xattrs) {
+      // a locked one whose user.* attributes differ from SRC's is opened up for them (not for
+      // others an ordinary user could not change anyway: security.*).
+      if (locked && user_attrs(read_xattrs_fd(fd, euid_ == 0)) != user_attrs(node->xattrs)) {
         open_up_fd(fd);
         st.st_mode |= S_IRWXU;
         locked = false;
@@ -549,7 +558,11 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
       }
       XattrsRefused refused;
       set_xattrs_fd(fd, node->xattrs, euid_ == 0, true, written, refused);
-      if (written && ::fstat(fd, &st) == 0) narrow();
+      // An ACL written, or a new owner, may have taken the owner's bits back: looked at anew.
+      if (written && ::fstat(fd, &st) == 0) {
+        opened_up = locked = false;
+        narrow();
+      }
     }
     bool same_fs = parent && parent->facts.known && st.st_dev == parent->fs_dev;
     node->facts = dir_facts(fd, same_fs ? &parent->facts : nullptr);

@@ -146,8 +146,15 @@ bool ignorable(int err, bool privileged) {
 
 using Attrs = std::map<std::string, std::string>;
 
-// Every attribute `ops` may read; one that vanished meanwhile or may not be read is left out.
-int read_all(const XattrOps& ops, bool privileged, Attrs& attrs) {
+bool is_acl(std::string_view name) { return name.starts_with("system.posix_acl_"); }
+
+// A user.* attribute the file's mode keeps even its owner from writing (or reading): EACCES, where
+// the other namespaces refuse an ordinary user EPERM (trusted.*) and links refuse user.* EPERM.
+bool kept_by_mode(std::string_view name, int err) { return err == EACCES && name.starts_with("user."); }
+
+// Every attribute `ops` may read; one that vanished meanwhile or may not be read is left out, and
+// with `unreadable` a user.* one the mode keeps from being read is named there.
+int read_all(const XattrOps& ops, bool privileged, Attrs& attrs, std::vector<std::string>* unreadable = nullptr) {
   std::string names, value;
   int err = read_grow(names, [&](char* b, size_t n) { return ops.list(ops.self, b, n); });
   if (err) return err == ENOTSUP ? 0 : err;
@@ -158,35 +165,49 @@ int read_all(const XattrOps& ops, bool privileged, Attrs& attrs) {
     err = read_grow(value, [&](char* b, size_t n) { return ops.get(ops.self, name.c_str(), b, n); });
     if (err && !ignorable(err, privileged)) return err;
     if (!err) attrs.emplace(std::move(name), value);
+    else if (unreadable && kept_by_mode(name, err)) unreadable->push_back(std::move(name));
   }
   return 0;
 }
 
-// Writes `want` to dst where it differs and, with `prune`, removes the attributes `want` lacks.
+// Writes `want` to dst where it differs and, with `prune`, removes the attributes `want` lacks,
+// but those named in `unknown` (the source has them, but they could not be read). ACLs last: an
+// ACL written sets the owner's mode bits, which may take back the write permission that a user.*
+// attribute asks of its owner (a read-only file opened up for them: XattrsRefused::read_only).
 int write_attrs(const Attrs& want, const XattrOps& dst, bool privileged, bool prune, bool& written,
-                XattrsRefused& refused) {
+                XattrsRefused& refused, const std::vector<std::string>& unknown = {}) {
   Attrs have;
+  auto refuse = [&](const std::string& name, int err) {
+    refused.read_only = true;
+    if (!refused.err) refused.err = err;
+    refused.names += (refused.names.empty() ? "" : ", ") + name;
+  };
   if (prune) {
     if (int err = read_all(dst, privileged, have)) return err;
     for (const auto& [name, value] : have) {
-      if (want.count(name)) continue;
+      if (want.count(name) || std::find(unknown.begin(), unknown.end(), name) != unknown.end()) continue;
       if (dst.remove(dst.self, name.c_str()) == 0) {
         written = true;
       } else if (!ignorable(errno, privileged)) {
         return errno;
-      } else {
-        refused.read_only |= errno == EACCES && name.starts_with("user.");
+      } else if (kept_by_mode(name, errno)) {
+        refuse(name, errno);
       }
     }
   }
-  for (const auto& [name, value] : want) {
+  std::vector<const std::pair<const std::string, std::string>*> order;
+  for (const auto& attr : want) order.push_back(&attr);
+  std::stable_partition(order.begin(), order.end(), [](auto* attr) { return !is_acl(attr->first); });
+  for (const auto* attr : order) {
+    const auto& [name, value] = *attr;
     auto it = have.find(name);
     if (it != have.end() && it->second == value) continue;
     if (dst.set(dst.self, name.c_str(), value.data(), value.size()) == 0) {
       written = true;
+    } else if (!privileged && kept_by_mode(name, errno)) {
+      refuse(name, errno);  // reported unless the caller opens the file up and writes it again
     } else if (!privileged && (errno == EPERM || errno == EACCES)) {
       // Not the user's to write (trusted.*, security.*), as cp -a leaves it.
-      refused.read_only |= errno == EACCES && name.starts_with("user.");
     } else if (refused_metadata(errno) || errno == ENOSPC || errno == EDQUOT) {
       // ENOSPC: no room for the attribute where the data fitted (a value bigger than an ext4
       // block): the copy stands without it, and the run does not stop as for a full disk.
@@ -202,8 +223,9 @@ int write_attrs(const Attrs& want, const XattrOps& dst, bool privileged, bool pr
 int write_with(const XattrOps& src, const XattrOps& dst, bool privileged, bool prune, bool& written,
                XattrsRefused& refused) {
   Attrs want;
-  if (int err = read_all(src, privileged, want)) return err;
-  return write_attrs(want, dst, privileged, prune, written, refused);
+  std::vector<std::string> unreadable;  // left as the copy has them, not removed
+  if (int err = read_all(src, privileged, want, &unreadable)) return err;
+  return write_attrs(want, dst, privileged, prune, written, refused, unreadable);
 }
 
 }  // namespace

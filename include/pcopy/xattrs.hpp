@@ -9,12 +9,12 @@
 
 namespace pcopy {
 
-// The attributes a destination refused (refused_metadata()): their names, ", "-separated, and the
-// first refusal. The rest are written all the same.
+// The attributes a destination refused (refused_metadata(), and user.* ones its mode keeps us from
+// writing): their names, ", "-separated, and the first refusal. The rest are written all the same.
 struct XattrsRefused {
   std::string names;
   int err = 0;
-  // A user.* attribute was left as it was because the destination's mode keeps its owner from
+  // A user.* attribute was refused because the destination's mode keeps even its owner from
   // writing it (EACCES: a read-only file or directory): the caller may open it up and ask again.
   bool read_only = false;
 };

@@ -345,43 +345,91 @@ TEST_F(Backup, UpdateAsAUserOpensUpOnlyTheReadOnlyDirectoriesItWritesIn) {
 // too: -a as a user makes a read-only copy writable for them, as cp -a does, and an -a -u run opens
 // up one whose attributes differ from SRC's (DDD: a read-only file's were dropped from its copy,
 // silently, and once read-only directories came to be opened up only for what is written in them,
-// theirs were left as they were). One whose attributes are SRC's is left alone.
+// theirs were left as they were). With an ACL too, written after them (EEE: written first, it took
+// the owner's write bit back, and they were dropped). One whose user.* attributes are SRC's is left
+// alone, whatever else differs that the user cannot change (a security.* one root set in SRC).
 TEST_F(Backup, AnArchiveCopyAsAUserGivesReadOnlyFilesAndDirectoriesTheirAttributes) {
-  make_dir(src + "/ro");
-  write_old(src + "/ro/f", "a read-only file in a read-only directory");
+  const std::vector<std::string> dirs = {"/ro", "/acl"};
+  std::vector<std::string> entries;
+  for (const std::string& dir : dirs) {
+    make_dir(src + dir);
+    write_old(src + dir + "/f", "a read-only file in a read-only directory");
+    entries.push_back(dir);
+    entries.push_back(dir + "/f");
+  }
   if (::setxattr((src + "/ro").c_str(), "user.tag", "old", 3, 0) != 0) GTEST_SKIP() << "no user xattrs here";
-  ASSERT_EQ(::setxattr((src + "/ro").c_str(), "user.gone", "1", 1, 0), 0);
-  ASSERT_EQ(::setxattr((src + "/ro/f").c_str(), "user.tag", "old", 3, 0), 0);
-  ASSERT_EQ(::setxattr((src + "/ro/f").c_str(), "user.gone", "1", 1, 0), 0);
+  for (const std::string& entry : entries) {
+    ASSERT_EQ(::setxattr((src + entry).c_str(), "user.tag", "old", 3, 0), 0);
+    ASSERT_EQ(::setxattr((src + entry).c_str(), "user.gone", "1", 1, 0), 0);
+  }
+  if (run({"setfacl", "-m", "u:0:r", src + "/acl/f"}).status != 0) GTEST_SKIP() << "no ACLs here (setfacl)";
+  ASSERT_EQ(run({"setfacl", "-m", "u:0:rx", src + "/acl"}).status, 0);
+  bool labelled = ::geteuid() == 0 && ::setxattr((src + "/ro").c_str(), "security.pcopy_test", "x", 1, 0) == 0;
   RunOptions as_user = unprivileged(tmp);
-  ASSERT_EQ(::chmod((src + "/ro/f").c_str(), 0444), 0);
-  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0555), 0);
+  auto lock = [&] {
+    for (const std::string& entry : entries) ASSERT_EQ(::chmod((src + entry).c_str(), entry.ends_with("/f") ? 0444 : 0555), 0);
+  };
+  auto unlock = [&] {
+    for (auto it = entries.rbegin(); it != entries.rend(); ++it) ASSERT_EQ(::chmod((src + *it).c_str(), 0755), 0);
+  };
+  lock();
   RunResult r = copy({"-a"}, as_user);
   ASSERT_EQ(r.status, 0) << describe(r);
-  EXPECT_EQ(get_xattr(dst + "/ro/f", "user.tag"), "old");
-  EXPECT_EQ(get_xattr(dst + "/ro", "user.tag"), "old");
+  for (const std::string& entry : entries) EXPECT_EQ(get_xattr(dst + entry, "user.tag"), "old") << entry;
+  if (labelled) ASSERT_FALSE(get_xattr(dst + "/ro", "security.pcopy_test")) << "the premise: the user cannot set it";
   auto before = snapshot(dst);
   r = copy({"-a", "-u"}, as_user);
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
 
-  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0755), 0);
-  ASSERT_EQ(::chmod((src + "/ro/f").c_str(), 0644), 0);
-  for (std::string path : {src + "/ro", src + "/ro/f"}) {
-    ASSERT_EQ(::setxattr(path.c_str(), "user.tag", "new", 3, 0), 0);
-    ASSERT_EQ(::removexattr(path.c_str(), "user.gone"), 0);
+  unlock();
+  for (const std::string& entry : entries) {
+    ASSERT_EQ(::setxattr((src + entry).c_str(), "user.tag", "new", 3, 0), 0);
+    ASSERT_EQ(::removexattr((src + entry).c_str(), "user.gone"), 0);
   }
-  ASSERT_EQ(::chmod((src + "/ro/f").c_str(), 0444), 0);
-  ASSERT_EQ(::chmod((src + "/ro").c_str(), 0555), 0);
+  lock();
+  // A copy made 0000 since, with an attribute of its own: it too takes one run.
+  ASSERT_EQ(::chmod((dst + "/ro/f").c_str(), 0644), 0);
+  ASSERT_EQ(::setxattr((dst + "/ro/f").c_str(), "user.stale", "x", 1, 0), 0);
+  ASSERT_EQ(::chmod((dst + "/ro/f").c_str(), 0), 0);
   r = copy({"-a", "-u"}, as_user);
   EXPECT_EQ(r.status, 0) << describe(r);
-  for (std::string path : {dst + "/ro", dst + "/ro/f"}) {
-    EXPECT_EQ(get_xattr(path, "user.tag"), "new") << path;
-    EXPECT_FALSE(get_xattr(path, "user.gone")) << path;
+  for (const std::string& entry : entries) {
+    EXPECT_EQ(get_xattr(dst + entry, "user.tag"), "new") << entry;
+    EXPECT_FALSE(get_xattr(dst + entry, "user.gone")) << entry;
+    EXPECT_EQ(lstat_of(dst + entry).st_mode & 07777, entry.ends_with("/f") ? 0444u : 0555u) << entry;
   }
-  EXPECT_EQ(lstat_of(dst + "/ro").st_mode & 07777, 0555u);
-  EXPECT_EQ(lstat_of(dst + "/ro/f").st_mode & 07777, 0444u);
+  EXPECT_FALSE(get_xattr(dst + "/ro/f", "user.stale"));
+  EXPECT_EQ(get_xattr(dst + "/acl/f", "system.posix_acl_access"), get_xattr(src + "/acl/f", "system.posix_acl_access"));
   EXPECT_EQ(read_file(dst + "/ro/f"), "a read-only file in a read-only directory");
+  before = snapshot(dst);
+  r = copy({"-a", "-u"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
+}
+
+// An attribute the user may not read in SRC (a file made 0000 since the last run) is not removed from
+// the copy, as if SRC had lost it (EEE); one the user may not write in DST (a copy that is root's) is
+// reported, where it was left as it was without a word.
+TEST_F(Backup, AnArchiveUpdateAsAUserKeepsAttributesItCannotReadAndReportsThoseItCannotWrite) {
+  write_old(src + "/hidden", "its attributes cannot be read");
+  write_old(src + "/theirs", "its copy is root's");
+  if (::setxattr((src + "/hidden").c_str(), "user.keep", "1", 1, 0) != 0) GTEST_SKIP() << "no user xattrs here";
+  ASSERT_EQ(::setxattr((src + "/theirs").c_str(), "user.tag", "new", 3, 0), 0);
+  RunOptions as_user = unprivileged(tmp);
+  if (!as_user.uid) GTEST_SKIP() << "needs root, to act as an ordinary user";
+  RunResult r = copy({"-a"}, as_user);
+  ASSERT_EQ(r.status, 0) << describe(r);
+  ASSERT_EQ(::chmod((src + "/hidden").c_str(), 0), 0);
+  ASSERT_EQ(::chown((dst + "/theirs").c_str(), 0, 0), 0);
+  ASSERT_EQ(::chmod((dst + "/theirs").c_str(), 0644), 0);
+  ASSERT_EQ(::setxattr((dst + "/theirs").c_str(), "user.tag", "old", 3, 0), 0);
+  r = copy({"-a", "-u"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(get_xattr(dst + "/hidden", "user.keep"), "1");
+  EXPECT_EQ(lstat_of(dst + "/hidden").st_mode & 07777, 0u);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot keep the extended attributes (user.tag) of 'theirs'")) << describe(r);
+  EXPECT_EQ(get_xattr(dst + "/theirs", "user.tag"), "old");
 }
 
 // A directory SRC did not let the user read one night is copied empty, with its mode 0000: the next
