@@ -432,6 +432,42 @@ TEST_F(Backup, AnArchiveUpdateAsAUserKeepsAttributesItCannotReadAndReportsThoseI
   EXPECT_EQ(get_xattr(dst + "/theirs", "user.tag"), "old");
 }
 
+// Two names of one file in SRC, copied as one file with two names; then SRC's link is broken and
+// one name made private (its times kept, so -u finds both up to date). The private one's mode (and
+// owner) was set on the inode both copies share: whichever name came last decided for both, and
+// the private file stayed readable by all (FFF). It is copied anew, as cp -a copies it; the other
+// name's copy is left as it is.
+TEST_F(Backup, AnUpdateNeverChangesTheModeOfAFileThroughALinkSrcNoLongerHas) {
+  write_old(src + "/x", "shared text\n");
+  ASSERT_EQ(::link((src + "/x").c_str(), (src + "/y").c_str()), 0);
+  bool root = ::geteuid() == 0;
+  RunResult r = copy({"-a"});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  ASSERT_EQ(lstat_of(dst + "/x").st_ino, lstat_of(dst + "/y").st_ino) << "the premise: linked in DST";
+  ASSERT_EQ(::unlink((src + "/y").c_str()), 0);
+  write_old(src + "/y", "shared text\n");  // the same size and time
+  ASSERT_EQ(::chmod((src + "/y").c_str(), 0600), 0);
+  if (root) ASSERT_EQ(::chown((src + "/y").c_str(), 1000, 1000), 0);
+  for (bool dry : {true, false}) {
+    r = copy(dry ? std::vector<std::string>{"-a", "-u", "-n"} : std::vector<std::string>{"-a", "-u"});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    if (dry) EXPECT_EQ(line_set(r.out), (std::multiset<std::string>{"skip x", "replace y"})) << describe(r);
+  }
+  struct stat x = lstat_of(dst + "/x"), y = lstat_of(dst + "/y");
+  EXPECT_NE(x.st_ino, y.st_ino);
+  EXPECT_EQ(x.st_mode & 07777, 0644u);
+  EXPECT_EQ(y.st_mode & 07777, 0600u);
+  if (root) {
+    EXPECT_EQ(x.st_uid, 0u);
+    EXPECT_EQ(y.st_uid, 1000u);
+  }
+  EXPECT_EQ(read_file(dst + "/y"), "shared text\n");
+  auto before = snapshot(dst);
+  r = copy({"-a", "-u"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_snapshots(before, snapshot(dst)), "") << "an unchanged run wrote to DST";
+}
+
 // A directory SRC did not let the user read one night is copied empty, with its mode 0000: the next
 // nights, once SRC's is readable again, must get into that copy (theirs), as rsync does, and so into
 // one made 0000, 0100, 0200 or 0300 in DST by hand. They failed "Permission denied" for good.
