@@ -168,7 +168,7 @@ class Runner {
   void note_deleted(const std::string& path);
   void on_progress(size_t w, const Progress& p);
   void requeue(JobInfo& info);
-  void on_worker_gone(size_t w);
+  void on_worker_gone(size_t w, bool said = false);
   void handle_frames(size_t w, bool abandoned_too);
   bool drain_results(size_t w);
   void collect_results(int timeout_ms);
@@ -1163,7 +1163,7 @@ void Runner::read_worker(size_t w) {
     } catch (const ProtocolError& e) {
       say(fmt::format("pcopy: worker {}: {}; replacing it", slot.pid, e.what()));
       ::kill(slot.pid, SIGKILL);
-      on_worker_gone(w);
+      on_worker_gone(w, true);
       return;
     }
     if (size_t(n) < sizeof buf || abandon_) return;
@@ -1181,10 +1181,18 @@ void Runner::read_worker(size_t w) {
 // done, in hand or not started. Each is retried alone and uncharged: if it kills a worker again,
 // that death is charged to it. Jobs of later batches, and all but the one charged, had not been
 // started or were done: they go out again as they were.
-void Runner::on_worker_gone(size_t w) {
+void Runner::on_worker_gone(size_t w, bool said) {
   WorkerSlot& slot = pool_->slot(w);
   pid_t pid = slot.pid;
   int status = pool_->reap(w, true);
+  // A death the run survives is still said (a warning): an OOM kill or a crash is the operator's
+  // to know of, even where every file came out right.
+  if (!said && !interrupted_ && !stopping_ && !abandon_) {
+    std::string text = fmt::format("worker {} died ({}); what it held is handed out again", pid,
+                                   describe_wait_status(status));
+    stats_.warnings.add("", text);
+    if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+  }
   std::vector<uint64_t> held;
   for (uint64_t id : sent_[w])
     if (slot.held.count(id)) held.push_back(id);

@@ -887,6 +887,9 @@ TEST_P(FaultsByJobs, WorkerKilledExternallyMidRunIsReplaced) {
   ASSERT_TRUE(killed) << "no worker could be caught in the middle of a big file\n" << describe(r);
   expect_complete_copy(r, src, dst);
   EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 0u) << describe(r);
+  // Said all the same (FFF: an OOM kill left no trace).
+  EXPECT_EQ(count_lines_containing(r.err, "died (killed by signal 9"), 1u) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "pcopy: warning: worker "), 1u) << describe(r);
   if (!victim_temp.empty()) {
     EXPECT_FALSE(exists(dst + "/" + victim_temp));
   }
