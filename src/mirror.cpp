@@ -445,8 +445,11 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     } else {
       int fd = opening([&] { return open_beneath(dst_root, path); }, free_fd);
       if (fd < 0) {
-        // Gone already: nothing to delete in it. (Or one a dry run may not look into.)
-        if (errno != ENOENT && !(opt.dry_run && dry_run_may_not_read(dst_root, path))) cb.failed(path, errno);
+        if (opt.dry_run && dry_run_may_not_read(dst_root, path)) {
+          if (cb.unseen) cb.unseen(path);
+        } else if (errno != ENOENT) {
+          cb.failed(path, errno);  // ENOENT: gone already, nothing to delete in it
+        }
         continue;
       }
       p.dst.reset(fd);
@@ -483,8 +486,10 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
         if (out_of_fds(errno)) {  // the limit is near: hold no more
           held = kHeldDirs;
           todo.push_back({UniqueFd(), dir_len, std::string(src_name), sub});
-        } else if (errno != ENOENT && !(opt.dry_run && dry_run_may_not_read(p.dst.get(), std::string(e.name)))) {
-          cb.failed(at(src_name), errno);  // a dry run may not look into one the real run opens up
+        } else if (opt.dry_run && dry_run_may_not_read(p.dst.get(), std::string(e.name))) {
+          if (cb.unseen) cb.unseen(at(src_name));
+        } else if (errno != ENOENT) {
+          cb.failed(at(src_name), errno);
         }
         return;
       }

@@ -1529,6 +1529,9 @@ void Runner::run_delete() {
   // After a full disk (or quota) stopped the copy, the removals still run: they are what makes
   // room for the next run (a mirror full of what SRC no longer has would stop at the same place
   // every night). Only directories the walk listed to the end are looked into.
+  const char* const unseen = "a dry run may not look into it (the real run opens it up): what it would delete there "
+                             "is not listed";
+  if (opt_.delete_extraneous && target_.dst_unseen) warning(".", unseen);
   if (!opt_.delete_extraneous || target_.single_file || abandon_ || (stopping_ && !full_) || !target_.dst_root)
     return;
   if (walker_->walk_errors() > 0) {
@@ -1541,6 +1544,7 @@ void Runner::run_delete() {
   }
   MirrorCallbacks cb;
   cb.deleted = [&](const std::string& path) { note_deleted(path); };
+  cb.unseen = [&](const std::string& path) { warning(path, unseen); };
   // Out of the poll loop, signals are looked at every 50 ms: Ctrl-C stops the removals (the
   // destructive part, which a user most wants to stop), the run ends as interrupted; Ctrl-Z stops.
   double looked = 0;  // the first entry looks: a signal may have come since the poll loop ended

@@ -344,6 +344,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     if ((t.dst_root ? !enterable(t.dst_root.get()) : errno == EACCES) &&
         (opt.dry_run ? needs_opening_up(AT_FDCWD, dst.c_str(), locked) : open_up_at(AT_FDCWD, dst.c_str()) != 0)) {
       t.dst_root.reset(opt.dry_run ? -1 : ::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      t.dst_unseen = opt.dry_run;
       if (opt.dry_run) errno = ENOENT;
     }
     if (t.dst_root ? !enterable(t.dst_root.get()) : !(opt.dry_run && errno == ENOENT))

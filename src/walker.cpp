@@ -436,7 +436,9 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
     int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
     if (fd < 0 && kept_in_the_way()) return -1;
     if (fd >= 0 && is_source(fd)) return -1;
-    fresh = fd < 0;
+    // One of the user's that the real run would open up is there, unseen: not made anew.
+    struct stat st;
+    fresh = fd < 0 && !(errno == EACCES && needs_opening_up(pfd, n, st));
     return fd;
   }
   // A new directory is made with its final mode, saving the chmod when it is finished, where that

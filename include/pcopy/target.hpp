@@ -20,7 +20,8 @@ struct Target {
   std::string dst_display;  // DST as the summary names it
   UniqueFd src_root;        // SRC, or the directory holding the single file
   UniqueFd dst_root;        // DST, or the directory receiving the single file; invalid in a dry run
-                            // whose destination does not exist
+                            // whose destination does not exist, or may not be entered (dst_unseen)
+  bool dst_unseen = false;  // a dry run's DST of the user's that the real run would open up
   std::string src_name;     // single file: its name in src_root
   std::string dst_name;     // single file: its name in dst_root
   std::string dst_dir;      // single file: dst_root's path
