@@ -393,6 +393,11 @@ mode_t open_up_at(int dir, const char* name) {
   return ::fchmodat(dir, name, (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mode : 0;
 }
 
+bool append_only(int fd) {
+  int flags = 0;
+  return ::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && (flags & FS_APPEND_FL);
+}
+
 void open_up_fd(int dir) {
   struct stat st;
   if (::fstat(dir, &st) == 0 && (st.st_mode & S_IRWXU) != S_IRWXU) ::fchmod(dir, (st.st_mode & 07777) | S_IRWXU);
@@ -1062,6 +1067,9 @@ int Copier::link_fd(int fd, int dir, const std::string& name) {
 int Copier::link_in(int fd, int dst_dir, const std::string& target) {
   int err = link_fd(fd, dst_dir, target);
   if (err != EEXIST) return err;
+  // An append-only directory (chattr +a) takes no rename: the file there stays as it is, and no
+  // temporary is linked in that nothing could remove.
+  if (append_only(dst_dir)) return EPERM;
   // A directory whose files are there already (a run without -u over an earlier copy): the rest
   // of its files go to named temporaries at once (copy_opened), not after a link fails too.
   replacing_ = true;
@@ -1074,6 +1082,12 @@ int Copier::link_in(int fd, int dst_dir, const std::string& target) {
 // Finds out, with an empty O_TMPFILE file, whether and how this worker can link one in.
 bool Copier::probe_tmpfile(int dst_dir) {
   tmpfile_ = Tmpfile::No;
+  // Where the probe's name could not be removed again (an append-only DST, chattr +a, as backups
+  // are kept from being rewritten), the way that needs no privilege is taken on trust.
+  if (append_only(dst_dir)) {
+    if (::access("/proc/self/fd", F_OK) == 0) tmpfile_ = Tmpfile::Proc;
+    return tmpfile_ != Tmpfile::No;
+  }
   UniqueFd fd(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
   if (!fd) return false;
   std::string name = next_temp_name();

@@ -468,6 +468,8 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
     const char* t = node->staged_name.c_str();
     // In a directory this run made nothing is there yet (and the rename would fail if it were).
     bool vacant = parent->fresh || (::fstatat(pfd, n, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT);
+    // Not in an append-only directory (chattr +a): the rename into place would be refused.
+    if (vacant && !parent->fresh && append_only(pfd)) vacant = false;
     if (vacant) open_up(parent, pfd);
     if (vacant && ::mkdirat(pfd, t, initial) == 0) {
       // Workers open it themselves; with its final mode set, all it needs at the end is its

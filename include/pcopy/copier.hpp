@@ -47,6 +47,9 @@ bool temp_in_use(int dir, std::string_view name);
 // (`st` its lstat), and open_up_at() opens it up, returning its old mode, or 0 if unchanged.
 bool needs_opening_up(int dir, const char* name, struct stat& st);
 mode_t open_up_at(int dir, const char* name);
+// Whether the open file or directory `fd` is append-only (chattr +a): names may be added to such a
+// directory, never removed or renamed.
+bool append_only(int fd);
 // Adds the owner's bits to the mode of the open directory `dir` where it lacks any (a read-only
 // directory of ours that something is about to be written in: DirFacts::locked).
 void open_up_fd(int dir);

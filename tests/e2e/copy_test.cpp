@@ -1,7 +1,10 @@
 // End-to-end tests of the core copy: the real pcopy binary on real trees in a temporary directory,
 // checked with diff_trees and explicit assertions on what SPEC.md promises.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -17,6 +20,8 @@
 
 #include "../acl_util.hpp"
 #include "harness.hpp"
+#include "pcopy/copier.hpp"
+#include "pcopy/fd.hpp"
 
 namespace pcopy::test {
 namespace {
@@ -311,6 +316,40 @@ TEST_F(CopyTest, SecondRunUpdatesFilesInsideReadOnlyDirectory) {
   ::chmod((src + "/ro").c_str(), 0555);
   expect_copied(copy({}, options));
   EXPECT_EQ(mode_bits(dst + "/ro"), 0555u);
+}
+
+// An append-only DST (chattr +a, as backups are kept from being rewritten) takes new names, but
+// none may be removed or renamed there: a new directory is made where it belongs, not under a
+// temporary name renamed into place, and no probe's name is left behind. It failed
+// "Operation not permitted" for each new directory, and each run left a temporary directory and
+// a file per worker that no run could remove (FFF). A file there cannot be replaced (that is a
+// rename): it fails, and leaves no temporary either; -u runs skip it.
+TEST_F(CopyTest, AnAppendOnlyDestinationGetsNewFilesAndDirectoriesAndNoLeftovers) {
+  make_dir(src + "/sub");
+  write_file(src + "/sub/a", "in a new directory");
+  write_file(src + "/top", "at the top");
+  make_dir(dst);
+  UniqueFd d(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  int flags = 0;
+  ASSERT_EQ(::ioctl(d.get(), FS_IOC_GETFLAGS, &flags), 0);
+  int append = flags | FS_APPEND_FL;
+  if (::ioctl(d.get(), FS_IOC_SETFLAGS, &append) != 0) GTEST_SKIP() << "cannot make DST append-only (root, ext4/XFS/tmpfs)";
+  struct Unflag {
+    int fd, flags;
+    ~Unflag() { ::ioctl(fd, FS_IOC_SETFLAGS, &flags); }
+  } unflag{d.get(), flags};
+  for (int run = 0; run < 3; ++run) {
+    SCOPED_TRACE(run);
+    RunResult r = copy(run == 2 ? std::vector<std::string>{"-j2", "-u"} : std::vector<std::string>{"-j2"});
+    // The times of DST itself cannot be set there (cp -a says the same).
+    if (run == 1)
+      EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'top': Operation not permitted")) << describe(r);
+    else
+      EXPECT_EQ(r.err.find("pcopy: cannot copy"), std::string::npos) << describe(r);
+    EXPECT_EQ(read_file(dst + "/sub/a"), "in a new directory");
+    EXPECT_EQ(read_file(dst + "/top"), "at the top");
+    for (const std::string& name : list_tree(dst)) EXPECT_FALSE(is_temp_name(name)) << name << " left\n" << describe(r);
+  }
 }
 
 TEST_F(CopyTest, OneAndEightWorkersProduceIdenticalTrees) {
