@@ -136,6 +136,9 @@ int fsync_checked([[maybe_unused]] const Job& job, int fd) {
   return ::fsync(fd) == 0 ? 0 : errno;
 }
 
+// What a file's owner needs to read and write its user.* attributes; a private file's mode.
+constexpr mode_t kOwnerRw = S_IRUSR | S_IWUSR;
+
 // The source's stat with the mode of a file that is its maker's alone until its metadata is set:
 // 0600. A chunked file, for every chunk's worker to reopen it for writing (a read-only source's
 // 0444 let no one but root; End gives the real mode); with -a, a named file (a temporary, or
@@ -143,12 +146,9 @@ int fsync_checked([[maybe_unused]] const Job& job, int fd) {
 // source's mode it was root's, or the group's of a set-gid directory, to read meanwhile; in a
 // directory others may pass but not list (DirFacts::hides_names), whose names are secrets, a file
 // under a temporary name, which can be guessed.
-// What a file's owner needs to read and write its user.* attributes.
-constexpr mode_t kOwnerRw = S_IRUSR | S_IWUSR;
-
 struct stat private_stat(const struct stat& st) {
   struct stat as = st;
-  as.st_mode = (st.st_mode & S_IFMT) | S_IRUSR | S_IWUSR;
+  as.st_mode = (st.st_mode & S_IFMT) | kOwnerRw;
   return as;
 }
 
