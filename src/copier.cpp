@@ -638,7 +638,7 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
       }
       struct stat src;
       if (opt_.ignore_existing || (opt_.update && job.attempt == 0 && up_to_date(src_dir, dst_dir, job, dst, src) &&
-                                   !shared_and_differs(src_dir, job, dst))) {
+                                   !shared_and_differs(src_dir, dst_dir, job, dst))) {
         r.outcome = Outcome::Skipped;
         if (opt_.update && !opt_.ignore_existing && !opt_.dry_run) {
           if (int err = refresh_metadata(src_dir, dst_dir, job, src, dst)) return fail(r, err);
@@ -784,21 +784,28 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
   return hashes[0] == hashes[1];
 }
 
-// -u: whether the up-to-date copy `dst` of a file of one name in SRC shares its inode with other
-// names (of a hard link SRC no longer has, or a snapshot's linked to it) while its mode or owner
-// is to change: written through the inode, that would change every name's (a file made private
-// in SRC would stay readable by all under its old partner's name, or the partner become private).
-// It is copied anew instead, as cp -a copies it.
-bool Copier::shared_and_differs(int src_dir, const Job& job, const struct stat& dst) {
-  if (!S_ISREG(dst.st_mode) || dst.st_nlink < 2) return false;
+// -u: whether the up-to-date copy `dst` shares its inode with more names than SRC's file has (a
+// hard link SRC no longer has, a snapshot's name linked to it) while its metadata is to change
+// (its mode, its owner where it can be set, its time under --checksum, with -a its attributes and
+// ACL): written through the inode, that would change every name's (a file made private in SRC
+// would stay readable by all under its old partner's name, or a snapshot's copy become private).
+// It is copied anew instead, as cp -a copies it; the group's other names are linked to the new
+// copy (-a), and the old inode keeps the names SRC no longer gives it. Not with --inplace, which
+// rewrites the file where it is (its other names see the new data).
+bool Copier::shared_and_differs(int src_dir, int dst_dir, const Job& job, const struct stat& dst) {
+  if (opt_.inplace || !S_ISREG(dst.st_mode) || dst.st_nlink < 2) return false;
   // Looked at anew: the walk's stat, when it came with the job, has no link count (nor, in a dry
   // run, a mode or owner).
   struct stat src;
-  if (::fstatat(src_dir, job.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0 || src.st_nlink != 1)
+  if (::fstatat(src_dir, job.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0 ||
+      dst.st_nlink <= src.st_nlink)
     return false;
-  bool owner_kept = opt_.archive ? src.st_uid == dst.st_uid && src.st_gid == dst.st_gid
-                                 : src.st_uid == euid_ && src.st_gid == egid_;
-  return (opt_.archive && !owner_kept) || (dst.st_mode & 07777) != mode_for_copy(src.st_mode, owner_kept);
+  bool same_owner = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
+  if (opt_.archive && !same_owner && privileged_) return true;  // only root gives a file to another
+  bool owner_kept = opt_.archive ? same_owner : src.st_uid == euid_ && src.st_gid == egid_;
+  return (dst.st_mode & 07777) != mode_for_copy(src.st_mode, owner_kept) ||
+         !same_mtime_in(dst_dir, dst, to_ns(src.st_mtim)) ||
+         (opt_.archive && !same_xattrs_at(src_dir, job.name, opt_.dereference, dst_dir, job.target(), privileged_));
 }
 
 // -u skipped the data of `dst`; the rest of what a copy keeps is brought up to date, as rsync -a

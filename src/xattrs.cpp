@@ -265,6 +265,16 @@ bool has_xattrs_at(int dir, const std::string& name, bool follow) {
   return false;
 }
 
+bool same_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, int dst_dir, const std::string& dst_name,
+                    bool privileged) {
+  AtEntry s{src_dir, src_name.c_str(), src_follow, {}}, d{dst_dir, dst_name.c_str(), false, {}};
+  Attrs a, b;
+  std::vector<std::string> unreadable;
+  if (read_all(at_ops(&s), privileged, a, &unreadable) != 0 || read_all(at_ops(&d), privileged, b) != 0) return true;
+  for (const std::string& name : unreadable) b.erase(name);  // not known to differ
+  return a == b;
+}
+
 int sync_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, int dst_dir, const std::string& dst_name,
                    bool privileged, bool& written, XattrsRefused& refused) {
   AtEntry s{src_dir, src_name.c_str(), src_follow, {}}, d{dst_dir, dst_name.c_str(), false, {}};

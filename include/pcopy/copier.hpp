@@ -200,7 +200,7 @@ class Copier {
   int link_target_dir(int dst_root, std::string_view dir);
   int open_link_target(int dst_root, std::string_view target, std::string& name);
   bool up_to_date(int src_dir, int dst_dir, const Job& job, const struct stat& dst, struct stat& src);
-  bool shared_and_differs(int src_dir, const Job& job, const struct stat& dst);
+  bool shared_and_differs(int src_dir, int dst_dir, const Job& job, const struct stat& dst);
   int refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src, const struct stat& dst);
   int copy_data(int in, int out, const struct stat& st, FileCopy& fc);
   int cloned(int in, const struct stat& st, FileCopy& fc);

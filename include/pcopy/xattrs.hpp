@@ -31,6 +31,10 @@ int copy_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, in
 // tells whether anything was changed.
 int sync_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, int dst_dir, const std::string& dst_name,
                    bool privileged, bool& written, XattrsRefused& refused);
+// Whether dst's attributes are src's, as far as the caller may read them (sync_xattrs_at would
+// write nothing).
+bool same_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, int dst_dir, const std::string& dst_name,
+                    bool privileged);
 // Whether the entry `name` in `dir` (followed if a link, with `follow`) has attributes that a copy
 // would be given (none that cannot be listed).
 bool has_xattrs_at(int dir, const std::string& name, bool follow);
