@@ -588,6 +588,7 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   hides_names_ = dst_dir >= 0 && facts.hides_names;
   never_shares_ = dst_dir >= 0 && facts.never_shares;
   locked_ = dst_dir >= 0 && facts.locked;
+  append_only_ = -1;
   chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_, facts.in_memory, opt_);
 }
 
@@ -597,6 +598,13 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
 // If chmod fails, so does what is written, and says why.
 void Copier::open_up(int dst_dir) {
   if (std::exchange(locked_, false)) open_up_fd(dst_dir);
+}
+
+// Whether the directory entered is append-only (chattr +a): asked once, where it matters (a name
+// that would be replaced by a rename, or a temporary that could not be removed).
+bool Copier::append_only_here(int dst_dir) {
+  if (append_only_ < 0) append_only_ = dst_dir >= 0 && append_only(dst_dir);
+  return append_only_ == 1;
 }
 
 std::string Copier::next_temp_name() {
@@ -887,8 +895,9 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   std::optional<Hasher> hasher;
   if (opt_.verify || !opt_.manifest.empty()) hasher.emplace();
   // Big, and the parent did not know: to be handed back and copied in chunks by every worker.
+  // (Not in an append-only directory: its chunks' temporary could not be renamed into place.)
   bool split = !job.known && !hasher && chunk_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
-               uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size);
+               uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size) && (opt_.inplace || !append_only_here(dst_dir));
 
   // Where the data goes: an unnamed O_TMPFILE file linked in when complete (nothing to clean up
   // after a crash, and cheaper), a named temporary beside the final name when the file system has
@@ -1076,7 +1085,7 @@ int Copier::link_in(int fd, int dst_dir, const std::string& target) {
   if (err != EEXIST) return err;
   // An append-only directory (chattr +a) takes no rename: the file there stays as it is, and no
   // temporary is linked in that nothing could remove.
-  if (append_only(dst_dir)) return EPERM;
+  if (append_only_here(dst_dir)) return EPERM;
   // A directory whose files are there already (a run without -u over an earlier copy): the rest
   // of its files go to named temporaries at once (copy_opened), not after a link fails too.
   replacing_ = true;
@@ -1091,7 +1100,7 @@ bool Copier::probe_tmpfile(int dst_dir) {
   tmpfile_ = Tmpfile::No;
   // Where the probe's name could not be removed again (an append-only DST, chattr +a, as backups
   // are kept from being rewritten), the way that needs no privilege is taken on trust.
-  if (append_only(dst_dir)) {
+  if (append_only_here(dst_dir)) {
     if (::access("/proc/self/fd", F_OK) == 0) tmpfile_ = Tmpfile::Proc;
     return tmpfile_ != Tmpfile::No;
   }
@@ -1120,6 +1129,11 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns)
     return fail(r, 0, kChanged);
+  // Its chunks go to a temporary renamed into place at the end: not in an append-only directory,
+  // which takes no rename (nor the unlink of the temporary).
+  if (!opt_.inplace && append_only_here(dst_dir))
+    return fail(r, EPERM, "an append-only directory takes no rename, and a file split for several workers is "
+                          "written under a temporary name (--inplace writes it where it belongs)");
   r.temp = opt_.inplace ? job.target() : next_temp_name();
   r.src_dev = st.st_dev;
   r.src_ino = st.st_ino;
@@ -1453,7 +1467,10 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   int sflags = opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW;
   if (::fstatat(src_dir, job.name.c_str(), &st, sflags) != 0) return fail(r, errno);
   r.mtime_ns = to_ns(st.st_mtim);
-  std::string tmp = staged_ ? job.target() : next_temp_name();  // staged: hidden already
+  // Staged: hidden already. Append-only: it takes no rename (nor an unlink), so the entry is made
+  // where it belongs, as cp makes it.
+  const bool direct = staged_ || append_only_here(dst_dir);
+  std::string tmp = direct ? job.target() : next_temp_name();
   const char* t = tmp.c_str();
   std::string target;
   if (S_ISLNK(st.st_mode)) {
@@ -1484,7 +1501,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   if (rc != 0) {
     int err = errno;
     if (err != EEXIST) ::unlinkat(dst_dir, t, 0);  // a FUSE file system (exFAT) can fail mknod yet make the file
-    return fail(r, err);
+    return fail(r, err == EEXIST && !staged_ && direct ? EPERM : err);  // append-only: it cannot be replaced
   }
   int err = 0;
   bool owner_kept = !opt_.archive ? st.st_uid == euid_ && st.st_gid == egid_
@@ -1505,7 +1522,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   }
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (!err && ::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) err = note_unkept(unkept_, errno, "times");
-  if (!err && !staged_) err = install(dst_dir, tmp, job.target());
+  if (!err && !direct) err = install(dst_dir, tmp, job.target());
   if (err) {
     ::unlinkat(dst_dir, t, 0);
     return fail(r, err);
@@ -1575,6 +1592,9 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
   // does): two system calls fewer than a temporary renamed into place.
   bool direct = b.st_ino == 0;
   for (int tries = 1;; ++tries) {
+    // An append-only directory takes no rename: the name there stays as it is, and no temporary
+    // is linked in that nothing could remove.
+    if (!direct && append_only_here(dst_dir)) return fail(r, EPERM);
     std::string to = direct ? job.target() : next_temp_name();  // the name, or a temporary
     if (::linkat(tdir, tname.c_str(), dst_dir, to.c_str(), 0) != 0) {
       if (direct && errno == EEXIST) {  // made meanwhile (by another run): replaced by a rename, as any name is

@@ -221,6 +221,7 @@ class Copier {
   int hash_file(int fd, class Hasher& hasher);
   int install(int dst_dir, const std::string& tmp, const std::string& target);
   void open_up(int dst_dir);
+  bool append_only_here(int dst_dir);
 
   const Options& opt_;
   bool privileged_;    // may chown to anyone and write every xattr namespace
@@ -250,6 +251,7 @@ class Copier {
   bool replacing_ = false;             // a link to a final name there failed, EEXIST (link_in)
   bool hides_names_ = false;           // temporaries are made 0600 there (DirFacts)
   bool locked_ = false;                // read-only, made writable by open_up() (DirFacts)
+  int append_only_ = -1;               // append_only() of enter()'s directory; -1: not asked yet
   // What is made is its maker's alone (0600) until its metadata is set: with -a (its owner, group
   // and ACL come after it is made) and where a temporary's name is a secret (hides_names_).
   bool made_private() const { return opt_.archive || hides_names_; }

@@ -323,11 +323,14 @@ TEST_F(CopyTest, SecondRunUpdatesFilesInsideReadOnlyDirectory) {
 // temporary name renamed into place, and no probe's name is left behind. It failed
 // "Operation not permitted" for each new directory, and each run left a temporary directory and
 // a file per worker that no run could remove (FFF). A file there cannot be replaced (that is a
-// rename): it fails, and leaves no temporary either; -u runs skip it.
+// rename): it fails, and leaves no temporary either; -u runs skip it. Links and FIFOs are made
+// where they belong too, not under a temporary renamed into place (GGG).
 TEST_F(CopyTest, AnAppendOnlyDestinationGetsNewFilesAndDirectoriesAndNoLeftovers) {
   make_dir(src + "/sub");
   write_file(src + "/sub/a", "in a new directory");
   write_file(src + "/top", "at the top");
+  ASSERT_EQ(::symlink("top", (src + "/link").c_str()), 0);
+  ASSERT_EQ(::mkfifo((src + "/fifo").c_str(), 0644), 0);
   make_dir(dst);
   UniqueFd d(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   int flags = 0;
@@ -348,6 +351,8 @@ TEST_F(CopyTest, AnAppendOnlyDestinationGetsNewFilesAndDirectoriesAndNoLeftovers
       EXPECT_EQ(r.err.find("pcopy: cannot copy"), std::string::npos) << describe(r);
     EXPECT_EQ(read_file(dst + "/sub/a"), "in a new directory");
     EXPECT_EQ(read_file(dst + "/top"), "at the top");
+    EXPECT_EQ(read_link(dst + "/link"), "top");
+    EXPECT_TRUE(S_ISFIFO(lstat_of(dst + "/fifo").st_mode));
     for (const std::string& name : list_tree(dst)) EXPECT_FALSE(is_temp_name(name)) << name << " left\n" << describe(r);
   }
 }
