@@ -1062,7 +1062,7 @@ int Copier::in_place(int dst_dir, const std::string& name, const struct stat& sr
 // parent to count and show. Returns 0 or the first errno.
 int Copier::make_way(int dst_dir, const std::string& target, bool dry_run) {
   MirrorCallbacks record{
-      [&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}, {}, {}};
+      [&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}, {}, {}, {}};
   return remove_tree(dst_dir, target, rel_of(target), dry_run, record, opt_.filters, opt_.one_file_system);
 }
 

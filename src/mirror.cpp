@@ -373,7 +373,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
 }
 
 int remove_quietly(int dir, const std::string& name) {
-  static const MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}, {}};
+  static const MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}, {}, {}};
   return remove_tree(dir, name, name, false, quiet);
 }
 

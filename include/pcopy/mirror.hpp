@@ -53,9 +53,6 @@ class SrcListings {
 struct MirrorCallbacks {
   std::function<void(const std::string& rel)> deleted;          // once per entry removed (or to remove)
   std::function<void(const std::string& rel, int err)> failed;  // could not remove or list
-  // A dry run may not look into a directory of the user's that the real run would open up: what
-  // it would delete there is not known (the caller warns).
-  std::function<void(const std::string& rel)> unseen;
   // Entries never removed, by their lstat: pcopy's own --manifest and the directories above it.
   std::function<bool(const struct stat& st)> keep;
   // Asked before each entry that may be removed (`removal`), and before each directory of DST to
@@ -64,6 +61,9 @@ struct MirrorCallbacks {
   // Asked when the open-file limit stops an open: closes one of the caller's descriptors, false if
   // it holds none it can let go.
   std::function<bool()> free_fd;
+  // A dry run may not look into a directory of the user's that the real run would open up: what
+  // it would delete there is not known (the caller warns).
+  std::function<void(const std::string& rel)> unseen;
 };
 
 // `dry_run` reports without removing. Directory times changed by removals are restored from SRC.

@@ -376,7 +376,9 @@ TEST_F(Backup, AnArchiveCopyAsAUserGivesReadOnlyFilesAndDirectoriesTheirAttribut
   RunResult r = copy({"-a"}, as_user);
   ASSERT_EQ(r.status, 0) << describe(r);
   for (const std::string& entry : entries) EXPECT_EQ(get_xattr(dst + entry, "user.tag"), "old") << entry;
-  if (labelled) ASSERT_FALSE(get_xattr(dst + "/ro", "security.pcopy_test")) << "the premise: the user cannot set it";
+  if (labelled) {
+    ASSERT_FALSE(get_xattr(dst + "/ro", "security.pcopy_test")) << "the premise: the user cannot set it";
+  }
   auto before = snapshot(dst);
   r = copy({"-a", "-u"}, as_user);
   EXPECT_EQ(r.status, 0) << describe(r);
@@ -447,11 +449,15 @@ TEST_F(Backup, AnUpdateNeverChangesTheModeOfAFileThroughALinkSrcNoLongerHas) {
   ASSERT_EQ(::unlink((src + "/y").c_str()), 0);
   write_old(src + "/y", "shared text\n");  // the same size and time
   ASSERT_EQ(::chmod((src + "/y").c_str(), 0600), 0);
-  if (root) ASSERT_EQ(::chown((src + "/y").c_str(), 1000, 1000), 0);
+  if (root) {
+    ASSERT_EQ(::chown((src + "/y").c_str(), 1000, 1000), 0);
+  }
   for (bool dry : {true, false}) {
     r = copy(dry ? std::vector<std::string>{"-a", "-u", "-n"} : std::vector<std::string>{"-a", "-u"});
     EXPECT_EQ(r.status, 0) << describe(r);
-    if (dry) EXPECT_EQ(line_set(r.out), (std::multiset<std::string>{"skip x", "replace y"})) << describe(r);
+    if (dry) {
+      EXPECT_EQ(line_set(r.out), (std::multiset<std::string>{"skip x", "replace y"})) << describe(r);
+    }
   }
   struct stat x = lstat_of(dst + "/x"), y = lstat_of(dst + "/y");
   EXPECT_NE(x.st_ino, y.st_ino);
@@ -483,7 +489,9 @@ TEST_F(Backup, AnUpdateLeavesASnapshotLinkedToTheCopyAsItWas) {
   write_old(src + "/solo", "alone\n");
   write_old(src + "/theirs", "another user's\n");
   RunOptions as_user = unprivileged(tmp);
-  if (as_user.uid) ASSERT_EQ(::chown((src + "/theirs").c_str(), 0, 0), 0);
+  if (as_user.uid) {
+    ASSERT_EQ(::chown((src + "/theirs").c_str(), 0, 0), 0);
+  }
   bool tags = ::setxattr((src + "/solo").c_str(), "user.tag", "old", 3, 0) == 0;
   RunResult r = copy({"-a"}, as_user);
   ASSERT_EQ(r.status, 0) << describe(r);
@@ -501,22 +509,32 @@ TEST_F(Backup, AnUpdateLeavesASnapshotLinkedToTheCopyAsItWas) {
 
   ASSERT_EQ(::unlink((src + "/b/f").c_str()), 0);
   write_old(src + "/b/f", "grouped\n");
-  if (as_user.uid) ASSERT_EQ(::chown((src + "/b/f").c_str(), *as_user.uid, *as_user.uid), 0);
+  if (as_user.uid) {
+    ASSERT_EQ(::chown((src + "/b/f").c_str(), *as_user.uid, *as_user.uid), 0);
+  }
   ASSERT_EQ(::chmod((src + "/a/f").c_str(), 0600), 0);
   ASSERT_EQ(::chmod((src + "/solo").c_str(), 0600), 0);
-  if (tags) ASSERT_EQ(::setxattr((src + "/solo").c_str(), "user.tag", "new", 3, 0), 0);
+  if (tags) {
+    ASSERT_EQ(::setxattr((src + "/solo").c_str(), "user.tag", "new", 3, 0), 0);
+  }
   r = copy({"-a", "-u"}, as_user);
   EXPECT_EQ(r.status, 0) << describe(r);
   for (const char* rel : {"/a/f", "/a/g", "/solo"}) EXPECT_EQ(lstat_of(dst + rel).st_mode & 07777, 0600u) << rel;
   EXPECT_EQ(lstat_of(dst + "/a/f").st_ino, lstat_of(dst + "/a/g").st_ino) << "the group stays linked";
   EXPECT_EQ(lstat_of(dst + "/b/f").st_mode & 07777, 0644u);
   EXPECT_NE(lstat_of(dst + "/b/f").st_ino, lstat_of(dst + "/a/f").st_ino);
-  if (tags) EXPECT_EQ(get_xattr(dst + "/solo", "user.tag"), "new");
+  if (tags) {
+    EXPECT_EQ(get_xattr(dst + "/solo", "user.tag"), "new");
+  }
   for (const std::string& rel : list_tree(snap)) {
     struct stat st = lstat_of(snap + "/" + rel);
-    if (!S_ISDIR(st.st_mode)) EXPECT_EQ(st.st_mode & 07777, 0644u) << "the snapshot's " << rel << " changed";
+    if (!S_ISDIR(st.st_mode)) {
+      EXPECT_EQ(st.st_mode & 07777, 0644u) << "the snapshot's " << rel << " changed";
+    }
   }
-  if (tags) EXPECT_EQ(get_xattr(snap + "/solo", "user.tag"), "old");
+  if (tags) {
+    EXPECT_EQ(get_xattr(snap + "/solo", "user.tag"), "old");
+  }
   before = snapshot(dst);
   r = copy({"-a", "-u"}, as_user);
   EXPECT_EQ(r.status, 0) << describe(r);
@@ -555,14 +573,17 @@ TEST_F(Backup, AUsersDirectoryCopiedUnreadableOneNightIsFilledTheNext) {
     // A dry run cannot look inside (it writes nothing): what is in SRC's is listed as new.
     r = copy({"-u", "-n"}, as_user);
     EXPECT_EQ(r.status, 0) << describe(r);
-    if (as_user.uid) EXPECT_TRUE(has_line(r.out, "copy sub/g")) << describe(r);
+    if (as_user.uid) {
+      EXPECT_TRUE(has_line(r.out, "copy sub/g")) << describe(r);
+    }
     EXPECT_FALSE(has_line(r.out, "copy sub/")) << "it is there, unseen\n" << describe(r);
     // What --delete would remove in one it may not list is not known: said (EEE: the dry run said
     // nothing of it).
     r = copy({"-u", "-n", "--delete"}, as_user);
     EXPECT_EQ(r.status, 0) << describe(r);
-    if (as_user.uid && !(damaged & 0400))
+    if (as_user.uid && !(damaged & 0400)) {
       EXPECT_TRUE(has_line_starting(r.err, "pcopy: warning: 'sub': a dry run may not look into it")) << describe(r);
+    }
     EXPECT_EQ(lstat_of(dst + "/sub").st_mode & 07777, damaged);
     r = copy({"-u"}, as_user);
     EXPECT_EQ(r.status, 0) << describe(r);
