@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "pcopy/fd.hpp"
 
@@ -68,31 +67,44 @@ std::string totals(const ProgressState& s) {
 std::string format_bar(const ProgressState& s, int width) {
   if (width < 1) return {};
   const char* more = s.counting ? "+" : "";
-  // Fixed widths keep the line from jittering as the numbers change; on a narrow terminal whole
-  // fields are dropped from the right rather than cut in the middle.
-  std::vector<std::string> fields = {
-      fmt::format("{}/{}{} files", format_count(s.files_done), format_count(s.files_total), more),
-      fmt::format("{:>10}/{}{}", format_bytes(s.bytes_done), format_bytes(s.bytes_total), more),
-      fmt::format("{:>12}", format_rate(s.rate)),
-      eta(s),
+  // Fixed widths keep the line from jittering as the numbers change. On a narrow terminal whole
+  // fields are dropped rather than cut in the middle, the least telling first: "(counting)", the
+  // rate, the ETA, then the bar (which the percentage repeats), then the bytes and the files.
+  struct Field {
+    std::string text;
+    int keep;  // fields of lower rank go first
+    bool shown = true;
   };
-  if (s.counting) fields.emplace_back("(counting)");
+  Field fields[] = {
+      {fmt::format("{}/{}{} files", format_count(s.files_done), format_count(s.files_total), more), 5},
+      {fmt::format("{:>10}/{}{}", format_bytes(s.bytes_done), format_bytes(s.bytes_total), more), 4},
+      {fmt::format("{:>12}", format_rate(s.rate)), 1},
+      {eta(s), 2},
+      {s.counting ? "(counting)" : "", 0, s.counting},
+  };
+  constexpr int kBarRank = 3, kBarMin = 10, kBarMax = 40, kBarFrame = 3;  // " [" and "]"
   int pct = percent(s);
   std::string head = fmt::format("{:3}%", pct);
-  auto used = [&] {
-    size_t n = head.size();
-    for (const auto& f : fields) n += 2 + f.size();
+  auto used = [&](bool with_bar) {
+    size_t n = head.size() + (with_bar ? kBarFrame + kBarMin : 0);
+    for (const auto& f : fields) n += f.shown ? 2 + f.text.size() : 0;
     return int(n);
   };
-  while (!fields.empty() && used() > width) fields.pop_back();
+  bool bar = true;
+  for (int rank = 0; rank <= 5 && used(bar) > width; ++rank) {
+    if (rank == kBarRank) bar = false;
+    for (auto& f : fields) f.shown = f.shown && f.keep != rank;
+  }
+  bar = used(true) <= width;  // room left by a field that did not fit either
   std::string line = head;
-  int room = width - used() - 3;  // the bar takes what is left, 10 to 40 columns, or nothing
-  if (room >= 10) {
-    int len = std::min(room, 40);
+  if (bar) {
+    int len = std::min(width - used(false) - kBarFrame, kBarMax);
     int full = len * pct / 100;
     line += " [" + std::string(size_t(full), '#') + std::string(size_t(len - full), '-') + "]";
   }
-  for (const auto& f : fields) line += "  " + f;
+  for (const auto& f : fields) {
+    if (f.shown) line += "  " + f.text;
+  }
   if (int(line.size()) > width) line.resize(size_t(width));
   return line;
 }
