@@ -546,6 +546,8 @@ JobInfo& Runner::add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, i
   if (current_.dir != dir && !current_.ids.empty()) seal();
   current_.dir = dir;
   job.id = next_id_++;
+  // The bar counts a hard-linked file's data once, by the name copied: the others move none.
+  if (job.kind != JobKind::HardLink) bytes_total_ = add_saturating(bytes_total_, job.size);
   uint64_t bytes = weight(job);
   current_.ids.push_back(job.id);
   current_.bytes += bytes;
@@ -608,7 +610,6 @@ void Runner::handle_walk_event(WalkEvent& ev) {
   }
   if (job.kind == JobKind::File && job.known && should_chunk(ev.st)) job.kind = JobKind::FileBegin;
   ++files_total_;
-  bytes_total_ = add_saturating(bytes_total_, job.size);
   if (opt_.archive && ev.st.st_nlink > 1) {
     auto key = std::make_pair(ev.st.st_dev, ev.st.st_ino);
     auto [it, first] = links_.try_emplace(key);
@@ -876,9 +877,6 @@ void Runner::settle(const Result& r) {
   JobInfo info = std::move(it->second);
   jobs_.erase(it);
   bytes_done_ = add_saturating(bytes_done_, r.bytes >= info.reported ? r.bytes - info.reported : 0);
-  // Another name of a hard-linked file moves no data, yet its size is in the total the bar counts
-  // towards: done with it (its last frame read 50% for a copy of one big file and its link).
-  if (info.job.kind == JobKind::HardLink) bytes_done_ = add_saturating(bytes_done_, info.job.size);
   if (r.outcome == Outcome::Split) {
     // The worker found the file big: from here on it is copied like a FileBegin.
     bytes_total_ = add_saturating(bytes_total_, r.size - std::min(r.size, info.job.size));
@@ -922,7 +920,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   ++files_done_;
   // What is not copied leaves the total: a finished run ends at 100%, and the ETA counts only what
   // is left (-u skips most of a nightly run's bytes).
-  if (r.outcome == Outcome::Skipped || r.outcome == Outcome::Failed)
+  if ((r.outcome == Outcome::Skipped || r.outcome == Outcome::Failed) && info.job.kind != JobKind::HardLink)
     bytes_total_ -= std::min(bytes_total_, info.job.size > bytes ? info.job.size - bytes : 0);
   auto path = [&] { return rel(info); };  // built only when printed: not for every file
   // Where the copy is: not the source's name for a single file copied to another (`pcopy a b`).
@@ -1657,7 +1655,6 @@ int Runner::run() {
     job.known_from(target_.src_st, refresh_skipped_);
     if (job.kind == JobKind::File && should_chunk(target_.src_st)) job.kind = JobKind::FileBegin;
     files_total_ = 1;
-    bytes_total_ = job.size;
     add_job(nullptr, std::move(job));
     seal();
     walk_done_ = true;

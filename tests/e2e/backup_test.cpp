@@ -2398,9 +2398,11 @@ TEST_F(Report, ProgressOfAnIncrementalRunEndsAtAHundredPercent) {
   EXPECT_TRUE(last->starts_with("pcopy: 100%")) << *last;
 }
 
-// Another name of a hard-linked file moves no data, yet its size was in the total: the last status
-// line of an -a copy of a file and its link read "50%  3/3 files  1.0 MiB/2.0 MiB".
-TEST_F(Report, ProgressOfAnArchiveCopyWithHardLinksEndsAtAHundredPercent) {
+// Another name of a hard-linked file moves no data: the bar counts the file's bytes once. Its size
+// was in the total once per name: the last status line of an -a copy of a file and its link read
+// "50%  3/3 files  1.0 MiB/2.0 MiB", and then, linked names counted done, "2.0 MiB/2.0 MiB" for
+// 1 MiB copied (the rate and the ETA overstated as much).
+TEST_F(Report, ProgressOfAnArchiveCopyWithHardLinksCountsTheirDataOnce) {
   write_file(src + "/a", random_bytes(1 << 20, 7));
   ASSERT_EQ(::link((src + "/a").c_str(), (src + "/b").c_str()), 0);
   write_file(src + "/c", "c");
@@ -2409,9 +2411,21 @@ TEST_F(Report, ProgressOfAnArchiveCopyWithHardLinksEndsAtAHundredPercent) {
   auto lines = lines_of(r.err);
   auto last = std::find_if(lines.rbegin(), lines.rend(), [](const std::string& l) { return l.starts_with("pcopy: ") && l.find('%') != l.npos; });
   ASSERT_NE(last, lines.rend()) << describe(r);
-  EXPECT_TRUE(last->starts_with("pcopy: 100%  3/3 files  2.0 MiB/2.0 MiB")) << *last;
+  EXPECT_TRUE(last->starts_with("pcopy: 100%  3/3 files  1.0 MiB/1.0 MiB")) << *last;
+  for (const std::string& line : lines)  // never more, while the walk went on either
+    EXPECT_EQ(line.find(" MiB/2.0 MiB"), std::string::npos) << line;
   // The data moved once.
   EXPECT_NE(r.err.find("pcopy: copied 3 files, 0 dirs, 0 links, 1.0 MiB in"), std::string::npos) << describe(r);
+
+  // A name linked anew the next night moves no data either: nothing to copy, nothing counted.
+  ASSERT_EQ(::link((src + "/a").c_str(), (src + "/a2").c_str()), 0);
+  r = copy({"-a", "-u", "--progress=always"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  lines = lines_of(r.err);
+  last = std::find_if(lines.rbegin(), lines.rend(), [](const std::string& l) { return l.starts_with("pcopy: ") && l.find('%') != l.npos; });
+  ASSERT_NE(last, lines.rend()) << describe(r);
+  EXPECT_TRUE(last->starts_with("pcopy: 100%  4/4 files  0 B/0 B")) << *last;
+  EXPECT_EQ(lstat_of(dst + "/a2").st_ino, lstat_of(dst + "/a").st_ino);
 }
 
 // A run long enough for several periods: a status line at least every ~2 s of the run.
