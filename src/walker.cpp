@@ -867,6 +867,22 @@ void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const
     DirTrouble trouble;
     if ((trouble.err = reveal_or_tally(dir, trouble))) on_dir_error_(*dir, trouble);
   }
+  // Nor is any left with a mode it had only while it was filled: a copy of a read-only directory
+  // opened up (0755 for 0555), one made 0700 until finished. Each gets the mode its finishing
+  // would have given it (not its times: it is not complete), deepest first, so that a parent
+  // made 0000 still lets its subdirectories be reached.
+  std::vector<DirNode*> left(live_.begin(), live_.end());
+  std::sort(left.begin(), left.end(), [](const DirNode* a, const DirNode* b) { return a->path_len > b->path_len; });
+  for (DirNode* dir : left) {
+    int fd = dst_fd_for(dir);
+    struct stat have;
+    if (fd < 0 || ::fstat(fd, &have) != 0) continue;
+    const struct stat& st = dir->st;
+    bool owner_kept = opt_.archive ? have.st_uid == st.st_uid && have.st_gid == st.st_gid
+                                   : st.st_uid == euid_ && st.st_gid == egid_;
+    mode_t mode = mode_for_copy(st.st_mode, owner_kept);
+    if ((have.st_mode & 07777) != mode) ::fchmod(fd, mode);
+  }
 }
 
 }  // namespace pcopy

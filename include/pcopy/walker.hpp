@@ -127,7 +127,8 @@ class Walker {
   // revealed (whatever a worker left there half-written).
   void forget(DirNode* dir, const std::string& name);
   // The run is abandoned: every staged directory not finished is revealed as it is, after
-  // `unfinished(dir)` (names of its jobs still in flight) and its failed copies are removed.
+  // `unfinished(dir)` (names of its jobs still in flight) and its failed copies are removed; every
+  // directory not finished gets SRC's mode (opened up, or made 0700, while it was filled).
   void reveal_abandoned(const std::function<std::vector<std::string>(const DirNode*)>& unfinished);
   int dst_root() const { return dst_root_.get(); }
   int src_root() const { return src_root_.get(); }
