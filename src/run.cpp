@@ -133,14 +133,51 @@ struct LinkGroup {
   std::vector<uint64_t> waiting;  // job ids parked until the first copy exists
 };
 
+struct Signals {
+  UniqueFd fd;
+  sigset_t old_mask{};
+  sigset_t watched{};  // those read from fd (not those ignored when pcopy started)
+};
+
+// The signals that end or stop the run, blocked and read from a signalfd from before DST is made:
+// one that came while it was (a CI job cancelled at once) killed pcopy, no report written, and left
+// an empty DST of mode 0700.
+Signals watch_signals() {
+  Signals out;
+  sigset_t mask;
+  sigemptyset(&mask);
+  // Every signal that would end pcopy outright ends the run as Ctrl-C does (temporaries removed,
+  // staged directories revealed, the summary marked interrupted), with status 128 + its number.
+  // A signal ignored when pcopy started stays ignored, as it does for cp: nohup's SIGHUP, the
+  // SIGINT and SIGQUIT of a job a non-interactive shell started with `&`, a script's `trap '' TERM`.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGTSTP, SIGTTIN, SIGTTOU}) {
+    struct sigaction was;
+    if (::sigaction(sig, nullptr, &was) == 0 && was.sa_handler == SIG_IGN) continue;
+    sigaddset(&mask, sig);
+  }
+  // SIGCHLD ignored (inherited so) would have the kernel reap the workers, their statuses lost.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGCHLD, &dfl, nullptr);
+  sigaddset(&mask, SIGCHLD);
+  out.watched = mask;
+  ::sigprocmask(SIG_BLOCK, &mask, &out.old_mask);
+  out.fd.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death
+  // Past `ulimit -f`, a write fails with EFBIG ("File too large", reported for the file, the
+  // manifest or stdout) instead of killing the process; the workers inherit this.
+  ::signal(SIGXFSZ, SIG_IGN);
+  return out;
+}
+
 class Runner {
  public:
-  Runner(const Options& o, Target& t) : opt_(o), target_(t) {}
+  Runner(const Options& o, Target& t, Signals signals)
+      : opt_(o), target_(t), sigfd_(std::move(signals.fd)), old_mask_(signals.old_mask), watched_(signals.watched) {}
   int run();
 
  private:
   int start_pool();
-  void setup_signals();
   void produce();
   void handle_walk_event(WalkEvent& ev);
   JobInfo& add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key = {});
@@ -477,32 +514,6 @@ void Runner::stop_dispatching() {
   }
   undecided_.clear();
   undecided_names_ = 0;
-}
-
-void Runner::setup_signals() {
-  sigset_t mask;
-  sigemptyset(&mask);
-  // Every signal that would end pcopy outright ends the run as Ctrl-C does (temporaries removed,
-  // staged directories revealed, the summary marked interrupted), with status 128 + its number.
-  // A signal ignored when pcopy started stays ignored, as it does for cp: nohup's SIGHUP, the
-  // SIGINT and SIGQUIT of a job a non-interactive shell started with `&`, a script's `trap '' TERM`.
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGTSTP, SIGTTIN, SIGTTOU}) {
-    struct sigaction was;
-    if (::sigaction(sig, nullptr, &was) == 0 && was.sa_handler == SIG_IGN) continue;
-    sigaddset(&mask, sig);
-  }
-  // SIGCHLD ignored (inherited so) would have the kernel reap the workers, their statuses lost.
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  ::sigaction(SIGCHLD, &dfl, nullptr);
-  sigaddset(&mask, SIGCHLD);
-  watched_ = mask;
-  ::sigprocmask(SIG_BLOCK, &mask, &old_mask_);
-  sigfd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-  ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death
-  // Past `ulimit -f`, a write fails with EFBIG ("File too large", reported for the file, the
-  // manifest or stdout) instead of killing the process; the workers inherit this.
-  ::signal(SIGXFSZ, SIG_IGN);
 }
 
 // Forks the workers; 0, or 2 when not one can be (`ulimit -u`): the run is refused and the
@@ -1626,7 +1637,6 @@ int Runner::run() {
   in_memory_ = target_.dst_root.valid() && in_memory_fs(target_.dst_root.get());
   cpu_set_t cpus;
   if (::sched_getaffinity(0, sizeof cpus, &cpus) == 0) cpus_ = size_t(std::max(1, CPU_COUNT(&cpus)));
-  setup_signals();
   if (int status = start_pool()) return status;
   stats_.workers = unsigned(pool_->live());
   // Emptied only once the run goes ahead: a run refused leaves it as it was.
@@ -1851,6 +1861,7 @@ int run(const Options& options) {
   // umask takes from the owner (0222, 0177), as with cp -a and mkdir -p.
   ::umask(::umask(0) & 077);
   raise_fd_limit();
+  Signals signals = watch_signals();
   if (std::string why = fd_limit_refusal(options.jobs); !why.empty()) {
     print_refusal(why, "", options.json);
     return 2;
@@ -1860,7 +1871,7 @@ int run(const Options& options) {
     print_refusal(no->message, no->path, options.json);
     return 2;
   }
-  Runner runner(options, std::get<Target>(prepared));
+  Runner runner(options, std::get<Target>(prepared), std::move(signals));
   return runner.run();
 }
 

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <optional>
 #include <vector>
 
@@ -332,6 +334,9 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     // DST is its maker's alone until the walk gives it SRC's mode (and owner, and ACL): made 0755
     // (or 0777 under umask 0), it was open to all meanwhile, to read what went in or to make a
     // directory of theirs in it for the copy to fill.
+#ifdef PCOPY_TEST_HOOKS
+    if (std::getenv("PCOPY_TEST_STOP_BEFORE_DST")) ::raise(SIGSTOP);  // for a test to signal it here
+#endif
     if (!opt.dry_run) {
       if (int err = make_dirs(dst, t.made_dirs, 0700))
         return unmade(t, refuse(dst, fmt::format("pcopy: cannot create {}: {}", quoted(dst), errno_text(err))));

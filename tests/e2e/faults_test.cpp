@@ -1282,6 +1282,37 @@ TEST_P(FaultsByJobs, SigintDuringDeleteStopsTheRemovalsAndEndsInterrupted) {
   }
 }
 
+// A signal that comes while DST is made (here the parent stops just before, is signalled, then
+// continued) ends the run as one during the copy does: interrupted, with its report, and DST with
+// SRC's mode. It killed pcopy: no JSON report, an empty manifest, an empty DST of mode 0700 (HHH).
+TEST_P(FaultsByJobs, ASignalWhileDstIsMadeEndsTheRunWithItsReport) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src";
+  make_dir(src);
+  write_file(src + "/f", "f\n");
+  ASSERT_EQ(::chmod(src.c_str(), 0750), 0);
+  for (int sig : {SIGINT, SIGTERM}) {
+    SCOPED_TRACE(::strsignal(sig));
+    std::string to = tmp / fmt::format("dst{}", sig), manifest = tmp / fmt::format("m{}.jsonl", sig);
+    AsyncPcopy p({jobs(), "--json", "--manifest", manifest, src, to}, logs, {"PCOPY_TEST_STOP_BEFORE_DST=1"});
+    bool stopped = poll_until(Clock::now() + 60s, [&] {
+      auto info = proc_info(p.pid());
+      return !p.running() || (info && info->state == 'T');
+    });
+    ASSERT_TRUE(stopped && p.running()) << describe(p.wait());
+    ASSERT_EQ(::kill(p.pid(), sig), 0);
+    ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
+    RunResult r = p.wait();
+    EXPECT_EQ(r.status, 128 + sig) << describe(r);
+    auto report = nlohmann::json::parse(r.out);
+    EXPECT_EQ(report.at("interrupted"), true) << r.out;
+    EXPECT_EQ(lstat_or_zero(to).st_mode & 07777, 0750u);
+    EXPECT_EQ(joined(temporaries(to)), "") << "temporaries left behind";
+  }
+}
+
 TEST_P(FaultsByJobs, DeleteKeepsADirectoryRenamedInSourceDuringTheRun) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
