@@ -124,9 +124,13 @@ struct LinkGroup {
   bool done = false;
   bool anew = false;  // the first name was copied, not skipped: the others are linked to it again
   bool symlink = false;  // its names are links, counted as such
-  // -u into an existing DST: no name met so far has a copy there, so none is copied yet; a later
-  // name whose copy is there leads (see handle_walk_event).
+  // -u into an existing DST: its names wait until all are met, so that the one whose copy is there
+  // leads (see handle_walk_event).
   bool undecided = false;
+  std::optional<uint64_t> lead;  // the first name met with a copy in DST: its waiting job
+  std::pair<dev_t, ino_t> lead_copy{};  // that copy
+  bool lead_current = false;  // it looks up to date (size and mtime): -u would skip it
+  bool ambiguous = false;  // another name's copy is another file that looks up to date too
   JobKind kind = JobKind::File;  // its names' kind, for a waiting name that comes to lead
   nlink_t names_left = 0;        // names not met yet (some may be outside SRC)
   std::optional<Hash128> hash;
@@ -634,11 +638,14 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       info.member_of = key;
       jobs_.emplace(info.job.id, std::move(info));
     };
-    // A name of a group is met before the name whose copy is in DST (a link added in SRC, listed
-    // first): copying it would write the data again, as a new inode, and link every other name
-    // to that. So, with -u into an existing DST, a new name waits until a name with a copy in DST
-    // leads the group (skipped, and the new name linked to it), or all names are met, or the walk
-    // ends (decide_link_groups): then the first one met is copied.
+    // A name of a group may be met before the name whose copy is in DST (a link added in SRC,
+    // listed first): copying it would write the data again, as a new inode, and link every other
+    // name to that. And a name that SRC made another name of a file may still have its old copy in
+    // DST, as a file of its own: if it led, skipped as up to date (the same size and mtime), the
+    // copies of the file's other names would be replaced by links to that stale copy. So, with -u
+    // into an existing DST, the names of a group wait until all are met (or too many names wait,
+    // or the walk ends: decide_link_groups); then the first with a copy in DST leads (skipped if up
+    // to date, the others linked to it), or the first met is copied.
     if (defer_new_links_ && (first || group.undecided)) {
       struct stat there;
       // A copy there: an entry of the source's type (a directory at the name is no copy of it).
@@ -648,25 +655,26 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       if (first) {
         group.kind = job.kind;
         group.names_left = ev.st.st_nlink;
+        group.undecided = true;
+        undecided_.push_back(key);
       }
       --group.names_left;
-      if (!in_dst) {
-        if (first) {
-          group.undecided = true;
-          undecided_.push_back(key);
+      wait(std::move(job));
+      ++undecided_names_;
+      if (in_dst) {
+        bool current = there.st_size == ev.st.st_size && same_mtime(there, to_ns(ev.st.st_mtim), false);
+        std::pair<dev_t, ino_t> copy{there.st_dev, there.st_ino};
+        if (!group.lead) {
+          group.lead = group.waiting.back();
+          group.lead_copy = copy;
+          group.lead_current = current;
+        } else if (copy != group.lead_copy && current && group.lead_current) {
+          group.ambiguous = true;
         }
-        wait(std::move(job));
-        ++undecided_names_;
-        if (group.names_left == 0) lead_with_next(key, group);
-        decide_link_groups(kMaxUndecidedNames);
-        return;
       }
-      if (!first) {  // this one leads; those met before wait for it
-        group.undecided = false;
-        undecided_names_ -= group.waiting.size();
-        add_job(ev.dir, std::move(job), key);
-        return;
-      }
+      if (group.names_left == 0) lead_with_next(key, group);
+      decide_link_groups(kMaxUndecidedNames);
+      return;
     }
     if (!first) {
       job.kind = JobKind::HardLink;
@@ -691,18 +699,27 @@ void Runner::lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group) {
   if (group.undecided) undecided_names_ -= group.waiting.size();
   group.undecided = false;
   if (group.waiting.empty()) return;
-  uint64_t id = group.waiting.front();
-  group.waiting.erase(group.waiting.begin());
+  // The first name with a copy in DST; but where two names' copies are different files that both
+  // look up to date, which holds SRC's data cannot be told without reading them: the first name
+  // met is copied anew, as a worker's retry is (Job::attempt), and the others linked to it.
+  auto pos = group.waiting.begin();
+  if (group.lead && !group.ambiguous) pos = std::find(group.waiting.begin(), group.waiting.end(), *group.lead);
+  if (pos == group.waiting.end()) pos = group.waiting.begin();
+  uint64_t id = *pos;
+  group.waiting.erase(pos);
   JobInfo& next = jobs_.at(id);
   DirNode* dir = next.dir;
   Job job = std::move(next.job);
   jobs_.erase(id);
   job.kind = group.kind;  // a name of the same inode: a file, symlink, FIFO or device
+  if (group.ambiguous) job.attempt = 2;
+  group.lead.reset();  // taken (a next leader, if this one fails, is the first waiting)
+  group.ambiguous = false;
   add_job(dir, std::move(job), key);
 }
 
-// Undecided groups beyond the `keep` names waiting in them, oldest first, are led by their
-// first name met (all of them at the walk's end).
+// Undecided groups beyond the `keep` names waiting in them, oldest first, are led as if all their
+// names had been met (all of them at the walk's end): see lead_with_next.
 void Runner::decide_link_groups(size_t keep) {
   while (undecided_names_ > keep && !undecided_.empty()) {
     auto key = undecided_.front();
