@@ -45,15 +45,22 @@ namespace {
 
 int percent(const ProgressState& s) {
   // In long double: a count times 100 overflows 64 bits from 160 PiB (sparse files).
-  auto share = [](uint64_t done, uint64_t total) { return int(std::min(100.0L, (long double)done * 100 / total)); };
-  if (s.bytes_total > 0) return share(s.bytes_done, s.bytes_total);
-  if (s.files_total > 0) return share(s.files_done, s.files_total);
-  return s.counting ? 0 : 100;
+  uint64_t total = work_of(s.files_total, s.bytes_total);
+  if (total == 0) return s.counting ? 0 : 100;
+  return int(std::min(100.0L, (long double)work_of(s.files_done, s.bytes_done) * 100 / total));
 }
 
 std::string eta(const ProgressState& s) {
-  if (s.counting || s.rate <= 0 || s.bytes_total < s.bytes_done) return "ETA --:--";
-  return "ETA " + format_duration(double(s.bytes_total - s.bytes_done) / s.rate);
+  if (s.counting || s.rate <= 0) return "ETA --:--";
+  uint64_t done = s.bytes_done, total = s.bytes_total;
+  double rate = s.rate;
+  if (s.work_rate > 0) {
+    done = work_of(s.files_done, s.bytes_done);
+    total = work_of(s.files_total, s.bytes_total);
+    rate = s.work_rate;
+  }
+  if (total < done) return "ETA --:--";
+  return "ETA " + format_duration(double(total - done) / rate);
 }
 
 std::string totals(const ProgressState& s) {
@@ -120,6 +127,10 @@ void RateMeter::sample(double t, uint64_t bytes) {
   if (!samples_.empty() && bytes < samples_.back().second) samples_.clear();
   samples_.emplace_back(t, bytes);
   while (samples_.size() > 2 && samples_.front().first < t - 5.0) samples_.pop_front();
+}
+
+void RateMeter::skip(double seconds) {
+  for (auto& sample : samples_) sample.first += seconds;
 }
 
 double RateMeter::rate() const {

@@ -216,6 +216,7 @@ class Runner {
   void remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs);
   void on_signal();
   void suspend(int sig);
+  void sample_rates(double t);
   void before_terminal_write(int fd);
   void finish_link_group(const JobInfo& info, const Result& r);
   void lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group);
@@ -307,6 +308,7 @@ class Runner {
   double last_out_ = 0;  // when stdout_buf_ was last written
   double last_manifest_ = 0;  // when the manifest's lines were last written
   RateMeter meter_;
+  RateMeter work_meter_;  // work_of(files, bytes): for the ETA
   std::optional<BarRenderer> bar_;
   bool status_lines_ = false;
   bool stdout_tty_ = false;
@@ -1425,6 +1427,13 @@ void Runner::suspend(int sig) {
   // The time stopped is no worker's silence (see name_silent_workers).
   double stopped_for = now_s() - stopped_at;
   for (double& heard : heard_) heard += stopped_for;
+  meter_.skip(stopped_for);  // nor is it time the copy took, for the rate and the ETA
+  work_meter_.skip(stopped_for);
+}
+
+void Runner::sample_rates(double t) {
+  meter_.sample(t - start_, bytes_done_);
+  work_meter_.sample(t - start_, work_of(files_done_, bytes_done_));
 }
 
 // A blocked SIGTTOU (it is read from the signalfd) lets a process write to its terminal from the
@@ -1447,6 +1456,7 @@ ProgressState Runner::progress_state() const {
   s.counting = !walk_done_;
   s.elapsed_s = now_s() - start_;
   s.rate = meter_.rate();
+  s.work_rate = work_meter_.rate();
   return s;
 }
 
@@ -1456,7 +1466,7 @@ void Runner::tick(bool force) {
   double interval = bar_ ? kBarInterval : kLineInterval;
   if (!force && t - last_draw_ < interval) return;
   last_draw_ = t;
-  meter_.sample(t - start_, bytes_done_);
+  sample_rates(t);
   if (bar_) {
     before_terminal_write(STDERR_FILENO);
     bar_->draw(progress_state());
@@ -1801,7 +1811,7 @@ int Runner::finish() {
     tick(true);
     bar_->clear();
   } else if (status_lines_) {
-    meter_.sample(now_s() - start_, bytes_done_);
+    sample_rates(now_s());
     say(format_status_line(progress_state()));
   }
   flush_out();

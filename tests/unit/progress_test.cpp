@@ -22,7 +22,7 @@ bool has_control_bytes(const std::string& s) {
 ProgressState midway() {
   ProgressState s;
   s.files_done = 1234;
-  s.files_total = 5678;
+  s.files_total = 4936;  // a quarter done, as the bytes are
   s.bytes_done = 3 * GiB / 2;  // 1.5 GiB
   s.bytes_total = 6 * GiB;
   s.elapsed_s = 30;
@@ -163,7 +163,7 @@ TEST(FormatBar, FullLineAt120ColumnsShowsPercentBarFilesBytesRateAndEta) {
   EXPECT_NE(line.find('['), std::string::npos) << line;
   EXPECT_NE(line.find(']'), std::string::npos) << line;
   EXPECT_NE(line.find('#'), std::string::npos) << line;
-  EXPECT_NE(line.find("1,234/5,678 files"), std::string::npos) << line;
+  EXPECT_NE(line.find("1,234/4,936 files"), std::string::npos) << line;
   EXPECT_NE(line.find("1.5 GiB/6.0 GiB"), std::string::npos) << line;
   EXPECT_NE(line.find("50.0 MiB/s"), std::string::npos) << line;
   // 4.5 GiB left at 50 MiB/s: 92.16 s.
@@ -191,7 +191,7 @@ TEST(FormatBar, WhileCountingTotalsAreMarkedWithPlusAndNoEtaIsGiven) {
   s.counting = true;
   std::string line = format_bar(s, 120);
   EXPECT_LE(line.size(), 120u);
-  EXPECT_NE(line.find("1,234/5,678+ files"), std::string::npos) << line;
+  EXPECT_NE(line.find("1,234/4,936+ files"), std::string::npos) << line;
   EXPECT_NE(line.find("1.5 GiB/6.0 GiB+"), std::string::npos) << line;
   EXPECT_NE(line.find("ETA --:--"), std::string::npos) << line;
   EXPECT_EQ(line.find("ETA 1:32"), std::string::npos) << line;
@@ -263,6 +263,29 @@ TEST(FormatBar, At80ColumnsTensOfThousandsOfFilesKeepTheBarAndTheEta) {
   EXPECT_EQ(line.find(']') - line.find('[') - 1, 40u) << line;
 }
 
+// Each file weighs kFileWork besides its bytes. 60,000 one-byte files, then four of 100 MiB found
+// at the end: the bar read 93% while the small ones were copied, then fell to 0% with an ETA of
+// four hours, from the byte rate of the small files (III). And a -u run that skips every file
+// stood at 0% to its end.
+TEST(FormatBar, FilesCountTowardsThePercentageAndTheEta) {
+  ProgressState s;
+  s.files_done = 59'000;
+  s.files_total = 60'004;
+  s.bytes_done = 59'000;
+  s.bytes_total = 60'000 + 400 * MiB;
+  s.rate = 27.0 * 1024;                    // bytes per second: the small files' rate
+  s.work_rate = 30'000.0 * kFileWork;      // 30,000 files a second
+  std::string line = format_bar(s, 150);
+  EXPECT_EQ(line.substr(0, 4), " 81%") << line;  // 1,844 MiB of work done of 2,276 MiB
+  EXPECT_NE(line.find("ETA 0:00"), std::string::npos) << line;  // 432 MiB of work left: 0.45 s
+  EXPECT_EQ(format_status_line(s).rfind("pcopy: 81%", 0), 0u) << format_status_line(s);
+
+  ProgressState skipping;  // -u, nothing to copy: every file skipped, none of their bytes to do
+  skipping.files_done = 20'000;
+  skipping.files_total = 40'000;
+  EXPECT_EQ(format_bar(skipping, 150).substr(0, 4), " 50%");
+}
+
 TEST(FormatBar, WithoutRateTheEtaIsUnknown) {
   ProgressState s = midway();
   s.rate = 0;
@@ -277,7 +300,7 @@ TEST(FormatStatusLine, IsOnePlainLineWithTheSameFacts) {
   EXPECT_EQ(line.find('\r'), std::string::npos);
   EXPECT_EQ(line.find('\n'), std::string::npos);
   EXPECT_EQ(line.rfind("pcopy: 25%", 0), 0u) << line;
-  EXPECT_NE(line.find("1,234/5,678 files"), std::string::npos) << line;
+  EXPECT_NE(line.find("1,234/4,936 files"), std::string::npos) << line;
   EXPECT_NE(line.find("1.5 GiB/6.0 GiB"), std::string::npos) << line;
   EXPECT_NE(line.find("50.0 MiB/s"), std::string::npos) << line;
   EXPECT_NE(line.find("elapsed 0:30"), std::string::npos) << line;
@@ -288,7 +311,7 @@ TEST(FormatStatusLine, SaysWhenStillCounting) {
   s.counting = true;
   std::string line = format_status_line(s);
   EXPECT_FALSE(has_control_bytes(line)) << line;
-  EXPECT_NE(line.find("5,678+ files"), std::string::npos) << line;
+  EXPECT_NE(line.find("4,936+ files"), std::string::npos) << line;
   EXPECT_NE(line.find("counting"), std::string::npos) << line;
 }
 
@@ -314,6 +337,17 @@ TEST(RateMeter, ForgetsSamplesOlderThanTheWindow) {
   for (int t = 2; t <= 20; ++t) m.sample(double(t), 1'000'000 + uint64_t(t - 1) * 10);
   // Only the last ~5 seconds count: 10 bytes per second.
   EXPECT_NEAR(m.rate(), 10.0, 0.01);
+}
+
+// Ctrl-Z for ten seconds, then fg: the stop is no time the copy took. The rate right after read
+// 5.3 MiB/s (ETA 2:51) where it was 570 MiB/s before (III).
+TEST(RateMeter, TimeStoppedIsSkipped) {
+  RateMeter m;
+  m.sample(0.0, 0);
+  m.sample(0.5, 500);
+  m.skip(10.0);
+  m.sample(11.0, 1000);
+  EXPECT_DOUBLE_EQ(m.rate(), 1000.0);
 }
 
 // A worker died: its file's bytes are taken back and counted again from the start. The rate
