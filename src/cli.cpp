@@ -33,24 +33,29 @@ unsigned online_cpus() {
   return n < 1 ? 1u : static_cast<unsigned>(std::min(n, 1024L));
 }
 
-void add_filter_file(Options& o, const std::string& file) {
+void add_filter_file(Options& o, const std::string& given) {
+  const std::string file = given == "-" ? "/dev/stdin" : given;  // as rsync reads "-"
   // `--exclude-from /dev/stdin` with stdin closed: no patterns, and --delete would remove what
   // they were to keep. Refused, as rsync refuses it.
   if (std::string_view closed = closed_standard_stream(file); !closed.empty())
     throw CLI::ValidationError("--exclude-from", fmt::format("cannot read '{}': {} was closed when pcopy started",
-                                                             display_path(file), closed));
+                                                             display_path(given), closed));
   std::ifstream in(file);
   if (!in) {
     int err = errno;
-    throw CLI::ValidationError("--exclude-from", "cannot read '" + display_path(file) + "': " + errno_text(err));
+    throw CLI::ValidationError("--exclude-from", "cannot read '" + display_path(given) + "': " + errno_text(err));
   }
   for (std::string line; std::getline(in, line);) {
     if (line.ends_with('\r')) line.pop_back();  // Windows line ends, as rsync reads them
     if (line.empty() || line.front() == '#' || line.front() == ';') continue;
+    if (line == "!") {  // as in rsync: the rules so far are dropped
+      o.filters.clear();
+      continue;
+    }
     if (line.size() > 2 && (line.starts_with("+ ") || line.starts_with("- "))) {
-      o.filters.push_back(make_rule(line[0] == '+', std::string_view(line).substr(2)));
+      add_filter(o.filters, line[0] == '+', std::string_view(line).substr(2));
     } else {
-      o.filters.push_back(make_rule(false, line));
+      add_filter(o.filters, false, line);
     }
   }
 }
@@ -110,20 +115,20 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
   app.add_flag("--delete", o.delete_extraneous, "Remove destination entries that are not in SRC")
       ->group(selection);
   app.add_option_function<std::string>(
-         "--exclude", [&o](const std::string& p) { o.filters.push_back(make_rule(false, p)); },
+         "--exclude", [&o](const std::string& p) { add_filter(o.filters, false, p); },
          "Skip paths matching the glob PAT")
       ->type_name("PAT")
       ->trigger_on_parse()
       ->group(selection);
   app.add_option_function<std::string>(
-         "--include", [&o](const std::string& p) { o.filters.push_back(make_rule(true, p)); },
+         "--include", [&o](const std::string& p) { add_filter(o.filters, true, p); },
          "Keep paths matching PAT (first matching rule wins)")
       ->type_name("PAT")
       ->trigger_on_parse()
       ->group(selection);
   app.add_option_function<std::string>(
          "--exclude-from", [&o](const std::string& f) { add_filter_file(o, f); },
-         "Read patterns from FILE, one per line: excludes, or includes as \"+ PAT\"")
+         "Read patterns from FILE (- for stdin), one per line: excludes, or includes as \"+ PAT\"")
       ->type_name("FILE")
       ->trigger_on_parse()
       ->group(selection);

@@ -137,6 +137,18 @@ FilterRule make_rule(bool include, std::string_view pattern) {
   return rule;
 }
 
+void add_filter(Filters& filters, bool include, std::string_view pattern) {
+  if (pattern.size() > 4 && pattern.ends_with("/***")) {
+    std::string_view dir = pattern.substr(0, pattern.size() - 3);  // "dir/"
+    FilterRule itself = make_rule(include, dir);
+    itself.anchored = true;
+    filters.push_back(std::move(itself));
+    filters.push_back(make_rule(include, std::string(dir) + "**"));
+    return;
+  }
+  filters.push_back(make_rule(include, pattern));
+}
+
 namespace {
 std::string_view last_name(std::string_view rel) {
   size_t slash = rel.rfind('/');

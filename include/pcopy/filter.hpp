@@ -33,12 +33,19 @@ bool is_excluded(const std::vector<FilterRule>& rules, std::string_view rel, boo
 // by hashing; only the rest are matched as globs, only those before the first looked-up rule that
 // matches, and only where the text holds the pattern's longest plain part. Decides as is_excluded()
 // does.
+class Filters;
+
+// Adds the rule of `pattern` to `filters`; rsync's "dir/***" as two: the directory itself and
+// everything in it ("dir/" and "dir/**", both anchored at SRC as any pattern with a '/').
+void add_filter(Filters& filters, bool include, std::string_view pattern);
+
 class Filters {
  public:
   Filters() = default;
   Filters(std::initializer_list<FilterRule> rules);
 
   void push_back(FilterRule rule);
+  void clear() { *this = Filters(); }
   bool empty() const { return rules_.empty(); }
   size_t size() const { return rules_.size(); }
   const FilterRule& operator[](size_t i) const { return rules_[i]; }

@@ -1807,6 +1807,24 @@ TEST_F(Filters, ExcludeFromFileWithCommentsAndPlusMinusLines) {
   EXPECT_EQ(copy_filtered({"--exclude-from", rules}), expected);
 }
 
+// rsync's habits: "dir/***" is the directory and everything in it (it matched nothing, silently);
+// "--exclude-from -" reads standard input (it was refused: no file '-'); a "!" line drops the rules
+// before it (it was taken for a pattern) (HHH).
+TEST_F(Filters, RsyncsTripleStarStdinDashAndBangLineWork) {
+  make_dirs(src + "/src/build");
+  make_dirs(src + "/lib");
+  for (auto rel : {"src/main.c", "src/main.o", "src/build/x", "lib/l.o", "top.o"}) write_file(src + "/" + rel, rel);
+  std::vector<std::string> only_src{"src", "src/build", "src/build/x", "src/main.c", "src/main.o"};
+  EXPECT_EQ(copy_filtered({"--include", "src/***", "--exclude", "*"}), only_src);
+  std::filesystem::remove_all(dst);
+  std::vector<std::string> no_build{"lib", "lib/l.o", "src", "src/main.c", "src/main.o", "top.o"};
+  EXPECT_EQ(copy_filtered({"--exclude", "src/build/***"}), no_build);
+  std::filesystem::remove_all(dst);
+  RunOptions from_stdin;
+  from_stdin.stdin_data = "*.o\n!\n+ src/***\n- *\n";  // the "*.o" rule dropped by the "!"
+  EXPECT_EQ(copy_filtered({"--exclude-from", "-"}, from_stdin), only_src);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Dry run.
 

@@ -208,6 +208,24 @@ TEST(MakeRule, LeadingSlashAnchorsAtTheRootAndIsStripped) {
 
 // ---- is_excluded -------------------------------------------------------------------------------
 
+TEST(AddFilter, TripleStarIsTheDirectoryAndEverythingInItFromSrcDown) {
+  Filters f;
+  add_filter(f, true, "src/***");
+  add_filter(f, false, "*");
+  EXPECT_FALSE(f.excluded("src", true));
+  EXPECT_FALSE(f.excluded("src/main.c", false));
+  EXPECT_FALSE(f.excluded("src/build/x", false));
+  EXPECT_TRUE(f.excluded("src", false));  // a file named src: "src/" is a directory
+  EXPECT_TRUE(f.excluded("lib", true));
+  EXPECT_TRUE(f.excluded("a/src", true));  // from SRC down, as any pattern with a '/'
+  Filters g;
+  add_filter(g, false, "/a/b/***");
+  EXPECT_TRUE(g.excluded("a/b", true));
+  EXPECT_TRUE(g.excluded("a/b/c/d", false));
+  EXPECT_FALSE(g.excluded("a/bc", true));
+  EXPECT_FALSE(g.excluded("a", true));
+}
+
 TEST(IsExcluded, NoRulesExcludeNothing) {
   EXPECT_FALSE(is_excluded({}, "a/b/c", false));
   EXPECT_FALSE(is_excluded({}, "a", true));
