@@ -1045,6 +1045,21 @@ bool open_gate(const std::string& fifo, Clock::time_point deadline, Running runn
   });
 }
 
+// Waits until pcopy stops itself at a test hook (SIGSTOP), then sends it `sig` and SIGCONT, so that
+// the signal is there when it goes on; its result. Fails the test if it never stopped.
+RunResult signal_when_stopped(AsyncPcopy& p, int sig) {
+  bool stopped = poll_until(Clock::now() + 60s, [&] {
+    auto info = proc_info(p.pid());
+    return !p.running() || (info && info->state == 'T');
+  });
+  EXPECT_TRUE(stopped && p.running()) << "pcopy did not stop at the hook";
+  if (p.running()) {
+    EXPECT_EQ(::kill(p.pid(), sig), 0);
+    EXPECT_EQ(::kill(p.pid(), SIGCONT), 0);
+  }
+  return p.wait();
+}
+
 // A worker that sends nothing for a long while (on a hung network mount, or stopped by someone;
 // here a test hook holds it before z/gate.txt, with the threshold of 120 s made 0.2 s) is named
 // once, with where its unanswered entries begin, and waited for: the run completes when it goes on.
@@ -1265,14 +1280,7 @@ TEST_P(FaultsByJobs, SigintDuringDeleteStopsTheRemovalsAndEndsInterrupted) {
   for (int sig : {SIGINT, SIGTERM}) {
     SCOPED_TRACE(::strsignal(sig));
     AsyncPcopy p({jobs(), "--delete", "--json", src, dst}, logs, {"PCOPY_TEST_STOP_BEFORE_DELETE=1"});
-    bool stopped = poll_until(Clock::now() + 60s, [&] {
-      auto info = proc_info(p.pid());
-      return !p.running() || (info && info->state == 'T');
-    });
-    ASSERT_TRUE(stopped && p.running()) << describe(p.wait());
-    ASSERT_EQ(::kill(p.pid(), sig), 0);
-    ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
-    RunResult r = p.wait();
+    RunResult r = signal_when_stopped(p, sig);
     EXPECT_EQ(r.status, 128 + sig) << describe(r);
     auto report = nlohmann::json::parse(r.out);
     EXPECT_EQ(report.at("interrupted"), true) << r.out;
@@ -1297,14 +1305,7 @@ TEST_P(FaultsByJobs, ASignalWhileDstIsMadeEndsTheRunWithItsReport) {
     SCOPED_TRACE(::strsignal(sig));
     std::string to = tmp / fmt::format("dst{}", sig), manifest = tmp / fmt::format("m{}.jsonl", sig);
     AsyncPcopy p({jobs(), "--json", "--manifest", manifest, src, to}, logs, {"PCOPY_TEST_STOP_BEFORE_DST=1"});
-    bool stopped = poll_until(Clock::now() + 60s, [&] {
-      auto info = proc_info(p.pid());
-      return !p.running() || (info && info->state == 'T');
-    });
-    ASSERT_TRUE(stopped && p.running()) << describe(p.wait());
-    ASSERT_EQ(::kill(p.pid(), sig), 0);
-    ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
-    RunResult r = p.wait();
+    RunResult r = signal_when_stopped(p, sig);
     EXPECT_EQ(r.status, 128 + sig) << describe(r);
     auto report = nlohmann::json::parse(r.out);
     EXPECT_EQ(report.at("interrupted"), true) << r.out;
