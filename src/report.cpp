@@ -180,11 +180,12 @@ std::string json_report(const Stats& s) {
   return text;
 }
 
-void print_refusal(const std::string& message, const std::string& path, bool json) {
+void print_refusal(const std::string& message, const std::string& path, bool json, int signal) {
   print_stderr(message);
   if (!json) return;
   Stats stats;
-  stats.exit_status = 2;
+  stats.exit_status = signal ? 128 + signal : 2;
+  stats.interrupted = signal != 0;
   stats.errors.add(path, message.substr(message.find(' ') + 1));
   write_json_report(stats, [](std::string_view piece) { write_all(STDOUT_FILENO, piece.data(), piece.size()); });
 }

@@ -174,6 +174,10 @@ Signals watch_signals() {
   return out;
 }
 
+bool stops_the_run(int sig) { return sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU; }
+// What watch_signals reads but SIGCHLD and the stops.
+bool ends_the_run(int sig) { return sig != SIGCHLD && !stops_the_run(sig); }
+
 class Runner {
  public:
   Runner(const Options& o, Target& t, Signals signals)
@@ -1398,7 +1402,7 @@ void Runner::on_signal() {
   signalfd_siginfo si;
   while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
     if (si.ssi_signo == SIGCHLD) continue;  // deaths are seen as EOF on the worker's pipe
-    if (si.ssi_signo == SIGTSTP || si.ssi_signo == SIGTTIN || si.ssi_signo == SIGTTOU) {
+    if (stops_the_run(int(si.ssi_signo))) {
       suspend(int(si.ssi_signo));
       continue;
     }
@@ -1895,8 +1899,14 @@ int run(const Options& options) {
   }
   auto prepared = prepare_target(options);
   if (auto* no = std::get_if<Refusal>(&prepared)) {
-    print_refusal(no->message, no->path, options.json);
-    return 2;
+    // A signal that came meanwhile (blocked, so it did not end pcopy) is what the run ended with,
+    // as it would be a moment later: a CI job that cancelled it is told so, not "usage error".
+    int signal = 0;
+    for (signalfd_siginfo si; !signal && ::read(signals.fd.get(), &si, sizeof si) == sizeof si;) {
+      if (ends_the_run(int(si.ssi_signo))) signal = int(si.ssi_signo);
+    }
+    print_refusal(no->message, no->path, options.json, signal);
+    return signal ? 128 + signal : 2;
   }
   Runner runner(options, std::get<Target>(prepared), std::move(signals));
   return runner.run();

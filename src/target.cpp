@@ -1,6 +1,7 @@
 #include "pcopy/target.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <fmt/core.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -169,6 +170,44 @@ std::string default_dst(const std::string& src) {
   return s + "-copy";
 }
 
+// open(path, flags), but for a FIFO that no one reads yet (`--manifest FIFO`): the signals that end
+// or stop the run are blocked by then (run.cpp, watch_signals), so the open that waits for a reader
+// could not be interrupted, nor stopped. It waits here instead, looking every 20 ms: a signal that
+// would end the run fails it (EINTR; the signal is left for the caller), one that stops it (Ctrl-Z)
+// stops it there.
+int open_for_writing(const char* path, int flags) {
+  for (;;) {
+    int fd = ::open(path, flags | O_NONBLOCK);
+    if (fd >= 0) {
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      return fd;
+    }
+    if (errno != ENXIO) return -1;
+    struct stat st;
+    if (::stat(path, &st) != 0 || !S_ISFIFO(st.st_mode)) {  // a socket, a device not there
+      errno = ENXIO;
+      return -1;
+    }
+    sigset_t pending;
+    ::sigpending(&pending);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM}) {
+      if (sigismember(&pending, sig)) {
+        errno = EINTR;
+        return -1;
+      }
+    }
+    for (int sig : {SIGTSTP, SIGTTIN, SIGTTOU}) {
+      if (!sigismember(&pending, sig)) continue;
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, sig);
+      ::sigprocmask(SIG_UNBLOCK, &one, nullptr);  // delivered now: stopped until SIGCONT
+      ::sigprocmask(SIG_BLOCK, &one, nullptr);
+    }
+    ::poll(nullptr, 0, 20);
+  }
+}
+
 // --manifest: opened before anything is created, so that a path that cannot be written refuses
 // the run with nothing done. One inside DST whose directory is yet to be made is opened once DST is.
 struct ManifestOpener {
@@ -220,7 +259,7 @@ struct ManifestOpener {
     if (fd) {
       made_at = opt.manifest;
     } else if (errno == EEXIST) {
-      fd.reset(::open(opt.manifest.c_str(), flags));
+      fd.reset(open_for_writing(opt.manifest.c_str(), flags));
       if (!fd && errno == ENOENT) {  // a link to nothing (outside DST): the file is made where it leads
         fd.reset(::open(opt.manifest.c_str(), flags | O_CREAT, 0666));
         if (fd) made_at = real(opt.manifest);
@@ -233,6 +272,7 @@ struct ManifestOpener {
       deferred = true;
       return std::nullopt;
     }
+    if (err == EINTR) return refused("interrupted while waiting for a reader");
     return refused(err == ELOOP && inside ? "it is a symbolic link inside the destination" : errno_text(err));
   }
 

@@ -1314,6 +1314,80 @@ TEST_P(FaultsByJobs, ASignalWhileDstIsMadeEndsTheRunWithItsReport) {
   }
 }
 
+// A signal that comes as the run is refused (DST under a file, after the parent stopped at the
+// hook) is what it ends with: 143 and "interrupted" in the report, not 2 and a usage error (KKK).
+TEST_P(FaultsByJobs, ASignalBeforeARefusalEndsTheRunInterrupted) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", file = tmp / "file";
+  make_dir(src);
+  write_file(src + "/f", "f\n");
+  write_file(file, "DST cannot be made under a file\n");
+  AsyncPcopy p({jobs(), "--json", src, file + "/sub"}, logs, {"PCOPY_TEST_STOP_BEFORE_DST=1"});
+  RunResult r = signal_when_stopped(p, SIGTERM);
+  EXPECT_EQ(r.status, 143) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot create '" + file + "/sub': Not a directory")) << describe(r);
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("interrupted"), true) << r.out;
+  EXPECT_EQ(report.at("exit_status"), 143) << r.out;
+}
+
+// A manifest that is a FIFO no one reads yet holds the run before it starts, as it always did, but
+// Ctrl-C or SIGTERM still end it, and Ctrl-Z still stops it: with the signals blocked from the start
+// (so that one could not kill pcopy half-way through making DST), the open that waited for a
+// reader could be ended only by SIGKILL (KKK).
+TEST_P(FaultsByJobs, ARunWaitingForAManifestFifosReaderCanBeStoppedAndEnded) {
+  std::string src = tmp / "src", fifo = tmp / "manifest";
+  make_dir(src);
+  write_file(src + "/f", "f\n");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto blocks = [](pid_t pid, int sig) {  // the signal is blocked: pcopy reads it itself
+    std::string status = read_file(fmt::format("/proc/{}/status", pid));
+    size_t at = status.find("SigBlk:\t");
+    return at != std::string::npos && (std::stoull(status.substr(at + 8, 16), nullptr, 16) >> (sig - 1)) & 1;
+  };
+  auto state = [](pid_t pid) {
+    auto info = proc_info(pid);
+    return info ? info->state : '?';
+  };
+  {  // Ctrl-Z, fg, and a reader comes: the run completes.
+    AsyncPcopy p({jobs(), "--manifest", fifo, src, dst}, logs);
+    ASSERT_TRUE(poll_until(Clock::now() + 60s, [&] { return !p.running() || blocks(p.pid(), SIGTSTP); }));
+    ASSERT_EQ(::kill(p.pid(), SIGTSTP), 0);
+    EXPECT_TRUE(poll_until(Clock::now() + 60s, [&] { return !p.running() || state(p.pid()) == 'T'; }))
+        << "not stopped: " << state(p.pid());
+    ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
+    UniqueFd reader(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    ASSERT_TRUE(reader.valid());
+    std::string lines;
+    char buf[4096];
+    poll_until(Clock::now() + 60s, [&] {  // to its end: no writer, and pcopy gone
+      ssize_t n = ::read(reader.get(), buf, sizeof buf);
+      if (n > 0) lines.append(buf, size_t(n));
+      return n == 0 && !p.running();
+    });
+    RunResult r = p.wait();
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_NE(lines.find("\"path\":\"f\""), std::string::npos) << lines;
+    EXPECT_EQ(read_file(dst + "/f"), "f\n");
+  }
+  for (int sig : {SIGINT, SIGTERM}) {  // no reader ever: ended by the signal, nothing made
+    SCOPED_TRACE(::strsignal(sig));
+    std::string to = tmp / fmt::format("dst{}", sig);
+    AsyncPcopy p({jobs(), "--json", "--manifest", fifo, src, to}, logs);
+    ASSERT_TRUE(poll_until(Clock::now() + 60s, [&] { return !p.running() || blocks(p.pid(), sig); }));
+    ASSERT_EQ(::kill(p.pid(), sig), 0);
+    RunResult r = p.wait(30s);
+    EXPECT_EQ(r.status, 128 + sig) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot write manifest '" + fifo + "': interrupted while waiting for a reader"))
+        << describe(r);
+    auto report = nlohmann::json::parse(r.out);
+    EXPECT_EQ(report.at("interrupted"), true) << r.out;
+    EXPECT_FALSE(exists(to));
+  }
+}
+
 TEST_P(FaultsByJobs, DeleteKeepsADirectoryRenamedInSourceDuringTheRun) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
