@@ -196,7 +196,7 @@ class Runner {
   void seal();
   // A hard link whose group's copy is done, gathered with others into the same directory; all go
   // out when the walk is over or a worker is idle (see ready_links_).
-  void add_ready_link(DirNode* dir, Job job, std::pair<dev_t, ino_t> group);
+  void add_ready_link(DirNode* dir, Job job, std::pair<dev_t, ino_t> group, bool leads = false);
   void flush_ready_links();
   void dispatch();
   // Where in the queue the next batch to send is: the first but for chunks of files that have
@@ -591,15 +591,20 @@ void Runner::seal() {
   current_ = {};
 }
 
-void Runner::add_ready_link(DirNode* dir, Job job, std::pair<dev_t, ino_t> group) {
+// A job of a hard-link group for `dir`, batched with others for it: a name to link, or (`leads`) the
+// name that leads a group decided after the walk left its directory (add_job would send it in a
+// batch of its own).
+void Runner::add_ready_link(DirNode* dir, Job job, std::pair<dev_t, ino_t> group, bool leads) {
   job.id = next_id_++;
+  if (leads) bytes_total_ = add_saturating(bytes_total_, job.size);
   PendingBatch& batch = ready_links_[dir];
   batch.dir = dir;
   batch.ids.push_back(job.id);
   batch.bytes += weight(job);
   JobInfo& info = jobs_.emplace(job.id, JobInfo{dir, std::move(job), -1, 0, {}}).first->second;
-  info.member_of = group;  // for its manifest line
-  if (batch.ids.size() >= kBatchFiles) {
+  if (leads) info.link_key = group;
+  else info.member_of = group;  // for its manifest line
+  if (batch.ids.size() >= kBatchFiles || batch.bytes >= kBatchBytes) {
     queue_.push_back(std::move(batch));
     ready_links_.erase(dir);
   }
@@ -736,7 +741,8 @@ void Runner::lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group) {
   if (group.ambiguous) job.attempt = 2;
   group.lead.reset();  // taken (a next leader, if this one fails, is the first waiting)
   group.ambiguous = false;
-  add_job(dir, std::move(job), key);
+  if (dir == current_.dir || job.kind == JobKind::FileBegin) add_job(dir, std::move(job), key);
+  else add_ready_link(dir, std::move(job), key, true);
 }
 
 // Undecided groups, oldest first, are led as if all their names had been met (see lead_with_next):
