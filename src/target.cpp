@@ -1,9 +1,9 @@
 #include "pcopy/target.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <fmt/core.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -188,16 +188,14 @@ int open_for_writing(const char* path, int flags) {
       errno = ENXIO;
       return -1;
     }
-    sigset_t pending;
+    sigset_t pending;  // those blocked and come: the ones pcopy reads from its signalfd
     ::sigpending(&pending);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM}) {
-      if (sigismember(&pending, sig)) {
+    for (int sig = 1; sig < SIGRTMIN; ++sig) {
+      if (!sigismember(&pending, sig) || sig == SIGCHLD) continue;
+      if (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU) {
         errno = EINTR;
         return -1;
       }
-    }
-    for (int sig : {SIGTSTP, SIGTTIN, SIGTTOU}) {
-      if (!sigismember(&pending, sig)) continue;
       sigset_t one;
       sigemptyset(&one);
       sigaddset(&one, sig);
