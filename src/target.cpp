@@ -17,6 +17,7 @@
 #include "pcopy/fd.hpp"
 #include "pcopy/filter.hpp"
 #include "pcopy/report.hpp"
+#include "pcopy/run.hpp"
 
 namespace pcopy {
 
@@ -188,14 +189,16 @@ int open_for_writing(const char* path, int flags) {
       errno = ENXIO;
       return -1;
     }
-    sigset_t pending;  // those blocked and come: the ones pcopy reads from its signalfd
+    sigset_t pending;  // blocked, and come: of those pcopy reads from its signalfd, or others
     ::sigpending(&pending);
-    for (int sig = 1; sig < SIGRTMIN; ++sig) {
-      if (!sigismember(&pending, sig) || sig == SIGCHLD) continue;
-      if (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU) {
+    for (int sig : kEndingSignals) {
+      if (sigismember(&pending, sig)) {
         errno = EINTR;
         return -1;
       }
+    }
+    for (int sig : kStopSignals) {
+      if (!sigismember(&pending, sig)) continue;
       sigset_t one;
       sigemptyset(&one);
       sigaddset(&one, sig);

@@ -3,9 +3,16 @@
 // status SPEC defines (0, 1, 2, 130, 143).
 #pragma once
 
+#include <csignal>
+
 #include "pcopy/options.hpp"
 
 namespace pcopy {
+
+// The signals that end a run as Ctrl-C does (status 128 + N), and those of job control that stop
+// it: blocked from the start and read from a signalfd, unless ignored when pcopy started.
+inline constexpr int kEndingSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM};
+inline constexpr int kStopSignals[] = {SIGTSTP, SIGTTIN, SIGTTOU};
 
 int run(const Options& options);
 

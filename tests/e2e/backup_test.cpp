@@ -518,6 +518,32 @@ TEST_F(Backup, ANameLinkedToAnotherFileOfTheSameSizeAndTimeNeverSpreadsItsStaleC
 // 17,000 of them pushed those out: led early by a new name, 543 unchanged files were copied anew and
 // relinked (KKK). Names of groups with a copy in DST now wait apart, and fewer. On tmpfs, which
 // lists the newest entry first, the new names are met before the names with a copy.
+// The same with 1,100 groups of two names, linked as the last run left them, walked between c and
+// a: waiting in one pool of at most 1,024 names, they pushed c's group out before a was met, and
+// c's stale copy was spread again (LLL). A group whose copy has as many names as SRC's file has
+// leads at once. On tmpfs, which lists the newest entry first, the walk meets y/c, mid, x/a, z.
+TEST_F(Backup, AStaleCopyIsNotSpreadThoughThousandsOfLinkedNamesLieBetween) {
+  Mount shm(tmp / "shm", Mount::Tmpfs{"size=64m"});
+  if (!shm.mounted()) GTEST_SKIP() << shm.why();
+  std::string from = tmp / "shm/src", to = tmp / "shm/dst";
+  for (const char* d : {"", "/z", "/x", "/mid", "/y"}) make_dir(from + d);
+  write_old(from + "/x/a", "data of a\n");
+  for (int i = 0; i < 1100; ++i) {
+    write_file(from + fmt::format("/z/m{}", i), "m");
+    ASSERT_EQ(::link((from + fmt::format("/z/m{}", i)).c_str(), (from + fmt::format("/mid/m{}", i)).c_str()), 0);
+  }
+  write_old(from + "/y/c", "data of c\n");
+  RunResult r = run_pcopy({"-a", "-q", from, to});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  ASSERT_EQ(::unlink((from + "/y/c").c_str()), 0);
+  ASSERT_EQ(::link((from + "/x/a").c_str(), (from + "/y/c").c_str()), 0);
+  r = run_pcopy({"-a", "-u", from, to});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(to + "/x/a"), "data of a\n");
+  EXPECT_EQ(read_file(to + "/y/c"), "data of a\n");
+  EXPECT_EQ(lstat_of(to + "/x/a").st_ino, lstat_of(to + "/y/c").st_ino);
+}
+
 TEST_F(Backup, NewNamesOfFilesLinkedFromOutsideSrcAreLinkedWithNoDataCopied) {
   Mount shm(tmp / "shm", Mount::Tmpfs{"size=256m,nr_inodes=100k"});
   if (!shm.mounted()) GTEST_SKIP() << shm.why();

@@ -345,10 +345,11 @@ std::vector<UniqueFd> hold_pipes_of(pid_t pid) {
 class AsyncPcopy {
  public:
   // `ignored`: signals pcopy starts with ignored (as under nohup, or a script's `trap ''`). `uid`:
-  // run as that user (group 65534), as unprivileged() gives it.
+  // run as that user (group 65534), as unprivileged() gives it. `blocked`: signals it starts with
+  // blocked (a launcher's mask).
   AsyncPcopy(const std::vector<std::string>& args, const std::string& log_dir,
              const std::vector<std::string>& extra_env = {}, const std::string& stdout_fifo = "",
-             const std::vector<int>& ignored = {}, std::optional<uid_t> uid = {})
+             const std::vector<int>& ignored = {}, std::optional<uid_t> uid = {}, const std::vector<int>& blocked = {})
       : out_path_(stdout_fifo.empty() ? log_dir + "/stdout" : stdout_fifo),
         err_path_(log_dir + "/stderr"),
         out_fifo_(!stdout_fifo.empty()) {
@@ -377,9 +378,10 @@ class AsyncPcopy {
       if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(127);
       ::close_range(3, ~0U, 0);
       ::setpgid(0, 0);
-      sigset_t none;
-      sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      sigset_t mask;
+      sigemptyset(&mask);
+      for (int sig : blocked) sigaddset(&mask, sig);
+      ::sigprocmask(SIG_SETMASK, &mask, nullptr);
       for (int sig : {SIGPIPE, SIGINT, SIGTERM}) ::signal(sig, SIG_DFL);
       for (int sig : ignored) ::signal(sig, SIG_IGN);
       if (uid && (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
@@ -1351,9 +1353,11 @@ TEST_P(FaultsByJobs, ARunWaitingForAManifestFifosReaderCanBeStoppedAndEnded) {
     auto info = proc_info(pid);
     return info ? info->state : '?';
   };
-  {  // Ctrl-Z, fg, and a reader comes: the run completes.
-    AsyncPcopy p({jobs(), "--manifest", fifo, src, dst}, logs);
+  {  // Ctrl-Z, fg, and a reader comes: the run completes. A signal pcopy does not act on, which
+     // its launcher blocked, is no end of the wait (a terminal resized: it refused the run).
+    AsyncPcopy p({jobs(), "--manifest", fifo, src, dst}, logs, {}, "", {}, {}, {SIGWINCH});
     ASSERT_TRUE(poll_until(Clock::now() + 60s, [&] { return !p.running() || blocks(p.pid(), SIGTSTP); }));
+    ASSERT_EQ(::kill(p.pid(), SIGWINCH), 0);
     ASSERT_EQ(::kill(p.pid(), SIGTSTP), 0);
     EXPECT_TRUE(poll_until(Clock::now() + 60s, [&] { return !p.running() || state(p.pid()) == 'T'; }))
         << "not stopped: " << state(p.pid());
