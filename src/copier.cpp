@@ -178,6 +178,13 @@ Result fail(Result r, int err, std::string detail = {}) {
   return r;
 }
 
+// A failure to reach the source, `err`: with ENOENT, the source is gone (Vanished).
+Result source_failed(Result r, int err) {
+  r = fail(std::move(r), err);
+  if (err == ENOENT) r.vanished = Vanished::Entry;
+  return r;
+}
+
 // 0 when the open file `fd` still has the size and mtime of `st`; -1 when it has not (it changed),
 // or the errno of the fstat.
 int recheck(int fd, const struct stat& st) {
@@ -555,7 +562,7 @@ bool chunking_helps(int dst_dir, const Options& options) {
 }
 
 bool ends_batch(const Result& r, const Options& options) {
-  return r.outcome == Outcome::Failed && (fails_everything(r.err) || options.fail_fast);
+  return r.outcome == Outcome::Failed && r.vanished == Vanished::No && (fails_everything(r.err) || options.fail_fast);
 }
 
 Copier::~Copier() {
@@ -662,7 +669,7 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
     // A file the real run could not read, the dry run names too.
     if (job.kind == JobKind::File || job.kind == JobKind::FileBegin) {
       UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-      if (!in) return fail(r, errno);
+      if (!in) return unopened(r);
       // A directory the run would make is on the file system of DST, or of the directory DST
       // would be made in.
       int dst_fs = dst_dir >= 0 ? dst_dir : dst_root >= 0 ? dst_root : dst_fs_;
@@ -872,7 +879,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
 // A source that open_source() could not open: O_NOFOLLOW refused a symbolic link where the walk saw
 // a file (for a big file's chunks, where its FileBegin opened one).
 Result Copier::unopened(Result r) const {
-  return errno == ELOOP && !opt_.dereference ? fail(std::move(r), 0, kChangedType) : fail(std::move(r), errno);
+  return errno == ELOOP && !opt_.dereference ? fail(std::move(r), 0, kChangedType) : source_failed(std::move(r), errno);
 }
 
 Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
@@ -1465,7 +1472,7 @@ int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh
 Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) {
   struct stat st;
   int sflags = opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW;
-  if (::fstatat(src_dir, job.name.c_str(), &st, sflags) != 0) return fail(r, errno);
+  if (::fstatat(src_dir, job.name.c_str(), &st, sflags) != 0) return source_failed(r, errno);
   r.mtime_ns = to_ns(st.st_mtim);
   // Staged: hidden already. Append-only: it takes no rename (nor an unlink), so the entry is made
   // where it belongs, as cp makes it.
@@ -1477,7 +1484,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
     target.resize(size_t(st.st_size) + 1);
     for (;;) {
       ssize_t n = ::readlinkat(src_dir, job.name.c_str(), target.data(), target.size());
-      if (n < 0) return fail(r, errno);
+      if (n < 0) return errno == EINVAL ? fail(r, 0, kChangedType) : source_failed(r, errno);
       if (size_t(n) < target.size()) {
         target.resize(size_t(n));
         break;

@@ -150,6 +150,7 @@ void encode(std::string& out, const Result& r) {
   w.num(r.size);
   w.nanos(r.mtime_ns);
   w.str(r.detail);
+  w.num(static_cast<uint8_t>(r.vanished));
   w.str(r.temp);
   if (!r.temp.empty()) {
     w.num(r.src_dev);
@@ -230,6 +231,9 @@ Result decode_result(std::string_view payload) {
   res.size = r.num<uint64_t>();
   res.mtime_ns = r.nanos();
   res.detail = r.str();
+  auto vanished = r.num<uint8_t>();
+  if (vanished > uint8_t(Vanished::Dir)) throw ProtocolError("bad vanished value");
+  res.vanished = static_cast<Vanished>(vanished);
   res.temp = r.str();
   if (!res.temp.empty()) {
     res.src_dev = r.num<uint64_t>();

@@ -255,6 +255,7 @@ class Runner {
   void unkept(const std::string& rel, const Unkept& u);
   void report_error(const std::string& line, const std::string& rel, const std::string& reason);
   void warning(const std::string& rel, const std::string& text);
+  void vanished(const JobInfo& info, Vanished what);
   int say(const std::string& line);  // stderr, above the bar; 0 or the errno of a failed write
   int write_watching(int fd, std::string_view text, bool pipe);
   // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
@@ -469,6 +470,15 @@ void Runner::report_error(const std::string& line, const std::string& path, cons
   }
 }
 
+// An entry the walk listed but a worker found gone from SRC, or whose directory it found gone:
+// told once for the directory, not for every entry in it.
+void Runner::vanished(const JobInfo& info, Vanished what) {
+  if (what == Vanished::Entry) return warning(rel(info), kVanishedEntry);
+  if (std::exchange(info.dir->vanish_told, true)) return;
+  std::string path = walker_->rel_path(info.dir);
+  warning(path.empty() ? "." : path, kVanishedDir);
+}
+
 void Runner::warning(const std::string& path, const std::string& text) {
   stats_.warnings.add(path, text);
   if (!opt_.quiet) say(paint("33", fmt::format("pcopy: warning: '{}': {}", display_path(path), text)));
@@ -631,7 +641,11 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       stop_if_all_would_fail(ev.err);  // a directory DST has no room for
       return;
     }
-    case WalkEvent::Type::Warning: warning(rel(ev.dir, ev.name), ev.detail); return;
+    case WalkEvent::Type::Warning: {
+      std::string path = rel(ev.dir, ev.name);
+      warning(path.empty() ? "." : path, ev.detail);
+      return;
+    }
     case WalkEvent::Type::Entry: break;
   }
   Job job;
@@ -1001,7 +1015,9 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   auto dst_path = [&] { return rel(info.dir, info.job.target()); };
   switch (r.outcome) {
     case Outcome::Failed:
-      if (!walker_) {  // a single file: both its paths, as either side may be at fault
+      if (walker_ && r.vanished != Vanished::No) {
+        vanished(info, r.vanished);
+      } else if (!walker_) {  // a single file: both its paths, as either side may be at fault
         report_error(fmt::format("pcopy: cannot copy '{}' to '{}': {}", display_path(opt_.src),
                                  display_path(target_.dst_file), reason_of(r)),
                      dst_path(), reason_of(r));  // the copy's name, as -v and --manifest give it

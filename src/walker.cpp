@@ -254,8 +254,13 @@ bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
       dents_pos_ = 0;
       dents_len_ = n > 0 ? size_t(n) : 0;
       if (n < 0) {
-        ++walk_errors_;
+        ++walk_errors_;  // listed in part, if at all: --delete may not trust it
         out = WalkEvent{WalkEvent::Type::Error, frame.node->parent, frame.node->name, {}, errno, {}};
+        if (errno == ENOENT) {  // removed while listed (a dead directory lists nothing)
+          out->type = WalkEvent::Type::Warning;
+          out->err = 0;
+          out->detail = kVanishedDir;
+        }
         if (!frame.node->parent) out->dir = frame.node, out->name.clear();
         return false;
       }
@@ -300,6 +305,7 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
     ev.type = WalkEvent::Type::Error;
     ev.err = errno;
     if (opt_.dereference && errno == ENOENT) ev.detail = "symbolic link points to nothing";
+    if (!opt_.dereference && errno == ENOENT) ev.type = WalkEvent::Type::Warning, ev.detail = kVanishedEntry;
     if (errno != ENOENT) ++walk_errors_;
     return ev;
   }
@@ -337,6 +343,11 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
     if (errno == ELOOP && !opt_.dereference) {  // O_NOFOLLOW: a link put where the listing had a directory
       ev.err = 0;
       ev.detail = "file changed type as we read it";
+    }
+    if (ev.err == ENOENT) {
+      ev.type = WalkEvent::Type::Warning;
+      ev.err = 0;
+      ev.detail = kVanishedEntry;
     }
     return ev;
   }

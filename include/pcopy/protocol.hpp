@@ -120,6 +120,13 @@ enum class Outcome : uint8_t {
   Deferred = 5,  // not started: the batch ran long, so the rest goes back to the parent to share
 };
 
+// A source gone when its worker came to it (ENOENT): the entry, or the directory of its batch (or
+// one above it). Not an error but a warning, as rsync's "file has vanished": what is no longer in
+// SRC has nothing to lose, and a live tree (a nightly backup's) always has some.
+enum class Vanished : uint8_t { No = 0, Entry = 1, Dir = 2 };
+inline constexpr const char* kVanishedEntry = "vanished from SRC before it was copied";
+inline constexpr const char* kVanishedDir = "vanished from SRC before everything in it was copied";
+
 // Files at least this big are copied in chunks of kChunkBytes by every worker.
 inline constexpr uint64_t kChunkBytes = 64ull << 20;
 inline constexpr uint64_t kChunkThreshold = 128ull << 20;
@@ -156,6 +163,7 @@ struct Result {
   uint64_t size = 0;     // size of the copy
   Nanos mtime_ns = 0;    // mtime of the copy
   std::string detail;    // reason text when err alone does not say it
+  Vanished vanished = Vanished::No;  // Failed: because its source is gone
   std::string temp;      // FileBegin: the temporary created
   uint64_t src_dev = 0, src_ino = 0;  // with `temp`: the identity of the source opened
   uint64_t dst_dev = 0, dst_ino = 0;  // and of `temp`

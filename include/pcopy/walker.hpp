@@ -50,6 +50,7 @@ struct DirNode {
   bool deferred_fd = false;  // `dst` kept open after the walk left it, counted against a budget
   std::vector<std::pair<std::string, std::string>> xattrs;  // archive mode: applied at the end
   SrcListings::Id listing = SrcListings::kNone;  // with --delete, once listed to the end
+  bool vanish_told = false;  // a worker found it gone from SRC, and a warning said so
 };
 
 struct WalkEvent {

@@ -970,8 +970,9 @@ TEST_F(CopierBatchTest, FailureThatEndsTheBatchHandsBackTheRestUntried) {
   pcopy_test::write_at(src_, "unreadable", "no", 0000);
   pcopy_test::write_at(src_, "later", "never tried");
   std::vector<Job> jobs = {job_for("ok", 1), job_for("unreadable", 2), job_for("later", 3)};
-  if (::geteuid() == 0) {
-    ASSERT_EQ(::unlinkat(src_, "unreadable", 0), 0);  // root reads anything: make it fail another way
+  if (::geteuid() == 0) {  // root reads anything: make it fail another way (not by removing it: gone is
+    ASSERT_EQ(::unlinkat(src_, "unreadable", 0), 0);  // no failure, see Vanished)
+    ASSERT_EQ(::symlinkat("ok", src_, "unreadable"), 0);  // a link where the walk saw a file
   }
   std::vector<Result> results = copy_batch(jobs);
   ASSERT_EQ(results.size(), 3u);

@@ -132,6 +132,7 @@ void expect_result_eq(const Result& want, const Result& got) {
   EXPECT_EQ(want.size, got.size);
   EXPECT_EQ(want.mtime_ns, got.mtime_ns);
   EXPECT_EQ(want.detail, got.detail);
+  EXPECT_EQ(want.vanished, got.vanished);
   EXPECT_EQ(want.temp, got.temp);
   EXPECT_EQ(want.src_dev, got.src_dev);
   EXPECT_EQ(want.src_ino, got.src_ino);
@@ -168,6 +169,7 @@ Result sample_result() {
   r.size = (1ull << 40) + 3;
   r.mtime_ns = -1'000'000'001;
   r.detail = "verification failed";
+  r.vanished = Vanished::Dir;
   r.temp = ".pcopy-77-1.tmp";
   r.src_dev = 2049;
   r.src_ino = 1ull << 40;
@@ -574,6 +576,20 @@ TEST(Protocol, ResultHashOfWrongLengthThrowsProtocolError) {
   payload.resize(payload.size() - 12);
   payload += header(3, 0).substr(0, 4) + "abc" + std::string(8, '\0');
   EXPECT_THROW(decode_result(payload), ProtocolError);
+}
+
+TEST(Protocol, ResultVanishedOutOfRangeThrowsProtocolError) {
+  std::string wire;
+  Result r;
+  r.detail = "x";
+  encode(wire, r);
+  std::string payload = wire.substr(5);
+  size_t at = payload.find('x') + 1;  // the byte after the detail
+  ASSERT_EQ(payload[at], '\0');
+  payload[at] = 3;
+  EXPECT_THROW(decode_result(payload), ProtocolError);
+  payload[at] = 2;
+  EXPECT_EQ(decode_result(payload).vanished, Vanished::Dir);
 }
 
 TEST(Protocol, MalformedFrameLengthThrowsProtocolError) {
