@@ -930,7 +930,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     tmp = direct ? job.target() : next_temp_name();
     bool existed = false;
     bool private_until_set = split || made_private();
-    struct stat as = private_until_set ? private_stat(st) : st;
+    struct stat as = split ? split_stat(st) : made_private() ? private_stat(st) : st;
     out.reset(direct ? in_place(dst_dir, tmp, as, existed, !split)  // split: End cuts it to size
                      : ::openat(dst_dir, tmp.c_str(), kCreate, as.st_mode & 0777));
     if (!out) return fail(r, errno);
@@ -1129,6 +1129,17 @@ bool Copier::probe_tmpfile(int dst_dir) {
 // --inplace, not emptied: End cuts it to size); chunks write their ranges into it; End checks that
 // the source did not change, sets the metadata and renames. The parent removes the temporary if
 // any part fails.
+// What a file to split is made with (its mode) until its End sets its metadata: its owner's
+// alone, and writable for its chunks' workers. With --inplace it is where it belongs from the start,
+// as an unsplit copy is: with the source's mode (and its owner's write bit) unless made_private(),
+// so that a copy that fails keeps the mode it had, less what the source's keeps out, not 0600.
+struct stat Copier::split_stat(const struct stat& st) const {
+  if (!opt_.inplace || made_private()) return private_stat(st);
+  struct stat as = st;
+  as.st_mode |= S_IWUSR;
+  return as;
+}
+
 Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
   if (!in) return unopened(r);
@@ -1145,7 +1156,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   r.src_dev = st.st_dev;
   r.src_ino = st.st_ino;
   bool existed = false;
-  struct stat as = private_stat(st);
+  struct stat as = split_stat(st);
   UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, as, existed, false)
                             : ::openat(dst_dir, r.temp.c_str(), kCreate, as.st_mode & 0777));
   if (!out) return fail(r, errno);

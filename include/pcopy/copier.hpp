@@ -207,6 +207,7 @@ class Copier {
   int make_way(int dst_dir, const std::string& target, bool dry_run);
   int in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed, bool truncate = true);
   Result unopened(Result r) const;
+  struct stat split_stat(const struct stat& st) const;
   std::string rel_of(const std::string& name) const;
   int copy_generated(int in, int out, const struct stat& st, FileCopy& fc);
   // `make_holes`: blocks of zeros read are not written (the caller sets the size at the end).

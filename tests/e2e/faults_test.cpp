@@ -2247,6 +2247,31 @@ TEST_P(FaultsByJobs, ACopyIsItsMakersAloneUntilItsMetadataIsSet) {
   }
 }
 
+// --inplace over a big file copied in chunks that changes meanwhile (NNN): the copy fails, and the
+// file keeps its mode less what the source's keeps out (0644 and a 0660 source: 0640), as one
+// copied whole keeps it; not 0600, which shut out its group until the next run.
+TEST_P(FaultsByJobs, ABigFileThatFailsInPlaceKeepsItsModeLessWhatSrcKeepsOut) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  std::string src = tmp / "src";
+  make_dir(src);
+  write_big_file(src + "/huge.bin", 160, 5);
+  ASSERT_EQ(::chmod((src + "/huge.bin").c_str(), 0660), 0);
+  make_dir(dst);
+  write_big_file(dst + "/huge.bin", 160, 6);
+  ASSERT_EQ(::chmod((dst + "/huge.bin").c_str(), 0644), 0);
+  mode_t midway = 0;
+  auto [r, stopped] = act_midway({jobs(), "--inplace", src, dst}, logs, "huge.bin", [&] {
+    midway = mode_of(dst + "/huge.bin");
+    std::ofstream(src + "/huge.bin", std::ios::app) << "grown while copied";
+  }, {"PCOPY_TEST_CHUNK_LOCAL=1"});
+  ASSERT_TRUE(stopped) << describe(r);
+  EXPECT_EQ(midway, 0640u) << fmt::format("{:04o}", midway);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy 'huge.bin': file changed as we read it"), 1u)
+      << describe(r);
+  EXPECT_EQ(mode_of(dst + "/huge.bin"), 0640u) << fmt::format("{:04o}", mode_of(dst + "/huge.bin"));
+}
+
 // With -a, a directory of SRC whose ACL keeps a user out that its mode lets in: its copy keeps
 // them out from the start, whether pcopy makes it (0700 until finished) or it was there, made
 // before the ACL was set in SRC (given SRC's ACL at once); and a copy whose ACL lets in a user
