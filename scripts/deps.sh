@@ -1,7 +1,7 @@
 # Sourced by build.sh and test.sh: installs the Debian packages that are missing (a no-op when all
 # are present). Uses sudo when not root.
 BUILD_PACKAGES=(cmake g++ make pkg-config git libcli11-dev libfmt-dev nlohmann-json3-dev libxxhash-dev liburing-dev scdoc)
-TEST_PACKAGES=(libgtest-dev util-linux acl attr e2fsprogs xfsprogs procps dosfstools fusefat exfatprogs exfat-fuse bindfs)
+TEST_PACKAGES=(libgtest-dev util-linux acl attr e2fsprogs xfsprogs procps dosfstools fusefat exfatprogs exfat-fuse bindfs strace)
 
 ensure_packages() {
   local missing=()

@@ -1069,7 +1069,7 @@ int Copier::in_place(int dst_dir, const std::string& name, const struct stat& sr
 // parent to count and show. Returns 0 or the first errno.
 int Copier::make_way(int dst_dir, const std::string& target, bool dry_run) {
   MirrorCallbacks record{
-      [&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}, {}, {}, {}};
+      [&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}, {}, {}, {}, {}};
   return remove_tree(dst_dir, target, rel_of(target), dry_run, record, opt_.filters, opt_.one_file_system);
 }
 
@@ -1125,10 +1125,6 @@ bool Copier::probe_tmpfile(int dst_dir) {
   return false;
 }
 
-// A big file split across workers. Begin creates the temporary (or opens the final name with
-// --inplace, not emptied: End cuts it to size); chunks write their ranges into it; End checks that
-// the source did not change, sets the metadata and renames. The parent removes the temporary if
-// any part fails.
 // What a file to split is made with (its mode) until its End sets its metadata: its owner's
 // alone, and writable for its chunks' workers. With --inplace it is where it belongs from the start,
 // as an unsplit copy is: with the source's mode (and its owner's write bit) unless made_private(),
@@ -1140,6 +1136,10 @@ struct stat Copier::split_stat(const struct stat& st) const {
   return as;
 }
 
+// A big file split across workers. Begin creates the temporary (or opens the final name with
+// --inplace, not emptied: End cuts it to size); chunks write their ranges into it; End checks that
+// the source did not change, sets the metadata and renames. The parent removes the temporary if
+// any part fails.
 Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
   if (!in) return unopened(r);

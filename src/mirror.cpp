@@ -373,7 +373,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
 }
 
 int remove_quietly(int dir, const std::string& name) {
-  static const MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}, {}, {}};
+  static const MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}, {}, {}, {}};
   return remove_tree(dir, name, name, false, quiet);
 }
 
@@ -429,6 +429,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     return false;
   };
   MirrorCallbacks in_tree = cb;  // remove_tree() may have held directories let go too
+  const auto& unlisted = cb.unlisted ? cb.unlisted : cb.failed;
   in_tree.free_fd = free_fd;
   std::string path;  // of the directory looked into, then of its entry at hand
   todo.push_back({UniqueFd(), 0, "", src.root()});
@@ -448,7 +449,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
         if (opt.dry_run && dry_run_may_not_read(dst_root, path)) {
           if (cb.unseen) cb.unseen(path);
         } else if (errno != ENOENT) {
-          cb.failed(path, errno);  // ENOENT: gone already, nothing to delete in it
+          unlisted(path, errno);  // ENOENT: gone already, nothing to delete in it
         }
         continue;
       }
@@ -456,7 +457,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
     }
     Entries dst_entries;
     if (int err = listing(p.dst.get(), dst_entries, free_fd)) {
-      cb.failed(path, err);
+      unlisted(path, err);
       continue;
     }
     const size_t dir_len = path.size();
@@ -489,7 +490,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
         } else if (opt.dry_run && dry_run_may_not_read(p.dst.get(), std::string(e.name))) {
           if (cb.unseen) cb.unseen(at(src_name));
         } else if (errno != ENOENT) {
-          cb.failed(at(src_name), errno);
+          unlisted(at(src_name), errno);
         }
         return;
       }

@@ -22,7 +22,13 @@ Ring::~Ring() {
   if (usable_) io_uring_queue_exit(ring_.get());
 }
 
+// Null once the ring broke (torn down in run()): the operation is counted, and run() answers it
+// -ECANCELED, as it does those a ring that breaks leaves undone.
 struct io_uring_sqe* Ring::next_sqe() {
+  if (!usable_) {
+    ++queued_;
+    return nullptr;
+  }
   struct io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
   // Callers never queue more than the ring holds: a full queue is a bug, not a condition.
   if (!sqe) std::abort();
@@ -31,12 +37,12 @@ struct io_uring_sqe* Ring::next_sqe() {
 }
 
 size_t Ring::openat(int dir, const char* path, int flags, mode_t mode) {
-  io_uring_prep_openat(next_sqe(), dir, path, flags, mode);
+  if (struct io_uring_sqe* sqe = next_sqe()) io_uring_prep_openat(sqe, dir, path, flags, mode);
   return queued_ - 1;
 }
 
 size_t Ring::close(int fd) {
-  io_uring_prep_close(next_sqe(), fd);
+  if (struct io_uring_sqe* sqe = next_sqe()) io_uring_prep_close(sqe, fd);
   return queued_ - 1;
 }
 

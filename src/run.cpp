@@ -143,6 +143,7 @@ struct LinkGroup {
 
 struct Signals {
   UniqueFd fd;
+  int err = 0;  // of a signalfd that could not be made
   sigset_t old_mask{};
   sigset_t watched{};  // those read from fd (not those ignored when pcopy started)
 };
@@ -172,6 +173,7 @@ Signals watch_signals() {
   out.watched = mask;
   ::sigprocmask(SIG_BLOCK, &mask, &out.old_mask);
   out.fd.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!out.fd) out.err = errno;
   ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death
   // Past `ulimit -f`, a write fails with EFBIG ("File too large", reported for the file, the
   // manifest or stdout) instead of killing the process; the workers inherit this.
@@ -191,6 +193,7 @@ class Runner {
 
  private:
   int start_pool();
+  int refuse_start(const std::string& line, const std::string& path);
   void produce();
   void handle_walk_event(WalkEvent& ev);
   JobInfo& add_job(DirNode* dir, Job job, std::optional<std::pair<dev_t, ino_t>> link_key = {});
@@ -219,6 +222,7 @@ class Runner {
   void on_progress(size_t w, const Progress& p);
   void requeue(JobInfo& info);
   void on_worker_gone(size_t w, bool said = false);
+  void replace_worker(size_t w, const std::string& why);
   void handle_frames(size_t w, bool abandoned_too);
   bool drain_results(size_t w);
   void collect_results(int timeout_ms);
@@ -1240,7 +1244,8 @@ void Runner::read_worker(size_t w) {
     ssize_t n = ::read(slot.results.get(), buf, read_buf_.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return;
-    if (n <= 0) {
+    if (n < 0) return replace_worker(w, fmt::format("cannot read its results: {}", errno_text(errno)));
+    if (n == 0) {
       on_worker_gone(w);
       return;
     }
@@ -1249,13 +1254,21 @@ void Runner::read_worker(size_t w) {
     try {
       handle_frames(w, false);  // after a --fail-fast error, later results wait for drain_results
     } catch (const ProtocolError& e) {
-      say(fmt::format("pcopy: worker {}: {}; replacing it", slot.pid, e.what()));
-      ::kill(slot.pid, SIGKILL);
-      on_worker_gone(w, true);
-      return;
+      return replace_worker(w, e.what());
     }
-    if (size_t(n) < sizeof buf || abandon_) return;
+    if (size_t(n) < read_buf_.size() || abandon_) return;
   }
+}
+
+// A live worker whose results cannot be had (a failed read of its pipe, a malformed frame): it is
+// killed, then gone as a worker that died is, and the run survives it, said as a warning.
+void Runner::replace_worker(size_t w, const std::string& why) {
+  WorkerSlot& slot = pool_->slot(w);
+  std::string text = fmt::format("worker {}: {}; replacing it", slot.pid, why);
+  stats_.warnings.add("", text);
+  if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+  ::kill(slot.pid, SIGKILL);
+  on_worker_gone(w, true);
 }
 
 // A worker died (EOF on its pipe): reap it, remove its temporaries, start another, and hand out
@@ -1668,6 +1681,14 @@ void Runner::run_delete() {
     stats_.errors.add(path, reason);
     failed = opt_.fail_fast;
   };
+  // A directory of DST not looked into (SRC has it): not itself one to delete.
+  cb.unlisted = [&](const std::string& rel, int err) {
+    std::string path = rel.empty() ? "." : rel;
+    say(paint("31", fmt::format("pcopy: cannot look for entries to delete in '{}': {}", display_path(path),
+                                errno_text(err))));
+    stats_.errors.add(path, fmt::format("cannot look for entries to delete: {}", errno_text(err)));
+    failed = opt_.fail_fast;
+  };
   // SRC may be inside DST under another name (a bind mount of a directory of DST, which no path
   // comparison before the run sees): it stays, with the directories above it. So does the
   // manifest being written, with the directories above it.
@@ -1729,12 +1750,8 @@ int Runner::run() {
   // Emptied only once the run goes ahead: a run refused leaves it as it was.
   if (target_.manifest) {
     if (int err = manifest_.open(std::move(target_.manifest))) {
-      pool_->close_jobs();
-      pool_->shutdown(5000);
-      target_.remove_made();
-      print_refusal(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err)),
-                    opt_.manifest, opt_.json);
-      return 2;
+      std::string line = fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err));
+      return refuse_start(line, opt_.manifest);
     }
     // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal.
     manifest_.set_writer([this](int fd, std::string_view text) { return write_watching(fd, text, manifest_.is_pipe()); });
@@ -1756,8 +1773,14 @@ int Runner::run() {
     seal();
     walk_done_ = true;
   } else {
+    // Out of descriptors (EMFILE) before the walk begins: nothing can be walked or made.
+    auto cannot_open = [&](const std::string& path, int err) {
+      return refuse_start(fmt::format("pcopy: cannot open '{}': {}", display_path(path), errno_text(err)), path);
+    };
     UniqueFd src(::fcntl(target_.src_root.get(), F_DUPFD_CLOEXEC, 0));
+    if (!src) return cannot_open(opt_.src, errno);
     UniqueFd dst(target_.dst_root ? ::fcntl(target_.dst_root.get(), F_DUPFD_CLOEXEC, 0) : -1);
+    if (target_.dst_root && !dst) return cannot_open(target_.dst_display, errno);
     walker_.emplace(
         opt_, std::move(src), std::move(dst), target_.src_st,
         [this](const DirNode& dir, const Walker::DirTrouble& trouble) {
@@ -1773,6 +1796,11 @@ int Runner::run() {
           take(stats_.bytes_copied, trouble.lost.bytes);
         },
         stat_entries_);
+    if (int err = walker_->start_error()) {
+      bool in_dst = walker_->start_error_in_dst();
+      walker_.reset();
+      return cannot_open(in_dst ? target_.dst_display : opt_.src, err);
+    }
     // A staged file that could not join the directory another writer made in its place: it was
     // counted as copied when its worker answered.
     walker_->on_unmerged([this](const DirNode& dir, const std::string& name, int err, const struct stat& st) {
@@ -1799,6 +1827,16 @@ int Runner::run() {
     }
   }
   return finish();
+}
+
+// The run cannot begin after all, its workers started: they are sent away, what was made for it
+// removed (DST, if made, and the directories above it), and the refusal printed. Status 2.
+int Runner::refuse_start(const std::string& line, const std::string& path) {
+  pool_->close_jobs();
+  pool_->shutdown(5000);
+  target_.remove_made();
+  print_refusal(line, path, opt_.json);
+  return 2;
 }
 
 int Runner::finish() {
@@ -1949,6 +1987,10 @@ int run(const Options& options) {
   ::umask(::umask(0) & 077);
   raise_fd_limit();
   Signals signals = watch_signals();
+  if (signals.err) {  // Ctrl-C and SIGTERM would go unheard, and stay blocked: nothing is begun
+    print_refusal(fmt::format("pcopy: cannot watch for signals: {}", errno_text(signals.err)), "", options.json);
+    return 2;
+  }
   if (std::string why = fd_limit_refusal(options.jobs); !why.empty()) {
     print_refusal(why, "", options.json);
     return 2;

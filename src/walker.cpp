@@ -142,15 +142,21 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
   auto* root = new DirNode;
   live_.insert(root);
   root->st = src_st;
-  if (opt_.archive) root->xattrs = read_xattrs_fd(src_root_.get(), euid_ == 0);
+  if (opt_.archive) root->xattrs_err = read_xattrs_fd(src_root_.get(), euid_ == 0, root->xattrs);
   if (struct stat dst_st; dst_root_ && ::fstat(dst_root_.get(), &dst_st) == 0) dst_id_.emplace(dst_st.st_dev, dst_st.st_ino);
-  if (dst_root_) {
-    root->dst.reset(::openat(dst_root_.get(), ".", kDirFlags));
-    if (!opt_.dry_run) prepare_existing(root, nullptr, root->dst.get(), src_root_.get());
-  }
   auto frame = std::make_unique<Frame>();
   frame->node = root;
   frame->src.reset(::openat(src_root_.get(), ".", kDirFlags));
+  if (!frame->src) start_err_ = errno;
+  if (dst_root_ && !start_err_) {
+    root->dst.reset(::openat(dst_root_.get(), ".", kDirFlags));
+    if (!root->dst) {
+      start_err_ = errno;
+      start_err_in_dst_ = true;
+    } else if (!opt_.dry_run) {
+      prepare_existing(root, nullptr, root->dst.get(), src_root_.get());
+    }
+  }
   stack_.push_back(std::move(frame));
   open_frames_ = 1;
 }
@@ -379,7 +385,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
     node->staged_name =
         staged_prefix_ + temp_number(secret_count(parent->facts.hides_names, ++staged_count_)) + std::string(kTempSuffix);
   // Before its copy is made or entered: an ACL of SRC's keeps others out of it from the start.
-  if (opt_.archive && src) node->xattrs = read_xattrs_fd(src.get(), euid_ == 0);
+  if (opt_.archive && src) node->xattrs_err = read_xattrs_fd(src.get(), euid_ == 0, node->xattrs);
   node->dst.reset(open_dst_child(frame.node, node, src.get(), err, ev.detail));
   if (err || !ev.detail.empty()) {
     // Not a walk error: SRC was read. Unlisted, the directory is not entered by --delete either.
@@ -462,7 +468,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
   bool owner_final = !opt_.archive || (node->st.st_uid == euid_ && node->st.st_gid == egid_);
   bool exact = owner_final && parent->facts.known && !parent->facts.default_acl && !parent->dst_sgid &&
                (want & 0700) == 0700 && (want & 07022) == 0 && (want & umask_) == 0 && !has_acl(node->xattrs) &&
-               !hides_names(want) && !parent->facts.hides_names;
+               !node->xattrs_err && !hides_names(want) && !parent->facts.hides_names;
   mode_t initial = exact ? want : 0700;
   // Made by mkdir in its parent: same file system, a default ACL and set-group-ID only if the
   // parent has them.
@@ -565,14 +571,18 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
       // Only those who may write in a directory may change its user.* attributes, its owner too:
       // a locked one whose user.* attributes differ from SRC's is opened up for them (not for
       // others an ordinary user could not change anyway: security.*).
-      if (locked && user_attrs(read_xattrs_fd(fd, euid_ == 0)) != user_attrs(node->xattrs)) {
+      // SRC's unread (an I/O error): DST's are not made those few, but left as they are (and it
+      // is reported when the directory is finished).
+      std::vector<std::pair<std::string, std::string>> have;
+      if (!node->xattrs_err && locked) read_xattrs_fd(fd, euid_ == 0, have);
+      if (!node->xattrs_err && locked && user_attrs(have) != user_attrs(node->xattrs)) {
         open_up_fd(fd);
         st.st_mode |= S_IRWXU;
         locked = false;
         opened_up = true;
       }
       XattrsRefused refused;
-      set_xattrs_fd(fd, node->xattrs, euid_ == 0, true, written, refused);
+      if (!node->xattrs_err) set_xattrs_fd(fd, node->xattrs, euid_ == 0, true, written, refused);
       // An ACL written, or a new owner, may have taken the owner's bits back: looked at anew.
       if (written && ::fstat(fd, &st) == 0) {
         opened_up = locked = false;
@@ -746,9 +756,12 @@ int Walker::apply_dir_metadata(DirNode* dir, DirTrouble& trouble) {
     // An existing copy loses what SRC's directory no longer has (an ACL removed with setfacl -b),
     // a new one the ACLs it inherited from a default ACL of its parent.
     XattrsRefused refused;
-    if (int err = set_xattrs_fd(fd, dir->xattrs, euid_ == 0, !dir->fresh || dir->facts.default_acl, xattrs_written,
-                                refused))
+    if (dir->xattrs_err) {
+      unkept.push_back({"extended attributes", "", dir->xattrs_err});  // SRC's could not be read
+    } else if (int err = set_xattrs_fd(fd, dir->xattrs, euid_ == 0, !dir->fresh || dir->facts.default_acl,
+                                       xattrs_written, refused)) {
       return err;
+    }
     note_unkept(unkept, refused);
   }
   mode_t mode = mode_for_copy(st.st_mode, owner_kept);

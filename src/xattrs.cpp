@@ -230,10 +230,11 @@ int write_with(const XattrOps& src, const XattrOps& dst, bool privileged, bool p
 
 }  // namespace
 
-std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool privileged) {
-  Attrs attrs;
-  (void)read_all(fd_ops(&fd), privileged, attrs);  // what cannot be read is left out, as cp -a does
-  return {attrs.begin(), attrs.end()};
+int read_xattrs_fd(int fd, bool privileged, std::vector<std::pair<std::string, std::string>>& attrs) {
+  Attrs read;
+  int err = read_all(fd_ops(&fd), privileged, read);
+  attrs.assign(read.begin(), read.end());
+  return err;
 }
 
 int set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& attrs, bool privileged,

@@ -53,6 +53,9 @@ class SrcListings {
 struct MirrorCallbacks {
   std::function<void(const std::string& rel)> deleted;          // once per entry removed (or to remove)
   std::function<void(const std::string& rel, int err)> failed;  // could not remove or list
+  // delete_extraneous: a directory of DST that could not be opened or listed to look for what SRC
+  // lacks (not one to remove): what it holds stays. `failed` when unset.
+  std::function<void(const std::string& rel, int err)> unlisted;
   // Entries never removed, by their lstat: pcopy's own --manifest and the directories above it.
   std::function<bool(const struct stat& st)> keep;
   // Asked before each entry that may be removed (`removal`), and before each directory of DST to

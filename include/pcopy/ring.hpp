@@ -24,7 +24,7 @@ class Ring {
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
 
-  // False once the ring failed as a whole; nothing should be queued any more.
+  // False once the ring failed as a whole: what is queued then is answered -ECANCELED.
   bool usable() const { return usable_; }
 
   // Queue one operation of the next round (at most `entries` of create() per round); each returns its index in run()'s results. The

@@ -49,6 +49,7 @@ struct DirNode {
   std::vector<std::string> forgotten;  // names to remove before it is revealed: failed copies
   bool deferred_fd = false;  // `dst` kept open after the walk left it, counted against a budget
   std::vector<std::pair<std::string, std::string>> xattrs;  // archive mode: applied at the end
+  int xattrs_err = 0;  // archive mode: SRC's could not be read (errno): DST's are left as they are
   SrcListings::Id listing = SrcListings::kNone;  // with --delete, once listed to the end
   bool vanish_told = false;  // a worker found it gone from SRC, and a warning said so
 };
@@ -105,6 +106,11 @@ class Walker {
   Walker& operator=(const Walker&) = delete;
 
   void on_unmerged(UnmergedFn fn) { on_unmerged_ = std::move(fn); }
+
+  // 0, or the errno of a failure to open SRC's top directory, or DST's (start_error_in_dst), when
+  // the walker was made (too many open files): then nothing can be walked, and the run is refused.
+  int start_error() const { return start_err_; }
+  bool start_error_in_dst() const { return start_err_in_dst_; }
 
   // The next event, or nullopt when the whole tree has been listed.
   std::optional<WalkEvent> next();
@@ -183,6 +189,8 @@ class Walker {
   size_t evicted_ = 0;  // frames of stack_ below this one hold no descriptor (evicted bottom up)
   int deferred_fds_ = 0;
   int walk_errors_ = 0;
+  int start_err_ = 0;
+  bool start_err_in_dst_ = false;
   bool finished_ = false;
   std::optional<WalkEvent> queued_;  // the next event, already known (see descend)
   // With filters: the path from SRC of the directory being listed (the top frame's), for their

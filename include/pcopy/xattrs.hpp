@@ -38,8 +38,10 @@ bool same_xattrs_at(int src_dir, const std::string& src_name, bool src_follow, i
 // Whether the entry `name` in `dir` (followed if a link, with `follow`) has attributes that a copy
 // would be given (none that cannot be listed).
 bool has_xattrs_at(int dir, const std::string& name, bool follow);
-// The attributes of `fd` the caller may read.
-std::vector<std::pair<std::string, std::string>> read_xattrs_fd(int fd, bool privileged);
+// The attributes of `fd` the caller may read, into `attrs`: 0, or the errno of a failure to list
+// or read them (not one the caller may not read, nor one that vanished meanwhile), with `attrs`
+// then incomplete.
+int read_xattrs_fd(int fd, bool privileged, std::vector<std::pair<std::string, std::string>>& attrs);
 // Gives `fd` the attributes `attrs` (read earlier from a source) and, with `prune`, removes those
 // it has that `attrs` lacks; `written` tells whether anything was changed.
 int set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& attrs, bool privileged,

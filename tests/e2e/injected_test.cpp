@@ -1,0 +1,203 @@
+// System calls made to fail with strace's fault injection (`strace -e inject=CALL:error=ERRNO`): what
+// an I/O error, a broken io_uring or a process out of descriptors at one call does to a run. Without
+// -f strace traces the parent alone, its workers untouched; with -f every process, each counting
+// its own calls for `when=N`. A call's number in the parent is found by tracing a clean run first,
+// so the tests do not depend on how many calls come before it.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "harness.hpp"
+#include "pcopy/ring.hpp"
+
+namespace pcopy::test {
+namespace {
+
+class Injected : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RunResult probe = run({"strace", "-qq", "-o", "/dev/null", "-e", "trace=none", "true"});
+    if (probe.status != 0) GTEST_SKIP() << "strace cannot trace here (absent, or ptrace refused): " << describe(probe);
+  }
+
+  // strace [-f] -qq -o /dev/null -e inject=SPEC pcopy ARGS...
+  RunResult injected(const std::string& spec, const std::vector<std::string>& args, bool follow = false) {
+    std::vector<std::string> argv{"strace", "-qq", "-o", "/dev/null", "-e", "inject=" + spec};
+    if (follow) argv.insert(argv.begin() + 1, "-f");
+    argv.push_back(pcopy_bin());
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv);
+  }
+
+  // The numbers (from 1), among the parent's calls of `call` in a clean run of `args`, of those
+  // whose line (with -y: descriptors followed by their paths) `wanted` picks.
+  std::vector<int> call_numbers(const std::string& call, const std::vector<std::string>& args,
+                                const std::function<bool(const std::string&)>& wanted) {
+    std::string trace = tmp / "trace";
+    std::vector<std::string> argv{"strace", "-qq", "-y", "-o", trace, "-e", "trace=" + call, pcopy_bin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    RunResult r = run(argv);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    std::vector<int> numbers;
+    int n = 0;
+    for (const std::string& line : lines_of(read_file(trace))) {
+      if (!line.starts_with(call + "(")) continue;
+      ++n;
+      if (wanted(line)) numbers.push_back(n);
+    }
+    return numbers;
+  }
+
+  TempDir tmp;
+  std::string src = tmp / "src";
+  std::string dst = tmp / "dst";
+};
+
+// -a: an I/O error reading a source directory's extended attributes (MMM) left its copy with none:
+// the walker took what it read, nothing, for SRC's, and removed DST's, silently, status 0. Now
+// DST's stay as they were, and it is an error naming the directory.
+TEST_F(Injected, AFailedReadOfASourceDirectorysAttributesLeavesItsCopysAlone) {
+  make_dirs(src + "/d");
+  write_file(src + "/d/f", "f\n");
+  if (::setxattr((src + "/d").c_str(), "user.keep", "1", 1, 0) != 0) GTEST_SKIP() << "no user.* attributes here";
+  RunResult r = run_pcopy({"-q", "-a", src, dst});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  ASSERT_EQ(get_xattr(dst + "/d", "user.keep"), "1");
+
+  r = injected("flistxattr:error=EIO", {"-a", "-u", "--json", src, dst});  // the parent's every listing
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(get_xattr(dst + "/d", "user.keep"), "1") << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot keep the extended attributes of 'd': Input/output error")) << describe(r);
+  auto errors = nlohmann::json::parse(r.out).at("errors");
+  nlohmann::json d{{"path", "d"}, {"reason", "cannot keep the extended attributes: Input/output error"}};
+  EXPECT_NE(std::find(errors.begin(), errors.end(), d), errors.end()) << r.out;
+}
+
+// A ring whose io_uring_enter fails outright (ENOMEM, EIO) is torn down and the worker goes on
+// with plain system calls: it queued the closes of its batch on the ring it had torn down, and died
+// of a segmentation fault (MMM), its files handed out again or failed.
+TEST_F(Injected, AWorkerWhoseIoUringBreaksGoesOnWithPlainSystemCalls) {
+  if (!Ring::create(8)) GTEST_SKIP() << "no io_uring here";
+  make_dir(src);
+  for (int i = 0; i < 200; ++i) write_file(src + fmt::format("/f{}", i), fmt::format("{}\n", i));
+  RunResult r = injected("io_uring_enter:error=ENOMEM:when=1", {"-j2", "--json", src, dst}, true);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("files_copied"), 200) << r.out;
+  EXPECT_EQ(report.at("warnings").size(), 0u) << r.out;
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+// A read of a worker's results that fails (not EOF: the worker lives on, waiting for work) was
+// taken for its death, and the parent waited to reap it for ever, deaf to Ctrl-C (MMM). The
+// worker is killed and replaced, and what it held handed out again.
+TEST_F(Injected, AFailedReadOfAWorkersResultsReplacesTheWorker) {
+  make_dirs(src + "/sub");
+  write_file(src + "/a", "a\n");
+  write_file(src + "/sub/b", "b\n");
+  std::vector<int> n = call_numbers("read", {"-j1", src, tmp / "clean"}, [](const std::string& line) {
+    return line.find("<pipe:[") != std::string::npos && line.find(", 65536)") != std::string::npos;
+  });
+  ASSERT_FALSE(n.empty()) << read_file(tmp / "trace");
+  RunOptions options;
+  options.timeout_s = 60;
+  std::vector<std::string> argv{"strace", "-qq", "-o", "/dev/null", "-e",
+                                fmt::format("inject=read:error=EIO:when={}", n[0]), pcopy_bin(), "-j1", src, dst};
+  RunResult r = run(argv, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: warning: worker ")) << describe(r);
+  EXPECT_NE(r.err.find(": cannot read its results: Input/output error; replacing it"), std::string::npos)
+      << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+// Without a signalfd pcopy would not hear Ctrl-C or SIGTERM, which it blocks (MMM: a SIGTERM
+// waited for the whole copy, whose report said 0 and not interrupted, and the status was 143). It
+// refuses the run before making anything.
+TEST_F(Injected, NoSignalfdRefusesTheRunBeforeAnythingIsMade) {
+  make_dir(src);
+  write_file(src + "/f", "f\n");
+  RunResult r = injected("signalfd4:error=EMFILE", {"--json", src, dst});
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot watch for signals: Too many open files")) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("exit_status"), 2) << r.out;
+  EXPECT_FALSE(exists(dst));
+}
+
+// The walker opens SRC's and DST's top directories anew; out of descriptors there (MMM), it went on
+// without them: every entry below failed "No such file or directory" (DST's) or the run failed
+// "Bad file descriptor" (SRC's). The run is refused with the real reason, and the DST it made is
+// removed.
+TEST_F(Injected, TopDirectoriesThatCannotBeOpenedRefuseTheRunWithTheReason) {
+  make_dirs(src + "/sub");
+  write_file(src + "/a", "a\n");
+  write_file(src + "/sub/b", "b\n");
+  std::vector<std::string> args{"--no-io-uring", "-j1", src, dst};
+  // Its opens of "." (kDirFlags: O_NOCTTY, which the others lack): SRC's, then DST's.
+  auto walkers = [](const std::string& line) {
+    return line.find(", \".\", ") != std::string::npos && line.find("O_NOCTTY") != std::string::npos;
+  };
+  for (int which : {0, 1}) {
+    SCOPED_TRACE(which ? "DST" : "SRC");
+    std::filesystem::remove_all(dst);
+    std::vector<int> n = call_numbers("openat", args, walkers);
+    ASSERT_EQ(n.size(), 2u) << read_file(tmp / "trace");
+    std::filesystem::remove_all(dst);
+    std::string spec = fmt::format("openat:error=EMFILE:when={}", n[which]);
+    RunResult r = injected(spec, {"--no-io-uring", "-j1", "--json", src, dst});
+    EXPECT_EQ(r.status, 2) << describe(r);
+    std::string path = which ? dst : src;
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot open '" + path + "': Too many open files")) << describe(r);
+    EXPECT_EQ(nlohmann::json::parse(r.out).at("exit_status"), 2) << r.out;
+    EXPECT_FALSE(exists(dst)) << "made by the run, and left";
+  }
+}
+
+// --delete: a directory of DST that cannot be listed (an I/O error) is not one to delete, and the
+// line says what failed: it said `cannot delete 'sub'` of a directory SRC has, or named '' for
+// DST itself (MMM).
+TEST_F(Injected, ADirectoryDeleteCannotListIsNamedForWhatFailed) {
+  make_dirs(src + "/sub");
+  write_file(src + "/a", "a\n");
+  write_file(src + "/sub/b", "b\n");
+  for (std::string rel : {"", "sub"}) {
+    SCOPED_TRACE(rel.empty() ? "DST" : rel);
+    auto prepare = [&] {
+      std::filesystem::remove_all(dst);
+      RunResult r = run_pcopy({"-q", src, dst});
+      ASSERT_EQ(r.status, 0) << describe(r);
+      write_file(dst + (rel.empty() ? "" : "/" + rel) + "/extra", "not in SRC\n");
+    };
+    prepare();
+    std::vector<std::string> args{"-u", "--delete", src, dst};
+    std::string dir = rel.empty() ? dst : dst + "/" + rel;
+    // The last listing of that directory, --delete's (the walk lists it too, for leftovers of
+    // an earlier run): its call that gave entries.
+    std::vector<int> n = call_numbers("getdents64", args, [&](const std::string& line) {
+      return line.find("<" + dir + ">") != std::string::npos && !line.ends_with("= 0");
+    });
+    ASSERT_EQ(n.size(), 2u) << read_file(tmp / "trace");
+    prepare();
+    std::string spec = fmt::format("getdents64:error=EIO:when={}", n.back());
+    RunResult r = injected(spec, {"-u", "--delete", "--json", src, dst});
+    EXPECT_EQ(r.status, 1) << describe(r);
+    std::string shown = rel.empty() ? "." : rel;
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot look for entries to delete in '" + shown + "': Input/output error"))
+        << describe(r);
+    EXPECT_EQ(r.err.find("cannot delete"), std::string::npos) << describe(r);
+    EXPECT_TRUE(exists(dir + "/extra")) << "deleted from a directory never listed";
+  }
+}
+
+}  // namespace
+}  // namespace pcopy::test
