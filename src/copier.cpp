@@ -178,11 +178,10 @@ Result fail(Result r, int err, std::string detail = {}) {
   return r;
 }
 
-// A failure to reach the source, `err`: with ENOENT, the source is gone (Vanished).
-Result source_failed(Result r, int err) {
-  r = fail(std::move(r), err);
-  if (err == ENOENT) r.vanished = Vanished::Entry;
-  return r;
+// Whether `name` in `dir` is gone (not even a link to nothing).
+bool gone(int dir, const std::string& name) {
+  struct stat st;
+  return ::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
 }
 
 // 0 when the open file `fd` still has the size and mtime of `st`; -1 when it has not (it changed),
@@ -571,7 +570,9 @@ Copier::~Copier() {
 
 void Copier::close_later(UniqueFd fd) {
   if (!fd) return;
+  // Closed now (`fd` going out of scope) where no batch will close it: no batching, a broken ring.
   if (batch_limit_ == 0 || batch_limit_ == SIZE_MAX || later_closes_.size() >= kMaxLaterCloses) return;
+  if (!ring_->usable()) return;
   later_closes_.push_back(fd.release());
 }
 
@@ -656,7 +657,9 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
                                    !shared_and_differs(src_dir, dst_dir, job, dst))) {
         r.outcome = Outcome::Skipped;
         if (opt_.update && !opt_.ignore_existing && !opt_.dry_run) {
-          if (int err = refresh_metadata(src_dir, dst_dir, job, src, dst)) return fail(r, err);
+          // ENOENT: the source gone since it was compared (its attributes read by name), or DST's.
+          if (int err = refresh_metadata(src_dir, dst_dir, job, src, dst))
+            return err == ENOENT ? source_failed(r, err, src_dir, job.name) : fail(r, err);
         }
         return r;
       }
@@ -669,7 +672,7 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
     // A file the real run could not read, the dry run names too.
     if (job.kind == JobKind::File || job.kind == JobKind::FileBegin) {
       UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-      if (!in) return unopened(r);
+      if (!in) return unopened(r, src_dir, job.name);
       // A directory the run would make is on the file system of DST, or of the directory DST
       // would be made in.
       int dst_fs = dst_dir >= 0 ? dst_dir : dst_root >= 0 ? dst_root : dst_fs_;
@@ -852,8 +855,10 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
           chmod_nofollow(dst_dir, t, (dst.st_mode & 07777) | kOwnerRw) == 0) {
         opened_up = true;
         refused = {};
-        if (int err = sync_xattrs_at(src_dir, job.name, follow, dst_dir, job.target(), privileged_, xattrs_written, refused))
+        if (int err = sync_xattrs_at(src_dir, job.name, follow, dst_dir, job.target(), privileged_, xattrs_written, refused)) {
+          chmod_nofollow(dst_dir, t, dst.st_mode & 07777);  // failed: as it was, not left opened up
           return err;
+        }
       }
       note_unkept(unkept_, refused);
     }
@@ -878,13 +883,31 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
 
 // A source that open_source() could not open: O_NOFOLLOW refused a symbolic link where the walk saw
 // a file (for a big file's chunks, where its FileBegin opened one).
-Result Copier::unopened(Result r) const {
-  return errno == ELOOP && !opt_.dereference ? fail(std::move(r), 0, kChangedType) : source_failed(std::move(r), errno);
+Result Copier::unopened(Result r, int dir, const std::string& name) const {
+  int err = errno;
+  if (err == ELOOP && !opt_.dereference) return fail(std::move(r), 0, kChangedType);
+  return source_failed(std::move(r), err, dir, name);
+}
+
+// A failure `err` to reach the source `name` in `dir` (or something else: ENOENT may be DST's). With
+// ENOENT where the source is gone, a vanished entry; where -L follows a link of SRC's that points to
+// nothing now, an error, as when the walk finds one.
+Result Copier::source_failed(Result r, int err, int dir, const std::string& name) const {
+  r = fail(std::move(r), err);
+  if (err != ENOENT) return r;
+  if (gone(dir, name)) {
+    r.vanished = Vanished::Entry;
+    return r;
+  }
+  struct stat st;
+  if (opt_.dereference && ::fstatat(dir, name.c_str(), &st, 0) != 0 && errno == ENOENT)
+    return fail(std::move(r), 0, kDanglingLink);
+  return r;
 }
 
 Result Copier::copy_file(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return unopened(r);
+  if (!in) return unopened(r, src_dir, job.name);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   return copy_opened(std::move(in), st, dst_dir, job, r);
@@ -1142,7 +1165,7 @@ struct stat Copier::split_stat(const struct stat& st) const {
 // any part fails.
 Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return unopened(r);
+  if (!in) return unopened(r, src_dir, job.name);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns)
@@ -1218,7 +1241,7 @@ int reopen_chunked(int dir, const Job& job, struct stat& st, const char*& detail
 
 Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return unopened(r);
+  if (!in) return unopened(r, src_dir, job.name);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (!same_source(job, st)) return fail(r, 0, kChanged);  // another file renamed over it
@@ -1267,7 +1290,7 @@ bool installed(int dst_dir, const Job& job, const struct stat& src) {
 
 Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return unopened(r);
+  if (!in) return unopened(r, src_dir, job.name);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
   if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns || !same_source(job, st))
@@ -1483,7 +1506,7 @@ int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh
 Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) {
   struct stat st;
   int sflags = opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW;
-  if (::fstatat(src_dir, job.name.c_str(), &st, sflags) != 0) return source_failed(r, errno);
+  if (::fstatat(src_dir, job.name.c_str(), &st, sflags) != 0) return source_failed(r, errno, src_dir, job.name);
   r.mtime_ns = to_ns(st.st_mtim);
   // Staged: hidden already. Append-only: it takes no rename (nor an unlink), so the entry is made
   // where it belongs, as cp makes it.
@@ -1495,7 +1518,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
     target.resize(size_t(st.st_size) + 1);
     for (;;) {
       ssize_t n = ::readlinkat(src_dir, job.name.c_str(), target.data(), target.size());
-      if (n < 0) return errno == EINVAL ? fail(r, 0, kChangedType) : source_failed(r, errno);
+      if (n < 0) return errno == EINVAL ? fail(r, 0, kChangedType) : source_failed(r, errno, src_dir, job.name);
       if (size_t(n) < target.size()) {
         target.resize(size_t(n));
         break;

@@ -282,6 +282,12 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     }
     if (stack.size() > kOpenLevels) stack[stack.size() - 1 - kOpenLevels].fd.reset();
   };
+  // Stopped half-way: the directories opened up to be emptied, which stay, get their modes back
+  // (but a level more than kOpenLevels above the deepest, whose descriptor was let go).
+  auto given_back = [&] {
+    for (Level& lv : stack)
+      if (lv.was && lv.fd) ::fchmod(lv.fd.get(), lv.was & 07777);
+  };
   enter(std::move(top), was);
   while (!stack.empty()) {
     Level& lv = stack.back();
@@ -308,7 +314,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
           up.fd.reset(fd);
           if (!same(up.fd.get())) {  // gone or replaced: what is left of it stays, said once
             note(path.substr(0, parent_len), err);
-            return first_err;
+            return given_back(), first_err;
           }
         }
       }
@@ -320,6 +326,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
       } else if (!dry_run && ::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) != 0) {
         int err = errno;
         note(path, err);
+        if (done.was && err != ENOENT) ::fchmod(done.fd.get(), done.was & 07777);  // it stays, as it was
         if (!stack.empty() && err != ENOENT) stack.back().kept = true;
       } else {
         cb.deleted(path);
@@ -341,7 +348,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     }
     // Asked before an entry to remove, not on the way out of a directory finished nor before one
     // kept (--fail-fast tells of a stop only where a removal is held back).
-    if (cb.stop && cb.stop(true)) return first_err;
+    if (cb.stop && cb.stop(true)) return given_back(), first_err;
     if (e.is_dir) {
       mode_t was = 0;
       std::string name(e.name);

@@ -235,7 +235,11 @@ void Manifest::add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Ha
 void Manifest::flush() {
   if (buf_.empty() || !fd_) return;
   if (!err_) {
+    // A file keeps whole lines only: what a failed write (a full disk) put of its lines is cut
+    // off again, so that a reader of JSON lines finds none broken.
+    off_t before = pipe_ ? -1 : ::lseek(fd_.get(), 0, SEEK_CUR);
     err_ = writer_ ? writer_(fd_.get(), buf_) : write_all(fd_.get(), buf_.data(), buf_.size());
+    if (err_ && before >= 0) (void)::ftruncate(fd_.get(), before);
   }
   buf_.clear();  // after a failed write, what follows is dropped: the close reports the error
 }

@@ -1151,6 +1151,9 @@ void Runner::chunk_done(const JobInfo& info, const Result& r) {
   if (r.outcome == Outcome::Failed && !cf.failed) {
     cf.failed = true;
     cf.failure = r;
+    // --inplace: its final name holds part of the new data already. Not a vanished source's
+    // warning, whose DST is as it was, but an error.
+    if (opt_.inplace) cf.failure.vanished = Vanished::No;
   }
   if (--cf.chunks_left > 0) return;
   if (cf.failed) return fail_chunked(info.file);
@@ -1171,6 +1174,7 @@ void Runner::end_done(JobInfo& info, const Result& r) {
   if (r.outcome == Outcome::Failed) remove_dst_temp(cf.begin.dir, cf.temp);
   Result final = r;
   if (final.outcome != Outcome::Failed) final.outcome = cf.outcome;
+  if (opt_.inplace) final.vanished = Vanished::No;  // as in chunk_done
   complete(cf.begin, final, cf.bytes);
 }
 
@@ -1747,16 +1751,6 @@ int Runner::run() {
   if (::sched_getaffinity(0, sizeof cpus, &cpus) == 0) cpus_ = size_t(std::max(1, CPU_COUNT(&cpus)));
   if (int status = start_pool()) return status;
   stats_.workers = unsigned(pool_->live());
-  // Emptied only once the run goes ahead: a run refused leaves it as it was.
-  if (target_.manifest) {
-    if (int err = manifest_.open(std::move(target_.manifest))) {
-      std::string line = fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err));
-      return refuse_start(line, opt_.manifest);
-    }
-    // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal.
-    manifest_.set_writer([this](int fd, std::string_view text) { return write_watching(fd, text, manifest_.is_pipe()); });
-  }
-
   const char* skipped = target_.single_file ? skip_reason(target_.src_st.st_mode, opt_, ::geteuid()) : nullptr;
   if (skipped) {  // a socket or device named as SRC: as inside a tree
     warning(opt_.src, skipped);
@@ -1809,6 +1803,18 @@ int Runner::run() {
       count -= std::min<uint64_t>(count, 1);
       if (S_ISREG(st.st_mode)) stats_.bytes_copied -= std::min(stats_.bytes_copied, uint64_t(st.st_size));
     });
+  }
+
+  // Emptied only once the run goes ahead, its walk begun: a run refused leaves it as it was.
+  if (target_.manifest) {
+    if (int err = manifest_.open(std::move(target_.manifest))) {
+      std::string line =
+          fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err));
+      return refuse_start(line, opt_.manifest);
+    }
+    // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal.
+    manifest_.set_writer(
+        [this](int fd, std::string_view text) { return write_watching(fd, text, manifest_.is_pipe()); });
   }
 
   tick(true);

@@ -260,13 +260,15 @@ bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
       dents_pos_ = 0;
       dents_len_ = n > 0 ? size_t(n) : 0;
       if (n < 0) {
-        ++walk_errors_;  // listed in part, if at all: --delete may not trust it
         out = WalkEvent{WalkEvent::Type::Error, frame.node->parent, frame.node->name, {}, errno, {}};
         if (errno == ENOENT) {  // removed while listed (a dead directory lists nothing)
           out->type = WalkEvent::Type::Warning;
           out->err = 0;
           out->detail = kVanishedDir;
+        } else {
+          ++walk_errors_;  // SRC has it, listed in part if at all: --delete may not trust the walk
         }
+        // Either way it has no listing: --delete does not look into its copy.
         if (!frame.node->parent) out->dir = frame.node, out->name.clear();
         return false;
       }
@@ -310,9 +312,15 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
   } else if (::fstatat(frame.src.get(), name, &ev.st, follow) != 0) {
     ev.type = WalkEvent::Type::Error;
     ev.err = errno;
-    if (opt_.dereference && errno == ENOENT) ev.detail = "symbolic link points to nothing";
-    if (!opt_.dereference && errno == ENOENT) ev.type = WalkEvent::Type::Warning, ev.detail = kVanishedEntry;
-    if (errno != ENOENT) ++walk_errors_;
+    if (ev.err != ENOENT) {
+      ++walk_errors_;
+    } else if (struct stat l; opt_.dereference && ::fstatat(frame.src.get(), name, &l, AT_SYMLINK_NOFOLLOW) == 0) {
+      ev.detail = kDanglingLink;  // -L: a link to nothing
+    } else {
+      ev.type = WalkEvent::Type::Warning;  // gone since it was listed
+      ev.err = 0;
+      ev.detail = kVanishedEntry;
+    }
     return ev;
   }
   if (S_ISDIR(ev.st.st_mode)) {

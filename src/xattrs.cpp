@@ -157,7 +157,7 @@ bool kept_by_mode(std::string_view name, int err) { return err == EACCES && name
 int read_all(const XattrOps& ops, bool privileged, Attrs& attrs, std::vector<std::string>* unreadable = nullptr) {
   std::string names, value;
   int err = read_grow(names, [&](char* b, size_t n) { return ops.list(ops.self, b, n); });
-  if (err) return err == ENOTSUP ? 0 : err;
+  if (err) return ignorable(err, privileged) ? 0 : err;  // none, or none the caller may list
   for (size_t pos = 0; pos < names.size();) {
     std::string name(names.c_str() + pos);
     pos += name.size() + 1;

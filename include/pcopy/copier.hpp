@@ -206,7 +206,8 @@ class Copier {
   int cloned(int in, const struct stat& st, FileCopy& fc);
   int make_way(int dst_dir, const std::string& target, bool dry_run);
   int in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed, bool truncate = true);
-  Result unopened(Result r) const;
+  Result unopened(Result r, int dir, const std::string& name) const;
+  Result source_failed(Result r, int err, int dir, const std::string& name) const;
   struct stat split_stat(const struct stat& st) const;
   std::string rel_of(const std::string& name) const;
   int copy_generated(int in, int out, const struct stat& st, FileCopy& fc);

@@ -126,6 +126,8 @@ enum class Outcome : uint8_t {
 enum class Vanished : uint8_t { No = 0, Entry = 1, Dir = 2 };
 inline constexpr const char* kVanishedEntry = "vanished from SRC before it was copied";
 inline constexpr const char* kVanishedDir = "vanished from SRC before everything in it was copied";
+// -L: a link of SRC's followed to nothing: an error, not a vanished entry.
+inline constexpr const char* kDanglingLink = "symbolic link points to nothing";
 
 // Files at least this big are copied in chunks of kChunkBytes by every worker.
 inline constexpr uint64_t kChunkBytes = 64ull << 20;

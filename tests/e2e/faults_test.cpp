@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -2247,6 +2248,54 @@ TEST_P(FaultsByJobs, ACopyIsItsMakersAloneUntilItsMetadataIsSet) {
   }
 }
 
+// What the worker finds gone is told by what is gone (OOO): an up-to-date file of -a -u whose
+// attributes are brought up to date by name, gone meanwhile, is vanished too, not `cannot copy`;
+// with -L a link of SRC's whose target went is an error, "points to nothing", as the walk says of
+// one, not a vanished entry (the link is still in SRC).
+TEST_P(FaultsByJobs, WhatIsGoneFromSrcIsToldApartFromALinkToNothing) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  if (GetParam() != 1) GTEST_SKIP() << "one worker is enough: the gate holds the one job";
+  std::string fifo = tmp / "gate";
+  auto gated = [&](const std::vector<std::string>& args, const std::function<void()>& meanwhile) {
+    ::unlink(fifo.c_str());
+    EXPECT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    AsyncPcopy p(args, logs, {"PCOPY_TEST_GATE_NAME=f", "PCOPY_TEST_GATE_FIFO=" + fifo});
+    UniqueFd gate;
+    bool waiting = poll_until(Clock::now() + 60s, [&] {
+      gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
+      return gate.valid() || !p.running();
+    });
+    EXPECT_TRUE(waiting && gate.valid()) << "no worker came to the gate";
+    meanwhile();
+    gate.reset();
+    return p.wait();
+  };
+  {
+    SCOPED_TRACE("-a -u, an up-to-date file with attributes");
+    std::string src = tmp / "src", to = tmp / "dst";
+    make_dir(src);
+    write_file(src + "/f", "data\n");
+    if (::setxattr((src + "/f").c_str(), "user.tag", "1", 1, 0) != 0) GTEST_SKIP() << "no user.* attributes here";
+    RunResult r = run_pcopy({jobs(), "-q", "-a", src, to});
+    ASSERT_EQ(r.status, 0) << describe(r);
+    r = gated({jobs(), "-a", "-u", src, to}, [&] { ASSERT_EQ(::unlink((src + "/f").c_str()), 0); });
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: warning: 'f': vanished from SRC before it was copied")) << describe(r);
+  }
+  {
+    SCOPED_TRACE("-L, a link whose target goes");
+    std::string src = tmp / "lsrc", to = tmp / "ldst", target = tmp / "target";
+    make_dir(src);
+    write_file(target, "data\n");
+    make_symlink(target, src + "/f");
+    RunResult r = gated({jobs(), "-L", src, to}, [&] { ASSERT_EQ(::unlink(target.c_str()), 0); });
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'f': symbolic link points to nothing")) << describe(r);
+  }
+}
+
 // --inplace over a big file copied in chunks that changes meanwhile (NNN): the copy fails, and the
 // file keeps its mode less what the source's keeps out (0644 and a 0660 source: 0640), as one
 // copied whole keeps it; not 0600, which shut out its group until the next run.
@@ -2270,6 +2319,24 @@ TEST_P(FaultsByJobs, ABigFileThatFailsInPlaceKeepsItsModeLessWhatSrcKeepsOut) {
   EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy 'huge.bin': file changed as we read it"), 1u)
       << describe(r);
   EXPECT_EQ(mode_of(dst + "/huge.bin"), 0640u) << fmt::format("{:04o}", mode_of(dst + "/huge.bin"));
+}
+
+// --inplace over a big file copied in chunks whose source is removed meanwhile: its final name
+// holds part of the new data, so it is an error, not a vanished entry's warning with status 0 (OOO).
+TEST_P(FaultsByJobs, ABigFileGoneFromSrcWhileRewrittenInPlaceIsAnError) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  std::string src = tmp / "src";
+  make_dir(src);
+  write_big_file(src + "/huge.bin", 160, 5);
+  make_dir(dst);
+  write_big_file(dst + "/huge.bin", 160, 6);
+  auto [r, stopped] = act_midway({jobs(), "--inplace", src, dst}, logs, "huge.bin",
+                                 [&] { ASSERT_EQ(::unlink((src + "/huge.bin").c_str()), 0); },
+                                 {"PCOPY_TEST_CHUNK_LOCAL=1"});
+  ASSERT_TRUE(stopped) << describe(r);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'huge.bin': No such file or directory")) << describe(r);
+  EXPECT_EQ(r.err.find("vanished"), std::string::npos) << describe(r);
 }
 
 // With -a, a directory of SRC whose ACL keeps a user out that its mode lets in: its copy keeps
