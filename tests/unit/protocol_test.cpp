@@ -564,12 +564,17 @@ TEST(Protocol, ResultWithAnImpossibleCountOfUnkeptMetadataThrowsInsteadOfAllocat
   EXPECT_THROW(decode_result(payload), ProtocolError);
 }
 
-TEST(Protocol, ResultHashOfWrongLengthThrowsProtocolError) {
+// The payload of a Result with nothing set but its detail, "x".
+static std::string minimal_result_payload() {
   std::string wire;
   Result r;
   r.detail = "x";
   encode(wire, r);
-  std::string payload = wire.substr(5);
+  return wire.substr(5);
+}
+
+TEST(Protocol, ResultHashOfWrongLengthThrowsProtocolError) {
+  std::string payload = minimal_result_payload();
   // The hash string is followed by the deleted paths and the unkept count, all empty now: claim 3
   // bytes of hash and append them.
   ASSERT_EQ(payload.substr(payload.size() - 12), std::string(12, '\0'));
@@ -579,11 +584,7 @@ TEST(Protocol, ResultHashOfWrongLengthThrowsProtocolError) {
 }
 
 TEST(Protocol, ResultVanishedOutOfRangeThrowsProtocolError) {
-  std::string wire;
-  Result r;
-  r.detail = "x";
-  encode(wire, r);
-  std::string payload = wire.substr(5);
+  std::string payload = minimal_result_payload();
   size_t at = payload.find('x') + 1;  // the byte after the detail
   ASSERT_EQ(payload[at], '\0');
   payload[at] = 3;
