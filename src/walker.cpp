@@ -95,6 +95,13 @@ std::pair<dev_t, ino_t> inode_of(int fd) {
   return {st.st_dev, st.st_ino};
 }
 
+// Makes `ev` a warning saying `detail`, not an error: an entry gone from SRC since it was listed.
+void gone_from_src(WalkEvent& ev, const char* detail) {
+  ev.type = WalkEvent::Type::Warning;
+  ev.err = 0;
+  ev.detail = detail;
+}
+
 }  // namespace
 
 struct Walker::Frame {
@@ -262,9 +269,7 @@ bool Walker::read_entries(Frame& frame, std::optional<WalkEvent>& out) {
       if (n < 0) {
         out = WalkEvent{WalkEvent::Type::Error, frame.node->parent, frame.node->name, {}, errno, {}};
         if (errno == ENOENT) {  // removed while listed (a dead directory lists nothing)
-          out->type = WalkEvent::Type::Warning;
-          out->err = 0;
-          out->detail = kVanishedDir;
+          gone_from_src(*out, kVanishedDir);
         } else {
           ++walk_errors_;  // SRC has it, listed in part if at all: --delete may not trust the walk
         }
@@ -317,9 +322,7 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
     } else if (struct stat l; opt_.dereference && ::fstatat(frame.src.get(), name, &l, AT_SYMLINK_NOFOLLOW) == 0) {
       ev.detail = kDanglingLink;  // -L: a link to nothing
     } else {
-      ev.type = WalkEvent::Type::Warning;  // gone since it was listed
-      ev.err = 0;
-      ev.detail = kVanishedEntry;
+      gone_from_src(ev, kVanishedEntry);
     }
     return ev;
   }
@@ -358,11 +361,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
       ev.err = 0;
       ev.detail = "file changed type as we read it";
     }
-    if (ev.err == ENOENT) {
-      ev.type = WalkEvent::Type::Warning;
-      ev.err = 0;
-      ev.detail = kVanishedEntry;
-    }
+    if (ev.err == ENOENT) gone_from_src(ev, kVanishedEntry);
     return ev;
   }
   if (opt_.dereference) {
@@ -581,16 +580,18 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
       // others an ordinary user could not change anyway: security.*).
       // SRC's unread (an I/O error): DST's are not made those few, but left as they are (and it
       // is reported when the directory is finished).
-      std::vector<std::pair<std::string, std::string>> have;
-      if (!node->xattrs_err && locked) read_xattrs_fd(fd, euid_ == 0, have);
-      if (!node->xattrs_err && locked && user_attrs(have) != user_attrs(node->xattrs)) {
-        open_up_fd(fd);
-        st.st_mode |= S_IRWXU;
-        locked = false;
-        opened_up = true;
+      if (!node->xattrs_err) {
+        std::vector<std::pair<std::string, std::string>> have;
+        if (locked) read_xattrs_fd(fd, euid_ == 0, have);
+        if (locked && user_attrs(have) != user_attrs(node->xattrs)) {
+          open_up_fd(fd);
+          st.st_mode |= S_IRWXU;
+          locked = false;
+          opened_up = true;
+        }
+        XattrsRefused refused;
+        set_xattrs_fd(fd, node->xattrs, euid_ == 0, true, written, refused);
       }
-      XattrsRefused refused;
-      if (!node->xattrs_err) set_xattrs_fd(fd, node->xattrs, euid_ == 0, true, written, refused);
       // An ACL written, or a new owner, may have taken the owner's bits back: looked at anew.
       if (written && ::fstat(fd, &st) == 0) {
         opened_up = locked = false;

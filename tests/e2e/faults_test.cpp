@@ -1307,10 +1307,6 @@ TEST_P(FaultsByJobs, AWorkerKilledIsSaidToBeKilledEvenWithSigchldIgnoredAtStart)
       << describe(r);
 }
 
-// --delete decides from what the walk saw, not from a second listing of SRC after the copy (as
-// rsync decides from its file list): a directory renamed in SRC while the copy runs keeps its copy
-// under the old name, and the new name is copied by the next run. The rename is made while a worker
-// waits at a gate (a test hook) before photos/p1.jpg, so after the walk has listed photos.
 // Ctrl-C (or SIGTERM) once the copy is done and --delete is removing: the removals stop, and the
 // run ends as interrupted (130, "interrupted": true), not as a success after deleting everything.
 // A hook stops pcopy as the removals begin; the signal is sent while it is stopped.
@@ -1438,6 +1434,10 @@ TEST_P(FaultsByJobs, ARunWaitingForAManifestFifosReaderCanBeStoppedAndEnded) {
   }
 }
 
+// --delete decides from what the walk saw, not from a second listing of SRC after the copy (as
+// rsync decides from its file list): a directory renamed in SRC while the copy runs keeps its copy
+// under the old name, and the new name is copied by the next run. The rename is made while a worker
+// waits at a gate (a test hook) before photos/p1.jpg, so after the walk has listed photos.
 TEST_P(FaultsByJobs, DeleteKeepsADirectoryRenamedInSourceDuringTheRun) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
