@@ -424,8 +424,10 @@ void remove_temps(int dir, const std::function<bool(std::string_view name)>& whi
 
 int open_dir_beneath(int root, std::string_view rel, bool follow) {
   if (rel.empty()) {
-    // A new open file description, not a dup: directory offsets must not be shared.
+    // A new open file description, not a dup: directory offsets must not be shared. A single
+    // file's directory that may be entered but not listed is opened O_PATH (Target).
     int fd = ::openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES) fd = ::openat(root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
   }
   // Only ever downwards: no absolute paths, no "..".

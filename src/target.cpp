@@ -295,6 +295,15 @@ struct ManifestOpener {
   }
 };
 
+// The directory a single file is copied out of or into: one the user may enter but not list (mode
+// --x, a home directory 0711, a drop box 1733) is opened O_PATH, which is all that names in it need,
+// as `cp` needs no more.
+UniqueFd open_file_dir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd && errno == EACCES) fd.reset(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  return fd;
+}
+
 // Whether a directory opened by path can be entered: one that may be listed but not searched
 // (mode r--) opens, yet nothing in it can be. Else false, with errno.
 bool enterable(int dir) {
@@ -331,7 +340,14 @@ void Target::flush_outside(const std::function<void(const std::string&, int)>& f
 #endif
     if (fd >= 0 && ::fsync(fd) != 0) failed(path, errno);
   };
-  if (single_file) flush(dst_root.get(), dst_dir);
+  if (int flags = single_file ? ::fcntl(dst_root.get(), F_GETFL) : 0; flags >= 0 && (flags & O_PATH)) {
+    // A directory the user may not list, opened O_PATH, cannot be flushed: opening it says why.
+    UniqueFd readable(::openat(dst_root.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!readable) failed(dst_dir, errno);
+    else flush(readable.get(), dst_dir);
+  } else if (single_file) {
+    flush(dst_root.get(), dst_dir);
+  }
   for (const std::string& made : made_dirs) {
     std::string parent = dir_of(made);
     UniqueFd fd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -412,7 +428,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     real_src = followed(src, err);
     if (real_src.empty()) return refuse(src, fmt::format("pcopy: cannot follow {}: {}", quoted(src), errno_text(err)));
   }
-  t.src_root.reset(::open(dir_of(real_src).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  t.src_root = open_file_dir(dir_of(real_src));
   if (!t.src_root)
     return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(dir_of(real_src)), errno_text(errno)));
   t.src_name = base_of(real_src);
@@ -436,7 +452,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     if (int err = make_dirs(dst_dir, t.made_dirs))
       return unmade(t, refuse(dst_dir, fmt::format("pcopy: cannot create {}: {}", quoted(dst_dir), errno_text(err))));
   }
-  t.dst_root.reset(::open(dst_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  t.dst_root = open_file_dir(dst_dir);
   if (!t.dst_root && !(opt.dry_run && errno == ENOENT))
     return unmade(t, refuse(dst_dir, fmt::format("pcopy: cannot open {}: {}", quoted(dst_dir), errno_text(errno))));
   if (!t.dst_root) t.dst_fs = nearest_existing(dst_dir);

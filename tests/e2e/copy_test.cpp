@@ -484,6 +484,35 @@ TEST_F(SingleFileTest, CopiesSingleFileIntoExistingDirectory) {
   EXPECT_EQ(list_tree(tmp / "into"), std::vector<std::string>{"one.bin"});
 }
 
+// A file in a directory its user may enter but not list (another user's home, 0711), and one into a
+// drop box (1733, as /var/spool/cron/crontabs): `cp` copies both, and so does pcopy, where it
+// refused both with "cannot open" and status 2 (RRR). --fsync says why the drop box could not be
+// flushed.
+TEST_F(SingleFileTest, CopiesOutOfAndIntoDirectoriesItsUserMayEnterButNotList) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (directories of another user, pcopy run as nobody)";
+  RunOptions as_user = unprivileged(tmp);
+  make_dir(tmp / "home", 0711);
+  make_dir(tmp / "drop", 01733);
+  ASSERT_EQ(::chmod((tmp / "home").c_str(), 0711), 0);
+  ASSERT_EQ(::chmod((tmp / "drop").c_str(), 01733), 0);
+  ASSERT_EQ(::rename(file.c_str(), (tmp / "home/one.bin").c_str()), 0);
+  file = tmp / "home/one.bin";
+  RunResult out = run_pcopy({file, tmp / "out/one.bin"}, as_user);
+  EXPECT_EQ(out.status, 0) << describe(out);
+  expect_same_file(tmp / "out/one.bin");
+  for (const std::string& dst_arg : {tmp / "drop/", tmp / "drop/named.bin"}) {
+    RunResult in = run_pcopy({"-a", file, dst_arg}, as_user);
+    EXPECT_EQ(in.status, 0) << dst_arg << "\n" << describe(in);
+  }
+  expect_same_file(tmp / "drop/one.bin");
+  expect_same_file(tmp / "drop/named.bin");
+  RunResult flushed = run_pcopy({"--fsync", file, tmp / "drop/flushed.bin"}, as_user);
+  EXPECT_EQ(flushed.status, 1) << describe(flushed);
+  EXPECT_TRUE(has_line(flushed.err, "pcopy: cannot flush '" + tmp / "drop" + "' to disk: Permission denied"))
+      << describe(flushed);
+  expect_same_file(tmp / "drop/flushed.bin");
+}
+
 // procfs and sysfs make a file's contents as it is read, and its size says nothing of them (0 bytes
 // in /proc, 4096 in /sys, with no blocks, like a sparse file): copied whole, as cp copies them, and
 // the manifest records the size copied.
