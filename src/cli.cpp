@@ -332,18 +332,18 @@ CliResult parse_cli(int argc, const char* const* argv) {
   }
   if (o.checksum) o.update = true;  // as rsync: --checksum alone means "skip identical contents"
   if (o.src.empty()) {
-    print_refusal("pcopy: SRC must not be empty", o.src, o.json);
+    print_refusal("pcopy: SRC must not be empty", o.src, o.json, 0, o.dry_run);
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
   // Given empty is not omitted: a script's unset variable must not send the copy beside SRC.
   if (o.dst.empty() && app.get_option("DST")->count() > 0) {
-    print_refusal("pcopy: DST must not be empty", o.dst, o.json);
+    print_refusal("pcopy: DST must not be empty", o.dst, o.json, 0, o.dry_run);
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
   if (o.manifest.empty() && app.get_option("--manifest")->count() > 0) {
-    print_refusal("pcopy: --manifest: FILE must not be empty", o.manifest, o.json);
+    print_refusal("pcopy: --manifest: FILE must not be empty", o.manifest, o.json, 0, o.dry_run);
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }

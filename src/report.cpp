@@ -106,16 +106,18 @@ std::string json_path(std::string_view raw) {
   return out;
 }
 
-std::string summary_line(const Stats& s, bool show_skipped, bool show_deleted, bool dry_run) {
+std::string summary_line(const Stats& s, bool show_skipped, bool show_deleted) {
   auto plural = [](uint64_t n, const char* one, const char* many) {
     return fmt::format("{} {}", format_count(n), n == 1 ? one : many);
   };
+  std::string rate =
+      s.dry_run ? "" : fmt::format(" ({})", format_rate(s.elapsed_s > 0 ? double(s.bytes_copied) / s.elapsed_s : 0));
   std::string line = fmt::format(
-      "pcopy: {}{} {}, {}, {}, {} in {} ({}), {}, {}", s.interrupted ? "interrupted: " : "",
-      dry_run ? "would copy" : "copied", plural(s.files_copied, "file", "files"),
+      "pcopy: {}{} {}, {}, {}, {} in {}{}, {}, {}", s.interrupted ? "interrupted: " : "",
+      s.dry_run ? "would copy" : "copied", plural(s.files_copied, "file", "files"),
       plural(s.dirs_created, "dir", "dirs"), plural(s.links_copied, "link", "links"), format_bytes(s.bytes_copied),
-      format_duration(s.elapsed_s), format_rate(s.elapsed_s > 0 ? double(s.bytes_copied) / s.elapsed_s : 0),
-      plural(s.workers, "worker", "workers"), plural(s.errors.size(), "error", "errors"));
+      format_duration(s.elapsed_s), rate, plural(s.workers, "worker", "workers"),
+      plural(s.errors.size(), "error", "errors"));
   if (show_skipped) line += fmt::format(", {} skipped", format_count(s.files_skipped));
   if (show_deleted) line += fmt::format(", {} deleted", format_count(s.files_deleted));
   if (!s.warnings.empty()) line += fmt::format(", {}", plural(s.warnings.size(), "warning", "warnings"));
@@ -139,7 +141,8 @@ void write_json_report(const Stats& s, const std::function<void(std::string_view
       {"files_copied", s.files_copied}, {"files_skipped", s.files_skipped}, {"files_deleted", s.files_deleted},
       {"dirs_created", s.dirs_created}, {"links_copied", s.links_copied},   {"bytes_copied", s.bytes_copied},
       {"elapsed_s", s.elapsed_s},       {"workers", s.workers},             {"interrupted", s.interrupted},
-      {"exit_status", s.exit_status},   {"errors", nlohmann::json::array()}, {"warnings", nlohmann::json::array()},
+      {"dry_run", s.dry_run},           {"exit_status", s.exit_status},     {"errors", nlohmann::json::array()},
+      {"warnings", nlohmann::json::array()},
   };
   const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
   constexpr size_t kPiece = 64 * 1024;
@@ -180,12 +183,13 @@ std::string json_report(const Stats& s) {
   return text;
 }
 
-void print_refusal(const std::string& message, const std::string& path, bool json, int signal) {
+void print_refusal(const std::string& message, const std::string& path, bool json, int signal, bool dry_run) {
   print_stderr(message);
   if (!json) return;
   Stats stats;
   stats.exit_status = signal ? 128 + signal : 2;
   stats.interrupted = signal != 0;
+  stats.dry_run = dry_run;
   stats.errors.add(path, message.substr(message.find(' ') + 1));
   write_json_report(stats, [](std::string_view piece) { write_all(STDOUT_FILENO, piece.data(), piece.size()); });
 }

@@ -563,7 +563,7 @@ int Runner::start_pool() {
     if (live == 0) {
       pool_.reset();
       target_.remove_made();
-      print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json);
+      print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json, 0, opt_.dry_run);
       return 2;
     }
     std::string text = fmt::format("started {} of {} worker processes: {}", live, opt_.jobs, errno_text(err));
@@ -1841,7 +1841,7 @@ int Runner::refuse_start(const std::string& line, const std::string& path) {
   pool_->close_jobs();
   pool_->shutdown(5000);
   target_.remove_made();
-  print_refusal(line, path, opt_.json);
+  print_refusal(line, path, opt_.json, 0, opt_.dry_run);
   return 2;
 }
 
@@ -1938,6 +1938,7 @@ int Runner::finish() {
   if (lines_err_) output_failed(lines_err_, opt_.dry_run ? "standard error (the -n lines)" : "standard error (the -v lines)");
   stats_.elapsed_s = now_s() - start_;
   stats_.interrupted = interrupted_ != 0;
+  stats_.dry_run = opt_.dry_run;
   stats_.exit_status = interrupted_ ? 128 + interrupted_ : stats_.errors.empty() ? 0 : 1;
   // The report before the summary: one that cannot be written is still counted there.
   if (opt_.json) write_json_report(stats_, [&](std::string_view piece) { write_out(piece); });
@@ -1946,7 +1947,7 @@ int Runner::finish() {
     if (stats_.exit_status == 0) stats_.exit_status = 1;
   }
   if (!opt_.quiet) {
-    std::string line = summary_line(stats_, opt_.update || opt_.ignore_existing, opt_.delete_extraneous, opt_.dry_run);
+    std::string line = summary_line(stats_, opt_.update || opt_.ignore_existing, opt_.delete_extraneous);
     if (opt_.dst.empty()) line += fmt::format(" into '{}'", display_path(target_.dst_display));
     say(line);
   }
@@ -1994,11 +1995,12 @@ int run(const Options& options) {
   raise_fd_limit();
   Signals signals = watch_signals();
   if (signals.err) {  // Ctrl-C and SIGTERM would go unheard, and stay blocked: nothing is begun
-    print_refusal(fmt::format("pcopy: cannot watch for signals: {}", errno_text(signals.err)), "", options.json);
+    print_refusal(fmt::format("pcopy: cannot watch for signals: {}", errno_text(signals.err)), "", options.json, 0,
+                  options.dry_run);
     return 2;
   }
   if (std::string why = fd_limit_refusal(options.jobs); !why.empty()) {
-    print_refusal(why, "", options.json);
+    print_refusal(why, "", options.json, 0, options.dry_run);
     return 2;
   }
   auto prepared = prepare_target(options);
@@ -2009,7 +2011,7 @@ int run(const Options& options) {
     for (signalfd_siginfo si; !signal && ::read(signals.fd.get(), &si, sizeof si) == sizeof si;) {
       if (ends_the_run(int(si.ssi_signo))) signal = int(si.ssi_signo);
     }
-    print_refusal(no->message, no->path, options.json, signal);
+    print_refusal(no->message, no->path, options.json, signal, options.dry_run);
     return signal ? 128 + signal : 2;
   }
   Runner runner(options, std::get<Target>(prepared), std::move(signals));

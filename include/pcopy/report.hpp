@@ -55,6 +55,7 @@ struct Stats {
   double elapsed_s = 0;
   unsigned workers = 0;
   bool interrupted = false;
+  bool dry_run = false;  // -n: nothing was written; the counts are what a run would do
   int exit_status = 0;
   ErrorLog errors;
   ErrorLog warnings;  // what was left out or is worth a look, the run not failing for it
@@ -71,8 +72,9 @@ std::string display_text(std::string_view raw);
 std::string json_path(std::string_view raw);
 bool valid_utf8(std::string_view s);
 
-// "copied 10 files, 2 dirs, 1 link, 4.0 KiB in 0:01 (4.0 KiB/s), 4 workers, 0 errors"
-std::string summary_line(const Stats& stats, bool show_skipped, bool show_deleted, bool dry_run);
+// "copied 10 files, 2 dirs, 1 link, 4.0 KiB in 0:01 (4.0 KiB/s), 4 workers, 0 errors"; a dry run's
+// "would copy ..." has no rate: nothing was moved.
+std::string summary_line(const Stats& stats, bool show_skipped, bool show_deleted);
 // The --json report and its line end, handed to `write` a piece at a time.
 void write_json_report(const Stats& stats, const std::function<void(std::string_view)>& write);
 std::string json_report(const Stats& stats);  // the report alone, as one string
@@ -81,7 +83,7 @@ std::string json_report(const Stats& stats);  // the report alone, as one string
 // why, so that a pipeline reading the report learns why nothing was done. No worker ran: 0 workers.
 // With `signal`, the run was also interrupted by it (it came while the run was being refused): its
 // report says so, with 128 + signal as the exit status.
-void print_refusal(const std::string& message, const std::string& path, bool json, int signal = 0);
+void print_refusal(const std::string& message, const std::string& path, bool json, int signal = 0, bool dry_run = false);
 
 // --manifest FILE: one JSON object per line for every file copied. Lines are gathered and
 // written 64 KiB at a time, and when flush() is called (the run does every 0.2 s), by a writer

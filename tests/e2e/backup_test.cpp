@@ -1163,9 +1163,14 @@ TEST_F(Backup, IgnoreExistingNeverLinksANewNameToTheFileItKept) {
   EXPECT_EQ(dry.status, 0) << describe(dry);
   EXPECT_EQ(dry.err.find("replace "), std::string::npos) << describe(dry);
   EXPECT_EQ(count(parse_report(dry), "files_copied"), 12) << dry.out;
+  // A stored report tells a dry run from a copy (RRR), as does its summary, which has no rate.
+  EXPECT_EQ(parse_report(dry).at("dry_run"), true) << dry.out;
+  EXPECT_TRUE(has_line_starting(dry.err, "pcopy: would copy 12 files, ")) << describe(dry);
+  EXPECT_EQ(dry.err.find("/s)"), std::string::npos) << describe(dry);
   RunResult r = copy({"-a", "--ignore-existing", "--json"});
   EXPECT_EQ(r.status, 0) << describe(r);
   json report = parse_report(r);
+  EXPECT_EQ(report.at("dry_run"), false) << report.dump(2);
   EXPECT_EQ(count(report, "files_copied"), 12) << report.dump(2);
   EXPECT_EQ(count(report, "files_skipped"), 12) << report.dump(2);
   for (int i = 0; i < 12; ++i) {
