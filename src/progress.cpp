@@ -92,6 +92,7 @@ std::string format_bar(const ProgressState& s, int width) {
   constexpr int kBarRank = 3, kBarMin = 10, kBarMax = 40, kBarFrame = 3;  // " [" and "]"
   int pct = percent(s);
   std::string head = fmt::format("{:3}%", pct);
+  if (width < int(head.size())) return {};  // "100%" cut to "10" would say 10%
   auto used = [&](bool with_bar) {
     size_t n = head.size() + (with_bar ? kBarFrame + kBarMin : 0);
     for (const auto& f : fields) n += f.shown ? 2 + f.text.size() : 0;
