@@ -304,6 +304,7 @@ class Runner {
   bool stopping_ = false;  // --fail-fast, full disk: no new work
   int interrupted_ = 0;    // the signal that stopped us
   bool full_ = false;     // stopped by a full disk or quota (ENOSPC, EDQUOT)
+  int stop_err_ = 0;      // what stopped it: ENOSPC, EDQUOT, EROFS
   bool abandon_ = false;   // interrupted, --fail-fast error, or no worker can run: stop the workers now
   bool dst_stuck_ = false;  // abandoned with workers stuck in I/O: DST is left as it is
   std::vector<uint64_t> answered_;  // per worker: results since it was started
@@ -437,6 +438,7 @@ void Runner::stop_if_all_would_fail(int err) {
     // JSON learns that entries were never tried, not just that one failed.
     stats_.errors.add("", fmt::format("stopped: {}: the remaining entries were not copied", errno_text(err)));
     full_ = err != EROFS;
+    stop_err_ = err;
   }
   stop_dispatching();
 }
@@ -1779,7 +1781,10 @@ int Runner::run() {
         opt_, std::move(src), std::move(dst), target_.src_st,
         [this](const DirNode& dir, const Walker::DirTrouble& trouble) {
           std::string path = walker_->rel_path(&dir);
-          if (trouble.err) error(path.empty() ? "." : path, errno_text(trouble.err));
+          // A directory finished after the stop whose mode or times fail for the reason said once
+          // (a read-only directory of DST): the stop's line told that nothing more could be written.
+          if (trouble.err && !(stopping_ && trouble.err == stop_err_))
+            error(path.empty() ? "." : path, errno_text(trouble.err));
           for (const Unkept& u : trouble.unkept) unkept(path, u);
           if (trouble.flush_err) flush_failed(path.empty() ? "." : path, trouble.flush_err);
           // Not in place: neither are the entries its workers reported copied.
