@@ -422,7 +422,9 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     }
     if (t.dst_root ? !enterable(t.dst_root.get()) : !(opt.dry_run && errno == ENOENT))
       return unmade(t, refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno))));
-    if (int err = opt.dry_run ? 0 : unwritable(t.dst_root.get()))
+    // Not for -u or --ignore-existing, whose run writes nothing where the copy is up to date: a
+    // backup on a read-only mount checked by a run that finds nothing to do succeeds.
+    if (int err = opt.dry_run || opt.update || opt.ignore_existing ? 0 : unwritable(t.dst_root.get()))
       return unmade(t, refuse(dst, fmt::format("pcopy: cannot write in {}: {}", quoted(dst), errno_text(err))));
     if (!t.dst_root) t.dst_fs = nearest_existing(dst);
     if (auto no = manifest.open(t.manifest, t.manifest_made, true)) return unmade(t, *no);

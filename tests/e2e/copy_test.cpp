@@ -754,8 +754,10 @@ TEST_F(CopyTest, RefusesUnreadableSingleFileSource) {
 
 // An existing DST of another user's that its user may not write in: nothing could be copied, so
 // the run is refused with one line, where every entry of the tree failed, one line each, and the
-// run ended "some failed", status 1 (RRR). A dry run writes nothing and is not refused; a read-only
-// DST of the user's own is opened up (CopyTest.SecondRunUpdatesFilesInsideReadOnlyDirectory).
+// run ended "some failed", status 1 (RRR). A dry run writes nothing and is not refused, nor is -u,
+// which writes nothing where the copy is up to date (Backup.UpdateSkipsUnchangedFilesOnADestination-
+// WithCoarseTimes); a read-only DST of the user's own is opened up
+// (CopyTest.SecondRunUpdatesFilesInsideReadOnlyDirectory).
 TEST_F(CopyTest, RefusesADestinationOfAnotherUsersItsUserMayNotWriteIn) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (a directory of another user, pcopy run as nobody)";
   for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/f{}", i), "f\n");
@@ -773,6 +775,8 @@ TEST_F(CopyTest, RefusesADestinationOfAnotherUsersItsUserMayNotWriteIn) {
   RunResult dry = copy({"-n"}, as_user);
   EXPECT_EQ(dry.status, 0) << describe(dry);
   EXPECT_EQ(lines_of(dry.out).size(), 22u) << describe(dry);
+  RunResult update = copy({"-u"}, as_user);
+  EXPECT_EQ(update.status, 1) << "each file it would copy fails\n" << describe(update);
 }
 
 // A manifest that cannot be written refuses the run before DST is made; a refused run leaves an
