@@ -805,7 +805,9 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
 }
 
 // -u: whether the up-to-date copy `dst` shares its inode with more names than SRC's file has (a
-// hard link SRC no longer has, a snapshot's name linked to it) while its metadata is to change
+// hard link SRC no longer has, a snapshot's name linked to it), or with -a than the walk found of
+// the group's names on it (Job::names_in_copy: a name SRC broke out of the group while it gave the
+// file another, QQQ), while its metadata is to change
 // (its mode, its owner where it can be set, its time under --checksum, with -a its attributes and
 // ACL): written through the inode, that would change every name's (a file made private in SRC
 // would stay readable by all under its old partner's name, or a snapshot's copy become private).
@@ -818,7 +820,7 @@ bool Copier::shared_and_differs(int src_dir, int dst_dir, const Job& job, const 
   // run, a mode or owner).
   struct stat src;
   if (::fstatat(src_dir, job.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0 ||
-      dst.st_nlink <= src.st_nlink)
+      dst.st_nlink <= (job.names_in_copy ? job.names_in_copy : src.st_nlink))
     return false;
   bool same_owner = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
   if (opt_.archive && !same_owner && privileged_) return true;  // only root gives a file to another

@@ -120,7 +120,8 @@ void encode(std::string& out, const Batch& batch) {
     w.str(job.dst_name);
     w.num(job.size);
     w.nanos(job.mtime_ns);
-    w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0) | (job.src_ino ? 4 : 0) | (job.want_hash ? 8 : 0)));
+    w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0) | (job.src_ino ? 4 : 0) | (job.want_hash ? 8 : 0) |
+                  (job.names_in_copy ? 16 : 0)));
     if (job.meta) {
       w.num(job.meta->mode);
       w.num(job.meta->uid);
@@ -138,6 +139,7 @@ void encode(std::string& out, const Batch& batch) {
       w.num(job.dst_dev);
       w.num(job.dst_ino);
     }
+    if (job.names_in_copy) w.num(job.names_in_copy);
   }
 }
 
@@ -216,6 +218,7 @@ Batch decode_batch(std::string_view payload) {
       job.dst_dev = r.num<uint64_t>();
       job.dst_ino = r.num<uint64_t>();
     }
+    if (flags & 16) job.names_in_copy = r.num<uint32_t>();
   }
   r.finish();
   return batch;

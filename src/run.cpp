@@ -22,6 +22,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -55,6 +56,11 @@ constexpr size_t kMaxUndecidedNames = 16384;
 // led by it. Few, for those of every file linked from outside SRC (whose other names never come)
 // hold the workers back: 16,384 made an unchanged run 25% slower on 20,000 such files.
 constexpr size_t kMaxLedNames = 1024;
+// And names of groups whose copy there has as many names as SRC's file, the group as the last run
+// left it as far as the count tells (most of an unchanged run's): they wait for all their names as
+// well, apart, so that thousands of them met between two names of a group SRC relinked do not push
+// that group out (LLL).
+constexpr size_t kMaxSettledNames = 8192;
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
 constexpr double kOutInterval = 0.2;          // -v, -n lines into a file or pipe: written at least this often
@@ -135,6 +141,8 @@ struct LinkGroup {
   std::pair<dev_t, ino_t> lead_copy{};  // that copy
   bool lead_current = false;  // it looks up to date (size and mtime): -u would skip it
   bool ambiguous = false;  // another name's copy is another file that looks up to date too
+  bool settled = false;    // lead_copy has as many names as SRC's file: waits in settled_
+  uint32_t names_in_copy = 0;  // names met whose entry in DST is lead_copy
   JobKind kind = JobKind::File;  // its names' kind, for a waiting name that comes to lead
   nlink_t names_left = 0;        // names not met yet (some may be outside SRC)
   std::optional<Hash128> hash;
@@ -233,7 +241,7 @@ class Runner {
   void before_terminal_write(int fd);
   void finish_link_group(const JobInfo& info, const Result& r);
   void lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group);
-  void decide_link_groups(size_t keep, size_t keep_led);
+  void decide_link_groups(size_t keep, size_t keep_led, size_t keep_settled);
   bool is_symlink(const JobInfo& info) const;
   void flush_failed(const std::string& path, int err);
   void complete(JobInfo& info, const Result& r, uint64_t bytes);
@@ -342,6 +350,8 @@ class Runner {
   size_t undecided_names_ = 0;  // their names, waiting outside the window (jobs_ holds them)
   std::deque<std::pair<dev_t, ino_t>> led_;  // those of them with a name whose copy is in DST
   size_t led_names_ = 0;  // the names waiting in those
+  std::deque<std::pair<dev_t, ino_t>> settled_;  // those whose copy has SRC's number of names
+  size_t settled_names_ = 0;
   bool chunk_ = true;  // big files are split for several workers (chunking_helps DST)
   bool in_memory_ = false;  // DST is in_memory_fs(): the CPU is the limit (chunk_allowed)
   size_t cpus_ = 1;         // that this process may run on
@@ -549,6 +559,8 @@ void Runner::stop_dispatching() {
   undecided_names_ = 0;
   led_.clear();
   led_names_ = 0;
+  settled_.clear();
+  settled_names_ = 0;
 }
 
 // Forks the workers; 0, or 2 when not one can be (`ulimit -u`): the run is refused and the
@@ -685,24 +697,20 @@ void Runner::handle_walk_event(WalkEvent& ev) {
     // copies of the file's other names would be replaced by links to that stale copy. So, with -u
     // into an existing DST, the names of a group wait until all are met (or too many names wait,
     // or the walk ends: decide_link_groups); then the first with a copy in DST leads (skipped if up
-    // to date, the others linked to it), or the first met is copied. But a copy whose inode has as
-    // many names as SRC's file, the group as the last run left it, leads at once: waiting costs
-    // (an unchanged run on 10,000 files of five names each took 0.283 s waiting for up to 16,384
-    // names, 0.213 s leading at once). The rest wait apart from groups with no copy in DST, at most
-    // kMaxLedNames of them: names of a group further apart are not seen together, and the name
-    // whose copy is in DST leads alone.
+    // to date, the others linked to it), or the first met is copied. Groups with a copy in DST wait
+    // apart from those with none, at most kMaxLedNames names of them: names of a group further apart
+    // are not seen together, and the name whose copy is in DST leads alone. A copy whose inode has
+    // as many names as SRC's file, the group as the last run left it as far as the count tells,
+    // waits too, in a window of its own (kMaxSettledNames), where it led at once: the count may be
+    // a coincidence (QQQ: `ln -f a t`, t's copy linked to b's, a and b of the same size and mtime),
+    // and a was linked to b's data, exit 0, for good. Waiting costs an unchanged run on 10,000 files
+    // of five names each about 15% more time.
     if (defer_new_links_ && (first || group.undecided)) {
       struct stat there;
       // A copy there: an entry of the source's type (a directory at the name is no copy of it).
       bool in_dst = ev.dir && !ev.dir->fresh && ev.dir->dst &&
                     ::fstatat(ev.dir->dst.get(), job.target().c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0 &&
                     (there.st_mode & S_IFMT) == (ev.st.st_mode & S_IFMT);
-      if (in_dst && there.st_nlink == ev.st.st_nlink && !group.lead) {  // those met before wait for it
-        if (group.undecided) undecided_names_ -= group.waiting.size();
-        group.undecided = false;
-        add_job(ev.dir, std::move(job), key);
-        return;
-      }
       if (first) {
         group.kind = job.kind;
         group.names_left = ev.st.st_nlink;
@@ -712,7 +720,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       --group.names_left;
       wait(std::move(job));
       ++undecided_names_;
-      if (group.lead) ++led_names_;
+      if (group.lead) ++(group.settled ? settled_names_ : led_names_);
       if (in_dst) {
         bool current = there.st_size == ev.st.st_size && same_mtime(there, to_ns(ev.st.st_mtim), false);
         std::pair<dev_t, ino_t> copy{there.st_dev, there.st_ino};
@@ -720,14 +728,18 @@ void Runner::handle_walk_event(WalkEvent& ev) {
           group.lead = group.waiting.back();
           group.lead_copy = copy;
           group.lead_current = current;
-          led_names_ += group.waiting.size();
-          led_.push_back(key);
-        } else if (copy != group.lead_copy && current && group.lead_current) {
+          group.names_in_copy = 1;
+          group.settled = there.st_nlink == ev.st.st_nlink;
+          (group.settled ? settled_names_ : led_names_) += group.waiting.size();
+          (group.settled ? settled_ : led_).push_back(key);
+        } else if (copy == group.lead_copy) {
+          ++group.names_in_copy;
+        } else if (current && group.lead_current) {
           group.ambiguous = true;
         }
       }
       if (group.names_left == 0) lead_with_next(key, group);
-      decide_link_groups(kMaxUndecidedNames, kMaxLedNames);
+      decide_link_groups(kMaxUndecidedNames, kMaxLedNames, kMaxSettledNames);
       return;
     }
     if (!first) {
@@ -752,7 +764,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
 void Runner::lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group) {
   if (group.undecided) {
     undecided_names_ -= group.waiting.size();
-    if (group.lead) led_names_ -= group.waiting.size();
+    if (group.lead) (group.settled ? settled_names_ : led_names_) -= group.waiting.size();
   }
   group.undecided = false;
   if (group.waiting.empty()) return;
@@ -762,6 +774,9 @@ void Runner::lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group) {
   auto pos = group.waiting.begin();
   if (group.lead && !group.ambiguous) pos = std::find(group.waiting.begin(), group.waiting.end(), *group.lead);
   if (pos == group.waiting.end()) pos = group.waiting.begin();
+  // The copy's names outside the group, if it has more than the group's names met: its mode,
+  // owner or attributes, if they are to change, are given to a new copy, not written through.
+  uint32_t names_in_copy = group.lead && !group.ambiguous && *pos == *group.lead ? group.names_in_copy : 0;
   uint64_t id = *pos;
   group.waiting.erase(pos);
   JobInfo& next = jobs_.at(id);
@@ -769,31 +784,38 @@ void Runner::lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group) {
   Job job = std::move(next.job);
   jobs_.erase(id);
   job.kind = group.kind;  // a name of the same inode: a file, symlink, FIFO or device
+  job.names_in_copy = names_in_copy;
   if (group.ambiguous) job.attempt = 2;
   group.lead.reset();  // taken (a next leader, if this one fails, is the first waiting)
   group.ambiguous = false;
+  group.settled = false;
+  group.names_in_copy = 0;
   if (dir == current_.dir || job.kind == JobKind::FileBegin) add_job(dir, std::move(job), key);
   else add_ready_link(dir, std::move(job), key, true);
 }
 
 // Undecided groups, oldest first, are led as if all their names had been met (see lead_with_next):
-// those with a name whose copy is in DST beyond the `keep_led` names waiting in them, the others
-// beyond `keep` (all of them at the walk's end).
-void Runner::decide_link_groups(size_t keep, size_t keep_led) {
-  while (led_names_ > keep_led && !led_.empty()) {
-    auto key = led_.front();
-    led_.pop_front();
-    auto it = links_.find(key);
-    if (it != links_.end() && it->second.undecided && it->second.lead) lead_with_next(key, it->second);
+// those with a name whose copy is in DST beyond the `keep_led` names waiting in them (`keep_settled`
+// in those whose copy has SRC's number of names), the others beyond `keep` (all of them at the
+// walk's end).
+void Runner::decide_link_groups(size_t keep, size_t keep_led, size_t keep_settled) {
+  for (auto [queue, names, keep_names] : {std::tuple{&led_, &led_names_, keep_led},
+                                          std::tuple{&settled_, &settled_names_, keep_settled}}) {
+    while (*names > keep_names && !queue->empty()) {
+      auto key = queue->front();
+      queue->pop_front();
+      auto it = links_.find(key);
+      if (it != links_.end() && it->second.undecided && it->second.lead) lead_with_next(key, it->second);
+    }
+    if (*names == 0) queue->clear();
   }
-  while (undecided_names_ - led_names_ > keep && !undecided_.empty()) {
+  while (undecided_names_ - led_names_ - settled_names_ > keep && !undecided_.empty()) {
     auto key = undecided_.front();
     undecided_.pop_front();
     auto it = links_.find(key);
     if (it != links_.end() && it->second.undecided && !it->second.lead) lead_with_next(key, it->second);
   }
   if (undecided_names_ == 0) undecided_.clear();
-  if (led_names_ == 0) led_.clear();
 }
 
 void Runner::produce() {
@@ -801,7 +823,7 @@ void Runner::produce() {
   while (!walk_done_ && !stopping_ && jobs_.size() - undecided_names_ < window_ && budget-- > 0) {
     std::optional<WalkEvent> ev = walker_->next();
     if (!ev) {
-      decide_link_groups(0, 0);
+      decide_link_groups(0, 0, 0);
       walk_done_ = true;
       break;
     }

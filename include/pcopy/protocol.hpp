@@ -72,6 +72,10 @@ struct Job {
   // HardLink with --manifest, when the group's first copy was not hashed (-u found it up to date):
   // the worker hashes the file it links to, for the link's manifest line.
   bool want_hash = false;
+  // -a -u, the name that leads a hard-link group whose copy is in DST: how many of the group's names
+  // the walk found to be names of that copy (0: not counted). A copy with more names than that also
+  // has names outside the group, which a change of its mode written through the inode would change.
+  uint32_t names_in_copy = 0;
 
   const std::string& target() const { return dst_name.empty() ? name : dst_name; }
   // Takes size (regular files), mtime and, with `meta`, Meta from the parent's stat of the entry.

@@ -41,6 +41,10 @@ Batch sample_batch() {
   l.size = std::numeric_limits<uint64_t>::max();
   l.mtime_ns = to_ns({-11'644'473'600, 1});  // 1601, NTFS's zero time: past 64 bits of nanoseconds
   l.link_target = "photos/2024/raw/IMG_0001.CR2";
+  Job lead;
+  lead.id = 83;
+  lead.name = "leads";
+  lead.names_in_copy = std::numeric_limits<uint32_t>::max();
   Job s;
   s.id = 77;
   s.kind = JobKind::Symlink;
@@ -75,7 +79,7 @@ Batch sample_batch() {
   end.kind = JobKind::FileEnd;
   end.offset = std::numeric_limits<uint64_t>::max();
   end.length = std::numeric_limits<uint64_t>::max() - 1;
-  b.jobs = {a, l, s, f, d, begin, chunk, end};
+  b.jobs = {a, l, s, f, d, begin, chunk, end, lead};
   return b;
 }
 
@@ -104,6 +108,7 @@ void expect_job_eq(const Job& want, const Job& got) {
   EXPECT_EQ(want.src_ino, got.src_ino);
   EXPECT_EQ(want.dst_dev, got.dst_dev);
   EXPECT_EQ(want.dst_ino, got.dst_ino);
+  EXPECT_EQ(want.names_in_copy, got.names_in_copy);
 }
 
 void expect_batch_eq(const Batch& want, const Batch& got) {
