@@ -577,7 +577,8 @@ int Runner::start_pool() {
     if (live == 0) {
       pool_.reset();
       target_.remove_made();
-      print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json, 0, opt_.dry_run);
+      print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json, 0,
+                    opt_.dry_run);
       return 2;
     }
     std::string text = fmt::format("started {} of {} worker processes: {}", live, opt_.jobs, errno_text(err));
@@ -704,7 +705,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
     // waits too, in a window of its own (kMaxSettledNames), where it led at once: the count may be
     // a coincidence (QQQ: `ln -f a t`, t's copy linked to b's, a and b of the same size and mtime),
     // and a was linked to b's data, exit 0, for good. Waiting costs an unchanged run on 10,000 files
-    // of five names each about 15% more time.
+    // of five names each about 18% more time (0.293 s against 0.249 s).
     if (defer_new_links_ && (first || group.undecided)) {
       struct stat there;
       // A copy there: an entry of the source's type (a directory at the name is no copy of it).

@@ -83,7 +83,8 @@ std::string json_report(const Stats& stats);  // the report alone, as one string
 // why, so that a pipeline reading the report learns why nothing was done. No worker ran: 0 workers.
 // With `signal`, the run was also interrupted by it (it came while the run was being refused): its
 // report says so, with 128 + signal as the exit status.
-void print_refusal(const std::string& message, const std::string& path, bool json, int signal = 0, bool dry_run = false);
+void print_refusal(const std::string& message, const std::string& path, bool json, int signal = 0,
+                   bool dry_run = false);
 
 // --manifest FILE: one JSON object per line for every file copied. Lines are gathered and
 // written 64 KiB at a time, and when flush() is called (the run does every 0.2 s), by a writer

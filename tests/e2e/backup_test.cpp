@@ -536,7 +536,8 @@ TEST_F(Backup, ANameRelinkedFromAnotherFileOfTheSameSizeAndTimeNeverGivesItsGrou
   EXPECT_EQ(r.status, 0) << describe(r);
   for (int i = 0; i < 12; ++i) {
     SCOPED_TRACE(i);
-    std::string a = dst + fmt::format("/a{:02}", i), b = dst + fmt::format("/b{:02}", i), t = dst + fmt::format("/t{:02}", i);
+    std::string a = dst + fmt::format("/a{:02}", i), b = dst + fmt::format("/b{:02}", i);
+    std::string t = dst + fmt::format("/t{:02}", i);
     EXPECT_EQ(read_file(a), fmt::format("AAAA{:02}\n", i));
     EXPECT_EQ(read_file(t), fmt::format("AAAA{:02}\n", i));
     EXPECT_EQ(read_file(b), fmt::format("BBBB{:02}\n", i));

@@ -2755,7 +2755,8 @@ TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
   EXPECT_FALSE(has_line(few.err, "pcopy: cannot copy 'sub': Read-only file system")) << describe(few);
   RunResult refused = copy(src + "/sub", tmp / "dst/sub", {}, with_timeout(120));
   EXPECT_EQ(refused.status, 2) << describe(refused);
-  EXPECT_EQ(refused.err, "pcopy: cannot write in '" + tmp / "dst/sub" + "': Read-only file system\n") << describe(refused);
+  EXPECT_EQ(refused.err, "pcopy: cannot write in '" + tmp / "dst/sub" + "': Read-only file system\n")
+      << describe(refused);
 }
 
 // Two -a runs into one DST at once, hard links everywhere: a name the other run had just linked to

@@ -176,7 +176,8 @@ TEST(SummaryLine, SingularsSkippedDeletedInterruptedAndDryRun) {
   s.bytes_copied = 4096;
   s.elapsed_s = 1;
   // Nothing was moved: no rate (RRR).
-  EXPECT_EQ(summary_line(s, false, false), "pcopy: would copy 1 file, 1 dir, 0 links, 4.0 KiB in 0:01, 1 worker, 1 error");
+  EXPECT_EQ(summary_line(s, false, false),
+            "pcopy: would copy 1 file, 1 dir, 0 links, 4.0 KiB in 0:01, 1 worker, 1 error");
 }
 
 // ---- json_report -------------------------------------------------------------------------------
