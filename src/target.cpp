@@ -311,17 +311,6 @@ bool enterable(int dir) {
   return probe.valid();
 }
 
-// 0, or why nothing can be written in an existing DST: another user's that its user may not write
-// in (one of their own is opened up, as the directories in it are), a read-only mount, an
-// immutable directory. Every entry would fail alike, one line each.
-int unwritable(int dir) {
-  if (::faccessat(dir, ".", W_OK | X_OK, AT_EACCESS) == 0) return 0;
-  int err = errno;
-  struct stat st;
-  if (err == EACCES && ::fstat(dir, &st) == 0 && st.st_uid == ::geteuid()) return 0;
-  return err == EACCES || err == EPERM || err == EROFS ? err : 0;
-}
-
 // A run refused once DST (or the manifest) was made: what was made for it is removed, for a
 // refusal writes nothing.
 Refusal unmade(Target& t, Refusal no) {
@@ -422,10 +411,6 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     }
     if (t.dst_root ? !enterable(t.dst_root.get()) : !(opt.dry_run && errno == ENOENT))
       return unmade(t, refuse(dst, fmt::format("pcopy: cannot open {}: {}", quoted(dst), errno_text(errno))));
-    // Not for -u or --ignore-existing, whose run writes nothing where the copy is up to date: a
-    // backup on a read-only mount checked by a run that finds nothing to do succeeds.
-    if (int err = opt.dry_run || opt.update || opt.ignore_existing ? 0 : unwritable(t.dst_root.get()))
-      return unmade(t, refuse(dst, fmt::format("pcopy: cannot write in {}: {}", quoted(dst), errno_text(err))));
     if (!t.dst_root) t.dst_fs = nearest_existing(dst);
     if (auto no = manifest.open(t.manifest, t.manifest_made, true)) return unmade(t, *no);
     return t;
