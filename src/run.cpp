@@ -143,6 +143,7 @@ struct LinkGroup {
   bool ambiguous = false;  // another name's copy is another file that looks up to date too
   bool settled = false;    // lead_copy has as many names as SRC's file: waits in settled_
   uint32_t names_in_copy = 0;  // names met whose entry in DST is lead_copy
+  nlink_t lead_names = 0;      // lead_copy's own number of names
   JobKind kind = JobKind::File;  // its names' kind, for a waiting name that comes to lead
   nlink_t names_left = 0;        // names not met yet (some may be outside SRC)
   std::optional<Hash128> hash;
@@ -730,6 +731,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
           group.lead_copy = copy;
           group.lead_current = current;
           group.names_in_copy = 1;
+          group.lead_names = there.st_nlink;
           group.settled = there.st_nlink == ev.st.st_nlink;
           (group.settled ? settled_names_ : led_names_) += group.waiting.size();
           (group.settled ? settled_ : led_).push_back(key);
@@ -771,7 +773,13 @@ void Runner::lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group) {
   if (group.waiting.empty()) return;
   // The first name with a copy in DST; but where two names' copies are different files that both
   // look up to date, which holds SRC's data cannot be told without reading them: the first name
-  // met is copied anew, as a worker's retry is (Job::attempt), and the others linked to it.
+  // met is copied anew, as a worker's retry is (Job::attempt), and the others linked to it. So
+  // too where the copy that looks up to date has names outside the group while some of the
+  // group's are not on it: the name SRC relinked may have left a third file's copy there (SSS:
+  // `ln -f a t` with a new, or since rewritten, to t's old file's size and mtime).
+  if (group.lead && group.lead_current && group.names_in_copy < group.lead_names &&
+      group.waiting.size() > group.names_in_copy)
+    group.ambiguous = true;
   auto pos = group.waiting.begin();
   if (group.lead && !group.ambiguous) pos = std::find(group.waiting.begin(), group.waiting.end(), *group.lead);
   if (pos == group.waiting.end()) pos = group.waiting.begin();
