@@ -168,6 +168,7 @@ struct Args {
   std::vector<std::string> args;  // for CLI11
   std::string error;              // the first usage error, or ""
   bool json = false;              // --json given as an option: a refused command line gets a report too
+  bool dry_run = false;           // -n given: that report says so
 };
 
 Args read_args(const CLI::App& app, int argc, const char* const* argv) {
@@ -228,6 +229,7 @@ Args read_args(const CLI::App& app, int argc, const char* const* argv) {
       } else if (!takes_value(opt)) {
         if (eq != std::string::npos) refuse(fmt::format("option '--{}' takes no value", name));
         if (name == "json") out.json = true;
+        if (name == "dry-run") out.dry_run = true;
         // --help and --version before any error are what is asked, whatever follows (as with cp).
         if ((name == "help" || name == "version") && out.error.empty()) return {{out.args[0], "--" + name}, "", out.json};
         out.args.push_back("--" + name);
@@ -251,6 +253,7 @@ Args read_args(const CLI::App& app, int argc, const char* const* argv) {
         }
         if (!takes_value(opt)) {
           if (letter == "h" && out.error.empty()) return {{out.args[0], "-h"}, "", out.json};
+          if (letter == "n") out.dry_run = true;
           out.args.push_back("-" + letter);
           continue;
         }
@@ -308,7 +311,7 @@ CliResult parse_cli(int argc, const char* const* argv) {
 
   Args args = read_args(app, argc, argv);
   if (!args.error.empty()) {
-    print_refusal("pcopy: " + display_text(args.error), "", args.json);
+    print_refusal("pcopy: " + display_text(args.error), "", args.json, 0, args.dry_run);
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
@@ -326,7 +329,7 @@ CliResult parse_cli(int argc, const char* const* argv) {
   } catch (const CLI::ParseError& e) {
     // What was typed is in it: shown escaped, as paths are (an escape sequence or a newline in an
     // operand is one line, never raw on the terminal); a path it holds is escaped already.
-    print_refusal("pcopy: " + display_text(usage_message(e)), "", o.json || args.json);
+    print_refusal("pcopy: " + display_text(usage_message(e)), "", o.json || args.json, 0, args.dry_run);
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }

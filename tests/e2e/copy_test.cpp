@@ -1152,6 +1152,15 @@ TEST_F(CopyTest, RefusedCommandLineStillPrintsTheJsonReport) {
     ASSERT_EQ(report.at("errors").size(), 1u) << r.out;
     EXPECT_EQ(report["errors"][0].at("path"), "");
     EXPECT_EQ("pcopy: " + report["errors"][0].at("reason").get<std::string>(), lines_of(r.err).at(0)) << describe(r);
+    EXPECT_EQ(report.at("dry_run"), false) << r.out;
+  }
+  // A refused dry run's report says it was one (SSS), however -n was given.
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"-n", "--json", "-j0", src, dst}, {"--json", "--dry", "--bogus", src, dst}, {"--json", "-qn", "", dst}}) {
+    SCOPED_TRACE(escape_path(fmt::format("{}", fmt::join(args, " "))));
+    RunResult dry = run_pcopy(args);
+    expect_refused(dry, dst);
+    EXPECT_EQ(nlohmann::json::parse(dry.out).at("dry_run"), true) << dry.out;
   }
   RunResult r = run_pcopy({"--bogus", "--", "--json", src, dst});
   expect_refused(r, dst);
