@@ -340,7 +340,7 @@ void Target::flush_outside(const std::function<void(const std::string&, int)>& f
 #endif
     if (fd >= 0 && ::fsync(fd) != 0) failed(path, errno);
   };
-  if (int flags = single_file ? ::fcntl(dst_root.get(), F_GETFL) : 0; flags >= 0 && (flags & O_PATH)) {
+  if (single_file && (::fcntl(dst_root.get(), F_GETFL) & O_PATH)) {
     // A directory the user may not list, opened O_PATH, cannot be flushed: opening it says why.
     UniqueFd readable(::openat(dst_root.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!readable) failed(dst_dir, errno);
