@@ -312,8 +312,7 @@ class Runner {
   bool walk_done_ = false;
   bool stopping_ = false;  // --fail-fast, full disk: no new work
   int interrupted_ = 0;    // the signal that stopped us
-  bool full_ = false;     // stopped by a full disk or quota (ENOSPC, EDQUOT)
-  int stop_err_ = 0;      // what stopped it: ENOSPC, EDQUOT, EROFS
+  int stop_err_ = 0;      // what stopped it: ENOSPC, EDQUOT (a full disk or quota), EROFS
   bool abandon_ = false;   // interrupted, --fail-fast error, or no worker can run: stop the workers now
   bool dst_stuck_ = false;  // abandoned with workers stuck in I/O: DST is left as it is
   std::vector<uint64_t> answered_;  // per worker: results since it was started
@@ -353,6 +352,8 @@ class Runner {
   size_t led_names_ = 0;  // the names waiting in those
   std::deque<std::pair<dev_t, ino_t>> settled_;  // those whose copy has SRC's number of names
   size_t settled_names_ = 0;
+  // The names waiting in groups like `group`, which has a lead: settled_names_ or led_names_.
+  size_t& led_count(const LinkGroup& group) { return group.settled ? settled_names_ : led_names_; }
   bool chunk_ = true;  // big files are split for several workers (chunking_helps DST)
   bool in_memory_ = false;  // DST is in_memory_fs(): the CPU is the limit (chunk_allowed)
   size_t cpus_ = 1;         // that this process may run on
@@ -448,7 +449,6 @@ void Runner::stop_if_all_would_fail(int err) {
     // In the report too, as an error of its own (no path at fault): a pipeline reading only the
     // JSON learns that entries were never tried, not just that one failed.
     stats_.errors.add("", fmt::format("stopped: {}: the remaining entries were not copied", errno_text(err)));
-    full_ = err != EROFS;
     stop_err_ = err;
   }
   stop_dispatching();
@@ -722,7 +722,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       --group.names_left;
       wait(std::move(job));
       ++undecided_names_;
-      if (group.lead) ++(group.settled ? settled_names_ : led_names_);
+      if (group.lead) ++led_count(group);
       if (in_dst) {
         bool current = there.st_size == ev.st.st_size && same_mtime(there, to_ns(ev.st.st_mtim), false);
         std::pair<dev_t, ino_t> copy{there.st_dev, there.st_ino};
@@ -733,7 +733,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
           group.names_in_copy = 1;
           group.lead_names = there.st_nlink;
           group.settled = there.st_nlink == ev.st.st_nlink;
-          (group.settled ? settled_names_ : led_names_) += group.waiting.size();
+          led_count(group) += group.waiting.size();
           (group.settled ? settled_ : led_).push_back(key);
         } else if (copy == group.lead_copy) {
           ++group.names_in_copy;
@@ -767,7 +767,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
 void Runner::lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group) {
   if (group.undecided) {
     undecided_names_ -= group.waiting.size();
-    if (group.lead) (group.settled ? settled_names_ : led_names_) -= group.waiting.size();
+    if (group.lead) led_count(group) -= group.waiting.size();
   }
   group.undecided = false;
   if (group.waiting.empty()) return;
@@ -1678,7 +1678,8 @@ void Runner::run_delete() {
   const char* const unseen = "a dry run may not look into it (the real run opens it up): what it would delete there "
                              "is not listed";
   if (opt_.delete_extraneous && target_.dst_unseen) warning(".", unseen);
-  if (!opt_.delete_extraneous || target_.single_file || abandon_ || (stopping_ && !full_) || !target_.dst_root)
+  bool full = stop_err_ != 0 && stop_err_ != EROFS;  // stopped by a full disk or quota
+  if (!opt_.delete_extraneous || target_.single_file || abandon_ || (stopping_ && !full) || !target_.dst_root)
     return;
   if (walker_->walk_errors() > 0) {
     // No path at fault (an empty one, as a full disk's stop has), in the words of the line.
