@@ -44,7 +44,6 @@ constexpr size_t kBatchFiles = 64;               // files per batch: up to 128 f
 constexpr unsigned kRingEntries = 256;
 constexpr size_t kMaxLaterCloses = 32;  // with a batch's 128, within kRingEntries
 const char* const kChanged = "file changed as we read it";
-const char* const kChangedType = "file changed type as we read it";
 constexpr int kCreate = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;  // a new file, never through a link
 constexpr uint64_t kRecheckBytes = 1 << 20;  // from this size the source is stat()ed again after
 

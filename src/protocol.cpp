@@ -235,7 +235,7 @@ Result decode_result(std::string_view payload) {
   res.mtime_ns = r.nanos();
   res.detail = r.str();
   auto vanished = r.num<uint8_t>();
-  if (vanished > uint8_t(Vanished::Dir)) throw ProtocolError("bad vanished value");
+  if (vanished > uint8_t(Vanished::DirChanged)) throw ProtocolError("bad vanished value");
   res.vanished = static_cast<Vanished>(vanished);
   res.temp = r.str();
   if (!res.temp.empty()) {

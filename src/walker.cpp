@@ -357,9 +357,10 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   if (!unreadable && (!src || ::fstat(src.get(), &ev.st) != 0)) {
     ev.err = errno;
     if (errno != ENOENT) ++walk_errors_;
-    if (errno == ELOOP && !opt_.dereference) {  // O_NOFOLLOW: a link put where the listing had a directory
+    // O_NOFOLLOW refused a link, or O_DIRECTORY a file, put where the listing had a directory.
+    if ((errno == ELOOP && !opt_.dereference) || errno == ENOTDIR) {
       ev.err = 0;
-      ev.detail = "file changed type as we read it";
+      ev.detail = kChangedType;
     }
     if (ev.err == ENOENT) gone_from_src(ev, kVanishedEntry);
     return ev;

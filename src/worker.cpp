@@ -47,11 +47,12 @@ class DirPair {
   int open(const std::string& rel, const std::string& dst_rel, const DirFacts& facts) {
     if (open_ && rel == rel_ && dst_rel == dst_rel_) return 0;
     open_ = false;
-    src_gone_ = false;
+    src_gone_ = Vanished::No;
     copier_.close_later(std::move(src_));
     copier_.close_later(std::move(dst_));
     int fd = open_dir_beneath(src_root_, rel, opt_.dereference);
-    src_gone_ = fd == -ENOENT;
+    if (fd == -ENOENT) src_gone_ = Vanished::Dir;
+    if (fd == -ENOTDIR || (fd == -ELOOP && !opt_.dereference)) src_gone_ = Vanished::DirChanged;
     if (fd < 0) return -fd;
     src_.reset(fd);
     if (dst_root_ >= 0) {
@@ -79,15 +80,16 @@ class DirPair {
   }
   int src() const { return src_.get(); }
   int dst() const { return dst_.get(); }
-  // The last open() failed because the source directory (or one above it) is gone.
-  bool src_gone() const { return src_gone_; }
+  // Why the last open() failed, if because the source directory (or one above it) is gone or is no
+  // longer a directory.
+  Vanished src_gone() const { return src_gone_; }
 
  private:
   const Options& opt_;
   int src_root_, dst_root_;
   std::string rel_, dst_rel_;
   bool open_ = false;
-  bool src_gone_ = false;
+  Vanished src_gone_ = Vanished::No;
   Copier& copier_;
   UniqueFd src_, dst_;
 };
@@ -223,7 +225,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
         } else if (dir_err) {
           r.outcome = Outcome::Failed;
           r.err = dir_err;
-          if (dirs.src_gone()) r.vanished = Vanished::Dir;
+          r.vanished = dirs.src_gone();
         } else if (size_t limit = copier.batch_limit(); (limit > 1 && copier.batchable(job)) || copier.linkable(job)) {
           // A run of small files: copied together, answered in order (up to a file that reported
           // progress: the run ends there). Or a run of hard links.

@@ -127,9 +127,13 @@ enum class Outcome : uint8_t {
 // A source gone when its worker came to it (ENOENT): the entry, or the directory of its batch (or
 // one above it). Not an error but a warning, as rsync's "file has vanished": what is no longer in
 // SRC has nothing to lose, and a live tree (a nightly backup's) always has some.
-enum class Vanished : uint8_t { No = 0, Entry = 1, Dir = 2 };
+// DirChanged: the directory of the batch (or one above it) is no longer a directory: a file, or a
+// link where links are not followed, took its name. An error, as for an entry that changed type, but
+// told once for the directory, as Dir is, not for every entry in it.
+enum class Vanished : uint8_t { No = 0, Entry = 1, Dir = 2, DirChanged = 3 };
 inline constexpr const char* kVanishedEntry = "vanished from SRC before it was copied";
 inline constexpr const char* kVanishedDir = "vanished from SRC before everything in it was copied";
+inline constexpr const char* kChangedType = "file changed type as we read it";
 // -L: a link of SRC's followed to nothing: an error, not a vanished entry.
 inline constexpr const char* kDanglingLink = "symbolic link points to nothing";
 

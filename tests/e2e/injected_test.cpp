@@ -221,6 +221,26 @@ TEST_F(Injected, ADirectoryRemovedWhileListedHoldsNoDeletionBack) {
   EXPECT_TRUE(exists(dst + "/b/kept")) << describe(r);
 }
 
+// A directory the walk listed that is a file by the time it enters it (ENOTDIR for its open, with
+// O_DIRECTORY) changed type, as one where a link is found (ELOOP, O_NOFOLLOW) did: it said "Not a
+// directory", which did not tell that it was one when listed.
+TEST_F(Injected, ADirectoryThatIsAFileWhenTheWalkEntersItChangedType) {
+  make_dirs(src + "/a");
+  make_dirs(src + "/b");
+  write_file(src + "/a/x", "x\n");
+  write_file(src + "/b/y", "y\n");
+  std::vector<std::string> args{src, dst};
+  std::vector<int> n = call_numbers("openat", args, [&](const std::string& line) {
+    return line.find("<" + src + ">, \"b\"") != std::string::npos && line.find("O_DIRECTORY") != std::string::npos;
+  });
+  ASSERT_EQ(n.size(), 1u) << read_file(tmp / "trace");
+  std::filesystem::remove_all(dst);
+  RunResult r = injected(fmt::format("openat:error=ENOTDIR:when={}", n[0]), args);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'b': file changed type as we read it")) << describe(r);
+  EXPECT_EQ(read_file(dst + "/a/x"), "x\n");
+}
+
 // --delete as an ordinary user: a read-only directory of DST opened up to be emptied, which then
 // cannot be removed (EBUSY: a mount point), stays with the mode it had, 0555, not 0755 (PPP).
 TEST_F(Injected, ADirectoryDeleteCouldNotRemoveKeepsItsMode) {

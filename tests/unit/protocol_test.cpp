@@ -592,10 +592,10 @@ TEST(Protocol, ResultVanishedOutOfRangeThrowsProtocolError) {
   std::string payload = minimal_result_payload();
   size_t at = payload.find('x') + 1;  // the byte after the detail
   ASSERT_EQ(payload[at], '\0');
-  payload[at] = 3;
+  payload[at] = 4;
   EXPECT_THROW(decode_result(payload), ProtocolError);
-  payload[at] = 2;
-  EXPECT_EQ(decode_result(payload).vanished, Vanished::Dir);
+  payload[at] = 3;
+  EXPECT_EQ(decode_result(payload).vanished, Vanished::DirChanged);
 }
 
 TEST(Protocol, MalformedFrameLengthThrowsProtocolError) {
