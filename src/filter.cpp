@@ -33,10 +33,8 @@ bool match_class(std::string_view& p, char c, bool& ok) {
   return true;
 }
 
-// A pattern is matched by following every way it could match at once: the set of positions in
-// the pattern the text read so far can have reached, one step per byte of text. Time is pattern x
-// text, memory the pattern's length, and nothing recurses, so a path a million bytes long (a tree
-// thousands of levels deep) is matched like a short one.
+// A pattern is parsed into tokens once, each bracket expression into a bitmap of the bytes it
+// takes.
 struct Token {
   enum Kind : uint8_t { Literal, Any, Class, Star, DoubleStar } kind;
   char c = 0;
@@ -61,65 +59,104 @@ Token token_at(std::string_view p, size_t i) {
   return {Token::Literal, c, i + 1};
 }
 
-// Adds to `set` the positions its positions reach without reading: past a star that matches
-// nothing, and past "**/" at the start of a component (`a/**/b` matches `a/b`, `**/b` matches `b`,
-// neither matches `xb`). Every such step goes forward, so one pass in order is enough.
-void close_over(std::string_view p, char* set, bool component_start) {
-  for (size_t i = 0; i < p.size(); ++i) {
-    if (!set[i] || (p[i] != '*')) continue;
-    Token t = token_at(p, i);
-    set[t.next] = 1;
-    if (t.then_slash && component_start) set[t.next + 1] = 1;
-  }
-}
-
 }  // namespace
 
-bool glob_match(std::string_view p, std::string_view text) {
-  // The two sets on the stack for any pattern of a sensible length: a path is matched against
-  // every rule that is not indexed (see Filters), and an allocation each was most of the cost.
-  constexpr size_t kOnStack = 256;
-  char on_stack[2][kOnStack];
-  std::vector<char> on_heap;
-  const size_t n = p.size() + 1;
-  char* now = on_stack[0];
-  char* next = on_stack[1];
-  if (n > kOnStack) {
-    on_heap.resize(2 * n);
-    now = on_heap.data();
-    next = now + n;
-  }
-  std::fill(now, now + n, 0);
-  now[0] = 1;
-  close_over(p, now, true);
-  for (size_t ti = 0; ti < text.size(); ++ti) {
-    char ch = text[ti];
-    std::fill(next, next + n, 0);
-    bool any = false;
-    for (size_t i = 0; i < p.size(); ++i) {
-      if (!now[i]) continue;
-      Token t = token_at(p, i);
-      size_t to = t.next;
-      bool ok = false;
-      switch (t.kind) {
-        case Token::Literal: ok = ch == t.c; break;
-        case Token::Any: ok = ch != '/'; break;
-        case Token::Class: {
-          std::string_view q = p.substr(i);
-          match_class(q, ch, ok);
-          break;
-        }
-        case Token::Star: ok = ch != '/', to = i; break;
-        case Token::DoubleStar: ok = true, to = i; break;
+GlobPattern::GlobPattern(std::string_view p) {
+  for (size_t i = 0; i < p.size();) {
+    Token t = token_at(p, i);
+    Step step{t.kind, t.c, t.then_slash, 0};
+    if (t.kind == Token::Class) {
+      step.cls = uint32_t(classes_.size());
+      Bytes& bytes = classes_.emplace_back();
+      for (unsigned c = 0; c < 256; ++c) {
+        std::string_view q = p.substr(i);
+        bool ok = false;
+        match_class(q, char(c), ok);
+        if (ok) bytes[c / 64] |= uint64_t(1) << (c % 64);
       }
-      if (ok) next[to] = 1, any = true;
     }
-    if (!any) return false;
-    close_over(p, next, ch == '/');
-    std::swap(now, next);
+    stars_ = stars_ || t.kind == Token::Star || t.kind == Token::DoubleStar;
+    steps_.push_back(step);
+    i = t.next;
   }
-  return now[p.size()] != 0;
 }
+
+bool GlobPattern::takes(const Step& s, char ch, size_t& to) const {
+  switch (s.kind) {
+    case Token::Literal: return ch == s.c;
+    case Token::Any: return ch != '/';
+    case Token::Class: {
+      auto b = static_cast<unsigned char>(ch);
+      return (classes_[s.cls][b / 64] >> (b % 64)) & 1;
+    }
+    case Token::Star: --to; return ch != '/';  // stays where it is
+    case Token::DoubleStar: --to; return true;
+  }
+  return false;
+}
+
+// Without a star, a pattern takes one byte per step: the text is matched step by step. With one,
+// by following every way it could match at once: the set of steps the text read so far can have
+// reached, one move per byte of text. Time is steps x text at worst, and as many as the set holds
+// (one or two, mostly) in practice; memory the pattern's length; nothing recurses, so a path a
+// million bytes long (a tree thousands of levels deep) is matched like a short one.
+bool GlobPattern::matches(std::string_view text) const {
+  const size_t n = steps_.size();
+  if (!stars_) {
+    if (text.size() != n) return false;
+    for (size_t i = 0; i < n; ++i) {
+      size_t to = i + 1;
+      if (!takes(steps_[i], text[i], to)) return false;
+    }
+    return true;
+  }
+  // On the stack for any pattern of a sensible length: a path is matched against every rule that
+  // is not indexed (see Filters), and an allocation each was most of the cost.
+  constexpr size_t kOnStack = 128;
+  uint32_t on_stack[3 * kOnStack];
+  std::vector<uint32_t> on_heap;
+  uint32_t* seen = on_stack;  // the move (from 1) at which each step last joined a set
+  if (n + 1 > kOnStack) {
+    on_heap.resize(3 * (n + 1));
+    seen = on_heap.data();
+  }
+  uint32_t* now = seen + (n + 1);
+  uint32_t* next = now + (n + 1);
+  std::fill(seen, seen + n + 1, 0);
+  uint32_t move = 1;
+  size_t now_size = 0, next_size = 0;
+  auto add = [&](uint32_t* set, size_t& size, size_t step) {
+    if (seen[step] != move) seen[step] = move, set[size++] = uint32_t(step);
+  };
+  // Adds the steps its steps reach without reading: past a star that matches nothing, and past
+  // "**/" at the start of a component (`a/**/b` matches `a/b`, `**/b` matches `b`, neither
+  // matches `xb`). What it adds is looked at in turn, so a run of stars is crossed at once.
+  auto close = [&](uint32_t* set, size_t& size, bool component_start) {
+    for (size_t k = 0; k < size; ++k) {
+      size_t i = set[k];
+      if (i == n || (steps_[i].kind != Token::Star && steps_[i].kind != Token::DoubleStar)) continue;
+      add(set, size, i + 1);
+      if (steps_[i].then_slash && component_start) add(set, size, i + 2);
+    }
+  };
+  add(now, now_size, 0);
+  close(now, now_size, true);
+  for (char ch : text) {
+    ++move;
+    next_size = 0;
+    for (size_t k = 0; k < now_size; ++k) {
+      size_t i = now[k], to = i + 1;
+      if (i < n && takes(steps_[i], ch, to)) add(next, next_size, to);
+    }
+    if (next_size == 0) return false;
+    close(next, next_size, ch == '/');
+    std::swap(now, next);
+    now_size = next_size;
+  }
+  return seen[n] == move;
+}
+
+bool glob_match(std::string_view p, std::string_view text) { return GlobPattern(p).matches(text); }
 
 FilterRule make_rule(bool include, std::string_view pattern) {
   FilterRule rule;
@@ -209,7 +246,7 @@ void Filters::push_back(FilterRule rule) {
   } else if (!rule.anchored && p.size() >= 2 && p[0] == '*' && p[1] == '.' && plain(p.substr(1))) {
     note(suffixes_, p.substr(1), i, rule.dirs_only);
   } else {
-    globs_.push_back({i, longest_literal(p)});
+    globs_.push_back({i, longest_literal(p), GlobPattern(p)});
   }
   rules_.push_back(std::move(rule));
 }
@@ -227,7 +264,7 @@ bool Filters::excluded(std::string_view rel, bool is_dir) const {
     const FilterRule& rule = rules_[glob.rule];
     if (rule.dirs_only && !is_dir) continue;
     std::string_view text = rule.anchored ? rel : name;
-    if (text.find(glob.needle) != std::string_view::npos && glob_match(rule.pattern, text)) return !rule.include;
+    if (text.find(glob.needle) != std::string_view::npos && glob.pattern.matches(text)) return !rule.include;
   }
   return best != kNone && !rules_[best].include;
 }

@@ -3,6 +3,7 @@
 // '**' crosses '/'; the first rule that matches decides.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -23,6 +24,28 @@ FilterRule make_rule(bool include, std::string_view pattern);
 
 // Glob match: '*' and '?' do not cross '/', '**' does, '[...]' classes, '\' escapes.
 bool glob_match(std::string_view pattern, std::string_view text);
+
+// A glob parsed once, to be matched against many texts as glob_match() matches it.
+class GlobPattern {
+ public:
+  explicit GlobPattern(std::string_view pattern);
+  bool matches(std::string_view text) const;
+
+ private:
+  struct Step {
+    uint8_t kind;  // a Token::Kind (filter.cpp)
+    char c;        // Literal: the byte
+    bool then_slash;  // DoubleStar followed by '/'
+    uint32_t cls;     // Class: its index in classes_
+  };
+  using Bytes = std::array<uint64_t, 4>;  // a bitmap of the 256 byte values
+  // Whether `s` takes `ch`; `to` (the next step) is moved back to `s` itself for a star.
+  bool takes(const Step& s, char ch, size_t& to) const;
+
+  std::vector<Step> steps_;
+  std::vector<Bytes> classes_;
+  bool stars_ = false;
+};
 
 // True when `rel` (relative to SRC, no leading '/') is excluded by the rules, tried one by one.
 bool is_excluded(const std::vector<FilterRule>& rules, std::string_view rel, bool is_dir);
@@ -76,6 +99,7 @@ class Filters {
   struct Glob {
     uint32_t rule;
     std::string needle;  // the pattern's longest run of plain characters: no match without it
+    GlobPattern pattern;
   };
   std::vector<Glob> globs_;  // the other rules, in order
 };

@@ -182,6 +182,34 @@ TEST(GlobMatch, ManyStarsOnALongNonMatchingNameStayFast) {
   EXPECT_TRUE(glob_match("*a*a*a*a*a*a*b", name + "b"));
 }
 
+// Filters parse each glob once and match it against every path of the walk: a parsed pattern
+// answers each text as glob_match() does, whatever it answered before, with and without stars,
+// and past the length its sets fit in on the stack.
+TEST(GlobPattern, OneParsedPatternAnswersManyTextsAsGlobMatchDoes) {
+  const std::string long_class = std::string(150, 'a') + "[0-9]*" + std::string(150, 'b');
+  const std::vector<std::string> patterns{"file[0-9][0-9]7[a-c].dat", "file*7x", "src/**/b", "[!.]*.[oa]",
+                                          long_class, std::string(200, '?')};
+  const std::vector<std::string> texts{"file017b.dat", "file017d.dat", "file1237x", "file/7x", "src/b",
+                                       "src/x/y/b",     "src/ab",        "main.o",    ".hidden.a",
+                                       std::string(150, 'a') + "5" + std::string(150, 'b'),
+                                       std::string(150, 'a') + "x" + std::string(150, 'b'),
+                                       std::string(200, 'z'), std::string(199, 'z'), ""};
+  int matched = 0;
+  for (const std::string& p : patterns) {
+    GlobPattern parsed(p);
+    for (int round = 0; round < 2; ++round) {
+      for (const std::string& t : texts) {
+        EXPECT_EQ(parsed.matches(t), glob_match(p, t)) << p << " against " << t;
+        matched += parsed.matches(t);
+      }
+    }
+  }
+  EXPECT_EQ(matched, 2 * 7);
+  EXPECT_TRUE(GlobPattern("file[0-9][0-9]7[a-c].dat").matches("file017b.dat"));
+  EXPECT_FALSE(GlobPattern("file[0-9][0-9]7[a-c].dat").matches("file017b.dats"));
+  EXPECT_TRUE(GlobPattern(long_class).matches(std::string(150, 'a') + "5xyz" + std::string(150, 'b')));
+}
+
 // ---- make_rule -----------------------------------------------------------------------------
 
 TEST(MakeRule, TrailingSlashMeansDirectoriesOnlyAndIsStripped) {
