@@ -195,7 +195,28 @@ std::string path_of(const DirNode* dir, bool as_in_dst) {
 
 }  // namespace
 
-std::string Walker::rel_path(const DirNode* dir) const { return path_of(dir, false); }
+// Built from the path asked for last when `dir` is below that one's directory: batches go out for
+// a directory below the last one's, and in a chain thousands of levels deep, a file in each, a
+// path from the root each was a pointer chased per level: 55% of a 20,000-level copy's time.
+std::string Walker::rel_path(const DirNode* dir) const {
+  if (last_path_dir_ && dir) {
+    std::vector<const std::string*> below;
+    const DirNode* d = dir;
+    for (; d != last_path_dir_ && d->parent && d->path_len > last_path_dir_->path_len; d = d->parent)
+      below.push_back(&d->name);
+    if (d == last_path_dir_) {
+      for (auto it = below.rbegin(); it != below.rend(); ++it) {
+        if (!last_path_.empty()) last_path_.push_back('/');
+        last_path_ += **it;
+      }
+      last_path_dir_ = dir;
+      return last_path_;
+    }
+  }
+  last_path_ = path_of(dir, false);
+  last_path_dir_ = dir;
+  return last_path_;
+}
 
 std::string Walker::rel_path(const DirNode* dir, const std::string& name) const {
   std::string rel = rel_path(dir);
@@ -398,8 +419,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   if (err || !ev.detail.empty()) {
     // Not a walk error: SRC was read. Unlisted, the directory is not entered by --delete either.
     ev.err = err;
-    live_.erase(node);
-    delete node;
+    free_node(node);
     release(frame.node);
     dents_pos_ = dents_len_ = 0;
     return ev;
@@ -733,8 +753,13 @@ void Walker::finish_dir(DirNode* dir) {
     if (parent && !parent_open && parent->dst) defer_dst(parent);
   }
   if (dir->deferred_fd) --deferred_fds_;
-  live_.erase(dir);
-  delete dir;
+  free_node(dir);
+}
+
+void Walker::free_node(DirNode* node) {
+  if (node == last_path_dir_) last_path_dir_ = nullptr;
+  live_.erase(node);
+  delete node;
 }
 
 int Walker::apply_dir_metadata(DirNode* dir, DirTrouble& trouble) {

@@ -116,6 +116,7 @@ class Walker {
   std::optional<WalkEvent> next();
   // One pending job (or subdirectory) of `dir` is over; finishes directories that are complete.
   void release(DirNode* dir);
+  void free_node(DirNode* node);  // and forgets it as rel_path()'s last
   // True when next() has nothing more to give: no event waiting, every level listed to the end and
   // its subdirectories entered (a level still being listed may have more).
   bool exhausted() const;
@@ -181,6 +182,9 @@ class Walker {
   uint64_t staged_count_ = 0;
   std::vector<std::unique_ptr<Frame>> stack_;
   std::unordered_set<DirNode*> live_;  // every node not yet finished: freed if the walk is abandoned
+  // The path rel_path() gave last, and whose it is: the next is built from it when below it.
+  mutable const DirNode* last_path_dir_ = nullptr;
+  mutable std::string last_path_;
   // getdents64 buffer of the directory being listed: left uninitialised, so that only the part
   // listings fill is ever touched (a page fault costs ~20 µs on a VM).
   std::unique_ptr<char[]> dents_;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <string>
@@ -158,6 +159,40 @@ TEST_F(WalkerTest, EveryNonDirectoryIsOneEntryAndEveryDirectoryOneDirEvent) {
   for (DirNode* d : r.held) w->release(d);
   EXPECT_TRUE(w->finished());
   EXPECT_TRUE(dir_errors.empty());
+}
+
+// rel_path() builds a path from the one it gave last when the directory is below that one's (a
+// chain thousands of levels deep): asked in any order, for directories above, below, beside or the
+// same as the last, and after the last one's node is freed, it gives each directory's own path.
+TEST_F(WalkerTest, DirectoryPathsAreRightInWhateverOrderTheyAreAsked) {
+  for (const char* f : {"a/b/c/f", "a/b/cc/f", "a/bb/f", "a/f", "ab/c/f", "x/y/z/w/f"}) {
+    std::string dir = std::filesystem::path(f).parent_path();
+    std::filesystem::create_directories(src + "/" + dir);
+    file_src(f);
+  }
+  auto w = make_walker();
+  std::vector<std::pair<DirNode*, std::string>> dirs;  // each entry's directory and its path
+  while (auto ev = w->next()) {
+    if (ev->type == WalkEvent::Type::Dir) continue;
+    ASSERT_EQ(ev->type, WalkEvent::Type::Entry) << ev->name;
+    dirs.emplace_back(ev->dir, std::filesystem::path(w->rel_path(ev->dir, ev->name)).parent_path());
+  }
+  ASSERT_EQ(dirs.size(), 6u);
+  std::vector<std::pair<const DirNode*, std::string>> asked;
+  for (auto& [dir, path] : dirs) {  // each with every directory above it, deepest first and last
+    std::string p = path;
+    for (const DirNode* d = dir; d; d = d->parent, p = std::filesystem::path(p).parent_path()) asked.emplace_back(d, p);
+    asked.emplace_back(dir, path);
+  }
+  std::vector<std::pair<const DirNode*, std::string>> reversed(asked.rbegin(), asked.rend());
+  for (auto* order : {&asked, &reversed})
+    for (auto& [dir, path] : *order) EXPECT_EQ(w->rel_path(dir), path);
+  // Freed, the last one asked for is not built on: the others are asked again after it.
+  EXPECT_EQ(w->rel_path(dirs[0].first), dirs[0].second);
+  w->release(dirs[0].first);
+  for (size_t i = 1; i < dirs.size(); ++i) EXPECT_EQ(w->rel_path(dirs[i].first), dirs[i].second);
+  for (size_t i = 1; i < dirs.size(); ++i) w->release(dirs[i].first);
+  EXPECT_TRUE(w->finished());
 }
 
 TEST_F(WalkerTest, DestinationDirectoriesAreCreatedAsTheWalkEntersThem) {
