@@ -269,7 +269,7 @@ class Runner {
   void report_error(const std::string& line, const std::string& rel, const std::string& reason);
   void warning(const std::string& rel, const std::string& text);
   void vanished(const JobInfo& info, Vanished what);
-  DirNode* gone_dir(DirNode* dir) const;
+  std::pair<DirNode*, bool> gone_dir(DirNode* dir) const;
   int say(const std::string& line);  // stderr, above the bar; 0 or the errno of a failed write
   int write_watching(int fd, std::string_view text, bool pipe);
   // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
@@ -490,30 +490,33 @@ void Runner::report_error(const std::string& line, const std::string& path, cons
 
 // An entry the walk listed but a worker found gone from SRC, or whose directory it found gone or no
 // longer a directory: told once, for the directory that went (see gone_dir), not for every entry
-// and subdirectory in it. A directory gone is a warning; one that changed type, an error.
+// and subdirectory in it. A directory gone is a warning; one that a file or a link replaced, an
+// error, also when the worker found nothing there and the file came after.
 void Runner::vanished(const JobInfo& info, Vanished what) {
   if (what == Vanished::Entry) return warning(rel(info), kVanishedEntry);
   if (std::exchange(info.dir->vanish_told, true)) return;
-  DirNode* dir = gone_dir(info.dir);
+  auto [dir, replaced] = gone_dir(info.dir);
   if (dir != info.dir && std::exchange(dir->vanish_told, true)) return;
   std::string path = walker_->rel_path(dir);
   if (path.empty()) path = ".";
-  if (what == Vanished::DirChanged) return error(path, kChangedType);
+  if (what == Vanished::DirChanged || replaced) return error(path, kChangedType);
   warning(path, kVanishedDir);
 }
 
 // The directory that went, of `dir` and those above it: the highest one no longer a directory in
-// SRC. `dir` itself when none is found now (put back since).
-DirNode* Runner::gone_dir(DirNode* dir) const {
+// SRC, and whether something else has its name now. `dir` itself when none is found now (put back
+// since).
+std::pair<DirNode*, bool> Runner::gone_dir(DirNode* dir) const {
   std::vector<DirNode*> up;
   for (DirNode* d = dir; d->parent; d = d->parent) up.push_back(d);
   const int flags = opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW;
   for (auto d = up.rbegin(); d != up.rend(); ++d) {
     struct stat st;
     bool found = ::fstatat(target_.src_root.get(), walker_->rel_path(*d).c_str(), &st, flags) == 0;
-    if (found ? !S_ISDIR(st.st_mode) : errno == ENOENT || errno == ENOTDIR) return *d;
+    if (found && !S_ISDIR(st.st_mode)) return {*d, true};
+    if (!found && (errno == ENOENT || errno == ENOTDIR)) return {*d, false};
   }
-  return dir;
+  return {dir, false};
 }
 
 void Runner::warning(const std::string& path, const std::string& text) {

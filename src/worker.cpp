@@ -35,16 +35,6 @@ long now_ms() {
   return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-// Directory `to` (a path beneath `root`) opened as open_dir_beneath() opens it; from `last`, the
-// directory at `from` (-1: none), when `to` is below it. A chain thousands of levels deep with a file
-// in each costs a lookup per level between two batches so, not one per level from the root each:
-// 10,000 levels took 10 s, quadratic in the depth.
-int open_below(int root, int last, const std::string& from, const std::string& to, bool follow) {
-  bool below = last >= 0 && to.size() > from.size() && to.starts_with(from) && (from.empty() || to[from.size()] == '/');
-  if (!below) return open_dir_beneath(root, to, follow);
-  return open_dir_beneath(last, std::string_view(to).substr(from.empty() ? 0 : from.size() + 1), follow);
-}
-
 // The source and destination directory of the batch being worked on, reused while batches come
 // from the same directory.
 class DirPair {
@@ -56,33 +46,18 @@ class DirPair {
   // `dst_rel` is where `rel` is in DST, when that differs (a staged directory).
   int open(const std::string& rel, const std::string& dst_rel, const DirFacts& facts) {
     if (open_ && rel == rel_ && dst_rel == dst_rel_) return 0;
-    // The last batch's directories stay open until these are: a directory below them is opened
-    // from them (see open_below).
-    UniqueFd last_src = std::move(src_), last_dst = std::move(dst_);
-    const bool was_open = std::exchange(open_, false);
-    int err = reopen(rel, dst_rel, facts, was_open ? last_src.get() : -1, was_open ? last_dst.get() : -1);
-    copier_.close_later(std::move(last_src));
-    copier_.close_later(std::move(last_dst));
-    return err;
-  }
-  int src() const { return src_.get(); }
-  int dst() const { return dst_.get(); }
-  // Why the last open() failed, if because the source directory (or one above it) is gone or is no
-  // longer a directory.
-  Vanished src_gone() const { return src_gone_; }
-
- private:
-  // open() with the last batch's directories `last_src` and `last_dst` (-1: none).
-  int reopen(const std::string& rel, const std::string& dst_rel, const DirFacts& facts, int last_src, int last_dst) {
+    open_ = false;
     src_gone_ = Vanished::No;
-    int fd = open_below(src_root_, last_src, rel_, rel, opt_.dereference);
+    copier_.close_later(std::move(src_));
+    copier_.close_later(std::move(dst_));
+    int fd = open_dir_beneath(src_root_, rel, opt_.dereference);
     if (fd == -ENOENT) src_gone_ = Vanished::Dir;
     if (fd == -ENOTDIR || (fd == -ELOOP && !opt_.dereference)) src_gone_ = Vanished::DirChanged;
     if (fd < 0) return -fd;
     src_.reset(fd);
     if (dst_root_ >= 0) {
       const std::string& in_dst = dst_rel.empty() ? rel : dst_rel;
-      fd = open_below(dst_root_, last_dst, dst_rel_.empty() ? rel_ : dst_rel_, in_dst, false);
+      fd = open_dir_beneath(dst_root_, in_dst, false);
       // A dry run's directory may not exist yet, or be a file or a link the real run would replace,
       // or one of the user's that the real run would open up (needs_opening_up), which the dry
       // run may not open or search: unseen, its files are listed as new.
@@ -103,7 +78,13 @@ class DirPair {
     copier_.set_dir_rel(rel);
     return 0;
   }
+  int src() const { return src_.get(); }
+  int dst() const { return dst_.get(); }
+  // Why the last open() failed, if because the source directory (or one above it) is gone or is no
+  // longer a directory.
+  Vanished src_gone() const { return src_gone_; }
 
+ private:
   const Options& opt_;
   int src_root_, dst_root_;
   std::string rel_, dst_rel_;

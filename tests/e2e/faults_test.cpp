@@ -1228,6 +1228,49 @@ TEST_P(FaultsByJobs, ADirectoryReplacedByAFileOrALinkDuringTheRunIsOneError) {
   EXPECT_EQ(joined(temporaries(dst)), "") << "temporaries left behind";
 }
 
+// The same once a worker is in the directory (WWW): the next batch below it is looked up from
+// SRC's root again, not through the directory the worker holds, so the file that replaced it is
+// found, and nothing is copied from where the directory went. And a directory of DST moved away
+// meanwhile is not written into where it went: its entries fail, as when it is removed.
+TEST_P(FaultsByJobs, ADirectoryMovedOrReplacedWhileAWorkerIsInItIsNotFollowed) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  if (GetParam() != 1) GTEST_SKIP() << "with one worker the order of the batches is certain";
+  std::string away = tmp / "away";
+  make_dirs(away);
+  for (std::string side : {"src", "dst"}) {
+    std::string src = tmp / (side + "-src"), to = tmp / (side + "-dst"), fifo = tmp / (side + "-gate");
+    make_dirs(src + "/d/e/h");
+    write_file(src + "/d/gate.txt", "the worker taking this waits until the test opens the gate\n");
+    write_file(src + "/d/e/g", "below the directory replaced\n");
+    write_file(src + "/d/e/h/i", "further below\n");
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    AsyncPcopy p({jobs(), src, to}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+    // The leaf h is staged once listed: the walk has seen every entry, the worker waits in d.
+    ASSERT_TRUE(poll_until(Clock::now() + 60s, [&] { return temporaries_in(to + "/d/e").size() == 1 || !p.running(); }) &&
+                p.running())
+        << describe(p.wait());
+    if (side == "src") {
+      ASSERT_EQ(::rename((src + "/d").c_str(), (away + "/d").c_str()), 0);
+      write_file(src + "/d", "a file now\n");
+    } else {
+      ASSERT_EQ(::rename((to + "/d").c_str(), (away + "/d-copy").c_str()), 0);
+    }
+    ASSERT_TRUE(open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); })) << describe(p.wait());
+    RunResult r = p.wait();
+    EXPECT_EQ(r.status, 1) << side << "\n" << describe(r);
+    if (side == "src") {
+      EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'd': file changed type as we read it")) << describe(r);
+      EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 1u) << describe(r);
+      EXPECT_FALSE(exists(to + "/d/e/g")) << "copied from where the directory went";
+    } else {
+      EXPECT_FALSE(exists(away + "/d-copy/e/g")) << "written where DST's directory went";
+      EXPECT_FALSE(exists(away + "/d-copy/e/h/i")) << "written where DST's directory went";
+    }
+  }
+}
+
 // Job control: a stop signal to the parent (a terminal's Ctrl-Z is SIGTSTP to the foreground
 // process group, and the workers have groups of their own) stops the workers and then the parent,
 // by that signal, so that a shell sees the job stopped; nothing is written meanwhile. SIGCONT (`fg`,
