@@ -1221,7 +1221,10 @@ TEST_P(FaultsByJobs, ADirectoryReplacedByAFileOrALinkDuringTheRunIsOneError) {
   EXPECT_EQ(count_lines_containing(r.err, "cannot copy"), 2u) << describe(r);
   auto report = nlohmann::json::parse(r.out);
   EXPECT_EQ(report.at("errors").size(), 2u) << r.out;
-  EXPECT_EQ(report.at("warnings").size(), 0u) << r.out;
+  // The walk may not have read the end of d/e's listing when d went (a staged directory is made
+  // once its entries are read): d/e is then a directory that vanished while listed, as it did.
+  for (auto& w : report.at("warnings"))
+    EXPECT_EQ(w.at("reason"), "vanished from SRC before everything in it was copied") << r.out;
   EXPECT_EQ(read_file(dst + "/c/kept.txt"), "copied after the rest changed");
   EXPECT_EQ(list_tree(dst + "/b"), std::vector<std::string>{});
   EXPECT_EQ(list_tree(dst + "/d"), std::vector<std::string>{"e"}) << "what the link leads to was copied";
@@ -1247,9 +1250,16 @@ TEST_P(FaultsByJobs, ADirectoryMovedOrReplacedWhileAWorkerIsInItIsNotFollowed) {
     write_file(src + "/d/e/h/i", "further below\n");
     ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
     AsyncPcopy p({jobs(), src, to}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
-    // The leaf h is staged once listed: the walk has seen every entry, the worker waits in d.
+    // The leaf h is staged once listed: the walk has seen every entry. The worker is in d once it
+    // waits at the gate (ENXIO until then), and stays there while the writer's end is held open.
     ASSERT_TRUE(poll_until(Clock::now() + 60s, [&] { return temporaries_in(to + "/d/e").size() == 1 || !p.running(); }) &&
                 p.running())
+        << describe(p.wait());
+    UniqueFd gate;
+    ASSERT_TRUE(poll_until(Clock::now() + 60s, [&] {
+      gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+      return gate.valid() || !p.running();
+    }) && p.running())
         << describe(p.wait());
     if (side == "src") {
       ASSERT_EQ(::rename((src + "/d").c_str(), (away + "/d").c_str()), 0);
@@ -1257,7 +1267,7 @@ TEST_P(FaultsByJobs, ADirectoryMovedOrReplacedWhileAWorkerIsInItIsNotFollowed) {
     } else {
       ASSERT_EQ(::rename((to + "/d").c_str(), (away + "/d-copy").c_str()), 0);
     }
-    ASSERT_TRUE(open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); })) << describe(p.wait());
+    gate.reset();
     RunResult r = p.wait();
     EXPECT_EQ(r.status, 1) << side << "\n" << describe(r);
     if (side == "src") {
