@@ -377,11 +377,14 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   errno = open_err;
   if (!unreadable && (!src || ::fstat(src.get(), &ev.st) != 0)) {
     ev.err = errno;
-    if (errno != ENOENT) ++walk_errors_;
-    // O_NOFOLLOW refused a link, or O_DIRECTORY a file, put where the listing had a directory.
+    // O_NOFOLLOW refused a link, or O_DIRECTORY a file, put where the listing had a directory: an
+    // error, but its parent's listing is whole, and --delete does not look into its copy, which
+    // has no listing (as when a worker finds the change).
     if ((errno == ELOOP && !opt_.dereference) || errno == ENOTDIR) {
       ev.err = 0;
       ev.detail = kChangedType;
+    } else if (errno != ENOENT) {
+      ++walk_errors_;
     }
     if (ev.err == ENOENT) gone_from_src(ev, kVanishedEntry);
     return ev;

@@ -241,6 +241,38 @@ TEST_F(Injected, ADirectoryThatIsAFileWhenTheWalkEntersItChangedType) {
   EXPECT_EQ(read_file(dst + "/a/x"), "x\n");
 }
 
+// The same change with --delete: the entries of SRC's root were all listed, so what DST has beside
+// them and SRC does not is still deleted; only the changed directory's copy is not looked into. It
+// counted as SRC not read, and --delete deleted nothing anywhere, which a worker finding the same
+// change did not do.
+TEST_F(Injected, ADirectoryChangedTypeUnderTheWalkLeavesDeleteToTheRest) {
+  make_dirs(src + "/a");
+  make_dirs(src + "/b");
+  write_file(src + "/a/x", "x\n");
+  write_file(src + "/b/y", "y\n");
+  RunResult r = run_pcopy({"-q", src, dst});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  write_file(dst + "/stray", "s\n");
+  write_file(dst + "/a/stray", "s\n");
+  write_file(dst + "/b/old", "o\n");
+  std::vector<std::string> args{"-u", "--delete", src, dst};
+  std::vector<int> n = call_numbers("openat", args, [&](const std::string& line) {
+    return line.find("<" + src + ">, \"b\"") != std::string::npos && line.find("O_DIRECTORY") != std::string::npos;
+  });
+  ASSERT_EQ(n.size(), 1u) << read_file(tmp / "trace");
+  write_file(dst + "/stray", "s\n");
+  write_file(dst + "/a/stray", "s\n");
+  write_file(dst + "/b/old", "o\n");
+  r = injected(fmt::format("openat:error=ENOTDIR:when={}", n[0]), args);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'b': file changed type as we read it")) << describe(r);
+  EXPECT_EQ(r.err.find("--delete deleted nothing"), std::string::npos) << describe(r);
+  EXPECT_FALSE(std::filesystem::exists(dst + "/stray")) << describe(r);
+  EXPECT_FALSE(std::filesystem::exists(dst + "/a/stray")) << describe(r);
+  EXPECT_EQ(read_file(dst + "/b/old"), "o\n");
+  EXPECT_EQ(read_file(dst + "/b/y"), "y\n");
+}
+
 // --delete as an ordinary user: a read-only directory of DST opened up to be emptied, which then
 // cannot be removed (EBUSY: a mount point), stays with the mode it had, 0555, not 0755 (PPP).
 TEST_F(Injected, ADirectoryDeleteCouldNotRemoveKeepsItsMode) {
