@@ -153,7 +153,6 @@ struct LinkGroup {
 struct Signals {
   UniqueFd fd;
   int err = 0;  // of a signalfd that could not be made
-  sigset_t old_mask{};
   sigset_t watched{};  // those read from fd (not those ignored when pcopy started)
 };
 
@@ -180,7 +179,7 @@ Signals watch_signals() {
   ::sigaction(SIGCHLD, &dfl, nullptr);
   sigaddset(&mask, SIGCHLD);
   out.watched = mask;
-  ::sigprocmask(SIG_BLOCK, &mask, &out.old_mask);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);  // to the exit (see the end of Runner::run)
   out.fd.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!out.fd) out.err = errno;
   ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death
@@ -197,7 +196,7 @@ bool ends_the_run(int sig) { return sig != SIGCHLD && !stops_the_run(sig); }
 class Runner {
  public:
   Runner(const Options& o, Target& t, Signals signals)
-      : opt_(o), target_(t), sigfd_(std::move(signals.fd)), old_mask_(signals.old_mask), watched_(signals.watched) {}
+      : opt_(o), target_(t), sigfd_(std::move(signals.fd)), watched_(signals.watched) {}
   int run();
 
  private:
@@ -290,7 +289,6 @@ class Runner {
   std::optional<Walker> walker_;
   std::optional<Pool> pool_;
   UniqueFd sigfd_;
-  sigset_t old_mask_{};
   sigset_t watched_{};  // the signals read from sigfd_ (not those ignored when pcopy started)
 
   std::unordered_map<uint64_t, JobInfo> jobs_;  // every job not yet answered: queued or sent
@@ -2011,12 +2009,12 @@ int Runner::finish() {
     if (opt_.dst.empty()) line += fmt::format(" into '{}'", display_path(target_.dst_display));
     say(line);
   }
-  // Signals stay blocked until the report is out: a second Ctrl-C, or `timeout` signalling both pcopy
-  // and its process group, must not kill it half-way through. Those that came meanwhile are dropped.
+  // Signals stay blocked to the exit: a second Ctrl-C, or `timeout` signalling both pcopy and its
+  // process group, must not kill it half-way through the report, nor after it, which would end pcopy
+  // with another status than the one the report gave. Those that came meanwhile are dropped.
   signalfd_siginfo si;
   while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
   }
-  ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
   return stats_.exit_status;
 }
 

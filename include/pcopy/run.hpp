@@ -14,6 +14,9 @@ namespace pcopy {
 inline constexpr int kEndingSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM};
 inline constexpr int kStopSignals[] = {SIGTSTP, SIGTTIN, SIGTTOU};
 
+// Made for a process that exits when it returns: the umask, the limit on open files and the
+// signals' dispositions are changed, and the signals above are left blocked, so that none that
+// comes after the report can end pcopy with another status than the one it gave.
 int run(const Options& options);
 
 }  // namespace pcopy

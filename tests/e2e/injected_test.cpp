@@ -273,6 +273,36 @@ TEST_F(Injected, ADirectoryChangedTypeUnderTheWalkLeavesDeleteToTheRest) {
   EXPECT_EQ(read_file(dst + "/b/y"), "y\n");
 }
 
+// A signal between the report and the exit (UUU) ended pcopy by it, status 143, after --json had
+// said 0: the signals were unblocked once the report was out. They stay blocked to the exit now,
+// and one that comes so late is dropped with those that came while the report was written.
+TEST_F(Injected, ASignalAfterTheReportDoesNotChangeTheStatusItGave) {
+  make_dirs(src);
+  write_file(src + "/a", "a\n");
+  std::vector<std::string> args{"--json", "-q", src, dst};
+  std::string trace = tmp / "trace";
+  std::vector<std::string> argv{"strace", "-qq", "-o", trace, pcopy_bin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  RunResult r = run(argv, traced({}));
+  ASSERT_EQ(r.status, 0) << describe(r);
+  // The parent's last call before exit_group, and which of the calls of its name it is.
+  std::vector<std::string> calls;
+  for (const std::string& line : lines_of(read_file(trace))) {
+    size_t paren = line.find('(');
+    if (paren != std::string::npos && !line.starts_with("+++")) calls.push_back(line.substr(0, paren));
+  }
+  ASSERT_GE(calls.size(), 2u);
+  ASSERT_EQ(calls.back(), "exit_group") << read_file(trace);
+  const std::string last = calls[calls.size() - 2];
+  long when = std::count(calls.begin(), calls.end() - 1, last);
+  std::filesystem::remove_all(dst);
+  r = injected(fmt::format("{}:signal=SIGTERM:when={}", last, when), args);
+  EXPECT_EQ(r.status, 0) << last << " #" << when << "\n" << describe(r);
+  nlohmann::json report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["exit_status"], 0) << r.out;
+  EXPECT_EQ(read_file(dst + "/a"), "a\n");
+}
+
 // --delete as an ordinary user: a read-only directory of DST opened up to be emptied, which then
 // cannot be removed (EBUSY: a mount point), stays with the mode it had, 0555, not 0755 (PPP).
 TEST_F(Injected, ADirectoryDeleteCouldNotRemoveKeepsItsMode) {
