@@ -386,7 +386,13 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
     } else if (errno != ENOENT) {
       ++walk_errors_;
     }
-    if (ev.err == ENOENT) gone_from_src(ev, kVanishedEntry);
+    if (struct stat l; ev.err == ENOENT && opt_.dereference &&
+                       ::fstatat(frame.src.get(), name.c_str(), &l, AT_SYMLINK_NOFOLLOW) == 0) {
+      ev.err = 0;
+      ev.detail = kDanglingLink;  // -L: the link is there, its directory went
+    } else if (ev.err == ENOENT) {
+      gone_from_src(ev, kVanishedEntry);
+    }
     return ev;
   }
   if (opt_.dereference) {

@@ -241,6 +241,28 @@ TEST_F(Injected, ADirectoryThatIsAFileWhenTheWalkEntersItChangedType) {
   EXPECT_EQ(read_file(dst + "/a/x"), "x\n");
 }
 
+// -L: a link to a directory whose target goes between the walk's stat and its open (ENOENT for
+// the open) is a link to nothing, an error as for one the walk finds so; it was taken for a
+// directory gone from SRC, a warning, status 0, though SRC still had the link (WWW).
+TEST_F(Injected, ALinkWhoseDirectoryGoesAsTheWalkEntersItPointsToNothing) {
+  make_dirs(src);
+  make_dirs(tmp / "target");
+  write_file(tmp / "target/t", "t\n");
+  write_file(src + "/a", "a\n");
+  ASSERT_EQ(::symlink((tmp / "target").c_str(), (src + "/b").c_str()), 0);
+  std::vector<std::string> args{"-L", src, dst};
+  std::vector<int> n = call_numbers("openat", args, [&](const std::string& line) {
+    return line.find("<" + src + ">, \"b\"") != std::string::npos && line.find("O_DIRECTORY") != std::string::npos;
+  });
+  ASSERT_EQ(n.size(), 1u) << read_file(tmp / "trace");
+  std::filesystem::remove_all(dst);
+  RunResult r = injected(fmt::format("openat:error=ENOENT:when={}", n[0]), args);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'b': symbolic link points to nothing")) << describe(r);
+  EXPECT_EQ(r.err.find("vanished"), std::string::npos) << describe(r);
+  EXPECT_EQ(read_file(dst + "/a"), "a\n");
+}
+
 // The same change with --delete: the entries of SRC's root were all listed, so what DST has beside
 // them and SRC does not is still deleted; only the changed directory's copy is not looked into. It
 // counted as SRC not read, and --delete deleted nothing anywhere, which a worker finding the same
