@@ -33,6 +33,15 @@ unsigned online_cpus() {
   return n < 1 ? 1u : static_cast<unsigned>(std::min(n, 1024L));
 }
 
+// A pattern that cannot mean what it says (a class of an unknown name, `[[:digt:]]`) is refused:
+// read as rsync reads it, it would match nothing, and --delete would remove what it was to keep.
+void add_checked_filter(Options& o, bool include, std::string_view pattern, const std::string& option,
+                        const std::string& where = {}) {
+  if (std::string problem = glob_problem(pattern); !problem.empty())
+    throw CLI::ValidationError(option, fmt::format("'{}'{}: {}", display_path(pattern), where, problem));
+  add_filter(o.filters, include, pattern);
+}
+
 void add_filter_file(Options& o, const std::string& given) {
   const std::string file = given == "-" ? "/dev/stdin" : given;  // as rsync reads "-"
   // `--exclude-from /dev/stdin` with stdin closed: no patterns, and --delete would remove what
@@ -45,17 +54,20 @@ void add_filter_file(Options& o, const std::string& given) {
     int err = errno;
     throw CLI::ValidationError("--exclude-from", "cannot read '" + display_path(given) + "': " + errno_text(err));
   }
+  size_t number = 0;
   for (std::string line; std::getline(in, line);) {
+    ++number;
     if (line.ends_with('\r')) line.pop_back();  // Windows line ends, as rsync reads them
     if (line.empty() || line.front() == '#' || line.front() == ';') continue;
     if (line == "!") {  // as in rsync: the rules so far are dropped
       o.filters.clear();
       continue;
     }
+    const std::string where = fmt::format(" (line {} of '{}')", number, display_path(given));
     if (line.size() > 2 && (line.starts_with("+ ") || line.starts_with("- "))) {
-      add_filter(o.filters, line[0] == '+', std::string_view(line).substr(2));
+      add_checked_filter(o, line[0] == '+', std::string_view(line).substr(2), "--exclude-from", where);
     } else {
-      add_filter(o.filters, false, line);
+      add_checked_filter(o, false, line, "--exclude-from", where);
     }
   }
 }
@@ -115,13 +127,13 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
   app.add_flag("--delete", o.delete_extraneous, "Remove destination entries that are not in SRC")
       ->group(selection);
   app.add_option_function<std::string>(
-         "--exclude", [&o](const std::string& p) { add_filter(o.filters, false, p); },
+         "--exclude", [&o](const std::string& p) { add_checked_filter(o, false, p, "--exclude"); },
          "Skip paths matching the glob PAT")
       ->type_name("PAT")
       ->trigger_on_parse()
       ->group(selection);
   app.add_option_function<std::string>(
-         "--include", [&o](const std::string& p) { add_filter(o.filters, true, p); },
+         "--include", [&o](const std::string& p) { add_checked_filter(o, true, p, "--include"); },
          "Keep paths matching PAT (first matching rule wins)")
       ->type_name("PAT")
       ->trigger_on_parse()

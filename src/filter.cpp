@@ -2,20 +2,62 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace pcopy {
 namespace {
 
+// The POSIX classes of a bracket expression, `[:digit:]` in `[[:digit:]]`, as the C locale has
+// them (as rsync, the shell and .gitignore read them): bytes above 127 are in none.
+constexpr bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+constexpr bool is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+constexpr bool is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
+constexpr bool is_alnum(unsigned char c) { return is_digit(c) || is_upper(c) || is_lower(c); }
+constexpr bool is_graph(unsigned char c) { return c > ' ' && c < 127; }
+constexpr std::pair<std::string_view, bool (*)(unsigned char)> kCharClasses[] = {
+    {"alnum", is_alnum},
+    {"alpha", [](unsigned char c) { return is_upper(c) || is_lower(c); }},
+    {"blank", [](unsigned char c) { return c == ' ' || c == '\t'; }},
+    {"cntrl", [](unsigned char c) { return c < ' ' || c == 127; }},
+    {"digit", is_digit},
+    {"graph", is_graph},
+    {"lower", is_lower},
+    {"print", [](unsigned char c) { return c == ' ' || is_graph(c); }},
+    {"punct", [](unsigned char c) { return is_graph(c) && !is_alnum(c); }},
+    {"space", [](unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }},
+    {"upper", is_upper},
+    {"xdigit", [](unsigned char c) { return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }},
+};
+
+// At `i` in `p`, a class's name between "[:" and ":]": the position of its closing ']', or npos.
+size_t class_end(std::string_view p, size_t i) {
+  if (i + 1 >= p.size() || p[i] != '[' || p[i + 1] != ':') return std::string_view::npos;
+  size_t end = p.find(":]", i + 2);
+  return end == std::string_view::npos ? end : end + 1;
+}
+
 // Matches one bracket expression at the start of `p` against `c`. On return `p` is past the ']'.
-// A '[' without its ']' is a literal.
-bool match_class(std::string_view& p, char c, bool& ok) {
+// A '[' without its ']' is a literal. A class of an unknown name matches nothing (as in rsync):
+// glob_problem() names it for the command line to refuse: its name is put in `*unknown`.
+bool match_class(std::string_view& p, char c, bool& ok, std::string_view* unknown = nullptr) {
   size_t i = 1;
   bool negate = i < p.size() && (p[i] == '!' || p[i] == '^');
   if (negate) ++i;
   size_t first = i;
   bool hit = false;
   for (; i < p.size() && (p[i] != ']' || i == first); ++i) {
+    if (size_t end = class_end(p, i); end != std::string_view::npos) {
+      std::string_view name = p.substr(i + 2, end - 1 - (i + 2));
+      bool named = false;
+      for (const auto& [known, in] : kCharClasses) {
+        named = named || name == known;
+        hit = hit || (name == known && in(static_cast<unsigned char>(c)));
+      }
+      if (!named && unknown && unknown->empty()) *unknown = name;
+      i = end;
+      continue;
+    }
     char lo = p[i];
     if (lo == '\\' && i + 1 < p.size()) lo = p[++i];
     char hi = lo;
@@ -157,6 +199,18 @@ bool GlobPattern::matches(std::string_view text) const {
 }
 
 bool glob_match(std::string_view p, std::string_view text) { return GlobPattern(p).matches(text); }
+
+std::string glob_problem(std::string_view p) {
+  for (size_t i = 0; i < p.size();) {
+    Token t = token_at(p, i);
+    std::string_view bracket = p.substr(i), unknown;
+    bool ok = false;
+    if (t.kind == Token::Class && match_class(bracket, 'x', ok, &unknown) && !unknown.empty())
+      return "unknown character class '[:" + std::string(unknown) + ":]'";
+    i = t.next;
+  }
+  return {};
+}
 
 FilterRule make_rule(bool include, std::string_view pattern) {
   FilterRule rule;

@@ -22,8 +22,12 @@ struct FilterRule {
 
 FilterRule make_rule(bool include, std::string_view pattern);
 
-// Glob match: '*' and '?' do not cross '/', '**' does, '[...]' classes, '\' escapes.
+// Glob match: '*' and '?' do not cross '/', '**' does, '[...]' classes (with POSIX's `[:digit:]`
+// and the like inside), '\' escapes.
 bool glob_match(std::string_view pattern, std::string_view text);
+
+// Why `pattern` cannot mean what it says (a class of an unknown name), or empty.
+std::string glob_problem(std::string_view pattern);
 
 // A glob parsed once, to be matched against many texts as glob_match() matches it.
 class GlobPattern {

@@ -1959,6 +1959,36 @@ TEST_F(Filters, RsyncsTripleStarStdinDashAndBangLineWork) {
   EXPECT_EQ(copy_filtered({"--exclude-from", "-"}, from_stdin), only_src);
 }
 
+// POSIX classes in brackets, as rsync, the shell and .gitignore read them (YYY): `[[:digit:]]` was
+// the bracket `[[:digit:]` and a ']', so the rotated log was copied, and --delete removed the
+// snapshot DST alone had, which the rule was to keep. A class of an unknown name is refused:
+// matching nothing, as in rsync, it would have done the same.
+TEST_F(Filters, PosixClassesInBracketsAreUnderstoodAndUnknownOnesRefused) {
+  make_dirs(src + "/Build7");
+  for (auto rel : {"app.log", "app.log.1", "app.log.x", "Build7/out", "b7"}) write_file(src + "/" + rel, rel);
+  make_dirs(dst + "/snap1");
+  write_file(dst + "/snap1/kept", "k");
+  std::vector<std::string> expected{"app.log", "app.log.x", "b7", "snap1", "snap1/kept"};
+  EXPECT_EQ(copy_filtered({"--delete", "--exclude", "*.[[:digit:]]", "--exclude", "snap[[:digit:]]", "--exclude",
+                           "[[:upper:]]*[![:alpha:][:space:]]"}),
+            expected);
+  std::string rules = tmp / "rules";
+  write_file(rules, "+ *.log\n- [[:digt:]]\n");
+  for (const std::vector<std::string>& given :
+       {std::vector<std::string>{"--exclude", "x[[:Digit:]]"}, {"--include=[[:foo:]]"}, {"--exclude-from", rules}}) {
+    std::vector<std::string> args = given;
+    args.insert(args.end(), {src, tmp / "other"});
+    RunResult r = run_pcopy(args);
+    EXPECT_EQ(r.status, 2) << describe(r);
+    EXPECT_NE(r.err.find("unknown character class"), std::string::npos) << describe(r);
+    EXPECT_FALSE(exists(tmp / "other")) << describe(r);
+  }
+  RunResult r = run_pcopy({"--exclude-from", rules, src, tmp / "other"});
+  EXPECT_TRUE(has_line(r.err, fmt::format("pcopy: --exclude-from: '[[:digt:]]' (line 2 of '{}'): unknown character "
+                                          "class '[:digt:]'", rules)))
+      << describe(r);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Dry run.
 

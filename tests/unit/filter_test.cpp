@@ -162,6 +162,38 @@ TEST(GlobMatch, BackslashEscapesTheNextCharacter) {
   EXPECT_TRUE(glob_match("[\\]]", "]"));
 }
 
+TEST(GlobMatch, PosixClassesInsideBracketsAreTheCLocales) {
+  EXPECT_TRUE(glob_match("[[:digit:]]", "7"));
+  EXPECT_FALSE(glob_match("[[:digit:]]", "d"));
+  EXPECT_FALSE(glob_match("[[:digit:]]", "]"));
+  EXPECT_TRUE(glob_match("[![:digit:]]", "d"));
+  EXPECT_FALSE(glob_match("[^[:digit:]]", "7"));
+  EXPECT_TRUE(glob_match("x[[:upper:]_[:digit:]]", "x_"));
+  EXPECT_TRUE(glob_match("x[[:upper:]_[:digit:]]", "xQ"));
+  EXPECT_FALSE(glob_match("x[[:upper:]_[:digit:]]", "xq"));
+  EXPECT_TRUE(glob_match("*.[[:alpha:]][[:alnum:]]", "a.c9"));
+  EXPECT_TRUE(glob_match("[[:space:]]", "\t"));
+  EXPECT_FALSE(glob_match("[[:blank:]]", "\n"));
+  EXPECT_TRUE(glob_match("[[:xdigit:]]", "F"));
+  EXPECT_FALSE(glob_match("[[:xdigit:]]", "g"));
+  EXPECT_TRUE(glob_match("[[:punct:]]", "-"));
+  EXPECT_FALSE(glob_match("[[:punct:]]", "/"));  // a class never takes the separator
+  EXPECT_TRUE(glob_match("[[:cntrl:]]", "\x7f"));
+  EXPECT_FALSE(glob_match("[[:alpha:]]", "\xc3"));  // bytes above 127 are in no class
+  EXPECT_TRUE(glob_match("[[:alpha:]]]", "a]"));
+  EXPECT_FALSE(glob_match("[[:nosuch:]]", "n"));  // matches nothing, as in rsync
+}
+
+TEST(GlobProblem, NamesAClassOfAnUnknownNameOnly) {
+  EXPECT_EQ(glob_problem("*.[[:digit:]]"), "");
+  EXPECT_EQ(glob_problem("[:digt:]"), "");  // the bytes ':', 'd', 'i', 'g', 't', as in the shell
+  EXPECT_EQ(glob_problem("\\[[[:digt:]]"), "unknown character class '[:digt:]'");
+  EXPECT_EQ(glob_problem("a[x[:Alpha:]]"), "unknown character class '[:Alpha:]'");
+  EXPECT_EQ(glob_problem("\\[[:digt:]]"), "");     // an escaped '[': the bytes again
+  EXPECT_EQ(glob_problem("[\\[:digt:]]"), "");     // '[' escaped inside the bracket
+  EXPECT_EQ(glob_problem("[[:digt:]"), "");         // no bracket: a literal '[', then the bytes
+}
+
 TEST(GlobMatch, HighBytesAreMatchedAsBytes) {
   EXPECT_TRUE(glob_match("caf\xc3\xa9", "caf\xc3\xa9"));
   EXPECT_TRUE(glob_match("*\xff", "abc\xff"));
