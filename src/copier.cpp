@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -561,8 +562,15 @@ bool chunking_helps(int dst_dir, const Options& options) {
   return chunking_helps_on(local_type(type), in_memory_type(type), options);
 }
 
-bool ends_batch(const Result& r, const Options& options) {
-  return r.outcome == Outcome::Failed && r.vanished == Vanished::No && (fails_everything(r.err) || options.fail_fast);
+bool fails_all(int err, int dst_root) {
+  struct statvfs fs;
+  if (err == EROFS && dst_root >= 0 && ::fstatvfs(dst_root, &fs) == 0 && !(fs.f_flag & ST_RDONLY)) return false;
+  return fails_everything(err);
+}
+
+bool ends_batch(const Result& r, const Options& options, int dst_root) {
+  return r.outcome == Outcome::Failed && r.vanished == Vanished::No &&
+         (fails_all(r.err, dst_root) || options.fail_fast);
 }
 
 Copier::~Copier() {
@@ -1714,7 +1722,7 @@ void Copier::link_batch(int src_dir, int dst_dir, int dst_root, std::span<const 
   bool stop = false;  // a failure that ends the batch (ends_batch): the rest go back untried
   auto careful = [&](size_t i) {
     results[i] = copy(src_dir, dst_dir, dst_root, jobs[i], report);
-    stop = stop || ends_batch(results[i], opt_);
+    stop = stop || ends_batch(results[i], opt_, dst_root_);
   };
   std::string_view target;  // the copy linked to, and the names linked to it so far
   int tdir = -1;
@@ -1840,7 +1848,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
     }
     r.deleted = std::move(deleted_);
     if (r.outcome != Outcome::Failed) r.unkept = std::move(unkept_);
-    stop = stop || ends_batch(r, opt_);
+    stop = stop || ends_batch(r, opt_, dst_root_);
   }
   closes_ = nullptr;
   for (size_t i = results.size(); i < jobs.size(); ++i)

@@ -433,16 +433,16 @@ void Runner::flush_out() {
   stdout_buf_.clear();
 }
 
-// A failure every other entry would share: a full disk (ENOSPC), quota (EDQUOT), or read-only
-// DST (EROFS). pcopy stops handing out work, once, and says so.
 // Whether anything is still to be copied: walked or not yet, queued or held by a worker.
 bool Runner::work_left() const {
   return (!walk_done_ && !(walker_ && walker_->exhausted())) || !jobs_.empty() || !queue_.empty();
 }
 
-// A full disk, say: nothing more could be written. Said once, and only where something is left.
+// A failure every other entry would share: a full disk (ENOSPC), quota (EDQUOT), or read-only
+// DST (EROFS). pcopy stops handing out work, once, and says so, only where something is left.
+// EROFS from a read-only file system mounted inside DST, which is writable, is that entry's own.
 void Runner::stop_if_all_would_fail(int err) {
-  if (!fails_everything(err) || !work_left()) return;
+  if (!fails_all(err, target_.dst_root ? target_.dst_root.get() : -1) || !work_left()) return;
   if (!stopping_) {
     say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(err)));
     // In the report too, as an error of its own (no path at fault): a pipeline reading only the

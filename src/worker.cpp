@@ -170,6 +170,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
   ::sigaction(SIGUSR1, &sa, nullptr);
   Copier copier(options);
   copier.set_dst_fs(dst_fs);
+  copier.set_dst_root(dst_root);
   DirPair dirs(options, src_root, dst_root, copier);
   FrameReader reader;
   std::string in(64 * 1024, '\0');
@@ -206,7 +207,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
         test_hook_progress(batch, id);
       };
       auto finish = [&](const Result& r) {
-        give_back = give_back || ends_batch(r, options);
+        give_back = give_back || ends_batch(r, options, dst_root);
         failed_fast = give_back && options.fail_fast;
         encode(out, r);
         test_hook_done(batch, r.id);

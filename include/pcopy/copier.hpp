@@ -93,9 +93,14 @@ DirFacts dir_facts(int dir, const DirFacts* same_fs = nullptr);
 // cloned.
 bool chunking_helps(int dst_dir, const Options& options);
 
-// A failure after which the rest of a batch is handed back untried: a full disk (the rest would
-// fail too), or any failure with --fail-fast.
-bool ends_batch(const Result& r, const Options& options);
+// Whether `err` would fail every other entry too: a full disk (ENOSPC), quota (EDQUOT), or DST
+// read-only (EROFS), unless `dst_root` (when given) is on a file system mounted writable, so that
+// the EROFS came from a read-only one mounted inside DST, the entry's own.
+bool fails_all(int err, int dst_root);
+
+// A failure after which the rest of a batch is handed back untried: one that would fail them too
+// (fails_all), or any failure with --fail-fast.
+bool ends_batch(const Result& r, const Options& options, int dst_root = -1);
 
 // A directory's mode lets group or others pass through it but not list it (so may an access ACL:
 // see has_access_acl()): its names are secrets, and what is made there under a temporary name is
@@ -159,6 +164,9 @@ class Copier {
   // A dry run whose DST does not exist: the nearest directory above it that does, whose file
   // system tells whether --reflink=always could clone there.
   void set_dst_fs(int fd) { dst_fs_ = fd; }
+
+  // DST's root: a batch ends at a read-only file system only where it is DST's (see fails_all).
+  void set_dst_root(int fd) { dst_root_ = fd; }
 
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
   // `report` is called with the job's id and byte deltas while long files copy.
@@ -235,6 +243,7 @@ class Copier {
   std::vector<Unkept> unkept_;        // by note_unkept(), for the job's result
   bool try_reflink_;   // cleared after the file system said no
   int dst_fs_ = -1;    // see set_dst_fs
+  int dst_root_ = -1;  // see set_dst_root
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;
   uint64_t temp_counter_ = 0;

@@ -2854,6 +2854,35 @@ TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
   EXPECT_FALSE(has_line(few.err, "pcopy: cannot copy '.': Read-only file system")) << describe(few);
 }
 
+// A read-only file system mounted inside DST (a snapshot, a read-only bind mount) fails what goes
+// into it, not the run: DST itself is writable, so the rest is copied, as with cp -a and rsync -a.
+// It stopped the whole run at the first such failure, what was still to come left uncopied.
+TEST_P(FaultsByJobs, AReadOnlyMountInsideDestinationFailsOnlyWhatGoesIntoIt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  std::string src = tmp / "src", dst = tmp / "dst";
+  make_dirs(src + "/a/ro/sub");
+  make_dirs(src + "/z");
+  for (int i = 0; i < 300; ++i) {
+    write_file(src + fmt::format("/a/ro/f{:03}", i), "r");
+    write_file(src + fmt::format("/z/f{:03}", i), "z");
+  }
+  write_file(src + "/a/ro/sub/g", "g");
+  make_dirs(dst + "/a/ro");
+  Mount mount(dst + "/a/ro", Mount::Tmpfs{"size=1m"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
+  ASSERT_EQ(::mount(nullptr, (dst + "/a/ro").c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr), 0)
+      << std::strerror(errno);
+  RunResult r = copy(src, dst, {"--json"}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "stopping"), 0u) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'a/ro/f000': Read-only file system")) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'a/ro/sub': Read-only file system")) << describe(r);
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(read_file(dst + fmt::format("/z/f{:03}", i)), "z") << describe(r);
+  nlohmann::json report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["files_copied"], 300) << r.out;
+  EXPECT_EQ(report["errors"].size(), 302u) << r.out;
+}
+
 // Two -a runs into one DST at once, hard links everywhere: a name the other run had just linked to
 // the same file made this run's rename of its temporary a no-op (a rename between two names of one
 // file succeeds and leaves both), and the temporary stayed, an extra link: in half the rounds. And
