@@ -25,8 +25,9 @@ constexpr const char* kExamples = R"(Examples:
   pcopy -a -u --delete /home /backup/home      nightly mirror: only what changed, removals follow
   pcopy -q --json --exclude '*.o' build/ out/  CI staging: quiet, JSON report on stdout
 
-Exit status: 0 all copied, 1 some entries failed (each one printed), 2 usage error or nothing
-could be done, 128 + the signal's number when ended by one: 130 SIGINT, 143 SIGTERM, 129 SIGHUP.)";
+Exit status: 0 all copied, 1 some entries failed (each one printed), 2 usage error or run refused
+before anything was tried, 128 + the signal's number when ended by one: 130 SIGINT, 143 SIGTERM,
+129 SIGHUP.)";
 
 unsigned online_cpus() {
   long n = ::sysconf(_SC_NPROCESSORS_ONLN);
