@@ -69,6 +69,32 @@ class Injected : public ::testing::Test {
     return numbers;
   }
 
+  // SRC with two directories, a/x and b/y.
+  void two_directories() {
+    make_dirs(src + "/a");
+    make_dirs(src + "/b");
+    write_file(src + "/a/x", "x\n");
+    write_file(src + "/b/y", "y\n");
+  }
+
+  // For call_numbers("openat", ...): the walk's opens of SRC's directory `name`.
+  std::function<bool(const std::string&)> walk_opens(const std::string& name) const {
+    return [src = src, name](const std::string& line) {
+      return line.find("<" + src + ">, \"" + name + "\"") != std::string::npos &&
+             line.find("O_DIRECTORY") != std::string::npos;
+    };
+  }
+
+  // A run of `args` whose walk's open of SRC's directory `name` fails with `err`: the call's number
+  // is found by a clean run first, after which `between` puts DST back as the test wants it.
+  RunResult fail_walk_open(const std::string& name, const std::string& err, const std::vector<std::string>& args,
+                           const std::function<void()>& between) {
+    std::vector<int> n = call_numbers("openat", args, walk_opens(name));
+    EXPECT_EQ(n.size(), 1u) << read_file(tmp / "trace");
+    between();
+    return injected(fmt::format("openat:error={}:when={}", err, n.empty() ? 0 : n[0]), args);
+  }
+
   TempDir tmp;
   std::string src = tmp / "src";
   std::string dst = tmp / "dst";
@@ -197,10 +223,7 @@ TEST_F(Injected, ARefusedRunLeavesAnExistingManifestAsItWas) {
 // removed once opened) is a vanished one, as its entries are: it held --delete back ("reading SRC
 // failed"), status 1, on a live tree every night (OOO). Its copy is not looked into.
 TEST_F(Injected, ADirectoryRemovedWhileListedHoldsNoDeletionBack) {
-  make_dirs(src + "/a");
-  make_dirs(src + "/b");
-  write_file(src + "/a/x", "x\n");
-  write_file(src + "/b/y", "y\n");
+  two_directories();
   RunResult r = run_pcopy({"-q", src, dst});
   ASSERT_EQ(r.status, 0) << describe(r);
   write_file(dst + "/extra", "not in SRC\n");
@@ -225,17 +248,9 @@ TEST_F(Injected, ADirectoryRemovedWhileListedHoldsNoDeletionBack) {
 // O_DIRECTORY) changed type, as one where a link is found (ELOOP, O_NOFOLLOW) did: it said "Not a
 // directory", which did not tell that it was one when listed.
 TEST_F(Injected, ADirectoryThatIsAFileWhenTheWalkEntersItChangedType) {
-  make_dirs(src + "/a");
-  make_dirs(src + "/b");
-  write_file(src + "/a/x", "x\n");
-  write_file(src + "/b/y", "y\n");
+  two_directories();
   std::vector<std::string> args{src, dst};
-  std::vector<int> n = call_numbers("openat", args, [&](const std::string& line) {
-    return line.find("<" + src + ">, \"b\"") != std::string::npos && line.find("O_DIRECTORY") != std::string::npos;
-  });
-  ASSERT_EQ(n.size(), 1u) << read_file(tmp / "trace");
-  std::filesystem::remove_all(dst);
-  RunResult r = injected(fmt::format("openat:error=ENOTDIR:when={}", n[0]), args);
+  RunResult r = fail_walk_open("b", "ENOTDIR", args, [&] { std::filesystem::remove_all(dst); });
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'b': file changed type as we read it")) << describe(r);
   EXPECT_EQ(read_file(dst + "/a/x"), "x\n");
@@ -251,12 +266,7 @@ TEST_F(Injected, ALinkWhoseDirectoryGoesAsTheWalkEntersItPointsToNothing) {
   write_file(src + "/a", "a\n");
   ASSERT_EQ(::symlink((tmp / "target").c_str(), (src + "/b").c_str()), 0);
   std::vector<std::string> args{"-L", src, dst};
-  std::vector<int> n = call_numbers("openat", args, [&](const std::string& line) {
-    return line.find("<" + src + ">, \"b\"") != std::string::npos && line.find("O_DIRECTORY") != std::string::npos;
-  });
-  ASSERT_EQ(n.size(), 1u) << read_file(tmp / "trace");
-  std::filesystem::remove_all(dst);
-  RunResult r = injected(fmt::format("openat:error=ENOENT:when={}", n[0]), args);
+  RunResult r = fail_walk_open("b", "ENOENT", args, [&] { std::filesystem::remove_all(dst); });
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'b': symbolic link points to nothing")) << describe(r);
   EXPECT_EQ(r.err.find("vanished"), std::string::npos) << describe(r);
@@ -268,24 +278,16 @@ TEST_F(Injected, ALinkWhoseDirectoryGoesAsTheWalkEntersItPointsToNothing) {
 // counted as SRC not read, and --delete deleted nothing anywhere, which a worker finding the same
 // change did not do.
 TEST_F(Injected, ADirectoryChangedTypeUnderTheWalkLeavesDeleteToTheRest) {
-  make_dirs(src + "/a");
-  make_dirs(src + "/b");
-  write_file(src + "/a/x", "x\n");
-  write_file(src + "/b/y", "y\n");
+  two_directories();
   RunResult r = run_pcopy({"-q", src, dst});
   ASSERT_EQ(r.status, 0) << describe(r);
-  write_file(dst + "/stray", "s\n");
-  write_file(dst + "/a/stray", "s\n");
-  write_file(dst + "/b/old", "o\n");
-  std::vector<std::string> args{"-u", "--delete", src, dst};
-  std::vector<int> n = call_numbers("openat", args, [&](const std::string& line) {
-    return line.find("<" + src + ">, \"b\"") != std::string::npos && line.find("O_DIRECTORY") != std::string::npos;
-  });
-  ASSERT_EQ(n.size(), 1u) << read_file(tmp / "trace");
-  write_file(dst + "/stray", "s\n");
-  write_file(dst + "/a/stray", "s\n");
-  write_file(dst + "/b/old", "o\n");
-  r = injected(fmt::format("openat:error=ENOTDIR:when={}", n[0]), args);
+  auto extras = [&] {  // before each run: its clean trace deletes them
+    write_file(dst + "/stray", "s\n");
+    write_file(dst + "/a/stray", "s\n");
+    write_file(dst + "/b/old", "o\n");
+  };
+  extras();
+  r = fail_walk_open("b", "ENOTDIR", {"-u", "--delete", src, dst}, extras);
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'b': file changed type as we read it")) << describe(r);
   EXPECT_EQ(r.err.find("--delete deleted nothing"), std::string::npos) << describe(r);
