@@ -10,7 +10,6 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -562,15 +561,17 @@ bool chunking_helps(int dst_dir, const Options& options) {
   return chunking_helps_on(local_type(type), in_memory_type(type), options);
 }
 
-bool fails_all(int err, int dst_root) {
-  struct statvfs fs;
-  if (err == EROFS && dst_root >= 0 && ::fstatvfs(dst_root, &fs) == 0 && !(fs.f_flag & ST_RDONLY)) return false;
-  return fails_everything(err);
+bool fails_all(int err, dev_t dir_dev, dev_t root_dev) {
+  return fails_everything(err) && !(err == EROFS && dir_dev && root_dev && dir_dev != root_dev);
 }
 
-bool ends_batch(const Result& r, const Options& options, int dst_root) {
-  return r.outcome == Outcome::Failed && r.vanished == Vanished::No &&
-         (fails_all(r.err, dst_root) || options.fail_fast);
+bool ends_batch(const Result& r, const Options& options, int dst_dir, int dst_root) {
+  if (r.outcome != Outcome::Failed || r.vanished != Vanished::No) return false;
+  if (options.fail_fast) return true;
+  struct stat dir, root;
+  bool known = r.err == EROFS && dst_dir >= 0 && dst_root >= 0 && ::fstat(dst_dir, &dir) == 0 &&
+               ::fstat(dst_root, &root) == 0;
+  return fails_all(r.err, known ? dir.st_dev : 0, known ? root.st_dev : 0);
 }
 
 Copier::~Copier() {
@@ -1722,7 +1723,7 @@ void Copier::link_batch(int src_dir, int dst_dir, int dst_root, std::span<const 
   bool stop = false;  // a failure that ends the batch (ends_batch): the rest go back untried
   auto careful = [&](size_t i) {
     results[i] = copy(src_dir, dst_dir, dst_root, jobs[i], report);
-    stop = stop || ends_batch(results[i], opt_, dst_root_);
+    stop = stop || ends_batch(results[i], opt_, dst_dir, dst_root_);
   };
   std::string_view target;  // the copy linked to, and the names linked to it so far
   int tdir = -1;
@@ -1848,7 +1849,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
     }
     r.deleted = std::move(deleted_);
     if (r.outcome != Outcome::Failed) r.unkept = std::move(unkept_);
-    stop = stop || ends_batch(r, opt_, dst_root_);
+    stop = stop || ends_batch(r, opt_, dst_dir, dst_root_);
   }
   closes_ = nullptr;
   for (size_t i = results.size(); i < jobs.size(); ++i)

@@ -94,13 +94,17 @@ DirFacts dir_facts(int dir, const DirFacts* same_fs = nullptr);
 bool chunking_helps(int dst_dir, const Options& options);
 
 // Whether `err` would fail every other entry too: a full disk (ENOSPC), quota (EDQUOT), or DST
-// read-only (EROFS), unless `dst_root` (when given) is on a file system mounted writable, so that
-// the EROFS came from a read-only one mounted inside DST, the entry's own.
-bool fails_all(int err, int dst_root);
+// read-only (EROFS), unless it came from a directory on another file system than DST's root (its
+// device `dir_dev`, the root's `root_dev`; 0 when not known): a read-only one mounted inside DST
+// fails only what goes into it. (Whether DST's own is read-only cannot be asked of the kernel:
+// ext4 after an error, a read-only btrfs snapshot, an NFS export made read-only by its server all
+// say EROFS from a mount that statvfs calls writable.)
+bool fails_all(int err, dev_t dir_dev, dev_t root_dev);
 
 // A failure after which the rest of a batch is handed back untried: one that would fail them too
-// (fails_all), or any failure with --fail-fast.
-bool ends_batch(const Result& r, const Options& options, int dst_root = -1);
+// (fails_all, of the batch's directory `dst_dir` and DST's root `dst_root`), or any failure with
+// --fail-fast.
+bool ends_batch(const Result& r, const Options& options, int dst_dir = -1, int dst_root = -1);
 
 // A directory's mode lets group or others pass through it but not list it (so may an access ACL:
 // see has_access_acl()): its names are secrets, and what is made there under a temporary name is

@@ -931,6 +931,11 @@ Mount::Mount(const std::string& dir, const LoopExt3Times& fs) : dir_(dir) {
   loop_mount(fs.image, fs.size_mib, {"mkfs.ext4", "-q", "-F", "-I", "128"});
 }
 
+Mount::Mount(const std::string& dir, const LoopExt4& fs) : dir_(dir) {
+  loop_mount(fs.image, fs.size_mib, {"mkfs.ext4", "-q", "-F"},
+             {"mount", "-o", fs.options.empty() ? "loop" : "loop," + fs.options});
+}
+
 Mount::Mount(const std::string& dir, const FuseFat& fs) : dir_(dir) {
   if (::access("/dev/fuse", R_OK | W_OK) != 0) {
     make_dirs(dir);

@@ -97,6 +97,11 @@ class Mount {
     std::string image;
     unsigned size_mib = 32;
   };
+  struct LoopExt4 {  // ext4 mounted with `options` (e.g. "errors=remount-ro")
+    std::string image;
+    unsigned size_mib = 32;
+    std::string options;
+  };
   struct FuseFat {  // FAT through FUSE (fusefat): chmod and chown answer ENOSYS
     std::string image;
     unsigned size_mib = 16;
@@ -114,6 +119,7 @@ class Mount {
   Mount(const std::string& dir, const BindFs& fs);
   Mount(const std::string& dir, const Ramfs& fs);
   Mount(const std::string& dir, const LoopExt3Times& fs);
+  Mount(const std::string& dir, const LoopExt4& fs);
   Mount(const std::string& dir, const LoopXfs& fs);
   Mount(const std::string& dir, const Bind& fs);
   ~Mount();
