@@ -340,7 +340,8 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
     ev.err = errno;
     if (ev.err != ENOENT) {
       ++walk_errors_;
-    } else if (struct stat l; opt_.dereference && ::fstatat(frame.src.get(), name, &l, AT_SYMLINK_NOFOLLOW) == 0) {
+    } else if (struct stat l; opt_.dereference && ::fstatat(frame.src.get(), name, &l, AT_SYMLINK_NOFOLLOW) == 0 &&
+                              S_ISLNK(l.st_mode)) {
       ev.detail = kDanglingLink;  // -L: a link to nothing
     } else {
       gone_from_src(ev, kVanishedEntry);
@@ -387,7 +388,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
       ++walk_errors_;
     }
     if (struct stat l; ev.err == ENOENT && opt_.dereference &&
-                       ::fstatat(frame.src.get(), name.c_str(), &l, AT_SYMLINK_NOFOLLOW) == 0) {
+                       ::fstatat(frame.src.get(), name.c_str(), &l, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(l.st_mode)) {
       ev.err = 0;
       ev.detail = kDanglingLink;  // -L: the link is there, its directory went
     } else if (ev.err == ENOENT) {

@@ -273,6 +273,17 @@ TEST_F(Injected, ALinkWhoseDirectoryGoesAsTheWalkEntersItPointsToNothing) {
   EXPECT_EQ(read_file(dst + "/a"), "a\n");
 }
 
+// The same ENOENT for a directory that is no link (gone, and another put at its name before the
+// walk looked): gone from SRC, a warning, not a link to nothing (A2).
+TEST_F(Injected, ADirectoryGoneAsTheWalkEntersItIsNoLinkToNothingWithDereference) {
+  two_directories();
+  RunResult r = fail_walk_open("b", "ENOENT", {"-L", src, dst}, [&] { std::filesystem::remove_all(dst); });
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(r.err.find("points to nothing"), std::string::npos) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: warning: 'b': vanished from SRC before it was copied")) << describe(r);
+  EXPECT_EQ(read_file(dst + "/a/x"), "x\n");
+}
+
 // The same change with --delete: the entries of SRC's root were all listed, so what DST has beside
 // them and SRC does not is still deleted; only the changed directory's copy is not looked into. It
 // counted as SRC not read, and --delete deleted nothing anywhere, which a worker finding the same
