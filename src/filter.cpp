@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -31,16 +32,18 @@ constexpr std::pair<std::string_view, bool (*)(unsigned char)> kCharClasses[] = 
 };
 
 // At `i` in `p`, a class's name between "[:" and ":]": the position of its closing ']', or npos.
+// As rsync's wildmatch reads it: the name ends at the first ']', which must follow a ':' ("[:]"
+// and "[:a]x:]" hold none: their '[' is one of the bracket's bytes).
 size_t class_end(std::string_view p, size_t i) {
   if (i + 1 >= p.size() || p[i] != '[' || p[i + 1] != ':') return std::string_view::npos;
-  size_t end = p.find(":]", i + 2);
-  return end == std::string_view::npos ? end : end + 1;
+  size_t end = p.find(']', i + 2);
+  return end == std::string_view::npos || end < i + 3 || p[end - 1] != ':' ? std::string_view::npos : end;
 }
 
 // Matches one bracket expression at the start of `p` against `c`. On return `p` is past the ']'.
 // A '[' without its ']' is a literal. A class of an unknown name matches nothing (as in rsync):
 // glob_problem() names it for the command line to refuse: its name is put in `*unknown`.
-bool match_class(std::string_view& p, char c, bool& ok, std::string_view* unknown = nullptr) {
+bool match_class(std::string_view& p, char c, bool& ok, std::optional<std::string_view>* unknown = nullptr) {
   size_t i = 1;
   bool negate = i < p.size() && (p[i] == '!' || p[i] == '^');
   if (negate) ++i;
@@ -54,7 +57,7 @@ bool match_class(std::string_view& p, char c, bool& ok, std::string_view* unknow
         named = named || name == known;
         hit = hit || (name == known && in(static_cast<unsigned char>(c)));
       }
-      if (!named && unknown && unknown->empty()) *unknown = name;
+      if (!named && unknown && !*unknown) *unknown = name;
       i = end;
       continue;
     }
@@ -203,10 +206,20 @@ bool glob_match(std::string_view p, std::string_view text) { return GlobPattern(
 std::string glob_problem(std::string_view p) {
   for (size_t i = 0; i < p.size();) {
     Token t = token_at(p, i);
-    std::string_view bracket = p.substr(i), unknown;
-    bool ok = false;
-    if (t.kind == Token::Class && match_class(bracket, 'x', ok, &unknown) && !unknown.empty())
-      return "unknown character class '[:" + std::string(unknown) + ":]'";
+    if (t.kind == Token::Class) {
+      std::string_view bracket = p.substr(i);
+      std::optional<std::string_view> unknown;
+      bool ok = false;
+      match_class(bracket, 'x', ok, &unknown);
+      if (unknown) return "unknown character class '[:" + std::string(*unknown) + ":]'";
+      // "[:digit:]" is a bracket of the bytes ':', 'd', 'i', 'g', 't' to the shell and rsync, and
+      // a class forgotten its brackets to whoever wrote it, as grep says.
+      std::string_view inside = p.substr(i + 1, t.next - i - 2);
+      if (inside.size() > 2 && inside.front() == ':' && inside.back() == ':' &&
+          std::all_of(inside.begin() + 1, inside.end() - 1, [](char c) { return is_lower(c) || is_upper(c); }))
+        return "character class syntax is [" + std::string(p.substr(i, t.next - i)) + "], not " +
+               std::string(p.substr(i, t.next - i));
+    }
     i = t.next;
   }
   return {};

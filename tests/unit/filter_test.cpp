@@ -182,16 +182,31 @@ TEST(GlobMatch, PosixClassesInsideBracketsAreTheCLocales) {
   EXPECT_FALSE(glob_match("[[:alpha:]]", "\xc3"));  // bytes above 127 are in no class
   EXPECT_TRUE(glob_match("[[:alpha:]]]", "a]"));
   EXPECT_FALSE(glob_match("[[:nosuch:]]", "n"));  // matches nothing, as in rsync
+  EXPECT_FALSE(glob_match("[[::]]", ":"));        // nor does an empty name
+  // A name ends at the first ']', after a ':', or the '[' is one of the bracket's bytes (rsync).
+  EXPECT_TRUE(glob_match("[[:]x:]", "[x:]"));
+  EXPECT_TRUE(glob_match("[[:]x:]", ":x:]"));
+  EXPECT_FALSE(glob_match("[[:]x:]", "xx:]"));
+  EXPECT_TRUE(glob_match("[[:]*[[:digit:]]", "[a7"));
+  EXPECT_TRUE(glob_match("[[:]*[[:digit:]]", ":7"));
+  EXPECT_FALSE(glob_match("[[:]*[[:digit:]]", "a7"));
 }
 
-TEST(GlobProblem, NamesAClassOfAnUnknownNameOnly) {
+TEST(GlobProblem, NamesAClassOfAnUnknownNameOrWithoutItsBrackets) {
   EXPECT_EQ(glob_problem("*.[[:digit:]]"), "");
-  EXPECT_EQ(glob_problem("[:digt:]"), "");  // the bytes ':', 'd', 'i', 'g', 't', as in the shell
+  EXPECT_EQ(glob_problem("[:digt:]"), "character class syntax is [[:digt:]], not [:digt:]");
   EXPECT_EQ(glob_problem("\\[[[:digt:]]"), "unknown character class '[:digt:]'");
   EXPECT_EQ(glob_problem("a[x[:Alpha:]]"), "unknown character class '[:Alpha:]'");
-  EXPECT_EQ(glob_problem("\\[[:digt:]]"), "");     // an escaped '[': the bytes again
+  EXPECT_EQ(glob_problem("\\[[:digt:]]"), "character class syntax is [[:digt:]], not [:digt:]");
   EXPECT_EQ(glob_problem("[\\[:digt:]]"), "");     // '[' escaped inside the bracket
-  EXPECT_EQ(glob_problem("[[:digt:]"), "");         // no bracket: a literal '[', then the bytes
+  EXPECT_EQ(glob_problem("[[::]]"), "unknown character class '[::]'");
+  EXPECT_EQ(glob_problem("[[:]*[[:digit:]]"), "");  // rsync's: '[' and ':', anything, a digit
+  EXPECT_EQ(glob_problem("[[:]x:]"), "");
+  // A class without its brackets: the shell's bytes, a mistake to whoever wrote it (as grep says).
+  EXPECT_EQ(glob_problem("*.[:digit:]"), "character class syntax is [[:digit:]], not [:digit:]");
+  EXPECT_EQ(glob_problem("[[:digit:]"), "character class syntax is [[:digit:]], not [:digit:]");
+  EXPECT_EQ(glob_problem("[:a-z:]"), "");
+  EXPECT_EQ(glob_problem("[::]"), "");
 }
 
 TEST(GlobMatch, HighBytesAreMatchedAsBytes) {
