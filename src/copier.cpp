@@ -561,17 +561,27 @@ bool chunking_helps(int dst_dir, const Options& options) {
   return chunking_helps_on(local_type(type), in_memory_type(type), options);
 }
 
-bool fails_all(int err, dev_t dir_dev, dev_t root_dev) {
-  return fails_everything(err) && !(err == EROFS && dir_dev && root_dev && dir_dev != root_dev);
+bool on_own_mount(int dst_root, int dir, const char* name) {
+  // Device and mount of `path` at `fd` (the mount where statx has it, from Linux 5.8).
+  auto where = [](int fd, const char* path, std::pair<dev_t, uint64_t>& out) {
+    struct statx sx;
+    if (::statx(fd, path, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &sx) != 0) return false;
+    out = {makedev(sx.stx_dev_major, sx.stx_dev_minor), (sx.stx_mask & STATX_MNT_ID) ? sx.stx_mnt_id : 0};
+    return true;
+  };
+  std::pair<dev_t, uint64_t> root, here;
+  if (dst_root < 0 || dir < 0 || !where(dst_root, "", root)) return false;
+  if (where(dir, "", here) && here != root) return true;
+  return name && *name && where(dir, name, here) && here != root;
 }
 
-bool ends_batch(const Result& r, const Options& options, int dst_dir, int dst_root) {
-  if (r.outcome != Outcome::Failed || r.vanished != Vanished::No) return false;
-  if (options.fail_fast) return true;
-  struct stat dir, root;
-  bool known = r.err == EROFS && dst_dir >= 0 && dst_root >= 0 && ::fstat(dst_dir, &dir) == 0 &&
-               ::fstat(dst_root, &root) == 0;
-  return fails_all(r.err, known ? dir.st_dev : 0, known ? root.st_dev : 0);
+bool ends_batch(const Result& r, const Options& options) {
+  return r.outcome == Outcome::Failed && r.vanished == Vanished::No &&
+         (fails_all(r.err, r.own_mount) || options.fail_fast);
+}
+
+void Copier::note_own_mount(Result& r, int dst_dir, const std::string& target) const {
+  if (r.outcome == Outcome::Failed && r.err == EROFS) r.own_mount = on_own_mount(dst_root_, dst_dir, target.c_str());
 }
 
 Copier::~Copier() {
@@ -633,6 +643,7 @@ Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, cons
   deleted_.clear();
   unkept_.clear();
   Result r = copy_job(src_dir, dst_dir, dst_root, job, report);
+  note_own_mount(r, dst_dir, job.target());
   r.deleted = std::move(deleted_);
   if (r.outcome != Outcome::Failed) r.unkept = std::move(unkept_);
   return r;
@@ -1723,7 +1734,7 @@ void Copier::link_batch(int src_dir, int dst_dir, int dst_root, std::span<const 
   bool stop = false;  // a failure that ends the batch (ends_batch): the rest go back untried
   auto careful = [&](size_t i) {
     results[i] = copy(src_dir, dst_dir, dst_root, jobs[i], report);
-    stop = stop || ends_batch(results[i], opt_, dst_dir, dst_root_);
+    stop = stop || ends_batch(results[i], opt_);
   };
   std::string_view target;  // the copy linked to, and the names linked to it so far
   int tdir = -1;
@@ -1849,7 +1860,8 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
     }
     r.deleted = std::move(deleted_);
     if (r.outcome != Outcome::Failed) r.unkept = std::move(unkept_);
-    stop = stop || ends_batch(r, opt_, dst_dir, dst_root_);
+    note_own_mount(r, dst_dir, job.target());
+    stop = stop || ends_batch(r, opt_);
   }
   closes_ = nullptr;
   for (size_t i = results.size(); i < jobs.size(); ++i)

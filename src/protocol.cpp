@@ -153,6 +153,7 @@ void encode(std::string& out, const Result& r) {
   w.nanos(r.mtime_ns);
   w.str(r.detail);
   w.num(static_cast<uint8_t>(r.vanished));
+  w.num(static_cast<uint8_t>(r.own_mount));
   w.str(r.temp);
   if (!r.temp.empty()) {
     w.num(r.src_dev);
@@ -237,6 +238,7 @@ Result decode_result(std::string_view payload) {
   auto vanished = r.num<uint8_t>();
   if (vanished > uint8_t(Vanished::DirChanged)) throw ProtocolError("bad vanished value");
   res.vanished = static_cast<Vanished>(vanished);
+  res.own_mount = r.num<uint8_t>() != 0;
   res.temp = r.str();
   if (!res.temp.empty()) {
     res.src_dev = r.num<uint64_t>();

@@ -254,7 +254,7 @@ class Runner {
   int rename_dst_temp(DirNode* dir, const std::string& from, const std::string& to);
   void stop_dispatching();
   bool work_left() const;
-  void stop_if_all_would_fail(int err, const DirNode* dir);
+  void stop_if_all_would_fail(int err, bool own_mount);
   void drop(uint64_t id);
   void release(DirNode* dir) {
     if (walker_) walker_->release(dir);
@@ -440,11 +440,9 @@ bool Runner::work_left() const {
 
 // A failure every other entry would share: a full disk (ENOSPC), quota (EDQUOT), or read-only
 // DST (EROFS). pcopy stops handing out work, once, and says so, only where something is left.
-// EROFS in a directory `dir` on another file system than DST's root is that entry's own.
-void Runner::stop_if_all_would_fail(int err, const DirNode* dir) {
-  const DirNode* root = dir;
-  while (root && root->parent) root = root->parent;
-  if (!fails_all(err, dir ? dir->fs_dev : 0, root ? root->fs_dev : 0) || !work_left()) return;
+// EROFS from a read-only file system mounted inside DST (`own_mount`) is that entry's own.
+void Runner::stop_if_all_would_fail(int err, bool own_mount) {
+  if (!fails_all(err, own_mount) || !work_left()) return;
   if (!stopping_) {
     say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(err)));
     // In the report too, as an error of its own (no path at fault): a pipeline reading only the
@@ -681,7 +679,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
     case WalkEvent::Type::Error: {
       std::string path = rel(ev.dir, ev.name);
       error(path.empty() ? "." : path, ev.detail.empty() ? errno_text(ev.err) : ev.detail);
-      stop_if_all_would_fail(ev.err, ev.dir);  // a directory DST has no room for
+      stop_if_all_would_fail(ev.err, ev.own_mount);  // a directory DST has no room for
       return;
     }
     case WalkEvent::Type::Warning: {
@@ -1085,7 +1083,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
         error(path(), reason_of(r));
       }
       if (walker_) walker_->forget(info.dir, info.job.target());
-      stop_if_all_would_fail(r.err, info.dir);
+      stop_if_all_would_fail(r.err, r.own_mount);
       break;
     case Outcome::Skipped:
       ++stats_.files_skipped;

@@ -429,6 +429,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   if (err || !ev.detail.empty()) {
     // Not a walk error: SRC was read. Unlisted, the directory is not entered by --delete either.
     ev.err = err;
+    if (err == EROFS) ev.own_mount = on_own_mount(dst_root_.get(), dst_fd_for(frame.node), name.c_str());
     free_node(node);
     release(frame.node);
     dents_pos_ = dents_len_ = 0;

@@ -207,7 +207,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
         test_hook_progress(batch, id);
       };
       auto finish = [&](const Result& r) {
-        give_back = give_back || ends_batch(r, options, dirs.dst(), dst_root);
+        give_back = give_back || ends_batch(r, options);
         failed_fast = give_back && options.fail_fast;
         encode(out, r);
         test_hook_done(batch, r.id);

@@ -93,18 +93,21 @@ DirFacts dir_facts(int dir, const DirFacts* same_fs = nullptr);
 // cloned.
 bool chunking_helps(int dst_dir, const Options& options);
 
-// Whether `err` would fail every other entry too: a full disk (ENOSPC), quota (EDQUOT), or DST
-// read-only (EROFS), unless it came from a directory on another file system than DST's root (its
-// device `dir_dev`, the root's `root_dev`; 0 when not known): a read-only one mounted inside DST
-// fails only what goes into it. (Whether DST's own is read-only cannot be asked of the kernel:
-// ext4 after an error, a read-only btrfs snapshot, an NFS export made read-only by its server all
-// say EROFS from a mount that statvfs calls writable.)
-bool fails_all(int err, dev_t dir_dev, dev_t root_dev);
+// Whether EROFS for `name` in `dir` came from a read-only file system mounted inside DST: on the
+// entry itself (a read-only file bind-mounted there), on its directory or above it (a tmpfs, a
+// read-only bind mount of one of DST's own directories), told by a device or mount that is not
+// DST's root's (`dst_root`). Whether DST's own file system is read-only cannot be asked of the
+// kernel: ext4 after an error, an NFS export its server made read-only say EROFS from a mount
+// that statvfs calls writable.
+bool on_own_mount(int dst_root, int dir, const char* name);
+
+// Whether a failure with `err` would fail every other entry too: a full disk (ENOSPC), quota
+// (EDQUOT), or DST read-only (EROFS), but not EROFS of a file system mounted inside DST.
+inline bool fails_all(int err, bool own_mount) { return fails_everything(err) && !(err == EROFS && own_mount); }
 
 // A failure after which the rest of a batch is handed back untried: one that would fail them too
-// (fails_all, of the batch's directory `dst_dir` and DST's root `dst_root`), or any failure with
-// --fail-fast.
-bool ends_batch(const Result& r, const Options& options, int dst_dir = -1, int dst_root = -1);
+// (fails_all), or any failure with --fail-fast.
+bool ends_batch(const Result& r, const Options& options);
 
 // A directory's mode lets group or others pass through it but not list it (so may an access ACL:
 // see has_access_acl()): its names are secrets, and what is made there under a temporary name is
@@ -169,7 +172,8 @@ class Copier {
   // system tells whether --reflink=always could clone there.
   void set_dst_fs(int fd) { dst_fs_ = fd; }
 
-  // DST's root: a batch ends at a read-only file system only where it is DST's (see fails_all).
+  // DST's root: a failure by a read-only file system mounted inside DST is told from one by DST's
+  // own (Result::own_mount).
   void set_dst_root(int fd) { dst_root_ = fd; }
 
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
@@ -234,6 +238,8 @@ class Copier {
   bool probe_tmpfile(int dst_dir);
   int hash_file(int fd, class Hasher& hasher);
   int install(int dst_dir, const std::string& tmp, const std::string& target);
+  // EROFS: sets r.own_mount (on_own_mount) for `target` in `dst_dir`.
+  void note_own_mount(Result& r, int dst_dir, const std::string& target) const;
   void open_up(int dst_dir);
   bool append_only_here(int dst_dir);
 

@@ -174,6 +174,9 @@ struct Result {
   Nanos mtime_ns = 0;    // mtime of the copy
   std::string detail;    // reason text when err alone does not say it
   Vanished vanished = Vanished::No;  // Failed: because its source is gone
+  // Failed with EROFS from a read-only file system mounted inside DST (on the entry, its directory
+  // or above), not DST's own: the entry's alone (on_own_mount(), fails_all() in copier.hpp).
+  bool own_mount = false;
   std::string temp;      // FileBegin: the temporary created
   uint64_t src_dev = 0, src_ino = 0;  // with `temp`: the identity of the source opened
   uint64_t dst_dev = 0, dst_ino = 0;  // and of `temp`

@@ -68,6 +68,7 @@ struct WalkEvent {
   int err = 0;
   std::string detail;
   bool created = false;
+  bool own_mount = false;  // EROFS from a read-only file system mounted inside DST (Result::own_mount)
 };
 
 // Why an entry of this type is not copied (sockets; devices unless -a as root), or null.

@@ -2910,6 +2910,51 @@ TEST_P(FaultsByJobs, AReadOnlyMountInsideDestinationFailsOnlyWhatGoesIntoIt) {
   EXPECT_EQ(report["errors"].size(), 302u) << r.out;
 }
 
+// Makes the bind mount at `at` read-only: "" or why not.
+std::string remount_read_only(const std::string& at) {
+  if (::mount(nullptr, at.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) == 0) return "";
+  return std::strerror(errno);
+}
+
+// A read-only file system mounted on one file of DST (a container's read-only config file), or a
+// read-only bind mount of one of DST's own directories: the directory the entry is in is on DST's
+// own device, but the failure is that entry's alone (B2: the whole run stopped, most of the tree
+// left uncopied). Told by the mount, not only the device.
+TEST_P(FaultsByJobs, AReadOnlyBindMountOfAFileOrADirectoryOfDestinationFailsOnlyWhatIsInIt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to bind-mount";
+  std::string src = tmp / "src", dst = tmp / "dst";
+  make_dirs(src + "/ro");
+  make_dirs(tmp / "rodir");
+  write_file(src + "/ro/r", "r\n");
+  write_file(tmp / "conf", "mounted\n");
+  // A read-only file in every directory, whichever the walk takes first: work is left after it.
+  std::vector<std::unique_ptr<Mount>> mounts;
+  for (int d = 0; d < 5; ++d) {
+    make_dirs(src + fmt::format("/z{}", d));
+    make_dirs(dst + fmt::format("/z{}", d));
+    for (int i = 0; i < 200; ++i) write_file(src + fmt::format("/z{}/f{:03}", d, i), "z");
+    write_file(src + fmt::format("/z{}/conf", d), "new\n");
+    write_file(dst + fmt::format("/z{}/conf", d), "old\n");
+    mounts.push_back(std::make_unique<Mount>(dst + fmt::format("/z{}/conf", d), Mount::Bind{tmp / "conf"}));
+  }
+  mounts.push_back(std::make_unique<Mount>(dst + "/ro", Mount::Bind{tmp / "rodir"}));
+  for (const auto& m : mounts) {
+    if (!m->mounted()) GTEST_SKIP() << m->why();
+  }
+  for (int d = 0; d < 5; ++d) ASSERT_EQ(remount_read_only(dst + fmt::format("/z{}/conf", d)), "");
+  ASSERT_EQ(remount_read_only(dst + "/ro"), "");
+  RunResult r = copy(src, dst, {"--inplace"}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "stopping"), 0u) << describe(r);
+  for (int d = 0; d < 5; ++d) {
+    std::string conf = fmt::format("z{}/conf", d);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy '" + conf + "': Read-only file system")) << describe(r);
+    for (int i = 0; i < 200; ++i) ASSERT_EQ(read_file(dst + fmt::format("/z{}/f{:03}", d, i)), "z") << describe(r);
+  }
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'ro/r': Read-only file system")) << describe(r);
+  EXPECT_EQ(read_file(tmp / "conf"), "mounted\n");
+}
+
 // Two -a runs into one DST at once, hard links everywhere: a name the other run had just linked to
 // the same file made this run's rename of its temporary a no-op (a rename between two names of one
 // file succeeds and leaves both), and the temporary stayed, an extra link: in half the rounds. And

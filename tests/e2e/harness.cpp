@@ -918,7 +918,7 @@ Mount::Mount(const std::string& dir, const Ramfs&) : dir_(dir) {
 }
 
 Mount::Mount(const std::string& dir, const Bind& fs) : dir_(dir) {
-  make_dirs(dir);
+  if (std::filesystem::is_directory(fs.target)) make_dirs(dir);  // a file is mounted on a file
   mounted_ = ::mount(fs.target.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) == 0;
   if (!mounted_) why_ = "cannot bind-mount a directory: " + std::string(std::strerror(errno));
 }

@@ -89,7 +89,7 @@ class Mount {
     std::string image;
     unsigned size_mib = 300;  // mkfs.xfs's minimum
   };
-  struct Bind {  // another name for an existing directory
+  struct Bind {  // another name for an existing directory (or file, on the file at `dir`)
     std::string target;
   };
   struct Ramfs {};  // no extended attributes, no ACLs

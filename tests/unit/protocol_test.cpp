@@ -138,6 +138,7 @@ void expect_result_eq(const Result& want, const Result& got) {
   EXPECT_EQ(want.mtime_ns, got.mtime_ns);
   EXPECT_EQ(want.detail, got.detail);
   EXPECT_EQ(want.vanished, got.vanished);
+  EXPECT_EQ(want.own_mount, got.own_mount);
   EXPECT_EQ(want.temp, got.temp);
   EXPECT_EQ(want.src_dev, got.src_dev);
   EXPECT_EQ(want.src_ino, got.src_ino);
@@ -175,6 +176,7 @@ Result sample_result() {
   r.mtime_ns = -1'000'000'001;
   r.detail = "verification failed";
   r.vanished = Vanished::Dir;
+  r.own_mount = true;
   r.temp = ".pcopy-77-1.tmp";
   r.src_dev = 2049;
   r.src_ino = 1ull << 40;
