@@ -204,6 +204,7 @@ bool GlobPattern::matches(std::string_view text) const {
 bool glob_match(std::string_view p, std::string_view text) { return GlobPattern(p).matches(text); }
 
 std::string glob_problem(std::string_view p) {
+  bool unmatched = false;  // the token before was a '[' without its ']'
   for (size_t i = 0; i < p.size();) {
     Token t = token_at(p, i);
     if (t.kind == Token::Class) {
@@ -217,9 +218,12 @@ std::string glob_problem(std::string_view p) {
       std::string_view inside = p.substr(i + 1, t.next - i - 2);
       if (inside.size() > 2 && inside.front() == ':' && inside.back() == ':' &&
           std::all_of(inside.begin() + 1, inside.end() - 1, [](char c) { return is_lower(c) || is_upper(c); }))
-        return "character class syntax is [" + std::string(p.substr(i, t.next - i)) + "], not " +
-               std::string(p.substr(i, t.next - i));
+        return unmatched  // "[[:alpha:]x": the outer bracket was never closed
+                   ? "unmatched '[' before " + std::string(p.substr(i, t.next - i))
+                   : "character class syntax is [" + std::string(p.substr(i, t.next - i)) + "], not " +
+                         std::string(p.substr(i, t.next - i));
     }
+    unmatched = t.kind == Token::Literal && p[i] == '[';
     i = t.next;
   }
   return {};

@@ -204,7 +204,8 @@ TEST(GlobProblem, NamesAClassOfAnUnknownNameOrWithoutItsBrackets) {
   EXPECT_EQ(glob_problem("[[:]x:]"), "");
   // A class without its brackets: the shell's bytes, a mistake to whoever wrote it (as grep says).
   EXPECT_EQ(glob_problem("*.[:digit:]"), "character class syntax is [[:digit:]], not [:digit:]");
-  EXPECT_EQ(glob_problem("[[:digit:]"), "character class syntax is [[:digit:]], not [:digit:]");
+  EXPECT_EQ(glob_problem("[[:digit:]"), "unmatched '[' before [:digit:]");
+  EXPECT_EQ(glob_problem("[[:alpha:]x"), "unmatched '[' before [:alpha:]");
   EXPECT_EQ(glob_problem("[:a-z:]"), "");
   EXPECT_EQ(glob_problem("[::]"), "");
 }
