@@ -61,16 +61,18 @@ bool match_class(std::string_view& p, char c, bool& ok, std::optional<std::strin
       i = end;
       continue;
     }
+    // As rsync's wildmatch: a range's start matches on its own (so a backwards one, "[d-a]", takes
+    // its start), and its end may be escaped ("[a-\\d]" is a to d).
     char lo = p[i];
     if (lo == '\\' && i + 1 < p.size()) lo = p[++i];
     char hi = lo;
     if (i + 2 < p.size() && p[i + 1] == '-' && p[i + 2] != ']') {
       hi = p[i + 2];
       i += 2;
+      if (hi == '\\' && i + 1 < p.size()) hi = p[++i];
     }
-    if (static_cast<unsigned char>(lo) <= static_cast<unsigned char>(c) &&
-        static_cast<unsigned char>(c) <= static_cast<unsigned char>(hi))
-      hit = true;
+    auto u = [](char x) { return static_cast<unsigned char>(x); };
+    if (c == lo || (u(lo) <= u(c) && u(c) <= u(hi))) hit = true;
   }
   if (i >= p.size()) return false;  // unterminated: caller treats '[' literally
   p.remove_prefix(i + 1);

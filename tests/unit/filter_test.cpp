@@ -124,6 +124,16 @@ TEST(GlobMatch, BracketRangeMatchesOneCharacterInTheRange) {
   EXPECT_FALSE(glob_match("[a-cx-z]", "m"));
 }
 
+TEST(GlobMatch, RangesEndAsRsyncReadsThem) {
+  EXPECT_TRUE(glob_match("[d-a]", "d"));  // backwards: its start alone
+  EXPECT_FALSE(glob_match("[d-a]", "b"));
+  EXPECT_TRUE(glob_match("[a-\\d]", "c"));  // an escaped end
+  EXPECT_FALSE(glob_match("[a-\\d]", "\\"));
+  EXPECT_TRUE(glob_match("[[-\\]]", "\\"));
+  EXPECT_TRUE(glob_match("[[-\\]]", "]"));
+  EXPECT_FALSE(glob_match("[[-\\]]", "[]"));
+}
+
 TEST(GlobMatch, NegatedBracketMatchesAnythingElseButSlash) {
   EXPECT_FALSE(glob_match("[!x]", "x"));
   EXPECT_TRUE(glob_match("[!x]", "y"));
