@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>  // ST_RDONLY, also statfs's f_flags
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -569,10 +570,20 @@ bool on_own_mount(int dst_root, int dir, const char* name) {
     out = {makedev(sx.stx_dev_major, sx.stx_dev_minor), (sx.stx_mask & STATX_MNT_ID) ? sx.stx_mnt_id : 0};
     return true;
   };
-  std::pair<dev_t, uint64_t> root, here;
+  std::pair<dev_t, uint64_t> root;
   if (dst_root < 0 || dir < 0 || !where(dst_root, "", root)) return false;
-  if (where(dir, "", here) && here != root) return true;
-  return name && *name && where(dir, name, here) && here != root;
+  // On another device: another file system, read-only whatever DST's own is. On another mount of
+  // DST's own (a bind mount): only where that mount says read-only, for an ext4 made read-only by
+  // an error says rw on every mount of it.
+  auto own = [&](const char* path) {
+    std::pair<dev_t, uint64_t> here;
+    if (!where(dir, path, here) || here == root) return false;
+    if (here.first != root.first) return true;
+    UniqueFd at(*path ? ::openat(dir, path, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1);
+    struct statfs fs;
+    return ::fstatfs(*path ? at.get() : dir, &fs) == 0 && (fs.f_flags & ST_RDONLY);
+  };
+  return own("") || (name && *name && own(name));
 }
 
 bool ends_batch(const Result& r, const Options& options) {

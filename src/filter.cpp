@@ -206,7 +206,7 @@ bool GlobPattern::matches(std::string_view text) const {
 bool glob_match(std::string_view p, std::string_view text) { return GlobPattern(p).matches(text); }
 
 std::string glob_problem(std::string_view p) {
-  bool unmatched = false;  // the token before was a '[' without its ']'
+  bool unmatched = false;  // a token before was a '[' without its ']'
   for (size_t i = 0; i < p.size();) {
     Token t = token_at(p, i);
     if (t.kind == Token::Class) {
@@ -225,7 +225,7 @@ std::string glob_problem(std::string_view p) {
                    : "character class syntax is [" + std::string(p.substr(i, t.next - i)) + "], not " +
                          std::string(p.substr(i, t.next - i));
     }
-    unmatched = t.kind == Token::Literal && p[i] == '[';
+    unmatched = unmatched || (t.kind == Token::Literal && p[i] == '[');
     i = t.next;
   }
   return {};

@@ -2857,14 +2857,19 @@ TEST_P(FaultsByJobs, ReadOnlyDestinationStopsAtTheFirstFailure) {
 // DST's own ext4 turned read-only by an error (errors=remount-ro): the mount still says rw, and
 // statvfs calls it writable, but every entry would fail: pcopy stops at the first, and --delete
 // removes nothing (A2: taken for a read-only file system mounted inside DST, 20,000 lines).
+// Also below a writable bind mount of that file system inside DST, another mount of the same
+// device, which says rw as DST does (C2: taken for a read-only mount inside DST, 4,004 lines).
 TEST_P(FaultsByJobs, ADestinationAnErrorMadeReadOnlyStopsTheRun) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to loop-mount ext4";
   std::string src = tmp / "src", dst = tmp / "mnt/dst";
-  make_dir(src);
-  for (int i = 0; i < 2000; ++i) write_file(src + fmt::format("/f{:04}", i), "x");
+  make_dirs(src + "/photos");
+  for (int i = 0; i < 2000; ++i) write_file(src + fmt::format("/photos/f{:04}", i), "x");
   Mount mount(tmp / "mnt", Mount::LoopExt4{tmp / "ext4.img", 32, "errors=remount-ro"});
   if (!mount.mounted()) GTEST_SKIP() << mount.why();
   make_dir(dst);
+  make_dir(tmp / "mnt/store");
+  Mount bind(dst + "/photos", Mount::Bind{tmp / "mnt/store"});
+  if (!bind.mounted()) GTEST_SKIP() << bind.why();
   for (int i = 0; i < 50; ++i) write_file(dst + fmt::format("/extra{}", i), "e");
   RunResult device = run({"findmnt", "-no", "SOURCE", tmp / "mnt"});
   std::string name = std::filesystem::path(device.out.substr(0, device.out.find('\n'))).filename();

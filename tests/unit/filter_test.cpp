@@ -216,6 +216,8 @@ TEST(GlobProblem, NamesAClassOfAnUnknownNameOrWithoutItsBrackets) {
   EXPECT_EQ(glob_problem("*.[:digit:]"), "character class syntax is [[:digit:]], not [:digit:]");
   EXPECT_EQ(glob_problem("[[:digit:]"), "unmatched '[' before [:digit:]");
   EXPECT_EQ(glob_problem("[[:alpha:]x"), "unmatched '[' before [:alpha:]");
+  EXPECT_EQ(glob_problem("[![:alpha:]"), "unmatched '[' before [:alpha:]");
+  EXPECT_EQ(glob_problem("[a-z[:digit:]"), "unmatched '[' before [:digit:]");
   EXPECT_EQ(glob_problem("[:a-z:]"), "");
   EXPECT_EQ(glob_problem("[::]"), "");
 }
