@@ -96,9 +96,9 @@ bool chunking_helps(int dst_dir, const Options& options);
 // Whether EROFS for `name` in `dir` came from a read-only file system mounted inside DST: on the
 // entry itself (a read-only file bind-mounted there), on its directory or above it (a tmpfs, a
 // read-only bind mount of one of DST's own directories), told by a device that is not DST's root's
-// (`dst_root`), or a mount that is not and says read-only. Whether DST's own file system is read-only cannot be asked of the
-// kernel: ext4 after an error, an NFS export its server made read-only say EROFS from a mount
-// that statvfs calls writable.
+// (`dst_root`), or a mount that is not and says read-only. Whether DST's own file system is
+// read-only cannot be asked of the kernel: ext4 after an error, an NFS export its server made
+// read-only say EROFS from every mount of it, which statvfs calls writable.
 bool on_own_mount(int dst_root, int dir, const char* name);
 
 // Whether a failure with `err` would fail every other entry too: a full disk (ENOSPC), quota
