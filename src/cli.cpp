@@ -34,8 +34,9 @@ unsigned online_cpus() {
   return n < 1 ? 1u : static_cast<unsigned>(std::min(n, 1024L));
 }
 
-// A pattern that cannot mean what it says (a class of an unknown name, `[[:digt:]]`) is refused:
-// read as rsync reads it, it would match nothing, and --delete would remove what it was to keep.
+// A pattern that cannot mean what it says (glob_problem(): `[[:digt:]]`, `[:digit:]`) is refused:
+// read as rsync reads it, it would match nothing or other names, and --delete would remove what
+// it was to keep.
 void add_checked_filter(Options& o, bool include, std::string_view pattern, const std::string& option,
                         const std::string& where = {}) {
   if (std::string problem = glob_problem(pattern); !problem.empty())

@@ -26,7 +26,8 @@ FilterRule make_rule(bool include, std::string_view pattern);
 // and the like inside), '\' escapes.
 bool glob_match(std::string_view pattern, std::string_view text);
 
-// Why `pattern` cannot mean what it says (a class of an unknown name), or empty.
+// Why `pattern` cannot mean what it says, or empty: a class of an unknown name (`[[:digt:]]`), one
+// without its brackets (`[:digit:]`), or after a '[' never closed (`[[:alpha:]x`).
 std::string glob_problem(std::string_view pattern);
 
 // A glob parsed once, to be matched against many texts as glob_match() matches it.
