@@ -102,8 +102,11 @@ bool chunking_helps(int dst_dir, const Options& options);
 bool on_own_mount(int dst_root, int dir, const char* name);
 
 // Whether a failure with `err` would fail every other entry too: a full disk (ENOSPC), quota
-// (EDQUOT), or DST read-only (EROFS), but not EROFS of a file system mounted inside DST.
-inline bool fails_all(int err, bool own_mount) { return fails_everything(err) && !(err == EROFS && own_mount); }
+// (EDQUOT), or DST read-only (EROFS), but not EROFS of a file system mounted inside DST. pcopy then
+// stops handing out work.
+inline bool fails_all(int err, bool own_mount) {
+  return err == ENOSPC || err == EDQUOT || (err == EROFS && !own_mount);
+}
 
 // A failure after which the rest of a batch is handed back untried: one that would fail them too
 // (fails_all), or any failure with --fail-fast.

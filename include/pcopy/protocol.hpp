@@ -161,10 +161,6 @@ inline bool refused_metadata(int err) {
          err == ENOSYS;
 }
 
-// Whether a copy that failed with `err` means every other would fail too: the destination is full
-// (ENOSPC), over quota (EDQUOT) or read-only (EROFS). pcopy then stops handing out work.
-inline bool fails_everything(int err) { return err == ENOSPC || err == EDQUOT || err == EROFS; }
-
 struct Result {
   uint64_t id = 0;
   Outcome outcome = Outcome::Copied;
