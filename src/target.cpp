@@ -17,7 +17,7 @@
 #include "pcopy/fd.hpp"
 #include "pcopy/filter.hpp"
 #include "pcopy/report.hpp"
-#include "pcopy/run.hpp"
+#include "pcopy/signals.hpp"
 
 namespace pcopy {
 
@@ -172,7 +172,7 @@ std::string default_dst(const std::string& src) {
 }
 
 // open(path, flags), but for a FIFO that no one reads yet (`--manifest FIFO`): the signals that end
-// or stop the run are blocked by then (run.cpp, watch_signals), so the open that waits for a reader
+// or stop the run are blocked by then (signals.cpp, watch_signals), so the open that waits for a reader
 // could not be interrupted, nor stopped. It waits here instead, looking every 20 ms: a signal that
 // would end the run fails it (EINTR; the signal is left for the caller), one that stops it (Ctrl-Z)
 // stops it there.

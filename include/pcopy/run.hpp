@@ -3,20 +3,13 @@
 // status SPEC defines (0, 1, 2, 130, 143).
 #pragma once
 
-#include <csignal>
-
 #include "pcopy/options.hpp"
 
 namespace pcopy {
 
-// The signals that end a run as Ctrl-C does (status 128 + N), and those of job control that stop
-// it: blocked from the start and read from a signalfd, unless ignored when pcopy started.
-inline constexpr int kEndingSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM};
-inline constexpr int kStopSignals[] = {SIGTSTP, SIGTTIN, SIGTTOU};
-
 // Made for a process that exits when it returns: the umask, the limit on open files and the
-// signals' dispositions are changed, and the signals above are left blocked, so that none that
-// comes after the report can end pcopy with another status than the one it gave.
+// signals' dispositions are changed, and the signals of signals.hpp are left blocked, so that none
+// that comes after the report can end pcopy with another status than the one it gave.
 int run(const Options& options);
 
 }  // namespace pcopy

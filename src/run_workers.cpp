@@ -1,0 +1,290 @@
+// The workers as the parent sees them: their results read from their pipes, a worker that dies
+// or misbehaves replaced and what it held handed out again, one that stays silent named.
+#include "pcopy/runner.hpp"
+
+#include <fmt/core.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <deque>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "pcopy/copier.hpp"
+#include "pcopy/pool.hpp"
+#include "pcopy/protocol.hpp"
+#include "pcopy/walker.hpp"
+
+namespace pcopy {
+
+void Runner::read_worker(size_t w) {
+  WorkerSlot& slot = pool_->slot(w);
+  char* buf = read_buf_.data();
+  for (;;) {
+    ssize_t n = ::read(slot.results.get(), buf, read_buf_.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n < 0) return replace_worker(w, fmt::format("cannot read its results: {}", errno_text(errno)));
+    if (n == 0) {
+      on_worker_gone(w);
+      return;
+    }
+    heard_from(w);
+    slot.reader.feed(buf, size_t(n));
+    try {
+      handle_frames(w, false);  // after a --fail-fast error, later results wait for drain_results
+    } catch (const ProtocolError& e) {
+      return replace_worker(w, e.what());
+    }
+    if (size_t(n) < read_buf_.size() || abandon_) return;
+  }
+}
+
+// A live worker whose results cannot be had (a failed read of its pipe, a malformed frame): it is
+// killed, then gone as a worker that died is, and the run survives it, said as a warning.
+void Runner::replace_worker(size_t w, const std::string& why) {
+  WorkerSlot& slot = pool_->slot(w);
+  std::string text = fmt::format("worker {}: {}; replacing it", slot.pid, why);
+  stats_.warnings.add("", text);
+  if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+  ::kill(slot.pid, SIGKILL);
+  on_worker_gone(w, true);
+}
+
+// A worker died (EOF on its pipe): reap it, remove its temporaries, start another, and hand out
+// again every job it had not answered. A job is charged with the death only when the worker was
+// certainly working on it: when it had reported progress and was not answered (a worker answers
+// such a job as soon as it is done, before it starts another), or when it was the first unanswered
+// job and alone in its batch (a worker answers a batch before it starts the next). A job charged
+// twice fails with a message naming it; one charged once is retried, alone.
+// Otherwise the death is nobody's certain doing: it may have come from outside (an OOM kill,
+// `kill -9`), and results are sent in bunches, so the unanswered jobs of the batch in hand may be
+// done, in hand or not started. Each is retried alone and uncharged: if it kills a worker again,
+// that death is charged to it. Jobs of later batches, and all but the one charged, had not been
+// started or were done: they go out again as they were.
+void Runner::on_worker_gone(size_t w, bool said) {
+  WorkerSlot& slot = pool_->slot(w);
+  pid_t pid = slot.pid;
+  int status = pool_->reap(w, true);
+  // A death the run survives is still said (a warning): an OOM kill or a crash is the operator's
+  // to know of, even where every file came out right.
+  if (!said && !interrupted_ && !stopping_ && !abandon_) {
+    std::string text = fmt::format("worker {} died ({}); what it held is handed out again", pid,
+                                   describe_wait_status(status));
+    stats_.warnings.add("", text);
+    if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+  }
+  std::vector<uint64_t> held;
+  for (uint64_t id : sent_[w])
+    if (slot.held.count(id)) held.push_back(id);
+  std::vector<DirNode*> dirs;
+  for (uint64_t id : held) dirs.push_back(jobs_.at(id).dir);
+  remove_temps_of(pid, dirs);
+  uint64_t culprit = 0;
+  if (slot.held.count(reporting_[w])) {
+    culprit = reporting_[w];
+  } else if (!held.empty() && jobs_.at(held.front()).alone) {
+    culprit = held.front();
+  }
+  std::deque<size_t> batches = std::move(batch_left_[w]);  // unanswered jobs of each batch, oldest first
+  slot.held.clear();
+  slot.results.reset();
+  slot.jobs.reset();
+  batch_left_[w].clear();
+  sent_[w].clear();
+  reporting_[w] = 0;
+  heard_from(w);
+  startup_deaths_ = answered_[w] == 0 ? startup_deaths_ + 1 : 0;
+  answered_[w] = 0;
+  if (startup_deaths_ > 2 * int(pool_->size()) + 2) {
+    // Run-wide, as a full disk's stop is: no path at fault, and what it means for the rest said.
+    std::string why = fmt::format("workers die before doing any work ({}); giving up: the remaining entries were "
+                                  "not copied",
+                                  describe_wait_status(status));
+    say("pcopy: " + why);
+    stats_.errors.add("", why);
+    abandon_ = true;
+  }
+  if (!abandon_) {
+    // A replacement that cannot be forked leaves the others to go on; with none left, nothing can.
+    int err = pool_->spawn(w);
+    if (err && pool_->live() == 0) {
+      std::string why =
+          fmt::format("no worker process left: {}: the remaining entries were not copied", errno_text(err));
+      say("pcopy: " + why);
+      stats_.errors.add("", why);
+      abandon_ = true;
+    }
+  }
+  for (uint64_t id : held) {
+    JobInfo& info = jobs_.at(id);
+    bytes_done_ -= std::min(bytes_done_, info.reported);
+    info.reported = 0;
+    info.worker = -1;
+  }
+  if (abandon_ || held.empty()) return;
+
+  std::deque<PendingBatch> retry;
+  uint64_t failed = 0;
+  for (size_t i = 0, b = 0; i < held.size(); ++b) {
+    size_t n = b < batches.size() ? batches[b] : held.size() - i;
+    PendingBatch rest;  // the batch's jobs that go out again as they were
+    for (size_t end = std::min(held.size(), i + n); i < end; ++i) {
+      JobInfo& info = jobs_.at(held[i]);
+      bool suspect = culprit ? held[i] == culprit : b == 0;  // may have been in hand
+      // Done by the dead worker, maybe: -u must not then call it up to date (see Job::attempt).
+      if (!info.job.attempt) info.job.attempt = 2;
+      if (!suspect) {
+        rest.dir = info.dir;
+        rest.ids.push_back(held[i]);
+        rest.bytes += weight(info.job);
+        continue;
+      }
+      if (!rest.ids.empty()) retry.push_back(std::exchange(rest, {}));
+      info.job.attempt = 1;
+      if (held[i] == culprit && ++info.deaths >= 2) {
+        failed = held[i];
+      } else {
+        retry.push_back(PendingBatch{info.dir, {held[i]}, weight(info.job)});
+      }
+    }
+    if (!rest.ids.empty()) retry.push_back(std::move(rest));
+  }
+  if (failed) {
+    Result r;
+    r.id = failed;
+    r.outcome = Outcome::Failed;
+    r.detail = fmt::format("a worker died copying it ({}), also on retry", describe_wait_status(status));
+    settle(r);
+  }
+  if (stopping_) {
+    // Not tried again, but accounted for: a chunk's file fails as a whole, its temporary removed.
+    for (auto& b : retry)
+      for (uint64_t id : b.ids) {
+        JobInfo& info = jobs_.at(id);
+        if (walker_ && !info.file) walker_->forget(info.dir, info.job.target());  // what the dead worker left of it
+        drop(id);
+      }
+    return;
+  }
+  queue_.insert(queue_.begin(), std::make_move_iterator(retry.begin()), std::make_move_iterator(retry.end()));
+}
+
+void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
+  if (!target_.dst_root || opt_.inplace) return;
+  std::string prefix = std::string(kTempPrefix) + std::to_string(pid) + "-";
+  std::vector<std::string> seen;
+  for (DirNode* dir : dirs) {
+    std::string rel_dir = walker_ ? walker_->dst_rel_path(dir) : std::string();
+    if (std::find(seen.begin(), seen.end(), rel_dir) != seen.end()) continue;
+    seen.push_back(rel_dir);
+    int fd = open_dir_beneath(target_.dst_root.get(), rel_dir, false);
+    if (fd < 0) continue;
+    UniqueFd dfd(fd);
+    remove_temps(dfd.get(), [&](std::string_view name) {
+      // A chunked file's temporary outlives the worker that created it: others still write it.
+      return name.starts_with(prefix) && made_by_this_run(name) &&
+             std::none_of(chunked_.begin(), chunked_.end(), [&](const auto& kv) { return kv.second.temp == name; });
+    });
+  }
+}
+
+// Handles the complete messages worker `w` has sent; while the run goes on, or also once it is
+// abandoned. Throws ProtocolError.
+void Runner::handle_frames(size_t w, bool abandoned_too) {
+  WorkerSlot& slot = pool_->slot(w);
+  while (abandoned_too || !abandon_) {
+    auto frame = slot.reader.next();
+    if (!frame) return;
+    if (frame->type == MsgType::Result) {
+      on_result(w, decode_result(frame->payload));
+    } else if (frame->type == MsgType::Progress) {
+      on_progress(w, decode_progress(frame->payload));
+    } else {
+      throw ProtocolError("unexpected message from a worker");
+    }
+  }
+}
+
+// Once the run is abandoned: handles what worker `w` has sent, though abandon_ is set — what it
+// finished is reported (counts, manifest, errors) as its files are in place. A frame cut short
+// by its death is ignored. False once its pipe is at EOF (or broken), true while it may send more.
+bool Runner::drain_results(size_t w) {
+  WorkerSlot& slot = pool_->slot(w);
+  if (!slot.results) return false;
+  char* buf = read_buf_.data();
+  for (;;) {
+    ssize_t n = ::read(slot.results.get(), buf, read_buf_.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n > 0) slot.reader.feed(buf, size_t(n));
+    try {
+      handle_frames(w, true);
+    } catch (const ProtocolError&) {
+      return false;
+    }
+    if (n < 0) return errno == EAGAIN;
+    if (n == 0) return false;
+  }
+}
+
+// Reads and handles results as workers send them, until every pipe reaches EOF or `timeout_ms`.
+void Runner::collect_results(int timeout_ms) {
+  const double deadline = now_s() + timeout_ms / 1000.0;
+  std::vector<bool> open(pool_->size());
+  for (size_t i = 0; i < open.size(); ++i) open[i] = pool_->slot(i).pid > 0 && pool_->slot(i).results;
+  for (;;) {
+    std::vector<pollfd> fds;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < open.size(); ++i)
+      if (open[i]) {
+        fds.push_back({pool_->slot(i).results.get(), POLLIN, 0});
+        which.push_back(i);
+      }
+    double left = deadline - now_s();
+    if (fds.empty() || left <= 0) return;
+    if (::poll(fds.data(), fds.size(), int(left * 1000) + 1) <= 0) continue;
+    for (size_t k = 0; k < fds.size(); ++k)
+      if (fds[k].revents) open[which[k]] = drain_results(which[k]);
+  }
+}
+
+void Runner::heard_from(size_t w) {
+  heard_[w] = now_s();
+  silence_told_[w] = false;
+}
+
+// A worker that holds jobs and has sent nothing for kSilentWorkerS is named, once per silence, with
+// what it holds: a file on a hung network mount, a process stopped by someone. It is waited for
+// all the same (a slow worker cannot be told from a stuck one, and its jobs may be half done);
+// Ctrl-C or SIGTERM ends the run cleanly.
+void Runner::name_silent_workers() {
+  double t = now_s();
+  for (size_t w = 0; w < pool_->size(); ++w) {
+    WorkerSlot& slot = pool_->slot(w);
+    if (silence_told_[w] || slot.held.empty() || t - heard_[w] < silent_after_s_) continue;
+    silence_told_[w] = true;
+    // The file it reported progress on is the one it is on; else results come in bunches, and the
+    // first unanswered job is only where its unanswered ones begin.
+    bool copying = slot.held.count(reporting_[w]);
+    uint64_t id = copying ? reporting_[w] : 0;
+    for (auto it = sent_[w].begin(); !id && it != sent_[w].end(); ++it)
+      if (slot.held.count(*it)) id = *it;
+    auto info = jobs_.find(id);
+    std::string raw = info == jobs_.end() ? std::string() : rel(info->second), path = display_path(raw);
+    size_t n = slot.held.size();
+    std::string count = fmt::format("{} {}", format_count(n), n == 1 ? "entry" : "entries");
+    std::string what = copying ? fmt::format(" while copying '{}' ({} unanswered)", path, count)
+                               : fmt::format(" ({} unanswered, from '{}')", count, path);
+    std::string text = fmt::format("worker {} has sent nothing for {}{}; still waiting for it", slot.pid,
+                                   format_duration(t - heard_[w]), what);
+    stats_.warnings.add(raw, text);
+    if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+  }
+}
+
+}  // namespace pcopy
