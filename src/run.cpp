@@ -31,27 +31,10 @@
 namespace pcopy {
 
 int Runner::run() {
-  stderr_tty_ = ::isatty(STDERR_FILENO);
-  stdout_tty_ = ::isatty(STDOUT_FILENO);
-  auto is_pipe = [](int fd) {
-    struct stat st;
-    return ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
-  };
-  stderr_pipe_ = is_pipe(STDERR_FILENO);
-  stdout_pipe_ = is_pipe(STDOUT_FILENO);
-  const char* no_color = std::getenv("NO_COLOR");
-  // A dumb terminal moves no cursor and clears no line: it gets plain lines, as a file does.
-  const char* term = std::getenv("TERM");
-  bool smart = stderr_tty_ && !(term && std::string_view(term) == "dumb");
-  color_ = smart && !(no_color && *no_color);
-  if (!opt_.quiet && opt_.progress != ProgressMode::Never) {
-    if (smart) bar_.emplace(STDERR_FILENO);
-    else if (opt_.progress == ProgressMode::Always) status_lines_ = true;
-  }
   // The parent stats every entry only when something needs it before the copy: byte totals for
   // the progress display, hard links, -L, a dry run's byte count. Otherwise getdents' d_type is
   // enough, workers look at sizes themselves, and the parent stays off the critical path.
-  stat_entries_ = bar_ || status_lines_ || opt_.archive || opt_.dereference || opt_.dry_run;
+  stat_entries_ = console_.bar() || console_.status_lines() || opt_.archive || opt_.dereference || opt_.dry_run;
   chunk_ = !target_.dst_root.valid() || chunking_helps(target_.dst_root.get(), opt_);
   in_memory_ = target_.dst_root.valid() && in_memory_fs(target_.dst_root.get());
   cpu_set_t cpus;
@@ -124,7 +107,7 @@ int Runner::run() {
     }
     // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal.
     manifest_.set_writer(
-        [this](int fd, std::string_view text) { return write_watching(fd, text, manifest_.is_pipe()); });
+        [this](int fd, std::string_view text) { return console_.write_watching(fd, text, manifest_.is_pipe()); });
   }
 
   tick(true);
@@ -135,7 +118,7 @@ int Runner::run() {
     poll_once(timeout_ms());
     name_silent_workers();
     tick(false);
-    if (!stdout_buf_.empty() && now_s() - last_out_ >= kOutInterval) flush_out();
+    if (auto due = console_.out_due(); due && now_s() >= *due) console_.flush_out();
     // The manifest's lines too, for a reader that follows them (`--manifest >(...)`, `tail -f`).
     if (double t = now_s(); manifest_.pending() && t - last_manifest_ >= kOutInterval) {
       manifest_.flush();
@@ -174,8 +157,7 @@ int Runner::start_pool() {
       return 2;
     }
     std::string text = fmt::format("started {} of {} worker processes: {}", live, opt_.jobs, errno_text(err));
-    stats_.warnings.add("", text);
-    if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+    run_warning(text);
   }
   batch_left_.assign(pool_->size(), {});
   sent_.assign(pool_->size(), {});
@@ -220,8 +202,8 @@ int Runner::timeout_ms() const {
   if (!walk_done_ && !stopping_ && jobs_.size() - undecided_names_ < window_) return 0;
   // Until the next thing due: a redraw or status line, buffered -v lines.
   std::optional<double> due;
-  if (bar_ || status_lines_) due = last_draw_ + (bar_ ? kBarInterval : kLineInterval);
-  if (!stdout_buf_.empty()) due = std::min(due.value_or(HUGE_VAL), last_out_ + kOutInterval);
+  if (console_.bar() || console_.status_lines()) due = last_draw_ + (console_.bar() ? kBarInterval : kLineInterval);
+  if (auto out = console_.out_due()) due = std::min(due.value_or(HUGE_VAL), *out);
   if (manifest_.pending()) due = std::min(due.value_or(HUGE_VAL), last_manifest_ + kOutInterval);
   bool held = false;
   for (size_t w = 0; w < pool_->size(); ++w) {
@@ -256,7 +238,7 @@ void Runner::on_signal() {
 // continued at once.
 void Runner::suspend(int sig) {
   if (!pool_) return;
-  if (bar_ && sig == SIGTSTP) bar_->clear();  // from the terminal: the shell's "Stopped" goes on a clean line
+  if (sig == SIGTSTP) console_.clear_bar();  // from the terminal: the shell's "Stopped" goes on a clean line
   pool_->signal_all(SIGSTOP);
   double stopped_at = now_s();
   sigset_t set;
@@ -308,8 +290,7 @@ int Runner::finish() {
     if (dst_stuck_) {
       std::string text = "workers stuck in I/O were killed and not waited for; what they were writing is left "
                          "in DST for the next run to remove";
-      stats_.warnings.add("", text);
-      if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+      run_warning(text);
     } else {
       for (auto& [id, cf] : chunked_) remove_dst_temp(cf.begin.dir, cf.temp);
     }
@@ -339,17 +320,17 @@ int Runner::finish() {
   pool_->close_jobs();
   pool_->shutdown(5000);
 
-  if (bar_) {
+  if (console_.bar()) {
     tick(true);
-    bar_->clear();
-  } else if (status_lines_) {
+    console_.clear_bar();
+  } else if (console_.status_lines()) {
     sample_rates(now_s());
-    say(format_status_line(progress_state()));
+    console_.draw(progress_state());
   }
-  flush_out();
+  console_.flush_out();
   if (int err = manifest_.close()) {
     std::string why = err == EAGAIN ? "cut short: its reader took nothing more once interrupted" : errno_text(err);
-    say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), why));
+    console_.say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), why));
     stats_.errors.add(opt_.manifest, why);
   }
 
@@ -359,27 +340,28 @@ int Runner::finish() {
     std::string why = err == EAGAIN
                           ? fmt::format("{} was cut short: its reader took nothing more once interrupted", where)
                           : fmt::format("cannot write to {}: {}", where, errno_text(err));
-    say("pcopy: " + why);
+    console_.say("pcopy: " + why);
     stats_.errors.add("", why);
   };
-  bool stdout_told = stdout_err_ != 0;
-  if (stdout_err_) output_failed(stdout_err_, "standard output");
-  if (lines_err_)
-    output_failed(lines_err_, opt_.dry_run ? "standard error (the -n lines)" : "standard error (the -v lines)");
+  bool stdout_told = console_.stdout_err() != 0;
+  if (console_.stdout_err()) output_failed(console_.stdout_err(), "standard output");
+  if (console_.lines_err())
+    output_failed(console_.lines_err(),
+                  opt_.dry_run ? "standard error (the -n lines)" : "standard error (the -v lines)");
   stats_.elapsed_s = now_s() - start_;
   stats_.interrupted = interrupted_ != 0;
   stats_.dry_run = opt_.dry_run;
   stats_.exit_status = interrupted_ ? 128 + interrupted_ : stats_.errors.empty() ? 0 : 1;
   // The report before the summary: one that cannot be written is still counted there.
-  if (opt_.json) write_json_report(stats_, [&](std::string_view piece) { write_out(piece); });
-  if (stdout_err_ && !stdout_told) {
-    output_failed(stdout_err_, "standard output");
+  if (opt_.json) write_json_report(stats_, [&](std::string_view piece) { console_.write_out(piece); });
+  if (console_.stdout_err() && !stdout_told) {
+    output_failed(console_.stdout_err(), "standard output");
     if (stats_.exit_status == 0) stats_.exit_status = 1;
   }
   if (!opt_.quiet) {
     std::string line = summary_line(stats_, opt_.update || opt_.ignore_existing, opt_.delete_extraneous);
     if (opt_.dst.empty()) line += fmt::format(" into '{}'", display_path(target_.dst_display));
-    say(line);
+    console_.say(line);
   }
   // Signals stay blocked to the exit: a second Ctrl-C, or `timeout` signalling both pcopy and its
   // process group, must not kill it half-way through the report, nor after it, which would end pcopy
@@ -404,7 +386,7 @@ void Runner::run_delete() {
     // No path at fault (an empty one, as a full disk's stop has), in the words of the line.
     const std::string why =
         "--delete deleted nothing extraneous: reading SRC failed, so nothing in DST is known to be extraneous";
-    say("pcopy: " + why);
+    console_.say("pcopy: " + why);
     stats_.errors.add("", why);
     return;
   }
@@ -421,7 +403,7 @@ void Runner::run_delete() {
       // touched), once, as a copy's stop is: where none would have come, there is no stop to tell.
       if (!abandon_) {
         std::string rest = "nothing more was deleted";
-        say("pcopy: stopping at the first error (--fail-fast): " + rest);
+        console_.say("pcopy: stopping at the first error (--fail-fast): " + rest);
         stats_.errors.add("", "stopped: --fail-fast: " + rest);
       }
       return abandon_ = true;
@@ -434,15 +416,15 @@ void Runner::run_delete() {
   };
   cb.failed = [&](const std::string& path, int err) {
     std::string reason = fmt::format("cannot delete: {}", errno_text(err));
-    say(paint("31", fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err))));
+    console_.say_error(fmt::format("pcopy: cannot delete '{}': {}", display_path(path), errno_text(err)));
     stats_.errors.add(path, reason);
     failed = opt_.fail_fast;
   };
   // A directory of DST not looked into (SRC has it): not itself one to delete.
   cb.unlisted = [&](const std::string& rel, int err) {
     std::string path = rel.empty() ? "." : rel;
-    say(paint("31", fmt::format("pcopy: cannot look for entries to delete in '{}': {}", display_path(path),
-                                errno_text(err))));
+    console_.say_error(
+        fmt::format("pcopy: cannot look for entries to delete in '{}': {}", display_path(path), errno_text(err)));
     stats_.errors.add(path, fmt::format("cannot look for entries to delete: {}", errno_text(err)));
     failed = opt_.fail_fast;
   };

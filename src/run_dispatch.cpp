@@ -29,7 +29,7 @@ bool Runner::work_left() const {
 void Runner::stop_if_all_would_fail(int err, bool own_mount) {
   if (!fails_all(err, own_mount) || !work_left()) return;
   if (!stopping_) {
-    say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(err)));
+    console_.say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(err)));
     // In the report too, as an error of its own (no path at fault): a pipeline reading only the
     // JSON learns that entries were never tried, not just that one failed.
     stats_.errors.add("", fmt::format("stopped: {}: the remaining entries were not copied", errno_text(err)));
@@ -127,7 +127,7 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       if (!ev.created) return;
       ++stats_.dirs_created;
       if (opt_.dry_run || opt_.verbose)
-        out_line((opt_.dry_run ? "copy " : "") + display_path(rel(ev.dir, ev.name)) + "/");
+        console_.out_line((opt_.dry_run ? "copy " : "") + display_path(rel(ev.dir, ev.name)) + "/");
       return;
     }
     case WalkEvent::Type::Error: {

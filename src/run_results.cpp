@@ -42,14 +42,14 @@ void Runner::unkept(const std::string& path, const Unkept& u) {
 }
 
 void Runner::report_error(const std::string& line, const std::string& path, const std::string& reason) {
-  say(paint("31", line));
+  console_.say_error(line);
   stats_.errors.add(path, reason);
   if (opt_.fail_fast && !abandon_) {
     // Said as a full disk's stop is, in the report too: one failed entry is not a tree mostly missing.
     if (work_left()) {
       std::string rest = opt_.delete_extraneous ? "the remaining entries were not copied, and nothing was deleted"
                                                 : "the remaining entries were not copied";
-      say(fmt::format("pcopy: stopping at the first error (--fail-fast): {}", rest));
+      console_.say(fmt::format("pcopy: stopping at the first error (--fail-fast): {}", rest));
       stats_.errors.add("", "stopped: --fail-fast: " + rest);
     }
     stop_dispatching();
@@ -90,7 +90,12 @@ std::pair<DirNode*, bool> Runner::gone_dir(DirNode* dir) const {
 
 void Runner::warning(const std::string& path, const std::string& text) {
   stats_.warnings.add(path, text);
-  if (!opt_.quiet) say(paint("33", fmt::format("pcopy: warning: '{}': {}", display_path(path), text)));
+  if (!opt_.quiet) console_.say_warning(fmt::format("pcopy: warning: '{}': {}", display_path(path), text));
+}
+
+void Runner::run_warning(const std::string& text) {
+  stats_.warnings.add("", text);
+  if (!opt_.quiet) console_.say_warning("pcopy: warning: " + text);
 }
 
 void Runner::on_progress(size_t w, const Progress& p) {
@@ -181,7 +186,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       break;
     case Outcome::Skipped:
       ++stats_.files_skipped;
-      if (opt_.dry_run) out_line("skip " + display_path(dst_path()));
+      if (opt_.dry_run) console_.out_line("skip " + display_path(dst_path()));
       break;
     case Outcome::Copied:
     case Outcome::Replaced:
@@ -192,9 +197,9 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       }
       stats_.bytes_copied = add_saturating(stats_.bytes_copied, bytes);
       if (opt_.dry_run) {
-        out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(dst_path()));
+        console_.out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(dst_path()));
       } else if (opt_.verbose) {
-        out_line(display_path(dst_path()));
+        console_.out_line(display_path(dst_path()));
       }
       if (manifest_.is_open()) {
         std::optional<Hash128> hash = r.hash;
@@ -219,9 +224,9 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
 void Runner::note_deleted(const std::string& path) {
   ++stats_.files_deleted;
   if (opt_.dry_run) {
-    out_line("delete " + display_path(path));
+    console_.out_line("delete " + display_path(path));
   } else if (opt_.verbose) {
-    out_line("deleted " + display_path(path));
+    console_.out_line("deleted " + display_path(path));
   }
 }
 

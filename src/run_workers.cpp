@@ -50,8 +50,7 @@ void Runner::read_worker(size_t w) {
 void Runner::replace_worker(size_t w, const std::string& why) {
   WorkerSlot& slot = pool_->slot(w);
   std::string text = fmt::format("worker {}: {}; replacing it", slot.pid, why);
-  stats_.warnings.add("", text);
-  if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+  run_warning(text);
   ::kill(slot.pid, SIGKILL);
   on_worker_gone(w, true);
 }
@@ -76,8 +75,7 @@ void Runner::on_worker_gone(size_t w, bool said) {
   if (!said && !interrupted_ && !stopping_ && !abandon_) {
     std::string text = fmt::format("worker {} died ({}); what it held is handed out again", pid,
                                    describe_wait_status(status));
-    stats_.warnings.add("", text);
-    if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+    run_warning(text);
   }
   std::vector<uint64_t> held;
   for (uint64_t id : sent_[w])
@@ -106,7 +104,7 @@ void Runner::on_worker_gone(size_t w, bool said) {
     std::string why = fmt::format("workers die before doing any work ({}); giving up: the remaining entries were "
                                   "not copied",
                                   describe_wait_status(status));
-    say("pcopy: " + why);
+    console_.say("pcopy: " + why);
     stats_.errors.add("", why);
     abandon_ = true;
   }
@@ -116,7 +114,7 @@ void Runner::on_worker_gone(size_t w, bool said) {
     if (err && pool_->live() == 0) {
       std::string why =
           fmt::format("no worker process left: {}: the remaining entries were not copied", errno_text(err));
-      say("pcopy: " + why);
+      console_.say("pcopy: " + why);
       stats_.errors.add("", why);
       abandon_ = true;
     }
@@ -283,7 +281,7 @@ void Runner::name_silent_workers() {
     std::string text = fmt::format("worker {} has sent nothing for {}{}; still waiting for it", slot.pid,
                                    format_duration(t - heard_[w]), what);
     stats_.warnings.add(raw, text);
-    if (!opt_.quiet) say(paint("33", "pcopy: warning: " + text));
+    if (!opt_.quiet) console_.say_warning("pcopy: warning: " + text);
   }
 }
 

@@ -2,12 +2,21 @@
 // decides when to draw. The parent alone draws; workers never touch the terminal.
 #pragma once
 
+#include <time.h>
+
 #include <cstdint>
 #include <deque>
 #include <string>
 #include <utility>
 
 namespace pcopy {
+
+// Seconds on the monotonic clock: what the bar, its rates and the run's timers count in.
+inline double now_s() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+}
 
 struct ProgressState {
   uint64_t files_done = 0;

@@ -1,15 +1,13 @@
 // The parent's side of a run, as run() drives it: the Runner walks SRC into batches of jobs
 // (run_dispatch.cpp), hands them to the pool's workers and reads their results (run_workers.cpp,
 // run_results.cpp), copies big files in chunks (run_chunks.cpp) and hard links as groups
-// (run_links.cpp), and writes above its progress bar (run_output.cpp); run.cpp holds the loop that
-// multiplexes all of it, and the end of the run. Shared by those files only: other modules know
-// run() (run.hpp) alone.
+// (run_links.cpp), and shows its progress (run_progress.cpp) and everything else it says through
+// its Console; run.cpp holds the loop that multiplexes all of it, and the end of the run. Shared by
+// those files only: other modules know run() (run.hpp) alone.
 #pragma once
 
-#include <fmt/core.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -17,11 +15,11 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "pcopy/console.hpp"
 #include "pcopy/fd.hpp"
 #include "pcopy/options.hpp"
 #include "pcopy/pool.hpp"
@@ -57,16 +55,8 @@ constexpr size_t kMaxLedNames = 1024;
 constexpr size_t kMaxSettledNames = 8192;
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
-constexpr double kOutInterval = 0.2;          // -v, -n lines into a file or pipe: written at least this often
 constexpr int kFinishUpMs = 250;              // abandoned: how long workers may finish the job in hand
-constexpr int kStuckReaderMs = 1000;          // interrupted: how long output may wait for its reader
 constexpr double kSilentWorkerS = 120;        // a worker holding jobs this long without a word is named
-
-inline double now_s() {
-  struct timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
-}
 
 inline JobKind kind_of(mode_t mode) {
   if (S_ISREG(mode)) return JobKind::File;
@@ -147,7 +137,12 @@ struct LinkGroup {
 class Runner {
  public:
   Runner(const Options& o, Target& t, Signals signals)
-      : opt_(o), target_(t), sigfd_(std::move(signals.fd)), watched_(signals.watched) {}
+      : opt_(o),
+        target_(t),
+        sigfd_(std::move(signals.fd)),
+        watched_(signals.watched),
+        console_(o, {sigfd_.get(), watched_, [this] { on_signal(); }, [this] { return interrupted_ != 0; },
+                     [this](int sig) { suspend(sig); }}) {}
   int run();
 
  private:
@@ -190,7 +185,6 @@ class Runner {
   void on_signal();
   void suspend(int sig);
   void sample_rates(double t);
-  void before_terminal_write(int fd);
   void finish_link_group(const JobInfo& info, const Result& r);
   void lead_with_next(std::pair<dev_t, ino_t> key, LinkGroup& group);
   void decide_link_groups(size_t keep, size_t keep_led, size_t keep_settled);
@@ -221,15 +215,8 @@ class Runner {
   void warning(const std::string& rel, const std::string& text);
   void vanished(const JobInfo& info, Vanished what);
   std::pair<DirNode*, bool> gone_dir(DirNode* dir) const;
-  int say(const std::string& line);  // stderr, above the bar; 0 or the errno of a failed write
-  int write_watching(int fd, std::string_view text, bool pipe);
-  // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
-  std::string paint(const char* sgr, const std::string& line) const {
-    return color_ ? fmt::format("\x1b[{}m{}\x1b[0m", sgr, line) : line;
-  }
-  void out_line(const std::string& line); // stdout; with --json stderr, so the report is all stdout holds
-  void flush_out();
-  void write_out(std::string_view text);   // to stdout, until a write to it fails
+  // A warning of the run as a whole, of no one path (a worker's death, fewer workers than asked).
+  void run_warning(const std::string& text);
   void tick(bool force);
   ProgressState progress_state() const;
   int timeout_ms() const;
@@ -242,6 +229,7 @@ class Runner {
   std::optional<Pool> pool_;
   UniqueFd sigfd_;
   sigset_t watched_{};  // the signals read from sigfd_ (not those ignored when pcopy started)
+  Console console_;
 
   std::unordered_map<uint64_t, JobInfo> jobs_;  // every job not yet answered: queued or sent
   std::string frame_;                            // dispatch(): a batch's frame, its buffer reused
@@ -279,17 +267,9 @@ class Runner {
   uint64_t files_total_ = 0, bytes_total_ = 0, files_done_ = 0, bytes_done_ = 0;
   double start_ = now_s();
   double last_draw_ = 0;
-  double last_out_ = 0;  // when stdout_buf_ was last written
   double last_manifest_ = 0;  // when the manifest's lines were last written
   RateMeter meter_;
   RateMeter work_meter_;  // work_of(files, bytes): for the ETA
-  std::optional<BarRenderer> bar_;
-  bool status_lines_ = false;
-  bool stdout_tty_ = false;
-  bool stderr_tty_ = false;
-  bool stdout_pipe_ = false;  // a pipe or socket: written PIPE_BUF at a time (write_watching)
-  bool stderr_pipe_ = false;
-  bool color_ = false;
   bool stat_entries_ = true;
   // -u: workers bring skipped entries' metadata up to date from the walk's stat (Job::Meta).
   const bool refresh_skipped_ = opt_.update && !opt_.ignore_existing && !opt_.dry_run;
@@ -309,9 +289,6 @@ class Runner {
   bool in_memory_ = false;  // DST is in_memory_fs(): the CPU is the limit (chunk_allowed)
   size_t cpus_ = 1;         // that this process may run on
   Manifest manifest_;
-  std::string stdout_buf_;
-  int stdout_err_ = 0;  // the first failed write to stdout: reported at the end, an error of the run
-  int lines_err_ = 0;   // the same for -v and -n lines sent to stderr (with --json)
 };
 
 }  // namespace pcopy

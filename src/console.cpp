@@ -1,23 +1,51 @@
-// What the run writes: lines above the progress bar on stderr, -v and -n lines gathered on stdout,
-// writes that go on watching for signals while their reader is slow, the bar and status lines.
-#include "pcopy/runner.hpp"
+#include "pcopy/console.hpp"
 
 #include <fmt/core.h>
 #include <limits.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <string>
-#include <string_view>
-
-#include "pcopy/progress.hpp"
+#include <cstdlib>
+#include <utility>
 
 namespace pcopy {
 
-int Runner::say(const std::string& line) {
+namespace {
+
+constexpr int kStuckReaderMs = 1000;  // interrupted: how long output may wait for its reader
+
+bool is_pipe(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+}
+
+}  // namespace
+
+Console::Console(const Options& options, Run run) : opt_(options), run_(std::move(run)) {
+  stderr_tty_ = ::isatty(STDERR_FILENO);
+  stdout_tty_ = ::isatty(STDOUT_FILENO);
+  stderr_pipe_ = is_pipe(STDERR_FILENO);
+  stdout_pipe_ = is_pipe(STDOUT_FILENO);
+  const char* no_color = std::getenv("NO_COLOR");
+  // A dumb terminal moves no cursor and clears no line: it gets plain lines, as a file does.
+  const char* term = std::getenv("TERM");
+  bool smart = stderr_tty_ && !(term && std::string_view(term) == "dumb");
+  color_ = smart && !(no_color && *no_color);
+  if (!opt_.quiet && opt_.progress != ProgressMode::Never) {
+    if (smart) bar_.emplace(STDERR_FILENO);
+    else if (opt_.progress == ProgressMode::Always) status_lines_ = true;
+  }
+}
+
+std::string Console::paint(const char* sgr, const std::string& line) const {
+  return color_ ? fmt::format("\x1b[{}m{}\x1b[0m", sgr, line) : line;
+}
+
+int Console::say(const std::string& line) {
   flush_out();  // `> log 2>&1`: the paths copied before an error come before it
   if (stderr_tty_) before_terminal_write(STDERR_FILENO);
   if (bar_) bar_->clear();
@@ -25,24 +53,22 @@ int Runner::say(const std::string& line) {
   return write_watching(STDERR_FILENO, text, stderr_pipe_);
 }
 
-// Writes to stdout or stderr, watching for signals while the reader is slow: a consumer of -v
-// lines that stops reading (a stuck pipe, a suspended pager) must not keep Ctrl-C or SIGTERM from
-// ending the run, as it would in a blocking write. Once interrupted, a reader that takes no more
-// within kStuckReaderMs loses the rest (the summary and report included): the run still ends.
-int Runner::write_watching(int fd, std::string_view text, bool pipe) {
+// Once interrupted, a reader that takes no more within kStuckReaderMs loses the rest (the summary
+// and report included): the run still ends.
+int Console::write_watching(int fd, std::string_view text, bool pipe) {
   double gave_up_at = 0;
   while (!text.empty()) {
-    pollfd fds[2] = {{fd, POLLOUT, 0}, {sigfd_.get(), POLLIN, 0}};
+    pollfd fds[2] = {{fd, POLLOUT, 0}, {run_.sigfd, POLLIN, 0}};
     int timeout = -1;
-    if (interrupted_) {
+    if (run_.interrupted()) {
       if (!gave_up_at) gave_up_at = now_s() + kStuckReaderMs / 1000.0;
       timeout = std::max(0, int((gave_up_at - now_s()) * 1000));
     }
-    int n = ::poll(fds, sigfd_ ? 2 : 1, timeout);
+    int n = ::poll(fds, run_.sigfd >= 0 ? 2 : 1, timeout);
     if (n < 0 && errno != EINTR) return errno;
     if (n == 0) return EAGAIN;  // interrupted, and the reader took nothing more (said so at the end)
     if (n < 0) continue;
-    if (fds[1].revents & POLLIN) on_signal();
+    if (fds[1].revents & POLLIN) run_.on_signal();
     if (!(fds[0].revents & (POLLOUT | POLLERR | POLLHUP))) continue;
     // Into a pipe with room, up to PIPE_BUF bytes go without blocking.
     ssize_t done = ::write(fd, text.data(), pipe ? std::min<size_t>(text.size(), PIPE_BUF) : text.size());
@@ -55,12 +81,12 @@ int Runner::write_watching(int fd, std::string_view text, bool pipe) {
   return 0;
 }
 
-void Runner::write_out(std::string_view text) {
+void Console::write_out(std::string_view text) {
   if (stdout_tty_ && !text.empty()) before_terminal_write(STDOUT_FILENO);
   if (!stdout_err_) stdout_err_ = write_watching(STDOUT_FILENO, text, stdout_pipe_);
 }
 
-void Runner::out_line(const std::string& line) {
+void Console::out_line(const std::string& line) {
   if (opt_.json) {  // stdout is for a JSON parser: -v and -n lines would break it
     // Data as much as on stdout: a failed write is an error of the run, as stdout's is.
     if (int err = say(line); err && !lines_err_) lines_err_ = err;
@@ -73,7 +99,7 @@ void Runner::out_line(const std::string& line) {
   if (stdout_tty_ || stdout_buf_.size() >= 64 * 1024 || now_s() - last_out_ >= kOutInterval) flush_out();
 }
 
-void Runner::flush_out() {
+void Console::flush_out() {
   last_out_ = now_s();
   if (stdout_buf_.empty()) return;
   if (bar_ && stdout_tty_) bar_->clear();
@@ -81,48 +107,33 @@ void Runner::flush_out() {
   stdout_buf_.clear();
 }
 
-void Runner::sample_rates(double t) {
-  meter_.sample(t - start_, bytes_done_);
-  work_meter_.sample(t - start_, work_of(files_done_, bytes_done_));
+std::optional<double> Console::out_due() const {
+  if (stdout_buf_.empty()) return std::nullopt;
+  return last_out_ + kOutInterval;
+}
+
+void Console::draw(const ProgressState& state) {
+  if (bar_) {
+    before_terminal_write(STDERR_FILENO);
+    bar_->draw(state);
+  } else if (status_lines_) {
+    say(format_status_line(state));
+  }
+}
+
+void Console::clear_bar() {
+  if (bar_) bar_->clear();
 }
 
 // A blocked SIGTTOU (it is read from the signalfd) lets a process write to its terminal from the
 // background even under `stty tostop`, where the terminal would stop it: the parent makes the
 // terminal's check itself before writing to one, and stops as the terminal would have stopped it.
-void Runner::before_terminal_write(int fd) {
-  if (!sigismember(&watched_, SIGTTOU)) return;  // ignored: the terminal lets us write
+void Console::before_terminal_write(int fd) {
+  if (!sigismember(&run_.watched, SIGTTOU)) return;  // ignored: the terminal lets us write
   struct termios t;
   if (::tcgetattr(fd, &t) != 0 || !(t.c_lflag & TOSTOP)) return;
   pid_t fg = ::tcgetpgrp(fd);  // -1 unless it is our controlling terminal, which alone stops us
-  if (fg > 0 && fg != ::getpgrp()) suspend(SIGTTOU);
-}
-
-ProgressState Runner::progress_state() const {
-  ProgressState s;
-  s.files_done = files_done_;
-  s.files_total = files_total_;
-  s.bytes_done = bytes_done_;
-  s.bytes_total = bytes_total_;
-  s.counting = !walk_done_;
-  s.elapsed_s = now_s() - start_;
-  s.rate = meter_.rate();
-  s.work_rate = work_meter_.rate();
-  return s;
-}
-
-void Runner::tick(bool force) {
-  double t = now_s();
-  if (!bar_ && !status_lines_) return;
-  double interval = bar_ ? kBarInterval : kLineInterval;
-  if (!force && t - last_draw_ < interval) return;
-  last_draw_ = t;
-  sample_rates(t);
-  if (bar_) {
-    before_terminal_write(STDERR_FILENO);
-    bar_->draw(progress_state());
-  } else {
-    say(format_status_line(progress_state()));
-  }
+  if (fg > 0 && fg != ::getpgrp()) run_.suspend(SIGTTOU);
 }
 
 }  // namespace pcopy
