@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 #include <limits.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -36,7 +37,7 @@ Console::Console(const Options& options, Run run) : opt_(options), run_(std::mov
   bool smart = stderr_tty_ && !(term && std::string_view(term) == "dumb");
   color_ = smart && !(no_color && *no_color);
   if (!opt_.quiet && opt_.progress != ProgressMode::Never) {
-    if (smart) bar_.emplace(STDERR_FILENO);
+    if (smart) bar_ = true;
     else if (opt_.progress == ProgressMode::Always) status_lines_ = true;
   }
 }
@@ -48,7 +49,7 @@ std::string Console::paint(const char* sgr, const std::string& line) const {
 int Console::say(const std::string& line) {
   flush_out();  // `> log 2>&1`: the paths copied before an error come before it
   if (stderr_tty_) before_terminal_write(STDERR_FILENO);
-  if (bar_) bar_->clear();
+  clear_bar();
   std::string text = line + "\n";
   return write_watching(STDERR_FILENO, text, stderr_pipe_);
 }
@@ -102,7 +103,7 @@ void Console::out_line(const std::string& line) {
 void Console::flush_out() {
   last_out_ = now_s();
   if (stdout_buf_.empty()) return;
-  if (bar_ && stdout_tty_) bar_->clear();
+  if (stdout_tty_) clear_bar();
   write_out(stdout_buf_);
   stdout_buf_.clear();
 }
@@ -112,17 +113,37 @@ std::optional<double> Console::out_due() const {
   return last_out_ + kOutInterval;
 }
 
+int Console::bar_width() const {
+  struct winsize ws {};
+  return ::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+}
+
+// The bar is news, never worth waiting for: a frame is drawn only when the terminal takes it at
+// once. Not from the background, where it would write over the shell and what is typed there (pv
+// draws nothing there either); nor while the terminal's output is paused (Ctrl-S, a stalled ssh
+// connection), which a write would wait out, the copy with it.
 void Console::draw(const ProgressState& state) {
-  if (bar_) {
-    before_terminal_write(STDERR_FILENO);
-    bar_->draw(state);
-  } else if (status_lines_) {
-    say(format_status_line(state));
+  if (!bar_) {
+    if (status_lines_) say(format_status_line(state));
+    return;
   }
+  pid_t fg = ::tcgetpgrp(STDERR_FILENO);  // -1 unless it is our controlling terminal
+  if (fg > 0 && fg != ::getpgrp()) return;
+  // Three columns short of the width: writing the last column makes some terminals wrap, and the
+  // "^C" the terminal echoes on Ctrl-C (or "^Z", "^\\") must fit after the bar, or its wrapped
+  // half leaves the bar on the screen above the next line, no longer on the line erased.
+  std::string text = format_bar(state, bar_width() - 3);
+  if (text == bar_shown_) return;
+  pollfd pfd{STDERR_FILENO, POLLOUT, 0};
+  if (::poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT)) return;
+  std::string out = "\r" + text + "\x1b[K";
+  if (write_watching(STDERR_FILENO, out, false) == 0) bar_shown_ = std::move(text);
 }
 
 void Console::clear_bar() {
-  if (bar_) bar_->clear();
+  if (bar_shown_.empty()) return;
+  bar_shown_.clear();
+  write_watching(STDERR_FILENO, "\r\x1b[K", false);
 }
 
 // A blocked SIGTTOU (it is read from the signalfd) lets a process write to its terminal from the

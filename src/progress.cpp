@@ -1,13 +1,9 @@
 #include "pcopy/progress.hpp"
 
 #include <fmt/core.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-
-#include "pcopy/fd.hpp"
 
 namespace pcopy {
 
@@ -138,27 +134,6 @@ double RateMeter::rate() const {
   if (samples_.size() < 2) return 0;
   double dt = samples_.back().first - samples_.front().first;
   return dt <= 0 ? 0 : double(samples_.back().second - samples_.front().second) / dt;
-}
-
-int BarRenderer::width() const {
-  struct winsize ws {};
-  if (::ioctl(fd_, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
-  return 80;
-}
-
-void BarRenderer::draw(const ProgressState& s) {
-  // One column short of the width: writing the last column makes some terminals wrap.
-  std::string text = format_bar(s, width() - 1);
-  if (text == shown_) return;
-  shown_ = text;
-  std::string out = "\r" + text + "\x1b[K";
-  write_all(fd_, out.data(), out.size());
-}
-
-void BarRenderer::clear() {
-  if (shown_.empty()) return;
-  shown_.clear();
-  write_all(fd_, "\r\x1b[K", 4);
 }
 
 }  // namespace pcopy

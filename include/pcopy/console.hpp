@@ -46,10 +46,10 @@ class Console {
   int say_error(const std::string& line) { return say(paint("31", line)); }      // red on a terminal
   int say_warning(const std::string& line) { return say(paint("33", line)); }    // yellow
 
-  bool bar() const { return bar_.has_value(); }
+  bool bar() const { return bar_; }
   bool status_lines() const { return status_lines_; }
   void draw(const ProgressState& state);  // the bar, or a status line
-  void clear_bar();
+  void clear_bar();  // erases the bar's line, if it shows (before a line is written, at the end)
   // When the -v and -n lines gathered are next due to be written, if any are.
   std::optional<double> out_due() const;
   int stdout_err() const { return stdout_err_; }  // the first failed write to stdout
@@ -59,10 +59,12 @@ class Console {
   // Colours a line for a terminal (SGR code, e.g. "31" red), unless NO_COLOR is set.
   std::string paint(const char* sgr, const std::string& line) const;
   void before_terminal_write(int fd);
+  int bar_width() const;
 
   const Options& opt_;
   Run run_;
-  std::optional<BarRenderer> bar_;
+  bool bar_ = false;      // stderr is a terminal that moves its cursor, and the options want the bar
+  std::string bar_shown_;  // the bar's text on the terminal now, "" if erased
   bool status_lines_ = false;
   bool stdout_tty_ = false;
   bool stderr_tty_ = false;

@@ -1,5 +1,5 @@
-// The progress display: pure formatting (testable without a terminal) plus a small renderer that
-// decides when to draw. The parent alone draws; workers never touch the terminal.
+// The progress display's contents: pure formatting, testable without a terminal, and the rates it
+// shows. The parent alone draws it (console.hpp); workers never touch the terminal.
 #pragma once
 
 #include <time.h>
@@ -68,20 +68,6 @@ class RateMeter {
 
  private:
   std::deque<std::pair<double, uint64_t>> samples_;
-};
-
-// Draws the bar on a terminal (stderr): redraws only when the text changes, clears itself before
-// other lines are printed.
-class BarRenderer {
- public:
-  explicit BarRenderer(int fd) : fd_(fd) {}
-  void draw(const ProgressState& s);
-  void clear();  // erase the bar line (before an error line, or at the end)
-
- private:
-  int width() const;
-  int fd_;
-  std::string shown_;
 };
 
 }  // namespace pcopy

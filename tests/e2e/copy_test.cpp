@@ -1516,8 +1516,11 @@ TEST_P(TerminalProgressTest, DrawsBarNoWiderThanTerminal) {
   auto frames = bar_frames(r.out);
   EXPECT_TRUE(std::any_of(frames.begin(), frames.end(), [](auto& f) { return f.find('%') != std::string::npos; }))
       << "no frame shows a percentage\n" << describe(r);
+  // Three columns short of the width: the "^C" a terminal echoes on Ctrl-C fits after the bar,
+  // which the line's erasing then takes with it, rather than wrap and leave the bar on the screen.
   for (const auto& frame : frames) {
-    EXPECT_LE(display_width(frame), 50u) << "frame wider than the 50-column terminal: '" << escape_path(frame) << "'";
+    EXPECT_LE(display_width(frame), 47u) << "frame leaves no room on the 50-column terminal: '" << escape_path(frame)
+                                         << "'";
   }
   EXPECT_EQ(diff_trees(src, dst), "");
 }

@@ -41,6 +41,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -1584,8 +1585,8 @@ TEST_P(FaultsByJobs, DeleteKeepsADirectoryRenamedInSourceDuringTheRun) {
 // `stty tostop`: a background job that writes to its terminal is stopped by SIGTTOU. pcopy reads
 // SIGTTOU from its signalfd, and a blocked SIGTTOU would let it write on: it makes the terminal's
 // check itself, and stops its workers and itself. Here pcopy runs in a background process group of
-// a session on a pseudo-terminal with tostop set; its progress bar is the first thing it writes.
-// Brought to the foreground and continued, it completes.
+// a session on a pseudo-terminal with tostop set; its first -v line is the first thing it writes
+// (no bar is drawn from the background). Brought to the foreground and continued, it completes.
 TEST_P(FaultsByJobs, WritingToTheTerminalFromTheBackgroundUnderTostopStopsTheWorkersToo) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
@@ -1601,7 +1602,7 @@ TEST_P(FaultsByJobs, WritingToTheTerminalFromTheBackgroundUnderTostopStopsTheWor
   ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
   UniqueFd report_in(report[0]), report_out(report[1]), go_in(go[0]), go_out(go[1]);
   // Everything the children need is made before fork.
-  std::vector<std::string> argv{pcopy_bin(), jobs(), src, to};
+  std::vector<std::string> argv{pcopy_bin(), "-v", jobs(), src, to};
   std::vector<std::string> env{"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo};
   for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
   std::vector<char*> c_argv, c_env;
@@ -1691,6 +1692,161 @@ TEST_P(FaultsByJobs, WritingToTheTerminalFromTheBackgroundUnderTostopStopsTheWor
   EXPECT_EQ(code, 0);
   EXPECT_EQ(diff_trees(src, to), "");
   EXPECT_EQ(joined(temporaries(to)), "");
+}
+
+// pcopy on a pseudo-terminal of its own, as an interactive shell runs it: a session leader holds
+// the terminal, and pcopy runs in a process group of its own, in the foreground (the leader hands
+// it the terminal before it starts) or in the background (`pcopy ... &`). What the terminal shows
+// is read as it comes, so that writing to it blocks only while the test pauses its output.
+class OnTerminal {
+ public:
+  OnTerminal(const std::vector<std::string>& args, const std::vector<std::string>& env_extra, bool foreground) {
+    master_.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!master_ || ::grantpt(master_.get()) != 0 || ::unlockpt(master_.get()) != 0) return;
+    std::string slave = ::ptsname(master_.get());
+    tty_.reset(::open(slave.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+    int report[2], ready[2];
+    if (!tty_ || ::pipe2(report, O_CLOEXEC) != 0 || ::pipe2(ready, O_CLOEXEC) != 0) return;
+    UniqueFd report_out(report[1]), ready_in(ready[0]), ready_out(ready[1]);
+    report_.reset(report[0]);
+    // Everything the children need is made before fork: they make async-signal-safe calls only.
+    std::vector<std::string> argv{pcopy_bin()}, env = env_extra;
+    argv.insert(argv.end(), args.begin(), args.end());
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+    std::vector<char*> c_argv, c_env;
+    for (auto& a : argv) c_argv.push_back(a.data());
+    c_argv.push_back(nullptr);
+    for (auto& e : env) c_env.push_back(e.data());
+    c_env.push_back(nullptr);
+    std::fflush(nullptr);
+    leader_ = ::fork();
+    if (leader_ != 0) {
+      if (leader_ > 0) reader_ = std::thread([this] { read_screen(); });
+      return;
+    }
+    int tty = -1;
+    if (::setsid() < 0 || (tty = ::open(slave.c_str(), O_RDWR)) < 0) ::_exit(1);
+    pid_t pc = ::fork();
+    if (pc == 0) {
+      char go;
+      int null = ::open("/dev/null", O_RDONLY);
+      if (::setpgid(0, 0) != 0 || ::read(ready[0], &go, 1) != 1 || ::dup2(null, 0) < 0 || ::dup2(tty, 1) < 0 ||
+          ::dup2(tty, 2) < 0)
+        ::_exit(127);
+      ::close_range(3, ~0U, 0);
+      ::execve(c_argv[0], c_argv.data(), c_env.data());
+      ::_exit(127);
+    }
+    ::setpgid(pc, pc);
+    if (foreground) ::tcsetpgrp(tty, pc);
+    (void)!::write(ready[1], "g", 1);
+    (void)!::write(report[1], &pc, sizeof pc);
+    int status = 0;
+    ::waitpid(pc, &status, 0);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+    (void)!::write(report[1], &code, sizeof code);
+    ::_exit(0);
+  }
+  ~OnTerminal() {
+    if (pid_ > 0 && !code_) ::kill(pid_, SIGKILL);
+    if (leader_ > 0) {
+      ::kill(leader_, SIGKILL);
+      ::waitpid(leader_, nullptr, 0);
+    }
+    if (tty_) ::tcflow(tty_.get(), TCOON);
+    tty_.reset();
+    if (reader_.joinable()) reader_.join();
+  }
+  // pcopy's pid, once it started; -1 if it did not.
+  pid_t pid() {
+    if (pid_ < 0 && !receive(pid_, 10s)) pid_ = 0;
+    return pid_ > 0 ? pid_ : -1;
+  }
+  int tty() const { return tty_.get(); }  // the terminal, as the test holds it: tcflow() is Ctrl-S, Ctrl-Q
+  std::string shown() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return shown_;
+  }
+  // pcopy's exit status (128 + N when a signal ended it), if it ended within `timeout`.
+  std::optional<int> wait(std::chrono::seconds timeout) {
+    int code = 0;
+    if (!code_ && pid() > 0 && receive(code, timeout)) code_ = code;
+    return code_;
+  }
+
+ private:
+  void read_screen() {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(master_.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // EIO: no process holds the terminal any more
+      std::lock_guard<std::mutex> lock(mutex_);
+      shown_.append(buf, size_t(n));
+    }
+  }
+  bool receive(int& value, std::chrono::seconds timeout) {
+    pollfd pfd{report_.get(), POLLIN, 0};
+    return report_ && ::poll(&pfd, 1, int(std::chrono::milliseconds(timeout).count())) == 1 &&
+           read_full(report_.get(), &value, sizeof value) == ssize_t(sizeof value);
+  }
+  UniqueFd master_, tty_, report_;
+  pid_t leader_ = -1, pid_ = -1;
+  std::optional<int> code_;
+  std::thread reader_;
+  std::mutex mutex_;
+  std::string shown_;
+};
+
+// Output paused at the terminal (Ctrl-S; a stalled ssh connection does the same) holds neither
+// the copy nor the signals: the bar is not drawn while the terminal takes nothing, and a SIGTERM
+// (`timeout`, systemd) ends the run, the lines it cannot write dropped a second later. pcopy
+// waited in the bar's write until output resumed, the copy and the signal with it.
+TEST_P(FaultsByJobs, ATerminalWhoseOutputIsPausedHoldsNeitherTheCopyNorSigterm) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = shared_tree("job_control", make_job_control_tree);
+  std::string to = tmp / "dst", fifo = tmp / "gate";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  OnTerminal term({jobs(), src, to}, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo}, true);
+  pid_t pc = term.pid();
+  ASSERT_GT(pc, 0) << "pcopy did not start";
+  // The bar is on the screen (a worker waits at the gate), then output is paused, then the gate
+  // opens: the copy goes on to its end while the terminal takes nothing.
+  bool drawn = poll_until(Clock::now() + 30s, [&] { return term.shown().find('%') != std::string::npos; });
+  ASSERT_TRUE(drawn) << "no bar was drawn: " << escape_path(term.shown());
+  ASSERT_EQ(::tcflow(term.tty(), TCOOFF), 0);
+  EXPECT_TRUE(open_gate(fifo, Clock::now() + 60s, [&] { return !term.wait(0s); })) << "no worker came to the gate";
+  size_t entries = list_tree(src).size();
+  bool copied = poll_until(Clock::now() + 60s, [&] {
+    auto listed = list_tree(to);
+    return listed.size() == entries && temporaries(to).empty();
+  });
+  EXPECT_TRUE(copied) << "the copy stopped while the terminal's output was paused: " << list_tree(to).size() << " of "
+                      << entries << " entries";
+  ASSERT_EQ(::kill(pc, SIGTERM), 0);
+  std::optional<int> code = term.wait(30s);
+  ASSERT_TRUE(code) << "SIGTERM did not end pcopy while the terminal's output was paused";
+  EXPECT_EQ(*code, 128 + SIGTERM);
+  EXPECT_EQ(diff_trees(src, to), "");
+}
+
+// A pcopy sent to the background (`bg`, `&`) without `stty tostop` draws no bar over the shell and
+// what is typed there, as pv does: it copies on in silence and says only its lines and summary.
+TEST_P(FaultsByJobs, ABackgroundRunDrawsNoBarOverTheShell) {
+  std::string src = shared_tree("job_control", make_job_control_tree);
+  std::string to = tmp / "dst";
+  OnTerminal term({jobs(), src, to}, {}, false);
+  ASSERT_GT(term.pid(), 0) << "pcopy did not start";
+  std::optional<int> code = term.wait(60s);
+  ASSERT_TRUE(code) << "pcopy did not finish";
+  EXPECT_EQ(*code, 0);
+  std::string shown = term.shown();
+  EXPECT_EQ(shown.find('%'), std::string::npos) << escape_path(shown);
+  EXPECT_EQ(shown.find("\x1b[K"), std::string::npos) << escape_path(shown);
+  EXPECT_TRUE(shown.starts_with("pcopy: copied ")) << escape_path(shown);
+  EXPECT_EQ(diff_trees(src, to), "");
 }
 
 TEST_P(FaultsByJobs, KilledParentLeavesNoWorkersAndNextRunCleansTemporaries) {
