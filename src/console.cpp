@@ -82,6 +82,14 @@ int Console::write_watching(int fd, std::string_view text, bool pipe) {
   return 0;
 }
 
+int Console::write_beside(int fd, std::string_view text, bool pipe) {
+  if (!text.empty() && ::isatty(fd)) {
+    clear_bar();
+    before_terminal_write(fd);
+  }
+  return write_watching(fd, text, pipe);
+}
+
 void Console::write_out(std::string_view text) {
   if (stdout_tty_ && !text.empty()) before_terminal_write(STDOUT_FILENO);
   if (!stdout_err_) stdout_err_ = write_watching(STDOUT_FILENO, text, stdout_pipe_);

@@ -105,9 +105,10 @@ int Runner::run() {
           fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err));
       return refuse_start(line, opt_.manifest);
     }
-    // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal.
+    // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal,
+    // and a terminal (`--manifest /dev/stdout`) gets its lines on a line of their own, not the bar's.
     manifest_.set_writer(
-        [this](int fd, std::string_view text) { return console_.write_watching(fd, text, manifest_.is_pipe()); });
+        [this](int fd, std::string_view text) { return console_.write_beside(fd, text, manifest_.is_pipe()); });
   }
 
   tick(true);

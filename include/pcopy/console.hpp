@@ -43,6 +43,9 @@ class Console {
   // Writes all of `text` to `fd` (PIPE_BUF bytes at a time into a pipe); 0, an errno, or EAGAIN for a
   // reader that took nothing more once the run was interrupted.
   int write_watching(int fd, std::string_view text, bool pipe);
+  // write_watching to a file of the run's own (the manifest), which may be the terminal: the bar is
+  // erased first there, as before a line on stdout.
+  int write_beside(int fd, std::string_view text, bool pipe);
   int say_error(const std::string& line) { return say(paint("31", line)); }      // red on a terminal
   int say_warning(const std::string& line) { return say(paint("33", line)); }    // yellow
 

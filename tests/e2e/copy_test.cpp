@@ -1525,6 +1525,29 @@ TEST_P(TerminalProgressTest, DrawsBarNoWiderThanTerminal) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// `--manifest /dev/stdout` at a terminal: each line of the manifest on a line of its own, the bar
+// erased before it as before a -v line; not glued to the bar's text, as they were.
+TEST_F(CopyTest, ManifestLinesOnTheTerminalEraseTheBarFirst) {
+  make_mixed_tree(400);
+  RunOptions options;
+  options.pty = true;
+  options.pty_columns = 200;
+  RunResult r = copy({"-j2", "--manifest", "/dev/stdout"}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  size_t manifest_lines = 0;
+  for (const std::string& line : lines_of(r.out)) {
+    size_t brace = line.find("{\"");
+    if (brace == std::string::npos) continue;
+    ++manifest_lines;
+    std::string before = line.substr(0, brace);
+    size_t cr = before.rfind('\r');
+    std::string shown = cr == std::string::npos ? before : before.substr(cr + 1);
+    EXPECT_TRUE(shown.empty() || shown == "\x1b[K") << "a manifest line on the bar's: " << escape_path(line);
+  }
+  EXPECT_GE(manifest_lines, 400u) << describe(r);
+  EXPECT_NE(r.out.find('%'), std::string::npos) << "no bar was drawn\n" << describe(r);
+}
+
 INSTANTIATE_TEST_SUITE_P(ProgressModes, TerminalProgressTest, ::testing::Values("--progress=always", "--progress=auto"),
                          [](const auto& info) { return std::string(info.param).substr(11); });
 
