@@ -32,9 +32,10 @@ Console::Console(const Options& options, Run run) : opt_(options), run_(std::mov
   stderr_pipe_ = is_pipe(STDERR_FILENO);
   stdout_pipe_ = is_pipe(STDOUT_FILENO);
   const char* no_color = std::getenv("NO_COLOR");
-  // A dumb terminal moves no cursor and clears no line: it gets plain lines, as a file does.
+  // A dumb terminal moves no cursor and clears no line: it gets plain lines, as a file does. So does
+  // one of no TERM, or an empty one (a bare serial login, `env -i`), as git and less take it.
   const char* term = std::getenv("TERM");
-  bool smart = stderr_tty_ && !(term && std::string_view(term) == "dumb");
+  bool smart = stderr_tty_ && term && *term && std::string_view(term) != "dumb";
   color_ = smart && !(no_color && *no_color);
   if (!opt_.quiet && opt_.progress != ProgressMode::Never) {
     if (smart) bar_ = true;

@@ -1552,20 +1552,23 @@ INSTANTIATE_TEST_SUITE_P(ProgressModes, TerminalProgressTest, ::testing::Values(
                          [](const auto& info) { return std::string(info.param).substr(11); });
 
 // A dumb terminal (TERM=dumb: an editor's shell buffer, a serial console) cannot clear a line:
-// no bar, no colour, no escape sequence at all; --progress=always gives it plain lines.
+// no bar, no colour, no escape sequence at all; --progress=always gives it plain lines. So is a
+// terminal of no TERM, or an empty one (a bare serial login, `env -i`), as git and less take it.
 TEST_F(CopyTest, DumbTerminalGetsNoEscapeSequences) {
   make_mixed_tree(400);
   write_file(src + "/secret", "s", 0000);
-  RunOptions options = unprivileged(tmp);  // the unreadable file: an error line, coloured on a terminal
-  options.pty = true;
-  options.env.push_back("TERM=dumb");
-  for (const char* progress : {"--progress=auto", "--progress=always"}) {
-    SCOPED_TRACE(progress);
-    RunResult r = copy({progress, "-j2"}, options);
-    EXPECT_EQ(r.status, 1) << describe(r);
-    EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << describe(r);
-    EXPECT_EQ(r.out.find('\r'), std::string::npos) << describe(r);
-    EXPECT_TRUE(has_line(r.out, "pcopy: cannot copy 'secret': Permission denied")) << describe(r);
+  for (const char* term : {"TERM=dumb", "TERM", "TERM="}) {
+    RunOptions options = unprivileged(tmp);  // the unreadable file: an error line, coloured on a terminal
+    options.pty = true;
+    options.env.push_back(term);
+    for (const char* progress : {"--progress=auto", "--progress=always"}) {
+      SCOPED_TRACE(fmt::format("{} {}", term, progress));
+      RunResult r = copy({progress, "-j2"}, options);
+      EXPECT_EQ(r.status, 1) << describe(r);
+      EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << describe(r);
+      EXPECT_EQ(r.out.find('\r'), std::string::npos) << describe(r);
+      EXPECT_TRUE(has_line(r.out, "pcopy: cannot copy 'secret': Permission denied")) << describe(r);
+    }
   }
 }
 
