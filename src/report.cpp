@@ -53,6 +53,45 @@ bool valid_utf8(std::string_view s) {
 }
 
 namespace {
+
+// The code point of the valid UTF-8 sequence of `n` bytes at s[i].
+char32_t code_point(std::string_view s, size_t i, size_t n) {
+  auto b = [&](size_t k) { return char32_t(static_cast<unsigned char>(s[i + k])); };
+  if (n == 1) return b(0);
+  if (n == 2) return (b(0) & 0x1F) << 6 | (b(1) & 0x3F);
+  if (n == 3) return (b(0) & 0x0F) << 12 | (b(1) & 0x3F) << 6 | (b(2) & 0x3F);
+  return (b(0) & 0x07) << 18 | (b(1) & 0x3F) << 12 | (b(2) & 0x3F) << 6 | (b(3) & 0x3F);
+}
+
+// Valid characters that a terminal or a reader of lines acts on: DEL and the C1 controls (CSI,
+// NEL: terminal commands), the line and paragraph separators (Python's splitlines() and others
+// end a line there), and the bidirectional controls, which make a name show as another
+// (`x<U+202E>txt.exe` shows as `xexe.txt`).
+bool acts_on_display(char32_t c) {
+  return (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029 || c == 0x200E || c == 0x200F ||
+         (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069);
+}
+
+// JSON as nlohmann dumps it (valid UTF-8, control characters below 0x20 escaped), with those
+// characters written \uXXXX too: the same string to a JSON parser, plain text to a terminal that
+// shows it and to a reader that splits the JSON lines of the manifest.
+std::string plain_json(std::string text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x7F) continue;
+    size_t n = utf8_len(text, i);
+    if (n == 0) continue;
+    if (char32_t cp = code_point(text, i, n); acts_on_display(cp)) {
+      std::string u = fmt::format("\\u{:04x}", uint32_t(cp));
+      text.replace(i, n, u);
+      i += u.size() - 1;
+    } else {
+      i += n - 1;
+    }
+  }
+  return text;
+}
+
 // display_path, and with `backslashes` false display_text.
 std::string escaped(std::string_view raw, bool backslashes) {
   std::string out;
@@ -66,12 +105,12 @@ std::string escaped(std::string_view raw, bool backslashes) {
       out += "\\n";
     } else if (c == '\t') {
       out += "\\t";
-    } else if (n == 0 || c < 0x20 || c == 0x7f) {
+    } else if (n == 0 || c < 0x20) {
       out += fmt::format("\\x{:02x}", c);
-    } else if (n == 2 && c == 0xC2 && static_cast<unsigned char>(raw[i + 1]) < 0xA0) {
-      // C1 controls (U+0080..U+009F) are valid UTF-8 but terminal commands: escape them too.
-      out += fmt::format("\\x{:02x}\\x{:02x}", c, static_cast<unsigned char>(raw[i + 1]));
-      i += 2;
+    } else if (acts_on_display(code_point(raw, i, n))) {
+      // Valid UTF-8, but terminal commands, line ends or reordering: escaped byte by byte too.
+      for (size_t k = 0; k < n; ++k) out += fmt::format("\\x{:02x}", static_cast<unsigned char>(raw[i + k]));
+      i += n;
       continue;
     } else {
       out.append(raw.substr(i, n));
@@ -144,7 +183,7 @@ void write_json_report(const Stats& s, const std::function<void(std::string_view
       {"dry_run", s.dry_run},           {"exit_status", s.exit_status},     {"errors", nlohmann::json::array()},
       {"warnings", nlohmann::json::array()},
   };
-  const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+  const std::string text = plain_json(j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   constexpr size_t kPiece = 64 * 1024;
   std::string out;
   size_t done = 0;  // of text
@@ -159,7 +198,7 @@ void write_json_report(const Stats& s, const std::function<void(std::string_view
     log->for_each([&](std::string_view path, std::string_view reason) {
       nlohmann::json entry = {{"reason", reason}};
       put_path(entry, path);
-      std::string one = entry.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+      std::string one = plain_json(entry.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
       out += sep;
       out += "    ";
       for (char c : one) {
@@ -227,7 +266,7 @@ int Manifest::open(UniqueFd fd) {
 void Manifest::add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Hash128& hash) {
   nlohmann::json j = {{"size", size}, {"xxh128", to_hex(hash)}};
   put_path(j, rel);
-  std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string line = plain_json(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   // Written by hand, first as the keys sort: a time before 1677 or after 2262 is past what JSON
   // libraries hold in 64 bits, and is written in full all the same.
   line.insert(1, fmt::format("\"mtime_ns\":{},", mtime_ns));

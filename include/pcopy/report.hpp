@@ -62,13 +62,16 @@ struct Stats {
 };
 
 // For terminal and log lines: printable UTF-8 passes, anything else (control bytes, newlines,
-// invalid UTF-8, backslashes) becomes a C-style escape, so one path is always one line.
+// invalid UTF-8, backslashes) becomes a C-style escape, so one path is always one line; so do the
+// valid characters a terminal or a reader of lines acts on (DEL, C1 controls, U+2028 and U+2029,
+// bidirectional controls), byte by byte.
 std::string display_path(std::string_view raw);
 // The same for a message that may hold such paths already: its backslashes stay as they are.
 std::string display_text(std::string_view raw);
 // For JSON strings: valid UTF-8 passes unchanged; otherwise each invalid byte becomes "\xHH" and
 // each backslash "\\", so no path is dropped or made unreadable. The report and the manifest mark
-// such a path with "path_escaped": true.
+// such a path with "path_escaped": true, and write those characters a terminal or a reader of
+// lines acts on as \uXXXX (the same string to a parser).
 std::string json_path(std::string_view raw);
 bool valid_utf8(std::string_view s);
 

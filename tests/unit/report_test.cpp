@@ -110,6 +110,23 @@ TEST(DisplayPath, C1ControlCharactersAreNotPassedToTheTerminal) {
   EXPECT_EQ(display_path("a\xc2\xa0z"), "a\xc2\xa0z");
 }
 
+// A name with a line or paragraph separator is one line for every reader of lines (Python's
+// splitlines() ended it there), and one with a bidirectional control shows as itself, not
+// reordered (`x<U+202E>txt.exe` showed as `xexe.txt`): escaped byte by byte, as `ls -b` does.
+TEST(DisplayPath, LineSeparatorsAndBidiControlsAreEscaped) {
+  EXPECT_EQ(display_path("a\xe2\x80\xa8" "b"), "a\\xe2\\x80\\xa8" "b");  // U+2028
+  EXPECT_EQ(display_path("a\xe2\x80\xa9" "b"), "a\\xe2\\x80\\xa9" "b");  // U+2029
+  EXPECT_EQ(display_path("x\xe2\x80\xaetxt.exe"), "x\\xe2\\x80\\xaetxt.exe");  // U+202E
+  for (const char* bidi : {"\xe2\x80\x8e", "\xe2\x80\x8f", "\xe2\x80\xaa", "\xe2\x81\xa6", "\xe2\x81\xa9"}) {
+    std::string shown = display_path(std::string("a") + bidi + "b");
+    EXPECT_EQ(shown.find(bidi), std::string::npos) << "passed through raw: " << shown;
+  }
+  // Their neighbours are printable and pass: U+2027, U+202F, U+2065 is unassigned, U+206A.
+  for (const char* fine : {"\xe2\x80\xa7", "\xe2\x80\xaf", "\xe2\x81\xaa", "\xe2\x80\x8b"}) {
+    EXPECT_EQ(display_path(std::string("a") + fine + "b"), std::string("a") + fine + "b");
+  }
+}
+
 // ---- valid_utf8 / json_path -------------------------------------------------------------------
 
 TEST(ValidUtf8, AcceptsWellFormedAndRejectsMalformedSequences) {
@@ -246,6 +263,30 @@ TEST(JsonReport, ErrorPathsOfAnyBytesAreKeptAndReadable) {
   EXPECT_EQ(j["errors"][0]["reason"], "Input/output error");
 }
 
+// The report on a terminal (`--json`) or split into lines: DEL, the C1 controls (CSI, NEL), the
+// line and paragraph separators and the bidirectional controls are written \\uXXXX, the same
+// string to a parser. They went out raw, a live command for a terminal that honours C1.
+TEST(JsonReport, CharactersATerminalOrALineReaderActsOnAreWrittenAsEscapes) {
+  Stats s;
+  const std::vector<std::string> names = {"c1\xc2\x9b" "2J", "nel\xc2\x85x", "del\x7fx", "ls\xe2\x80\xa8x",
+                                          "rlo\xe2\x80\xaetxt.exe", "caf\xc3\xa9"};
+  for (const std::string& name : names) s.errors.add(name, "Permission denied");
+  s.warnings.add("w\xc2\x9b", "vanished");
+  std::string text = json_report(s);
+  for (const char* raw : {"\xc2\x9b", "\xc2\x85", "\x7f", "\xe2\x80\xa8", "\xe2\x80\xae"})
+    EXPECT_EQ(text.find(raw), std::string::npos) << "written raw: " << text;
+  EXPECT_NE(text.find("c1\\u009b2J"), std::string::npos) << text;
+  EXPECT_NE(text.find("ls\\u2028x"), std::string::npos) << text;
+  EXPECT_NE(text.find("caf\xc3\xa9"), std::string::npos) << "printable UTF-8 stays as it is: " << text;
+  nlohmann::json j = nlohmann::json::parse(text);
+  ASSERT_EQ(j["errors"].size(), names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    EXPECT_EQ(j["errors"][i]["path"], names[i]);
+    EXPECT_FALSE(j["errors"][i].contains("path_escaped")) << "the name is exact: " << names[i];
+  }
+  EXPECT_EQ(j["warnings"][0]["path"], "w\xc2\x9b");
+}
+
 // The errors are written into the report one by one; the text is what one JSON tree would print.
 TEST(JsonReport, ErrorsAreLaidOutAsTheWholeTreeWouldBe) {
   Stats s;
@@ -347,13 +388,18 @@ TEST(Manifest, OpenEmptiesWhatTheFileHeld) {
 TEST(Manifest, PathWithNewlineStaysOnOneLine) {
   TempDir tmp;
   std::string path = tmp / "m";
+  // U+2028, U+2029 and U+0085 (NEL) end a line for Python's splitlines() too.
+  const std::vector<std::string> names = {"a\nb", "c\xe2\x80\xa8" "d", "e\xe2\x80\xa9" "f", "g\xc2\x85h"};
   {
     Manifest m;
     ASSERT_EQ(m.open(writable(path)), 0);
-    m.add("a\nb", 1, 2, hash_of("x"));
+    for (const std::string& name : names) m.add(name, 1, 2, hash_of("x"));
     ASSERT_EQ(m.close(), 0);
   }
-  std::vector<std::string> lines = lines_of(pcopy_test::read_file(path));
-  ASSERT_EQ(lines.size(), 1u);
-  EXPECT_EQ(nlohmann::json::parse(lines[0])["path"], "a\nb");
+  std::string text = pcopy_test::read_file(path);
+  for (const char* raw : {"\xe2\x80\xa8", "\xe2\x80\xa9", "\xc2\x85"})
+    EXPECT_EQ(text.find(raw), std::string::npos) << "written raw: " << text;
+  std::vector<std::string> lines = lines_of(text);
+  ASSERT_EQ(lines.size(), names.size());
+  for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(nlohmann::json::parse(lines[i])["path"], names[i]);
 }
