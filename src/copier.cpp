@@ -1,13 +1,11 @@
 #include "pcopy/copier.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
 #include <signal.h>
 #include <sys/ioctl.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -23,7 +21,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <map>
 #include <optional>
 
@@ -233,130 +230,6 @@ struct FileCopy {
   bool buffered = false;      // through the buffer, never copy_file_range (copy_chunk)
 };
 
-// Exactly the names pcopy makes, ".pcopy-<pid>-<n>.tmp" and, staged, ".pcopy-<pid>-d<n>.tmp": a
-// user's ".pcopy-notes.tmp" is theirs, never removed as a leftover.
-bool is_temp_name(std::string_view name) {
-  if (name.size() <= kTempPrefix.size() + kTempSuffix.size() || !name.starts_with(kTempPrefix) ||
-      !name.ends_with(kTempSuffix))
-    return false;
-  auto digits = [](std::string_view s) {
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-  };
-  name = name.substr(kTempPrefix.size(), name.size() - kTempPrefix.size() - kTempSuffix.size());
-  size_t dash = name.find('-');
-  if (dash == std::string_view::npos || !digits(name.substr(0, dash))) return false;
-  std::string_view n = name.substr(dash + 1);
-  if (n.starts_with('d')) n.remove_prefix(1);
-  return digits(n);
-}
-
-bool is_staged_name(std::string_view name) {
-  return is_temp_name(name) && name.find("-d", kTempPrefix.size()) != std::string_view::npos;
-}
-
-namespace {
-
-constexpr uint64_t kRunScale = 1'000'000'000;  // a temporary's number is run * kRunScale + its count
-
-uint64_t make_run_number() {
-  uint32_t r = 0;
-  if (::getrandom(&r, sizeof r, GRND_NONBLOCK) != ssize_t(sizeof r)) {
-    struct timespec ts {};
-    ::clock_gettime(CLOCK_REALTIME, &ts);
-    r = uint32_t(ts.tv_nsec) ^ uint32_t(ts.tv_sec) ^ uint32_t(::getpid());
-  }
-  return 1 + r % (kRunScale - 1);  // never 0, the run of names from before runs were numbered
-}
-
-// Drawn before main(), in the parent: its workers inherit it.
-const uint64_t g_run = make_run_number();
-
-Nanos now_realtime_ns() {
-  struct timespec ts {};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return to_ns(ts);
-}
-
-const Nanos g_started_ns = now_realtime_ns();
-
-// How long before this run started a temporary of this run's pids but another run last changed,
-// to be a leftover: a few seconds, for a server's clock (a test build may say otherwise).
-int64_t leftover_margin_ns() {
-#ifdef PCOPY_TEST_HOOKS
-  if (const char* s = std::getenv("PCOPY_TEST_LEFTOVER_MARGIN_S")) return int64_t(std::atof(s) * 1e9);
-#endif
-  return 5'000'000'000;
-}
-
-// The latest change (mtime or ctime) to `name` in `dir`, or to an entry of it if it is a directory
-// (a staged one, whose files are what changes while it is filled); 0 if it cannot be looked at.
-Nanos last_change_ns(int dir, const char* name) {
-  struct stat st;
-  if (::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
-  Nanos last = std::max(to_ns(st.st_mtim), to_ns(st.st_ctim));
-  if (!S_ISDIR(st.st_mode)) return last;
-  UniqueFd d(::openat(dir, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
-  if (!d) return last;
-  for_each_entry(d.get(), [&](const char* entry, unsigned char) {
-    struct stat es;
-    if (std::strcmp(entry, ".") != 0 && std::strcmp(entry, "..") != 0 && ::fstatat(d.get(), entry, &es, AT_SYMLINK_NOFOLLOW) == 0)
-      last = std::max({last, to_ns(es.st_mtim), to_ns(es.st_ctim)});
-  });
-  return last;
-}
-
-// The run a temporary's name says it is of (its number over kRunScale); `name` is a temp name.
-uint64_t run_of(std::string_view name) {
-  name.remove_suffix(kTempSuffix.size());
-  name = name.substr(name.rfind('-') + 1);
-  if (name.starts_with('d')) name.remove_prefix(1);
-  uint64_t n = 0;
-  for (char c : name) n = n > UINT64_MAX / 10 ? UINT64_MAX : n * 10 + uint64_t(c - '0');
-  return n / kRunScale;
-}
-
-}  // namespace
-
-bool made_by_this_run(std::string_view temp_name) { return is_temp_name(temp_name) && run_of(temp_name) == g_run; }
-
-std::string temp_number(uint64_t count) { return std::to_string(g_run * kRunScale + count % kRunScale); }
-
-uint64_t secret_count(bool secret, uint64_t count) {
-  uint64_t drawn;
-  return secret && ::getrandom(&drawn, sizeof drawn, GRND_NONBLOCK) == ssize_t(sizeof drawn) ? drawn : count;
-}
-
-bool temp_in_use(int dir, std::string_view name) {
-  if (!is_temp_name(name)) return false;
-  std::string_view whole = name;
-  name.remove_prefix(kTempPrefix.size());
-  pid_t pid = 0;
-  size_t i = 0;
-  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < 100'000'000; ++i) pid = pid * 10 + (name[i] - '0');
-  if (i == 0 || i >= name.size() || name[i] != '-' || pid <= 0) return false;
-  // /proc/PID/stat: "pid (comm) state ...". Without /proc, only whether the pid exists.
-  UniqueFd fd(::open(fmt::format("/proc/{}/stat", pid).c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return errno != ENOENT && (::kill(pid, 0) == 0 || errno == EPERM);
-  char buf[512];
-  ssize_t n = ::read(fd.get(), buf, sizeof buf);
-  if (n <= 0) return false;
-  std::string_view stat(buf, size_t(n));
-  size_t open = stat.find('('), close = stat.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size()) return false;
-  char state = stat[close + 2];
-  if (stat.substr(open + 1, close - open - 1) != "pcopy" || state == 'Z' || state == 'X') return false;
-  // This run's own pid, or a worker's (pids repeat: in a container every run is pid 1 and its
-  // worker pid 2), on a temporary this run did not make: left by an earlier process with that pid,
-  // or made by a run in another pid namespace whose pids are the same (two containers sharing a
-  // volume), which no pid can tell apart. A leftover has not changed since before this run
-  // started (its maker was gone by then); a live run's temporary, or staged directory, changes as
-  // it is written (its times set, it is renamed: ctime too).
-  pid_t ppid = std::atoi(std::string(stat.substr(close + 3, 24)).c_str());
-  if ((pid == ::getpid() || ppid == ::getpid()) && run_of(whole) != g_run)
-    return last_change_ns(dir, std::string(whole).c_str()) >= g_started_ns - leftover_margin_ns();
-  return true;
-}
-
 void for_each_entry(int dir, const std::function<void(const char* name, unsigned char type)>& fn) {
   struct Dirent64 {  // getdents64's record; the name runs to d_reclen, NUL-terminated
     ino64_t d_ino;
@@ -407,19 +280,6 @@ bool append_only(int fd) {
 void open_up_fd(int dir) {
   struct stat st;
   if (::fstat(dir, &st) == 0 && (st.st_mode & S_IRWXU) != S_IRWXU) ::fchmod(dir, (st.st_mode & 07777) | S_IRWXU);
-}
-
-void remove_temps(int dir, const std::function<bool(std::string_view name)>& which) {
-  for_each_entry(dir, [&](const char* name, unsigned char type) {
-    // Asked only of what would be removed: `which` may prepare the directory for it (Walker::open_up).
-    if (!is_temp_name(name) || (type == DT_DIR && !is_staged_name(name)) || !which(name)) return;
-    if (type != DT_DIR) {
-      ::unlinkat(dir, name, 0);
-    } else if (is_staged_name(name)) {
-      // A staged directory an interrupted run never revealed: its files are copied again.
-      remove_quietly(dir, name);
-    }
-  });
 }
 
 int open_dir_beneath(int root, std::string_view rel, bool follow) {
