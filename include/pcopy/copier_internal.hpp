@@ -1,0 +1,18 @@
+// What the Copier's source files (copier.cpp and the parts of the copy split from it, each in a file
+// named for its concern) share and no other module needs.
+#pragma once
+
+#include <fcntl.h>
+
+#include <string>
+
+namespace pcopy {
+
+inline int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW); }
+
+// O_NONBLOCK: the walk saw a regular file, but a FIFO put in its place must not block the open
+// (it is then found to be no regular file); on a regular file the flag changes nothing, except
+// that a lease another process holds fails the open instead of being waited for: then it is.
+int open_source(int dir, const std::string& name, bool follow);
+
+}  // namespace pcopy
