@@ -8,9 +8,6 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/statvfs.h>  // ST_RDONLY, also statfs's f_flags
-#include <sys/sysmacros.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -209,61 +206,6 @@ Copier::Copier(const Options& options)
       try_reflink_(options.reflink != ReflinkMode::Never),
       try_cfr_(options.copy_file_range) {}
 
-namespace {
-// The file system's magic number (statfs f_type), 0 if it cannot be told.
-long fs_type(int dir) {
-  struct statfs fs;
-  return ::fstatfs(dir, &fs) == 0 ? long(fs.f_type) : 0;
-}
-
-bool local_type(long type) {
-  switch (type) {
-    case TMPFS_MAGIC:
-    case EXT4_SUPER_MAGIC:  // also ext2 and ext3
-    case XFS_SUPER_MAGIC:
-    case BTRFS_SUPER_MAGIC: return true;
-    default: return false;
-  }
-}
-
-bool never_shares_type(long type) { return type == TMPFS_MAGIC || type == EXT4_SUPER_MAGIC; }
-
-bool in_memory_type(long type) { return type == TMPFS_MAGIC; }
-}  // namespace
-
-bool local_fs(int dir) { return local_type(fs_type(dir)); }
-
-int clone_refusal(int src, int dst_dir) {
-  struct stat s, d;
-  if (dst_dir < 0 || ::fstat(src, &s) != 0 || !S_ISREG(s.st_mode) || s.st_size == 0 || ::fstat(dst_dir, &d) != 0) return 0;
-  long from = fs_type(src), to = fs_type(dst_dir);
-  if (from != to) return EXDEV;  // two file systems: the kernel refuses before anything else
-  if (never_shares_type(to)) return s.st_dev == d.st_dev ? EOPNOTSUPP : EXDEV;
-  // Btrfs subvolumes differ in st_dev but share their file system: only the kernel knows.
-  return to != BTRFS_SUPER_MAGIC && s.st_dev != d.st_dev ? EXDEV : 0;
-}
-
-bool never_shares_extents(int dir) { return never_shares_type(fs_type(dir)); }
-
-bool in_memory_fs(int dir) { return in_memory_type(fs_type(dir)); }
-
-DirFacts dir_facts(int dir, const DirFacts* same_fs) {
-  DirFacts f;
-  f.known = true;
-  f.default_acl = has_default_acl(dir);
-  if (same_fs) {
-    f.local = same_fs->local;
-    f.never_shares = same_fs->never_shares;
-    f.in_memory = same_fs->in_memory;
-  } else {
-    long type = fs_type(dir);
-    f.local = local_type(type);
-    f.never_shares = never_shares_type(type);
-    f.in_memory = in_memory_type(type);
-  }
-  return f;
-}
-
 std::string owner_text(const struct stat& st) { return fmt::format("{}:{}", st.st_uid, st.st_gid); }
 
 std::string mode_text(mode_t mode) { return fmt::format("{:04o}", mode & 07777); }
@@ -276,55 +218,6 @@ int note_unkept(std::vector<Unkept>& unkept, int err, const char* what, std::str
 
 void note_unkept(std::vector<Unkept>& unkept, const XattrsRefused& refused) {
   if (refused.err) unkept.push_back({"extended attributes", refused.names, refused.err});
-}
-
-bool has_default_acl(int dir) {
-  if (::fgetxattr(dir, "system.posix_acl_default", nullptr, 0) >= 0) return true;
-  return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
-}
-
-bool has_access_acl(int fd) {
-  if (::fgetxattr(fd, "system.posix_acl_access", nullptr, 0) >= 0) return true;
-  return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
-}
-
-namespace {
-bool chunking_helps_on(bool local, bool in_memory, const Options& options) {
-  if (options.reflink == ReflinkMode::Always) return false;  // chunks are copied, never cloned
-#ifdef PCOPY_TEST_HOOKS
-  if (std::getenv("PCOPY_TEST_CHUNK_LOCAL")) return true;  // to test chunking on the test machine
-#endif
-  return !local || in_memory;
-}
-}  // namespace
-
-bool chunking_helps(int dst_dir, const Options& options) {
-  long type = fs_type(dst_dir);
-  return chunking_helps_on(local_type(type), in_memory_type(type), options);
-}
-
-bool on_own_mount(int dst_root, int dir, const char* name) {
-  // Device and mount of `path` at `fd` (the mount where statx has it, from Linux 5.8).
-  auto where = [](int fd, const char* path, std::pair<dev_t, uint64_t>& out) {
-    struct statx sx;
-    if (::statx(fd, path, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &sx) != 0) return false;
-    out = {makedev(sx.stx_dev_major, sx.stx_dev_minor), (sx.stx_mask & STATX_MNT_ID) ? sx.stx_mnt_id : 0};
-    return true;
-  };
-  std::pair<dev_t, uint64_t> root;
-  if (dst_root < 0 || dir < 0 || !where(dst_root, "", root)) return false;
-  // On another device: another file system, read-only whatever DST's own is. On another mount of
-  // DST's own (a bind mount): only where that mount says read-only, for an ext4 made read-only by
-  // an error says rw on every mount of it.
-  auto own = [&](const char* path) {
-    std::pair<dev_t, uint64_t> here;
-    if (!where(dir, path, here) || here == root) return false;
-    if (here.first != root.first) return true;
-    UniqueFd at(*path ? ::openat(dir, path, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1);
-    struct statfs fs;
-    return ::fstatfs(*path ? at.get() : dir, &fs) == 0 && (fs.f_flags & ST_RDONLY);
-  };
-  return own("") || (name && *name && own(name));
 }
 
 bool ends_batch(const Result& r, const Options& options) {

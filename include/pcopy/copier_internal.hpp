@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "pcopy/options.hpp"
+
 namespace pcopy {
 
 inline int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW); }
@@ -14,5 +16,8 @@ inline int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | 
 // (it is then found to be no regular file); on a regular file the flag changes nothing, except
 // that a lease another process holds fails the open instead of being waited for: then it is.
 int open_source(int dir, const std::string& name, bool follow);
+
+// chunking_helps() of a file system whose traits are known (DirFacts).
+bool chunking_helps_on(bool local, bool in_memory, const Options& options);
 
 }  // namespace pcopy
