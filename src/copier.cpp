@@ -8,8 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -113,9 +111,6 @@ int fsync_checked([[maybe_unused]] const Job& job, int fd) {
   return ::fsync(fd) == 0 ? 0 : errno;
 }
 
-// What a file's owner needs to read and write its user.* attributes; a private file's mode.
-constexpr mode_t kOwnerRw = S_IRUSR | S_IWUSR;
-
 // The source's stat with the mode of a file that is its maker's alone until its metadata is set:
 // 0600. A chunked file, for every chunk's worker to reopen it for writing (a read-only source's
 // 0444 let no one but root; End gives the real mode); with -a, a named file (a temporary, or
@@ -186,14 +181,6 @@ struct FileCopy {
   bool buffered = false;      // through the buffer, never copy_file_range (copy_chunk)
 };
 
-int chmod_nofollow(int dir, const char* name, mode_t mode) {
-  // The kernel's fchmodat2 (Linux 6.6) takes the flag; before it, glibc (before 2.39) emulates it
-  // through /proc, which a chroot may lack.
-  constexpr long kSysFchmodat2 = 452;  // the same number on every architecture
-  if (::syscall(kSysFchmodat2, dir, name, mode, AT_SYMLINK_NOFOLLOW) == 0) return 0;
-  return errno == ENOSYS ? ::fchmodat(dir, name, mode, AT_SYMLINK_NOFOLLOW) : -1;
-}
-
 Copier::Copier(const Options& options)
     : opt_(options),
       privileged_(::geteuid() == 0),
@@ -202,20 +189,6 @@ Copier::Copier(const Options& options)
       temp_prefix_(std::string(kTempPrefix) + std::to_string(::getpid()) + "-"),
       try_reflink_(options.reflink != ReflinkMode::Never),
       try_cfr_(options.copy_file_range) {}
-
-std::string owner_text(const struct stat& st) { return fmt::format("{}:{}", st.st_uid, st.st_gid); }
-
-std::string mode_text(mode_t mode) { return fmt::format("{:04o}", mode & 07777); }
-
-int note_unkept(std::vector<Unkept>& unkept, int err, const char* what, std::string value) {
-  if (!refused_metadata(err)) return err;
-  unkept.push_back({what, std::move(value), err});
-  return 0;
-}
-
-void note_unkept(std::vector<Unkept>& unkept, const XattrsRefused& refused) {
-  if (refused.err) unkept.push_back({"extended attributes", refused.names, refused.err});
-}
 
 bool ends_batch(const Result& r, const Options& options) {
   return r.outcome == Outcome::Failed && r.vanished == Vanished::No &&
@@ -352,61 +325,6 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
     case JobKind::HardLink: return copy_hard_link(dst_dir, dst_root, job, r);
     default: return copy_special(src_dir, dst_dir, job, r);
   }
-}
-
-// -u skipped the data of `dst`; the rest of what a copy keeps is brought up to date, as rsync -a
-// does: with -a the owner and extended attributes (ACLs), then the mode, then the times. Only what
-// differs is written, and nothing through a link planted at the name.
-int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const struct stat& src,
-                             const struct stat& dst) {
-  const char* t = job.target().c_str();
-  bool owner_kept, chowned = false, xattrs_written = false, opened_up = false;
-  if (opt_.archive) {
-    owner_kept = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
-    if (!owner_kept) owner_kept = chowned = ::fchownat(dst_dir, t, src.st_uid, src.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
-    if (!owner_kept && !chown_refused_to_user(errno, privileged_)) {
-      int e = errno;
-      if (int err = note_unkept(unkept_, e, "owner", owner_text(src))) return err;
-    }
-    // Attributes are compared whenever either side has any: the source's ctime newer than the
-    // copy's is not enough, for the copy's ctime also moves when anything else changes it (its
-    // link count, when pcopy replaced a name it shared; an attribute set in DST by hand). And
-    // chown has just dropped the copy's file capabilities.
-    bool follow = opt_.dereference;
-    if (chowned || has_xattrs_at(src_dir, job.name, follow) || has_xattrs_at(dst_dir, job.target(), false)) {
-      XattrsRefused refused;
-      if (int err = sync_xattrs_at(src_dir, job.name, follow, dst_dir, job.target(), privileged_, xattrs_written, refused))
-        return err;
-      // A read-only copy of the user's: writable for its user.* attributes (as in apply_metadata),
-      // then given its mode below.
-      if (refused.read_only && S_ISREG(dst.st_mode) && dst.st_uid == euid_ && (dst.st_mode & kOwnerRw) != kOwnerRw &&
-          chmod_nofollow(dst_dir, t, (dst.st_mode & 07777) | kOwnerRw) == 0) {
-        opened_up = true;
-        refused = {};
-        if (int err = sync_xattrs_at(src_dir, job.name, follow, dst_dir, job.target(), privileged_, xattrs_written, refused)) {
-          chmod_nofollow(dst_dir, t, dst.st_mode & 07777);  // failed: as it was, not left opened up
-          return err;
-        }
-      }
-      note_unkept(unkept_, refused);
-    }
-  } else {
-    owner_kept = src.st_uid == euid_ && src.st_gid == egid_;
-  }
-  if (!S_ISLNK(dst.st_mode)) {
-    mode_t mode = mode_for_copy(src.st_mode, owner_kept);
-    // chown cleared the set-id bits; an ACL written may have changed the group bits.
-    if ((chowned || xattrs_written || opened_up || (dst.st_mode & 07777) != mode) &&
-        chmod_nofollow(dst_dir, t, mode) != 0) {
-      int e = errno;
-      if (int err = note_unkept(unkept_, e, "mode", mode_text(mode))) return err;
-    }
-  }
-  if (!same_mtime_in(dst_dir, dst, to_ns(src.st_mtim))) {  // --checksum: same contents, another time
-    struct timespec times[2] = {src.st_atim, src.st_mtim};
-    if (::utimensat(dst_dir, t, times, AT_SYMLINK_NOFOLLOW) != 0) return note_unkept(unkept_, errno, "times");
-  }
-  return 0;
 }
 
 // A source that open_source() could not open: O_NOFOLLOW refused a symbolic link where the walk saw
@@ -994,40 +912,6 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     account(uint64_t(n));
     if (to_eof && left == 1 && size_t(n) < want) return 0;
   }
-  return 0;
-}
-
-// Owner, xattrs, mode, times: coreutils' order, so set-id bits survive chown and the ACL mask.
-int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode) {
-  bool owner_kept;
-  if (opt_.archive) {
-    owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
-    if (!owner_kept && !chown_refused_to_user(errno, privileged_)) {
-      int e = errno;
-      if (int err = note_unkept(unkept_, e, "owner", owner_text(st))) return err;
-    }
-    XattrsRefused refused;
-    if (int err = copy_xattrs_fd(src_fd, fd, privileged_, !fresh_mode, refused)) return err;
-    // A read-only source (0444) made with its mode (O_TMPFILE), or a read-only copy rewritten: the
-    // kernel lets its owner write its user.* attributes only once it is writable, as cp -a makes it.
-    // Its mode is set below. (Not the user's: the refusal is reported.)
-    struct stat now;
-    if (refused.read_only && ::fstat(fd, &now) == 0 && now.st_uid == euid_ && (now.st_mode & kOwnerRw) != kOwnerRw &&
-        ::fchmod(fd, (now.st_mode & 07777) | kOwnerRw) == 0) {
-      refused = {};
-      if (int err = copy_xattrs_fd(src_fd, fd, privileged_, !fresh_mode, refused)) return err;
-    }
-    note_unkept(unkept_, refused);
-  } else {
-    owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
-  }
-  mode_t mode = mode_for_copy(st.st_mode, owner_kept);
-  if ((!fresh_mode || opt_.archive || (mode & 07000)) && ::fchmod(fd, mode) != 0) {
-    int e = errno;
-    if (int err = note_unkept(unkept_, e, "mode", mode_text(mode))) return err;
-  }
-  struct timespec times[2] = {st.st_atim, st.st_mtim};
-  if (::futimens(fd, times) != 0) return note_unkept(unkept_, errno, "times");
   return 0;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <string>
 
@@ -16,6 +17,9 @@ inline int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | 
 // (it is then found to be no regular file); on a regular file the flag changes nothing, except
 // that a lease another process holds fails the open instead of being waited for: then it is.
 int open_source(int dir, const std::string& name, bool follow);
+
+// What a file's owner needs to read and write its user.* attributes; a private file's mode.
+constexpr mode_t kOwnerRw = S_IRUSR | S_IWUSR;
 
 // chunking_helps() of a file system whose traits are known (DirFacts).
 bool chunking_helps_on(bool local, bool in_memory, const Options& options);
