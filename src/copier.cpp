@@ -1,9 +1,7 @@
 #include "pcopy/copier.hpp"
 
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <signal.h>
-#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,7 +9,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <optional>
 
 #include "pcopy/copier_internal.hpp"
@@ -24,17 +21,12 @@ namespace pcopy {
 
 namespace {
 
-constexpr size_t kBufferSize = 1 << 20;
-constexpr size_t kHoleBlock = 4096;  // a run of zeros this long, so aligned, is left a hole (as cp does)
-constexpr uint64_t kCfrChunk = 64ull << 20;      // bytes per copy_file_range call: the bar moves
-constexpr uint64_t kReportEvery = 8ull << 20;    // bytes between progress messages
 constexpr uint64_t kAnnounceBytes = 1ull << 20;  // a file from this size is announced (copy_opened)
 constexpr size_t kBatchFiles = 64;               // files per batch: up to 128 fds open
 constexpr unsigned kRingEntries = 256;
 constexpr size_t kMaxLaterCloses = 32;  // with a batch's 128, within kRingEntries
 const char* const kChanged = "file changed as we read it";
 constexpr int kCreate = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;  // a new file, never through a link
-constexpr uint64_t kRecheckBytes = 1 << 20;  // from this size the source is stat()ed again after
 
 // --inplace, or a staged file a dead worker left: `name` opened for writing, a regular file there
 // truncated (`existed`; not with `truncate` false: a chunked copy's End cuts it to size, and where
@@ -156,30 +148,7 @@ bool gone(int dir, const std::string& name) {
   return ::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
 }
 
-// 0 when the open file `fd` still has the size and mtime of `st`; -1 when it has not (it changed),
-// or the errno of the fstat.
-int recheck(int fd, const struct stat& st) {
-  struct stat now;
-  if (::fstat(fd, &now) != 0) return errno;
-  return now.st_size == st.st_size && to_ns(now.st_mtim) == to_ns(st.st_mtim) ? 0 : -1;
-}
-
-bool fallback_errno(int err) {
-  return err == EXDEV || err == EINVAL || err == ENOSYS || err == EOPNOTSUPP || err == ENOTTY ||
-         err == EBADF || err == ETXTBSY;
-}
-
 }  // namespace
-
-// What one regular file's copy has done so far.
-struct FileCopy {
-  Hasher* hasher = nullptr;
-  uint64_t bytes = 0;
-  uint64_t unreported = 0;
-  bool clone_failed = false;  // --reflink=always, and the clone was refused
-  bool generated = false;     // read to its end, whatever its size said (copy_generated)
-  bool buffered = false;      // through the buffer, never copy_file_range (copy_chunk)
-};
 
 Copier::Copier(const Options& options)
     : opt_(options),
@@ -483,32 +452,6 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   return r;
 }
 
-// Hashes a file's contents, holes as the zeros they read as, without reading the holes.
-int Copier::hash_file(int fd, Hasher& h) {
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return errno;
-  if (buffer_.empty()) buffer_.resize(kBufferSize);
-  off_t size = st.st_size, pos = 0;
-  while (pos < size) {
-    off_t data = ::lseek(fd, pos, SEEK_DATA);
-    if (data < 0 && errno != ENXIO) return errno;
-    if (data < 0) data = size;
-    off_t hole = data < size ? ::lseek(fd, data, SEEK_HOLE) : size;
-    if (hole < 0) return errno;
-    h.update_zeros(uint64_t(data - pos));
-    for (off_t off = data; off < hole;) {
-      ssize_t n = ::pread(fd, buffer_.data(), size_t(std::min<off_t>(hole - off, off_t(buffer_.size()))), off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno;
-      if (n == 0) return 0;
-      h.update(buffer_.data(), size_t(n));
-      off += n;
-    }
-    pos = hole;
-  }
-  return 0;
-}
-
 // Renames the finished temporary over the final name. With --delete, a directory standing where
 // SRC has a file is removed first, as the mirror would remove it anyway.
 int Copier::install(int dst_dir, const std::string& tmp, const std::string& target) {
@@ -756,163 +699,6 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
   }
   if ((err = opt_.inplace ? 0 : install(dst_dir, job.temp, job.target()))) return fail(r, err);
   return done_ending(r, job, st);
-}
-
-int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
-  uint64_t size = uint64_t(st.st_size);
-  if (try_reflink_ && size > 0) {
-    if (::ioctl(out, FICLONE, in) == 0) return cloned(in, st, fc);
-    int err = errno;
-    if (opt_.reflink == ReflinkMode::Always) {
-      fc.clone_failed = true;
-      return err;
-    }
-    if (fallback_errno(err)) try_reflink_ = false;
-  }
-  bool sparse = size > 0 && uint64_t(st.st_blocks) * 512 < size;
-  int err = 0;
-  bool as_stated = true;  // the data ended where the size said
-  if (!sparse) {
-    // Ask for one byte more than the size: getting exactly the size back means EOF without a
-    // second call, and getting more means the file grew.
-    err = copy_range(in, out, 0, size + 1, fc, true);
-    as_stated = fc.bytes == size;
-  } else {
-    off_t pos = 0;
-    std::vector<std::pair<off_t, off_t>> holes;
-    while (!err && as_stated && uint64_t(pos) < size) {
-      off_t data = ::lseek(in, pos, SEEK_DATA);
-      if (data < 0) {
-        if (errno != ENXIO) return errno;
-        data = off_t(size);  // the rest is a hole
-      }
-      off_t hole = data < off_t(size) ? ::lseek(in, data, SEEK_HOLE) : data;
-      if (hole < 0) return errno;
-      if (fc.hasher) fc.hasher->update_zeros(uint64_t(data - pos));
-      if (data > pos) holes.emplace_back(pos, data);
-      if (hole > data) {
-        // Sparse by its blocks, yet all data by SEEK_DATA/SEEK_HOLE: the file system cannot tell
-        // its holes (FUSE, NFSv3). Its zeros are read, and left holes, as cp --sparse=auto does.
-        bool blind = data == 0 && hole == off_t(size);
-        uint64_t before = fc.bytes;
-        err = copy_range(in, out, data, uint64_t(hole - data), fc, false, blind);
-        as_stated = fc.bytes - before == uint64_t(hole - data);
-      }
-      pos = hole;
-    }
-    if (!err && as_stated && ::ftruncate(out, off_t(size)) != 0) err = errno;
-    // XFS keeps blocks it allocated ahead of each write past the end, once the file's end moves
-    // past them (the next extent, the final size): twice the source's space for a few extents.
-    // They are given back where the copy holds more than the source, as cp --sparse=always does.
-    struct stat now;
-    if (!err && as_stated && ::fstat(out, &now) == 0 && now.st_blocks > st.st_blocks) {
-      for (auto [from, to] : holes) ::fallocate(out, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, to - from);
-    }
-    fc.bytes = size;  // holes are copied too, as holes: the file's size is what was copied
-  }
-  // The rest of the bytes travel in the result: no progress message per small file.
-  if (err) return err;
-  if (!as_stated) return copy_generated(in, out, st, fc);
-  // Rewritten while it was read, at the same size: seen by its time, as tar sees it. Not for small
-  // files: read in one call, they have hardly a "while", and one more fstat would cost them ~10%.
-  // But for every sparse file (they are few): cut short inside a hole, its new end looks like the
-  // start of its last hole, and nothing read stops short.
-  return sparse || size >= kRecheckBytes ? recheck(in, st) : 0;
-}
-
-// The data did not end where the size said: the file changed as it was read (-1), or it is one
-// whose contents are made as they are read and whose size says nothing of them (procfs reports 0
-// bytes, sysfs 4096), which the read leaves as it was: same size and mtime. Such a file is copied
-// as cp copies it: read again from the start, to its end.
-int Copier::copy_generated(int in, int out, const struct stat& st, FileCopy& fc) {
-  if (int err = recheck(in, st)) return err;
-  if (::ftruncate(out, 0) != 0) return errno;
-  if (fc.hasher) fc.hasher->reset();
-  fc.bytes = 0;
-  fc.generated = true;
-  return copy_range(in, out, 0, UINT64_MAX, fc);
-}
-
-// A clone holds the source as it was at that instant, which must be the file `st` describes; for
-// --verify and --manifest the source is read to hash it (--verify then rereads the clone), and must
-// not have changed by the end of that either. -1: it changed.
-int Copier::cloned(int in, const struct stat& st, FileCopy& fc) {
-  if (fc.hasher) {
-    if (int err = hash_file(in, *fc.hasher)) return err;
-  }
-  if (int err = recheck(in, st)) return err;
-  fc.bytes = uint64_t(st.st_size);
-  return 0;
-}
-
-// Copies [off, off+len) of `in` to the same offsets of `out`, stopping early at EOF. With `to_eof`,
-// len is the expected size plus one probe byte: reaching the expected size ends the copy.
-namespace {
-bool all_zeros(const char* p, size_t n) { return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0); }
-
-// Writes `n` bytes of `buf` at `off`, but for the aligned blocks of zeros among them.
-int write_skipping_zeros(int out, const char* buf, size_t n, off_t off) {
-  for (size_t at = 0; at < n;) {
-    auto block = [&](size_t from) { return std::min(n - from, kHoleBlock - size_t(off + off_t(from)) % kHoleBlock); };
-    bool zeros = all_zeros(buf + at, block(at));
-    size_t end = at + block(at);
-    while (end < n && all_zeros(buf + end, block(end)) == zeros) end += block(end);
-    if (!zeros) {
-      if (int err = pwrite_all(out, buf + at, end - at, off + off_t(at))) return err;
-    }
-    at = end;
-  }
-  return 0;
-}
-}  // namespace
-
-int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof, bool make_holes) {
-  uint64_t left = len;
-  auto account = [&](uint64_t n) {
-    fc.bytes += n;
-    fc.unreported += n;
-    left -= std::min(left, n);
-    if (fc.unreported >= kReportEvery) (*report_)(report_id_, std::exchange(fc.unreported, 0));
-  };
-  // copy_file_range may clone on file systems that share extents: not with --reflink=never there.
-  // Nor for the second reading of a file that ended early: some file systems' copy_file_range
-  // says 0 (EOF) for data that read() returns (procfs and sysfs files; FUSE, NFS and CIFS before
-  // Linux 5.19), so an early end is read again with read(), as cp does.
-  const bool cfr = try_cfr_ && !fc.hasher && !fc.generated && !fc.buffered && !make_holes &&
-                   (opt_.reflink != ReflinkMode::Never || never_shares_);
-  while (cfr && left > 0) {
-    loff_t off_in = off, off_out = off;
-    size_t want = size_t(std::min(left, kCfrChunk));
-    ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, want, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (!fallback_errno(errno)) return errno;
-      try_cfr_ = false;  // fall through to read/write from here on
-      break;
-    }
-    if (n == 0) return 0;  // EOF: the source ended early
-    off += n;
-    account(uint64_t(n));
-    // Exactly the expected size, and the call stopped short of the probe byte: that was EOF.
-    if (to_eof && left == 1 && size_t(n) < want) return 0;
-  }
-  if (buffer_.empty()) buffer_.resize(kBufferSize);
-  while (left > 0) {
-    ssize_t n;
-    size_t want = size_t(std::min<uint64_t>(left, buffer_.size()));
-    do n = ::pread(in, buffer_.data(), want, off);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) return errno;
-    if (n == 0) return 0;
-    if (fc.hasher) fc.hasher->update(buffer_.data(), size_t(n));
-    if (int err = make_holes ? write_skipping_zeros(out, buffer_.data(), size_t(n), off)
-                             : pwrite_all(out, buffer_.data(), size_t(n), off))
-      return err;
-    off += n;
-    account(uint64_t(n));
-    if (to_eof && left == 1 && size_t(n) < want) return 0;
-  }
-  return 0;
 }
 
 Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) {

@@ -5,11 +5,14 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <cstdint>
 #include <string>
 
 #include "pcopy/options.hpp"
 
 namespace pcopy {
+
+class Hasher;
 
 inline int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW); }
 
@@ -23,5 +26,15 @@ constexpr mode_t kOwnerRw = S_IRUSR | S_IWUSR;
 
 // chunking_helps() of a file system whose traits are known (DirFacts).
 bool chunking_helps_on(bool local, bool in_memory, const Options& options);
+
+// What one regular file's copy has done so far.
+struct FileCopy {
+  Hasher* hasher = nullptr;
+  uint64_t bytes = 0;
+  uint64_t unreported = 0;
+  bool clone_failed = false;  // --reflink=always, and the clone was refused
+  bool generated = false;     // read to its end, whatever its size said (copy_generated)
+  bool buffered = false;      // through the buffer, never copy_file_range (copy_chunk)
+};
 
 }  // namespace pcopy
