@@ -25,8 +25,6 @@ constexpr uint64_t kAnnounceBytes = 1ull << 20;  // a file from this size is ann
 constexpr size_t kBatchFiles = 64;               // files per batch: up to 128 fds open
 constexpr unsigned kRingEntries = 256;
 constexpr size_t kMaxLaterCloses = 32;  // with a batch's 128, within kRingEntries
-const char* const kChanged = "file changed as we read it";
-constexpr int kCreate = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;  // a new file, never through a link
 
 // --inplace, or a staged file a dead worker left: `name` opened for writing, a regular file there
 // truncated (`existed`; not with `truncate` false: a chunked copy's End cuts it to size, and where
@@ -88,21 +86,6 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
   return ::openat(dir, name, kCreate, mode);
 }
 
-// --inplace: a file whose data may not have reached the disk (its fsync or close failed after its
-// metadata was set) is given the time of now, or -u would take it for up to date from then on.
-void make_stale(int dir, const std::string& name) {
-  struct timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
-  ::utimensat(dir, name.c_str(), times, AT_SYMLINK_NOFOLLOW);
-}
-
-// fsync(), and in test builds an EIO for the file PCOPY_TEST_EIO_FSYNC_NAME names.
-int fsync_checked([[maybe_unused]] const Job& job, int fd) {
-#ifdef PCOPY_TEST_HOOKS
-  if (const char* name = std::getenv("PCOPY_TEST_EIO_FSYNC_NAME"); name && job.name == name) return EIO;
-#endif
-  return ::fsync(fd) == 0 ? 0 : errno;
-}
-
 // The source's stat with the mode of a file that is its maker's alone until its metadata is set:
 // 0600. A chunked file, for every chunk's worker to reopen it for writing (a read-only source's
 // 0444 let no one but root; End gives the real mode); with -a, a named file (a temporary, or
@@ -125,23 +108,6 @@ Result result_for(const Job& job) {
   return r;
 }
 
-// A big file's FileBegin: the identity of the file it made (or opened), `fd`, for its chunks and End
-// to check (Job::dst_ino). 0 or an errno.
-int note_made(int fd, Result& r) {
-  struct stat made;
-  if (::fstat(fd, &made) != 0) return errno;
-  r.dst_dev = made.st_dev;
-  r.dst_ino = made.st_ino;
-  return 0;
-}
-
-Result fail(Result r, int err, std::string detail = {}) {
-  r.outcome = Outcome::Failed;
-  r.err = err;
-  r.detail = std::move(detail);
-  return r;
-}
-
 // Whether `name` in `dir` is gone (not even a link to nothing).
 bool gone(int dir, const std::string& name) {
   struct stat st;
@@ -149,6 +115,18 @@ bool gone(int dir, const std::string& name) {
 }
 
 }  // namespace
+
+void make_stale(int dir, const std::string& name) {
+  struct timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
+  ::utimensat(dir, name.c_str(), times, AT_SYMLINK_NOFOLLOW);
+}
+
+int fsync_checked([[maybe_unused]] const Job& job, int fd) {
+#ifdef PCOPY_TEST_HOOKS
+  if (const char* name = std::getenv("PCOPY_TEST_EIO_FSYNC_NAME"); name && job.name == name) return EIO;
+#endif
+  return ::fsync(fd) == 0 ? 0 : errno;
+}
 
 Copier::Copier(const Options& options)
     : opt_(options),
@@ -546,159 +524,6 @@ struct stat Copier::split_stat(const struct stat& st) const {
   struct stat as = st;
   as.st_mode |= S_IWUSR;
   return as;
-}
-
-// A big file split across workers. Begin creates the temporary (or opens the final name with
-// --inplace, not emptied: End cuts it to size); chunks write their ranges into it; End checks that
-// the source did not change, sets the metadata and renames. The parent removes the temporary if
-// any part fails.
-Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
-  UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return unopened(r, src_dir, job.name);
-  struct stat st;
-  if (::fstat(in.get(), &st) != 0) return fail(r, errno);
-  if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns)
-    return fail(r, 0, kChanged);
-  // Its chunks go to a temporary renamed into place at the end: not in an append-only directory,
-  // which takes no rename (nor the unlink of the temporary).
-  if (!opt_.inplace && append_only_here(dst_dir))
-    return fail(r, EPERM, "an append-only directory takes no rename, and a file split for several workers is "
-                          "written under a temporary name (--inplace writes it where it belongs)");
-  r.temp = opt_.inplace ? job.target() : next_temp_name();
-  r.src_dev = st.st_dev;
-  r.src_ino = st.st_ino;
-  bool existed = false;
-  struct stat as = split_stat(st);
-  UniqueFd out(opt_.inplace ? in_place(dst_dir, r.temp, as, existed, false)
-                            : ::openat(dst_dir, r.temp.c_str(), kCreate, as.st_mode & 0777));
-  if (!out) return fail(r, errno);
-  int err = note_made(out.get(), r);
-  if (!err) err = out.close_checked();
-  if (err) {
-    if (!opt_.inplace) ::unlinkat(dst_dir, r.temp.c_str(), 0);
-    return fail(r, err);
-  }
-  return r;
-}
-
-namespace {
-
-// Whether `st` is the source the file's FileBegin opened (when the parent knows which).
-bool same_source(const Job& job, const struct stat& st) {
-  return !job.src_ino || (uint64_t(st.st_dev) == job.src_dev && uint64_t(st.st_ino) == job.src_ino);
-}
-
-}  // namespace
-
-namespace {
-const char* const kReplaced = "replaced by another file while it was written";
-
-// Whether `st` is the file the job's FileBegin made or opened (when the parent knows which).
-bool same_dst(const Job& job, const struct stat& st) {
-  return S_ISREG(st.st_mode) && (!job.dst_ino || (uint64_t(st.st_dev) == job.dst_dev && uint64_t(st.st_ino) == job.dst_ino));
-}
-
-// A chunked file's temporary (its final name with --inplace), reopened by name for a chunk or the
-// End. Only the file FileBegin made is written: anyone who may write in DST can put another there
-// meanwhile, and a FIFO blocked the worker for good, a device would take the data, and a file of
-// theirs would be given the source's owner and mode. What is there is looked at before it is
-// opened, and again once open (O_NONBLOCK: a FIFO put there in between does not block the open;
-// cleared again for the writes). Returns the descriptor and its stat in `st`; or -1 with errno, or
-// with 0 and `detail` set (kReplaced).
-int reopen_chunked(int dir, const Job& job, struct stat& st, const char*& detail) {
-  auto replaced = [&] {
-    detail = kReplaced;
-    errno = 0;
-    return -1;
-  };
-  if (::fstatat(dir, job.temp.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
-  if (!same_dst(job, st)) return replaced();
-  int fd = ::openat(dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) return errno == ENXIO || errno == ELOOP || errno == EISDIR ? replaced() : -1;
-  int err = ::fstat(fd, &st) != 0 ? errno : 0;
-  if (!err && !same_dst(job, st)) {
-    ::close(fd);
-    return replaced();
-  }
-  if (!err && ::fcntl(fd, F_SETFL, O_WRONLY) != 0) err = errno;  // O_NONBLOCK off
-  if (!err) return fd;
-  ::close(fd);
-  errno = err;
-  return -1;
-}
-}  // namespace
-
-Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
-  UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return unopened(r, src_dir, job.name);
-  struct stat st;
-  if (::fstat(in.get(), &st) != 0) return fail(r, errno);
-  if (!same_source(job, st)) return fail(r, 0, kChanged);  // another file renamed over it
-  const char* odd = "";
-  struct stat opened;
-  UniqueFd out(reopen_chunked(dst_dir, job, opened, odd));
-  if (!out) return fail(r, errno, odd);
-#ifdef PCOPY_TEST_HOOKS
-  // Test builds only: stop half-way through a named file's first chunk (first attempt), as
-  // copy_opened does for a file copied whole.
-  if (const char* name = std::getenv("PCOPY_TEST_STOP_MIDWAY_NAME");
-      name && job.name == name && job.attempt == 0 && job.offset == 0) {
-    loff_t a = 0, b = 0;
-    (void)::copy_file_range(in.get(), &a, out.get(), &b, size_t(job.length) / 2, 0);
-    ::raise(SIGSTOP);
-  }
-#endif
-  // On a local file system copy_file_range is a splice that holds the file's inode lock while it
-  // reads as well as while it writes: through the buffer, a worker reads its chunk while another
-  // writes theirs (one 2 GiB file on tmpfs, -j2: 1.25x the speed of cp -a, against 1.0x with
-  // copy_file_range). Elsewhere copy_file_range may be the server's own copy (NFS).
-  FileCopy fc;
-  fc.buffered = local_fs_;
-  int err = copy_range(in.get(), out.get(), off_t(job.offset), job.length, fc);
-  r.bytes = fc.bytes;
-  if (!err && fc.bytes != job.length) return fail(r, 0, kChanged);
-  if (!err) err = out.close_checked();
-  return err ? fail(r, err) : r;
-}
-
-namespace {
-Result done_ending(Result r, const Job& job, const struct stat& src) {
-  r.size = job.size;
-  r.mtime_ns = to_ns(src.st_mtim);
-  return r;
-}
-
-// A FileEnd sent again, its worker dead: whether that worker had installed the file before it died
-// (the temporary is gone, and the final name has the source's size and time, which End sets).
-bool installed(int dst_dir, const Job& job, const struct stat& src) {
-  struct stat there;
-  return ::fstatat(dst_dir, job.target().c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(there.st_mode) &&
-         uint64_t(there.st_size) == job.size && same_mtime_in(dst_dir, there, to_ns(src.st_mtim));
-}
-}  // namespace
-
-Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
-  UniqueFd in(open_source(src_dir, job.name, opt_.dereference));
-  if (!in) return unopened(r, src_dir, job.name);
-  struct stat st;
-  if (::fstat(in.get(), &st) != 0) return fail(r, errno);
-  if (uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns || !same_source(job, st))
-    return fail(r, 0, kChanged);
-  const char* odd = "";
-  struct stat written;
-  UniqueFd out(reopen_chunked(dst_dir, job, written, odd));
-  if (!out && errno == ENOENT && job.attempt > 0 && installed(dst_dir, job, st)) return done_ending(r, job, st);
-  if (!out) return fail(r, errno, odd);
-  if (uint64_t(written.st_size) != job.size && ::ftruncate(out.get(), off_t(job.size)) != 0) return fail(r, errno);
-  if (int err = apply_metadata(out.get(), in.get(), st, false)) return fail(r, err);  // made 0600: private_stat
-  int err = opt_.fsync ? fsync_checked(job, out.get()) : 0;
-  if (!err) err = out.close_checked();
-  if (err) {
-    if (opt_.inplace) make_stale(dst_dir, job.temp);
-    return fail(r, err);
-  }
-  if ((err = opt_.inplace ? 0 : install(dst_dir, job.temp, job.target()))) return fail(r, err);
-  return done_ending(r, job, st);
 }
 
 Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) {

@@ -7,12 +7,17 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "pcopy/options.hpp"
+#include "pcopy/protocol.hpp"
 
 namespace pcopy {
 
 class Hasher;
+
+const char* const kChanged = "file changed as we read it";
+constexpr int kCreate = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;  // a new file, never through a link
 
 inline int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW); }
 
@@ -21,8 +26,26 @@ inline int source_flags(bool follow) { return O_RDONLY | O_CLOEXEC | O_NOCTTY | 
 // that a lease another process holds fails the open instead of being waited for: then it is.
 int open_source(int dir, const std::string& name, bool follow);
 
+// --inplace: a file whose data may not have reached the disk (its fsync or close failed after its
+// metadata was set) is given the time of now, or -u would take it for up to date from then on.
+void make_stale(int dir, const std::string& name);
+
+// fsync(), and in test builds an EIO for the file PCOPY_TEST_EIO_FSYNC_NAME names.
+int fsync_checked(const Job& job, int fd);
+
 // What a file's owner needs to read and write its user.* attributes; a private file's mode.
 constexpr mode_t kOwnerRw = S_IRUSR | S_IWUSR;
+
+// A big file's FileBegin: the identity of the file it made (or opened), `fd`, for its chunks and End
+// to check (Job::dst_ino). 0 or an errno.
+int note_made(int fd, Result& r);
+
+inline Result fail(Result r, int err, std::string detail = {}) {
+  r.outcome = Outcome::Failed;
+  r.err = err;
+  r.detail = std::move(detail);
+  return r;
+}
 
 // chunking_helps() of a file system whose traits are known (DirFacts).
 bool chunking_helps_on(bool local, bool in_memory, const Options& options);
