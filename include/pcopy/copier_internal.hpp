@@ -1,5 +1,7 @@
 // What the Copier's source files (copier.cpp and the parts of the copy split from it, each in a file
-// named for its concern) share and no other module needs.
+// named for its concern) share and no other module needs: how a source is opened and a new file made,
+// a job's result before anything is done and after a failure, and what one regular file's copy has
+// done so far.
 #pragma once
 
 #include <fcntl.h>
@@ -35,6 +37,15 @@ int fsync_checked(const Job& job, int fd);
 
 // What a file's owner needs to read and write its user.* attributes; a private file's mode.
 constexpr mode_t kOwnerRw = S_IRUSR | S_IWUSR;
+
+// A job's result before anything is done: what the walk knew of it.
+inline Result result_for(const Job& job) {
+  Result r;
+  r.id = job.id;
+  r.size = job.size;
+  r.mtime_ns = job.mtime_ns;
+  return r;
+}
 
 // A big file's FileBegin: the identity of the file it made (or opened), `fd`, for its chunks and End
 // to check (Job::dst_ino). 0 or an errno.
