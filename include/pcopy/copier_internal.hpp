@@ -18,6 +18,7 @@ namespace pcopy {
 
 class Hasher;
 
+constexpr uint64_t kAnnounceBytes = 1ull << 20;  // a file from this size is announced (copy_opened)
 const char* const kChanged = "file changed as we read it";
 constexpr int kCreate = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;  // a new file, never through a link
 
