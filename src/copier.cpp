@@ -403,6 +403,13 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
 // Renames the finished temporary over the final name. With --delete, a directory standing where
 // SRC has a file is removed first, as the mirror would remove it anyway.
 int Copier::install(int dst_dir, const std::string& tmp, const std::string& target) {
+#ifdef PCOPY_TEST_HOOKS
+  // Test builds only: die once with the temporary made, as a worker killed just then would (once:
+  // the token file goes with the first death).
+  const char* name = std::getenv("PCOPY_TEST_KILL_BEFORE_INSTALL_NAME");
+  const char* token = std::getenv("PCOPY_TEST_KILL_BEFORE_INSTALL_TOKEN");
+  if (name && token && target == name && ::unlink(token) == 0) ::raise(SIGKILL);
+#endif
   if (::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0) return 0;
   int err = errno;
   if (!opt_.delete_extraneous || (err != EISDIR && err != ENOTEMPTY && err != EEXIST)) return err;

@@ -173,8 +173,10 @@ void Runner::on_worker_gone(size_t w, bool said) {
   queue_.insert(queue_.begin(), std::make_move_iterator(retry.begin()), std::make_move_iterator(retry.end()));
 }
 
+// The temporaries worker `pid` left in the directories of the jobs it held. With --inplace too,
+// whose links, FIFOs and devices go through a temporary as well (E2).
 void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
-  if (!target_.dst_root || opt_.inplace) return;
+  if (!target_.dst_root) return;
   std::string prefix = std::string(kTempPrefix) + std::to_string(pid) + "-";
   std::vector<std::string> seen;
   for (DirNode* dir : dirs) {
