@@ -1645,13 +1645,10 @@ TEST_P(FaultsByJobs, WritingToTheTerminalFromTheBackgroundUnderTostopStopsTheWor
   UniqueFd report_in(report[0]), report_out(report[1]), go_in(go[0]), go_out(go[1]);
   // Everything the children need is made before fork.
   std::vector<std::string> argv{pcopy_bin(), "-v", jobs(), src, to};
-  std::vector<std::string> env{"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo};
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-  std::vector<char*> c_argv, c_env;
-  for (auto& a : argv) c_argv.push_back(a.data());
-  c_argv.push_back(nullptr);
-  for (auto& e : env) c_env.push_back(e.data());
-  c_env.push_back(nullptr);
+  RunOptions gate;
+  gate.env = {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo};
+  std::vector<std::string> env = child_environment(gate);
+  std::vector<char*> c_argv = c_strings(argv), c_env = c_strings(env);
   std::fflush(nullptr);
   pid_t leader = ::fork();
   ASSERT_GE(leader, 0);
@@ -1752,14 +1749,12 @@ class OnTerminal {
     UniqueFd report_out(report[1]), ready_in(ready[0]), ready_out(ready[1]);
     report_.reset(report[0]);
     // Everything the children need is made before fork: they make async-signal-safe calls only.
-    std::vector<std::string> argv{pcopy_bin()}, env = env_extra;
+    std::vector<std::string> argv{pcopy_bin()};
     argv.insert(argv.end(), args.begin(), args.end());
-    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-    std::vector<char*> c_argv, c_env;
-    for (auto& a : argv) c_argv.push_back(a.data());
-    c_argv.push_back(nullptr);
-    for (auto& e : env) c_env.push_back(e.data());
-    c_env.push_back(nullptr);
+    RunOptions options;
+    options.env = env_extra;
+    std::vector<std::string> env = child_environment(options);
+    std::vector<char*> c_argv = c_strings(argv), c_env = c_strings(env);
     std::fflush(nullptr);
     leader_ = ::fork();
     if (leader_ != 0) {
@@ -1809,10 +1804,18 @@ class OnTerminal {
     std::lock_guard<std::mutex> lock(mutex_);
     return shown_;
   }
-  // pcopy's exit status (128 + N when a signal ended it), if it ended within `timeout`.
+  // pcopy's exit status (128 + N when a signal ended it), if it ended within `timeout`; then all it
+  // wrote is in shown(): once the leader is gone and the test's own descriptor closed, the terminal
+  // is read to its end.
   std::optional<int> wait(std::chrono::seconds timeout) {
     int code = 0;
-    if (!code_ && pid() > 0 && receive(code, timeout)) code_ = code;
+    if (code_ || pid() < 0 || !receive(code, timeout)) return code_;
+    code_ = code;
+    ::waitpid(leader_, nullptr, 0);
+    leader_ = -1;
+    ::tcflow(tty_.get(), TCOON);
+    tty_.reset();
+    if (reader_.joinable()) reader_.join();
     return code_;
   }
 

@@ -516,31 +516,6 @@ std::vector<std::string> pty_command(const std::vector<std::string>& argv, int c
   return {"script", "-qfec", command, "/dev/null"};
 }
 
-std::vector<std::string> child_environment(const RunOptions& options) {
-  std::vector<std::string> extra = options.env;
-  if (options.pty) {
-    extra.insert(extra.begin(), "SHELL=/bin/sh");                          // what `script -c` runs
-    if (std::getenv("TERM") == nullptr) extra.insert(extra.begin(), "TERM=xterm");  // a real terminal's
-  }
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-  // NAME=VALUE replaces NAME; a bare NAME (no '=') removes it.
-  for (auto& entry : extra) {
-    size_t eq = entry.find('=');
-    std::string key = (eq == std::string::npos ? entry : entry.substr(0, eq)) + "=";
-    std::erase_if(env, [&](const std::string& e) { return e.starts_with(key); });
-    if (eq != std::string::npos) env.push_back(entry);
-  }
-  return env;
-}
-
-std::vector<char*> c_strings(std::vector<std::string>& strings) {
-  std::vector<char*> result;
-  for (auto& s : strings) result.push_back(s.data());
-  result.push_back(nullptr);
-  return result;
-}
-
 // Only async-signal-safe calls from here to exec: the test process may have threads.
 void child_write(const char* text) { (void)!::write(2, text, std::strlen(text)); }
 
@@ -666,6 +641,31 @@ int wait_status(pid_t pid, int options_flags, long* peak_rss_kb = nullptr) {
 }
 
 }  // namespace
+
+std::vector<std::string> child_environment(const RunOptions& options) {
+  std::vector<std::string> extra = options.env;
+  if (options.pty) {
+    extra.insert(extra.begin(), "SHELL=/bin/sh");                          // what `script -c` runs
+    if (std::getenv("TERM") == nullptr) extra.insert(extra.begin(), "TERM=xterm");  // a real terminal's
+  }
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  // NAME=VALUE replaces NAME; a bare NAME (no '=') removes it.
+  for (auto& entry : extra) {
+    size_t eq = entry.find('=');
+    std::string key = (eq == std::string::npos ? entry : entry.substr(0, eq)) + "=";
+    std::erase_if(env, [&](const std::string& e) { return e.starts_with(key); });
+    if (eq != std::string::npos) env.push_back(entry);
+  }
+  return env;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& strings) {
+  std::vector<char*> result;
+  for (auto& s : strings) result.push_back(s.data());
+  result.push_back(nullptr);
+  return result;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Public interface.

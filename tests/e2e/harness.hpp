@@ -53,6 +53,11 @@ struct RunResult {
 
 // Path of the pcopy binary under test.
 std::string pcopy_bin();
+// The environment a child gets: the test's, with `options.env`'s entries (NAME=VALUE replaces NAME, a
+// bare NAME removes it), and what a run under a pseudo-terminal needs.
+std::vector<std::string> child_environment(const RunOptions& options);
+// argv/envp for exec: pointers into `strings`, null-terminated.
+std::vector<char*> c_strings(std::vector<std::string>& strings);
 RunResult run(const std::vector<std::string>& argv, const RunOptions& options = {});
 RunResult run_pcopy(const std::vector<std::string>& args, const RunOptions& options = {});
 
