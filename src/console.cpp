@@ -24,6 +24,13 @@ bool is_pipe(int fd) {
   return ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
 }
 
+// Whether another process group has `fd`, our controlling terminal: pcopy runs in the background.
+// (tcgetpgrp gives -1 for a terminal that is not our controlling one, which no one takes from us.)
+bool in_background(int fd) {
+  pid_t fg = ::tcgetpgrp(fd);
+  return fg > 0 && fg != ::getpgrp();
+}
+
 }  // namespace
 
 Console::Console(const Options& options, Run run) : opt_(options), run_(std::move(run)) {
@@ -136,8 +143,7 @@ void Console::draw(const ProgressState& state) {
     if (status_lines_) say(format_status_line(state));
     return;
   }
-  pid_t fg = ::tcgetpgrp(STDERR_FILENO);  // -1 unless it is our controlling terminal
-  if (fg > 0 && fg != ::getpgrp()) return;
+  if (in_background(STDERR_FILENO)) return;
   // Three columns short of the width: writing the last column makes some terminals wrap, and the
   // "^C" the terminal echoes on Ctrl-C (or "^Z", "^\\") must fit after the bar, or its wrapped
   // half leaves the bar on the screen above the next line, no longer on the line erased.
@@ -162,8 +168,7 @@ void Console::before_terminal_write(int fd) {
   if (!sigismember(&run_.watched, SIGTTOU)) return;  // ignored: the terminal lets us write
   struct termios t;
   if (::tcgetattr(fd, &t) != 0 || !(t.c_lflag & TOSTOP)) return;
-  pid_t fg = ::tcgetpgrp(fd);  // -1 unless it is our controlling terminal, which alone stops us
-  if (fg > 0 && fg != ::getpgrp()) run_.suspend(SIGTTOU);
+  if (in_background(fd)) run_.suspend(SIGTTOU);  // our controlling terminal alone stops us
 }
 
 }  // namespace pcopy

@@ -1624,130 +1624,26 @@ TEST_P(FaultsByJobs, DeleteKeepsADirectoryRenamedInSourceDuringTheRun) {
                                                      "photos-2025/p2.jpg", "photos-2025/p3.jpg"}));
 }
 
-// `stty tostop`: a background job that writes to its terminal is stopped by SIGTTOU. pcopy reads
-// SIGTTOU from its signalfd, and a blocked SIGTTOU would let it write on: it makes the terminal's
-// check itself, and stops its workers and itself. Here pcopy runs in a background process group of
-// a session on a pseudo-terminal with tostop set; its first -v line is the first thing it writes
-// (no bar is drawn from the background). Brought to the foreground and continued, it completes.
-TEST_P(FaultsByJobs, WritingToTheTerminalFromTheBackgroundUnderTostopStopsTheWorkersToo) {
-#ifndef PCOPY_TEST_HOOKS
-  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
-#endif
-  std::string src = shared_tree("job_control", make_job_control_tree);
-  std::string to = tmp / "dst", fifo = tmp / "gate";
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
-  ASSERT_TRUE(master.valid() && ::grantpt(master.get()) == 0 && ::unlockpt(master.get()) == 0);
-  std::string slave = ::ptsname(master.get());
-  int report[2], go[2];
-  ASSERT_EQ(::pipe2(report, O_CLOEXEC), 0);
-  ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
-  UniqueFd report_in(report[0]), report_out(report[1]), go_in(go[0]), go_out(go[1]);
-  // Everything the children need is made before fork.
-  std::vector<std::string> argv{pcopy_bin(), "-v", jobs(), src, to};
-  RunOptions gate;
-  gate.env = {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo};
-  std::vector<std::string> env = child_environment(gate);
-  std::vector<char*> c_argv = c_strings(argv), c_env = c_strings(env);
-  std::fflush(nullptr);
-  pid_t leader = ::fork();
-  ASSERT_GE(leader, 0);
-  if (leader == 0) {
-    // The session leader: its process group holds the terminal; pcopy runs in a group of its own,
-    // in the background. It reports pcopy's pid, how it stopped, and (once told to bring it to the
-    // foreground and continue it) its exit status. Async-signal-safe calls only.
-    int tty = -1;
-    struct termios t;
-    if (::setsid() < 0 || (tty = ::open(slave.c_str(), O_RDWR)) < 0 || ::tcgetattr(tty, &t) != 0) ::_exit(1);
-    t.c_lflag |= TOSTOP;
-    if (::tcsetattr(tty, TCSANOW, &t) != 0) ::_exit(1);
-    pid_t pc = ::fork();
-    if (pc == 0) {
-      int null = ::open("/dev/null", O_RDONLY);
-      if (::setpgid(0, 0) != 0 || ::dup2(null, 0) < 0 || ::dup2(tty, 1) < 0 || ::dup2(tty, 2) < 0) ::_exit(127);
-      ::close_range(3, ~0U, 0);
-      ::execve(c_argv[0], c_argv.data(), c_env.data());
-      ::_exit(127);
-    }
-    ::setpgid(pc, pc);
-    int status = 0;
-    (void)!::write(report[1], &pc, sizeof pc);
-    ::waitpid(pc, &status, WUNTRACED);
-    int how = WIFSTOPPED(status) ? WSTOPSIG(status) : -1;
-    (void)!::write(report[1], &how, sizeof how);
-    char c;
-    if (WIFSTOPPED(status) && ::read(go[0], &c, 1) == 1) {
-      ::tcsetpgrp(tty, pc);
-      ::kill(pc, SIGCONT);
-      ::waitpid(pc, &status, 0);
-    }
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-    (void)!::write(report[1], &code, sizeof code);
-    ::_exit(0);
-  }
-  report_out.reset();
-  // The terminal's output is read and thrown away, so that writing to it never blocks.
-  std::thread drain([fd = master.get()] {
-    char buf[4096];
-    while (::read(fd, buf, sizeof buf) > 0 || errno == EINTR) {
-    }
-  });
-  auto receive = [&](int& value, std::chrono::seconds timeout) {
-    pollfd pfd{report_in.get(), POLLIN, 0};
-    return ::poll(&pfd, 1, int(std::chrono::milliseconds(timeout).count())) == 1 &&
-           read_full(report_in.get(), &value, sizeof value) == ssize_t(sizeof value);
-  };
-  pid_t pc = -1;
-  int how = 0, code = -1;
-  bool started = receive(pc, 10s);
-  bool stopped_by_it = started && receive(how, 10s);
-  std::vector<Proc> workers;
-  bool all_stopped = stopped_by_it && poll_until(Clock::now() + 10s, [&] {
-    workers = children_of(pc);
-    return workers.size() == size_t(GetParam()) &&
-           std::all_of(workers.begin(), workers.end(), [](const Proc& w) { return stopped(w.pid); });
-  });
-  std::string states;
-  for (const Proc& w : children_of(pc)) states += fmt::format(" worker {}", stopped(w.pid) ? "stopped" : "running");
-  bool finished = false;
-  if (stopped_by_it) {
-    (void)!::write(go_out.get(), "g", 1);
-    bool opened = open_gate(fifo, Clock::now() + 60s, [&] { return proc_info(pc) && !is_dead(proc_info(pc)->state); });
-    EXPECT_TRUE(opened) << "no worker came to the gate";
-    finished = receive(code, 60s);
-  }
-  if (!finished && pc > 0) {
-    for (const Proc& w : children_of(pc)) ::kill(w.pid, SIGKILL);
-    ::kill(pc, SIGKILL);
-  }
-  ::kill(leader, SIGKILL);
-  ::waitpid(leader, nullptr, 0);
-  drain.join();
-  ASSERT_TRUE(started) << "pcopy did not start";
-  ASSERT_TRUE(stopped_by_it) << "pcopy was not stopped";
-  EXPECT_EQ(how, SIGTTOU);
-  EXPECT_TRUE(all_stopped) << "workers:" << states;
-  ASSERT_TRUE(finished) << "pcopy did not finish once continued";
-  EXPECT_EQ(code, 0);
-  EXPECT_EQ(diff_trees(src, to), "");
-  EXPECT_EQ(joined(temporaries(to)), "");
-}
-
 // pcopy on a pseudo-terminal of its own, as an interactive shell runs it: a session leader holds
 // the terminal, and pcopy runs in a process group of its own, in the foreground (the leader hands
-// it the terminal before it starts) or in the background (`pcopy ... &`). What the terminal shows
-// is read as it comes, so that writing to it blocks only while the test pauses its output.
+// it the terminal before it starts) or in the background (`pcopy ... &`), with `stty tostop` or
+// without. What the terminal shows is read as it comes, so that writing to it blocks only while
+// the test pauses its output. A pcopy that stops (job control) waits, stopped, until the test has
+// the leader bring it to the foreground and continue it, as `fg` does.
 class OnTerminal {
  public:
-  OnTerminal(const std::vector<std::string>& args, const std::vector<std::string>& env_extra, bool foreground) {
+  OnTerminal(const std::vector<std::string>& args, const std::vector<std::string>& env_extra, bool foreground,
+             bool tostop = false) {
     master_.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
     if (!master_ || ::grantpt(master_.get()) != 0 || ::unlockpt(master_.get()) != 0) return;
     std::string slave = ::ptsname(master_.get());
     tty_.reset(::open(slave.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
-    int report[2], ready[2];
-    if (!tty_ || ::pipe2(report, O_CLOEXEC) != 0 || ::pipe2(ready, O_CLOEXEC) != 0) return;
-    UniqueFd report_out(report[1]), ready_in(ready[0]), ready_out(ready[1]);
+    int report[2], ready[2], fg[2];
+    if (!tty_ || ::pipe2(report, O_CLOEXEC) != 0 || ::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(fg, O_CLOEXEC) != 0)
+      return;
+    UniqueFd report_out(report[1]), ready_in(ready[0]), ready_out(ready[1]), fg_in(fg[0]);
     report_.reset(report[0]);
+    fg_.reset(fg[1]);
     // Everything the children need is made before fork: they make async-signal-safe calls only.
     std::vector<std::string> argv{pcopy_bin()};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -1762,7 +1658,10 @@ class OnTerminal {
       return;
     }
     int tty = -1;
-    if (::setsid() < 0 || (tty = ::open(slave.c_str(), O_RDWR)) < 0) ::_exit(1);
+    struct termios t;
+    if (::setsid() < 0 || (tty = ::open(slave.c_str(), O_RDWR)) < 0 || ::tcgetattr(tty, &t) != 0) ::_exit(1);
+    if (tostop) t.c_lflag |= TOSTOP;
+    if (::tcsetattr(tty, TCSANOW, &t) != 0) ::_exit(1);
     pid_t pc = ::fork();
     if (pc == 0) {
       char go;
@@ -1778,8 +1677,17 @@ class OnTerminal {
     if (foreground) ::tcsetpgrp(tty, pc);
     (void)!::write(ready[1], "g", 1);
     (void)!::write(report[1], &pc, sizeof pc);
+    // Then how it stopped (0 if it did not), and its exit status.
     int status = 0;
-    ::waitpid(pc, &status, 0);
+    ::waitpid(pc, &status, WUNTRACED);
+    int how = WIFSTOPPED(status) ? WSTOPSIG(status) : 0;
+    (void)!::write(report[1], &how, sizeof how);
+    char c;
+    if (how && ::read(fg[0], &c, 1) == 1) {
+      ::tcsetpgrp(tty, pc);
+      ::kill(pc, SIGCONT);
+      ::waitpid(pc, &status, 0);
+    }
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
     (void)!::write(report[1], &code, sizeof code);
     ::_exit(0);
@@ -1799,7 +1707,15 @@ class OnTerminal {
     if (pid_ < 0 && !receive(pid_, 10s)) pid_ = 0;
     return pid_ > 0 ? pid_ : -1;
   }
-  int tty() const { return tty_.get(); }  // the terminal, as the test holds it: tcflow() is Ctrl-S, Ctrl-Q
+  int tty() const { return tty_.get(); }
+  // The signal that stopped pcopy, if it stopped within `timeout` (0 if it ended instead).
+  std::optional<int> stopped(std::chrono::seconds timeout) {
+    int how = 0;
+    if (!how_ && pid() > 0 && receive(how, timeout)) how_ = how;
+    return how_;
+  }
+  // `fg`: the stopped pcopy gets the terminal and is continued.
+  void resume_in_foreground() { (void)!::write(fg_.get(), "g", 1); }  // the terminal, as the test holds it: tcflow() is Ctrl-S, Ctrl-Q
   std::string shown() {
     std::lock_guard<std::mutex> lock(mutex_);
     return shown_;
@@ -1809,7 +1725,7 @@ class OnTerminal {
   // is read to its end.
   std::optional<int> wait(std::chrono::seconds timeout) {
     int code = 0;
-    if (code_ || pid() < 0 || !receive(code, timeout)) return code_;
+    if (code_ || !stopped(timeout) || !receive(code, timeout)) return code_;
     code_ = code;
     ::waitpid(leader_, nullptr, 0);
     leader_ = -1;
@@ -1835,13 +1751,55 @@ class OnTerminal {
     return report_ && ::poll(&pfd, 1, int(std::chrono::milliseconds(timeout).count())) == 1 &&
            read_full(report_.get(), &value, sizeof value) == ssize_t(sizeof value);
   }
-  UniqueFd master_, tty_, report_;
+  UniqueFd master_, tty_, report_, fg_;
   pid_t leader_ = -1, pid_ = -1;
-  std::optional<int> code_;
+  std::optional<int> how_, code_;
   std::thread reader_;
   std::mutex mutex_;
   std::string shown_;
 };
+
+// `stty tostop`: a background job that writes to its terminal is stopped by SIGTTOU. pcopy reads
+// SIGTTOU from its signalfd, and a blocked SIGTTOU would let it write on: it makes the terminal's
+// check itself, and stops its workers and itself. Here pcopy runs in a background process group of
+// a session on a pseudo-terminal with tostop set; its first -v line is the first thing it writes
+// (no bar is drawn from the background). Brought to the foreground and continued, it completes.
+TEST_P(FaultsByJobs, WritingToTheTerminalFromTheBackgroundUnderTostopStopsTheWorkersToo) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = shared_tree("job_control", make_job_control_tree);
+  std::string to = tmp / "dst", fifo = tmp / "gate";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  OnTerminal term({"-v", jobs(), src, to}, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo}, false,
+                  true);
+  pid_t pc = term.pid();
+  std::optional<int> how = pc > 0 ? term.stopped(10s) : std::nullopt;
+  bool stopped_by_it = how && *how != 0;
+  std::vector<Proc> workers;
+  bool all_stopped = stopped_by_it && poll_until(Clock::now() + 10s, [&] {
+    workers = children_of(pc);
+    return workers.size() == size_t(GetParam()) &&
+           std::all_of(workers.begin(), workers.end(), [](const Proc& w) { return stopped(w.pid); });
+  });
+  std::string states;
+  for (const Proc& w : children_of(pc)) states += fmt::format(" worker {}", stopped(w.pid) ? "stopped" : "running");
+  std::optional<int> code;
+  if (stopped_by_it) {
+    term.resume_in_foreground();
+    bool opened = open_gate(fifo, Clock::now() + 60s, [&] { return proc_info(pc) && !is_dead(proc_info(pc)->state); });
+    EXPECT_TRUE(opened) << "no worker came to the gate";
+    code = term.wait(60s);
+  }
+  ASSERT_GT(pc, 0) << "pcopy did not start";
+  ASSERT_TRUE(stopped_by_it) << "pcopy was not stopped";
+  EXPECT_EQ(*how, SIGTTOU);
+  EXPECT_TRUE(all_stopped) << "workers:" << states;
+  ASSERT_TRUE(code) << "pcopy did not finish once continued";
+  EXPECT_EQ(*code, 0);
+  EXPECT_EQ(diff_trees(src, to), "");
+  EXPECT_EQ(joined(temporaries(to)), "");
+}
 
 // Output paused at the terminal (Ctrl-S; a stalled ssh connection does the same) holds neither
 // the copy nor the signals: the bar is not drawn while the terminal takes nothing, and a SIGTERM
