@@ -92,12 +92,13 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
     noatime_ = false;
   }
 
-  // Each file as the one-file path copies it, its descriptors left open for round 2.
+  // Each file as the one-file path copies it, its descriptors left open for round 2. An abandoned
+  // run (stop_when) ends after the file in hand, so that what is in place is answered at once.
   std::vector<int> closes = std::move(later_closes_);
   later_closes_.clear();
   closes_ = &closes;
   bool stop = false;
-  for (size_t i = 0; i < jobs.size() && !reported; ++i) {
+  for (size_t i = 0; i < jobs.size() && !reported && !(i > 0 && stop_ && *stop_); ++i) {
     const Job& job = jobs[i];
     struct stat st;
     int stat_err = !stop && in[i] && ::fstat(in[i].get(), &st) != 0 ? errno : 0;

@@ -258,9 +258,9 @@ void Runner::suspend(int sig) {
 
 int Runner::finish() {
   if (abandon_) {
-    // Abandon the files in flight: no more jobs; each worker finishes the one in hand (a short
-    // while at most: then it is killed), sends its results and exits; what they finished is
-    // reported. Then the temporaries of what they did not finish are removed.
+    // Abandon the files in flight: no more jobs; each worker finishes the one in hand, sends its
+    // results and exits (one that answers nothing for a short while is killed); what they
+    // finished is reported. Then the temporaries of what they did not finish are removed.
     pool_->close_jobs();
     pool_->signal_all(SIGUSR1);
     collect_results(kFinishUpMs);

@@ -232,24 +232,33 @@ bool Runner::drain_results(size_t w) {
   }
 }
 
-// Reads and handles results as workers send them, until every pipe reaches EOF or `timeout_ms`.
+// Reads and handles results as workers send them, until every pipe reaches EOF or each worker has
+// been `timeout_ms` without answering a job. A worker still sending its answers is not cut off: on a
+// loaded machine the parent reads slower than the workers wrote while it was away, and a worker
+// killed with answers in its buffer leaves files in place that no count or manifest names.
 void Runner::collect_results(int timeout_ms) {
-  const double deadline = now_s() + timeout_ms / 1000.0;
+  const double grace = timeout_ms / 1000.0;
   std::vector<bool> open(pool_->size());
+  std::vector<double> until(pool_->size(), now_s() + grace);
   for (size_t i = 0; i < open.size(); ++i) open[i] = pool_->slot(i).pid > 0 && pool_->slot(i).results;
   for (;;) {
     std::vector<pollfd> fds;
     std::vector<size_t> which;
+    double t = now_s(), last = t;
     for (size_t i = 0; i < open.size(); ++i)
-      if (open[i]) {
+      if (open[i] && until[i] > t) {
         fds.push_back({pool_->slot(i).results.get(), POLLIN, 0});
         which.push_back(i);
+        last = std::max(last, until[i]);
       }
-    double left = deadline - now_s();
-    if (fds.empty() || left <= 0) return;
-    if (::poll(fds.data(), fds.size(), int(left * 1000) + 1) <= 0) continue;
-    for (size_t k = 0; k < fds.size(); ++k)
-      if (fds[k].revents) open[which[k]] = drain_results(which[k]);
+    if (fds.empty()) return;
+    if (::poll(fds.data(), fds.size(), int((last - t) * 1000) + 1) <= 0) continue;
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if (!fds[k].revents) continue;
+      size_t w = which[k], held = pool_->slot(w).held.size();
+      open[w] = drain_results(w);
+      if (pool_->slot(w).held.size() < held) until[w] = now_s() + grace;
+    }
   }
 }
 

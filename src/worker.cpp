@@ -171,6 +171,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
   Copier copier(options);
   copier.set_dst_fs(dst_fs);
   copier.set_dst_root(dst_root);
+  copier.stop_when(&g_finish_up);
   DirPair dirs(options, src_root, dst_root, copier);
   FrameReader reader;
   std::string in(64 * 1024, '\0');

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -179,6 +180,10 @@ class Copier {
   // own (Result::own_mount).
   void set_dst_root(int fd) { dst_root_ = fd; }
 
+  // A flag a signal handler sets when the run is abandoned: a batch's run of files ends at the next
+  // file, so that what it installed is answered at once, not after the rest of the run.
+  void stop_when(const volatile sig_atomic_t* flag) { stop_ = flag; }
+
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
   // `report` is called with the job's id and byte deltas while long files copy.
   Result copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report);
@@ -257,6 +262,7 @@ class Copier {
   bool try_reflink_;   // cleared after the file system said no
   int dst_fs_ = -1;    // see set_dst_fs
   int dst_root_ = -1;  // see set_dst_root
+  const volatile sig_atomic_t* stop_ = nullptr;  // see stop_when
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;
   uint64_t temp_counter_ = 0;
