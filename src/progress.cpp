@@ -56,7 +56,7 @@ std::string eta(const ProgressState& s) {
     rate = s.work_rate;
   }
   if (total < done) return "ETA --:--";
-  return "ETA " + format_duration(double(total - done) / rate);
+  return fmt::format("ETA {:>5}", format_duration(double(total - done) / rate));  // as wide as "--:--"
 }
 
 std::string totals(const ProgressState& s) {
@@ -70,16 +70,18 @@ std::string totals(const ProgressState& s) {
 std::string format_bar(const ProgressState& s, int width) {
   if (width < 1) return {};
   const char* more = s.counting ? "+" : "";
-  // Fixed widths keep the line from jittering as the numbers change. On a narrow terminal whole
-  // fields are dropped rather than cut in the middle, the least telling first: "(counting)", the
-  // rate, the ETA, then the bar (which the percentage repeats), then the bytes and the files.
+  // Fixed widths keep the line from jittering as the numbers change: only the totals set them. On
+  // a narrow terminal whole fields are dropped rather than cut in the middle, the least telling
+  // first: "(counting)", the rate, the ETA, then the bar (which the percentage repeats), then the
+  // bytes and the files; the bar comes back into room a dropped field leaves.
   struct Field {
     std::string text;
     int keep;  // fields of lower rank go first
     bool shown = true;
   };
+  const std::string total_files = format_count(s.files_total);
   Field fields[] = {
-      {fmt::format("{}/{}{} files", format_count(s.files_done), format_count(s.files_total), more), 5},
+      {fmt::format("{:>{}}/{}{} files", format_count(s.files_done), total_files.size(), total_files, more), 5},
       {fmt::format("{:>10}/{}{}", format_bytes(s.bytes_done), format_bytes(s.bytes_total), more), 4},
       {fmt::format("{:>12}", format_rate(s.rate)), 1},
       {eta(s), 2},

@@ -1,5 +1,6 @@
 #include "pcopy/progress.hpp"
 
+#include <fmt/core.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -171,7 +172,7 @@ TEST(FormatBar, FullLineAt120ColumnsShowsPercentBarFilesBytesRateAndEta) {
   EXPECT_NE(line.find("1.5 GiB/6.0 GiB"), std::string::npos) << line;
   EXPECT_NE(line.find("50.0 MiB/s"), std::string::npos) << line;
   // 4.5 GiB left at 50 MiB/s: 92.16 s.
-  EXPECT_NE(line.find("ETA 1:32"), std::string::npos) << line;
+  EXPECT_NE(line.find("ETA  1:32"), std::string::npos) << line;
   EXPECT_EQ(line.find('+'), std::string::npos) << line;
   EXPECT_EQ(line.find('\r'), std::string::npos);
   EXPECT_EQ(line.find('\x1b'), std::string::npos);
@@ -198,7 +199,7 @@ TEST(FormatBar, WhileCountingTotalsAreMarkedWithPlusAndNoEtaIsGiven) {
   EXPECT_NE(line.find("1,234/4,936+ files"), std::string::npos) << line;
   EXPECT_NE(line.find("1.5 GiB/6.0 GiB+"), std::string::npos) << line;
   EXPECT_NE(line.find("ETA --:--"), std::string::npos) << line;
-  EXPECT_EQ(line.find("ETA 1:32"), std::string::npos) << line;
+  EXPECT_EQ(line.find("ETA  1:32"), std::string::npos) << line;
 }
 
 TEST(FormatBar, CompleteCopyShows100Percent) {
@@ -267,6 +268,30 @@ TEST(FormatBar, At80ColumnsTensOfThousandsOfFilesKeepTheBarAndTheEta) {
   EXPECT_EQ(line.find(']') - line.find('[') - 1, 40u) << line;
 }
 
+// The fields keep their widths through a run (only the totals, fixed once counted, set them): a
+// count that gains a digit, or an ETA that falls below ten minutes, neither moves the bar nor
+// makes it or a field come and go between frames (F2 saw the bar come and go at 30 columns).
+TEST(FormatBar, TheLayoutStaysPutAsTheCountsGrow) {
+  ProgressState s = midway();
+  s.files_total = 123'456;
+  s.bytes_total = 20 * GiB;
+  for (int width = 1; width <= 160; ++width) {
+    std::string first;
+    for (uint64_t done : {0ull, 7ull, 99ull, 4'321ull, 99'999ull, 123'456ull}) {
+      s.files_done = done;
+      s.bytes_done = s.bytes_total / 123'456 * done;
+      s.rate = s.work_rate = 0;  // ETA --:--, then from over ten minutes down to 0:00
+      if (done > 0) s.rate = double(s.bytes_total - s.bytes_done + 1) / double(700 - done % 700);
+      std::string line = format_bar(s, width);
+      // Where the bar is, how long the line is, and which fields it holds.
+      std::string layout = fmt::format("{} {} {}", line.size(), int(line.find('[')), int(line.find(']')));
+      for (const char* field : {" files", "/s", "ETA"}) layout += line.find(field) != line.npos ? field : " -";
+      if (first.empty()) first = layout;
+      EXPECT_EQ(layout, first) << "width " << width << ", " << done << " files: '" << line << "'";
+    }
+  }
+}
+
 // Each file weighs kFileWork besides its bytes. 60,000 one-byte files, then four of 100 MiB found
 // at the end: the bar read 93% while the small ones were copied, then fell to 0% with an ETA of
 // four hours, from the byte rate of the small files (III). And a -u run that skips every file
@@ -281,7 +306,7 @@ TEST(FormatBar, FilesCountTowardsThePercentageAndTheEta) {
   s.work_rate = 30'000.0 * kFileWork;      // 30,000 files a second
   std::string line = format_bar(s, 150);
   EXPECT_EQ(line.substr(0, 4), " 81%") << line;  // 1,844 MiB of work done of 2,276 MiB
-  EXPECT_NE(line.find("ETA 0:00"), std::string::npos) << line;  // 432 MiB of work left: 0.45 s
+  EXPECT_NE(line.find("ETA  0:00"), std::string::npos) << line;  // 432 MiB of work left: 0.45 s
   EXPECT_EQ(format_status_line(s).rfind("pcopy: 81%", 0), 0u) << format_status_line(s);
 
   ProgressState skipping;  // -u, nothing to copy: every file skipped, none of their bytes to do
