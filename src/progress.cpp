@@ -72,8 +72,10 @@ std::string format_bar(const ProgressState& s, int width) {
   const char* more = s.counting ? "+" : "";
   // Fixed widths keep the line from jittering as the numbers change: only the totals set them. On
   // a narrow terminal whole fields are dropped rather than cut in the middle, the least telling
-  // first: "(counting)", the rate, the ETA, then the bar (which the percentage repeats), then the
-  // bytes and the files; the bar comes back into room a dropped field leaves.
+  // first: the rate, the ETA, then the bar (which the percentage repeats), then the bytes and the
+  // files; the bar comes back into room a dropped field leaves. While the walk is still counting,
+  // no ETA is known and the percentage is of a total that grows: "(counting)", the ETA and the bar
+  // go before the rate, then the only word on how the copy goes.
   struct Field {
     std::string text;
     int keep;  // fields of lower rank go first
@@ -83,11 +85,12 @@ std::string format_bar(const ProgressState& s, int width) {
   Field fields[] = {
       {fmt::format("{:>{}}/{}{} files", format_count(s.files_done), total_files.size(), total_files, more), 5},
       {fmt::format("{:>10}/{}{}", format_bytes(s.bytes_done), format_bytes(s.bytes_total), more), 4},
-      {fmt::format("{:>12}", format_rate(s.rate)), 1},
-      {eta(s), 2},
+      {fmt::format("{:>12}", format_rate(s.rate)), s.counting ? 3 : 1},
+      {eta(s), s.counting ? 1 : 2},
       {s.counting ? "(counting)" : "", 0, s.counting},
   };
-  constexpr int kBarRank = 3, kBarMin = 10, kBarMax = 40, kBarFrame = 3;  // " [" and "]"
+  constexpr int kBarMin = 10, kBarMax = 40, kBarFrame = 3;  // " [" and "]"
+  const int bar_rank = s.counting ? 2 : 3;
   int pct = percent(s);
   std::string head = fmt::format("{:3}%", pct);
   if (width < int(head.size())) return {};  // "100%" cut to "10" would say 10%
@@ -98,7 +101,7 @@ std::string format_bar(const ProgressState& s, int width) {
   };
   bool bar = true;
   for (int rank = 0; rank <= 5 && used(bar) > width; ++rank) {
-    if (rank == kBarRank) bar = false;
+    if (rank == bar_rank) bar = false;
     for (auto& f : fields) f.shown = f.shown && f.keep != rank;
   }
   bar = used(true) <= width;  // room left by a field that did not fit either
