@@ -181,7 +181,8 @@ class Copier {
   void set_dst_root(int fd) { dst_root_ = fd; }
 
   // A flag a signal handler sets when the run is abandoned: a batch's run of files ends at the next
-  // file, so that what it installed is answered at once, not after the rest of the run.
+  // file, so that what it installed is answered at once, not after the rest of the run, and a
+  // file whose data is copied by then is not put in place (but --inplace, where it is already).
   void stop_when(const volatile sig_atomic_t* flag) { stop_ = flag; }
 
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
