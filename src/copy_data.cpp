@@ -203,6 +203,7 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     account(uint64_t(n));
     // Exactly the expected size, and the call stopped short of the probe byte: that was EOF.
     if (to_eof && left == 1 && size_t(n) < want) return 0;
+    if (abandoned()) return ECANCELED;
   }
   if (buffer_.empty()) buffer_.resize(kBufferSize);
   while (left > 0) {
@@ -219,6 +220,7 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     off += n;
     account(uint64_t(n));
     if (to_eof && left == 1 && size_t(n) < want) return 0;
+    if (abandoned()) return ECANCELED;
   }
   return 0;
 }

@@ -258,9 +258,10 @@ void Runner::suspend(int sig) {
 
 int Runner::finish() {
   if (abandon_) {
-    // Abandon the files in flight: no more jobs; each worker finishes the one in hand, sends its
-    // results and exits (one that answers nothing for a short while is killed); what they
-    // finished is reported. Then the temporaries of what they did not finish are removed.
+    // Abandon the files in flight: no more jobs; each worker stops at the file in hand (putting
+    // nothing more in place, Copier::stop_when), sends its results and exits (one that answers
+    // nothing for a while is killed); what they finished is reported. Then the temporaries of
+    // what they did not finish are removed.
     pool_->close_jobs();
     pool_->signal_all(SIGUSR1);
     collect_results(kFinishUpMs);
@@ -279,6 +280,11 @@ int Runner::finish() {
     for (size_t w = 0; w < pool_->size(); ++w) {
       WorkerSlot& slot = pool_->slot(w);
       drain_results(w);
+      // --inplace: the file a killed worker was still writing holds part of the new data under its
+      // name, as a big file whose chunks were being written does (below).
+      auto in_hand = jobs_.find(reporting_[w]);
+      if (opt_.inplace && slot.held.count(reporting_[w]) && in_hand != jobs_.end() && !in_hand->second.file)
+        error(rel(in_hand->second), "not copied: pcopy stopped before it was complete");
       if (alive[w]) {  // left for init to reap
         slot.results.reset();
         slot.pid = -1;

@@ -181,8 +181,9 @@ class Copier {
   void set_dst_root(int fd) { dst_root_ = fd; }
 
   // A flag a signal handler sets when the run is abandoned: a batch's run of files ends at the next
-  // file, so that what it installed is answered at once, not after the rest of the run, and a
-  // file whose data is copied by then is not put in place (but --inplace, where it is already).
+  // file, so that what it installed is answered at once, not after the rest of the run; a file
+  // being copied stops at its next piece, and one whose data is copied by then is not put in
+  // place (but with --inplace, where it is written in place and finished).
   void stop_when(const volatile sig_atomic_t* flag) { stop_ = flag; }
 
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
@@ -264,6 +265,7 @@ class Copier {
   int dst_fs_ = -1;    // see set_dst_fs
   int dst_root_ = -1;  // see set_dst_root
   const volatile sig_atomic_t* stop_ = nullptr;  // see stop_when
+  bool abandoned() const { return stop_ && *stop_ && !opt_.inplace; }
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;
   uint64_t temp_counter_ = 0;

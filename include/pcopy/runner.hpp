@@ -55,7 +55,7 @@ constexpr size_t kMaxLedNames = 1024;
 constexpr size_t kMaxSettledNames = 8192;
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
-constexpr int kFinishUpMs = 250;              // abandoned: how long a worker may go without answering
+constexpr int kFinishUpMs = 1000;             // abandoned: how long a worker may go without answering
 constexpr double kSilentWorkerS = 120;        // a worker holding jobs this long without a word is named
 
 inline JobKind kind_of(mode_t mode) {

@@ -2854,6 +2854,38 @@ TEST_P(FaultsByJobs, AFileWhoseCopyEndsAfterAnInterruptIsNotPutInPlace) {
   EXPECT_EQ(joined(temporaries(dst)), "");
 }
 
+// --inplace writes a file under its final name: one its worker was killed writing (it had not
+// finished when the time given to finish up ran out) holds part of the new data, and is named as
+// an error, as a big file whose chunks were being written is. It went unnamed (G2).
+TEST_P(FaultsByJobs, AFileAWorkerWasKilledWritingInPlaceIsNamed) {
+  std::string src = shared_tree("one_big", [](const std::string& root) {
+    make_dir(root + "/d");
+    write_big_file(root + "/d/big.bin", 2, 1);
+  });
+  make_dirs(dst + "/d");
+  write_file(dst + "/d/big.bin", "the copy of an earlier run\n");
+  AsyncPcopy p({jobs(), "--inplace", "--json", src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
+  auto deadline = Clock::now() + 60s;
+  bool stopped = poll_until(deadline, [&] {
+    for (const Proc& w : children_of(p.pid())) {
+      auto info = proc_info(w.pid);
+      if (info && (info->state == 'T' || info->state == 't')) return true;
+    }
+    return !p.running();
+  });
+  // The worker stays stopped half-way through big.bin: it is killed once its time is up.
+  bool sent = stopped && p.running() && ::kill(p.pid(), SIGINT) == 0;
+  RunResult r = p.wait();
+  ASSERT_TRUE(sent) << "no worker stopped in big.bin\n" << describe(r);
+  EXPECT_EQ(r.status, 130) << describe(r);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: cannot copy 'd/big.bin': not copied: pcopy stopped before it was complete"))
+      << describe(r);
+  auto report = nlohmann::json::parse(r.out);
+  ASSERT_EQ(report.at("errors").size(), 1u) << describe(r);
+  EXPECT_EQ(report["errors"][0].at("path"), "d/big.bin");
+  EXPECT_EQ(report.at("files_copied").get<size_t>(), 0u);
+}
+
 TEST_P(FaultsByJobs, ASecondSignalWhileStoppingDoesNotCutTheReportShort) {
   std::string src = shared_tree("staged", make_staged_leaf_tree);
   // A worker stops itself half-way through big.bin: stopping the run then takes a while (the time
