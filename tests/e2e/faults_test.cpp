@@ -595,6 +595,17 @@ class FaultsByJobs : public ::testing::TestWithParam<int> {
 
   std::string jobs() const { return fmt::format("-j{}", GetParam()); }
 
+  // SRC with one 2 MiB file, d/big.bin; DST with an earlier copy of it, which is not that file.
+  std::string big_file_over_an_earlier_copy() {
+    std::string src = shared_tree("one_big", [](const std::string& root) {
+      make_dir(root + "/d");
+      write_big_file(root + "/d/big.bin", 2, 1);
+    });
+    make_dirs(dst + "/d");
+    write_file(dst + "/d/big.bin", "the copy of an earlier run\n");
+    return src;
+  }
+
   // pcopy -jN EXTRA FROM TO with the kill-token hook armed: each token (a name, and the text the
   // hook reads from it, see worker.cpp) kills workers. `all_taken`: every token was used up.
   RunResult copy_killing(const std::string& from, const std::string& to, const std::string& extra,
@@ -1065,6 +1076,18 @@ std::string written_state(pid_t parent, const std::string& dst) {
 bool stopped(pid_t pid) {
   auto info = proc_info(pid);
   return info && (info->state == 'T' || info->state == 't');
+}
+
+// Waits until a worker of `p` is stopped (a test hook stops it half-way through a file) and
+// returns its pid; -1 if pcopy ended first or `deadline` passed.
+pid_t stopped_worker(AsyncPcopy& p, Clock::time_point deadline) {
+  pid_t worker = -1;
+  poll_until(deadline, [&] {
+    for (const Proc& w : children_of(p.pid()))
+      if (stopped(w.pid)) worker = w.pid;
+    return worker > 0 || !p.running();
+  });
+  return worker;
 }
 
 // Waits until `p` has stopped itself (a test hook) or exited; false if neither by `deadline`.
@@ -2256,18 +2279,12 @@ std::pair<RunResult, bool> act_midway(const std::vector<std::string>& args, cons
                                       std::vector<std::string> env = {}) {
   env.push_back("PCOPY_TEST_STOP_MIDWAY_NAME=" + name);
   AsyncPcopy p(args, logs, env);
-  auto deadline = Clock::now() + 60s;
-  pid_t stopped = -1;
-  poll_until(deadline, [&] {
-    for (const Proc& w : children_of(p.pid()))
-      if (auto info = proc_info(w.pid); info && (info->state == 'T' || info->state == 't')) stopped = w.pid;
-    return stopped > 0 || !p.running();
-  });
-  if (stopped > 0) {
+  pid_t worker = stopped_worker(p, Clock::now() + 60s);
+  if (worker > 0) {
     act();
-    ::kill(stopped, SIGCONT);
+    ::kill(worker, SIGCONT);
   }
-  return {p.wait(), stopped > 0};
+  return {p.wait(), worker > 0};
 }
 
 // Copies SRC into a DST holding last night's version of `name`, the worker that takes `name`
@@ -2800,15 +2817,7 @@ TEST_P(FaultsByJobs, FilesDoneBeforeABigOneStillCopyingWhenInterruptedAreReporte
   make_dirs(dst + "/d");
   std::string manifest = tmp / "manifest.jsonl";
   AsyncPcopy p({jobs(), "--json", "--manifest", manifest, src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
-  auto deadline = Clock::now() + 60s;
-  bool stopped = poll_until(deadline, [&] {
-    for (const Proc& w : children_of(p.pid())) {
-      auto info = proc_info(w.pid);
-      if (info && (info->state == 'T' || info->state == 't')) return true;
-    }
-    return !p.running();
-  });
-  bool sent = stopped && p.running() && ::kill(p.pid(), SIGINT) == 0;
+  bool sent = stopped_worker(p, Clock::now() + 60s) > 0 && p.running() && ::kill(p.pid(), SIGINT) == 0;
   RunResult r = p.wait();
   ASSERT_TRUE(sent) << "no worker stopped in big.bin\n" << describe(r);
   EXPECT_EQ(r.status, 130) << describe(r);
@@ -2823,23 +2832,11 @@ TEST_P(FaultsByJobs, FilesDoneBeforeABigOneStillCopyingWhenInterruptedAreReporte
 // parent kills a worker that has not answered for a short while (G2: on a loaded machine, 1 of
 // 60 interrupted runs replaced a 100 MiB file that the manifest did not name).
 TEST_P(FaultsByJobs, AFileWhoseCopyEndsAfterAnInterruptIsNotPutInPlace) {
-  std::string src = shared_tree("one_big", [](const std::string& root) {
-    make_dir(root + "/d");
-    write_big_file(root + "/d/big.bin", 2, 1);
-  });
-  make_dirs(dst + "/d");
-  write_file(dst + "/d/big.bin", "the copy of an earlier run\n");
+  std::string src = big_file_over_an_earlier_copy();
   std::string manifest = tmp / "manifest.jsonl";
   AsyncPcopy p({jobs(), "--json", "--manifest", manifest, src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
   auto deadline = Clock::now() + 60s;
-  pid_t worker = -1;
-  poll_until(deadline, [&] {
-    for (const Proc& w : children_of(p.pid())) {
-      auto info = proc_info(w.pid);
-      if (info && (info->state == 'T' || info->state == 't')) worker = w.pid;
-    }
-    return worker > 0 || !p.running();
-  });
+  pid_t worker = stopped_worker(p, deadline);
   // The worker, stopped half-way through big.bin, is told to finish up; it goes on only then.
   bool told = worker > 0 && p.running() && ::kill(p.pid(), SIGINT) == 0 &&
               poll_until(deadline, [&] { return signal_pending(worker, SIGUSR1) || !p.running(); }) &&
@@ -2858,23 +2855,10 @@ TEST_P(FaultsByJobs, AFileWhoseCopyEndsAfterAnInterruptIsNotPutInPlace) {
 // finished when the time given to finish up ran out) holds part of the new data, and is named as
 // an error, as a big file whose chunks were being written is. It went unnamed (G2).
 TEST_P(FaultsByJobs, AFileAWorkerWasKilledWritingInPlaceIsNamed) {
-  std::string src = shared_tree("one_big", [](const std::string& root) {
-    make_dir(root + "/d");
-    write_big_file(root + "/d/big.bin", 2, 1);
-  });
-  make_dirs(dst + "/d");
-  write_file(dst + "/d/big.bin", "the copy of an earlier run\n");
+  std::string src = big_file_over_an_earlier_copy();
   AsyncPcopy p({jobs(), "--inplace", "--json", src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
-  auto deadline = Clock::now() + 60s;
-  bool stopped = poll_until(deadline, [&] {
-    for (const Proc& w : children_of(p.pid())) {
-      auto info = proc_info(w.pid);
-      if (info && (info->state == 'T' || info->state == 't')) return true;
-    }
-    return !p.running();
-  });
   // The worker stays stopped half-way through big.bin: it is killed once its time is up.
-  bool sent = stopped && p.running() && ::kill(p.pid(), SIGINT) == 0;
+  bool sent = stopped_worker(p, Clock::now() + 60s) > 0 && p.running() && ::kill(p.pid(), SIGINT) == 0;
   RunResult r = p.wait();
   ASSERT_TRUE(sent) << "no worker stopped in big.bin\n" << describe(r);
   EXPECT_EQ(r.status, 130) << describe(r);
@@ -2893,15 +2877,8 @@ TEST_P(FaultsByJobs, ASecondSignalWhileStoppingDoesNotCutTheReportShort) {
   // from `timeout -s INT`, which signals pcopy and then its process group.
   AsyncPcopy p({jobs(), "--json", src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=big.bin"});
   auto deadline = Clock::now() + 60s;
-  auto a_worker_stopped = [&] {
-    for (const Proc& w : children_of(p.pid())) {
-      auto info = proc_info(w.pid);
-      if (info && (info->state == 'T' || info->state == 't')) return true;
-    }
-    return !p.running();
-  };
   bool sent = false;
-  if (poll_until(deadline, a_worker_stopped) && p.running()) {
+  if (stopped_worker(p, deadline) > 0 && p.running()) {
     ASSERT_EQ(::kill(p.pid(), SIGINT), 0);
     if (poll_until(deadline, [&] { return !signal_pending(p.pid(), SIGINT); }))
       sent = ::kill(p.pid(), SIGINT) == 0;
