@@ -128,10 +128,7 @@ Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   FileCopy fc;
   fc.buffered = local_fs_;
   int err = copy_range(in.get(), out.get(), off_t(job.offset), job.length, fc);
-  if (abandoned()) {  // the parent removes the file's temporary
-    r.outcome = Outcome::Deferred;
-    return r;
-  }
+  if (abandoned()) return given_up(r);  // the parent removes the file's temporary
   r.bytes = fc.bytes;
   if (!err && fc.bytes != job.length) return fail(r, 0, kChanged);
   if (!err) err = out.close_checked();
@@ -174,10 +171,7 @@ Result Copier::end_chunked(int src_dir, int dst_dir, const Job& job, Result r) {
     if (opt_.inplace) make_stale(dst_dir, job.temp);
     return fail(r, err);
   }
-  if (abandoned()) {  // as a file copied whole (copy_opened): the parent removes the temporary
-    r.outcome = Outcome::Deferred;
-    return r;
-  }
+  if (abandoned()) return given_up(r);  // as in copy_opened: the parent removes the temporary
   if ((err = opt_.inplace ? 0 : install(dst_dir, job.temp, job.target()))) return fail(r, err);
   return done_ending(r, job, st);
 }

@@ -354,16 +354,11 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
 #endif
   FileCopy fc;
   fc.hasher = hasher ? &*hasher : nullptr;
+  int err = copy_data(in.get(), out.get(), st, fc);
   // The run was abandoned meanwhile (Ctrl-C, --fail-fast): the copy is not put in place, its
   // temporary goes, as if not begun. Installed now, it could be in DST yet in no count nor the
   // manifest: the parent kills a worker that has not answered for a while.
-  auto given_up = [&] {
-    r.outcome = Outcome::Deferred;
-    r.bytes = 0;
-    return r;
-  };
-  int err = copy_data(in.get(), out.get(), st, fc);
-  if (abandoned()) return given_up();
+  if (abandoned()) return given_up(r);
   r.bytes = fc.bytes;
   if (fc.generated) r.size = fc.bytes;
   if (err == -1) return fail(r, 0, kChanged);
@@ -387,7 +382,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
     if ((err = hash_file(reread.get(), check))) return fail(r, err);
     if (check.digest() != *r.hash) return fail(r, 0, "verification failed: the written copy differs from the source");
   }
-  if (abandoned()) return given_up();  // while it was verified
+  if (abandoned()) return given_up(r);  // while it was verified
   if ((err = apply_metadata(out.get(), in.get(), st, fresh_mode))) return fail(r, err);
   auto unsafe = [&](int e) {
     if (opt_.inplace) make_stale(dst_dir, tmp);

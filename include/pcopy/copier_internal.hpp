@@ -59,6 +59,14 @@ inline Result fail(Result r, int err, std::string detail = {}) {
   return r;
 }
 
+// The run was abandoned (Copier::stop_when) before the job's copy was put in place: it goes back
+// to the parent as not begun, its temporary removed.
+inline Result given_up(Result r) {
+  r.outcome = Outcome::Deferred;
+  r.bytes = 0;
+  return r;
+}
+
 // chunking_helps() of a file system whose traits are known (DirFacts).
 bool chunking_helps_on(bool local, bool in_memory, const Options& options);
 
