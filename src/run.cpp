@@ -164,7 +164,7 @@ int Runner::start_pool() {
   sent_.assign(pool_->size(), {});
   answered_.assign(pool_->size(), 0);
   reporting_.assign(pool_->size(), 0);
-  heard_.assign(pool_->size(), now_s());
+  heard_.assign(pool_->size(), looked_at_ = now_s());
   silence_told_.assign(pool_->size(), false);
 #ifdef PCOPY_TEST_HOOKS
   if (const char* s = std::getenv("PCOPY_TEST_SILENT_WORKER_S")) silent_after_s_ = std::atof(s);
@@ -184,12 +184,8 @@ void Runner::poll_once(int timeout) {
     fds.push_back({s.results.get(), POLLIN, 0});
     fds.push_back({s.out.empty() ? -1 : s.jobs.get(), POLLOUT, 0});
   }
-  double before = now_s();
+  polled_for_ = timeout < 0 ? HUGE_VAL : timeout / 1000.0;
   int n = ::poll(fds.data(), fds.size(), timeout);
-  // Back long after its time: the run was frozen, workers and all (a cgroup freezer, `docker
-  // pause`), since when within the wait is not known: none of it is any worker's silence.
-  if (double waited = now_s() - before; timeout >= 0 && waited > timeout / 1000.0 + 1.0)
-    for (double& heard : heard_) heard += waited;
   if (n <= 0) return;
   if (fds[0].revents) on_signal();
   if (abandon_) return;
@@ -213,7 +209,7 @@ int Runner::timeout_ms() const {
     if (!silence_told_[w]) due = std::min(due.value_or(HUGE_VAL), heard_[w] + silent_after_s_);
   }
   // While workers hold work, a wait of a second at most: one that comes back much later tells of
-  // the run frozen whole (see poll_once), which no worker's silence should count.
+  // the run frozen whole (see name_silent_workers), which no worker's silence should count.
   if (held) due = std::min(due.value_or(HUGE_VAL), now_s() + 1.0);
   if (!due) return -1;
   return std::max(1, int((*due - now_s()) * 1000) + 1);

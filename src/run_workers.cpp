@@ -273,6 +273,12 @@ void Runner::heard_from(size_t w) {
 // Ctrl-C or SIGTERM ends the run cleanly.
 void Runner::name_silent_workers() {
   double t = now_s();
+  // Here again much later than the loop's wait explains: the run was frozen, workers and all (a
+  // cgroup freezer, `docker pause`, SIGSTOP to each), in the wait or anywhere else in the loop;
+  // since when is not known, so none of the time since the last look is any worker's silence.
+  if (double away = t - looked_at_; away > polled_for_ + 1.0)
+    for (double& heard : heard_) heard = std::min(t, heard + away);
+  looked_at_ = t;
   for (size_t w = 0; w < pool_->size(); ++w) {
     WorkerSlot& slot = pool_->slot(w);
     if (silence_told_[w] || slot.held.empty() || t - heard_[w] < silent_after_s_) continue;

@@ -261,6 +261,8 @@ class Runner {
   std::vector<double> heard_;
   std::vector<bool> silence_told_;
   double silent_after_s_ = kSilentWorkerS;
+  double looked_at_ = 0;    // when name_silent_workers last looked
+  double polled_for_ = 0;   // the longest the loop's last poll was to wait, in seconds
   int startup_deaths_ = 0;          // workers in a row that died before answering anything
 
   Stats stats_;
