@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <utility>
@@ -256,6 +257,11 @@ void Runner::dispatch() {
     for (size_t i = 0; i < infos.size(); ++i) infos[i]->job = std::move(batch.jobs[i]);
     pool_->send(size_t(w), frame_);
     frame_.clear();
+#ifdef PCOPY_TEST_HOOKS
+    // Once, for a test to freeze the run while the parent is busy, not waiting in poll.
+    static bool stop_here = std::getenv("PCOPY_TEST_STOP_AFTER_SEND") != nullptr;
+    if (std::exchange(stop_here, false)) ::raise(SIGSTOP);
+#endif
   }
 }
 
