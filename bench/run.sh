@@ -104,12 +104,25 @@ wait_quiet() {
   echo "$busy"
 }
 
+# On a disk's file system, each run's copy is moved here rather than removed before the next run (see
+# set_aside.sh), and all of them removed at the end; at most half the inodes left may be held.
+TRASH=$BASE/trash
+TRASH_BUDGET=
+
 run_corpus() {
   local c=$1 src=$BASE/$1 dst=$BASE/dst-$1
   "$BENCH/corpora.sh" "$BASE" "$c"
   local S D P
   S=$(q "$src"); D=$(q "$dst"); P=$(q "$BIN/pcopy")
   local prep="rm -rf $D && sync"
+  # Big files' corpora hold too few entries to matter, and too many bytes to keep.
+  if [ "$(stat -f -c %T "$BASE")" != tmpfs ] && [ "$c" != big4 ] && [ "$c" != one2g ]; then
+    local entries kib
+    entries=$(find "$src" | wc -l)
+    kib=$(du -sk "$src" | cut -f1)
+    [ -n "$TRASH_BUDGET" ] || TRASH_BUDGET=$(($(df --output=iavail "$BASE" | tail -1) / 2))
+    prep="$(q "$BENCH/set_aside.sh") $D $(q "$TRASH") $entries $kib $TRASH_BUDGET"
+  fi
   [ "$DROP_CACHES" = 1 ] && prep="$prep && echo 3 > /proc/sys/vm/drop_caches"
 
   # name | shell command | prepare (tar needs DST to exist); pcopy variants also list their options
@@ -184,6 +197,8 @@ for c in "${CORPORA[@]}"; do
     run_corpus "$c"
   fi
 done
+
+rm -rf "$TRASH"
 
 python3 "$BENCH/report.py" "$OUT" >"$OUT/results.md"
 cp "$OUT/results.md" "$BENCH/results/latest.md"
