@@ -1,18 +1,26 @@
 // Measures whether more processes copy ONE big file faster: P processes each copy a contiguous 1/P
-// of SRC into the same destination file (made at full size first), in one of three ways:
-//   cfr:   copy_file_range over its range (what pcopy's chunks do);
-//   rw:    pread into a 1 MiB buffer, pwrite out (the read half runs outside the file's lock);
+// of SRC into the same destination file (made at full size first), in one of four ways:
+//   cfr:   copy_file_range over its range;
+//   rw:    pread into a 1 MiB buffer, pwrite out (the read half runs outside the file's lock: what
+//          pcopy's chunks on a local file system do where one worker writes the file);
 //   mmap:  the destination range mapped shared, pread straight into the mapping (no inode lock:
-//          page faults instead).
+//          a page fault per 4 KiB instead);
+//   populate: as mmap, 8 MiB at a time, each slice's pages made first by one
+//          madvise(MADV_POPULATE_WRITE) (no inode lock, no fault per page: what pcopy's chunks on
+//          tmpfs do where other workers write the same file, Copier::copy_mapped).
 // Each way with 1 and with P processes, in alternating rounds; medians. Where the destination's
 // writes serialise on its inode lock (tmpfs, ext4), P processes gain only as far as one reads while
-// another writes: copy_file_range holds the lock while it reads too, pread does not. This is why
-// pcopy's chunks on local file systems go through a buffer (2 GiB on tmpfs, 2 processes, 2026-12-01:
-// cfr 1.08-1.24x of one process's speed, rw 1.29-1.57x).
+// another writes: copy_file_range holds the lock while it reads too, pread does not (2 GiB on tmpfs,
+// 2 processes, 2026-12-01: cfr 1.08-1.24x of one process's speed, rw 1.29-1.57x). On this VM most
+// of a copy into tmpfs is the first touch of each page, which the host must fault in again (memory
+// the guest freed is handed back to it), and a write does that under the lock; populate does it in
+// parallel (2026-12-03, two runs: populate 2.29x and 2.49x of one process's speed, rw 1.84x and
+// 2.23x; one process took 2.3-3.5 s in every way, where cp -a's fastest runs that morning took
+// 0.84-0.93 s).
 //   build: gcc -O2 -o one_file_writers bench/one_file_writers.c
-//   run:   one_file_writers SRC DST [P [ROUNDS [WAYS]]]   (WAYS: comma list, default cfr,rw;
-//          mmap scales best, but page faults make one process 1.6x (2026-12-01) to 13x (an earlier
-//          session) slower than cfr on this VM: add it by hand)
+//   run:   one_file_writers SRC DST [P [ROUNDS [WAYS]]]   (WAYS: comma list, default
+//          cfr,rw,populate; mmap's page faults make one process 1.6x (2026-12-01) to 13x (an
+//          earlier session) slower than cfr on this VM: add it by hand)
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -46,6 +54,21 @@ static void copy_range(const char *way, int s, int d, off_t off, off_t end) {
     for (off_t o = off; o < end;) {
       ssize_t n = pread(s, buf, end - o < (1 << 20) ? end - o : (1 << 20), o);
       if (n <= 0 || pwrite(d, buf, n, o) != n) die("pread/pwrite");
+      o += n;
+    }
+  } else if (strcmp(way, "populate") == 0) {
+    const off_t slice = 8 << 20;
+    for (off_t o = off; o < end;) {
+      off_t n = end - o < slice ? end - o : slice;
+      char *map = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, d, o);
+      if (map == MAP_FAILED) die("mmap");
+      if (madvise(map, n, MADV_POPULATE_WRITE) != 0) die("madvise");
+      for (off_t k = 0; k < n;) {
+        ssize_t got = pread(s, map + k, n - k, o + k);
+        if (got <= 0) die("pread");
+        k += got;
+      }
+      munmap(map, n);
       o += n;
     }
   } else {
@@ -100,12 +123,12 @@ int main(int argc, char **argv) {
   }
   int procs = argc > 3 ? atoi(argv[3]) : 2, rounds = argc > 4 ? atoi(argv[4]) : 5;
   char ways_arg[256];
-  snprintf(ways_arg, sizeof ways_arg, "%s", argc > 5 ? argv[5] : "cfr,rw");
+  snprintf(ways_arg, sizeof ways_arg, "%s", argc > 5 ? argv[5] : "cfr,rw,populate");
   const char *ways[8];
   int nways = 0;
   for (char *w = strtok(ways_arg, ","); w && nways < 8; w = strtok(NULL, ",")) {
-    if (strcmp(w, "cfr") != 0 && strcmp(w, "rw") != 0 && strcmp(w, "mmap") != 0) {
-      fprintf(stderr, "one_file_writers: unknown way %s (cfr, rw, mmap)\n", w);
+    if (strcmp(w, "cfr") != 0 && strcmp(w, "rw") != 0 && strcmp(w, "mmap") != 0 && strcmp(w, "populate") != 0) {
+      fprintf(stderr, "one_file_writers: unknown way %s (cfr, rw, mmap, populate)\n", w);
       return 2;
     }
     ways[nways++] = w;
@@ -122,7 +145,7 @@ int main(int argc, char **argv) {
       qsort(t[w][p], rounds, sizeof(double), by_value);
       m[p] = t[w][p][rounds / 2];
     }
-    printf("%-5s 1 process %.3f s, %d processes %.3f s: %.2fx\n", ways[w], m[0], procs, m[1], m[0] / m[1]);
+    printf("%-8s 1 process %.3f s, %d processes %.3f s: %.2fx\n", ways[w], m[0], procs, m[1], m[0] / m[1]);
   }
   return 0;
 }

@@ -76,9 +76,9 @@ bool same_dst(const Job& job, const struct stat& st) {
 // meanwhile, and a FIFO blocked the worker for good, a device would take the data, and a file of
 // theirs would be given the source's owner and mode. What is there is looked at before it is
 // opened, and again once open (O_NONBLOCK: a FIFO put there in between does not block the open;
-// cleared again for the writes). Returns the descriptor and its stat in `st`; or -1 with errno, or
-// with 0 and `detail` set (kReplaced).
-int reopen_chunked(int dir, const Job& job, struct stat& st, const char*& detail) {
+// cleared again for the writes). `access`: O_WRONLY, or O_RDWR to map it. Returns the descriptor
+// and its stat in `st`; or -1 with errno, or with 0 and `detail` set (kReplaced).
+int reopen_chunked(int dir, const Job& job, struct stat& st, const char*& detail, int access = O_WRONLY) {
   auto replaced = [&] {
     detail = kReplaced;
     errno = 0;
@@ -86,14 +86,14 @@ int reopen_chunked(int dir, const Job& job, struct stat& st, const char*& detail
   };
   if (::fstatat(dir, job.temp.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
   if (!same_dst(job, st)) return replaced();
-  int fd = ::openat(dir, job.temp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  int fd = ::openat(dir, job.temp.c_str(), access | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) return errno == ENXIO || errno == ELOOP || errno == EISDIR ? replaced() : -1;
   int err = ::fstat(fd, &st) != 0 ? errno : 0;
   if (!err && !same_dst(job, st)) {
     ::close(fd);
     return replaced();
   }
-  if (!err && ::fcntl(fd, F_SETFL, O_WRONLY) != 0) err = errno;  // O_NONBLOCK off
+  if (!err && ::fcntl(fd, F_SETFL, 0) != 0) err = errno;  // O_NONBLOCK off
   if (!err) return fd;
   ::close(fd);
   errno = err;
@@ -109,7 +109,15 @@ Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   if (!same_source(job, st)) return fail(r, 0, kChanged);  // another file renamed over it
   const char* odd = "";
   struct stat opened;
-  UniqueFd out(reopen_chunked(dst_dir, job, opened, odd));
+  // Written through a mapping where another worker writes the file too (copy_mapped), which needs
+  // it open for reading as well: not where its mode keeps its owner from reading (a user's copy
+  // --inplace of a file they may write but not read).
+  bool mapped = job.shared && in_memory_;
+  UniqueFd out(reopen_chunked(dst_dir, job, opened, odd, mapped ? O_RDWR : O_WRONLY));
+  if (!out && mapped && errno == EACCES) {
+    mapped = false;
+    out.reset(reopen_chunked(dst_dir, job, opened, odd));
+  }
   if (!out) return fail(r, errno, odd);
 #ifdef PCOPY_TEST_HOOKS
   // Test builds only: stop half-way through a named file's first chunk (first attempt), as
@@ -124,10 +132,12 @@ Result Copier::copy_chunk(int src_dir, int dst_dir, const Job& job, Result r) {
   // On a local file system copy_file_range is a splice that holds the file's inode lock while it
   // reads as well as while it writes: through the buffer, a worker reads its chunk while another
   // writes theirs (one 2 GiB file on tmpfs, -j2: 1.25x the speed of cp -a, against 1.0x with
-  // copy_file_range). Elsewhere copy_file_range may be the server's own copy (NFS).
+  // copy_file_range); through a mapping, no lock is taken at all. Elsewhere copy_file_range may be
+  // the server's own copy (NFS).
   FileCopy fc;
   fc.buffered = local_fs_;
-  int err = copy_range(in.get(), out.get(), off_t(job.offset), job.length, fc);
+  int err = mapped ? copy_mapped(in.get(), out.get(), off_t(job.offset), job.length, fc)
+                   : copy_range(in.get(), out.get(), off_t(job.offset), job.length, fc);
   if (abandoned()) return given_up(r);  // the parent removes the file's temporary
   r.bytes = fc.bytes;
   if (!err && fc.bytes != job.length) return fail(r, 0, kChanged);

@@ -143,6 +143,7 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   link_dirs_.clear();
   replacing_ = false;
   local_fs_ = dst_dir >= 0 && facts.local;
+  in_memory_ = dst_dir >= 0 && facts.in_memory;
   default_acl_ = dst_dir < 0 || facts.default_acl;
   staged_ = dst_dir >= 0 && facts.staged;
   hides_names_ = dst_dir >= 0 && facts.hides_names;

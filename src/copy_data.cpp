@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@ constexpr size_t kBufferSize = 1 << 20;
 constexpr size_t kHoleBlock = 4096;  // a run of zeros this long, so aligned, is left a hole (as cp does)
 constexpr uint64_t kCfrChunk = 64ull << 20;      // bytes per copy_file_range call: the bar moves
 constexpr uint64_t kReportEvery = 8ull << 20;    // bytes between progress messages
+constexpr uint64_t kMapSlice = 8ull << 20;      // bytes of a destination mapped at a time (copy_mapped)
 constexpr uint64_t kRecheckBytes = 1 << 20;  // from this size the source is stat()ed again after
 
 // 0 when the open file `fd` still has the size and mtime of `st`; -1 when it has not (it changed),
@@ -174,13 +176,17 @@ int write_skipping_zeros(int out, const char* buf, size_t n, off_t off) {
 }
 }  // namespace
 
+void Copier::advance(FileCopy& fc, uint64_t bytes) {
+  fc.bytes += bytes;
+  fc.unreported += bytes;
+  if (fc.unreported >= kReportEvery) (*report_)(report_id_, std::exchange(fc.unreported, 0));
+}
+
 int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof, bool make_holes) {
   uint64_t left = len;
   auto account = [&](uint64_t n) {
-    fc.bytes += n;
-    fc.unreported += n;
+    advance(fc, n);
     left -= std::min(left, n);
-    if (fc.unreported >= kReportEvery) (*report_)(report_id_, std::exchange(fc.unreported, 0));
   };
   // copy_file_range may clone on file systems that share extents: not with --reflink=never there.
   // Nor for the second reading of a file that ended early: some file systems' copy_file_range
@@ -223,6 +229,47 @@ int Copier::copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, b
     if (abandoned()) return ECANCELED;
   }
   return 0;
+}
+
+// Copies [off, off+len) of `in` into `out` (open for reading and writing) through a shared mapping
+// of `out`, a slice at a time, for a chunk of a file that other workers write meanwhile (on tmpfs).
+// A write() holds the file's inode lock while it copies and while it allocates the pages it fills,
+// which on this kind of VM is most of the time (memory freed goes back to the host, which faults
+// it in again on first touch): two workers writing one file took turns. The space is reserved
+// first (fallocate: a full file system says so, as a write would), the pages are made by
+// MADV_POPULATE_WRITE and filled by read(), none of which takes that lock. (One 2 GiB file on
+// tmpfs, -j2, 2026-12-03, medians of alternating runs: 0.824 s against 0.891 s through the buffer
+// in 31 rounds; 1.060 s against 2.374 s in 9 rounds each started 6 s after the last copy was
+// removed, when the host had its memory back; README has the rest.) The mapping is never touched
+// from user space: a page that cannot be had fails the madvise or the read, never with SIGBUS.
+// What cannot be mapped goes through the buffer.
+int Copier::copy_mapped(int in, int out, off_t off, uint64_t len, FileCopy& fc) {
+  if (::fallocate(out, 0, off, off_t(len)) != 0) {
+    if (!fallback_errno(errno)) return errno;
+    return copy_range(in, out, off, len, fc);
+  }
+  while (len > 0) {
+    size_t want = size_t(std::min(len, kMapSlice));
+    void* map = ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_SHARED, out, off);
+    if (map == MAP_FAILED) break;
+    size_t got = 0;
+    int err = ::madvise(map, want, MADV_POPULATE_WRITE) == 0 ? 0 : -1;
+    while (!err && got < want) {
+      ssize_t n = ::pread(in, static_cast<char*>(map) + got, want - got, off + off_t(got));
+      if (n > 0) got += size_t(n);
+      else if (n == 0) break;  // EOF: the source ended early
+      else if (errno != EINTR) err = errno == EFAULT ? -1 : errno;
+    }
+    ::munmap(map, want);
+    off += off_t(got);
+    len -= got;
+    advance(fc, got);
+    if (err > 0) return err;
+    if (err < 0) break;  // the rest through the buffer, which says why it fails, if it does
+    if (got < want) return 0;
+    if (abandoned()) return ECANCELED;
+  }
+  return len > 0 ? copy_range(in, out, off, len, fc) : 0;
 }
 
 }  // namespace pcopy

@@ -121,7 +121,7 @@ void encode(std::string& out, const Batch& batch) {
     w.num(job.size);
     w.nanos(job.mtime_ns);
     w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0) | (job.src_ino ? 4 : 0) | (job.want_hash ? 8 : 0) |
-                  (job.names_in_copy ? 16 : 0)));
+                  (job.names_in_copy ? 16 : 0) | (job.shared ? 32 : 0)));
     if (job.meta) {
       w.num(job.meta->mode);
       w.num(job.meta->uid);
@@ -201,6 +201,7 @@ Batch decode_batch(std::string_view payload) {
     auto flags = r.num<uint8_t>();
     job.known = (flags & 1) != 0;
     job.want_hash = (flags & 8) != 0;
+    job.shared = (flags & 32) != 0;
     if (flags & 2) {
       Job::Meta& m = job.meta.emplace();
       m.mode = r.num<uint32_t>();

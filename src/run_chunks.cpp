@@ -46,6 +46,12 @@ size_t Runner::chunks_in_flight(ChunkedFile& cf) {
   return cf.sent.size();
 }
 
+// Whether a worker other than `w` holds a chunk of the file now.
+bool Runner::written_elsewhere(ChunkedFile& cf, int w) {
+  chunks_in_flight(cf);
+  return std::any_of(cf.sent.begin(), cf.sent.end(), [&](uint64_t id) { return jobs_.at(id).worker != w; });
+}
+
 bool Runner::should_chunk(const struct stat& st) const {
   // Hashing (--verify, --manifest) reads the file in order; a sparse file is copied by extents.
   return chunk_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold && !opt_.dry_run && !opt_.verify &&

@@ -247,6 +247,7 @@ void Runner::dispatch() {
       sent_[size_t(w)].push_back(id);
       if (info.job.kind == JobKind::FileChunk) {
         ChunkedFile& cf = chunked_.at(info.file);
+        info.job.shared = written_elsewhere(cf, w);
         cf.sent.push_back(id);
         cf.started = true;
       }

@@ -239,6 +239,8 @@ class Copier {
   int copy_generated(int in, int out, const struct stat& st, FileCopy& fc);
   // `make_holes`: blocks of zeros read are not written (the caller sets the size at the end).
   int copy_range(int in, int out, off_t off, uint64_t len, FileCopy& fc, bool to_eof = false, bool make_holes = false);
+  int copy_mapped(int in, int out, off_t off, uint64_t len, FileCopy& fc);
+  void advance(FileCopy& fc, uint64_t bytes);
   // `fresh_mode`: fd is a file just made with its final mode, which nothing (a default ACL, an
   // earlier copy's own attributes) can have changed.
   int apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode);
@@ -278,6 +280,7 @@ class Copier {
   std::vector<int> later_closes_;       // close_later()'s, for the next closing round
   bool local_fs_ = false;              // enter()'s directory is on a local_fs()
   bool chunk_ = true;                  // and big files are split there (chunking_helps())
+  bool in_memory_ = false;             // enter()'s directory is on tmpfs (DirFacts)
   bool default_acl_ = true;            // modes of new files must be set (has_default_acl())
   bool staged_ = false;                // a staged directory: final names directly (DirFacts)
   bool never_shares_ = false;          // copy_file_range cannot clone there (DirFacts)

@@ -63,6 +63,8 @@ struct Job {
   std::string temp;         // FileChunk, FileEnd: the temporary FileBegin created
   uint64_t offset = 0;      // FileChunk
   uint64_t length = 0;      // FileChunk
+  // FileChunk: another worker writes a chunk of the same file meanwhile (see Copier::copy_chunk).
+  bool shared = false;
   // FileChunk, FileEnd: the identity of the source FileBegin opened, so that a file put in its
   // place (renamed over it, same size and mtime) is not taken for it; 0 when unknown. And of the
   // file it made (or opened, --inplace), which every chunk and the End reopen by name: another

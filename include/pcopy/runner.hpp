@@ -163,6 +163,7 @@ class Runner {
   size_t next_to_send();
   bool chunk_allowed(const PendingBatch& pb, size_t filling);
   size_t chunks_in_flight(ChunkedFile& cf);
+  bool written_elsewhere(ChunkedFile& cf, int w);
   // The least loaded worker with room for another batch, or -1. A heavy batch (a big file, a
   // chunk) waits for a worker with fewer than two batches: big work is handed out on demand.
   int pick_worker(bool heavy = false) const;

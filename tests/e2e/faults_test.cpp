@@ -564,6 +564,11 @@ class Scratch {
     if (!mount_ || !mount_->mounted()) make_dirs(dir);
   }
   std::string operator/(std::string_view rel) const { return path_ + "/" + std::string(rel); }
+  // Whether it is a tmpfs: root could mount one.
+  bool tmpfs() const {
+    struct statfs fs;
+    return ::statfs(path_.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+  }
 
  private:
   std::string path_;
@@ -902,9 +907,7 @@ TEST_P(FaultsByJobs, AWorkerKilledRightAfterInstallingASplitFileLeavesNoError) {
 TEST_P(FaultsByJobs, OnTmpfsSeveralWorkersWriteOneBigFile) {
   if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
   Scratch scratch(tmp / "scratch", "1g");
-  struct statfs fs;
-  if (::statfs((tmp / "scratch").c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC)
-    GTEST_SKIP() << "needs a tmpfs: root, to mount one";
+  if (!scratch.tmpfs()) GTEST_SKIP() << "needs a tmpfs: root, to mount one";
   std::string from = scratch / "src", to = scratch / "dst";
   make_dir(from);
   write_big_file(from + "/huge.bin", 300, 6);
@@ -2448,9 +2451,7 @@ TEST_P(FaultsByJobs, ABigFileASignalLeftHalfRewrittenInPlaceIsNamed) {
 TEST_P(FaultsByJobs, AFullDiskFailsOneBigFileNotAllThoseBegun) {
   if (GetParam() != 2) GTEST_SKIP() << "-j2: two files filled at a time, of four that are begun";
   Scratch scratch(tmp / "scratch", "300m");
-  struct statfs fs;
-  if (::statfs((tmp / "scratch").c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC)
-    GTEST_SKIP() << "needs a tmpfs: root, to mount one";
+  if (!scratch.tmpfs()) GTEST_SKIP() << "needs a tmpfs: root, to mount one";
   std::string src = shared_tree("four_names_of_130", [](const std::string& root) {
     write_big_file(root + "/f0", 130, 8);
     for (int i = 1; i < 4; ++i) ASSERT_EQ(::link((root + "/f0").c_str(), (root + fmt::format("/f{}", i)).c_str()), 0);
@@ -3008,6 +3009,45 @@ TEST_P(FaultsByJobs, FullDiskReportsErrorRemovesTemporaryAndStops) {
   EXPECT_GE(copied, 1u) << "40 MiB holds several 4 MiB files";
   EXPECT_LT(copied + errors, 30u) << "every file was tried: it did not stop after the disk filled\n" << describe(r);
   expect_no_partial_files(src, to);
+}
+
+// One big file on a full tmpfs, written by every worker at once: the workers after the first write
+// their chunks through a mapping of it (Copier::copy_mapped), where a full file system must be
+// told as it is by a write, not as a bad address or a crash (SIGBUS, a page that cannot be had),
+// and nothing of the file is left.
+TEST_P(FaultsByJobs, ABigFileEveryWorkerWritesAtOnceMeetsAFullTmpfs) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  std::string src = shared_tree("one_of_300", [](const std::string& r) { write_big_file(r + "/huge.bin", 300, 12); });
+  Mount mount(tmp / "mnt", Mount::Tmpfs{"size=100m"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
+  std::string to = tmp / "mnt/dst";
+  RunResult r = copy(src, to, {}, with_timeout(120));
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'huge.bin': No space left on device")) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy"), 1u) << describe(r);
+  EXPECT_EQ(count_lines_containing(r.err, "died"), 0u) << describe(r);
+  EXPECT_EQ(list_tree(to), std::vector<std::string>{}) << describe(r);
+}
+
+// A file that other workers write too is written through a mapping, which needs it open for
+// reading as well. An ordinary user's earlier copy that they may write but not read (0200),
+// rewritten --inplace, is written through the buffer instead, as when one worker writes it.
+TEST_P(FaultsByJobs, OnTmpfsAUserRewritesInPlaceABigCopyTheyMayWriteButNotRead) {
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  Scratch scratch(tmp / "scratch", "1g");
+  if (!scratch.tmpfs()) GTEST_SKIP() << "needs a tmpfs: root, to mount one";
+  std::string from = scratch / "src", to = scratch / "dst";
+  make_dir(from);
+  make_dir(to);
+  write_big_file(from + "/huge.bin", 300, 13);
+  write_file(to + "/huge.bin", "an earlier copy\n", 0200);
+  RunOptions as_user = unprivileged(tmp);
+  if (as_user.uid) chown_tree(scratch / "", *as_user.uid, 65534);
+  RunResult r = copy(from, to, {"--inplace"}, as_user);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(lstat_or_zero(to + "/huge.bin").st_mode & 07777, 0644u);
+  EXPECT_EQ(compare_contents(from + "/huge.bin", to + "/huge.bin"), "");
 }
 
 // A full disk stops the run while the walk is in a new directory, made under a temporary name

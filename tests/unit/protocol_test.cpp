@@ -74,8 +74,10 @@ Batch sample_batch() {
   chunk.src_ino = std::numeric_limits<uint64_t>::max();
   chunk.dst_dev = 7;
   chunk.dst_ino = std::numeric_limits<uint64_t>::max() - 1;
+  chunk.shared = true;
   Job end = chunk;
   end.id = 82;
+  end.shared = false;
   end.kind = JobKind::FileEnd;
   end.offset = std::numeric_limits<uint64_t>::max();
   end.length = std::numeric_limits<uint64_t>::max() - 1;
@@ -104,6 +106,7 @@ void expect_job_eq(const Job& want, const Job& got) {
   EXPECT_EQ(want.temp, got.temp);
   EXPECT_EQ(want.offset, got.offset);
   EXPECT_EQ(want.length, got.length);
+  EXPECT_EQ(want.shared, got.shared);
   EXPECT_EQ(want.src_dev, got.src_dev);
   EXPECT_EQ(want.src_ino, got.src_ino);
   EXPECT_EQ(want.dst_dev, got.dst_dev);
