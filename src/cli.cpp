@@ -1,5 +1,6 @@
 #include "pcopy/cli.hpp"
 
+#include <fcntl.h>
 #include <fmt/core.h>
 #include <unistd.h>
 
@@ -8,7 +9,6 @@
 #include <charconv>
 #include <cstdio>
 #include <iostream>
-#include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +44,19 @@ void add_checked_filter(Options& o, bool include, std::string_view pattern, cons
   add_filter(o.filters, include, pattern);
 }
 
+// The contents of `path`, or the errno that kept them from being read.
+int read_whole(const std::string& path, std::string& out) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return errno;
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = read_some(fd.get(), buf, sizeof buf);
+    if (n < 0) return int(-n);
+    if (n == 0) return 0;
+    out.append(buf, size_t(n));
+  }
+}
+
 void add_filter_file(Options& o, const std::string& given) {
   const std::string file = given == "-" ? "/dev/stdin" : given;  // as rsync reads "-"
   // `--exclude-from /dev/stdin` with stdin closed: no patterns, and --delete would remove what
@@ -51,13 +64,17 @@ void add_filter_file(Options& o, const std::string& given) {
   if (std::string_view closed = closed_standard_stream(file); !closed.empty())
     throw CLI::ValidationError("--exclude-from", fmt::format("cannot read '{}': {} was closed when pcopy started",
                                                              display_path(given), closed));
-  std::ifstream in(file);
-  if (!in) {
-    int err = errno;
+  // Read whole before any line is taken, and every error of the read is the file's: a directory
+  // opens, and only its read says EISDIR (a stream took that for the end of an empty file, and
+  // --delete then removed what the rules were to keep).
+  std::string text;
+  if (int err = read_whole(file, text))
     throw CLI::ValidationError("--exclude-from", "cannot read '" + display_path(given) + "': " + errno_text(err));
-  }
   size_t number = 0;
-  for (std::string line; std::getline(in, line);) {
+  for (size_t at = 0; at < text.size();) {
+    size_t end = std::min(text.find('\n', at), text.size());
+    std::string line = text.substr(at, end - at);
+    at = end + 1;
     ++number;
     if (line.ends_with('\r')) line.pop_back();  // Windows line ends, as rsync reads them
     if (line.empty() || line.front() == '#' || line.front() == ';') continue;
@@ -75,19 +92,31 @@ void add_filter_file(Options& o, const std::string& given) {
 }
 
 // CLI11's words for a usage error, in those of cp and rsync where CLI11's read oddly.
-std::string usage_message(const CLI::ParseError& e) {
-  std::string_view what = e.what();
-  // An empty value, which CLI11 shows as nothing ("--reflink:  not in {...}").
-  if (size_t gap = what.find(":  not in "); gap != std::string_view::npos)
-    return fmt::format("{}: '' not in {}", what.substr(0, gap), what.substr(gap + 10));
-  return std::string(what);
+std::string usage_message(const CLI::ParseError& e) { return e.what(); }
+
+// One of a few words (--reflink, --progress), refused in --jobs' words, the value quoted: CLI11's
+// "--progress: src not in {auto,always,never}" did not say which was the value (a forgotten one
+// takes the next argument), and showed an empty one as nothing.
+CLI::Validator one_of(std::vector<std::string> words) {
+  std::string listed, braced;
+  for (size_t i = 0; i < words.size(); ++i) {
+    listed += (i == 0 ? "" : i + 1 == words.size() ? " or " : ", ") + words[i];
+    braced += (i == 0 ? "{" : ",") + words[i];
+  }
+  braced += "}";
+  return CLI::Validator(
+      [words = std::move(words), listed](std::string& v) {
+        if (std::find(words.begin(), words.end(), v) != words.end()) return std::string();
+        return fmt::format("expects {}, not '{}'", listed, v);
+      },
+      braced);
 }
 
 void define_options(CLI::App& app, Options& o, std::string& progress, std::string& reflink) {
   // A flag takes no value, as in GNU tools: `--dry-run=0` is refused, never a real copy.
   app.option_defaults()->disable_flag_override();
   app.add_option("SRC", o.src, "Tree (or single file) to copy")->required();
-  app.add_option("DST", o.dst, "Destination directory; default: SRC-copy beside SRC");
+  app.add_option("DST", o.dst, "Destination directory (or file, for a single file); default: SRC-copy beside SRC");
 
   const char* copying = "Copying";
   app.add_option("-j,--jobs", o.jobs, "Worker processes, 1-1024 (default: online CPUs)")
@@ -109,7 +138,7 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
   app.add_flag("-x,--one-file-system", o.one_file_system, "Do not cross into other file systems")
       ->group(copying);
   app.add_option("--reflink", reflink, "Clone extents: auto (else copy), always (else fail), never (real copies)")
-      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->check(one_of({"auto", "always", "never"}))
       ->group(copying);
   // Callbacks, not "!--no-…" flags, whose {false} default the help would print after the name.
   app.add_flag_callback("--no-copy-file-range", [&o] { o.copy_file_range = false; },
@@ -158,13 +187,13 @@ void define_options(CLI::App& app, Options& o, std::string& progress, std::strin
 
   const char* output = "Output";
   app.add_option("--progress", progress, "auto|always|never (default auto)")
-      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->check(one_of({"auto", "always", "never"}))
       ->group(output);
   app.add_flag("-q,--quiet", o.quiet, "Print nothing but errors (and what --dry-run lists)")->group(output);
   app.add_flag("-v,--verbose", o.verbose, "Print each path copied, to stdout (stderr with --json)")->group(output);
   app.add_flag("--json", o.json, "Print a JSON report to stdout at the end; -v and -n lines then go to stderr")
       ->group(output);
-  app.add_option("--manifest", o.manifest, "Write one JSON line per file copied to FILE")
+  app.add_option("--manifest", o.manifest, "Write one JSON line per file copied to FILE (- for stdout)")
       ->type_name("FILE")
       ->group(output);
 }
@@ -364,6 +393,8 @@ CliResult parse_cli(int argc, const char* const* argv) {
     print_stderr("Try 'pcopy --help' for more information.");
     return {std::nullopt, 2};
   }
+  // "-" is standard output, as `--exclude-from -` is standard input (a file of that name is ./-).
+  if (o.manifest == "-") o.manifest = "/dev/stdout";
   o.progress = mode_from<ProgressMode>(progress);
   o.reflink = mode_from<ReflinkMode>(reflink);
   if (o.quiet) o.verbose = false;

@@ -31,7 +31,7 @@ bool Runner::work_left() const {
 void Runner::stop_if_all_would_fail(int err, bool own_mount) {
   if (!fails_all(err, own_mount) || !work_left()) return;
   if (!stopping_) {
-    console_.say(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(err)));
+    console_.say_error(fmt::format("pcopy: stopping: {} (the remaining entries would fail too)", errno_text(err)));
     // In the report too, as an error of its own (no path at fault): a pipeline reading only the
     // JSON learns that entries were never tried, not just that one failed.
     stats_.errors.add("", fmt::format("stopped: {}: the remaining entries were not copied", errno_text(err)));

@@ -49,7 +49,7 @@ void Runner::report_error(const std::string& line, const std::string& path, cons
     if (work_left()) {
       std::string rest = opt_.delete_extraneous ? "the remaining entries were not copied, and nothing was deleted"
                                                 : "the remaining entries were not copied";
-      console_.say(fmt::format("pcopy: stopping at the first error (--fail-fast): {}", rest));
+      console_.say_error(fmt::format("pcopy: stopping at the first error (--fail-fast): {}", rest));
       stats_.errors.add("", "stopped: --fail-fast: " + rest);
     }
     stop_dispatching();

@@ -930,14 +930,20 @@ TEST_F(CopyTest, HelpAndVersionReportAFailedWrite) {
 }
 
 // A manifest can go anywhere a file name leads: /dev/stdout into a pipe (`| jq`), a FIFO, a
-// process substitution. Emptying it, which only a regular file needs, refused them all.
+// process substitution. Emptying it, which only a regular file needs, refused them all. "-" is
+// stdout too (it made a file named "-" in the working directory, and stdout got nothing).
 TEST_F(CopyTest, ManifestGoesToAPipe) {
   write_file(src + "/f", "f");
-  RunResult r = copy({"-q", "--manifest", "/dev/stdout"});
-  EXPECT_EQ(r.status, 0) << describe(r);
-  auto lines = lines_of(r.out);
-  ASSERT_EQ(lines.size(), 1u) << describe(r);
-  EXPECT_EQ(nlohmann::json::parse(lines[0]).at("path"), "f");
+  for (std::string manifest : {"/dev/stdout", "-"}) {
+    RunOptions options;
+    options.cwd = tmp.path();
+    RunResult r = copy({"-q", "--manifest", manifest}, options);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 1u) << manifest << "\n" << describe(r);
+    EXPECT_EQ(nlohmann::json::parse(lines[0]).at("path"), "f");
+    EXPECT_FALSE(exists(tmp / "-")) << manifest;
+  }
 }
 
 // --manifest /dev/stdout with stdout appended to a log (`>> log`), and the JSON report on stdout
@@ -1005,6 +1011,23 @@ TEST_F(CopyTest, UnreadableExcludeFromFileIsOneLineWithTheReason) {
   EXPECT_TRUE(has_line(r.err, "pcopy: --exclude-from: cannot read '" + escape_path(tmp / "no\nsuch") +
                                   "': No such file or directory"))
       << describe(r);
+}
+
+// A directory given as the rules file opens, and only reading it fails (EISDIR): the run is refused
+// as for a missing file. Read as an empty file, its rules were none, and --delete removed what they
+// were to keep.
+TEST_F(CopyTest, ADirectoryGivenAsTheExcludeFromFileIsRefused) {
+  write_file(src + "/a", "a");
+  make_dirs(dst + "/local-notes");
+  write_file(dst + "/local-notes/n", "mine");
+  make_dirs(tmp / "rules.d");
+  write_file(tmp / "rules.d/backup.rules", "local-notes/\n");
+  RunResult r = copy({"-q", "--delete", "--exclude-from", tmp / "rules.d"});
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: --exclude-from: cannot read '" + (tmp / "rules.d") + "': Is a directory"))
+      << describe(r);
+  EXPECT_EQ(read_file(dst + "/local-notes/n"), "mine");
+  EXPECT_FALSE(exists(dst + "/a"));
 }
 
 // A read-only source file big enough to be split: every chunk's worker reopens the temporary for

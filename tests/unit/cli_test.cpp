@@ -263,7 +263,7 @@ TEST(Cli, OptionsAreReadAsGetoptReadsThem) {
   expect_usage_error({"--version=1"}, "pcopy: option '--version' takes no value");
   expect_usage_error({"s", "--exclude"}, "pcopy: option '--exclude' requires an argument");
   expect_usage_error({"s", "-j"}, "pcopy: option requires an argument -- 'j'");
-  expect_usage_error({"--reflink=", "s"}, "pcopy: --reflink: '' not in {auto,always,never}");
+  expect_usage_error({"--reflink=", "s"}, "pcopy: --reflink: expects auto, always or never, not ''");
   expect_usage_error({"--excl=x", "s"}, "pcopy: option '--excl' is ambiguous; possibilities: '--exclude' '--exclude-from'");
   expect_usage_error({"--frob=x", "s"}, "pcopy: unrecognized option '--frob=x'");
   expect_usage_error({"--=x", "s"}, "pcopy: unrecognized option '--=x'");
@@ -391,12 +391,15 @@ TEST(Cli, UsageErrorsShowWhatWasTypedEscaped) {
   CliResult r = parse({"--progress=a\nb", "s", "d"});
   std::string err = testing::internal::GetCapturedStderr();
   EXPECT_EQ(r.exit_status, 2);
-  EXPECT_EQ(err.substr(0, err.find('\n')), "pcopy: --progress: a\\nb not in {auto,always,never}") << err;
+  EXPECT_EQ(err.substr(0, err.find('\n')), "pcopy: --progress: expects auto, always or never, not 'a\\nb'") << err;
 }
 
 TEST(Cli, BadProgressValueIsAUsageError) {
-  expect_usage_error({"--progress=bogus", "s", "d"});
-  expect_usage_error({"--progress", "", "s", "d"});
+  expect_usage_error({"--progress=bogus", "s", "d"}, "pcopy: --progress: expects auto, always or never, not 'bogus'");
+  expect_usage_error({"--progress", "", "s", "d"}, "pcopy: --progress: expects auto, always or never, not ''");
+  // The value forgotten: the next argument taken for it is named as the value.
+  expect_usage_error({"--progress", "src", "d"}, "pcopy: --progress: expects auto, always or never, not 'src'");
+  expect_usage_error({"--reflink", "bogus", "s"}, "pcopy: --reflink: expects auto, always or never, not 'bogus'");
 }
 
 TEST(Cli, BadReflinkValueIsAUsageError) { expect_usage_error({"--reflink=sometimes", "s", "d"}); }
