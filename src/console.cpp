@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 namespace pcopy {
@@ -62,18 +64,18 @@ int Console::say(const std::string& line) {
   return write_watching(STDERR_FILENO, text, stderr_pipe_);
 }
 
-// Once interrupted, a reader that takes no more within kStuckReaderMs loses the rest (the summary
-// and report included): the run still ends.
+// Once interrupted, output waits for readers that take no more kStuckReaderMs in all, every write
+// together (the bar's erasing and the summary each waited a second of their own on a paused
+// terminal); then the rest is lost (the summary and report included): the run still ends.
 int Console::write_watching(int fd, std::string_view text, bool pipe) {
-  double gave_up_at = 0;
   while (!text.empty()) {
     pollfd fds[2] = {{fd, POLLOUT, 0}, {run_.sigfd, POLLIN, 0}};
     int timeout = -1;
-    if (run_.interrupted()) {
-      if (!gave_up_at) gave_up_at = now_s() + kStuckReaderMs / 1000.0;
-      timeout = std::max(0, int((gave_up_at - now_s()) * 1000));
-    }
+    const bool interrupted = run_.interrupted();
+    if (interrupted) timeout = std::max(0, kStuckReaderMs - int(waited_interrupted_s_ * 1000));
+    const double start = interrupted ? now_s() : 0;
     int n = ::poll(fds, run_.sigfd >= 0 ? 2 : 1, timeout);
+    if (interrupted) waited_interrupted_s_ += now_s() - start;
     if (n < 0 && errno != EINTR) return errno;
     if (n == 0) return EAGAIN;  // interrupted, and the reader took nothing more (said so at the end)
     if (n < 0) continue;
@@ -129,9 +131,18 @@ std::optional<double> Console::out_due() const {
   return last_out_ + kOutInterval;
 }
 
+// The terminal's width; where it says 0 (a serial console, a container's pseudo-terminal nobody
+// sized), $COLUMNS, as GNU tools and pv take it; else 80.
 int Console::bar_width() const {
   struct winsize ws {};
-  return ::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+  if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  const char* columns = std::getenv("COLUMNS");
+  int n = 0;
+  if (columns && *columns) {
+    auto [end, ec] = std::from_chars(columns, columns + std::strlen(columns), n);
+    if (ec == std::errc() && *end == '\0' && n > 0 && n <= 100000) return n;
+  }
+  return 80;
 }
 
 // The bar is news, never worth waiting for: a frame is drawn only when the terminal takes it at

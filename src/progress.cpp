@@ -56,7 +56,8 @@ std::string eta(const ProgressState& s) {
     rate = s.work_rate;
   }
   if (total < done) return "ETA --:--";
-  return fmt::format("ETA {:>5}", format_duration(double(total - done) / rate));  // as wide as "--:--"
+  // Rounded up, as pv does: "0:00" only at the end, never with work left.
+  return fmt::format("ETA {:>5}", format_duration(std::ceil(double(total - done) / rate)));  // as wide as "--:--"
 }
 
 std::string totals(const ProgressState& s) {

@@ -78,6 +78,7 @@ class Console {
   double last_out_ = 0;  // when stdout_buf_ was last written
   int stdout_err_ = 0;  // reported at the end, an error of the run
   int lines_err_ = 0;
+  double waited_interrupted_s_ = 0;  // time writes spent waiting for readers once interrupted
 };
 
 }  // namespace pcopy

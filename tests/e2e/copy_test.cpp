@@ -1577,6 +1577,24 @@ TEST_P(TerminalProgressTest, DrawsBarNoWiderThanTerminal) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// A terminal that says it has no width (0 columns: a serial console, an unsized pseudo-terminal in
+// a container) is as wide as $COLUMNS says, as GNU tools take it; the bar assumed 80 and wrapped.
+TEST_F(CopyTest, AnUnsizedTerminalIsAsWideAsColumnsSays) {
+  make_mixed_tree(400);
+  RunOptions options;
+  options.pty = true;
+  options.pty_columns = 0;
+  options.env = {"COLUMNS=40"};
+  RunResult r = copy({"-j2"}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  auto frames = bar_frames(r.out);
+  EXPECT_TRUE(std::any_of(frames.begin(), frames.end(), [](auto& f) { return f.find('%') != std::string::npos; }))
+      << "no frame shows a percentage\n" << describe(r);
+  for (const auto& frame : frames)
+    EXPECT_LE(display_width(frame), 37u) << "wider than COLUMNS=40 less three: '" << escape_path(frame) << "'";
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 // `--manifest /dev/stdout` at a terminal: each line of the manifest on a line of its own, the bar
 // erased before it as before a -v line; not glued to the bar's text, as they were.
 TEST_F(CopyTest, ManifestLinesOnTheTerminalEraseTheBarFirst) {

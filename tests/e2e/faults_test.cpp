@@ -1861,10 +1861,14 @@ TEST_P(FaultsByJobs, ATerminalWhoseOutputIsPausedHoldsNeitherTheCopyNorSigterm) 
   });
   EXPECT_TRUE(copied) << "the copy stopped while the terminal's output was paused: " << list_tree(to).size() << " of "
                       << entries << " entries";
+  const auto signalled = Clock::now();
   ASSERT_EQ(::kill(pc, SIGTERM), 0);
   std::optional<int> code = term.wait(30s);
   ASSERT_TRUE(code) << "SIGTERM did not end pcopy while the terminal's output was paused";
   EXPECT_EQ(*code, 128 + SIGTERM);
+  // Its writes wait a second in all for the terminal, not a second each: erasing the bar and the
+  // summary took 2 s. (A bound README states, with room for a loaded machine; no measure of speed.)
+  EXPECT_LT(Clock::now() - signalled, 1900ms) << "the writes each waited for the paused terminal";
   EXPECT_EQ(diff_trees(src, to), "");
 }
 

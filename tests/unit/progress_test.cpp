@@ -171,11 +171,23 @@ TEST(FormatBar, FullLineAt120ColumnsShowsPercentBarFilesBytesRateAndEta) {
   EXPECT_NE(line.find("1,234/4,936 files"), std::string::npos) << line;
   EXPECT_NE(line.find("1.5 GiB/6.0 GiB"), std::string::npos) << line;
   EXPECT_NE(line.find("50.0 MiB/s"), std::string::npos) << line;
-  // 4.5 GiB left at 50 MiB/s: 92.16 s.
-  EXPECT_NE(line.find("ETA  1:32"), std::string::npos) << line;
+  // 4.5 GiB left at 50 MiB/s: 92.16 s, rounded up.
+  EXPECT_NE(line.find("ETA  1:33"), std::string::npos) << line;
   EXPECT_EQ(line.find('+'), std::string::npos) << line;
   EXPECT_EQ(line.find('\r'), std::string::npos);
   EXPECT_EQ(line.find('\x1b'), std::string::npos);
+}
+
+// With work left the ETA is never 0:00 (rounded to the nearest second, 0.3 s left said "done now";
+// with a rate that leapt after Ctrl-Z and fg, so did 44% left).
+TEST(FormatBar, EtaIsRoundedUpNeverZeroWithWorkLeft) {
+  ProgressState s = midway();
+  s.files_done = s.files_total;
+  s.bytes_done = s.bytes_total - 15 * MiB;  // 0.3 s at 50 MiB/s
+  EXPECT_NE(format_bar(s, 120).find("ETA  0:01"), std::string::npos) << format_bar(s, 120);
+  EXPECT_NE(format_status_line(s).find("ETA  0:01"), std::string::npos) << format_status_line(s);
+  s.bytes_done = s.bytes_total;
+  EXPECT_NE(format_bar(s, 120).find("ETA  0:00"), std::string::npos) << format_bar(s, 120);
 }
 
 TEST(FormatBar, BarIsFilledInProportionToThePercentage) {
@@ -199,7 +211,7 @@ TEST(FormatBar, WhileCountingTotalsAreMarkedWithPlusAndNoEtaIsGiven) {
   EXPECT_NE(line.find("1,234/4,936+ files"), std::string::npos) << line;
   EXPECT_NE(line.find("1.5 GiB/6.0 GiB+"), std::string::npos) << line;
   EXPECT_NE(line.find("ETA --:--"), std::string::npos) << line;
-  EXPECT_EQ(line.find("ETA  1:32"), std::string::npos) << line;
+  EXPECT_EQ(line.find("ETA  1:33"), std::string::npos) << line;
 }
 
 TEST(FormatBar, CompleteCopyShows100Percent) {
@@ -311,7 +323,7 @@ TEST(FormatBar, FilesCountTowardsThePercentageAndTheEta) {
   s.work_rate = 30'000.0 * kFileWork;      // 30,000 files a second
   std::string line = format_bar(s, 150);
   EXPECT_EQ(line.substr(0, 4), " 81%") << line;  // 1,844 MiB of work done of 2,276 MiB
-  EXPECT_NE(line.find("ETA  0:00"), std::string::npos) << line;  // 432 MiB of work left: 0.45 s
+  EXPECT_NE(line.find("ETA  0:01"), std::string::npos) << line;  // 432 MiB of work left: 0.45 s, rounded up
   EXPECT_EQ(format_status_line(s).rfind("pcopy: 81%", 0), 0u) << format_status_line(s);
 
   ProgressState skipping;  // -u, nothing to copy: every file skipped, none of their bytes to do
