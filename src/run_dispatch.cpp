@@ -129,7 +129,8 @@ void Runner::handle_walk_event(WalkEvent& ev) {
       if (!ev.created) return;
       ++stats_.dirs_created;
       if (opt_.dry_run || opt_.verbose)
-        console_.out_line((opt_.dry_run ? "copy " : "") + display_path(rel(ev.dir, ev.name)) + "/");
+        console_.out_line((!opt_.dry_run ? "" : ev.replaced ? "replace " : "copy ") +
+                          display_path(rel(ev.dir, ev.name)) + "/");
       return;
     }
     case WalkEvent::Type::Error: {

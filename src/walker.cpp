@@ -437,6 +437,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   }
   ev.type = WalkEvent::Type::Dir;
   ev.created = node->fresh;
+  ev.replaced = node->replaced;
   if (unreadable) {
     dents_pos_ = dents_len_ = 0;
     release(node);  // nothing to list: finished as it is
@@ -492,6 +493,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
     int fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
     if (fd < 0 && kept_in_the_way()) return -1;
     if (fd >= 0 && is_source(fd)) return -1;
+    node->replaced = fd < 0 && (errno == ENOTDIR || errno == ELOOP);
     // One of the user's that the real run would open up is there, unseen: not made anew.
     struct stat st;
     fresh = fd < 0 && !(errno == EACCES && needs_opening_up(pfd, n, st));
@@ -562,7 +564,7 @@ int Walker::open_dst_child(DirNode* parent, DirNode* node, int src_fd, int& err,
       err = errno;
       return -1;
     }
-    fresh = true;
+    fresh = node->replaced = true;
     fd = ::openat(pfd, n, kDirFlags | O_NOFOLLOW);
   }
   if (fd < 0) {

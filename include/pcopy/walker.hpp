@@ -39,6 +39,7 @@ struct DirNode {
   ino_t dst_ino = 0;
   long pending = 1;    // the walk of the directory itself + jobs and subdirectories not yet done
   bool fresh = false;  // created by this run
+  bool replaced = false;  // made (or, dry run, would be) in place of a file or link DST had there
   bool mode_set = false;  // created with its final mode: no chmod when finished
   DirFacts facts;      // of the destination directory, for the workers
   dev_t fs_dev = 0;    // its file system, to tell a mount point below it
@@ -68,6 +69,7 @@ struct WalkEvent {
   int err = 0;
   std::string detail;
   bool created = false;
+  bool replaced = false;  // Dir: created in place of a non-directory (DirNode::replaced)
   bool own_mount = false;  // EROFS from a read-only file system mounted inside DST (Result::own_mount)
 };
 

@@ -2084,8 +2084,9 @@ TEST_F(Backup, IgnoreExistingKeepsAFileWhereSourceHasADirectory) {
 }
 
 // The dry run ends as the real run does where an entry changed type: a file in DST where SRC has a
-// directory is replaced (its files listed, no error); a directory where SRC has a file stops the
-// file ("Is a directory", as cp -a), unless --delete.
+// directory is replaced ("replace b/": the file in DST goes, and a script reading the dry run for
+// what it would lose learns so; then its files listed, no error); a directory where SRC has a file
+// stops the file ("Is a directory", as cp -a), unless --delete.
 TEST_F(DryRun, DryRunAgreesWithTheRealRunWhenAnEntryChangedType) {
   make_dir(src + "/b");
   write_file(src + "/b/x", "x");
@@ -2095,7 +2096,7 @@ TEST_F(DryRun, DryRunAgreesWithTheRealRunWhenAnEntryChangedType) {
   write_file(dst + "/b", "old");
   RunResult dry = copy({"-n"});
   EXPECT_EQ(dry.status, 1) << describe(dry);
-  EXPECT_EQ(line_set(dry.out), (std::multiset<std::string>{"copy b/", "copy b/x"})) << describe(dry);
+  EXPECT_EQ(line_set(dry.out), (std::multiset<std::string>{"replace b/", "copy b/x"})) << describe(dry);
   EXPECT_EQ(lines_of(dry.err).front(), "pcopy: cannot copy 'a': Is a directory") << describe(dry);
   RunResult real = copy();
   EXPECT_EQ(real.status, 1) << describe(real);
