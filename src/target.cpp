@@ -432,6 +432,18 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   if (!t.src_root)
     return refuse(src, fmt::format("pcopy: cannot open {}: {}", quoted(dir_of(real_src)), errno_text(errno)));
   t.src_name = base_of(real_src);
+  // DST named as a device, a FIFO or a socket (or a link to one): a copy would replace it, being
+  // written to a temporary and renamed over it, as an entry in a tree is (`pcopy f /dev/null` as
+  // root put a file where /dev/null was; `cp` writes into it). Refused: name a file or a directory.
+  if (dst_exists && !S_ISREG(dst_st.st_mode) && !S_ISDIR(dst_st.st_mode)) {
+    const char* what = S_ISCHR(dst_st.st_mode)    ? "a character device"
+                       : S_ISBLK(dst_st.st_mode)  ? "a block device"
+                       : S_ISFIFO(dst_st.st_mode) ? "a FIFO"
+                       : S_ISSOCK(dst_st.st_mode) ? "a socket"
+                                                  : "not a regular file";
+    return refuse(dst, fmt::format("pcopy: cannot copy {} to {}: it is {}, which pcopy would replace, not write into",
+                                   quoted(src), quoted(dst), what));
+  }
   std::string dst_dir;
   // "dir/", "dir/." and "dir/.." name a directory, made if missing (mkdir -p makes "dir" for them).
   std::string dst_base = base_of(dst);

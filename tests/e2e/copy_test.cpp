@@ -753,6 +753,42 @@ TEST_F(CopyTest, RefusesUnreadableSingleFileSource) {
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot open '" + tmp / "secret" + "': Permission denied")) << describe(r);
 }
 
+// A single file's DST named as a device, a FIFO or a link to one: the copy would replace it (as an
+// entry of a tree is), so `pcopy f /dev/null` as root put a regular file where /dev/null was, and a
+// FIFO's reader never got the data. Refused (cp writes into it); the dry run too.
+TEST_F(CopyTest, RefusesASingleFilesDestinationThatIsADeviceOrAFifo) {
+  write_file(tmp / "f", "data\n");
+  std::string fifo = tmp / "fifo", device = tmp / "null", link = tmp / "to-null";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  struct Case {
+    std::string dst, what;
+  };
+  std::vector<Case> cases{{fifo, "a FIFO"}};
+  std::vector<std::string> made{"f", "fifo", "src"};
+  // A device of its own (the system's /dev/null would be lost if this broke again): root only.
+  if (::geteuid() == 0 && ::mknod(device.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) {
+    make_symlink(device, link);
+    cases.push_back({device, "a character device"});
+    cases.push_back({link, "a character device"});
+    made = {"f", "fifo", "null", "src", "to-null"};
+  }
+  for (const Case& c : cases) {
+    for (bool dry : {false, true}) {
+      SCOPED_TRACE(c.dst + (dry ? " (-n)" : ""));
+      std::vector<std::string> args{tmp / "f", c.dst};
+      if (dry) args.insert(args.begin(), "-n");
+      RunResult r = run_pcopy(args);
+      EXPECT_EQ(r.status, 2) << describe(r);
+      EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy '" + tmp / "f" + "' to '" + c.dst + "': it is " + c.what +
+                                      ", which pcopy would replace, not write into"))
+          << describe(r);
+    }
+  }
+  EXPECT_TRUE(S_ISFIFO(lstat_of(fifo).st_mode));
+  if (cases.size() > 1) EXPECT_TRUE(S_ISCHR(lstat_of(device).st_mode));
+  EXPECT_EQ(list_tree(tmp.path()), made) << "nothing else made";
+}
+
 // A DST its user may not write in, another user's, where the directories the copy fills are the
 // user's own: updating /home/alice through a root-owned /home, as cp and rsync do. A refusal of
 // such a DST ("cannot write in", tried for the run whose every entry failed, RRR) stopped this one
