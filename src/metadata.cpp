@@ -74,7 +74,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
       note_unkept(unkept_, refused);
     }
   } else {
-    owner_kept = src.st_uid == euid_ && src.st_gid == egid_;
+    owner_kept = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;  // the copy's, as it is
   }
   if (!S_ISLNK(dst.st_mode)) {
     mode_t mode = mode_for_copy(src.st_mode, owner_kept);
@@ -115,6 +115,11 @@ int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh
     note_unkept(unkept_, refused);
   } else {
     owner_kept = st.st_uid == euid_ && st.st_gid == egid_;
+    // Made in a set-group-ID directory, the copy has that directory's group, not ours: a set-id
+    // bit is kept only where the copy's owner and group are the source's, as looked at.
+    struct stat now;
+    if (owner_kept && (st.st_mode & (S_ISUID | S_ISGID)) && (::fstat(fd, &now) != 0 || now.st_gid != st.st_gid))
+      owner_kept = false;
   }
   mode_t mode = mode_for_copy(st.st_mode, owner_kept);
   if ((!fresh_mode || opt_.archive || (mode & 07000)) && ::fchmod(fd, mode) != 0) {

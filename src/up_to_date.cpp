@@ -149,7 +149,7 @@ bool Copier::shared_and_differs(int src_dir, int dst_dir, const Job& job, const 
     return false;
   bool same_owner = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
   if (opt_.archive && !same_owner && privileged_) return true;  // only root gives a file to another
-  bool owner_kept = opt_.archive ? same_owner : src.st_uid == euid_ && src.st_gid == egid_;
+  bool owner_kept = same_owner;  // the copy's owner, as it is (see refresh_metadata)
   return (dst.st_mode & 07777) != mode_for_copy(src.st_mode, owner_kept) ||
          !same_mtime_in(dst_dir, dst, to_ns(src.st_mtim)) ||
          (opt_.archive && !same_xattrs_at(src_dir, job.name, opt_.dereference, dst_dir, job.target(), privileged_));

@@ -597,6 +597,42 @@ TEST_F(ArchiveSpecialFilesTest, SetuidBitDroppedWhenOwnershipNotKept) {
   }
 }
 
+// Root's own set-id programs copied (without -a) into a set-group-ID directory of another group: the
+// copies take that directory's group, so the bits go, as for any copy whose owner or group is not
+// its source's. They were kept (judged by pcopy's own ids): a new program set-group-ID to a group
+// the source never had. Also when -u finds the copy up to date and only puts its mode right.
+TEST_F(ArchiveSpecialFilesTest, SetIdBitsDroppedOnCopiesTakingASetgidDirectorysGroup) {
+  if (!is_root()) GTEST_SKIP() << "needs root (a source of root's, a directory of another group)";
+  for (const char* name : {"/suid", "/sgid", "/both"}) write_file(src + name, "#!/bin/sh\n", 0755);
+  chmod_to(src + "/suid", 04755);
+  chmod_to(src + "/sgid", 02755);
+  chmod_to(src + "/both", 06755);
+  std::string shared = tmp / "shared";
+  make_dir(shared);
+  lchown_to(shared, 0, kNobody);
+  chmod_to(shared, 02775);
+  const std::string out = shared + "/out";
+  for (std::vector<std::string> extra : {std::vector<std::string>{}, {"-u"}}) {
+    RunResult r = run_pcopy([&] {
+      extra.insert(extra.end(), {src, out});
+      return extra;
+    }());
+    ASSERT_EQ(r.status, 0) << describe(r);
+    for (const char* name : {"/suid", "/sgid", "/both"}) {
+      SCOPED_TRACE(std::string(name) + (extra.size() > 2 ? " (-u)" : ""));
+      struct stat st = lstat_of(out + name);
+      EXPECT_EQ(st.st_gid, kNobody) << "the directory's group";
+      EXPECT_EQ(st.st_mode & 07777, 0755u) << fmt::format("mode {:04o}", st.st_mode & 07777);
+    }
+    // For the -u run: each copy as an earlier pcopy left it, the bits on.
+    for (const char* name : {"/suid", "/sgid", "/both"}) chmod_to(out + name, mode_bits(src + name));
+  }
+  // Into a directory of root's own group the bits stay, as they did.
+  RunResult r = run_pcopy({src, dst});
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(mode_bits(dst + "/both"), 06755u);
+}
+
 TEST_F(ArchiveSpecialFilesTest, DereferenceFollowsLinksAndReportsLoops) {
   write_file(src + "/target.txt", "the target\n", 0640);
   set_times(src + "/target.txt", 1'500'000'000'000'000'001LL, 1'500'000'000'000'000'002LL);
