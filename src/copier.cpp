@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <functional>
 #include <optional>
 
 #include "pcopy/copier_internal.hpp"
@@ -22,11 +23,13 @@ namespace {
 // truncated (`existed`; not with `truncate` false: a chunked copy's End cuts it to size, and where
 // no chunk has written yet it keeps its data); a symbolic link, FIFO or device there is replaced,
 // never written through or opened, and so is the source itself (`src`, its stat), hard-linked
-// there by `cp -al`: truncating it would empty the source. With -a (`relink`: a temporary name to
-// use), so is a file with other links, or it fails: they are what SRC's hard links were, and a
-// link broken in SRC would see the new data. A directory there is an error (EISDIR).
-int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, const std::string* relink,
-                  bool truncate) {
+// there by `cp -al`: truncating it would empty the source. So is a file with other links (renamed
+// over by a new one under `temp_name()`), or it fails: with -a (`archive`) they are what SRC's
+// hard links were, and a link broken in SRC would see the new data; on SRC's file system one of
+// them may be another file of SRC (a `cp -al` snapshot whose source file was renamed since), which
+// a copy never writes. A directory there is an error (EISDIR).
+int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, bool archive,
+                  const std::function<std::string()>& temp_name, bool truncate) {
   const mode_t mode = src.st_mode & 0777;
   existed = false;
   int fd = ::openat(dir, name, kCreate, mode);
@@ -34,21 +37,22 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
   struct stat there;
   if (::fstatat(dir, name, &there, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(there.st_mode) || S_ISDIR(there.st_mode)) &&
       !(there.st_dev == src.st_dev && there.st_ino == src.st_ino)) {
-    if (relink && S_ISREG(there.st_mode) && there.st_nlink > 1) {
+    if (S_ISREG(there.st_mode) && there.st_nlink > 1 && (archive || there.st_dev == src.st_dev)) {
       // A new file renamed over it, empty: the name is never missing (another run into DST may
       // be linking it).
-      fd = ::openat(dir, relink->c_str(), kCreate, mode);
+      const std::string relink = temp_name();
+      fd = ::openat(dir, relink.c_str(), kCreate, mode);
       if (fd >= 0) {
-        if (::renameat(dir, relink->c_str(), dir, name) == 0) return fd;
+        if (::renameat(dir, relink.c_str(), dir, name) == 0) return fd;
         int err = errno;
         ::close(fd);
-        ::unlinkat(dir, relink->c_str(), 0);
+        ::unlinkat(dir, relink.c_str(), 0);
         errno = err;
         return -1;
       }
       // Not replaced (a directory its user may not write, no inode left): the file fails, as a
       // copy by a temporary would. Written through, a name of DST's the group no longer has (or
-      // never had: DST's groups may be another's) would take its data, and keep it.
+      // never had: DST's groups may be another's), or of SRC's, would take its data, and keep it.
       return -1;
     }
     const int flags = (kCreate & ~O_EXCL) | (truncate ? O_TRUNC : 0) | O_NONBLOCK;  // NONBLOCK: a FIFO swapped in
@@ -426,15 +430,14 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
 // open_in_place(), and with --delete a directory at `name` removed first, as install() removes
 // one for a copy renamed into place.
 int Copier::in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed, bool truncate) {
-  std::string relink = opt_.archive ? next_temp_name() : std::string();
-  const std::string* temp = opt_.archive ? &relink : nullptr;
-  int fd = open_in_place(dst_dir, name.c_str(), src, existed, temp, truncate);
+  const std::function<std::string()> temp = [this] { return next_temp_name(); };  // only where needed
+  int fd = open_in_place(dst_dir, name.c_str(), src, existed, opt_.archive, temp, truncate);
   if (fd >= 0 || errno != EISDIR || !opt_.delete_extraneous) return fd;
   if (int err = make_way(dst_dir, name, false)) {
     errno = err;
     return -1;
   }
-  return open_in_place(dst_dir, name.c_str(), src, existed, temp, truncate);
+  return open_in_place(dst_dir, name.c_str(), src, existed, opt_.archive, temp, truncate);
 }
 
 // --delete: removes the directory `target` (or, in a dry run, lists what would go) so that a file

@@ -1511,6 +1511,37 @@ TEST_F(Backup, ArchiveInplaceDoesNotWriteThroughALinkSrcBroke) {
   }
 }
 
+// --inplace (without -a) into a `cp -al` snapshot of SRC after a file of SRC was renamed and another
+// made under its old name: DST's name is a hard link to a *different* file of SRC, and written
+// through, that file of SRC took the new one's data (exit 0; rsync --inplace does the same). Also two
+// files that swapped names, and with -u. On SRC's file system a file with other links is replaced.
+TEST_F(Backup, InplaceNeverWritesThroughALinkIntoAnotherFileOfSrc) {
+  for (std::vector<std::string> args : {std::vector<std::string>{"--inplace"}, {"--inplace", "-u"}}) {
+    SCOPED_TRACE(args.back());
+    std::filesystem::remove_all(src);
+    std::filesystem::remove_all(dst);
+    make_dir(src);
+    write_old(src + "/report.txt", "precious report v1\n");
+    write_old(src + "/a", "the data of a\n");
+    write_old(src + "/b", "the data of b, longer\n");
+    make_dir(dst);
+    for (const char* name : {"report.txt", "a", "b"})
+      ASSERT_EQ(::link((src + "/" + name).c_str(), (dst + "/" + name).c_str()), 0);
+    ASSERT_EQ(::rename((src + "/report.txt").c_str(), (src + "/report-final.txt").c_str()), 0);
+    write_file(src + "/report.txt", "new draft\n");
+    ASSERT_EQ(::rename((src + "/a").c_str(), (src + "/t").c_str()), 0);  // a and b swap names
+    ASSERT_EQ(::rename((src + "/b").c_str(), (src + "/a").c_str()), 0);
+    ASSERT_EQ(::rename((src + "/t").c_str(), (src + "/b").c_str()), 0);
+    RunResult r = copy(args);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(read_file(src + "/report-final.txt"), "precious report v1\n");
+    EXPECT_EQ(read_file(src + "/report.txt"), "new draft\n");
+    EXPECT_EQ(read_file(src + "/a"), "the data of b, longer\n");
+    EXPECT_EQ(read_file(src + "/b"), "the data of a\n");
+    EXPECT_EQ(diff_trees(src, dst), "") << describe(r);
+  }
+}
+
 // ... and where it cannot be replaced (a directory its user may not write), it fails, as a copy by
 // a temporary would, and no name is written through: DST's links need not be SRC's (here ro/x and
 // ro/y are one file in DST, linked to other names in SRC), and written through, one name took

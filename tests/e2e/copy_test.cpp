@@ -934,7 +934,9 @@ TEST_F(CopyTest, ManifestInsideTheDestinationIsNotWrittenThroughALink) {
 
 // --inplace rewrites a regular file where it is, but a FIFO or a device at the name is replaced by
 // the copy, never opened: writing would block forever on the FIFO, or go to the device (as
-// rsync --inplace does).
+// rsync --inplace does). A file with other links is rewritten where it is on another file system
+// than SRC's (they see the new data), and replaced on SRC's own, where one of them may be a file
+// of SRC (see Backup.InplaceNeverWritesThroughALinkIntoAnotherFileOfSrc).
 TEST_F(CopyTest, InplaceReplacesAFifoOrADeviceInsteadOfWritingIntoIt) {
   write_file(src + "/fifo", "was a FIFO in DST\n");
   write_file(src + "/device", "was a device in DST\n");
@@ -951,7 +953,19 @@ TEST_F(CopyTest, InplaceReplacesAFifoOrADeviceInsteadOfWritingIntoIt) {
   RunResult r = run_pcopy({"--inplace", "-j2", src, dst}, options);
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(diff_trees(src, dst), "");
-  EXPECT_EQ(read_file(tmp / "other-link"), "new\n") << "--inplace rewrites the file, its other links see it";
+  EXPECT_EQ(read_file(tmp / "other-link"), "old, longer than the new\n") << "on SRC's file system it is replaced";
+
+  if (::geteuid() != 0) return;  // another file system: a tmpfs mounted for it
+  Mount other(tmp / "other-fs", Mount::Tmpfs{"size=4m"});
+  if (!other.mounted()) return;
+  std::string there = tmp / "other-fs/dst";
+  make_dir(there);
+  write_file(there + "/plain", "old, longer than the new\n");
+  ASSERT_EQ(::link((there + "/plain").c_str(), (tmp / "other-fs/other-link").c_str()), 0);
+  r = run_pcopy({"--inplace", "-j2", src, there}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, there), "");
+  EXPECT_EQ(read_file(tmp / "other-fs/other-link"), "new\n") << "--inplace rewrites the file, its other links see it";
 }
 
 // --help and --version into a full disk: an error and status 1, as cp and the other GNU tools.
