@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,13 +22,41 @@ namespace pcopy {
 namespace {
 
 constexpr const char* kExamples = R"(Examples:
-  pcopy ~/photos /mnt/backup/photos -j4        copy a tree with 4 workers and a progress bar
-  pcopy -a -u --delete /home /backup/home      nightly mirror: only what changed, removals follow
-  pcopy -q --json --exclude '*.o' build/ out/  CI staging: quiet, JSON report on stdout
+  pcopy ~/photos /mnt/backup/photos -j4
+      copy a tree with 4 workers and a progress bar
+  pcopy -a -u --delete /home /backup/home
+      nightly mirror: only what changed, removals follow
+  pcopy -q --json --exclude '*.o' build/ out/
+      CI staging: quiet, JSON report on stdout
 
-Exit status: 0 all copied, 1 some entries failed (each one printed), 2 usage error or run refused
-before anything was tried, 128 + the signal's number when ended by one: 130 SIGINT, 143 SIGTERM,
-129 SIGHUP.)";
+Exit status: 0 all copied, 1 some entries failed (each one printed), 2 usage
+error or run refused before anything was tried, 128 + the signal's number when
+ended by one: 130 SIGINT, 143 SIGTERM, 129 SIGHUP.)";
+
+constexpr size_t kHelpWidth = 80;  // as GNU tools' --help
+
+// CLI11's help, each option's description wrapped to end within kHelpWidth (CLI11 2.1 writes it
+// on one line, past 110 columns): continuation lines are indented to the description's column.
+class WrappingFormatter : public CLI::Formatter {
+ public:
+  std::string make_option_desc(const CLI::Option* opt) const override {
+    const std::string text = CLI::Formatter::make_option_desc(opt);
+    const size_t width = kHelpWidth - get_column_width();
+    std::string out, line;
+    size_t at = 0;
+    while (at < text.size()) {
+      size_t end = std::min(text.find(' ', at), text.size());
+      std::string word = text.substr(at, end - at);
+      at = end + 1;
+      if (!line.empty() && line.size() + 1 + word.size() > width) {
+        out += line + "\n";
+        line.clear();
+      }
+      line += (line.empty() ? "" : " ") + word;
+    }
+    return out + line;
+  }
+};
 
 unsigned online_cpus() {
   long n = ::sysconf(_SC_NPROCESSORS_ONLN);
@@ -340,6 +369,7 @@ CliResult parse_cli(int argc, const char* const* argv) {
   CLI::App app{"pcopy: copy a directory tree fast, with a pool of worker processes.", "pcopy"};
   app.footer(kExamples);
   app.set_version_flag("--version", version_string());
+  app.formatter(std::make_shared<WrappingFormatter>());
   app.get_formatter()->column_width(30);
 
   Options o;

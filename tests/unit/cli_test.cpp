@@ -420,6 +420,24 @@ TEST(Cli, HelpExitsZeroWithExamplesOnStdout) {
     EXPECT_NE(out.find(opt), std::string::npos) << "help does not mention " << opt;
 }
 
+// Within 80 columns, as GNU tools' help: CLI11 wrote each description on one line, up to 115.
+TEST(Cli, HelpFitsIn80Columns) {
+  testing::internal::CaptureStdout();
+  CliResult r = parse({"--help"});
+  std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_EQ(r.exit_status, 0);
+  for (std::string_view rest = out; !rest.empty();) {
+    std::string_view line = rest.substr(0, rest.find('\n'));
+    rest.remove_prefix(std::min(rest.size(), line.size() + 1));
+    EXPECT_LE(line.size(), 80u) << line;
+  }
+  // A wrapped description goes on in its column.
+  EXPECT_NE(out.find("  --exclude-from FILE         Read patterns from FILE (- for stdin), one per\n"
+                     "                              line: excludes, or includes as \"+ PAT\""),
+            std::string::npos)
+      << out;
+}
+
 // Each option is listed as it is typed: "--no-io-uring{false}" read as if it took a value.
 TEST(Cli, HelpListsTheNegativeFlagsWithoutADefault) {
   testing::internal::CaptureStdout();
