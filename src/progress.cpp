@@ -47,7 +47,8 @@ int percent(const ProgressState& s) {
 }
 
 std::string eta(const ProgressState& s) {
-  if (s.counting || s.rate <= 0) return "ETA --:--";
+  // From the work rate where there is one: a -u run that skips every file moves no bytes at all.
+  if (s.counting || (s.rate <= 0 && s.work_rate <= 0)) return "ETA --:--";
   uint64_t done = s.bytes_done, total = s.bytes_total;
   double rate = s.rate;
   if (s.work_rate > 0) {

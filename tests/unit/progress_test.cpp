@@ -330,6 +330,9 @@ TEST(FormatBar, FilesCountTowardsThePercentageAndTheEta) {
   skipping.files_done = 20'000;
   skipping.files_total = 40'000;
   EXPECT_EQ(format_bar(skipping, 150).substr(0, 4), " 50%");
+  // It moves no bytes, yet its files go at a rate: the ETA comes from that, not "--:--" to the end.
+  skipping.work_rate = 10'000.0 * kFileWork;  // 10,000 files a second
+  EXPECT_NE(format_bar(skipping, 150).find("ETA  0:02"), std::string::npos) << format_bar(skipping, 150);
 }
 
 TEST(FormatBar, WithoutRateTheEtaIsUnknown) {
