@@ -785,7 +785,9 @@ TEST_F(CopyTest, RefusesASingleFilesDestinationThatIsADeviceOrAFifo) {
     }
   }
   EXPECT_TRUE(S_ISFIFO(lstat_of(fifo).st_mode));
-  if (cases.size() > 1) EXPECT_TRUE(S_ISCHR(lstat_of(device).st_mode));
+  if (cases.size() > 1) {
+    EXPECT_TRUE(S_ISCHR(lstat_of(device).st_mode));
+  }
   EXPECT_EQ(list_tree(tmp.path()), made) << "nothing else made";
 }
 
