@@ -154,7 +154,7 @@ void Copier::enter(int dst_dir, const DirFacts& facts) {
   never_shares_ = dst_dir >= 0 && facts.never_shares;
   locked_ = dst_dir >= 0 && facts.locked;
   append_only_ = -1;
-  chunk_ = dst_dir < 0 || chunking_helps_on(local_fs_, facts.in_memory, opt_);
+  chunk_ = dst_dir < 0 || chunking_helps_on(facts.remote, facts.in_memory, opt_);
 }
 
 // Before the first thing is written in a directory the parent found read-only (DirFacts::locked):

@@ -37,6 +37,31 @@ bool local_type(long type) {
 
 bool never_shares_type(long type) { return type == TMPFS_MAGIC || type == EXT4_SUPER_MAGIC; }
 
+// A network file system, where each request waits for a server: NFS, SMB, Ceph, 9P, AFS, Coda,
+// and FUSE but on a block device (fuseblk: ntfs-3g, exfat-fuse on a disk, whose device is the
+// limit). Not the local ones outside local_type() either (FAT, exFAT, NTFS, F2FS...): a chunk
+// written ahead of the end there makes FAT fill the gap with zeros first, on a USB stick twice
+// the writes.
+bool remote_type(long type, int dir) {
+  constexpr long kCifs = 0xFF534D42, kSmb2 = 0xFE534D42, kCeph = 0x00c36400, k9p = 0x01021997;
+  constexpr long kAfs = 0x5346414F, kCoda = 0x73757245, kFuse = 0x65735546;
+  switch (type) {
+    case NFS_SUPER_MAGIC:
+    case SMB_SUPER_MAGIC:
+    case kCifs:
+    case kSmb2:
+    case kCeph:
+    case k9p:
+    case kAfs:
+    case kCoda: return true;
+    case kFuse: {
+      struct stat st;
+      return ::fstat(dir, &st) == 0 && major(st.st_dev) == 0;  // no block device behind it
+    }
+    default: return false;
+  }
+}
+
 bool in_memory_type(long type) { return type == TMPFS_MAGIC; }
 }  // namespace
 
@@ -64,11 +89,13 @@ DirFacts dir_facts(int dir, const DirFacts* same_fs) {
     f.local = same_fs->local;
     f.never_shares = same_fs->never_shares;
     f.in_memory = same_fs->in_memory;
+    f.remote = same_fs->remote;
   } else {
     long type = fs_type(dir);
     f.local = local_type(type);
     f.never_shares = never_shares_type(type);
     f.in_memory = in_memory_type(type);
+    f.remote = remote_type(type, dir);
   }
   return f;
 }
@@ -83,17 +110,17 @@ bool has_access_acl(int fd) {
   return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
 }
 
-bool chunking_helps_on(bool local, bool in_memory, const Options& options) {
+bool chunking_helps_on(bool remote, bool in_memory, const Options& options) {
   if (options.reflink == ReflinkMode::Always) return false;  // chunks are copied, never cloned
 #ifdef PCOPY_TEST_HOOKS
   if (std::getenv("PCOPY_TEST_CHUNK_LOCAL")) return true;  // to test chunking on the test machine
 #endif
-  return !local || in_memory;
+  return remote || in_memory;
 }
 
 bool chunking_helps(int dst_dir, const Options& options) {
   long type = fs_type(dst_dir);
-  return chunking_helps_on(local_type(type), in_memory_type(type), options);
+  return chunking_helps_on(remote_type(type, dst_dir), in_memory_type(type), options);
 }
 
 bool on_own_mount(int dst_root, int dir, const char* name) {

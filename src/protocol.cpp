@@ -109,8 +109,9 @@ void encode(std::string& out, const Batch& batch) {
   w.str(batch.dir);
   w.str(batch.dst_dir);
   const DirFacts& f = batch.facts;
-  w.num(uint8_t((f.known ? 1 : 0) | (f.local ? 2 : 0) | (f.default_acl ? 4 : 0) | (f.staged ? 8 : 0) | (f.never_shares ? 16 : 0) |
-                 (f.hides_names ? 32 : 0) | (f.in_memory ? 64 : 0) | (f.locked ? 128 : 0)));
+  w.num(uint16_t((f.known ? 1 : 0) | (f.local ? 2 : 0) | (f.default_acl ? 4 : 0) | (f.staged ? 8 : 0) |
+                  (f.never_shares ? 16 : 0) | (f.hides_names ? 32 : 0) | (f.in_memory ? 64 : 0) | (f.locked ? 128 : 0) |
+                  (f.remote ? 256 : 0)));
   w.num(static_cast<uint32_t>(batch.jobs.size()));
   for (const Job& job : batch.jobs) {
     w.num(job.id);
@@ -184,9 +185,10 @@ Batch decode_batch(std::string_view payload) {
   Batch batch;
   batch.dir = r.str();
   batch.dst_dir = r.str();
-  auto facts = r.num<uint8_t>();
-  batch.facts = DirFacts{(facts & 1) != 0,  (facts & 2) != 0,  (facts & 4) != 0,  (facts & 8) != 0,
-                         (facts & 16) != 0, (facts & 32) != 0, (facts & 64) != 0, (facts & 128) != 0};
+  auto facts = r.num<uint16_t>();
+  batch.facts = DirFacts{(facts & 1) != 0,  (facts & 2) != 0,  (facts & 4) != 0,   (facts & 8) != 0,
+                         (facts & 16) != 0, (facts & 32) != 0, (facts & 64) != 0,  (facts & 128) != 0,
+                         (facts & 256) != 0};
   auto n = r.num<uint32_t>();
   if (n > payload.size()) throw ProtocolError("impossible job count");
   batch.jobs.resize(n);

@@ -88,10 +88,10 @@ bool has_access_acl(int fd);
 // and its file system's traits, taken from `same_fs` when given (a directory on the same one).
 DirFacts dir_facts(int dir, const DirFacts* same_fs = nullptr);
 // Whether splitting big files into chunks for several workers pays off in `dst_dir`: where latency
-// is the limit (anything but a local_fs()), and where the CPU is (in_memory_fs(): there workers
-// read their chunks outside the file's inode lock, which only writes take). Not on a disk's file
-// system, whose device is the limit; and not with --reflink=always, as chunks are copied, not
-// cloned.
+// is the limit (a network file system, DirFacts::remote), and where the CPU is (in_memory_fs():
+// there workers read their chunks outside the file's inode lock, which only writes take). Not on a
+// disk's file system, whose device is the limit; and not with --reflink=always, as chunks are
+// copied, not cloned.
 bool chunking_helps(int dst_dir, const Options& options);
 
 // Whether EROFS for `name` in `dir` came from a read-only file system mounted inside DST: on the

@@ -68,7 +68,7 @@ inline Result given_up(Result r) {
 }
 
 // chunking_helps() of a file system whose traits are known (DirFacts).
-bool chunking_helps_on(bool local, bool in_memory, const Options& options);
+bool chunking_helps_on(bool remote, bool in_memory, const Options& options);
 
 // What one regular file's copy has done so far.
 struct FileCopy {

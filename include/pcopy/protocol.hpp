@@ -108,6 +108,9 @@ struct DirFacts {
   // only once something is to be written in it, so that an unchanged -u run leaves its ctime alone;
   // the parent gives it its mode back when it is finished.
   bool locked = false;
+  // A network file system (NFS, SMB, FUSE not on a block device...): latency is the limit, and a
+  // big file is split for several workers (chunking_helps()).
+  bool remote = false;
 };
 
 struct Batch {

@@ -1117,6 +1117,33 @@ TEST_F(CopyTest, BigFilesReachAFileSystemWithoutRenameFlags) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// Big files are split for several workers where the CPU is the limit (tmpfs) and where latency is
+// (a network file system; FUSE not on a block device, as sshfs), not on a local file system whose
+// device is the limit: the known ones (ext2-4, XFS, btrfs) and every other (FAT, exFAT, NTFS, F2FS
+// on a disk; ramfs stands for them here, the kernel having none of them), where they were split as
+// if remote: on FAT a chunk written ahead of the end makes the gap be filled with zeros first.
+TEST_F(CopyTest, BigFilesAreSplitOnlyWhereMemoryOrLatencyIsTheLimit) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (mount file systems)";
+  pcopy::Options options;
+  options.jobs = 2;
+  auto helps = [&](const std::string& dir) {
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    EXPECT_TRUE(fd.valid()) << dir;
+    return pcopy::chunking_helps(fd.get(), options);
+  };
+  Mount tmpfs(tmp / "tmpfs", Mount::Tmpfs{"size=1m"});
+  Mount ramfs(tmp / "ramfs", Mount::Ramfs{});
+  Mount ext4(tmp / "ext4", Mount::LoopExt4{tmp / "ext4.img", 32, ""});
+  Mount fat(tmp / "fat", Mount::FuseFat{tmp / "fat.img"});
+  ASSERT_TRUE(tmpfs.mounted() && ramfs.mounted() && ext4.mounted()) << "nothing to look at";
+  EXPECT_TRUE(helps(tmp / "tmpfs"));
+  EXPECT_FALSE(helps(tmp / "ramfs"));
+  EXPECT_FALSE(helps(tmp / "ext4"));
+  if (fat.mounted()) {
+    EXPECT_TRUE(helps(tmp / "fat")) << "FUSE not on a block device: maybe a network file system";
+  }
+}
+
 // FAT through FUSE (fusefat) renames a directory without its entries: they are gone once the file
 // system is mounted again (`mv` of a directory loses them too). There new directories are made
 // where they belong, never staged under a temporary name and renamed into place: a trial that

@@ -599,8 +599,11 @@ TEST_P(CopierTest, InAStagedDirectoryABigFileIsStillSplitIntoANamedTemporary) {
   Job j = job_for("big");
   j.known = false;
   Copier copier(opt);
-  // Not local: where chunks pay off, other workers must be able to open what this one starts.
-  copier.enter(dst_, DirFacts{true, false, false, true});
+  // On a network file system: where chunks pay off, other workers must be able to open what this
+  // one starts.
+  DirFacts facts{true, false, false, true};
+  facts.remote = true;
+  copier.enter(dst_, facts);
   Copier::ProgressFn report = [](uint64_t, uint64_t) {};
   Result r = copier.copy(src_, dst_, dst_, j, report);
   ASSERT_EQ(r.outcome, Outcome::Split) << r.err << " " << r.detail;

@@ -124,6 +124,7 @@ void expect_batch_eq(const Batch& want, const Batch& got) {
   EXPECT_EQ(want.facts.hides_names, got.facts.hides_names);
   EXPECT_EQ(want.facts.in_memory, got.facts.in_memory);
   EXPECT_EQ(want.facts.locked, got.facts.locked);
+  EXPECT_EQ(want.facts.remote, got.facts.remote);
   EXPECT_EQ(want.dst_dir, got.dst_dir);
   ASSERT_EQ(want.jobs.size(), got.jobs.size());
   for (size_t i = 0; i < want.jobs.size(); ++i) {
@@ -277,10 +278,11 @@ TEST(Protocol, BatchSurvivesEncodeFrameAndDecode) {
 }
 
 TEST(Protocol, EveryCombinationOfDirectoryFactsSurvivesTheRoundTrip) {
-  for (int bits = 0; bits < 256; ++bits) {
+  for (int bits = 0; bits < 512; ++bits) {
     Batch b = sample_batch();
-    b.facts = DirFacts{(bits & 1) != 0,  (bits & 2) != 0,  (bits & 4) != 0,  (bits & 8) != 0,
-                       (bits & 16) != 0, (bits & 32) != 0, (bits & 64) != 0, (bits & 128) != 0};
+    b.facts = DirFacts{(bits & 1) != 0,  (bits & 2) != 0,  (bits & 4) != 0,   (bits & 8) != 0,
+                       (bits & 16) != 0, (bits & 32) != 0, (bits & 64) != 0,  (bits & 128) != 0,
+                       (bits & 256) != 0};
     SCOPED_TRACE(bits);
     expect_batch_eq(b, decode_batch(one_frame(b, MsgType::Batch).payload));
   }
