@@ -2,7 +2,10 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -691,6 +694,34 @@ TEST(TempName, RecognisesOnlyPcopyTemporaries) {
   EXPECT_FALSE(is_temp_name("pcopy-123-4.tmp"));
   EXPECT_FALSE(is_temp_name("file.tmp"));
   EXPECT_FALSE(is_temp_name(""));
+}
+
+// Without /proc (a chroot, a container that unmounted it) a temporary whose maker's pid exists is
+// in use: a second run into DST took a live run's temporaries for leftovers and removed them, the
+// first run's files failing ("No such file or directory"), as ENOENT from /proc/PID/stat was read
+// as "no such process".
+TEST(TempName, WithoutProcATemporaryOfAProcessThatExistsIsInUse) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a mount namespace without /proc)";
+  pid_t gone = ::fork();
+  ASSERT_GE(gone, 0);
+  if (gone == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
+  const std::string live_name = ".pcopy-" + std::to_string(::getpid()) + "-1000000001.tmp";
+  const std::string gone_name = ".pcopy-" + std::to_string(gone) + "-1000000001.tmp";
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::umount2("/proc", MNT_DETACH) != 0 || ::access("/proc/self/stat", F_OK) == 0)
+      ::_exit(100);
+    int dir = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::_exit((temp_in_use(dir, live_name) ? 1 : 0) | (temp_in_use(dir, gone_name) ? 2 : 0));
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 100) GTEST_SKIP() << "cannot unmount /proc in a mount namespace here";
+  EXPECT_EQ(WEXITSTATUS(status), 1) << "1: the live maker's is in use, the gone one's is not";
 }
 
 TEST(TempName, StagedDirectoriesHaveTheirOwnNarrowerPattern) {
