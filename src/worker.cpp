@@ -36,7 +36,7 @@ long now_ms() {
 }
 
 // The source and destination directory of the batch being worked on, reused while batches come
-// from the same directory.
+// from the same directory and are still where their paths lead.
 class DirPair {
  public:
   // Tells `copier` each destination directory it opens (Copier::enter).
@@ -45,7 +45,7 @@ class DirPair {
   // 0 or an errno.
   // `dst_rel` is where `rel` is in DST, when that differs (a staged directory).
   int open(const std::string& rel, const std::string& dst_rel, const DirFacts& facts) {
-    if (open_ && rel == rel_ && dst_rel == dst_rel_) return 0;
+    if (open_ && rel == rel_ && dst_rel == dst_rel_ && still_there()) return 0;
     open_ = false;
     src_gone_ = Vanished::No;
     copier_.close_later(std::move(src_));
@@ -85,6 +85,23 @@ class DirPair {
   Vanished src_gone() const { return src_gone_; }
 
  private:
+  // Whether the directories held open are still those their paths lead to: one moved away meanwhile
+  // (out of DST, say) is neither read nor written where it went, as a batch that opens it anew
+  // finds. A lookup per level for each batch that reuses them: a fraction of a batch's cost.
+  bool still_there() const {
+    auto same = [](int root, const std::string& rel, int held, bool follow) {
+      if (held < 0) return true;  // a dry run's directory not made yet
+      UniqueFd again;
+      int fd = open_dir_beneath(root, rel, follow);
+      if (fd < 0) return false;
+      again.reset(fd);
+      struct stat a, b;
+      return ::fstat(again.get(), &a) == 0 && ::fstat(held, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    };
+    return same(src_root_, rel_, src_.get(), opt_.dereference) &&
+           (dst_root_ < 0 || same(dst_root_, dst_rel_.empty() ? rel_ : dst_rel_, dst_.get(), false));
+  }
+
   const Options& opt_;
   int src_root_, dst_root_;
   std::string rel_, dst_rel_;

@@ -1834,6 +1834,47 @@ TEST_P(FaultsByJobs, WritingToTheTerminalFromTheBackgroundUnderTostopStopsTheWor
   EXPECT_EQ(joined(temporaries(to)), "");
 }
 
+// A destination directory moved out of DST while the worker is in it (held at a test hook on the
+// first file of its first batch): the batches of it the worker takes next find it gone and fail,
+// each file named. The worker kept the directory open from one batch to the next, and filled it
+// where it went, the run saying 0 errors (helper I6). The batch under way finishes there.
+TEST_P(FaultsByJobs, ADestinationDirectoryMovedAwayMidRunIsNotFilledWhereItWent) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  if (GetParam() != 1) GTEST_SKIP() << "one worker, which takes every batch of the directory";
+  std::string src = tmp / "src", to = tmp / "to", aside = tmp / "aside", fifo = tmp / "gate";
+  make_dirs(src + "/d");
+  constexpr size_t kFiles = 400;  // several batches
+  for (size_t i = 0; i < kFiles; ++i) write_file(src + fmt::format("/d/f{:03}", i), "x\n");
+  make_dirs(to + "/d");  // there already: merged into, not made under a temporary name
+  // The first file the walk meets in d, as the directory lists it: its first batch's first.
+  std::string first;
+  for (const auto& entry : std::filesystem::directory_iterator(src + "/d")) {
+    first = entry.path().filename().string();
+    break;
+  }
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  AsyncPcopy p({"-j1", src, to}, logs, {"PCOPY_TEST_GATE_NAME=" + first, "PCOPY_TEST_GATE_FIFO=" + fifo});
+  // Opened for writing once the worker waits at the gate, and held: it waits on until it is closed.
+  UniqueFd gate;
+  bool waiting = poll_until(Clock::now() + 60s, [&] {
+    gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    return gate.valid() || !p.running();
+  });
+  ASSERT_TRUE(waiting && gate.valid()) << "no worker came to the gate";
+  ASSERT_EQ(::rename((to + "/d").c_str(), aside.c_str()), 0);
+  gate.reset();
+  RunResult r = p.wait();
+  EXPECT_EQ(r.status, 1) << describe(r);
+  size_t there = list_tree(aside).size(), failed = 0;
+  for (const std::string& line : lines_of(r.err))
+    if (line.rfind("pcopy: cannot copy 'd/", 0) == 0 && line.ends_with("': No such file or directory")) ++failed;
+  EXPECT_LT(there, kFiles) << "the directory was filled where it went\n" << describe(r);
+  EXPECT_EQ(there + failed, kFiles) << "every file copied there, or named as failed\n" << describe(r);
+  EXPECT_FALSE(exists(to + "/d"));
+}
+
 // Output paused at the terminal (Ctrl-S; a stalled ssh connection does the same) holds neither
 // the copy nor the signals: the bar is not drawn while the terminal takes nothing, and a SIGTERM
 // (`timeout`, systemd) ends the run, the lines it cannot write dropped a second later. pcopy
