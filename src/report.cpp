@@ -278,11 +278,17 @@ void Manifest::add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Ha
 void Manifest::flush() {
   if (buf_.empty() || !fd_) return;
   if (!err_) {
-    // A file keeps whole lines only: what a failed write (a full disk) put of its lines is cut
-    // off again, so that a reader of JSON lines finds none broken.
+    // A file keeps whole lines only: the part of a line a failed write (a full disk, `ulimit -f`)
+    // put there is cut off again, so that a reader of JSON lines finds none broken; the whole
+    // lines it wrote stay (they were cut back to where the write began).
     off_t before = pipe_ ? -1 : ::lseek(fd_.get(), 0, SEEK_CUR);
     err_ = writer_ ? writer_(fd_.get(), buf_) : write_all(fd_.get(), buf_.data(), buf_.size());
-    if (err_ && before >= 0) (void)::ftruncate(fd_.get(), before);
+    if (err_ && before >= 0) {
+      off_t now = ::lseek(fd_.get(), 0, SEEK_CUR);
+      size_t written = now > before ? std::min(size_t(now - before), buf_.size()) : 0;
+      size_t whole = written ? buf_.rfind('\n', written - 1) : std::string::npos;
+      (void)::ftruncate(fd_.get(), before + (whole == std::string::npos ? 0 : off_t(whole + 1)));
+    }
   }
   buf_.clear();  // after a failed write, what follows is dropped: the close reports the error
 }
