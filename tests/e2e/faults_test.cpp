@@ -1109,14 +1109,23 @@ void make_job_control_tree(const std::string& root) {
   write_file(root + "/z/gate.txt", "the copy waits before this file until the test opens the gate\n");
 }
 
-// Opens the gate of PCOPY_TEST_GATE_FIFO once a worker waits at it (while `running`). False if none
-// came before the deadline.
+// Opens the gate of PCOPY_TEST_GATE_FIFO for writing once a worker waits at it (while `running`),
+// and holds it: the worker waits on until the descriptor is closed. Invalid if none came before the
+// deadline, or pcopy ended.
 template <typename Running>
-bool open_gate(const std::string& fifo, Clock::time_point deadline, Running running) {
-  return poll_until(deadline, [&] {
-    UniqueFd gate(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
+UniqueFd hold_gate(const std::string& fifo, Clock::time_point deadline, Running running) {
+  UniqueFd gate;
+  poll_until(deadline, [&] {
+    gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // ENXIO until a worker waits
     return gate.valid() || !running();
   });
+  return gate;
+}
+
+// Opens the gate and lets the worker through at once. False if none came before the deadline.
+template <typename Running>
+bool open_gate(const std::string& fifo, Clock::time_point deadline, Running running) {
+  return hold_gate(fifo, deadline, running).valid() || !running();
 }
 
 // Waits until pcopy stops itself at a test hook (SIGSTOP), then sends it `sig` and SIGCONT, so that
@@ -1856,13 +1865,8 @@ TEST_P(FaultsByJobs, ADestinationDirectoryMovedAwayMidRunIsNotFilledWhereItWent)
   }
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   AsyncPcopy p({"-j1", src, to}, logs, {"PCOPY_TEST_GATE_NAME=" + first, "PCOPY_TEST_GATE_FIFO=" + fifo});
-  // Opened for writing once the worker waits at the gate, and held: it waits on until it is closed.
-  UniqueFd gate;
-  bool waiting = poll_until(Clock::now() + 60s, [&] {
-    gate.reset(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
-    return gate.valid() || !p.running();
-  });
-  ASSERT_TRUE(waiting && gate.valid()) << "no worker came to the gate";
+  UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  ASSERT_TRUE(gate.valid()) << "no worker came to the gate";
   ASSERT_EQ(::rename((to + "/d").c_str(), aside.c_str()), 0);
   gate.reset();
   RunResult r = p.wait();
