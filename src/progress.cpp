@@ -87,7 +87,7 @@ std::string format_bar(const ProgressState& s, int width) {
   Field fields[] = {
       {fmt::format("{:>{}}/{}{} files", format_count(s.files_done), total_files.size(), total_files, more), 5},
       {fmt::format("{:>10}/{}{}", format_bytes(s.bytes_done), format_bytes(s.bytes_total), more), 4},
-      {fmt::format("{:>12}", format_rate(s.rate)), s.counting ? 3 : 1},
+      {fmt::format("{:>12}", format_rate(s.rate)), s.counting ? 3 : 1, !s.dry_run},
       {eta(s), s.counting ? 1 : 2},
       {s.counting ? "(counting)" : "", 0, s.counting},
   };
@@ -121,8 +121,9 @@ std::string format_bar(const ProgressState& s, int width) {
 }
 
 std::string format_status_line(const ProgressState& s) {
-  return fmt::format("pcopy: {}%  {}  {}  {}  elapsed {}{}", percent(s), totals(s), format_rate(s.rate), eta(s),
-                     format_duration(s.elapsed_s), s.counting ? "  (still counting)" : "");
+  return fmt::format("pcopy: {}%  {}  {}{}  elapsed {}{}", percent(s), totals(s),
+                     s.dry_run ? "" : format_rate(s.rate) + "  ", eta(s), format_duration(s.elapsed_s),
+                     s.counting ? "  (still counting)" : "");
 }
 
 void RateMeter::sample(double t, uint64_t bytes) {

@@ -21,6 +21,7 @@ ProgressState Runner::progress_state() const {
   s.elapsed_s = now_s() - start_;
   s.rate = meter_.rate();
   s.work_rate = work_meter_.rate();
+  s.dry_run = opt_.dry_run;
   return s;
 }
 

@@ -27,6 +27,7 @@ struct ProgressState {
   double elapsed_s = 0;
   double rate = 0;  // bytes per second, recent
   double work_rate = 0;  // work (work_of) per second, recent, for the ETA; 0: unknown, bytes are used
+  bool dry_run = false;  // nothing is copied: no throughput is shown, only how far the run has gone
 };
 
 // a + b, or the largest count where that overflows: sparse files of up to 8 EiB each add up

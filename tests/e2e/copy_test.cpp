@@ -1709,6 +1709,22 @@ TEST_F(CopyTest, ManifestLinesOnTheTerminalEraseTheBarFirst) {
   EXPECT_NE(r.out.find('%'), std::string::npos) << "no bar was drawn\n" << describe(r);
 }
 
+// A dry run's bar shows how far it has gone, not a throughput: it copies nothing.
+TEST_F(CopyTest, ADryRunsBarShowsNoThroughput) {
+  make_mixed_tree(400);
+  RunOptions options;
+  options.pty = true;
+  options.pty_columns = 120;
+  RunResult r = copy({"-n", "-j2", "--progress=always"}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  auto frames = bar_frames(r.out);
+  EXPECT_TRUE(std::any_of(frames.begin(), frames.end(), [](auto& f) { return f.find("100%") != std::string::npos; }))
+      << "no frame at 100%\n" << describe(r);
+  for (const auto& frame : frames)
+    EXPECT_EQ(frame.find("/s"), std::string::npos) << "a throughput in a dry run: '" << escape_path(frame) << "'";
+  EXPECT_FALSE(exists(dst));
+}
+
 INSTANTIATE_TEST_SUITE_P(ProgressModes, TerminalProgressTest, ::testing::Values("--progress=always", "--progress=auto"),
                          [](const auto& info) { return std::string(info.param).substr(11); });
 

@@ -178,6 +178,22 @@ TEST(FormatBar, FullLineAt120ColumnsShowsPercentBarFilesBytesRateAndEta) {
   EXPECT_EQ(line.find('\x1b'), std::string::npos);
 }
 
+// A dry run copies nothing: a rate of bytes per second there (the pace of deciding, "2.0 GiB/s")
+// read as a copy under way. Its bar and status lines show how far it has gone and the ETA only.
+TEST(FormatBar, ADryRunShowsNoThroughput) {
+  ProgressState s = midway();
+  s.dry_run = true;
+  std::string line = format_bar(s, 120);
+  EXPECT_EQ(line.find("/s"), std::string::npos) << line;
+  EXPECT_NE(line.find("1,234/4,936 files"), std::string::npos) << line;
+  EXPECT_NE(line.find("ETA  1:33"), std::string::npos) << line;
+  std::string status = format_status_line(s);
+  EXPECT_EQ(status.find("/s"), std::string::npos) << status;
+  EXPECT_NE(status.find("1.5 GiB/6.0 GiB  ETA  1:33  elapsed"), std::string::npos) << status;
+  s.dry_run = false;
+  EXPECT_NE(format_status_line(s).find("50.0 MiB/s  ETA"), std::string::npos) << format_status_line(s);
+}
+
 // With work left the ETA is never 0:00 (rounded to the nearest second, 0.3 s left said "done now";
 // with a rate that leapt after Ctrl-Z and fg, so did 44% left).
 TEST(FormatBar, EtaIsRoundedUpNeverZeroWithWorkLeft) {
