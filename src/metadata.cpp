@@ -27,6 +27,15 @@ std::string owner_text(const struct stat& st) { return fmt::format("{}:{}", st.s
 
 std::string mode_text(mode_t mode) { return fmt::format("{:04o}", mode & 07777); }
 
+bool give_owner(int dir, const char* name, uid_t uid, gid_t gid, gid_t have_gid) {
+  auto chown = [&](uid_t u, gid_t g) { return name ? ::fchownat(dir, name, u, g, AT_SYMLINK_NOFOLLOW) : ::fchown(dir, u, g); };
+  if (chown(uid, gid) == 0) return true;
+  int err = errno;
+  if ((err == EPERM || err == EINVAL) && gid != have_gid) chown(uid_t(-1), gid);
+  errno = err;
+  return false;
+}
+
 int note_unkept(std::vector<Unkept>& unkept, int err, const char* what, std::string value) {
   if (!refused_metadata(err)) return err;
   unkept.push_back({what, std::move(value), err});
@@ -46,7 +55,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
   bool owner_kept, chowned = false, xattrs_written = false, opened_up = false;
   if (opt_.archive) {
     owner_kept = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;
-    if (!owner_kept) owner_kept = chowned = ::fchownat(dst_dir, t, src.st_uid, src.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
+    if (!owner_kept) owner_kept = chowned = give_owner(dst_dir, t, src.st_uid, src.st_gid, dst.st_gid);
     if (!owner_kept && !chown_refused_to_user(errno, privileged_)) {
       int e = errno;
       if (int err = note_unkept(unkept_, e, "owner", owner_text(src))) return err;
@@ -96,7 +105,7 @@ int Copier::refresh_metadata(int src_dir, int dst_dir, const Job& job, const str
 int Copier::apply_metadata(int fd, int src_fd, const struct stat& st, bool fresh_mode) {
   bool owner_kept;
   if (opt_.archive) {
-    owner_kept = ::fchown(fd, st.st_uid, st.st_gid) == 0;
+    owner_kept = give_owner(fd, nullptr, st.st_uid, st.st_gid);
     if (!owner_kept && !chown_refused_to_user(errno, privileged_)) {
       int e = errno;
       if (int err = note_unkept(unkept_, e, "owner", owner_text(st))) return err;

@@ -55,7 +55,7 @@ Result Copier::copy_special(int src_dir, int dst_dir, const Job& job, Result r) 
   }
   int err = 0;
   bool owner_kept = !opt_.archive ? st.st_uid == euid_ && st.st_gid == egid_
-                                  : ::fchownat(dst_dir, t, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) == 0;
+                                  : give_owner(dst_dir, t, st.st_uid, st.st_gid);
   if (opt_.archive && !owner_kept && !chown_refused_to_user(errno, privileged_)) {
     int e = errno;
     err = note_unkept(unkept_, e, "owner", owner_text(st));

@@ -608,7 +608,7 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
     narrow();
     if (opt_.archive) {
       bool written = st.st_uid != node->st.st_uid || st.st_gid != node->st.st_gid;
-      if (written) ::fchown(fd, node->st.st_uid, node->st.st_gid);
+      if (written) give_owner(fd, nullptr, node->st.st_uid, node->st.st_gid, st.st_gid);
       // Only those who may write in a directory may change its user.* attributes, its owner too:
       // a locked one whose user.* attributes differ from SRC's is opened up for them (not for
       // others an ordinary user could not change anyway: security.*).
@@ -796,7 +796,7 @@ int Walker::apply_dir_metadata(DirNode* dir, DirTrouble& trouble) {
   bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_, chowned = false, xattrs_written = false;
   if (opt_.archive) {
     owner_kept = known && have.st_uid == st.st_uid && have.st_gid == st.st_gid;
-    if (!owner_kept) owner_kept = chowned = ::fchown(fd, st.st_uid, st.st_gid) == 0;
+    if (!owner_kept) owner_kept = chowned = give_owner(fd, nullptr, st.st_uid, st.st_gid, known ? have.st_gid : gid_t(-1));
     if (!owner_kept && !chown_refused_to_user(errno, euid_ == 0)) {
       int e = errno;
       if (int err = note_unkept(unkept, e, "owner", owner_text(st))) return err;

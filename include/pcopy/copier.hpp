@@ -124,6 +124,12 @@ inline bool hides_names(int dir, mode_t mode) { return hides_names(mode) || has_
 // How a copy's owner and mode follow the source's, as with cp -a: a chown an ordinary user may not
 // make is no error (the copy stays theirs), and set-id bits are kept only along with the owner.
 inline bool chown_refused_to_user(int err, bool privileged) { return !privileged && (err == EPERM || err == EINVAL); }
+// chown of a copy (`name` in `dir`, not through a link; or the descriptor `dir` itself where `name`
+// is null) to `uid`:`gid`. Where the owner may not be given, the group alone is, as cp -a and
+// rsync -a give it: an ordinary user may give a group of theirs. Not where the copy has that group
+// already (`have_gid`; -1: not known), which would change its ctime on every run. True where both
+// were given; false with errno the owner's refusal.
+bool give_owner(int dir, const char* name, uid_t uid, gid_t gid, gid_t have_gid = gid_t(-1));
 inline mode_t mode_for_copy(mode_t src_mode, bool owner_kept) {
   return src_mode & (owner_kept ? 07777 : 07777 & ~mode_t(S_ISUID | S_ISGID));
 }

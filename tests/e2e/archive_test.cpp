@@ -633,6 +633,46 @@ TEST_F(ArchiveSpecialFilesTest, SetIdBitsDroppedOnCopiesTakingASetgidDirectorysG
   EXPECT_EQ(mode_bits(dst + "/both"), 06755u);
 }
 
+// -a run by an ordinary user, of entries owned by another user and a group of theirs: the owner
+// cannot be given, the group can, as cp -a and rsync -a give it. Every copy was the user's primary
+// group (I8). Not a group they are not in; no set-id bit without the owner; and a -u re-run does not
+// give the group again (each chown changed every such copy's ctime, every run).
+TEST_F(ArchiveSpecialFilesTest, ArchiveAsUserGivesAGroupOfTheirsWhereTheOwnerCannotBe) {
+  if (!is_root()) GTEST_SKIP() << "needs root (a tree of another owner, a user with a supplementary group)";
+  constexpr gid_t kTheirs = 4242, kNotTheirs = 4243;
+  write_file(src + "/f", "data\n", 0640);
+  write_file(src + "/not-theirs", "data\n", 0644);
+  write_file(src + "/sgid", "#!/bin/sh\n", 0755);
+  make_dir(src + "/d");
+  make_symlink("f", src + "/l");
+  make_fifo(src + "/p", 0640);
+  chown_tree(tmp.path(), kNobody, kNobody);
+  for (const char* name : {"/f", "/sgid", "/d", "/l", "/p"}) lchown_to(src + name, 0, kTheirs);
+  lchown_to(src + "/not-theirs", 0, kNotTheirs);
+  chmod_to(src + "/sgid", 02755);
+  chmod_to(src + "/p", 0640);
+  RunOptions user = as_user(kNobody);
+  user.groups = {kTheirs};
+  RunResult r = run_pcopy({"-a", src, dst}, user);
+  ASSERT_EQ(r.status, 0) << describe(r);
+  for (const char* name : {"/f", "/sgid", "/d", "/l", "/p"}) {
+    SCOPED_TRACE(name);
+    struct stat st = lstat_of(dst + name);
+    EXPECT_EQ(st.st_uid, kNobody) << "the user's: the owner could not be given";
+    EXPECT_EQ(st.st_gid, kTheirs) << "the source's group, one of the user's";
+  }
+  EXPECT_EQ(lstat_of(dst + "/not-theirs").st_gid, kNobody);
+  EXPECT_EQ(mode_bits(dst + "/sgid"), 0755u) << "set-group-ID without the source's owner";
+  EXPECT_EQ(mode_bits(dst + "/f"), 0640u);
+
+  struct stat before = lstat_of(dst + "/f");
+  r = run_pcopy({"-a", "-u", src, dst}, user);
+  ASSERT_EQ(r.status, 0) << describe(r);
+  struct stat after = lstat_of(dst + "/f");
+  EXPECT_EQ(after.st_ctim.tv_sec, before.st_ctim.tv_sec);
+  EXPECT_EQ(after.st_ctim.tv_nsec, before.st_ctim.tv_nsec) << "an unchanged -u run gave the group again";
+}
+
 TEST_F(ArchiveSpecialFilesTest, DereferenceFollowsLinksAndReportsLoops) {
   write_file(src + "/target.txt", "the target\n", 0640);
   set_times(src + "/target.txt", 1'500'000'000'000'000'001LL, 1'500'000'000'000'000'002LL);

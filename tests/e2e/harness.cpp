@@ -575,7 +575,7 @@ void child_write(const char* text) { (void)!::write(2, text, std::strlen(text));
     }
   }
   if (options.uid) {
-    if (::setgroups(0, nullptr) != 0) child_fail("setgroups");
+    if (::setgroups(options.groups.size(), options.groups.data()) != 0) child_fail("setgroups");
     if (::setgid(65534) != 0) child_fail("setgid");
     if (::setuid(*options.uid) != 0) child_fail("setuid");
   }

@@ -28,6 +28,7 @@ class TempDir {
 
 struct RunOptions {
   std::optional<uid_t> uid;            // drop to this uid (and gid 65534) before exec; needs root
+  std::vector<gid_t> groups;           // with uid: the supplementary groups it keeps (none by default)
   std::optional<long> nofile;          // RLIMIT_NOFILE soft and hard limit for the child
   int leaked_fds = 0;                  // descriptors (of /dev/null) it starts with open beyond 0-2
   std::optional<long> nproc;           // RLIMIT_NPROC for the child: processes its uid may have (with uid)
