@@ -78,7 +78,9 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
     // Else a link or a FIFO was put there meanwhile; a running program (ETXTBSY) is replaced too.
     if (fd >= 0 || (errno != ELOOP && errno != ENXIO && errno != ETXTBSY)) return fd;
   }
-  ::unlinkat(dir, name, 0);
+  // What may not be removed (another's link in a sticky directory) fails for its own reason, not
+  // for the EEXIST of the open after.
+  if (::unlinkat(dir, name, 0) != 0 && errno != ENOENT) return -1;
   return ::openat(dir, name, kCreate, mode);
 }
 

@@ -1576,6 +1576,30 @@ TEST_F(Backup, ArchiveInplaceFailsALinkedFileItCannotReplace) {
   EXPECT_EQ(diff_trees(src, dst, links), "");
 }
 
+// Another user's link or FIFO at a name in a sticky directory, which the user may not remove: the
+// file fails for that reason with --inplace as without. It said "File exists", the open after the
+// refused removal (I8).
+TEST_F(Backup, InplaceNamesWhyWhatIsAtTheNameCannotBeRemoved) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to put another user's entries in a sticky directory";
+  write_file(src + "/l", "new\n");
+  write_file(src + "/p", "new\n");
+  make_dirs(dst);
+  RunOptions as_user = unprivileged(tmp);
+  ASSERT_EQ(::chown(dst.c_str(), 0, 0), 0);  // root's, as /tmp is
+  ASSERT_EQ(::chmod(dst.c_str(), 01777), 0);
+  ASSERT_EQ(::symlink("elsewhere", (dst + "/l").c_str()), 0);
+  ASSERT_EQ(::mkfifo((dst + "/p").c_str(), 0644), 0);
+  for (bool inplace : {false, true}) {
+    SCOPED_TRACE(inplace ? "--inplace" : "by a temporary");
+    RunResult r = copy(inplace ? std::vector<std::string>{"--inplace"} : std::vector<std::string>{}, as_user);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'l': Operation not permitted")) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'p': Operation not permitted")) << describe(r);
+    EXPECT_EQ(read_link(dst + "/l"), "elsewhere");
+    EXPECT_TRUE(S_ISFIFO(lstat_of(dst + "/p").st_mode));
+  }
+}
+
 // `pcopy --json --delete SRC DST > DST/logs/report.json`: the report being written, and the
 // directory holding it, stay (they were deleted as extraneous, and the report lost).
 TEST_F(Backup, DeleteKeepsTheFileItsOutputGoesToInsideDst) {
