@@ -1286,6 +1286,32 @@ TEST_F(Backup, DeleteRefusesAfterWalkError) {
   }
 }
 
+// A directory of SRC pcopy may list but not search (0444): its files are errors of their own, and
+// the deletions go on, whether or not the walk stats each entry (the bar, -a, -n do). They were
+// held back only there: a run in cron deleted, the same at a terminal not, and -n foretold the
+// opposite of the real run (I8).
+TEST_F(Backup, AFileThatCannotBeLookedAtHoldsNoDeletionBackInAnyMode) {
+  make_dir(src + "/listed");
+  write_old(src + "/listed/a", "a\n");
+  write_old(src + "/ok.txt", "fine\n");
+  full_copy();
+  write_file(dst + "/listed/a", "the old copy\n");
+  RunOptions as_user = unprivileged(tmp);  // gives the tree to the user: chmod after it
+  ASSERT_EQ(::chmod((src + "/listed").c_str(), 0444), 0);
+  for (std::vector<std::string> mode : {std::vector<std::string>{}, {"-a"}, {"-n"}, {"--progress=always"}}) {
+    SCOPED_TRACE(mode.empty() ? "plain" : mode[0]);
+    write_file(dst + "/extra.txt", "extraneous\n");
+    mode.insert(mode.end(), {"--delete", "--json"});
+    RunResult r = copy(mode, as_user);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'listed/a': Permission denied")) << describe(r);
+    EXPECT_EQ(r.err.find("deleted nothing extraneous"), std::string::npos) << describe(r);
+    EXPECT_EQ(count(parse_report(r), "files_deleted"), 1) << r.out;
+    EXPECT_EQ(exists(dst + "/extra.txt"), mode[0] == "-n") << describe(r);
+    EXPECT_EQ(read_file(dst + "/listed/a"), "the old copy\n");
+  }
+}
+
 // A directory with more subdirectories than pcopy may open files: --delete goes into every one.
 // It held each one open until its turn, and one it could not open (EMFILE) was skipped without a
 // word: its extraneous entries stayed, status 0.
