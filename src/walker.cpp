@@ -927,19 +927,31 @@ int Walker::merge_staged(int pfd, DirNode* dir) {
 
 void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const DirNode*)>& unfinished) {
   if (opt_.dry_run || !dst_root_) return;
+  // A directory's descriptor, and its parent's, are held only while it is dealt with: kept, one
+  // for every directory in flight, a stop under a low open-file limit failed "Too many open files"
+  // for hundreds of them, left staged or 0700 (I8).
+  auto one_at_a_time = [](DirNode* dir, auto&& deal) {
+    bool had = bool(dir->dst), parent_had = dir->parent && dir->parent->dst;
+    deal();
+    if (!had) dir->dst.reset();
+    if (dir->parent && !parent_had) dir->parent->dst.reset();
+  };
   std::vector<DirNode*> staged;
   for (DirNode* dir : live_) {
     if (!dir->facts.staged) continue;
-    int fd = dst_fd_for(dir);
-    if (fd >= 0) {
-      remove_names(fd, unfinished(dir));
-      remove_names(fd, dir->forgotten);
-    }
+    one_at_a_time(dir, [&] {
+      int fd = dst_fd_for(dir);
+      if (fd >= 0) {
+        remove_names(fd, unfinished(dir));
+        remove_names(fd, dir->forgotten);
+      }
+    });
     if (!dir->staged_name.empty()) staged.push_back(dir);
   }
   for (DirNode* dir : staged) {
     DirTrouble trouble;
-    if ((trouble.err = reveal_or_tally(dir, trouble))) on_dir_error_(*dir, trouble);
+    one_at_a_time(dir, [&] { trouble.err = reveal_or_tally(dir, trouble); });
+    if (trouble.err) on_dir_error_(*dir, trouble);
   }
   // Nor is any left with a mode it had only while it was filled: a copy of a read-only directory
   // opened up (0755 for 0555), one made 0700 until finished. Each gets the mode its finishing
@@ -948,14 +960,16 @@ void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const
   std::vector<DirNode*> left(live_.begin(), live_.end());
   std::sort(left.begin(), left.end(), [](const DirNode* a, const DirNode* b) { return a->path_len > b->path_len; });
   for (DirNode* dir : left) {
-    int fd = dst_fd_for(dir);
-    struct stat have;
-    if (fd < 0 || ::fstat(fd, &have) != 0) continue;
-    const struct stat& st = dir->st;
-    bool owner_kept = opt_.archive ? have.st_uid == st.st_uid && have.st_gid == st.st_gid
-                                   : st.st_uid == euid_ && st.st_gid == egid_;
-    mode_t mode = mode_for_copy(st.st_mode, owner_kept);
-    if ((have.st_mode & 07777) != mode) ::fchmod(fd, mode);
+    one_at_a_time(dir, [&] {
+      int fd = dst_fd_for(dir);
+      struct stat have;
+      if (fd < 0 || ::fstat(fd, &have) != 0) return;
+      const struct stat& st = dir->st;
+      bool owner_kept = opt_.archive ? have.st_uid == st.st_uid && have.st_gid == st.st_gid
+                                     : st.st_uid == euid_ && st.st_gid == egid_;
+      mode_t mode = mode_for_copy(st.st_mode, owner_kept);
+      if ((have.st_mode & 07777) != mode) ::fchmod(fd, mode);
+    });
   }
 }
 
