@@ -319,6 +319,15 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   // A new file is made with its final mode (umask is 0) unless a default ACL shapes it; with
   // --inplace a file that was there already keeps its own until set.
   bool fresh_mode = !default_acl_;
+  // Written in place from its opening to the end of its metadata: the parent names it if this
+  // worker dies meanwhile, or is killed while the run stops.
+  struct InHand {
+    std::atomic<uint64_t>* slot;
+    ~InHand() {
+      if (slot) slot->store(0, std::memory_order_relaxed);
+    }
+  } in_hand{opt_.inplace ? in_hand_ : nullptr};
+  if (in_hand.slot) in_hand.slot->store(job.id, std::memory_order_relaxed);
   if (!out) {
     tmp = direct ? job.target() : next_temp_name();
     bool existed = false;

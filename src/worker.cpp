@@ -179,7 +179,8 @@ void test_hook_done(const Batch&, uint64_t) {}
 
 }  // namespace
 
-int run_worker(const Options& options, int job_fd, int result_fd, int src_root, int dst_root, int dst_fs) {
+int run_worker(const Options& options, int job_fd, int result_fd, std::atomic<uint64_t>* in_hand, int src_root,
+               int dst_root, int dst_fs) {
   ::umask(0);  // files are created with their final permission bits
   struct sigaction sa {};
   sa.sa_handler = on_finish_up;
@@ -190,6 +191,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, int src_root, 
   copier.set_dst_fs(dst_fs);
   copier.set_dst_root(dst_root);
   copier.stop_when(&g_finish_up);
+  copier.tell_in_hand(in_hand);
   DirPair dirs(options, src_root, dst_root, copier);
   FrameReader reader;
   std::string in(64 * 1024, '\0');

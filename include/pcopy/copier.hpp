@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdint>
 #include <functional>
@@ -191,6 +192,9 @@ class Copier {
   // being copied stops at its next piece, and one whose data is copied by then is not put in
   // place (but with --inplace, where it is written in place and finished).
   void stop_when(const volatile sig_atomic_t* flag) { stop_ = flag; }
+  // Where to say which file is being written under its final name (--inplace): the id of its job
+  // while it is, 0 after (Pool::in_hand).
+  void tell_in_hand(std::atomic<uint64_t>* slot) { in_hand_ = slot; }
 
   // `dst_dir` may be -1 in a dry run whose destination directory does not exist yet.
   // `report` is called with the job's id and byte deltas while long files copy.
@@ -273,6 +277,7 @@ class Copier {
   int dst_fs_ = -1;    // see set_dst_fs
   int dst_root_ = -1;  // see set_dst_root
   const volatile sig_atomic_t* stop_ = nullptr;  // see stop_when
+  std::atomic<uint64_t>* in_hand_ = nullptr;     // see tell_in_hand
   bool abandoned() const { return stop_ && *stop_ && !opt_.inplace; }
   bool try_cfr_;       // copy_file_range, cleared after the kernel said no
   std::string buffer_;

@@ -5,6 +5,8 @@
 
 #include <sys/types.h>
 
+#include <atomic>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -28,10 +30,12 @@ struct WorkerSlot {
 
 class Pool {
  public:
-  // `worker_main(job_fd, result_fd)` runs in each child; its return value is the exit status.
-  // `keep_fds` are the extra descriptors a worker needs (e.g. the SRC and DST roots); in the child
-  // they are renumbered 5, 6, … in order, and every other descriptor is closed.
-  using WorkerMain = std::function<int(int job_fd, int result_fd)>;
+  // `worker_main(job_fd, result_fd, in_hand)` runs in each child; its return value is the exit
+  // status. `keep_fds` are the extra descriptors a worker needs (e.g. the SRC and DST roots); in the
+  // child they are renumbered 5, 6, … in order, and every other descriptor is closed. `in_hand` is
+  // the worker's slot of memory shared with the parent (null where it could not be mapped): see
+  // in_hand().
+  using WorkerMain = std::function<int(int job_fd, int result_fd, std::atomic<uint64_t>* in_hand)>;
   // Forks as many of `workers` as the system allows (`ulimit -u`, memory): see live() and
   // start_error().
   Pool(unsigned workers, std::vector<int> keep_fds, WorkerMain worker_main);
@@ -47,6 +51,10 @@ class Pool {
   int spawn(size_t i);
   size_t live() const;
   int start_error() const { return start_error_; }  // why the constructor forked fewer than asked
+  // The job worker i said, in its shared slot, it is writing under its final name (--inplace), 0
+  // for none: a store per file where a message would be a system call. Read once the worker is
+  // dead, it is the file its death left part-written.
+  uint64_t in_hand(size_t i) const { return in_hand_ ? in_hand_[i].load(std::memory_order_relaxed) : 0; }
   // Queues a frame for worker i and writes as much as the pipe takes now.
   void send(size_t i, const std::string& frame);
   // Writes queued bytes to worker i; returns false if the worker is gone.
@@ -69,6 +77,8 @@ class Pool {
   std::vector<int> keep_fds_;
   int start_error_ = 0;
   WorkerMain worker_main_;
+  std::atomic<uint64_t>* in_hand_ = nullptr;  // one slot per worker, MAP_SHARED
+  size_t in_hand_bytes_ = 0;
 };
 
 // Describes a wait status: "killed by signal 9 (Killed)" or "exited with status 3".

@@ -2967,6 +2967,33 @@ TEST_P(FaultsByJobs, AFileAWorkerWasKilledWritingInPlaceIsNamed) {
   EXPECT_EQ(report.at("files_copied").get<size_t>(), 0u);
 }
 
+// The same of a small file, which no progress message names: 131,072 bytes of 140,692 were left
+// under its name, and the run said 0 errors (helper I9). The worker's slot of shared memory says
+// which file it is writing in place.
+TEST_P(FaultsByJobs, ASmallFileAWorkerWasKilledWritingInPlaceIsNamed) {
+  std::string src = shared_tree("one_small", [](const std::string& root) {
+    make_dir(root + "/d");
+    write_file(root + "/d/small.bin", random_bytes(140'692, 7));
+  });
+  make_dirs(dst + "/d");
+  write_file(dst + "/d/small.bin", "the copy of an earlier run\n");
+  AsyncPcopy p({jobs(), "--inplace", "--json", src, dst}, logs, {"PCOPY_TEST_STOP_MIDWAY_NAME=small.bin"});
+  bool sent = stopped_worker(p, Clock::now() + 60s) > 0 && p.running() && ::kill(p.pid(), SIGTERM) == 0;
+  RunResult r = p.wait();
+  ASSERT_TRUE(sent) << "no worker stopped in small.bin\n" << describe(r);
+  EXPECT_EQ(r.status, 143) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'd/small.bin': not copied: pcopy stopped before it was complete"))
+      << describe(r);
+  auto report = nlohmann::json::parse(r.out);
+  ASSERT_EQ(report.at("errors").size(), 1u) << describe(r);
+  EXPECT_EQ(report["errors"][0].at("path"), "d/small.bin");
+  EXPECT_EQ(report.at("files_copied").get<size_t>(), 0u);
+  EXPECT_NE(read_file(dst + "/d/small.bin"), read_file(src + "/d/small.bin")) << "the premise: cut short";
+  r = copy(src, dst, {"-u", "--inplace"});  // the next run puts it right
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
 TEST_P(FaultsByJobs, ASecondSignalWhileStoppingDoesNotCutTheReportShort) {
   std::string src = shared_tree("staged", make_staged_leaf_tree);
   // A worker stops itself half-way through big.bin: stopping the run then takes a while (the time
