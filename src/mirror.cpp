@@ -513,7 +513,10 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
         continue;
       }
       const std::string& rel = at(e.name);
-      if (is_temp_name(e.name) || opt.filters.excluded(rel, e.is_dir)) continue;
+      // pcopy's temporaries are remove_temps()' to remove, or a live run's to keep; a directory
+      // named like a file's temporary is no one's: it was never removed (I7).
+      if ((is_temp_name(e.name) && (!e.is_dir || is_staged_name(e.name))) || opt.filters.excluded(rel, e.is_dir))
+        continue;
       if (e.is_dir && elsewhere(p.dst.get(), e.name.data())) continue;
       if (!aliases) {
         path.resize(dir_len);

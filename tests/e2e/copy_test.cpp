@@ -1556,6 +1556,21 @@ TEST_F(CopyTest, ASourceFileNamedLikeATemporaryIsCopiedOnce) {
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_FALSE(exists(dst + "/" + leftover));
   EXPECT_TRUE(exists(dst + "/sub/" + leftover));
+  // So is a directory named like a file's temporary, which no run of pcopy's makes: --delete left
+  // it for the leftovers' removal, which left it for --delete (I7). -n lists it.
+  const std::string dir_like_a_file = ".pcopy-99999-5.tmp";
+  make_dir(src + "/" + dir_like_a_file);
+  write_file(src + "/" + dir_like_a_file + "/f", "in a directory\n");
+  ASSERT_EQ(copy({"-a", "-u"}).status, 0);
+  ASSERT_EQ(::unlink((src + "/" + dir_like_a_file + "/f").c_str()), 0);
+  ASSERT_EQ(::rmdir((src + "/" + dir_like_a_file).c_str()), 0);
+  r = copy({"-a", "-u", "--delete", "-n"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(has_line(r.out, "delete " + dir_like_a_file)) << describe(r);
+  r = copy({"-a", "-u", "--delete", "--json"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_FALSE(exists(dst + "/" + dir_like_a_file)) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("files_deleted"), 2) << r.out;  // the directory and its file
 }
 
 TEST_F(CopyTest, RefusesDirectoryOntoExistingFile) {
