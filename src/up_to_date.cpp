@@ -139,14 +139,16 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
 // It is copied anew instead, as cp -a copies it; the group's other names are linked to the new
 // copy (-a), and the old inode keeps the names SRC no longer gives it. Not with --inplace, which
 // rewrites the file where it is (its other names see the new data), unless it is on SRC's file
-// system, where one of them may be a file of SRC (see open_in_place).
+// system, where one of them may be a file of SRC (see open_in_place), or with -a, whose copies
+// have SRC's links: there it replaces a linked file it rewrites, and a name SRC broke off kept the
+// other's metadata, each run writing both in turn through the one inode (I7).
 bool Copier::shared_and_differs(int src_dir, int dst_dir, const Job& job, const struct stat& dst) {
   if (!S_ISREG(dst.st_mode) || dst.st_nlink < 2) return false;
   // Looked at anew: the walk's stat, when it came with the job, has no link count (nor, in a dry
   // run, a mode or owner).
   struct stat src;
   if (::fstatat(src_dir, job.name.c_str(), &src, opt_.dereference ? 0 : AT_SYMLINK_NOFOLLOW) != 0 ||
-      (opt_.inplace && dst.st_dev != src.st_dev) ||
+      (opt_.inplace && !opt_.archive && dst.st_dev != src.st_dev) ||
       dst.st_nlink <= (job.names_in_copy ? job.names_in_copy : src.st_nlink))
     return false;
   bool same_owner = src.st_uid == dst.st_uid && src.st_gid == dst.st_gid;

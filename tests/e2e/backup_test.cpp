@@ -1537,6 +1537,33 @@ TEST_F(Backup, ArchiveInplaceDoesNotWriteThroughALinkSrcBroke) {
   }
 }
 
+// The same on another file system, where --inplace writes through links, of a name SRC broke off
+// with the same data and time (cp -p) but another mode and no attribute: DST's two names stayed one
+// file, b with a's attribute (or a with b's mode), and every -u run wrote both names' metadata in
+// turn through it, never done (I7). With -a its copies have SRC's links: b is copied anew.
+TEST_F(Backup, ArchiveInplaceSeparatesANameSrcBrokeOffOnAnotherFileSystem) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs for DST";
+  Mount other(tmp / "other-fs", Mount::Tmpfs{"size=4m"});
+  if (!other.mounted()) GTEST_SKIP() << other.why();
+  const std::string there = tmp / "other-fs/dst";
+  write_old(src + "/a", "data\n");
+  ASSERT_EQ(::link((src + "/a").c_str(), (src + "/b").c_str()), 0);
+  if (::setxattr((src + "/a").c_str(), "user.tag", "a's", 3, 0) != 0) GTEST_SKIP() << "no user xattrs here";
+  ASSERT_EQ(run_pcopy({"-a", src, there}).status, 0);
+  write_old(src + "/b.new", "data\n");
+  ASSERT_EQ(::chmod((src + "/b.new").c_str(), 0600), 0);
+  ASSERT_EQ(::rename((src + "/b.new").c_str(), (src + "/b").c_str()), 0);
+  RunResult r = run_pcopy({"-a", "-u", "--inplace", src, there});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  CompareOptions all;
+  all.hardlinks = all.xattrs = true;
+  EXPECT_EQ(diff_trees(src, there, all), "");
+  auto before = snapshot(there);
+  r = run_pcopy({"-a", "-u", "--inplace", src, there});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_snapshots(before, snapshot(there)), "") << "an unchanged run wrote to DST";
+}
+
 // --inplace (without -a) into a `cp -al` snapshot of SRC after a file of SRC was renamed and another
 // made under its old name: DST's name is a hard link to a *different* file of SRC, and written
 // through, that file of SRC took the new one's data (exit 0; rsync --inplace does the same). Also two
