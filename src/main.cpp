@@ -9,12 +9,17 @@
 #include "pcopy/fd.hpp"
 #include "pcopy/report.hpp"
 #include "pcopy/run.hpp"
+#include "pcopy/signals.hpp"
 
 int main(int argc, char** argv) {
+  pcopy::block_signals();  // read once the run watches them: none ends pcopy before its report
   pcopy::reserve_standard_fds();
   pcopy::count_inherited_fds();
   pcopy::CliResult cli = pcopy::parse_cli(argc, argv);
-  if (!cli.options) return cli.exit_status;
+  if (!cli.options) {
+    pcopy::unblock_signals();
+    return cli.exit_status;
+  }
   try {
     return pcopy::run(*cli.options);
   } catch (const std::bad_alloc&) {

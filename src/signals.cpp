@@ -8,11 +8,11 @@
 
 namespace pcopy {
 
-// The signals that end or stop the run, blocked and read from a signalfd from before DST is made:
-// one that came while it was (a CI job cancelled at once) killed pcopy, no report written, and left
-// an empty DST of mode 0700.
-Signals watch_signals() {
-  Signals out;
+// The signals that end or stop the run, blocked from the first thing main() does and read from a
+// signalfd from before DST is made: one that came while it was (a CI job cancelled at once) killed
+// pcopy, no report written, and left an empty DST of mode 0700; one that came while the command
+// line was read killed it too (helper I9: 17 of 20 SIGTERMs sent as it started).
+sigset_t block_signals() {
   sigset_t mask;
   sigemptyset(&mask);
   // Every signal that would end pcopy outright ends the run as Ctrl-C does (temporaries removed,
@@ -30,8 +30,19 @@ Signals watch_signals() {
   dfl.sa_handler = SIG_DFL;
   ::sigaction(SIGCHLD, &dfl, nullptr);
   sigaddset(&mask, SIGCHLD);
-  out.watched = mask;
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);  // to the exit (see the end of Runner::finish)
+  return mask;
+}
+
+void unblock_signals() {
+  sigset_t mask = block_signals();
+  ::sigprocmask(SIG_UNBLOCK, &mask, nullptr);
+}
+
+Signals watch_signals() {
+  Signals out;
+  sigset_t mask = block_signals();  // again: the same signals, already blocked
+  out.watched = mask;
   out.fd.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!out.fd) out.err = errno;
   ::signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not death

@@ -20,7 +20,12 @@ struct Signals {
   sigset_t watched{};  // those read from fd (not those ignored when pcopy started)
 };
 
-// Blocks the signals above and SIGCHLD, to the exit, and opens the signalfd that reads them.
+// Blocks the signals above (those not ignored) and SIGCHLD, to the exit; the set blocked.
+sigset_t block_signals();
+// Unblocks them where no run follows (a usage error, --help): one that came meanwhile ends pcopy
+// as it would have.
+void unblock_signals();
+// Blocks them, and opens the signalfd that reads them.
 Signals watch_signals();
 
 bool stops_the_run(int sig);
