@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <new>
 #include <optional>
 #include <set>
 #include <string>
@@ -65,24 +66,31 @@ int Runner::run() {
     if (!src) return cannot_open(opt_.src, errno);
     UniqueFd dst(target_.dst_root ? ::fcntl(target_.dst_root.get(), F_DUPFD_CLOEXEC, 0) : -1);
     if (target_.dst_root && !dst) return cannot_open(target_.dst_display, errno);
-    walker_.emplace(
-        opt_, std::move(src), std::move(dst), target_.src_st,
-        [this](const DirNode& dir, const Walker::DirTrouble& trouble) {
-          std::string path = walker_->rel_path(&dir);
-          // A directory finished after the stop whose mode or times fail for the reason said once
-          // (a read-only directory of DST): the stop's line told that nothing more could be written.
-          if (trouble.err && !(stopping_ && trouble.err == stop_err_))
-            error(path.empty() ? "." : path, errno_text(trouble.err));
-          for (const Unkept& u : trouble.unkept) unkept(path, u);
-          if (trouble.flush_err) flush_failed(path.empty() ? "." : path, trouble.flush_err);
-          // Not in place: neither are the entries its workers reported copied.
-          auto take = [](uint64_t& count, uint64_t n) { count -= std::min(count, n); };
-          take(stats_.files_copied, trouble.lost.files);
-          take(stats_.links_copied, trouble.lost.links);
-          take(stats_.dirs_created, trouble.lost.dirs);
-          take(stats_.bytes_copied, trouble.lost.bytes);
-        },
-        stat_entries_);
+    // Refused as the other failures to begin are, what was made for the run removed (`ulimit -v`:
+    // it was left, by "pcopy: Cannot allocate memory" from main, I8).
+    try {
+      walker_.emplace(
+          opt_, std::move(src), std::move(dst), target_.src_st,
+          [this](const DirNode& dir, const Walker::DirTrouble& trouble) {
+            std::string path = walker_->rel_path(&dir);
+            // A directory finished after the stop whose mode or times fail for the reason said once
+            // (a read-only directory of DST): the stop's line told that nothing more could be written.
+            if (trouble.err && !(stopping_ && trouble.err == stop_err_))
+              error(path.empty() ? "." : path, errno_text(trouble.err));
+            for (const Unkept& u : trouble.unkept) unkept(path, u);
+            if (trouble.flush_err) flush_failed(path.empty() ? "." : path, trouble.flush_err);
+            // Not in place: neither are the entries its workers reported copied.
+            auto take = [](uint64_t& count, uint64_t n) { count -= std::min(count, n); };
+            take(stats_.files_copied, trouble.lost.files);
+            take(stats_.links_copied, trouble.lost.links);
+            take(stats_.dirs_created, trouble.lost.dirs);
+            take(stats_.bytes_copied, trouble.lost.bytes);
+          },
+          stat_entries_);
+    } catch (const std::bad_alloc&) {
+      walker_.reset();
+      return refuse_start("pcopy: cannot make room to list directories in: " + errno_text(ENOMEM), "");
+    }
     if (int err = walker_->start_error()) {
       bool in_dst = walker_->start_error_in_dst();
       walker_.reset();
@@ -519,8 +527,16 @@ int run(const Options& options) {
     print_refusal(no->message, no->path, options.json, signal, options.dry_run);
     return signal ? 128 + signal : 2;
   }
-  Runner runner(options, std::get<Target>(prepared), std::move(signals));
-  return runner.run();
+  // Out of memory (`ulimit -v`) where nothing says more (main() prints it): what was made for the
+  // run and is still empty goes, as after a refusal.
+  Target& target = std::get<Target>(prepared);
+  try {
+    Runner runner(options, target, std::move(signals));
+    return runner.run();
+  } catch (const std::bad_alloc&) {
+    target.remove_made();
+    throw;
+  }
 }
 
 }  // namespace pcopy
