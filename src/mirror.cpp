@@ -282,11 +282,25 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     }
     if (stack.size() > kOpenLevels) stack[stack.size() - 1 - kOpenLevels].fd.reset();
   };
-  // Stopped half-way: the directories opened up to be emptied, which stay, get their modes back
-  // (but a level more than kOpenLevels above the deepest, whose descriptor was let go).
+  // Stopped half-way: the directories opened up to be emptied, which stay, get their modes back,
+  // deepest first. A level whose descriptor was let go (more than kOpenLevels above the deepest) is
+  // reopened through ".." of the one below before that one gets its mode back, which may not let
+  // ".." be looked up: they stayed opened up (I8).
   auto given_back = [&] {
-    for (Level& lv : stack)
-      if (lv.was && lv.fd) ::fchmod(lv.fd.get(), lv.was & 07777);
+    UniqueFd here;  // level i's descriptor where it had none
+    for (size_t i = stack.size(); i-- > 0;) {
+      Level& lv = stack[i];
+      int fd = lv.fd ? lv.fd.get() : here.get();
+      UniqueFd up;
+      if (i > 0 && !stack[i - 1].fd && fd >= 0) {
+        struct stat us;
+        up.reset(::openat(fd, "..", kDirFlags));
+        if (up && (::fstat(up.get(), &us) != 0 || us.st_dev != stack[i - 1].dev || us.st_ino != stack[i - 1].ino))
+          up.reset();  // moved meanwhile: not another directory's mode
+      }
+      if (lv.was && fd >= 0) ::fchmod(fd, lv.was & 07777);
+      here = std::move(up);
+    }
   };
   enter(std::move(top), was);
   while (!stack.empty()) {

@@ -1345,6 +1345,29 @@ TEST_F(Backup, DeleteRemovesATreeDeeperThanTheOpenFileLimit) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// --fail-fast stopping --delete in a read-only extraneous tree of the user's deeper than the 16
+// levels it holds open: every directory it opened up to empty gets its mode back. Those more than
+// 16 levels above the deepest stayed 0755 (I8: 11 of 31).
+TEST_F(Backup, AStoppedDeleteGivesEveryLevelOfADeepReadOnlyTreeItsModeBack) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: a directory of root's in the tree, which the user cannot empty";
+  write_file(src + "/k", "k\n");
+  std::vector<std::string> levels{dst + "/x"};
+  make_dirs(levels.back());
+  for (int i = 1; i <= 30; ++i) {
+    levels.push_back(levels.back() + fmt::format("/l{}", i));
+    make_dir(levels.back());
+    for (int f = 1; f <= 3; ++f) write_file(levels.back() + fmt::format("/f{}", f), "f\n");
+  }
+  RunOptions as_user = unprivileged(tmp);  // gives the tree to the user: root's directory after it
+  make_dir(levels[25] + "/aaa_root");
+  write_file(levels[25] + "/aaa_root/r", "");
+  for (auto it = levels.rbegin(); it != levels.rend(); ++it) ASSERT_EQ(::chmod(it->c_str(), 0555), 0);
+  RunResult r = copy({"--delete", "--fail-fast", "-j1"}, as_user);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line_starting(r.err, "pcopy: stopping at the first error (--fail-fast)")) << describe(r);
+  for (const std::string& level : levels) EXPECT_EQ(lstat_of(level).st_mode & 07777, 0555u) << level;
+}
+
 // At the lowest open-file limit pcopy accepts for its -j, --delete still removes a deep extraneous
 // tree: it had 16 levels open, 16 directories held for later and a listing's descriptor on top of
 // the pool's pipes, and failed with "Too many open files" and then "Directory not empty" for the
