@@ -28,7 +28,9 @@ std::string owner_text(const struct stat& st) { return fmt::format("{}:{}", st.s
 std::string mode_text(mode_t mode) { return fmt::format("{:04o}", mode & 07777); }
 
 bool give_owner(int dir, const char* name, uid_t uid, gid_t gid, gid_t have_gid) {
-  auto chown = [&](uid_t u, gid_t g) { return name ? ::fchownat(dir, name, u, g, AT_SYMLINK_NOFOLLOW) : ::fchown(dir, u, g); };
+  auto chown = [&](uid_t u, gid_t g) {
+    return name ? ::fchownat(dir, name, u, g, AT_SYMLINK_NOFOLLOW) : ::fchown(dir, u, g);
+  };
   if (chown(uid, gid) == 0) return true;
   int err = errno;
   if ((err == EPERM || err == EINVAL) && gid != have_gid) chown(uid_t(-1), gid);

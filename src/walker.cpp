@@ -798,7 +798,8 @@ int Walker::apply_dir_metadata(DirNode* dir, DirTrouble& trouble) {
   bool owner_kept = st.st_uid == euid_ && st.st_gid == egid_, chowned = false, xattrs_written = false;
   if (opt_.archive) {
     owner_kept = known && have.st_uid == st.st_uid && have.st_gid == st.st_gid;
-    if (!owner_kept) owner_kept = chowned = give_owner(fd, nullptr, st.st_uid, st.st_gid, known ? have.st_gid : gid_t(-1));
+    if (!owner_kept)
+      owner_kept = chowned = give_owner(fd, nullptr, st.st_uid, st.st_gid, known ? have.st_gid : gid_t(-1));
     if (!owner_kept && !chown_refused_to_user(errno, euid_ == 0)) {
       int e = errno;
       if (int err = note_unkept(unkept, e, "owner", owner_text(st))) return err;
