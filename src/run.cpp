@@ -287,7 +287,8 @@ int Runner::finish() {
       // --inplace: the file a killed worker was still writing holds part of the new data under its
       // name, as a big file whose chunks were being written does (below). The worker's shared slot
       // says which, of any size (a small one was named by no progress message: helper I9).
-      uint64_t writing = pool_->in_hand(w) ? pool_->in_hand(w) : reporting_[w];
+      uint64_t writing = pool_->in_hand(w);
+      if (!writing) writing = reporting_[w];
       auto in_hand = jobs_.find(writing);
       if (opt_.inplace && slot.held.count(writing) && in_hand != jobs_.end() && !in_hand->second.file)
         error(rel(in_hand->second), "not copied: pcopy stopped before it was complete");

@@ -1660,6 +1660,14 @@ size_t display_width(std::string_view s) {
   }));
 }
 
+// Options that run pcopy under a pseudo-terminal `columns` wide.
+RunOptions on_terminal(int columns) {
+  RunOptions options;
+  options.pty = true;
+  options.pty_columns = columns;
+  return options;
+}
+
 // The progress frames in terminal output. Frames are separated by '\r'; a segment ending a line
 // ('\n') only counts when it is a bar left on screen (it shows a percentage) rather than the summary
 // or an error printed after the bar was cleared.
@@ -1695,9 +1703,7 @@ class TerminalProgressTest : public CopyTest, public ::testing::WithParamInterfa
 TEST_P(TerminalProgressTest, DrawsBarNoWiderThanTerminal) {
   // About 60 MB: several redraw periods in a Debug build; an optimised one still draws first and last.
   make_mixed_tree(400);
-  RunOptions options;
-  options.pty = true;
-  options.pty_columns = 50;
+  RunOptions options = on_terminal(50);
   RunResult r = copy({GetParam(), "-j2"}, options);
 
   EXPECT_EQ(r.status, 0) << describe(r);
@@ -1718,9 +1724,7 @@ TEST_P(TerminalProgressTest, DrawsBarNoWiderThanTerminal) {
 // a container) is as wide as $COLUMNS says, as GNU tools take it; the bar assumed 80 and wrapped.
 TEST_F(CopyTest, AnUnsizedTerminalIsAsWideAsColumnsSays) {
   make_mixed_tree(400);
-  RunOptions options;
-  options.pty = true;
-  options.pty_columns = 0;
+  RunOptions options = on_terminal(0);
   options.env = {"COLUMNS=40"};
   RunResult r = copy({"-j2"}, options);
   EXPECT_EQ(r.status, 0) << describe(r);
@@ -1736,9 +1740,7 @@ TEST_F(CopyTest, AnUnsizedTerminalIsAsWideAsColumnsSays) {
 // erased before it as before a -v line; not glued to the bar's text, as they were.
 TEST_F(CopyTest, ManifestLinesOnTheTerminalEraseTheBarFirst) {
   make_mixed_tree(400);
-  RunOptions options;
-  options.pty = true;
-  options.pty_columns = 200;
+  RunOptions options = on_terminal(200);
   RunResult r = copy({"-j2", "--manifest", "/dev/stdout"}, options);
   EXPECT_EQ(r.status, 0) << describe(r);
   size_t manifest_lines = 0;
@@ -1758,9 +1760,7 @@ TEST_F(CopyTest, ManifestLinesOnTheTerminalEraseTheBarFirst) {
 // A dry run's bar shows how far it has gone, not a throughput: it copies nothing.
 TEST_F(CopyTest, ADryRunsBarShowsNoThroughput) {
   make_mixed_tree(400);
-  RunOptions options;
-  options.pty = true;
-  options.pty_columns = 120;
+  RunOptions options = on_terminal(120);
   RunResult r = copy({"-n", "-j2", "--progress=always"}, options);
   EXPECT_EQ(r.status, 0) << describe(r);
   auto frames = bar_frames(r.out);
