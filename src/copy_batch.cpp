@@ -58,7 +58,7 @@ bool Copier::batchable(const Job& job) const {
 }
 
 void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, const ProgressFn& report,
-                        std::vector<Result>& results) {
+                        std::vector<Result>& results, const std::function<void(const Result&)>& done) {
   bool reported = false;
   ProgressFn tell = [&](uint64_t id, uint64_t bytes) {
     reported = true;
@@ -122,6 +122,7 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
     if (r.outcome != Outcome::Failed) r.unkept = std::move(unkept_);
     note_own_mount(r, dst_dir, job.target());
     stop = stop || ends_batch(r, opt_);
+    if (done) done(r);
   }
   closes_ = nullptr;
   for (size_t i = results.size(); i < jobs.size(); ++i)

@@ -60,11 +60,18 @@ void reset_signals_in_child() {
 
 Pool::Pool(unsigned workers, std::vector<int> keep_fds, WorkerMain worker_main)
     : slots_(workers), keep_fds_(std::move(keep_fds)), worker_main_(std::move(worker_main)) {
-  static_assert(std::atomic<uint64_t>::is_always_lock_free, "a slot shared between processes needs no lock");
-  in_hand_bytes_ = std::max<size_t>(workers, 1) * sizeof(std::atomic<uint64_t>);
-  void* map = ::mmap(nullptr, in_hand_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (map != MAP_FAILED) in_hand_ = new (map) std::atomic<uint64_t>[std::max<size_t>(workers, 1)]();
+  static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
+                "memory shared between processes needs no lock");
+  shared_bytes_ = std::max<size_t>(workers, 1) * sizeof(WorkerShared);
+  void* map = ::mmap(nullptr, shared_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (map != MAP_FAILED) shared_ = new (map) WorkerShared[std::max<size_t>(workers, 1)];
   for (size_t i = 0; i < slots_.size() && !start_error_; ++i) start_error_ = spawn(i);
+}
+
+std::string_view Pool::unsent(size_t i) const {
+  if (!shared_) return {};
+  size_t n = std::min<size_t>(shared_[i].unsent.load(std::memory_order_acquire), WorkerShared::kUnsentBytes);
+  return {shared_[i].frames, n};
 }
 
 size_t Pool::live() const {
@@ -74,7 +81,7 @@ size_t Pool::live() const {
 Pool::~Pool() {
   close_jobs();
   shutdown(0);
-  if (in_hand_) ::munmap(in_hand_, in_hand_bytes_);
+  if (shared_) ::munmap(shared_, shared_bytes_);
 }
 
 int Pool::spawn(size_t i) {
@@ -86,7 +93,10 @@ int Pool::spawn(size_t i) {
   } catch (const std::system_error& e) {
     return e.code().value();
   }
-  if (in_hand_) in_hand_[i].store(0, std::memory_order_relaxed);
+  if (shared_) {
+    shared_[i].in_hand.store(0, std::memory_order_relaxed);
+    shared_[i].unsent.store(0, std::memory_order_relaxed);
+  }
   pid_t parent = ::getpid();
   std::fflush(nullptr);  // nothing buffered may be written twice
   pid_t pid = ::fork();
@@ -104,7 +114,7 @@ int Pool::spawn(size_t i) {
       renumber_fds(fds);
       jobs.read.release(), jobs.write.release(), results.read.release(), results.write.release();
       for (auto& other : slots_) other.jobs.release(), other.results.release();
-      status = worker_main_(3, 4, in_hand_ ? &in_hand_[i] : nullptr);
+      status = worker_main_(3, 4, shared_ ? &shared_[i] : nullptr);
     } catch (...) {
     }
     ::_exit(status);

@@ -153,8 +153,8 @@ int Runner::start_pool() {
   std::vector<int> keep{target_.src_root.get(), target_.dst_root.get(), target_.dst_fs.get()};
   const Options& opt = opt_;
   bool has_dst = target_.dst_root.valid(), has_fs = target_.dst_fs.valid();
-  pool_.emplace(opt_.jobs, keep, [&opt, has_dst, has_fs](int job_fd, int result_fd, std::atomic<uint64_t>* in_hand) {
-    return run_worker(opt, job_fd, result_fd, in_hand, 5, has_dst ? 6 : -1, has_fs ? 7 : -1);
+  pool_.emplace(opt_.jobs, keep, [&opt, has_dst, has_fs](int job_fd, int result_fd, WorkerShared* shared) {
+    return run_worker(opt, job_fd, result_fd, shared, 5, has_dst ? 6 : -1, has_fs ? 7 : -1);
   });
   if (int err = pool_->start_error()) {
     size_t live = pool_->live();
@@ -284,14 +284,9 @@ int Runner::finish() {
     for (size_t w = 0; w < pool_->size(); ++w) {
       WorkerSlot& slot = pool_->slot(w);
       drain_results(w);
-      // --inplace: the file a killed worker was still writing holds part of the new data under its
-      // name, as a big file whose chunks were being written does (below). The worker's shared slot
-      // says which, of any size (a small one was named by no progress message: helper I9).
-      uint64_t writing = pool_->in_hand(w);
-      if (!writing) writing = reporting_[w];
-      auto in_hand = jobs_.find(writing);
-      if (opt_.inplace && slot.held.count(writing) && in_hand != jobs_.end() && !in_hand->second.file)
-        error(rel(in_hand->second), "not copied: pcopy stopped before it was complete");
+      if (!alive[w]) take_unsent(w);  // answers a killed worker had not sent
+      if (uint64_t writing = part_written(w))
+        error(rel(jobs_.at(writing)), "not copied: pcopy stopped before it was complete");
       if (alive[w]) {  // left for init to reap
         slot.results.reset();
         slot.pid = -1;

@@ -13,6 +13,7 @@
 #include <deque>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pcopy/copier.hpp"
@@ -70,13 +71,11 @@ void Runner::on_worker_gone(size_t w, bool said) {
   WorkerSlot& slot = pool_->slot(w);
   pid_t pid = slot.pid;
   int status = pool_->reap(w, true);
+  if (!said) take_unsent(w);  // one killed for what it sent is not taken at its word
+  uint64_t writing = part_written(w);  // before spawn() clears the in-hand slot
   // A death the run survives is still said (a warning): an OOM kill or a crash is the operator's
   // to know of, even where every file came out right.
-  if (!said && !interrupted_ && !stopping_ && !abandon_) {
-    std::string text = fmt::format("worker {} died ({}); what it held is handed out again", pid,
-                                   describe_wait_status(status));
-    run_warning(text);
-  }
+  bool tell = !said && !interrupted_ && !stopping_ && !abandon_;
   std::vector<uint64_t> held;
   for (uint64_t id : sent_[w])
     if (slot.held.count(id)) held.push_back(id);
@@ -99,31 +98,35 @@ void Runner::on_worker_gone(size_t w, bool said) {
   heard_from(w);
   startup_deaths_ = answered_[w] == 0 ? startup_deaths_ + 1 : 0;
   answered_[w] = 0;
-  if (startup_deaths_ > 2 * int(pool_->size()) + 2) {
+  bool give_up = startup_deaths_ > 2 * int(pool_->size()) + 2;
+  // A replacement that cannot be forked leaves the others to go on; with none left, nothing can.
+  int no_spawn = abandon_ || give_up ? 0 : pool_->spawn(w);
+  bool none_left = no_spawn && pool_->live() == 0;
+  if (tell) {
+    std::string text = fmt::format("worker {} died ({}){}", pid, describe_wait_status(status),
+                                   give_up || none_left ? "" : "; what it held is handed out again");
+    run_warning(text);
+  }
+  std::string why;
+  if (give_up) {
+    why = fmt::format("workers die before doing any work ({}); giving up: the remaining entries were not copied",
+                      describe_wait_status(status));
+  } else if (none_left) {
+    why = fmt::format("no worker process left: {}: the remaining entries were not copied", errno_text(no_spawn));
+  }
+  if (!why.empty()) {
     // Run-wide, as a full disk's stop is: no path at fault, and what it means for the rest said.
-    std::string why = fmt::format("workers die before doing any work ({}); giving up: the remaining entries were "
-                                  "not copied",
-                                  describe_wait_status(status));
     console_.say("pcopy: " + why);
     stats_.errors.add("", why);
     abandon_ = true;
-  }
-  if (!abandon_) {
-    // A replacement that cannot be forked leaves the others to go on; with none left, nothing can.
-    int err = pool_->spawn(w);
-    if (err && pool_->live() == 0) {
-      std::string why =
-          fmt::format("no worker process left: {}: the remaining entries were not copied", errno_text(err));
-      console_.say("pcopy: " + why);
-      stats_.errors.add("", why);
-      abandon_ = true;
-    }
   }
   for (uint64_t id : held) {
     JobInfo& info = jobs_.at(id);
     bytes_done_ -= std::min(bytes_done_, info.reported);
     info.reported = 0;
     info.worker = -1;
+    // With no worker to write it again, the file it was writing in place stays part-written.
+    if (abandon_ && id == writing) error(rel(info), "not copied: its worker died before it was complete");
   }
   if (abandon_ || held.empty()) return;
 
@@ -173,6 +176,17 @@ void Runner::on_worker_gone(size_t w, bool said) {
   queue_.insert(queue_.begin(), std::make_move_iterator(retry.begin()), std::make_move_iterator(retry.end()));
 }
 
+// --inplace: the job whose file dead worker `w` was writing under its final name, which its death
+// left holding part of the new data (as a big file whose chunks were being written is); 0 for
+// none. Its shared in-hand slot says which, of any size (a small one sends no progress message:
+// helper I9); or the progress it reported. Read before spawn(w).
+uint64_t Runner::part_written(size_t w) const {
+  uint64_t writing = pool_->in_hand(w);
+  if (!writing) writing = reporting_[w];
+  auto it = jobs_.find(writing);
+  return opt_.inplace && pool_->slot(w).held.count(writing) && it != jobs_.end() && !it->second.file ? writing : 0;
+}
+
 // The temporaries worker `pid` left in the directories of the jobs it held. With --inplace too,
 // whose links, FIFOs and devices go through a temporary as well (E2).
 void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
@@ -208,6 +222,23 @@ void Runner::handle_frames(size_t w, bool abandoned_too) {
     } else {
       throw ProtocolError("unexpected message from a worker");
     }
+  }
+}
+
+// The answers dead worker `w` had encoded and not yet sent (WorkerShared::unsent), for files it put
+// in place: counted and named as if they had come through its pipe, not copied again. One that had
+// come (its death fell between the write and clearing the memory) answers no job it still holds.
+void Runner::take_unsent(size_t w) {
+  FrameReader reader;
+  std::string_view frames = pool_->unsent(w);
+  reader.feed(frames.data(), frames.size());
+  try {
+    while (auto frame = reader.next())
+      if (frame->type == MsgType::Result) {
+        Result r = decode_result(frame->payload);
+        if (pool_->slot(w).held.count(r.id)) on_result(w, r);
+      }
+  } catch (const ProtocolError&) {
   }
 }
 

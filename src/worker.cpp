@@ -14,6 +14,7 @@
 
 #include "pcopy/copier.hpp"
 #include "pcopy/fd.hpp"
+#include "pcopy/pool.hpp"
 #include "pcopy/protocol.hpp"
 
 namespace pcopy {
@@ -179,7 +180,7 @@ void test_hook_done(const Batch&, uint64_t) {}
 
 }  // namespace
 
-int run_worker(const Options& options, int job_fd, int result_fd, std::atomic<uint64_t>* in_hand, int src_root,
+int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* shared, int src_root,
                int dst_root, int dst_fs) {
   ::umask(0);  // files are created with their final permission bits
   struct sigaction sa {};
@@ -191,7 +192,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, std::atomic<ui
   copier.set_dst_fs(dst_fs);
   copier.set_dst_root(dst_root);
   copier.stop_when(&g_finish_up);
-  copier.tell_in_hand(in_hand);
+  copier.tell_in_hand(shared ? &shared->in_hand : nullptr);
   DirPair dirs(options, src_root, dst_root, copier);
   FrameReader reader;
   std::string in(64 * 1024, '\0');
@@ -203,10 +204,21 @@ int run_worker(const Options& options, int job_fd, int result_fd, std::atomic<ui
   // The job the last progress message was about. It is answered as soon as it is done, before
   // another is started: until then, the parent charges the worker's death to it.
   uint64_t reporting = 0;
+  // What is encoded is in the shared memory too, for the parent to take if this worker dies
+  // before writing it (WorkerShared::unsent); a frame too big for it is not, its job copied again.
+  size_t shown = 0;
+  auto show = [&] {
+    if (!shared || out.size() > WorkerShared::kUnsentBytes) return;
+    std::copy(out.begin() + ptrdiff_t(shown), out.end(), shared->frames + shown);
+    shown = out.size();
+    shared->unsent.store(uint32_t(shown), std::memory_order_release);
+  };
   auto flush = [&] {
     if (out.empty()) return true;
     if (write_all(result_fd, out.data(), out.size()) != 0) return false;
     out.clear();
+    if (shared) shared->unsent.store(0, std::memory_order_relaxed);  // in the pipe (a repeat is ignored)
+    shown = 0;
     last_flush = now_ms();
     return true;
   };
@@ -227,10 +239,14 @@ int run_worker(const Options& options, int job_fd, int result_fd, std::atomic<ui
         flush();
         test_hook_progress(batch, id);
       };
-      auto finish = [&](const Result& r) {
+      auto answer = [&](const Result& r) {
+        encode(out, r);
+        show();
+      };
+      auto finish = [&](const Result& r, bool answered) {
         give_back = give_back || ends_batch(r, options);
         failed_fast = give_back && options.fail_fast;
-        encode(out, r);
+        if (!answered) answer(r);
         test_hook_done(batch, r.id);
         return (out.size() < kFlushBytes && now_ms() - last_flush < kFlushMs && !g_finish_up && r.id != reporting) ||
                flush();
@@ -257,12 +273,13 @@ int run_worker(const Options& options, int job_fd, int result_fd, std::atomic<ui
           while (end < batch.jobs.size() && (!files || end - i < limit) && same(batch.jobs[end])) ++end;
           std::span<const Job> run(batch.jobs.data() + i, end - i);
           for (hooked = std::max(hooked, i); hooked < end; ++hooked) test_hooks(batch.jobs[hooked]);
+          // A run's files are answered as each is in place, in the shared memory at least.
           if (files)
-            copier.copy_batch(dirs.src(), dirs.dst(), run, report, results);
+            copier.copy_batch(dirs.src(), dirs.dst(), run, report, results, answer);
           else
             copier.link_batch(dirs.src(), dirs.dst(), dst_root, run, report, results);
           for (const Result& done : results)
-            if (!finish(done)) return 4;
+            if (!finish(done, files)) return 4;
           if (g_finish_up) return 0;
           i += results.size();
           continue;
@@ -273,7 +290,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, std::atomic<ui
           }
           r = copier.copy(dirs.src(), dirs.dst(), dst_root, job, report);
         }
-        if (!finish(r)) return 4;
+        if (!finish(r, false)) return 4;
         if (g_finish_up) return 0;
         ++i;
       }

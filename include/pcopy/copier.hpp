@@ -206,11 +206,12 @@ class Copier {
   // impossible; batchable() says which jobs may be batched. `results` gets one result per job, in
   // order, up to a file that reported progress: the run ends there, so that the worker answers it
   // before it starts another file (the parent charges the worker's death to it until then).
+  // `done`, if set, is given each result as soon as it is final, before the batch's closing round.
   ~Copier();
   size_t batch_limit();
   bool batchable(const Job& job) const;
   void copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, const ProgressFn& report,
-                  std::vector<Result>& results);
+                  std::vector<Result>& results, const std::function<void(const Result&)>& done = nullptr);
   // Runs of further names of hard-link groups into a destination with nothing to compare
   // (linkable()) go through link_batch: each name is linked straight to its group's copy, one
   // system call, where copy_hard_link looks first and checks after (four). `results` gets one

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -16,6 +17,21 @@
 #include "pcopy/protocol.hpp"
 
 namespace pcopy {
+
+// What a worker shares with the parent in memory (MAP_SHARED), for the parent to read once the
+// worker is dead: what its death would otherwise take with it.
+struct WorkerShared {
+  static constexpr size_t kUnsentBytes = 64 * 1024;
+  // The job it is writing under its final name (--inplace), 0 for none: a store per file where a
+  // message would be a system call. Read once the worker is dead, it is the file its death left
+  // part-written.
+  std::atomic<uint64_t> in_hand{0};
+  // The first `unsent` bytes of `frames`: whole frames it has encoded and not yet written to its
+  // pipe (results go in bunches). They answer jobs whose files are in place; a death before the
+  // write would leave those in no count or manifest, and have them copied again.
+  std::atomic<uint32_t> unsent{0};
+  char frames[kUnsentBytes];
+};
 
 struct WorkerSlot {
   pid_t pid = -1;
@@ -29,12 +45,12 @@ struct WorkerSlot {
 
 class Pool {
  public:
-  // `worker_main(job_fd, result_fd, in_hand)` runs in each child; its return value is the exit
+  // `worker_main(job_fd, result_fd, shared)` runs in each child; its return value is the exit
   // status. `keep_fds` are the extra descriptors a worker needs (e.g. the SRC and DST roots); in the
-  // child they are renumbered 5, 6, … in order, and every other descriptor is closed. `in_hand` is
-  // the worker's slot of memory shared with the parent (null where it could not be mapped): see
-  // in_hand().
-  using WorkerMain = std::function<int(int job_fd, int result_fd, std::atomic<uint64_t>* in_hand)>;
+  // child they are renumbered 5, 6, … in order, and every other descriptor is closed. `shared` is
+  // the worker's memory shared with the parent (null where it could not be mapped): see in_hand()
+  // and unsent().
+  using WorkerMain = std::function<int(int job_fd, int result_fd, WorkerShared* shared)>;
   // Forks as many of `workers` as the system allows (`ulimit -u`, memory): see live() and
   // start_error().
   Pool(unsigned workers, std::vector<int> keep_fds, WorkerMain worker_main);
@@ -50,10 +66,11 @@ class Pool {
   int spawn(size_t i);
   size_t live() const;
   int start_error() const { return start_error_; }  // why the constructor forked fewer than asked
-  // The job worker i said, in its shared slot, it is writing under its final name (--inplace), 0
-  // for none: a store per file where a message would be a system call. Read once the worker is
-  // dead, it is the file its death left part-written.
-  uint64_t in_hand(size_t i) const { return in_hand_ ? in_hand_[i].load(std::memory_order_relaxed) : 0; }
+  // WorkerShared::in_hand of worker i, 0 where there is none. Read once it is dead, and before
+  // spawn(i) clears it.
+  uint64_t in_hand(size_t i) const { return shared_ ? shared_[i].in_hand.load(std::memory_order_relaxed) : 0; }
+  // The frames dead worker i had encoded and not sent (WorkerShared::unsent); before spawn(i).
+  std::string_view unsent(size_t i) const;
   // Queues a frame for worker i and writes as much as the pipe takes now.
   void send(size_t i, const std::string& frame);
   // Writes queued bytes to worker i; returns false if the worker is gone.
@@ -76,8 +93,8 @@ class Pool {
   std::vector<int> keep_fds_;
   int start_error_ = 0;
   WorkerMain worker_main_;
-  std::atomic<uint64_t>* in_hand_ = nullptr;  // one slot per worker, MAP_SHARED
-  size_t in_hand_bytes_ = 0;
+  WorkerShared* shared_ = nullptr;  // one per worker, MAP_SHARED
+  size_t shared_bytes_ = 0;
 };
 
 // Describes a wait status: "killed by signal 9 (Killed)" or "exited with status 3".

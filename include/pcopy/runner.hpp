@@ -181,6 +181,8 @@ class Runner {
   void replace_worker(size_t w, const std::string& why);
   void handle_frames(size_t w, bool abandoned_too);
   bool drain_results(size_t w);
+  void take_unsent(size_t w);
+  uint64_t part_written(size_t w) const;
   void collect_results(int timeout_ms);
   void remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs);
   void on_signal();

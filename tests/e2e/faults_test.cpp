@@ -349,11 +349,12 @@ class AsyncPcopy {
  public:
   // `ignored`: signals pcopy starts with ignored (as under nohup, or a script's `trap ''`). `uid`:
   // run as that user (group 65534), as unprivileged() gives it. `blocked`: signals it starts with
-  // blocked (a launcher's mask). `nofile`: its open-file limit, soft and hard.
+  // blocked (a launcher's mask). `nofile`: its open-file limit, soft and hard; `nproc`, its process
+  // limit (`ulimit -u`, which counts every process of the uid).
   AsyncPcopy(const std::vector<std::string>& args, const std::string& log_dir,
              const std::vector<std::string>& extra_env = {}, const std::string& stdout_fifo = "",
              const std::vector<int>& ignored = {}, std::optional<uid_t> uid = {}, const std::vector<int>& blocked = {},
-             std::optional<long> nofile = {})
+             std::optional<long> nofile = {}, std::optional<long> nproc = {})
       : out_path_(stdout_fifo.empty() ? log_dir + "/stdout" : stdout_fifo),
         err_path_(log_dir + "/stderr"),
         out_fifo_(!stdout_fifo.empty()) {
@@ -390,6 +391,8 @@ class AsyncPcopy {
       for (int sig : ignored) ::signal(sig, SIG_IGN);
       rlimit files{rlim_t(nofile.value_or(0)), rlim_t(nofile.value_or(0))};
       if (nofile && ::setrlimit(RLIMIT_NOFILE, &files) != 0) ::_exit(127);
+      rlimit procs{rlim_t(nproc.value_or(0)), rlim_t(nproc.value_or(0))};
+      if (nproc && ::setrlimit(RLIMIT_NPROC, &procs) != 0) ::_exit(127);
       if (uid && (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
                   ::setresuid(*uid, *uid, *uid) != 0))
         ::_exit(127);
@@ -1166,6 +1169,120 @@ RunResult signal_when_stopped(AsyncPcopy& p, int sig) {
     EXPECT_EQ(::kill(p.pid(), SIGCONT), 0);
   }
   return p.wait();
+}
+
+// Runs pcopy with `args` as uid `uid`, under a process limit (`ulimit -u`) that its workers fill:
+// the worker that takes `victim` waits at a gate until another process of the uid holds the last
+// place, then dies as the kill token `token` (in a directory of tokens, see PCOPY_TEST_KILL_TOKENS)
+// says. No replacement can then be forked. `tmp`, where SRC and DST are, is given to the uid.
+RunResult die_with_no_replacement(const TempDir& tmp, uid_t uid, int workers, const std::string& victim,
+                                  const std::string& token, const std::vector<std::string>& args,
+                                  const std::string& logs) {
+  std::string tokens = tmp / "tokens", fifo = tmp / "gate";
+  make_dir(tokens);
+  write_file(tokens + "/" + token, "");
+  EXPECT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  chown_tree(tmp.path(), uid, 65534);
+  std::vector<std::string> env{"PCOPY_TEST_KILL_TOKENS=" + tokens, "PCOPY_TEST_GATE_NAME=" + victim,
+                               "PCOPY_TEST_GATE_FIFO=" + fifo};
+  // The sanitizer build's leak check runs in a thread of its own at exit, which the limit refuses.
+  if (const char* asan = std::getenv("ASAN_OPTIONS"))
+    env.push_back(std::string("ASAN_OPTIONS=") + asan + ":detect_leaks=0");
+  AsyncPcopy p(args, logs, env, "", {}, uid, {}, {}, 1 + workers);
+  UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  if (!gate) return p.wait();
+  // Every worker is forked: a process of the uid more, and a replacement would be one too many.
+  int told[2];
+  if (::pipe2(told, O_CLOEXEC) != 0) return p.wait();
+  pid_t holder = ::fork();
+  if (holder == 0) {
+    ::close(gate.get());  // the worker waits until every writer of the gate is gone
+    if (::setresgid(65534, 65534, 65534) == 0 && ::setresuid(uid, uid, uid) == 0 && ::write(told[1], "u", 1) == 1)
+      ::pause();
+    ::_exit(0);
+  }
+  ::close(told[1]);
+  char c;
+  bool holding = holder > 0 && ::read(told[0], &c, 1) == 1;  // EOF if it could not take the uid
+  ::close(told[0]);
+  gate.reset();
+  RunResult r = p.wait();
+  if (holder > 0) {
+    ::kill(holder, SIGKILL);
+    ::waitpid(holder, nullptr, 0);
+  }
+  EXPECT_TRUE(holding) << "the holder never took the uid";
+  EXPECT_TRUE(list_tree(tokens).empty()) << "no worker died at " << token << "\n" << describe(r);
+  return r;
+}
+
+// A worker killed with answers unsent (results go in bunches) when no other can be forked
+// (`ulimit -u` full): with one worker, the run stops. What the dead worker had put in place was in
+// no count or manifest (1 of 16 files reported), and the warning said its jobs were "handed out
+// again" to nobody. Its unsent answers are now taken from the memory it shares with the parent.
+// With more workers, the rest finish the run, as the warning says.
+TEST_P(FaultsByJobs, AWorkerThatDiesWithNoReplacementLeavesWhatItCopiedReported) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: a uid of its own, so that no other process counts";
+  std::string src = tmp / "src", manifest = tmp / "manifest.jsonl";
+  make_dir(src);
+  for (int f = 0; f < 40; ++f) write_file(src + fmt::format("/f{:02}", f), fmt::format("{}\n", f));
+  write_file(src + "/gate.txt", "the worker taking this waits at the gate, and dies once it has copied it\n");
+  // RLIMIT_NPROC counts every process of the uid: one per variant.
+  RunResult r = die_with_no_replacement(tmp, 61240 + GetParam(), GetParam(), "gate.txt", "gate.txt@done",
+                                        {jobs(), "--json", "--manifest", manifest, src, dst}, logs);
+  std::vector<std::string> copied;
+  for (const std::string& rel : list_tree(dst))
+    if (S_ISREG(lstat_or_zero(dst + "/" + rel).st_mode)) {
+      copied.push_back(rel);
+      EXPECT_EQ(read_file(dst + "/" + rel), read_file(src + "/" + rel)) << rel;
+    }
+  std::vector<std::string> listed;
+  for (const std::string& line : lines_of(read_file(manifest)))
+    listed.push_back(nlohmann::json::parse(line).at("path").get<std::string>());
+  std::sort(listed.begin(), listed.end());
+  EXPECT_EQ(joined(listed), joined(copied)) << "the manifest lists what is in DST\n" << describe(r);
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("files_copied"), copied.size()) << r.out;
+  EXPECT_NE(std::find(copied.begin(), copied.end(), "gate.txt"), copied.end()) << "copied before the death";
+  EXPECT_EQ(joined(temporaries(dst)), "") << "temporaries left behind";
+  std::string died = " died (killed by signal 9 (Killed))";
+  if (GetParam() == 1) {
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_EQ(count_lines_containing(r.err, died), 1u) << describe(r);
+    EXPECT_EQ(count_lines_containing(r.err, "handed out again"), 0u) << "there is no one to hand it to\n" << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: no worker process left: Resource temporarily unavailable: the remaining "
+                                "entries were not copied"))
+        << describe(r);
+  } else {
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(count_lines_containing(r.err, died + "; what it held is handed out again"), 1u) << describe(r);
+    EXPECT_EQ(diff_trees(src, dst), "");
+  }
+}
+
+// --inplace, one worker, none to replace it: the file it was rewriting when it died holds part of
+// the new data under its name, and is named. It went unsaid.
+TEST_P(FaultsByJobs, AFileLeftPartWrittenInPlaceByAWorkerNoneReplacesIsNamed) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  if (GetParam() != 1) GTEST_SKIP() << "with more workers, another writes it again";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: a uid of its own, so that no other process counts";
+  std::string src = tmp / "src";
+  make_dir(src);
+  write_big_file(src + "/big.bin", 24, 1);
+  write_file(src + "/small", "small\n");
+  ASSERT_EQ(run_pcopy({"-j1", src, dst}).status, 0);
+  write_big_file(src + "/big.bin", 24, 2);  // new data, to be written over the old in place
+  RunResult r = die_with_no_replacement(tmp, 61239, 1, "big.bin", "big.bin@progress",
+                                        {"-j1", "-u", "--inplace", src, dst}, logs);
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'big.bin': not copied: its worker died before it was complete"))
+      << describe(r);
+  EXPECT_NE(read_file(dst + "/big.bin"), read_file(src + "/big.bin")) << "the premise: part-written";
 }
 
 // A stop with more directories in flight than the open-file limit has room for: every one is put
