@@ -323,8 +323,16 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
   bool filtered = !opt_.filters.empty();
   std::string rel;
   if (filtered) rel = frame.rel_len == 0 ? std::string(name) : path_ + "/" + name;
+  // An excluded entry is not SRC's to --delete (the last name listed): DST's entry of that name is
+  // kept only where the filters exclude it as what it is there, as rsync has it. A directory
+  // excluded where SRC has a file kept the directory for good, and the other way round (I12).
+  auto excluded = [&](bool is_dir) {
+    if (!filtered || !opt_.filters.excluded(rel, is_dir)) return false;
+    if (opt_.delete_extraneous) frame.names.resize(frame.names.size() - std::strlen(name) - 1);
+    return true;
+  };
   if (d_type == DT_DIR) {
-    if (!filtered || !opt_.filters.excluded(rel, true)) frame.subdirs.emplace_back(name);
+    if (!excluded(true)) frame.subdirs.emplace_back(name);
     return std::nullopt;
   }
   WalkEvent ev;
@@ -351,10 +359,10 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
     return ev;
   }
   if (S_ISDIR(ev.st.st_mode)) {
-    if (!filtered || !opt_.filters.excluded(rel, true)) frame.subdirs.emplace_back(name);
+    if (!excluded(true)) frame.subdirs.emplace_back(name);
     return std::nullopt;
   }
-  if (filtered && opt_.filters.excluded(rel, false)) return std::nullopt;
+  if (excluded(false)) return std::nullopt;
   if (const char* why = skip_reason(ev.st.st_mode, opt_, euid_)) {
     ev.type = WalkEvent::Type::Warning;
     ev.detail = why;

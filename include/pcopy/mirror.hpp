@@ -21,7 +21,7 @@ namespace pcopy {
 
 // What the walk saw of one SRC directory it listed to the end.
 struct SrcListing {
-  std::string names;  // every entry but "." and "..", each followed by '\0'
+  std::string names;  // every entry but "." and ".." the filters keep, each followed by '\0'
   struct timespec atime {}, mtime {};  // the directory's, given back to DST's after removals
 };
 

@@ -1783,6 +1783,38 @@ TEST_F(Backup, DeleteKeepsExcludedEntriesInsideDirectoriesItRemoves) {
   EXPECT_EQ(read_file(dst + "/gone/sub/a.keep"), "precious too");
 }
 
+// An entry SRC has under a name, excluded there as what it is, does not keep DST's entry of another
+// kind under that name when the filters do not exclude that one: it is extraneous, as rsync has it.
+// Both stayed for good, and -n listed neither (I12).
+TEST_F(Backup, DeleteRemovesAnEntryOfAnotherKindThanTheOneSrcExcludesUnderItsName) {
+  write_old(src + "/f.c", "c");
+  write_old(src + "/gen", "a file now, which '*' excludes");
+  make_dir(dst);
+  make_dir(dst + "/gen");
+  write_file(dst + "/gen/old.c", "of the days gen was a directory");
+  // CI's idiom: every directory, the .c files, nothing else.
+  std::vector<std::string> rules{"--include", "*/", "--include", "*.c", "--exclude", "*"};
+  std::vector<std::string> dry_args{"--delete", "-n"}, args{"--delete"};
+  dry_args.insert(dry_args.end(), rules.begin(), rules.end());
+  args.insert(args.end(), rules.begin(), rules.end());
+  RunResult dry = copy(dry_args);
+  EXPECT_EQ(line_set(dry.out).count("delete gen/old.c"), 1u) << describe(dry);
+  EXPECT_EQ(line_set(dry.out).count("delete gen"), 1u) << describe(dry);
+  RunResult r = copy(args);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(list_tree(dst), std::vector<std::string>{"f.c"}) << describe(r);
+
+  ASSERT_EQ(::unlink((src + "/gen").c_str()), 0);
+  make_dir(src + "/cache");  // excluded as a directory
+  write_old(src + "/cache/blob", "b");
+  write_file(dst + "/cache", "a file where SRC has an excluded directory");
+  dry = copy({"--delete", "-n", "--exclude", "cache/"});
+  EXPECT_EQ(line_set(dry.out).count("delete cache"), 1u) << describe(dry);
+  r = copy({"--delete", "--exclude", "cache/"});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(list_tree(dst), std::vector<std::string>{"f.c"}) << describe(r);
+}
+
 // Directory modes are set after their contents are copied, before --delete runs: as an ordinary
 // user, removing entries from a read-only directory (or a whole read-only directory) means
 // opening it up first and putting its mode back.
