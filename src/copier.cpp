@@ -499,7 +499,12 @@ bool Copier::probe_tmpfile(int dst_dir) {
     return tmpfile_ != Tmpfile::No;
   }
   UniqueFd fd(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
-  if (!fd) return false;
+  if (!fd) {
+    // Refused here (an immutable directory, one the user may not write, a full disk): that says
+    // nothing of the file system, whose next directory is asked again (I11).
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) tmpfile_ = Tmpfile::Unknown;
+    return false;
+  }
   std::string name = next_temp_name();
   for (Tmpfile how : {Tmpfile::EmptyPath, Tmpfile::Proc}) {
     tmpfile_ = how;

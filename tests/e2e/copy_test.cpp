@@ -358,6 +358,41 @@ TEST_F(CopyTest, AnAppendOnlyDestinationGetsNewFilesAndDirectoriesAndNoLeftovers
   }
 }
 
+// A worker learns whether DST's file system has unnamed temporaries (O_TMPFILE) in the first
+// directory it writes to. Where that one refused to be written (an immutable directory, one the
+// user may not write), the answer was "no" for the whole run: in an append-only directory after
+// it, each new file was then written under a temporary name that could be neither renamed into
+// place nor removed, and every run left one more (I11).
+TEST_F(CopyTest, AnAppendOnlyDirectoryAfterOneThatRefusesWritesGetsNewFilesAndNoLeftovers) {
+  make_dirs(src + "/a/b");
+  write_file(src + "/a/new", "refused: a is immutable");
+  write_file(src + "/a/b/new", "taken: b is append-only");
+  make_dirs(dst + "/a/b");
+  struct Flagged {
+    UniqueFd fd;
+    int flags = 0;
+    bool set = false;
+    Flagged(const std::string& path, int add) : fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+      int with = 0;
+      if (fd && ::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) == 0) with = flags | add;
+      set = with && ::ioctl(fd.get(), FS_IOC_SETFLAGS, &with) == 0;
+    }
+    ~Flagged() {
+      if (set) ::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags);
+    }
+  };
+  Flagged b(dst + "/a/b", FS_APPEND_FL), a(dst + "/a", FS_IMMUTABLE_FL);
+  if (!a.set || !b.set) GTEST_SKIP() << "cannot make directories immutable and append-only (root, ext4/XFS/tmpfs)";
+  for (int run = 0; run < 2; ++run) {
+    SCOPED_TRACE(run);
+    RunResult r = copy({"-j1"});
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'a/new': Operation not permitted")) << describe(r);
+    EXPECT_EQ(read_file(dst + "/a/b/new"), "taken: b is append-only") << describe(r);
+    for (const std::string& name : list_tree(dst)) EXPECT_FALSE(is_temp_name(name)) << name << " left\n" << describe(r);
+  }
+}
+
 TEST_F(CopyTest, OneAndEightWorkersProduceIdenticalTrees) {
   make_mixed_tree(400);
   expect_same_copies({"-j1"}, {"-j", "8"});
