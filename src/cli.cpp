@@ -101,17 +101,22 @@ void add_filter_file(Options& o, const std::string& given) {
     throw CLI::ValidationError("--exclude-from", "cannot read '" + display_path(given) + "': " + errno_text(err));
   size_t number = 0;
   for (size_t at = 0; at < text.size();) {
-    size_t end = std::min(text.find('\n', at), text.size());
+    // Every '\r' ends a line too, as rsync reads them: Windows line ends, and old Macs' (a '\r'
+    // kept in a pattern matched nothing, and --delete removed what it was to keep: I12).
+    size_t end = std::min(text.find_first_of("\r\n", at), text.size());
     std::string line = text.substr(at, end - at);
-    at = end + 1;
+    at = end + (text.compare(end, 2, "\r\n") == 0 ? 2 : 1);
     ++number;
-    if (line.ends_with('\r')) line.pop_back();  // Windows line ends, as rsync reads them
     if (line.empty() || line.front() == '#' || line.front() == ';') continue;
     if (line == "!") {  // as in rsync: the rules so far are dropped
       o.filters.clear();
       continue;
     }
     const std::string where = fmt::format(" (line {} of '{}')", number, display_path(given));
+    // A prefix with nothing after it (`echo "+ $PAT"` with PAT empty) is refused, as rsync refuses
+    // it; it excluded a file named "+ ".
+    if (line == "+ " || line == "- ")
+      throw CLI::ValidationError("--exclude-from", fmt::format("a rule without a pattern: '{}'{}", line, where));
     if (line.size() > 2 && (line.starts_with("+ ") || line.starts_with("- "))) {
       add_checked_filter(o, line[0] == '+', std::string_view(line).substr(2), "--exclude-from", where);
     } else {

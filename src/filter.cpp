@@ -248,12 +248,15 @@ FilterRule make_rule(bool include, std::string_view pattern) {
 }
 
 void add_filter(Filters& filters, bool include, std::string_view pattern) {
+  // "dir/***/": the same, directories only (as rsync reads it; I12).
+  bool dirs_only = pattern.size() > 5 && pattern.ends_with("/***/");
+  if (dirs_only) pattern.remove_suffix(1);
   if (pattern.size() > 4 && pattern.ends_with("/***")) {
     std::string_view dir = pattern.substr(0, pattern.size() - 3);  // "dir/"
     FilterRule itself = make_rule(include, dir);
     itself.anchored = true;
     filters.push_back(std::move(itself));
-    filters.push_back(make_rule(include, std::string(dir) + "**"));
+    filters.push_back(make_rule(include, std::string(dir) + (dirs_only ? "**/" : "**")));
     return;
   }
   filters.push_back(make_rule(include, pattern));

@@ -522,6 +522,31 @@ TEST(Cli, ExcludeFromFileWithWindowsLineEndsGivesThePatterns) {
   EXPECT_EQ(view(r.options->filters.rules()), want);
 }
 
+// A '\r' alone (an old Mac's line end, or "\r\r\n") stayed in the pattern, which then matched
+// nothing; rsync ends a line there (I12).
+TEST(Cli, ExcludeFromFileEndsALineAtEveryCarriageReturn) {
+  pcopy_test::TempDir tmp;
+  std::string file = tmp / "filters";
+  pcopy_test::write_file(file, "local.conf\r\r\nsecret.key\r+ keep\r");
+  CliResult r = parse_quiet({"--exclude-from", file, "s", "d"});
+  ASSERT_TRUE(r.options.has_value());
+  std::vector<RuleView> want{
+      {false, "local.conf", false, false},
+      {false, "secret.key", false, false},
+      {true, "keep", false, false},
+  };
+  EXPECT_EQ(view(r.options->filters.rules()), want);
+}
+
+// "+ " or "- " with nothing after it was an exclude of a file named so; rsync refuses it.
+TEST(Cli, ExcludeFromRuleWithoutAPatternIsAUsageError) {
+  pcopy_test::TempDir tmp;
+  std::string file = tmp / "filters";
+  pcopy_test::write_file(file, "# the pattern was empty\n+ \n");
+  expect_usage_error({"--exclude-from", file, "s", "d"},
+                     "pcopy: --exclude-from: a rule without a pattern: '+ ' (line 2 of '" + file + "')");
+}
+
 TEST(Cli, ExcludeFromMissingFileIsAUsageError) {
   pcopy_test::TempDir tmp;
   expect_usage_error({"--exclude-from", tmp / "does-not-exist", "s", "d"});

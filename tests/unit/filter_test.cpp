@@ -314,6 +314,22 @@ TEST(AddFilter, TripleStarIsTheDirectoryAndEverythingInItFromSrcDown) {
   EXPECT_FALSE(g.excluded("a", true));
 }
 
+// "dir/***/" was "dir/***" for the directory, and left its files in (I12): directories only.
+TEST(AddFilter, TripleStarWithATrailingSlashIsTheDirectoryAndTheDirectoriesInIt) {
+  Filters f;
+  add_filter(f, false, "cache/***/");
+  EXPECT_TRUE(f.excluded("cache", true));
+  EXPECT_TRUE(f.excluded("cache/sub", true));
+  EXPECT_FALSE(f.excluded("cache", false));
+  EXPECT_FALSE(f.excluded("cache/f", false));  // not descended into, so not copied either
+  Filters g;
+  add_filter(g, true, "src/***/");
+  add_filter(g, false, "*");
+  EXPECT_FALSE(g.excluded("src", true));
+  EXPECT_FALSE(g.excluded("src/a/b", true));
+  EXPECT_TRUE(g.excluded("src/main.c", false));
+}
+
 TEST(IsExcluded, NoRulesExcludeNothing) {
   EXPECT_FALSE(is_excluded({}, "a/b/c", false));
   EXPECT_FALSE(is_excluded({}, "a", true));
