@@ -3,9 +3,11 @@
 #include <fmt/core.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +22,44 @@ namespace pcopy {
 namespace {
 
 constexpr int kStuckReaderMs = 1000;  // interrupted: how long output may wait for its reader
+
+void on_tick(int) {}
+
+// A write to a terminal whose output is paused (Ctrl-S, a stalled ssh connection) waits in the
+// kernel until it is resumed, and the ending signals, blocked for the signalfd, cannot cut it
+// short: Ctrl-C and SIGTERM went unheard until the terminal took the line (I10). Around such a
+// write a timer ticks every 100 ms with a signal of pcopy's own, unblocked for the write alone (no
+// SA_RESTART): the write returns what it wrote so far, or EINTR, and the poll hears the signalfd.
+ssize_t write_to_terminal(int fd, const char* data, size_t size) {
+  static const int tick = SIGRTMIN;
+  static timer_t timer;
+  static const bool ready = [] {
+    sigset_t only;
+    sigemptyset(&only);
+    sigaddset(&only, tick);
+    ::sigprocmask(SIG_BLOCK, &only, nullptr);  // elsewhere it would cut other calls short
+    struct sigaction sa {};
+    sa.sa_handler = on_tick;
+    sigemptyset(&sa.sa_mask);
+    struct sigevent ev {};
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = tick;
+    return ::sigaction(tick, &sa, nullptr) == 0 && ::timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0;
+  }();
+  if (!ready) return ::write(fd, data, size);
+  sigset_t only;
+  sigemptyset(&only);
+  sigaddset(&only, tick);
+  const struct itimerspec every{{0, 100'000'000}, {0, 100'000'000}}, off{};
+  ::timer_settime(timer, 0, &every, nullptr);
+  ::sigprocmask(SIG_UNBLOCK, &only, nullptr);
+  ssize_t done = ::write(fd, data, size);
+  int err = errno;
+  ::sigprocmask(SIG_BLOCK, &only, nullptr);
+  ::timer_settime(timer, 0, &off, nullptr);
+  errno = err;
+  return done;
+}
 
 bool is_pipe(int fd) {
   struct stat st;
@@ -68,11 +108,14 @@ int Console::say(const std::string& line) {
 // together (the bar's erasing and the summary each waited a second of their own on a paused
 // terminal); then the rest is lost (the summary and report included): the run still ends.
 int Console::write_watching(int fd, std::string_view text, bool pipe) {
+  const bool tty = !pipe && (fd == STDERR_FILENO ? stderr_tty_ : fd == STDOUT_FILENO ? stdout_tty_ : ::isatty(fd));
   while (!text.empty()) {
     pollfd fds[2] = {{fd, POLLOUT, 0}, {run_.sigfd, POLLIN, 0}};
     int timeout = -1;
     const bool interrupted = run_.interrupted();
     if (interrupted) timeout = std::max(0, kStuckReaderMs - int(waited_interrupted_s_ * 1000));
+    // A terminal says it has room for a byte or two and then holds the write: its time counts.
+    if (interrupted && tty && timeout == 0) return EAGAIN;
     const double start = interrupted ? now_s() : 0;
     int n = ::poll(fds, run_.sigfd >= 0 ? 2 : 1, timeout);
     if (interrupted) waited_interrupted_s_ += now_s() - start;
@@ -82,7 +125,11 @@ int Console::write_watching(int fd, std::string_view text, bool pipe) {
     if (fds[1].revents & POLLIN) run_.on_signal();
     if (!(fds[0].revents & (POLLOUT | POLLERR | POLLHUP))) continue;
     // Into a pipe with room, up to PIPE_BUF bytes go without blocking.
-    ssize_t done = ::write(fd, text.data(), pipe ? std::min<size_t>(text.size(), PIPE_BUF) : text.size());
+    const double writing = interrupted && tty ? now_s() : 0;
+    ssize_t done = tty    ? write_to_terminal(fd, text.data(), text.size())
+                   : pipe ? ::write(fd, text.data(), std::min<size_t>(text.size(), PIPE_BUF))
+                          : ::write(fd, text.data(), text.size());
+    if (interrupted && tty) waited_interrupted_s_ += now_s() - writing;
     if (done < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
       return errno;

@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -1921,6 +1922,7 @@ class OnTerminal {
     }
     if (tty_) ::tcflow(tty_.get(), TCOON);
     tty_.reset();
+    read_again();
     if (reader_.joinable()) reader_.join();
   }
   // pcopy's pid, once it started; -1 if it did not.
@@ -1934,6 +1936,19 @@ class OnTerminal {
     int how = 0;
     if (!how_ && pid() > 0 && receive(how, timeout)) how_ = how;
     return how_;
+  }
+  // The terminal is read no more (a stalled ssh connection): once full, it takes nothing. Until
+  // read_again() or wait().
+  void stop_reading() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    reading_ = false;
+  }
+  void read_again() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      reading_ = true;
+    }
+    read_on_.notify_all();
   }
   // `fg`: the stopped pcopy gets the terminal and is continued.
   void resume_in_foreground() { (void)!::write(fg_.get(), "g", 1); }  // the terminal, as the test holds it: tcflow() is Ctrl-S, Ctrl-Q
@@ -1952,6 +1967,7 @@ class OnTerminal {
     leader_ = -1;
     ::tcflow(tty_.get(), TCOON);
     tty_.reset();
+    read_again();
     if (reader_.joinable()) reader_.join();
     return code_;
   }
@@ -1960,6 +1976,10 @@ class OnTerminal {
   void read_screen() {
     char buf[4096];
     for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        read_on_.wait(lock, [this] { return reading_; });
+      }
       ssize_t n = ::read(master_.get(), buf, sizeof buf);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return;  // EIO: no process holds the terminal any more
@@ -1977,6 +1997,8 @@ class OnTerminal {
   std::optional<int> how_, code_;
   std::thread reader_;
   std::mutex mutex_;
+  std::condition_variable read_on_;
+  bool reading_ = true;
   std::string shown_;
 };
 
@@ -2094,6 +2116,35 @@ TEST_P(FaultsByJobs, ATerminalWhoseOutputIsPausedHoldsNeitherTheCopyNorSigterm) 
   // summary took 2 s. (A bound README states, with room for a loaded machine; no measure of speed.)
   EXPECT_LT(Clock::now() - signalled, 1900ms) << "the writes each waited for the paused terminal";
   EXPECT_EQ(diff_trees(src, to), "");
+}
+
+// A terminal that takes no more output (a stalled ssh connection, an emulator that reads no more)
+// held -v's line in the kernel's write, which the ending signals, blocked for the signalfd, could
+// not cut short: SIGTERM went unheard until the terminal read again (I10). The lines wait for it,
+// and the copy with them (they must be said), but a SIGTERM ends the run a second later.
+TEST_P(FaultsByJobs, VerboseLinesToATerminalThatTakesNothingHoldNoSigterm) {
+  std::string src = shared_tree("many_names", [](const std::string& root) {
+    for (int d = 0; d < 10; ++d) {
+      make_dir(root + fmt::format("/d{}", d));
+      for (int f = 0; f < 1000; ++f) write_file(root + fmt::format("/d{}/a-name-a-line-long-{:04}", d, f), "x\n");
+    }
+  });
+  std::string to = tmp / "dst";
+  OnTerminal term({"-v", jobs(), src, to}, {}, true);
+  pid_t pc = term.pid();
+  ASSERT_GT(pc, 0) << "pcopy did not start";
+  term.stop_reading();
+  // Full: pcopy waits in a write to the terminal, which says it has room as long as it has a byte.
+  auto in_write = [&] { return read_file(fmt::format("/proc/{}/wchan", pc)) == "wait_woken"; };
+  bool full = poll_until(Clock::now() + 60s, [&] { return in_write() || term.wait(0s).has_value(); });
+  ASSERT_TRUE(full && in_write()) << "pcopy never waited in a write to the terminal";
+  const auto signalled = Clock::now();
+  ASSERT_EQ(::kill(pc, SIGTERM), 0);
+  std::optional<int> code = term.wait(30s);
+  ASSERT_TRUE(code) << "SIGTERM did not end pcopy while the terminal took nothing";
+  EXPECT_EQ(*code, 128 + SIGTERM);
+  // (A bound README states, with room for a loaded machine; no measure of speed.)
+  EXPECT_LT(Clock::now() - signalled, 1900ms) << "a write waited for the terminal after the signal";
 }
 
 // A pcopy sent to the background (`bg`, `&`) without `stty tostop` draws no bar over the shell and
