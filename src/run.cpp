@@ -393,8 +393,9 @@ void Runner::run_delete() {
     return;
   if (walker_->walk_errors() > 0) {
     // No path at fault (an empty one, as a full disk's stop has), in the words of the line.
-    const std::string why =
-        "--delete deleted nothing extraneous: reading SRC failed, so nothing in DST is known to be extraneous";
+    const std::string why = fmt::format(
+        "--delete {} nothing extraneous: reading SRC failed, so nothing in DST is known to be extraneous",
+        opt_.dry_run ? "would delete" : "deleted");
     console_.say("pcopy: " + why);
     stats_.errors.add("", why);
     return;

@@ -1268,6 +1268,10 @@ TEST_F(Backup, DeleteRefusesAfterWalkError) {
     ASSERT_EQ(::chmod((src + "/locked").c_str(), copy_mode == 0755 ? 0 : 0311), 0);
     ASSERT_EQ(::chmod((dst + "/locked").c_str(), copy_mode), 0);
 
+    // A dry run says it in its own tense (it said "deleted", I10).
+    RunResult dry = copy({"--delete", "-n"}, as_user);
+    EXPECT_EQ(dry.status, 1) << describe(dry);
+    EXPECT_NE(dry.err.find("pcopy: --delete would delete nothing extraneous"), std::string::npos) << describe(dry);
     RunResult r = copy({"--delete", "--json"}, as_user);
     EXPECT_EQ(r.status, 1) << describe(r);
     EXPECT_NE(r.err.find("pcopy: --delete deleted nothing extraneous"), std::string::npos) << describe(r);
