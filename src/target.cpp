@@ -461,8 +461,11 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
   if (auto no = manifest.clash(real_src, t.src_st, true, dst_dir + "/" + t.dst_name)) return *no;
   if (auto no = manifest.open(t.manifest, t.manifest_made, false)) return *no;
   if (!opt.dry_run) {
-    if (int err = make_dirs(dst_dir, t.made_dirs))
-      return unmade(t, refuse(dst_dir, fmt::format("pcopy: cannot create {}: {}", quoted(dst_dir), errno_text(err))));
+    // A file where a directory above it should be: the copy is what cannot be made, as cp says.
+    if (int err = make_dirs(dst_dir, t.made_dirs)) {
+      const std::string& what = err == ENOTDIR ? t.dst_file : dst_dir;
+      return unmade(t, refuse(what, fmt::format("pcopy: cannot create {}: {}", quoted(what), errno_text(err))));
+    }
   }
   t.dst_root = open_file_dir(dst_dir);
   if (!t.dst_root && !(opt.dry_run && errno == ENOENT))

@@ -512,6 +512,16 @@ TEST_F(SingleFileTest, CreatesMissingParentsOfTargetFile) {
   expect_same_file(tmp / "new/dir/copy.bin");
 }
 
+// A file where a directory above the target should be: the target is named, as for a tree, and as
+// cp names it. It said "cannot create 'efile'", as if that were what pcopy tried to make (I10).
+TEST_F(SingleFileTest, AFileWhereADirectoryAboveTheTargetShouldBeNamesTheTarget) {
+  write_file(tmp / "efile", "a file, not a directory\n");
+  RunResult r = run_pcopy({file, tmp / "efile/x/copy.bin"});
+  EXPECT_EQ(r.status, 2) << describe(r);
+  EXPECT_EQ(r.err, "pcopy: cannot create '" + (tmp / "efile/x/copy.bin") + "': Not a directory\n") << describe(r);
+  EXPECT_EQ(read_file(tmp / "efile"), "a file, not a directory\n");
+}
+
 TEST_F(SingleFileTest, CopiesSingleFileIntoExistingDirectory) {
   make_dir(tmp / "into");
   RunResult r = run_pcopy({file, tmp / "into"});
