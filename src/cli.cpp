@@ -429,6 +429,7 @@ CliResult parse_cli(int argc, const char* const* argv) {
     return {std::nullopt, 2};
   }
   // "-" is standard output, as `--exclude-from -` is standard input (a file of that name is ./-).
+  o.manifest_given = o.manifest;
   if (o.manifest == "-") o.manifest = "/dev/stdout";
   o.progress = mode_from<ProgressMode>(progress);
   o.reflink = mode_from<ReflinkMode>(reflink);

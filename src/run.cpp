@@ -110,8 +110,8 @@ int Runner::run() {
   if (target_.manifest) {
     if (int err = manifest_.open(std::move(target_.manifest))) {
       std::string line =
-          fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), errno_text(err));
-      return refuse_start(line, opt_.manifest);
+          fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest_shown()), errno_text(err));
+      return refuse_start(line, opt_.manifest_shown());
     }
     // As stdout is written: a reader that stopped reading (a FIFO, `>(jq ...)`) holds off no signal,
     // and a terminal (`--manifest /dev/stdout`) gets its lines on a line of their own, not the bar's.
@@ -339,8 +339,8 @@ int Runner::finish() {
   console_.flush_out();
   if (int err = manifest_.close()) {
     std::string why = err == EAGAIN ? "cut short: its reader took nothing more once interrupted" : errno_text(err);
-    console_.say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest), why));
-    stats_.errors.add(opt_.manifest, why);
+    console_.say(fmt::format("pcopy: cannot write manifest '{}': {}", display_path(opt_.manifest_shown()), why));
+    stats_.errors.add(opt_.manifest_shown(), why);
   }
 
   // What a script reads (-v, -n and --json on stdout; with --json, -v and -n on stderr) is

@@ -241,7 +241,8 @@ struct ManifestOpener {
   }
 
   Refusal refused(const std::string& why) const {
-    return Refusal{opt.manifest, fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest), why)};
+    return Refusal{opt.manifest_shown(),
+                   fmt::format("pcopy: cannot write manifest {}: {}", quoted(opt.manifest_shown()), why)};
   }
 
   std::optional<Refusal> open(UniqueFd& fd, Target::Made& made, bool dst_made) {

@@ -43,8 +43,12 @@ struct Options {
   bool quiet = false;
   bool verbose = false;
   bool json = false;
-  std::string manifest;
+  std::string manifest;        // the file written: "/dev/stdout" for `--manifest -`
+  std::string manifest_given;  // as given ("-"), if the command line gave it
   bool fail_fast = false;
+
+  // The manifest as messages name it: as the user gave it.
+  const std::string& manifest_shown() const { return manifest_given.empty() ? manifest : manifest_given; }
 };
 
 }  // namespace pcopy

@@ -911,7 +911,7 @@ TEST_F(CopyTest, RefusesAnOptionFileNamedByAStandardDescriptorThatWasClosed) {
     EXPECT_EQ(read_file(dst + "/keep/data"), "precious\n");
   }
   RunResult r;
-  for (std::string manifest : {"/dev/stdout", "/proc/self/fd/1", "/dev//stdout"}) {
+  for (std::string manifest : {"/dev/stdout", "/proc/self/fd/1", "/dev//stdout", "-"}) {
     r = closed(">&-", {"--manifest", manifest, src, tmp / "other"});
     EXPECT_EQ(r.status, 2) << describe(r);
     EXPECT_TRUE(has_line(r.err, "pcopy: cannot write manifest '" + manifest +
