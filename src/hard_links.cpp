@@ -3,6 +3,7 @@
 #include "pcopy/copier.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,8 +68,8 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
   std::string tname;
   if (::fstatat(dst_dir, job.target().c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0) b.st_ino = 0;
   int linked = linked_already(dst_root, job, b, &tdir, &tname);
-  if (linked == 0) return r;  // already the same file
   if (linked > 0) return fail(r, linked);
+  if (linked == 0) return hashed(dst_dir, job, r);  // already the same file (linked by a worker that died, say)
   // Another run into DST may be writing the same group. It may rename its copy over the first
   // name between this lookup and the link: ENOENT, for the kernel links no inode whose last link
   // is gone; or after the link, and this name then holds the file that copy replaced. Either way
@@ -106,16 +107,27 @@ Result Copier::copy_hard_link(int dst_dir, int dst_root, const Job& job, Result 
         (first.st_dev == now.st_dev && first.st_ino == now.st_ino))
       break;
   }
-  if (job.want_hash) {  // the manifest's line for it: the file it now names
-    UniqueFd fd(::openat(dst_dir, job.target().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK));
-    struct stat st;
-    Hasher h;
-    if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && hash_file(fd.get(), h) == 0) {
-      r.hash = h.digest();
-      r.size = uint64_t(st.st_size);
-      // The source's time, as in every line: the copy's is cut to what DST keeps (whole seconds).
-      r.mtime_ns = job.known ? job.mtime_ns : to_ns(st.st_mtim);
-    }
+#ifdef PCOPY_TEST_HOOKS
+  // Test builds only: die once with the name linked, before answering (the token file goes with the
+  // first death), as a worker killed just then would.
+  const char* name = std::getenv("PCOPY_TEST_KILL_AFTER_LINK_NAME");
+  const char* token = std::getenv("PCOPY_TEST_KILL_AFTER_LINK_TOKEN");
+  if (name && token && job.target() == name && ::unlink(token) == 0) ::raise(SIGKILL);
+#endif
+  return hashed(dst_dir, job, r);
+}
+
+// With want_hash, the manifest's line for a name linked to its group's copy: the file it names.
+Result Copier::hashed(int dst_dir, const Job& job, Result r) {
+  if (!job.want_hash) return r;
+  UniqueFd fd(::openat(dst_dir, job.target().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK));
+  struct stat st;
+  Hasher h;
+  if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && hash_file(fd.get(), h) == 0) {
+    r.hash = h.digest();
+    r.size = uint64_t(st.st_size);
+    // The source's time, as in every line: the copy's is cut to what DST keeps (whole seconds).
+    r.mtime_ns = job.known ? job.mtime_ns : to_ns(st.st_mtim);
   }
   return r;
 }

@@ -226,6 +226,7 @@ class Copier {
  private:
   Result copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report);
   Result copy_file(int src_dir, int dst_dir, const Job& job, Result result);
+  Result hashed(int dst_dir, const Job& job, Result r);
   Result copy_opened(UniqueFd in, const struct stat& st, int dst_dir, const Job& job, Result result);
   Result begin_chunked(int src_dir, int dst_dir, const Job& job, Result result);
   Result copy_chunk(int src_dir, int dst_dir, const Job& job, Result result);

@@ -929,6 +929,33 @@ TEST_P(FaultsByJobs, UpdateCountsAsCopiedWhatAWorkerInstalledBeforeItDied) {
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// -a -u: a name SRC added to a hard-link group whose copy is up to date is linked to that copy and
+// hashed for the manifest. Its worker killed once it had linked it, before saying so, the retry
+// found the name linked already and answered without a hash: counted as copied, but in no line of
+// the manifest (I14).
+TEST_P(FaultsByJobs, ANameLinkedByAWorkerThatDiedIsInTheManifest) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", manifest = tmp / "manifest.jsonl";
+  make_dir(src);
+  write_file(src + "/a", "the group's data\n");
+  ASSERT_EQ(run_pcopy({jobs(), "-a", src, dst}).status, 0);
+  ASSERT_EQ(::link((src + "/a").c_str(), (src + "/b").c_str()), 0);
+  std::string token = tmp / "token";
+  write_file(token, "");
+  RunOptions options = with_timeout(120);
+  options.env = {"PCOPY_TEST_KILL_AFTER_LINK_NAME=b", "PCOPY_TEST_KILL_AFTER_LINK_TOKEN=" + token};
+  RunResult r = copy(src, dst, {"-a", "-u", "--json", "--manifest", manifest}, options);
+  EXPECT_FALSE(exists(token)) << "no worker died after linking b\n" << describe(r);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied"), 1) << r.out;
+  std::vector<std::string> lines = lines_of(read_file(manifest));
+  ASSERT_EQ(lines.size(), 1u) << read_file(manifest);
+  EXPECT_EQ(nlohmann::json::parse(lines[0]).at("path"), "b") << lines[0];
+  EXPECT_EQ(lstat_or_zero(dst + "/b").st_ino, lstat_or_zero(dst + "/a").st_ino);
+}
+
 // A worker killed after it installed a file copied in chunks, before it said so: the End sent again
 // finds the file in place, not its temporary, and the copy is a success. It was an error, "No such
 // file or directory", for a file copied whole.
