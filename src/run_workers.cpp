@@ -71,11 +71,12 @@ void Runner::on_worker_gone(size_t w, bool said) {
   WorkerSlot& slot = pool_->slot(w);
   pid_t pid = slot.pid;
   int status = pool_->reap(w, true);
+  // A death the run survives is still said (a warning): an OOM kill or a crash is the operator's
+  // to know of, even where every file came out right. Decided before its unsent results are taken,
+  // which may stop the run (a full disk, --fail-fast): the death came first.
+  bool tell = !said && !interrupted_ && !stopping_ && !abandon_;
   if (!said) take_unsent(w);  // one killed for what it sent is not taken at its word
   uint64_t writing = part_written(w);  // before spawn() clears the in-hand slot
-  // A death the run survives is still said (a warning): an OOM kill or a crash is the operator's
-  // to know of, even where every file came out right.
-  bool tell = !said && !interrupted_ && !stopping_ && !abandon_;
   std::vector<uint64_t> held;
   for (uint64_t id : sent_[w])
     if (slot.held.count(id)) held.push_back(id);
@@ -103,8 +104,9 @@ void Runner::on_worker_gone(size_t w, bool said) {
   int no_spawn = abandon_ || give_up ? 0 : pool_->spawn(w);
   bool none_left = no_spawn && pool_->live() == 0;
   if (tell) {
+    bool again = !give_up && !none_left && !abandon_ && !stopping_;  // not where the run stops
     std::string text = fmt::format("worker {} died ({}){}", pid, describe_wait_status(status),
-                                   give_up || none_left ? "" : "; what it held is handed out again");
+                                   again ? "; what it held is handed out again" : "");
     run_warning(text);
   }
   std::string why;
@@ -125,8 +127,10 @@ void Runner::on_worker_gone(size_t w, bool said) {
     bytes_done_ -= std::min(bytes_done_, info.reported);
     info.reported = 0;
     info.worker = -1;
-    // With no worker to write it again, the file it was writing in place stays part-written.
-    if (abandon_ && id == writing) error(rel(info), "not copied: its worker died before it was complete");
+    // With no worker to write it again (none left, or the run stops), the file it was writing in
+    // place stays part-written.
+    if ((abandon_ || stopping_) && id == writing)
+      error(rel(info), "not copied: its worker died before it was complete");
   }
   if (abandon_ || held.empty()) return;
 
