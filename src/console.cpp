@@ -114,7 +114,8 @@ int Console::write_watching(int fd, std::string_view text, bool pipe) {
     int timeout = -1;
     const bool interrupted = run_.interrupted();
     if (interrupted) timeout = std::max(0, kStuckReaderMs - int(waited_interrupted_s_ * 1000));
-    // A terminal says it has room for a byte or two and then holds the write: its time counts.
+    // A terminal says it has room for a byte or two and then holds the write: its time counts
+    // where it took nothing (a slow one that takes some is not one that takes nothing).
     if (interrupted && tty && timeout == 0) return EAGAIN;
     const double start = interrupted ? now_s() : 0;
     int n = ::poll(fds, run_.sigfd >= 0 ? 2 : 1, timeout);
@@ -129,7 +130,7 @@ int Console::write_watching(int fd, std::string_view text, bool pipe) {
     ssize_t done = tty    ? write_to_terminal(fd, text.data(), text.size())
                    : pipe ? ::write(fd, text.data(), std::min<size_t>(text.size(), PIPE_BUF))
                           : ::write(fd, text.data(), text.size());
-    if (interrupted && tty) waited_interrupted_s_ += now_s() - writing;
+    if (interrupted && tty && done <= 0) waited_interrupted_s_ += now_s() - writing;  // took nothing
     if (done < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
       return errno;
