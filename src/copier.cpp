@@ -513,7 +513,8 @@ bool Copier::probe_tmpfile(int dst_dir) {
       return true;
     }
   }
-  tmpfile_ = Tmpfile::No;
+  // A full disk or quota refused the link: asked again in the next directory, as above.
+  tmpfile_ = errno == ENOSPC || errno == EDQUOT ? Tmpfile::Unknown : Tmpfile::No;
   return false;
 }
 

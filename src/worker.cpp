@@ -217,7 +217,10 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
     if (out.empty()) return true;
     if (write_all(result_fd, out.data(), out.size()) != 0) return false;
     out.clear();
-    if (shared) shared->unsent.store(0, std::memory_order_relaxed);  // in the pipe (a repeat is ignored)
+    if (shared) {
+      shared->unsent.store(0, std::memory_order_relaxed);  // in the pipe (a repeat is ignored)
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // before the next frames overwrite these
+    }
     shown = 0;
     last_flush = now_ms();
     return true;
