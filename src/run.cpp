@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -325,6 +326,14 @@ int Runner::finish() {
   }
   if (opt_.fsync && !opt_.dry_run && !dst_stuck_) {
     target_.flush_outside([&](const std::string& path, int err) { flush_failed(path, err); });
+  }
+  // A worker that died after its last job (while the removals ran, say) held nothing, but its death
+  // is still said, as any other is: it went unsaid (I14).
+  for (size_t w = 0; w < pool_->size() && !interrupted_ && !stopping_ && !abandon_; ++w) {
+    pid_t pid = pool_->slot(w).pid;
+    int status = pool_->reap(w, false);
+    if (status > 0 && WIFSIGNALED(status))
+      run_warning(fmt::format("worker {} died ({})", pid, describe_wait_status(status)));
   }
   pool_->close_jobs();
   pool_->shutdown(5000);

@@ -1775,6 +1775,34 @@ TEST_P(FaultsByJobs, SigintDuringDeleteStopsTheRemovalsAndEndsInterrupted) {
   }
 }
 
+// A worker killed after its last job, while --delete removes (an OOM kill, `kill -9`): it held
+// nothing and the run is whole, but its death is said, as any other is. It went unsaid (I14).
+TEST_P(FaultsByJobs, AWorkerKilledWhileTheRemovalsRunIsSaid) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src";
+  make_dir(src);
+  write_file(src + "/kept", "k\n");
+  make_dirs(dst + "/old");
+  write_file(dst + "/old/f", "extraneous\n");
+  AsyncPcopy p({jobs(), "--delete", "--json", src, dst}, logs, {"PCOPY_TEST_STOP_BEFORE_DELETE=1"});
+  bool parked = poll_until(Clock::now() + 60s, [&] { return !p.running() || stopped(p.pid()); });
+  ASSERT_TRUE(parked && p.running()) << describe(p.wait());
+  std::vector<Proc> workers = children_of(p.pid());
+  ASSERT_FALSE(workers.empty());
+  ASSERT_EQ(::kill(workers.front().pid, SIGKILL), 0);
+  bool dead = poll_until(Clock::now() + 60s, [&] { return !alive(workers.front()); });
+  ASSERT_TRUE(dead) << "the worker did not die";
+  ASSERT_EQ(::kill(p.pid(), SIGCONT), 0);
+  RunResult r = p.wait();
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_TRUE(has_line(r.err, fmt::format("pcopy: warning: worker {} died (killed by signal 9 (Killed))",
+                                          workers.front().pid)))
+      << describe(r);
+  EXPECT_EQ(list_tree(dst), std::vector<std::string>{"kept"}) << describe(r);
+}
+
 // A signal that comes while DST is made (here the parent stops just before, is signalled, then
 // continued) ends the run as one during the copy does: interrupted, with its report, and DST with
 // SRC's mode. It killed pcopy: no JSON report, an empty manifest, an empty DST of mode 0700 (HHH).
