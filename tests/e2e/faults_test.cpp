@@ -1328,7 +1328,7 @@ TEST_P(FaultsByJobs, AWorkerThatDiesWithNoReplacementLeavesWhatItCopiedReported)
   if (GetParam() == 1) {
     EXPECT_EQ(r.status, 1) << describe(r);
     EXPECT_EQ(count_lines_containing(r.err, died), 1u) << describe(r);
-    EXPECT_EQ(count_lines_containing(r.err, "handed out again"), 0u) << "there is no one to hand it to\n" << describe(r);
+    EXPECT_EQ(count_lines_containing(r.err, "handed out again"), 0u) << "no one to hand it to\n" << describe(r);
     EXPECT_TRUE(has_line(r.err, "pcopy: no worker process left: Resource temporarily unavailable: the remaining "
                                 "entries were not copied"))
         << describe(r);
