@@ -32,11 +32,14 @@ void on_tick(int) {}
 // SA_RESTART): the write returns what it wrote so far, or EINTR, and the poll hears the signalfd.
 ssize_t write_to_terminal(int fd, const char* data, size_t size) {
   static const int tick = SIGRTMIN;
+  static const sigset_t only = [] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, tick);
+    return set;
+  }();
   static timer_t timer;
   static const bool ready = [] {
-    sigset_t only;
-    sigemptyset(&only);
-    sigaddset(&only, tick);
     ::sigprocmask(SIG_BLOCK, &only, nullptr);  // elsewhere it would cut other calls short
     struct sigaction sa {};
     sa.sa_handler = on_tick;
@@ -47,9 +50,6 @@ ssize_t write_to_terminal(int fd, const char* data, size_t size) {
     return ::sigaction(tick, &sa, nullptr) == 0 && ::timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0;
   }();
   if (!ready) return ::write(fd, data, size);
-  sigset_t only;
-  sigemptyset(&only);
-  sigaddset(&only, tick);
   const struct itimerspec every{{0, 100'000'000}, {0, 100'000'000}}, off{};
   ::timer_settime(timer, 0, &every, nullptr);
   ::sigprocmask(SIG_UNBLOCK, &only, nullptr);
