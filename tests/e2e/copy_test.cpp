@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -333,15 +332,8 @@ TEST_F(CopyTest, AnAppendOnlyDestinationGetsNewFilesAndDirectoriesAndNoLeftovers
   ASSERT_EQ(::symlink("top", (src + "/link").c_str()), 0);
   ASSERT_EQ(::mkfifo((src + "/fifo").c_str(), 0644), 0);
   make_dir(dst);
-  UniqueFd d(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  int flags = 0;
-  ASSERT_EQ(::ioctl(d.get(), FS_IOC_GETFLAGS, &flags), 0);
-  int append = flags | FS_APPEND_FL;
-  if (::ioctl(d.get(), FS_IOC_SETFLAGS, &append) != 0) GTEST_SKIP() << "cannot make DST append-only (root, ext4/XFS/tmpfs)";
-  struct Unflag {
-    int fd, flags;
-    ~Unflag() { ::ioctl(fd, FS_IOC_SETFLAGS, &flags); }
-  } unflag{d.get(), flags};
+  InodeFlags append_only(dst);
+  if (!append_only.add(FS_APPEND_FL)) GTEST_SKIP() << "cannot make DST append-only (root, ext4/XFS/tmpfs)";
   for (int run = 0; run < 3; ++run) {
     SCOPED_TRACE(run);
     RunResult r = copy(run == 2 ? std::vector<std::string>{"-j2", "-u"} : std::vector<std::string>{"-j2"});
@@ -368,21 +360,9 @@ TEST_F(CopyTest, AnAppendOnlyDirectoryAfterOneThatRefusesWritesGetsNewFilesAndNo
   write_file(src + "/a/new", "refused: a is immutable");
   write_file(src + "/a/b/new", "taken: b is append-only");
   make_dirs(dst + "/a/b");
-  struct Flagged {
-    UniqueFd fd;
-    int flags = 0;
-    bool set = false;
-    Flagged(const std::string& path, int add) : fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
-      int with = 0;
-      if (fd && ::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) == 0) with = flags | add;
-      set = with && ::ioctl(fd.get(), FS_IOC_SETFLAGS, &with) == 0;
-    }
-    ~Flagged() {
-      if (set) ::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags);
-    }
-  };
-  Flagged b(dst + "/a/b", FS_APPEND_FL), a(dst + "/a", FS_IMMUTABLE_FL);
-  if (!a.set || !b.set) GTEST_SKIP() << "cannot make directories immutable and append-only (root, ext4/XFS/tmpfs)";
+  InodeFlags b(dst + "/a/b"), a(dst + "/a");  // given back in the other order: a's first
+  if (!b.add(FS_APPEND_FL) || !a.add(FS_IMMUTABLE_FL))
+    GTEST_SKIP() << "cannot make directories immutable and append-only (root, ext4/XFS/tmpfs)";
   for (int run = 0; run < 2; ++run) {
     SCOPED_TRACE(run);
     RunResult r = copy({"-j1"});

@@ -942,20 +942,8 @@ TEST_P(FaultsByJobs, AWorkerDeathWhoseUnsentAnswerStopsTheRunIsStillSaid) {
   for (int f = 0; f < 40; ++f) write_file(src + fmt::format("/f{:02}", f), fmt::format("{}\n", f));
   make_dir(dst);
   write_file(dst + "/f03", "old\n");
-  struct Immutable {
-    UniqueFd fd;
-    int flags = 0;
-    bool set = false;
-    explicit Immutable(const std::string& path) : fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
-      int with = 0;
-      if (fd && ::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) == 0) with = flags | FS_IMMUTABLE_FL;
-      set = with && ::ioctl(fd.get(), FS_IOC_SETFLAGS, &with) == 0;
-    }
-    ~Immutable() {
-      if (set) ::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags);
-    }
-  } f03(dst + "/f03");
-  if (!f03.set) GTEST_SKIP() << "cannot make a file immutable (root, ext4/XFS/tmpfs)";
+  InodeFlags f03(dst + "/f03");
+  if (!f03.add(FS_IMMUTABLE_FL)) GTEST_SKIP() << "cannot make a file immutable (root, ext4/XFS/tmpfs)";
   make_dir(tokens);
   write_file(tokens + "/f05@done", "");
   RunOptions options = with_timeout(120);
@@ -3644,33 +3632,18 @@ TEST(Faults, AStagedDirectoryNotPutInPlaceIsNotCountedAsCopied) {
   make_dir(dst);
   make_dir(logs);
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  struct Immutable {  // cleared whatever the test found, or TempDir could not remove it
-    UniqueFd fd;
-    bool set = false;
-    void clear() {
-      int flags = 0;
-      if (std::exchange(set, false) && ::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) == 0) {
-        flags &= ~FS_IMMUTABLE_FL;
-        ::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags);
-      }
-    }
-    ~Immutable() { clear(); }
-  } immutable{UniqueFd(::open(dst.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC))};
+  InodeFlags immutable(dst);
   AsyncPcopy p({"-j1", "--json", src, dst}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
   bool staged = poll_until(Clock::now() + 60s, [&] {
     auto names = list_tree(dst);
     return !p.running() || std::any_of(names.begin(), names.end(), [](auto& n) { return is_temp_name(n); });
   });
   ASSERT_TRUE(staged && p.running()) << "sub was not staged";
-  int flags = 0;
-  ASSERT_EQ(::ioctl(immutable.fd.get(), FS_IOC_GETFLAGS, &flags), 0);
-  flags |= FS_IMMUTABLE_FL;
-  if (::ioctl(immutable.fd.get(), FS_IOC_SETFLAGS, &flags) != 0)
+  if (!immutable.add(FS_IMMUTABLE_FL))
     GTEST_SKIP() << "this file system has no immutable flag: " << std::strerror(errno);
-  immutable.set = true;
   EXPECT_TRUE(open_gate(fifo, Clock::now() + 60s, [&] { return p.running(); }));
   RunResult r = p.wait();
-  immutable.clear();
+  immutable.restore();
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'sub': Operation not permitted")) << describe(r);
   auto report = nlohmann::json::parse(r.out);

@@ -8,7 +8,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/fs.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -1117,6 +1119,31 @@ std::string describe(const RunResult& r) {
   };
   return fmt::format("exit status {}\n--- stdout ---\n{}--- stderr ---\n{}", r.status, printable(r.out),
                      printable(r.err));
+}
+
+InodeFlags::InodeFlags(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) {
+  if (fd_ >= 0 && ::ioctl(fd_, FS_IOC_GETFLAGS, &flags_) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+InodeFlags::~InodeFlags() {
+  restore();
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool InodeFlags::add(int flag) {
+  int with = 0;
+  if (fd_ < 0 || ::ioctl(fd_, FS_IOC_GETFLAGS, &with) != 0) return false;
+  with |= flag;
+  if (::ioctl(fd_, FS_IOC_SETFLAGS, &with) != 0) return false;
+  changed_ = true;
+  return true;
+}
+
+void InodeFlags::restore() {
+  if (std::exchange(changed_, false)) ::ioctl(fd_, FS_IOC_SETFLAGS, &flags_);
 }
 
 RunOptions unprivileged(const TempDir& tmp) {

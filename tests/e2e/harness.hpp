@@ -153,6 +153,24 @@ struct CompareOptions {
   bool root = true;         // also compare the two roots' own mode, times, owners and xattrs (path ".")
 };
 
+// Inode flags (chattr: FS_APPEND_FL, FS_IMMUTABLE_FL) added to a file or directory for a while:
+// given back by restore() or the destructor, whatever the test found, or TempDir could not remove
+// it. add() is false where the file system or the caller's privileges refuse the flag.
+class InodeFlags {
+ public:
+  explicit InodeFlags(const std::string& path);
+  ~InodeFlags();
+  InodeFlags(const InodeFlags&) = delete;
+  InodeFlags& operator=(const InodeFlags&) = delete;
+  bool add(int flag);
+  void restore();
+
+ private:
+  int fd_ = -1;
+  int flags_ = 0;  // as they were
+  bool changed_ = false;
+};
+
 // Options that run pcopy as an ordinary user: under root the whole temporary tree is given to
 // nobody (65534) and pcopy runs as nobody, so permission bits apply as they would for a user;
 // a non-root test run is denied by them as it is.
