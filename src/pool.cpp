@@ -129,6 +129,7 @@ int Pool::spawn(size_t i) {
   s.reader = FrameReader();
   s.held.clear();
   s.batches = 0;
+  s.garbled = false;
   return 0;
 }
 

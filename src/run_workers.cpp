@@ -233,6 +233,7 @@ void Runner::handle_frames(size_t w, bool abandoned_too) {
 // in place: counted and named as if they had come through its pipe, not copied again. One that had
 // come (its death fell between the write and clearing the memory) answers no job it still holds.
 void Runner::take_unsent(size_t w) {
+  if (pool_->slot(w).garbled) return;  // one that sent a malformed frame is not taken at its word
   FrameReader reader;
   std::string_view frames = pool_->unsent(w);
   reader.feed(frames.data(), frames.size());
@@ -260,6 +261,7 @@ bool Runner::drain_results(size_t w) {
     try {
       handle_frames(w, true);
     } catch (const ProtocolError&) {
+      slot.garbled = true;  // not taken at its word for what it had not sent either (take_unsent)
       return false;
     }
     if (n < 0) return errno == EAGAIN;
