@@ -275,13 +275,25 @@ void Manifest::add(std::string_view rel, uint64_t size, Nanos mtime_ns, const Ha
   if (buf_.size() >= 64 * 1024) flush();
 }
 
+namespace {
+// Where a write to regular file `fd` will begin: its offset, or its end where it is open to append
+// (stdout's `>> log`), whose offset stays 0 until the first write; -1 where it cannot be told.
+off_t write_starts_at(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) return -1;
+  if (!(flags & O_APPEND)) return ::lseek(fd, 0, SEEK_CUR);
+  struct stat st;
+  return ::fstat(fd, &st) == 0 ? st.st_size : -1;
+}
+}  // namespace
+
 void Manifest::flush() {
   if (buf_.empty() || !fd_) return;
   if (!err_) {
     // A file keeps whole lines only: the part of a line a failed write (a full disk, `ulimit -f`)
     // put there is cut off again, so that a reader of JSON lines finds none broken; the whole
     // lines it wrote stay (they were cut back to where the write began).
-    off_t before = pipe_ ? -1 : ::lseek(fd_.get(), 0, SEEK_CUR);
+    off_t before = pipe_ ? -1 : write_starts_at(fd_.get());
     err_ = writer_ ? writer_(fd_.get(), buf_) : write_all(fd_.get(), buf_.data(), buf_.size());
     if (err_ && before >= 0) {
       off_t now = ::lseek(fd_.get(), 0, SEEK_CUR);

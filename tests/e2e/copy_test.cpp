@@ -1050,6 +1050,29 @@ TEST_F(CopyTest, ManifestOnStdoutIntoAFileWritesAfterWhatIsThere) {
   EXPECT_EQ(lines_of(read_file(manifest)).size(), 5u) << read_file(manifest);
 }
 
+// --manifest /dev/stdout appended to a log (`>> log`) whose first write fails part-way (a full disk,
+// here `ulimit -f`): what pcopy wrote is cut off again, and nothing before it. The start of its
+// write was taken from the offset, which on an O_APPEND descriptor is 0 until it first writes:
+// the log was cut to the size of the manifest's buffer, its earlier lines gone (I15).
+TEST_F(CopyTest, AFailedManifestWriteIntoAnAppendedLogKeepsWhatTheLogHeld) {
+  if (!exists("/usr/bin/prlimit")) GTEST_SKIP() << "needs prlimit (util-linux)";
+  for (int i = 0; i < 100; ++i) write_file(src + fmt::format("/file{:03}", i), "x\n");
+  std::string log = tmp / "backup.log";
+  std::string earlier;
+  for (int i = 0; i < 4000; ++i) earlier += fmt::format("earlier log line {:05}\n", i);  // more than the manifest
+  write_file(log, earlier);
+  const size_t limit = earlier.size() + 50;  // room for half a line of the manifest
+  RunResult r = run({"sh", "-c", "exec /usr/bin/prlimit --fsize=" + std::to_string(limit) + " " +
+                                     shell_quote(pcopy_bin()) + " -q --manifest /dev/stdout " + shell_quote(src) + " " +
+                                     shell_quote(dst) + " >> " + shell_quote(log)});
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot write manifest '/dev/stdout': File too large")) << describe(r);
+  std::string text = read_file(log);
+  EXPECT_EQ(text.size(), earlier.size());
+  EXPECT_TRUE(text == earlier) << text.substr(0, 200);
+  EXPECT_EQ(list_tree(dst).size(), 100u) << "the copy goes on";
+}
+
 // With stdout and stderr closed (a daemon's child), the manifest must not be opened as descriptor
 // 2 and take the error lines: they fail instead, and the manifest stays JSON lines only.
 TEST_F(CopyTest, ClosedStandardDescriptorsAreNotTakenByTheManifest) {
