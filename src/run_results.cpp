@@ -52,8 +52,10 @@ void Runner::report_error(const std::string& line, const std::string& path, cons
       console_.say_error(fmt::format("pcopy: stopping at the first error (--fail-fast): {}", rest));
       stats_.errors.add("", "stopped: --fail-fast: " + rest);
     }
+    // Abandoned first: what the stop itself fails (a big file whose chunks it drops) is an error
+    // like any other, not a first error that stops the run again.
+    abandon_ = true;  // what the workers hold is abandoned: nothing more is copied
     stop_dispatching();
-    abandon_ = true;  // and abandon what the workers hold: nothing more is copied
   }
 }
 

@@ -2775,6 +2775,9 @@ TEST_P(FaultsByJobs, AFailFastStopLeavesNoBegunBigFileUnreported) {
       bool named = count_lines_containing(r.err, "pcopy: cannot copy '" + big + "'") == 1;
       EXPECT_TRUE(whole || absent || named) << big << "\n" << describe(r);
     }
+    // Said once: a big file failed by the stop itself said it again, and the report had the stop
+    // twice among its errors (I15).
+    EXPECT_EQ(count_lines_containing(r.err, "pcopy: stopping at the first error"), 1u) << describe(r);
     EXPECT_EQ(joined(temporaries(to)), "");
   }
 }
