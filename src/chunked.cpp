@@ -30,8 +30,11 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   if (!in) return unopened(r, src_dir, job.name);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
-  if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != job.size || to_ns(st.st_mtim) != job.mtime_ns)
-    return fail(r, 0, kChanged);
+  if (!S_ISREG(st.st_mode)) return fail(r, 0, kChanged);
+  // What it holds now is copied, as a file copied whole is: the walk's size and time may be older
+  // (a log appended to since). The chunks cover this size, and End checks against it.
+  r.size = uint64_t(st.st_size);
+  r.mtime_ns = to_ns(st.st_mtim);
   // Its chunks go to a temporary renamed into place at the end: not in an append-only directory,
   // which takes no rename (nor the unlink of the temporary).
   if (!opt_.inplace && append_only_here(dst_dir))

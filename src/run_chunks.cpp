@@ -93,6 +93,10 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
       return complete(begin, failed, 0);
     }
   }
+  // The file as Begin found it, which may have grown or shrunk since the walk.
+  bytes_total_ = add_saturating(bytes_total_, r.size - std::min(r.size, begin.job.size));
+  begin.job.size = r.size;
+  begin.job.mtime_ns = r.mtime_ns;
   begin.job.src_dev = r.src_dev;  // every chunk and the End check that they read this file
   begin.job.src_ino = r.src_ino;
   begin.job.dst_dev = r.dst_dev;  // and write this one
@@ -121,6 +125,7 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     jobs_.emplace(ci.job.id, std::move(ci));
     ++cf.chunks_left;
   }
+  if (batches.empty()) return queue_end(file);  // emptied since the walk: nothing to write
   auto is_chunk = [&](const PendingBatch& pb) { return jobs_.at(pb.ids[0]).job.kind == JobKind::FileChunk; };
   size_t pos = 0;
   for (PendingBatch& pb : batches) {
@@ -141,13 +146,19 @@ void Runner::chunk_done(const JobInfo& info, const Result& r) {
   }
   if (--cf.chunks_left > 0) return;
   if (cf.failed) return fail_chunked(info.file);
+  queue_end(info.file);
+}
+
+// Every chunk of the file is in: its End goes first in the queue.
+void Runner::queue_end(uint64_t file) {
+  ChunkedFile& cf = chunked_.at(file);
   Job end = cf.begin.job;
   end.id = next_id_++;
   end.kind = JobKind::FileEnd;
   end.temp = cf.temp;
   end.attempt = 0;
   JobInfo ei{cf.begin.dir, std::move(end)};
-  ei.file = info.file;
+  ei.file = file;
   queue_.push_front(PendingBatch{ei.dir, {ei.job.id}, 0});
   jobs_.emplace(ei.job.id, std::move(ei));
 }

@@ -197,6 +197,7 @@ class Runner {
   bool should_chunk(const struct stat& st) const;
   void start_chunks(JobInfo& begin, const Result& r);
   void chunk_done(const JobInfo& info, const Result& r);
+  void queue_end(uint64_t file);
   void end_done(JobInfo& info, const Result& r);
   void fail_chunked(uint64_t file);
   void remove_dst_temp(DirNode* dir, const std::string& temp);

@@ -2782,6 +2782,42 @@ TEST_P(FaultsByJobs, AFailFastStopLeavesNoBegunBigFileUnreported) {
   }
 }
 
+// A big file that grows, shrinks or is emptied between the walk and its copy is copied as it is
+// then, as a file copied whole is: where the walk had looked at it (-a, the bar), the copy in
+// chunks failed it as "changed as we read it" before reading anything (I15).
+TEST_P(FaultsByJobs, ABigFileChangedBetweenTheWalkAndItsCopyIsCopiedAsItIsThen) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
+  for (std::string change : {"grown", "shrunk", "emptied"}) {
+    SCOPED_TRACE(change);
+    std::string src = tmp / (change + "-src"), to = tmp / (change + "-dst"), fifo = tmp / (change + "-gate");
+    make_dirs(src);
+    write_big_file(src + "/big.log", 140, 21);
+    write_file(src + "/small", "small\n");
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    AsyncPcopy p({jobs(), "-a", "--json", src, to}, logs,
+                 {"PCOPY_TEST_CHUNK_LOCAL=1", "PCOPY_TEST_GATE_NAME=big.log", "PCOPY_TEST_GATE_FIFO=" + fifo});
+    UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+    ASSERT_TRUE(gate.valid()) << describe(p.wait());
+    if (change == "grown") {
+      UniqueFd log(::open((src + "/big.log").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+      ASSERT_TRUE(log.valid());
+      ASSERT_EQ(::write(log.get(), "one more line\n", 14), 14);
+    } else {
+      ASSERT_EQ(::truncate((src + "/big.log").c_str(), change == "shrunk" ? (1 << 20) + 3 : 0), 0);
+    }
+    gate.reset();
+    RunResult r = p.wait();
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(compare_contents(src + "/big.log", to + "/big.log"), "") << describe(r);
+    EXPECT_EQ(lstat_or_zero(to + "/big.log").st_mtim.tv_nsec, lstat_or_zero(src + "/big.log").st_mtim.tv_nsec);
+    EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied"), 2) << r.out;
+    EXPECT_EQ(joined(temporaries(to)), "");
+  }
+}
+
 // --inplace over a big file copied in chunks: the old file is not emptied when the copy begins, so
 // what no chunk has reached yet keeps its data (a run stopped before a file's turn leaves it as it
 // was); the last step cuts it to the source's size. It was emptied first.
