@@ -35,11 +35,16 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   // (a log appended to since). The chunks cover this size, and End checks against it.
   r.size = uint64_t(st.st_size);
   r.mtime_ns = to_ns(st.st_mtim);
-  // Its chunks go to a temporary renamed into place at the end: not in an append-only directory,
-  // which takes no rename (nor the unlink of the temporary).
-  if (!opt_.inplace && append_only_here(dst_dir))
-    return fail(r, EPERM, "an append-only directory takes no rename, and a file split for several workers is "
-                          "written under a temporary name (--inplace writes it where it belongs)");
+  // Its chunks would go to a temporary renamed into place at the end: not in an append-only
+  // directory, which takes no rename (nor the unlink of the temporary). It is copied whole here
+  // instead, as a big file the walk did not split is there; its answer names no temporary, which
+  // tells the parent it is done (settle).
+  if (!opt_.inplace && append_only_here(dst_dir)) {
+    Job whole = job;
+    whole.kind = JobKind::File;
+    whole.known = true;  // not to be split
+    return copy_opened(std::move(in), st, dst_dir, whole, r);
+  }
   r.temp = opt_.inplace ? job.target() : next_temp_name();
   r.src_dev = st.st_dev;
   r.src_ino = st.st_ino;

@@ -24,10 +24,11 @@ namespace {
 // no chunk has written yet it keeps its data); a symbolic link, FIFO or device there is replaced,
 // never written through or opened, and so is the source itself (`src`, its stat), hard-linked
 // there by `cp -al`: truncating it would empty the source. So is a file with other links (renamed
-// over by a new one under `temp_name()`), or it fails: with -a (`archive`) they are what SRC's
-// hard links were, and a link broken in SRC would see the new data; on SRC's file system one of
-// them may be another file of SRC (a `cp -al` snapshot whose source file was renamed since), which
-// a copy never writes. A directory there is an error (EISDIR).
+// over by a new one under `temp_name()`), or it fails (EPERM where `temp_name()` gives no name:
+// an append-only directory): with -a (`archive`) they are what SRC's hard links were, and a link
+// broken in SRC would see the new data; on SRC's file system one of them may be another file of
+// SRC (a `cp -al` snapshot whose source file was renamed since), which a copy never writes. A
+// directory there is an error (EISDIR).
 int open_in_place(int dir, const char* name, const struct stat& src, bool& existed, bool archive,
                   const std::function<std::string()>& temp_name, bool truncate) {
   const mode_t mode = src.st_mode & 0777;
@@ -41,6 +42,10 @@ int open_in_place(int dir, const char* name, const struct stat& src, bool& exist
       // A new file renamed over it, empty: the name is never missing (another run into DST may
       // be linking it).
       const std::string relink = temp_name();
+      if (relink.empty()) {  // an append-only directory: the temporary could be neither renamed nor removed
+        errno = EPERM;
+        return -1;
+      }
       fd = ::openat(dir, relink.c_str(), kCreate, mode);
       if (fd >= 0) {
         if (::renameat(dir, relink.c_str(), dir, name) == 0) return fd;
@@ -310,12 +315,21 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   std::string tmp;
   UniqueFd out;
   // Where files are replaced (replacing_), a named temporary is one system call cheaper: renamed
-  // over the old file, where an O_TMPFILE file needs a link to a temporary name first.
-  if (!direct && !split && !opt_.verify && local_fs_ && !replacing_ && tmpfile_ != Tmpfile::No &&
+  // over the old file, where an O_TMPFILE file needs a link to a temporary name first. In an
+  // append-only directory a named temporary could be neither renamed into place nor removed: an
+  // O_TMPFILE file is linked in there whatever else would want a named one (--verify rereads it
+  // through its descriptor; a file system outside local_fs_ whose close may fail is checked only
+  // after the link), or the file fails with nothing made (I16).
+  const bool unnamed_only =
+      !direct && !split && !(local_fs_ && !opt_.verify && !replacing_) && append_only_here(dst_dir);
+  if (!direct && !split && ((local_fs_ && !opt_.verify && !replacing_) || unnamed_only) && tmpfile_ != Tmpfile::No &&
       (tmpfile_ != Tmpfile::Unknown || probe_tmpfile(dst_dir))) {
-    out.reset(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, st.st_mode & 0777));
+    out.reset(::openat(dst_dir, ".", O_TMPFILE | (opt_.verify ? O_RDWR : O_WRONLY) | O_CLOEXEC, st.st_mode & 0777));
     if (!out && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_ = Tmpfile::No;
   }
+  if (!out && unnamed_only)
+    return fail(r, EPERM, "an append-only directory takes no rename, and this file system makes no unnamed file "
+                          "(O_TMPFILE) to link in");
   // A new file is made with its final mode (umask is 0) unless a default ACL shapes it; with
   // --inplace a file that was there already keeps its own until set.
   bool fresh_mode = !default_acl_;
@@ -387,7 +401,8 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (hasher) r.hash = hasher->digest();
   if (opt_.verify) {
     Hasher check;
-    UniqueFd reread(::openat(dst_dir, tmp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    UniqueFd reread(tmp.empty() ? ::fcntl(out.get(), F_DUPFD_CLOEXEC, 0)  // an O_TMPFILE file, open to read too
+                                : ::openat(dst_dir, tmp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     // A mode that lets others read but not the owner (0044): the user reads the source as one of
     // the others, and owns the copy. Readable for the check; its mode is set again below.
     if (!reread && errno == EACCES && ::fchmod(out.get(), (st.st_mode & 0777) | 0400) == 0) {
@@ -441,7 +456,10 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
 // open_in_place(), and with --delete a directory at `name` removed first, as install() removes
 // one for a copy renamed into place.
 int Copier::in_place(int dst_dir, const std::string& name, const struct stat& src, bool& existed, bool truncate) {
-  const std::function<std::string()> temp = [this] { return next_temp_name(); };  // only where needed
+  // Only where needed; none in an append-only directory, where it could be neither renamed nor removed.
+  const std::function<std::string()> temp = [this, dst_dir] {
+    return append_only_here(dst_dir) ? std::string() : next_temp_name();
+  };
   int fd = open_in_place(dst_dir, name.c_str(), src, existed, opt_.archive, temp, truncate);
   if (fd >= 0 || errno != EISDIR || !opt_.delete_extraneous) return fd;
   if (int err = make_way(dst_dir, name, false)) {

@@ -145,7 +145,10 @@ void Runner::settle(const Result& r) {
     case JobKind::FileChunk: return chunk_done(info, r);
     case JobKind::FileEnd: return end_done(info, r);
     case JobKind::FileBegin:
-      if (r.outcome == Outcome::Copied || r.outcome == Outcome::Replaced) return start_chunks(info, r);
+      // Begun: its temporary (or, with --inplace, its final name) is there for the chunks. With
+      // none, it was copied whole (an append-only directory) and is done as any file is.
+      if ((r.outcome == Outcome::Copied || r.outcome == Outcome::Replaced) && !r.temp.empty())
+        return start_chunks(info, r);
       break;
     default: break;
   }

@@ -2782,6 +2782,48 @@ TEST_P(FaultsByJobs, AFailFastStopLeavesNoBegunBigFileUnreported) {
   }
 }
 
+// In an append-only directory (chattr +a) no named temporary may be made: it could be neither
+// renamed into place nor removed. Each of these made one, failed, and left it there, one more
+// every run (I16): a new file with --verify (which rereads the copy; it now goes through an
+// O_TMPFILE file too); --inplace over a file with other links (a new file renamed over it: now
+// refused before anything is made). And a big file the walk had split (-a) failed there, where
+// one it had not was copied; it is copied whole now, as that one is.
+TEST_P(FaultsByJobs, AnAppendOnlyDirectoryGetsNoTemporaryWhateverTheWayOfCopying) {
+  std::string src = tmp / "src";
+  make_dirs(src + "/sub");
+  write_file(src + "/sub/linked", "new data\n");
+  write_big_file(src + "/sub/big", 130, 31);
+  make_dirs(dst + "/sub");
+  write_file(dst + "/sub/linked", "old data\n");
+  ASSERT_EQ(::link((dst + "/sub/linked").c_str(), (dst + "/other").c_str()), 0);
+  InodeFlags sub(dst + "/sub");
+  if (!sub.add(FS_APPEND_FL)) GTEST_SKIP() << "cannot make a directory append-only (root, ext4/XFS/tmpfs)";
+  RunOptions options = with_timeout(120);
+  options.env = {"PCOPY_TEST_CHUNK_LOCAL=1"};
+  // Every run fails `linked` (a file there is never replaced) and the directory's times.
+  auto expect_only_linked_failed = [&](const RunResult& r) {
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_EQ(count_lines_containing(r.err, "pcopy: cannot copy"), 1u) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'sub/linked': Operation not permitted")) << describe(r);
+    EXPECT_EQ(read_file(dst + "/other"), "old data\n") << "the other name keeps its data";
+    EXPECT_EQ(joined(temporaries(dst)), "") << describe(r);
+  };
+  for (int run = 0; run < 2; ++run) {
+    SCOPED_TRACE(run);
+    std::string plain = fmt::format("sub/plain{}", run), verified = fmt::format("sub/verified{}", run);
+    write_file(src + "/" + plain, "copied\n");
+    RunResult r = copy(src, dst, {jobs(), "-a", "-u"}, options);  // big: split by the walk (-a), copied whole
+    expect_only_linked_failed(r);
+    EXPECT_EQ(read_file(dst + "/" + plain), "copied\n");
+    EXPECT_EQ(compare_contents(src + "/sub/big", dst + "/sub/big"), "") << describe(r);
+    write_file(src + "/" + verified, "verified\n");
+    r = copy(src, dst, {jobs(), "-a", "-u", "--verify"}, options);
+    expect_only_linked_failed(r);
+    EXPECT_EQ(read_file(dst + "/" + verified), "verified\n");
+    expect_only_linked_failed(copy(src, dst, {jobs(), "--inplace"}, options));
+  }
+}
+
 // A big file that grows, shrinks or is emptied between the walk and its copy is copied as it is
 // then, as a file copied whole is: where the walk had looked at it (-a, the bar), the copy in
 // chunks failed it as "changed as we read it" before reading anything (I15).
