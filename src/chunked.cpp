@@ -30,7 +30,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   if (!in) return unopened(r, src_dir, job.name);
   struct stat st;
   if (::fstat(in.get(), &st) != 0) return fail(r, errno);
-  if (!S_ISREG(st.st_mode)) return fail(r, 0, kChanged);
+  if (!S_ISREG(st.st_mode)) return fail(r, 0, kChangedType);
   // What it holds now is copied, as a file copied whole is: the walk's size and time may be older
   // (a log appended to since). The chunks cover this size, and End checks against it.
   r.size = uint64_t(st.st_size);

@@ -412,14 +412,30 @@ TEST_P(CopierTest, ChunkedCopyOfASourceThatChangedFailsWithoutAFinalName) {
   EXPECT_FALSE(pcopy_test::list_at(dst_).count("big"));
 }
 
-TEST_P(CopierTest, ChunkedBeginRefusesASourceThatNoLongerMatchesTheWalk) {
+// A file changed since the walk saw it is copied as it is when its copy begins, as one copied
+// whole is: Begin says the size and time it found, which its chunks and End then go by.
+TEST_P(CopierTest, ChunkedBeginTakesTheSourceAsItIsWhenItBegins) {
   pcopy_test::write_at(src_, "big", "12345");
+  set_times_at(src_, "big", {1'000, 0}, {2'000, 7});
   Job begin = job_for("big");
   begin.kind = JobKind::FileBegin;
-  begin.size = 6;  // the walk saw another size
+  begin.size = 6;  // the walk saw another size and time
+  begin.mtime_ns = 1'000;
+  Result b = copy(begin);
+  ASSERT_EQ(b.outcome, Outcome::Copied) << b.err << " " << b.detail;
+  EXPECT_EQ(b.size, 5u);
+  EXPECT_EQ(b.mtime_ns, 2'000'000'000'007);
+  EXPECT_TRUE(pcopy_test::list_at(dst_).count(b.temp)) << b.temp;
+}
+
+TEST_P(CopierTest, ChunkedBeginRefusesASourceThatIsNoLongerAFile) {
+  ASSERT_EQ(::mkdirat(src_, "big", 0755), 0);
+  Job begin = job_for("big");
+  begin.kind = JobKind::FileBegin;
+  begin.size = 6;
   Result b = copy(begin);
   EXPECT_EQ(b.outcome, Outcome::Failed);
-  EXPECT_EQ(b.detail, "file changed as we read it");
+  EXPECT_EQ(b.detail, "file changed type as we read it");
   EXPECT_TRUE(pcopy_test::list_at(dst_).empty());
 }
 
