@@ -94,7 +94,7 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     }
   }
   // The file as Begin found it, which may have grown or shrunk since the walk.
-  bytes_total_ = add_saturating(bytes_total_, r.size - std::min(r.size, begin.job.size));
+  resize_total(begin.job.size, r.size);
   begin.job.size = r.size;
   begin.job.mtime_ns = r.mtime_ns;
   begin.job.src_dev = r.src_dev;  // every chunk and the End check that they read this file

@@ -52,7 +52,7 @@ void Runner::drop(uint64_t id) {
       // Its temporary made, but never filled: dropped as a file never sent is, once the last of
       // its chunks is. (With --inplace its final name was opened, its mode perhaps changed for
       // the copy: that is reported.)
-      if (--cf.chunks_left > 0) return;
+      if (cf.chunks_left > 0 && --cf.chunks_left > 0) return;  // none left: its End (a file emptied)
       DirNode* dir = cf.begin.dir;
       remove_dst_temp(dir, cf.temp);
       chunked_.erase(info.file);

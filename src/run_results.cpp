@@ -133,7 +133,7 @@ void Runner::settle(const Result& r) {
   bytes_done_ = add_saturating(bytes_done_, r.bytes >= info.reported ? r.bytes - info.reported : 0);
   if (r.outcome == Outcome::Split) {
     // The worker found the file big: from here on it is copied like a FileBegin.
-    bytes_total_ = add_saturating(bytes_total_, r.size - std::min(r.size, info.job.size));
+    resize_total(info.job.size, r.size);
     info.job.size = r.size;
     info.job.mtime_ns = r.mtime_ns;
     Result begun = r;
@@ -195,6 +195,9 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
       break;
     case Outcome::Copied:
     case Outcome::Replaced:
+      // A file grown or shrunk since the walk counted it: a finished run still ends at 100%.
+      if (info.job.known && (info.job.kind == JobKind::File || info.job.kind == JobKind::FileBegin))
+        resize_total(info.job.size, r.size);
       if (is_symlink(info)) {
         ++stats_.links_copied;
       } else {
@@ -224,6 +227,10 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   }
   if (info.link_key) finish_link_group(info, r);
   release(info.dir);
+}
+
+void Runner::resize_total(uint64_t from, uint64_t to) {
+  bytes_total_ = add_saturating(bytes_total_ - std::min(bytes_total_, from), to);
 }
 
 void Runner::note_deleted(const std::string& path) {

@@ -198,6 +198,8 @@ class Runner {
   void start_chunks(JobInfo& begin, const Result& r);
   void chunk_done(const JobInfo& info, const Result& r);
   void queue_end(uint64_t file);
+  // A file the walk counted at `from` bytes was found at `to` when copied: the total follows.
+  void resize_total(uint64_t from, uint64_t to);
   void end_done(JobInfo& info, const Result& r);
   void fail_chunked(uint64_t file);
   void remove_dst_temp(DirNode* dir, const std::string& temp);

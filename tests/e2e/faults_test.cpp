@@ -2836,7 +2836,8 @@ TEST_P(FaultsByJobs, AnAppendOnlyDirectoryGetsNoTemporaryWhateverTheWayOfCopying
 
 // A big file that grows, shrinks or is emptied between the walk and its copy is copied as it is
 // then, as a file copied whole is: where the walk had looked at it (-a, the bar), the copy in
-// chunks failed it as "changed as we read it" before reading anything (I15).
+// chunks failed it as "changed as we read it" before reading anything (I15). The bar's total
+// follows it (I18).
 TEST_P(FaultsByJobs, ABigFileChangedBetweenTheWalkAndItsCopyIsCopiedAsItIsThen) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
@@ -2849,7 +2850,7 @@ TEST_P(FaultsByJobs, ABigFileChangedBetweenTheWalkAndItsCopyIsCopiedAsItIsThen) 
     write_big_file(src + "/big.log", 140, 21);
     write_file(src + "/small", "small\n");
     ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-    AsyncPcopy p({jobs(), "-a", "--json", src, to}, logs,
+    AsyncPcopy p({jobs(), "-a", "--json", "--progress=always", src, to}, logs,
                  {"PCOPY_TEST_CHUNK_LOCAL=1", "PCOPY_TEST_GATE_NAME=big.log", "PCOPY_TEST_GATE_FIFO=" + fifo});
     UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
     ASSERT_TRUE(gate.valid()) << describe(p.wait());
@@ -2867,6 +2868,11 @@ TEST_P(FaultsByJobs, ABigFileChangedBetweenTheWalkAndItsCopyIsCopiedAsItIsThen) 
     EXPECT_EQ(lstat_or_zero(to + "/big.log").st_mtim.tv_nsec, lstat_or_zero(src + "/big.log").st_mtim.tv_nsec);
     EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied"), 2) << r.out;
     EXPECT_EQ(joined(temporaries(to)), "");
+    // The total follows the file: the last status line is at 100% (a file that shrank left it at 0%).
+    std::string last;
+    for (const std::string& line : lines_of(r.err))
+      if (line.starts_with("pcopy: ") && line.find('%') != std::string::npos) last = line;
+    EXPECT_TRUE(last.starts_with("pcopy: 100% ")) << describe(r);
   }
 }
 
