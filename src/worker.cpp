@@ -199,6 +199,13 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
   std::string out;
   std::vector<Result> results;
   long last_flush = now_ms();
+#ifdef PCOPY_TEST_HOOKS
+  // Test builds only: answers go by size or at a batch's end, never by time, so that a test knows
+  // which ones a worker killed mid-batch had not sent (on a loaded machine some had gone).
+  const bool timed_flush = !std::getenv("PCOPY_TEST_NO_TIMED_FLUSH");
+#else
+  const bool timed_flush = true;
+#endif
   // After a --fail-fast error every later job is handed back untried: the parent stops the run.
   bool failed_fast = false;
   // The job the last progress message was about. It is answered as soon as it is done, before
@@ -251,7 +258,8 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
         failed_fast = give_back && options.fail_fast;
         if (!answered) answer(r);
         test_hook_done(batch, r.id);
-        return (out.size() < kFlushBytes && now_ms() - last_flush < kFlushMs && !g_finish_up && r.id != reporting) ||
+        return (out.size() < kFlushBytes && (!timed_flush || now_ms() - last_flush < kFlushMs) && !g_finish_up &&
+                r.id != reporting) ||
                flush();
       };
       size_t hooked = 0;  // jobs test_hooks() has seen: a run cut short is not seen twice
