@@ -35,11 +35,12 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   // (a log appended to since). The chunks cover this size, and End checks against it.
   r.size = uint64_t(st.st_size);
   r.mtime_ns = to_ns(st.st_mtim);
-  // Its chunks would go to a temporary renamed into place at the end: not in an append-only
-  // directory, which takes no rename (nor the unlink of the temporary). It is copied whole here
-  // instead, as a big file the walk did not split is there; its answer names no temporary, which
-  // tells the parent it is done (settle).
-  if (!opt_.inplace && append_only_here(dst_dir)) {
+  // Copied whole here instead, as a big file the walk did not split is, where splitting does not
+  // fit: a file sparse now (the walk saw it whole), which is copied by extents, its holes kept (a
+  // chunk writes every byte of its range); and a file in an append-only directory, which takes no
+  // rename (nor the unlink of the chunks' temporary). Its answer names no temporary, which tells
+  // the parent it is done (settle).
+  if (uint64_t(st.st_blocks) * 512 < uint64_t(st.st_size) || (!opt_.inplace && append_only_here(dst_dir))) {
     Job whole = job;
     whole.kind = JobKind::File;
     whole.known = true;  // not to be split

@@ -2838,13 +2838,13 @@ TEST_P(FaultsByJobs, AnAppendOnlyDirectoryGetsNoTemporaryWhateverTheWayOfCopying
 // A big file that grows, shrinks or is emptied between the walk and its copy is copied as it is
 // then, as a file copied whole is: where the walk had looked at it (-a, the bar), the copy in
 // chunks failed it as "changed as we read it" before reading anything (I15). The bar's total
-// follows it (I18).
+// follows it (I18), and one made sparse meanwhile keeps its holes (I19).
 TEST_P(FaultsByJobs, ABigFileChangedBetweenTheWalkAndItsCopyIsCopiedAsItIsThen) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
 #endif
   if (GetParam() == 1) GTEST_SKIP() << "one worker never splits a file";
-  for (std::string change : {"grown", "shrunk", "emptied"}) {
+  for (std::string change : {"grown", "shrunk", "emptied", "made sparse"}) {
     SCOPED_TRACE(change);
     std::string src = tmp / (change + "-src"), to = tmp / (change + "-dst"), fifo = tmp / (change + "-gate");
     make_dirs(src);
@@ -2860,13 +2860,18 @@ TEST_P(FaultsByJobs, ABigFileChangedBetweenTheWalkAndItsCopyIsCopiedAsItIsThen) 
       ASSERT_TRUE(log.valid());
       ASSERT_EQ(::write(log.get(), "one more line\n", 14), 14);
     } else {
-      ASSERT_EQ(::truncate((src + "/big.log").c_str(), change == "shrunk" ? (1 << 20) + 3 : 0), 0);
+      off_t size = change == "shrunk" ? (1 << 20) + 3 : change == "emptied" ? 0 : off_t(256) << 20;
+      ASSERT_EQ(::truncate((src + "/big.log").c_str(), size), 0);
     }
     gate.reset();
     RunResult r = p.wait();
     EXPECT_EQ(r.status, 0) << describe(r);
     EXPECT_EQ(compare_contents(src + "/big.log", to + "/big.log"), "") << describe(r);
     EXPECT_EQ(lstat_or_zero(to + "/big.log").st_mtim.tv_nsec, lstat_or_zero(src + "/big.log").st_mtim.tv_nsec);
+    // Sparse when its copy began: copied by extents, its hole kept (its chunks filled it, I19).
+    if (change == "made sparse") {
+      EXPECT_LT(lstat_or_zero(to + "/big.log").st_blocks, (off_t(200) << 20) / 512);
+    }
     EXPECT_EQ(nlohmann::json::parse(r.out).at("files_copied"), 2) << r.out;
     EXPECT_EQ(joined(temporaries(to)), "");
     // The total follows the file: the last status line is at 100% (a file that shrank left it at 0%).
