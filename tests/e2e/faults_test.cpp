@@ -1449,6 +1449,9 @@ TEST_P(FaultsByJobs, TimeStoppedByJobControlIsNoWorkersSilence) {
     if (how == "Ctrl-Z") {
       ASSERT_EQ(::kill(p.pid(), SIGTSTP), 0);
     } else {
+      // The parent stops itself after its first send (the hook): once it has, or a SIGCONT below
+      // could come before that stop, which nothing would then end (once, under load, for 2 minutes).
+      ASSERT_TRUE(poll_until(Clock::now() + 10s, [&] { return stopped(p.pid()); })) << describe(p.wait());
       for (const Proc& w : children_of(p.pid())) all.push_back(w.pid);
       for (pid_t pid : all) ASSERT_EQ(::kill(pid, SIGSTOP), 0);
     }
