@@ -244,6 +244,11 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
       if (int err = opt_.reflink == ReflinkMode::Always ? clone_refusal(in.get(), dst_fs) : 0)
         return fail(r, err, "cannot clone it (--reflink=always): " + errno_text(err));
     }
+    // Nor can anything replace what is there in an append-only directory (--inplace rewrites a
+    // file where it is, but for one with other links, which the dry run does not look at).
+    bool rewritten = opt_.inplace && (job.kind == JobKind::File || job.kind == JobKind::FileBegin);
+    if (r.outcome == Outcome::Replaced && !rewritten && dst_dir >= 0 && append_only_here(dst_dir))
+      return fail(r, EPERM);
     r.bytes = job.kind == JobKind::File ? job.size : 0;
     return r;
   }

@@ -348,6 +348,11 @@ TEST_F(CopyTest, AnAppendOnlyDestinationGetsNewFilesAndDirectoriesAndNoLeftovers
     EXPECT_TRUE(S_ISFIFO(lstat_of(dst + "/fifo").st_mode));
     for (const std::string& name : list_tree(dst)) EXPECT_FALSE(is_temp_name(name)) << name << " left\n" << describe(r);
   }
+  // A dry run names what the real run cannot replace there, as run 1 did; it said `replace top` (I18).
+  RunResult n = copy({"-n", "-j2"});
+  EXPECT_EQ(n.status, 1) << describe(n);
+  EXPECT_TRUE(has_line(n.err, "pcopy: cannot copy 'top': Operation not permitted")) << describe(n);
+  EXPECT_FALSE(has_line(n.out, "replace top")) << describe(n);
 }
 
 // A worker learns whether DST's file system has unnamed temporaries (O_TMPFILE) in the first
