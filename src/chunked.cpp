@@ -40,7 +40,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
   // chunk writes every byte of its range); and a file in an append-only directory, which takes no
   // rename (nor the unlink of the chunks' temporary). Its answer names no temporary, which tells
   // the parent it is done (settle).
-  if (uint64_t(st.st_blocks) * 512 < uint64_t(st.st_size) || (!opt_.inplace && append_only_here(dst_dir))) {
+  if (has_holes(st) || (!opt_.inplace && append_only_here(dst_dir))) {
     Job whole = job;
     whole.kind = JobKind::File;
     whole.known = true;  // not to be split

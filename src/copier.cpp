@@ -247,7 +247,7 @@ Result Copier::copy_job(int src_dir, int dst_dir, int dst_root, const Job& job, 
     // Nor can anything replace what is there in an append-only directory (--inplace rewrites a
     // file where it is, but for one with other links, which the dry run does not look at).
     bool rewritten = opt_.inplace && (job.kind == JobKind::File || job.kind == JobKind::FileBegin);
-    if (r.outcome == Outcome::Replaced && !rewritten && dst_dir >= 0 && append_only_here(dst_dir))
+    if (r.outcome == Outcome::Replaced && !rewritten && append_only_here(dst_dir))
       return fail(r, EPERM);
     r.bytes = job.kind == JobKind::File ? job.size : 0;
     return r;
@@ -307,7 +307,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   // Big, and the parent did not know: to be handed back and copied in chunks by every worker.
   // (Not in an append-only directory: its chunks' temporary could not be renamed into place.)
   bool split = !job.known && !hasher && chunk_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold &&
-               uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size) && (opt_.inplace || !append_only_here(dst_dir));
+               !has_holes(st) && (opt_.inplace || !append_only_here(dst_dir));
 
   // Where the data goes: an unnamed O_TMPFILE file linked in when complete (nothing to clean up
   // after a crash, and cheaper), a named temporary beside the final name when the file system has
@@ -325,9 +325,9 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   // O_TMPFILE file is linked in there whatever else would want a named one (--verify rereads it
   // through its descriptor; a file system outside local_fs_ whose close may fail is checked only
   // after the link), or the file fails with nothing made (I16).
-  const bool unnamed_only =
-      !direct && !split && !(local_fs_ && !opt_.verify && !replacing_) && append_only_here(dst_dir);
-  if (!direct && !split && ((local_fs_ && !opt_.verify && !replacing_) || unnamed_only) && tmpfile_ != Tmpfile::No &&
+  const bool unnamed_first = !direct && !split && local_fs_ && !opt_.verify && !replacing_;
+  const bool unnamed_only = !direct && !split && !unnamed_first && append_only_here(dst_dir);
+  if ((unnamed_first || unnamed_only) && tmpfile_ != Tmpfile::No &&
       (tmpfile_ != Tmpfile::Unknown || probe_tmpfile(dst_dir))) {
     out.reset(::openat(dst_dir, ".", O_TMPFILE | (opt_.verify ? O_RDWR : O_WRONLY) | O_CLOEXEC, st.st_mode & 0777));
     if (!out && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_ = Tmpfile::No;

@@ -79,7 +79,7 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
     }
     if (fallback_errno(err)) try_reflink_ = false;
   }
-  bool sparse = size > 0 && uint64_t(st.st_blocks) * 512 < size;
+  bool sparse = has_holes(st);
   int err = 0;
   bool as_stated = true;  // the data ended where the size said
   if (!sparse) {

@@ -55,7 +55,7 @@ bool Runner::written_elsewhere(ChunkedFile& cf, int w) {
 bool Runner::should_chunk(const struct stat& st) const {
   // Hashing (--verify, --manifest) reads the file in order; a sparse file is copied by extents.
   return chunk_ && opt_.jobs > 1 && uint64_t(st.st_size) >= kChunkThreshold && !opt_.dry_run && !opt_.verify &&
-         opt_.manifest.empty() && uint64_t(st.st_blocks) * 512 >= uint64_t(st.st_size);
+         opt_.manifest.empty() && !has_holes(st);
 }
 
 // FileBegin made the temporary: hand out the chunks, first in the queue, one per batch, so every

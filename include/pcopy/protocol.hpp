@@ -145,6 +145,9 @@ inline constexpr const char* kDanglingLink = "symbolic link points to nothing";
 // Files at least this big are copied in chunks of kChunkBytes by every worker.
 inline constexpr uint64_t kChunkBytes = 64ull << 20;
 inline constexpr uint64_t kChunkThreshold = 128ull << 20;
+// A file with fewer blocks than its size: it has holes, copied by extents to keep them, never in
+// chunks (a chunk writes every byte of its range).
+inline bool has_holes(const struct stat& st) { return uint64_t(st.st_blocks) * 512 < uint64_t(st.st_size); }
 
 // A piece of the source's metadata a copy could not be given because the destination refuses
 // it (refused_metadata(), below): the copy stands without it, and the run reports it.
