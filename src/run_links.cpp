@@ -93,7 +93,7 @@ void Runner::add_link_name(WalkEvent& ev, Job job) {
     job.kind = JobKind::HardLink;
     if (group.done) {
       job.link_target = group.first;
-      job.want_hash = manifest_.is_open() && !group.hash;
+      job.want_hash = manifest_.is_open() && !group.line;
       add_job(ev.dir, std::move(job)).member_of = key;
     } else {
       wait(std::move(job));
@@ -222,12 +222,12 @@ void Runner::finish_link_group(const JobInfo& info, const Result& r) {
   group.done = true;
   group.anew = r.outcome != Outcome::Skipped;
   group.first = rel(info);
-  group.hash = r.hash;
+  group.line = r.hash ? std::optional(LinkGroup::Line{*r.hash, r.size, r.mtime_ns}) : std::nullopt;
   for (uint64_t id : waiting) {
     JobInfo parked = std::move(jobs_.at(id));
     jobs_.erase(id);
     parked.job.link_target = group.first;
-    parked.job.want_hash = manifest_.is_open() && !group.hash;
+    parked.job.want_hash = manifest_.is_open() && !group.line;
     add_ready_link(parked.dir, std::move(parked.job), *parked.member_of);
   }
 }

@@ -210,16 +210,15 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
         console_.out_line(display_path(dst_path()));
       }
       if (manifest_.is_open()) {
-        std::optional<Hash128> hash = r.hash;
-        if (!hash && info.member_of) {
-          // A hard link has the contents of its group's first copy.
-          auto group = links_.find(*info.member_of);
-          if (group != links_.end()) {
-            if (!group->second.hash) group->second.hash = r.hash;  // hashed by the worker (want_hash)
-            hash = group->second.hash;
-          }
+        std::optional<LinkGroup::Line> line;
+        if (r.hash) line = LinkGroup::Line{*r.hash, r.size, r.mtime_ns};
+        // A hard link names its group's copy, which the source may have changed since the walk.
+        auto group = info.member_of ? links_.find(*info.member_of) : links_.end();
+        if (group != links_.end()) {
+          if (!group->second.line) group->second.line = line;  // hashed by the worker (want_hash)
+          if (!line) line = group->second.line;
         }
-        if (hash) manifest_.add(dst_path(), r.size, r.mtime_ns, *hash);
+        if (line) manifest_.add(dst_path(), line->size, line->mtime_ns, line->hash);
       }
       break;
     case Outcome::Split:

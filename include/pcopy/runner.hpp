@@ -130,7 +130,14 @@ struct LinkGroup {
   nlink_t lead_names = 0;      // lead_copy's own number of names
   JobKind kind = JobKind::File;  // its names' kind, for a waiting name that comes to lead
   nlink_t names_left = 0;        // names not met yet (some may be outside SRC)
-  std::optional<Hash128> hash;
+  // The manifest's line for the copy its names share, from the first of them hashed: every name's
+  // line gives that copy's size and time with its hash, not what the walk saw of the name.
+  struct Line {
+    Hash128 hash;
+    uint64_t size;
+    Nanos mtime_ns;
+  };
+  std::optional<Line> line;
   std::vector<uint64_t> waiting;  // job ids parked until the first copy exists
 };
 

@@ -1387,6 +1387,42 @@ TEST_P(FaultsByJobs, ASignalUnderALowOpenFileLimitLeavesNoDirectoryStagedOr0700)
   EXPECT_EQ(diff_trees(src, dst), "");
 }
 
+// -a --manifest: a hard-linked file rewritten in place (same inode) after the walk saw it, before its
+// copy. Every name's line gives the size and time of the one copy its hash is of: the name linked to
+// it had the walk's size and time, 100,000 bytes beside the hash of 5 (I20).
+TEST_P(FaultsByJobs, EveryNameOfAFileRewrittenBeforeItsCopyHasTheCopysLineInTheManifest) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", fifo = tmp / "gate", manifest = tmp / "manifest.jsonl";
+  make_dir(src);
+  make_dir(src + "/x");
+  make_dir(src + "/y");
+  write_file(src + "/x/gate.txt", std::string(100'000, 'o'));  // the name copied first waits at the gate
+  ASSERT_EQ(::link((src + "/x/gate.txt").c_str(), (src + "/y/gate.txt").c_str()), 0);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  AsyncPcopy p({jobs(), "-a", "--manifest", manifest, src, dst}, logs,
+               {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+  UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  ASSERT_TRUE(gate.valid()) << describe(p.wait());
+  write_file(src + "/x/gate.txt", "short");  // O_TRUNC: the same inode, both names
+  gate.reset();
+  RunResult r = p.wait();
+  ASSERT_EQ(r.status, 0) << describe(r);
+  struct stat copy = lstat_or_zero(dst + "/x/gate.txt"), source = lstat_or_zero(src + "/x/gate.txt");
+  ASSERT_EQ(copy.st_size, 5) << "the copy is of the file as it was when copied";
+  ASSERT_EQ(lstat_or_zero(dst + "/y/gate.txt").st_ino, copy.st_ino);
+  std::vector<std::string> lines = lines_of(read_file(manifest));
+  ASSERT_EQ(lines.size(), 2u) << read_file(manifest);
+  for (const std::string& text : lines) {
+    nlohmann::json line = nlohmann::json::parse(text);
+    EXPECT_EQ(line.at("size"), 5) << text;
+    EXPECT_EQ(line.at("mtime_ns").get<long long>(), source.st_mtim.tv_sec * 1'000'000'000LL + source.st_mtim.tv_nsec)
+        << text;
+    EXPECT_EQ(line.at("xxh128"), nlohmann::json::parse(lines[0]).at("xxh128")) << text;
+  }
+}
+
 // A worker that sends nothing for a long while (on a hung network mount, or stopped by someone;
 // here a test hook holds it before z/gate.txt, with the threshold of 120 s made 0.2 s) is named
 // once, with where its unanswered entries begin, and waited for: the run completes when it goes on.
