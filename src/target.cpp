@@ -5,12 +5,14 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "pcopy/copier.hpp"
@@ -161,6 +163,72 @@ bool within(const std::string& path, const std::string& dir) {
 }
 
 bool same_path(const std::string& a, const std::string& b) { return !a.empty() && a == b; }
+
+// A path of the mount table as written there: a space, tab, newline or backslash in octal (\040).
+std::string unescaped_mount_path(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    bool octal = s[i] == '\\' && s.size() - i >= 4;
+    for (size_t k = 1; octal && k <= 3; ++k) octal = s[i + k] >= '0' && s[i + k] <= '7';
+    if (!octal) {
+      out += s[i];
+      continue;
+    }
+    out += char((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
+    i += 3;
+  }
+  return out;
+}
+
+// `a` and then `b`, where `b` is "" or begins with a slash.
+std::string joined_path(const std::string& a, const std::string& b) { return a == "/" ? (b.empty() ? a : b) : a + b; }
+
+// Where the resolved path `path` (which need not exist) is in its file system, as the mount table
+// tells it: the file system's device ("major:minor") and the path from that file system's root. A
+// bind mount gives a directory a second name, and ".." of a mount's root leads to its mount point's
+// parent, so neither names nor identities up the tree lead from one name to the other: the mount
+// table's root of each mount does. Nothing where it cannot be told (no /proc, Linux before 5.8).
+std::optional<std::pair<std::string, std::string>> place_in_file_system(std::string path) {
+  if (path.empty() || path[0] != '/') return {};
+  std::string tail;
+  struct statx sx {};
+  while (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &sx) != 0) {
+    if ((errno != ENOENT && errno != ENOTDIR) || path == "/") return {};
+    tail = "/" + base_of(path) + tail;
+    path = dir_of(path);
+  }
+  if (!(sx.stx_mask & STATX_MNT_ID)) return {};
+  UniqueFd fd(::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC));
+  std::string table;
+  char buf[16384];
+  for (ssize_t n; fd && (n = read_some(fd.get(), buf, sizeof buf)) > 0;) table.append(buf, size_t(n));
+  const std::string id = std::to_string(sx.stx_mnt_id);
+  for (size_t at = 0; at < table.size();) {
+    size_t end = std::min(table.find('\n', at), table.size());
+    std::string_view line(table.data() + at, end - at);
+    at = end + 1;
+    // ID PARENT-ID MAJOR:MINOR ROOT MOUNT-POINT OPTIONS ...
+    std::vector<std::string_view> field;
+    for (size_t from = 0; field.size() < 5 && from <= line.size();) {
+      size_t space = std::min(line.find(' ', from), line.size());
+      field.push_back(line.substr(from, space - from));
+      from = space + 1;
+    }
+    if (field.size() < 5 || field[0] != id) continue;
+    std::string root = unescaped_mount_path(field[3]), point = unescaped_mount_path(field[4]);
+    if (!within(path, point)) return {};
+    std::string rest = path == point ? "" : path.substr(point == "/" ? 0 : point.size());
+    return std::pair{std::string(field[2]), joined_path(joined_path(root, rest), tail)};
+  }
+  return {};
+}
+
+// Whether the resolved path `path` (which need not exist) is the resolved directory `dir` or below
+// it, whatever names bind mounts give either.
+bool inside_by_mounts(const std::string& path, const std::string& dir) {
+  auto p = place_in_file_system(path), d = place_in_file_system(dir);
+  return p && d && p->first == d->first && within(p->second, d->second);
+}
 
 // DST when omitted: <SRC>-copy beside SRC. "." or ".." has no name of its own to add to: the
 // directory it names does.
@@ -377,7 +445,7 @@ std::variant<Target, Refusal> prepare_target(const Options& opt) {
     if (struct stat link; !dst_exists && ::lstat(dst.c_str(), &link) == 0 && S_ISLNK(link.st_mode))
       return refuse(dst, fmt::format("pcopy: destination {} is a symbolic link to nothing", quoted(dst)));
     std::string real_src = real(src), real_dst = canonical_future(dst);
-    if (within(real_dst, real_src) || inside_by_identity(dst, t.src_st))
+    if (within(real_dst, real_src) || inside_by_identity(dst, t.src_st) || inside_by_mounts(real_dst, real_src))
       return refuse(dst, fmt::format("pcopy: cannot copy {} into itself ({})", quoted(src), quoted(dst)));
     // The mirror image: SRC inside DST has no counterpart in itself, and --delete would remove it.
     if (opt.delete_extraneous && dst_exists && (within(real_src, real_dst) || inside_by_identity(src, dst_st)))

@@ -414,10 +414,12 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
       }
     }
   }
-  // DST itself, under another name (DST a bind mount of a directory in SRC, which no path
-  // comparison before the run sees): copying it into itself would never end.
+  // DST itself, under another name (DST a bind mount of a directory in SRC where the mount table
+  // could not be read before the run): copying it into itself would never end, and what --delete
+  // would remove from DST is SRC's own.
   if (dst_id_ && ev.st.st_dev == dst_id_->first && ev.st.st_ino == dst_id_->second) {
     ev.detail = "it is the destination itself: a directory cannot be copied into itself";
+    ++walk_errors_;
     return ev;
   }
   auto* node = new DirNode;

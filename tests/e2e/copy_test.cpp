@@ -1470,9 +1470,11 @@ TEST_F(CopyTest, RefusesToDeleteWhenSourceIsInsideDestination) {
   EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"inner", "sub", "sub/inner", "top"}));
 }
 
-// Names no path comparison sees before the run: SRC a bind mount of a directory inside DST (then
-// --delete must not remove SRC, nor the directories above it in DST, which SRC does not hold),
-// and DST a bind mount of a directory inside SRC (the walk must not copy DST into itself forever).
+// Names no path comparison sees: SRC a bind mount of a directory inside DST (then --delete must
+// not remove SRC, nor the directories above it in DST, which SRC does not hold), and DST a bind
+// mount of a directory inside SRC, refused before the run as any DST inside SRC is (the mount table
+// tells it). Where that table cannot be read (no /proc), the walk meets DST and does not copy it
+// into itself forever, and --delete deletes nothing: what DST holds is SRC's. It deleted it (I22).
 TEST_F(CopyTest, BindMountsNeverDeleteTheSourceNorCopyTheDestinationIntoItself) {
   make_dirs(dst + "/inner/data");
   write_file(dst + "/inner/data/p", "precious\n");
@@ -1485,18 +1487,33 @@ TEST_F(CopyTest, BindMountsNeverDeleteTheSourceNorCopyTheDestinationIntoItself) 
   EXPECT_EQ(list_tree(dst), (std::vector<std::string>{"inner", "inner/data", "inner/data/p", "p"}));
 
   make_dirs(src + "/sub/out");
+  write_file(src + "/sub/out/p", "SRC's own\n");
   write_file(src + "/a", "a\n");
   std::string into = tmp / "into";
   Mount out(into, Mount::Bind{src + "/sub/out"});
   if (!out.mounted()) GTEST_SKIP() << out.why();
   RunOptions options;
   options.timeout_s = 60;
-  r = run_pcopy({src, into}, options);
+  for (const std::string& to : {into, into + "/", into + "/new/deeper"}) {
+    r = run_pcopy({"--delete", src, to}, options);
+    expect_refused(r, into + "/new");
+    EXPECT_TRUE(has_line(r.err, fmt::format("pcopy: cannot copy '{}' into itself ('{}')", src, to))) << describe(r);
+    EXPECT_EQ(list_tree(src), (std::vector<std::string>{"a", "sub", "sub/out", "sub/out/p"}));
+  }
+
+  r = run({"unshare", "--mount", "--propagation", "private", "sh", "-c", "umount -l /proc && exec \"$0\" \"$@\"",
+           pcopy_bin(), "--delete", src, into},
+          options);
+  if (r.status == 1 && r.err.find("umount") != std::string::npos) GTEST_SKIP() << "cannot unmount /proc: " << r.err;
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'sub/out': it is the destination itself: a directory cannot be "
                               "copied into itself"))
       << describe(r);
-  EXPECT_EQ(list_tree(into), (std::vector<std::string>{"a", "sub"}));
+  EXPECT_TRUE(has_line(r.err, "pcopy: --delete deleted nothing extraneous: reading SRC failed, so nothing in DST is "
+                              "known to be extraneous"))
+      << describe(r);
+  EXPECT_EQ(read_file(src + "/sub/out/p"), "SRC's own\n");
+  EXPECT_EQ(list_tree(into), (std::vector<std::string>{"a", "p", "sub"}));
 }
 
 // Where the working directory has no path realpath can give (deeper than PATH_MAX here; see the
