@@ -122,12 +122,12 @@ bool temp_in_use(int dir, std::string_view name) {
   size_t i = 0;
   for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < 100'000'000; ++i) pid = pid * 10 + (name[i] - '0');
   if (i == 0 || i >= name.size() || name[i] != '-' || pid <= 0) return false;
-  // /proc/PID/stat: "pid (comm) state ...". Without /proc (a chroot, a container that unmounted
-  // it), only whether the pid exists: ENOENT there says nothing of the process, and a second run
-  // took a live run's temporaries for leftovers and removed them.
-  static const bool have_proc = ::access("/proc/self/stat", F_OK) == 0;
+  // /proc/PID/stat: "pid (comm) state ...". Where it cannot be read, only whether the pid exists:
+  // ENOENT says nothing of the process without /proc (a chroot, a container that unmounted it), nor
+  // with /proc mounted hidepid=2, which hides other users' processes. A second run took a live
+  // run's temporaries for leftovers and removed them.
   UniqueFd fd(::open(fmt::format("/proc/{}/stat", pid).c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return (errno != ENOENT || !have_proc) && (::kill(pid, 0) == 0 || errno == EPERM);
+  if (!fd) return ::kill(pid, 0) == 0 || errno == EPERM;
   char buf[512];
   ssize_t n = ::read(fd.get(), buf, sizeof buf);
   if (n <= 0) return false;

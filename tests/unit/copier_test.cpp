@@ -1,6 +1,7 @@
 #include "pcopy/copier.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -737,6 +738,35 @@ TEST(TempName, WithoutProcATemporaryOfAProcessThatExistsIsInUse) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
   if (WEXITSTATUS(status) == 100) GTEST_SKIP() << "cannot unmount /proc in a mount namespace here";
+  EXPECT_EQ(WEXITSTATUS(status), 1) << "1: the live maker's is in use, the gone one's is not";
+}
+
+// With /proc mounted hidepid=2, another user's process has no /proc/PID: its temporaries are in use
+// all the same. A second run as another user removed a live run's temporary, whose file then failed
+// ("No such file or directory"; I22).
+TEST(TempName, UnderHidepidATemporaryOfAnotherUsersProcessIsInUse) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a mount namespace with its own /proc, then another user)";
+  pid_t gone = ::fork();
+  ASSERT_GE(gone, 0);
+  if (gone == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
+  const std::string live_name = ".pcopy-" + std::to_string(::getpid()) + "-1000000001.tmp";
+  const std::string gone_name = ".pcopy-" + std::to_string(gone) + "-1000000001.tmp";
+  const std::string live_stat = "/proc/" + std::to_string(::getpid()) + "/stat";
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("proc", "/proc", "proc", 0, "hidepid=2") != 0 || ::setgroups(0, nullptr) != 0 ||
+        ::setgid(65534) != 0 || ::setuid(65534) != 0 || ::access(live_stat.c_str(), F_OK) == 0)
+      ::_exit(100);
+    int dir = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::_exit((temp_in_use(dir, live_name) ? 1 : 0) | (temp_in_use(dir, gone_name) ? 2 : 0));
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 100) GTEST_SKIP() << "cannot mount /proc with hidepid=2 in a mount namespace here";
   EXPECT_EQ(WEXITSTATUS(status), 1) << "1: the live maker's is in use, the gone one's is not";
 }
 
