@@ -212,10 +212,10 @@ class Copier {
   bool batchable(const Job& job) const;
   void copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, const ProgressFn& report,
                   std::vector<Result>& results, const std::function<void(const Result&)>& done = nullptr);
-  // Runs of further names of hard-link groups into a destination with nothing to compare
-  // (linkable()) go through link_batch: each name is linked straight to its group's copy, one
-  // system call, where copy_hard_link looks first and checks after (four). `results` gets one
-  // result per job, in order.
+  // Runs of further names of hard-link groups (linkable(): not in a dry run, nor where the manifest
+  // needs a name's file hashed) go through link_batch: each name is linked straight to its group's
+  // copy, one system call, where copy_hard_link looks first and checks after (four); a name that
+  // was there takes copy()'s way. `results` gets one result per job, in order.
   bool linkable(const Job& job) const;
   void link_batch(int src_dir, int dst_dir, int dst_root, std::span<const Job> jobs, const ProgressFn& report,
                   std::vector<Result>& results);
