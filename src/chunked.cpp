@@ -46,6 +46,7 @@ Result Copier::begin_chunked(int src_dir, int dst_dir, const Job& job, Result r)
     whole.known = true;  // not to be split
     return copy_opened(std::move(in), st, dst_dir, whole, r);
   }
+  if (directory_in_the_way(dst_dir, job.target())) return fail(r, EISDIR);
   r.temp = opt_.inplace ? job.target() : next_temp_name();
   r.src_dev = st.st_dev;
   r.src_ino = st.st_ino;

@@ -297,6 +297,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   if (!S_ISREG(st.st_mode)) return fail(r, 0, kChangedType);
   r.size = uint64_t(st.st_size);
   r.mtime_ns = to_ns(st.st_mtim);
+  if (r.size >= kAnnounceBytes && directory_in_the_way(dst_dir, job.target())) return fail(r, EISDIR);
   // A file this big may take a while: a progress message of nothing yet sends the results held
   // back first, so that a run interrupted meanwhile, which kills a worker that does not finish
   // in time, still learns of the files done before it (in place, they were in no count).
@@ -456,6 +457,12 @@ int Copier::install(int dst_dir, const std::string& tmp, const std::string& targ
   if (!opt_.delete_extraneous || (err != EISDIR && err != ENOTEMPTY && err != EEXIST)) return err;
   if (int rm = make_way(dst_dir, target, false)) return rm;
   return ::renameat(dst_dir, tmp.c_str(), dst_dir, target.c_str()) == 0 ? 0 : errno;
+}
+
+bool Copier::directory_in_the_way(int dst_dir, const std::string& target) const {
+  struct stat there;
+  return !opt_.delete_extraneous && !opt_.inplace && !staged_ &&
+         ::fstatat(dst_dir, target.c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(there.st_mode);
 }
 
 // open_in_place(), and with --delete a directory at `name` removed first, as install() removes

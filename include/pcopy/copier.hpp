@@ -262,6 +262,9 @@ class Copier {
   bool probe_tmpfile(int dst_dir);
   int hash_file(int fd, class Hasher& hasher);
   int install(int dst_dir, const std::string& tmp, const std::string& target);
+  // Whether a directory has `target`'s name, which fails the copy when it is installed (only
+  // --delete removes it there): a big file looks before its data is copied, not after.
+  bool directory_in_the_way(int dst_dir, const std::string& target) const;
   // EROFS: sets r.own_mount (on_own_mount) for `target` in `dst_dir`.
   void note_own_mount(Result& r, int dst_dir, const std::string& target) const;
   void open_up(int dst_dir);

@@ -3531,6 +3531,35 @@ TEST_P(FaultsByJobs, FullDiskReportsErrorRemovesTemporaryAndStops) {
   expect_no_partial_files(src, to);
 }
 
+// A file whose name in DST is a directory fails (only --delete removes it there, and cp -a fails it
+// too), and a big one finds that out before its data is copied: it was copied whole, then its
+// rename failed, every run of a nightly backup (I21). On a tmpfs with room for neither file, what
+// fails them is the directory, not a full disk. With -a the walk knows the big file's size, and the
+// worker that begins its chunks looks; without, the worker copying it whole.
+TEST_P(FaultsByJobs, ABigFileWhoseNameInDstIsADirectoryFailsBeforeItsDataIsCopied) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  std::string src = shared_tree("huge_and_8mib", [](const std::string& root) {
+    write_big_file(root + "/huge.bin", 300, 5);
+    write_big_file(root + "/eight.bin", 8, 6);
+  });
+  Mount mount(tmp / "mnt", Mount::Tmpfs{"size=4m"});
+  if (!mount.mounted()) GTEST_SKIP() << mount.why();
+  std::string to = tmp / "mnt/dst";
+  for (const char* name : {"huge.bin", "eight.bin"}) {
+    make_dirs(to + "/" + name);
+    write_file(to + "/" + name + "/kept", "kept");
+  }
+  for (const std::vector<std::string>& options : {std::vector<std::string>{}, {"-a"}}) {
+    SCOPED_TRACE(joined(options));
+    RunResult r = copy(src, to, options, with_timeout(120));
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'huge.bin': Is a directory")) << describe(r);
+    EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'eight.bin': Is a directory")) << describe(r);
+    EXPECT_EQ(r.err.find("No space left on device"), std::string::npos) << describe(r);
+    EXPECT_EQ(list_tree(to), (std::vector<std::string>{"eight.bin", "eight.bin/kept", "huge.bin", "huge.bin/kept"}));
+  }
+}
+
 // One big file on a full tmpfs, written by every worker at once: the workers after the first write
 // their chunks through a mapping of it (Copier::copy_mapped), where a full file system must be
 // told as it is by a write, not as a bad address or a crash (SIGBUS, a page that cannot be had),
