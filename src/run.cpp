@@ -105,6 +105,7 @@ int Runner::run() {
       count -= std::min<uint64_t>(count, 1);
       if (S_ISREG(st.st_mode)) stats_.bytes_copied -= std::min(stats_.bytes_copied, uint64_t(st.st_size));
     });
+    walker_->on_merged([this](const DirNode&) { stats_.dirs_created -= std::min<uint64_t>(stats_.dirs_created, 1); });
   }
 
   // Emptied only once the run goes ahead, its walk begun: a run refused leaves it as it was.

@@ -896,6 +896,7 @@ int Walker::reveal(DirNode* dir) {
   if (::renameat2(pfd, dir->staged_name.c_str(), pfd, dir->name.c_str(), RENAME_NOREPLACE) != 0) {
     int err = errno;
     if (err != EEXIST || (err = merge_staged(pfd, dir))) return err;
+    if (on_merged_) on_merged_(*dir);
   }
   dir->staged_name.clear();
   return 0;

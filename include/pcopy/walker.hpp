@@ -99,6 +99,9 @@ class Walker {
   // An entry of a staged directory that could not join the directory of its name another writer
   // made meanwhile (`err`; `st` its lstat): reported, and removed with the staged directory.
   using UnmergedFn = std::function<void(const DirNode&, const std::string& name, int err, const struct stat& st)>;
+  // A staged directory whose entries joined the directory of its name another writer made
+  // meanwhile: that directory was not made by this run.
+  using MergedFn = std::function<void(const DirNode&)>;
 
   // Without `stat_entries`, non-directories are typed by getdents' d_type alone (no stat per
   // file in the parent); events then carry only st_mode.
@@ -109,6 +112,7 @@ class Walker {
   Walker& operator=(const Walker&) = delete;
 
   void on_unmerged(UnmergedFn fn) { on_unmerged_ = std::move(fn); }
+  void on_merged(MergedFn fn) { on_merged_ = std::move(fn); }
 
   // 0, or the errno of a failure to open SRC's top directory, or DST's (start_error_in_dst), when
   // the walker was made (too many open files): then nothing can be walked, and the run is refused.
@@ -177,6 +181,7 @@ class Walker {
   ino_t root_ino_;  // with root_dev_, SRC's root: never written to as a directory of DST
   DirErrorFn on_dir_error_;
   UnmergedFn on_unmerged_;
+  MergedFn on_merged_;
   bool stat_entries_;
   int max_open_frames_;   // levels whose fds stay open, within RLIMIT_NOFILE
   int max_deferred_fds_;  // of RLIMIT_NOFILE, for destination fds kept past their listing

@@ -2211,6 +2211,34 @@ TEST_P(FaultsByJobs, ADestinationDirectoryMovedAwayMidRunIsNotFilledWhereItWent)
   EXPECT_FALSE(exists(to + "/d"));
 }
 
+// A staged directory whose name another writer took meanwhile (another run into DST made it) is
+// merged into that directory: its files are there and counted, but the directory is not this
+// run's, and is not in dirs_created. Both runs counted it (I22).
+TEST_P(FaultsByJobs, AStagedDirectoryMergedIntoAnotherWritersIsNotCountedAsCreated) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", to = tmp / "to", fifo = tmp / "gate";
+  make_dirs(src + "/a");
+  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/a/f{:02}", i), "a file\n");
+  write_file(src + "/a/gate.txt", "the worker taking this waits until the test opens the gate\n");
+  write_file(src + "/top", "top\n");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  AsyncPcopy p({jobs(), "--json", src, to}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+  UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  ASSERT_TRUE(gate.valid()) << "no worker came to the gate";
+  ASSERT_FALSE(exists(to + "/a")) << "the premise: a is staged under a temporary name";
+  make_dir(to + "/a");
+  gate.reset();
+  RunResult r = p.wait();
+  ASSERT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, to), "");
+  EXPECT_EQ(joined(temporaries(to)), "");
+  nlohmann::json report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("files_copied"), 22) << r.out;
+  EXPECT_EQ(report.at("dirs_created"), 0) << r.out;
+}
+
 // Output paused at the terminal (Ctrl-S; a stalled ssh connection does the same) holds neither
 // the copy nor the signals: the bar is not drawn while the terminal takes nothing, and a SIGTERM
 // (`timeout`, systemd) ends the run, the lines it cannot write dropped a second later. pcopy
