@@ -81,11 +81,13 @@ int Runner::run() {
             for (const Unkept& u : trouble.unkept) unkept(path, u);
             if (trouble.flush_err) flush_failed(path.empty() ? "." : path, trouble.flush_err);
             // Not in place: neither are the entries its workers reported copied.
-            auto take = [](uint64_t& count, uint64_t n) { count -= std::min(count, n); };
-            take(stats_.files_copied, trouble.lost.files);
-            take(stats_.links_copied, trouble.lost.links);
-            take(stats_.dirs_created, trouble.lost.dirs);
-            take(stats_.bytes_copied, trouble.lost.bytes);
+            if (trouble.lost) {
+              auto take = [](uint64_t& count, uint64_t n) { count -= std::min(count, n); };
+              take(stats_.files_copied, dir.reported.files);
+              take(stats_.links_copied, dir.reported.links);
+              take(stats_.dirs_created, 1);
+              take(stats_.bytes_copied, dir.reported.bytes);
+            }
           },
           stat_entries_);
     } catch (const std::bad_alloc&) {

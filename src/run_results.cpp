@@ -204,6 +204,10 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
         ++stats_.files_copied;
       }
       stats_.bytes_copied = add_saturating(stats_.bytes_copied, bytes);
+      if (info.dir && info.dir->facts.staged) {  // counted back out if it is never put in place
+        ++(is_symlink(info) ? info.dir->reported.links : info.dir->reported.files);
+        info.dir->reported.bytes = add_saturating(info.dir->reported.bytes, bytes);
+      }
       if (opt_.dry_run) {
         console_.out_line((r.outcome == Outcome::Replaced ? "replace " : "copy ") + display_path(dst_path()));
       } else if (opt_.verbose) {

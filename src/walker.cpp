@@ -769,7 +769,7 @@ void Walker::finish_dir(DirNode* dir) {
     bool parent_open = parent && parent->dst;
     DirTrouble trouble;
     int err = apply_dir_metadata(dir, trouble);
-    int reveal_err = reveal_or_tally(dir, trouble);  // its files are complete, whatever became of its metadata
+    int reveal_err = reveal_or_lose(dir, trouble);  // its files are complete, whatever became of its metadata
     trouble.err = err ? err : reveal_err;
     if (trouble.err) trouble.unkept.clear();
     if (trouble.err || trouble.flush_err || !trouble.unkept.empty()) on_dir_error_(*dir, trouble);
@@ -850,38 +850,10 @@ int Walker::apply_dir_metadata(DirNode* dir, DirTrouble& trouble) {
   return 0;
 }
 
-namespace {
-// What a staged directory that could not be put in place holds, but temporaries (of files never
-// finished, of directories inside it that failed the same way and were counted then).
-void tally(int dir, const char* name, Walker::DirTrouble& trouble) {
-  UniqueFd fd(::openat(dir, name, kDirFlags | O_NOFOLLOW));
-  if (!fd) return;
-  ++trouble.lost.dirs;
-  for_each_entry(fd.get(), [&](const char* entry, unsigned char) {
-    struct stat st;
-    if (std::strcmp(entry, ".") == 0 || std::strcmp(entry, "..") == 0 || is_temp_name(entry) ||
-        ::fstatat(fd.get(), entry, &st, AT_SYMLINK_NOFOLLOW) != 0)
-      return;
-    if (S_ISDIR(st.st_mode)) {
-      tally(fd.get(), entry, trouble);
-    } else if (S_ISLNK(st.st_mode)) {
-      ++trouble.lost.links;
-    } else {
-      ++trouble.lost.files;
-      if (S_ISREG(st.st_mode) && st.st_nlink == 1) trouble.lost.bytes += uint64_t(st.st_size);
-    }
-  });
-}
-}  // namespace
-
 // reveal(), and if that fails, what the staged `dir` holds is lost to this run (`trouble.lost`).
-int Walker::reveal_or_tally(DirNode* dir, DirTrouble& trouble) {
-  std::string staged = dir->staged_name;
+int Walker::reveal_or_lose(DirNode* dir, DirTrouble& trouble) {
   int err = reveal(dir);
-  if (err && !staged.empty()) {
-    int pfd = dst_fd_for(dir->parent);
-    if (pfd >= 0) tally(pfd, staged.c_str(), trouble);
-  }
+  trouble.lost = err && !dir->staged_name.empty();
   return err;
 }
 
@@ -895,8 +867,10 @@ int Walker::reveal(DirNode* dir) {
   if (pfd < 0) return errno;
   if (::renameat2(pfd, dir->staged_name.c_str(), pfd, dir->name.c_str(), RENAME_NOREPLACE) != 0) {
     int err = errno;
-    if (err != EEXIST || (err = merge_staged(pfd, dir))) return err;
-    if (on_merged_) on_merged_(*dir);
+    if (err != EEXIST) return err;
+    err = merge_staged(pfd, dir);
+    if (dir->staged_name.empty() && on_merged_) on_merged_(*dir);  // its entries joined that directory
+    if (err) return err;
   }
   dir->staged_name.clear();
   return 0;
@@ -930,7 +904,10 @@ int Walker::merge_staged(int pfd, DirNode* dir) {
     if (on_unmerged_) on_unmerged_(*dir, name, err, st);
     if (::unlinkat(from.get(), name.c_str(), 0) != 0 && errno == EISDIR) remove_quietly(from.get(), name);
   }
-  if (::unlinkat(pfd, staged, AT_REMOVEDIR) != 0) return errno;
+  // What it held is in place, or was reported: it is staged no more, whatever fails from here on.
+  std::string emptied = std::move(dir->staged_name);
+  dir->staged_name.clear();
+  if (::unlinkat(pfd, emptied.c_str(), AT_REMOVEDIR) != 0) return errno;
   const struct stat& st = dir->st;
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (::fchmod(to.get(), mode_for_copy(st.st_mode, st.st_uid == euid_ && st.st_gid == egid_)) != 0) return errno;
@@ -962,7 +939,7 @@ void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const
   }
   for (DirNode* dir : staged) {
     DirTrouble trouble;
-    one_at_a_time(dir, [&] { trouble.err = reveal_or_tally(dir, trouble); });
+    one_at_a_time(dir, [&] { trouble.err = reveal_or_lose(dir, trouble); });
     if (trouble.err) on_dir_error_(*dir, trouble);
   }
   // Nor is any left with a mode it had only while it was filled: a copy of a read-only directory

@@ -53,6 +53,10 @@ struct DirNode {
   int xattrs_err = 0;  // archive mode: SRC's could not be read (errno): DST's are left as they are
   SrcListings::Id listing = SrcListings::kNone;  // with --delete, once listed to the end
   bool vanish_told = false;  // a worker found it gone from SRC, and a warning said so
+  // Staged: its entries the workers reported copied, which are not in place if it never is.
+  struct {
+    uint64_t files = 0, links = 0, bytes = 0;
+  } reported;
 };
 
 struct WalkEvent {
@@ -88,11 +92,10 @@ class Walker {
     int err = 0;                 // its metadata failed, or (staged) it could not be put in place
     std::vector<Unkept> unkept;  // without `err`: what of its metadata it stands without
     int flush_err = 0;           // --fsync: it could not be flushed to disk
-    // Staged and never put in place: what it holds, which its workers reported copied (it stays
-    // under its temporary name, for the next run to remove).
-    struct {
-      uint64_t files = 0, links = 0, dirs = 0, bytes = 0;
-    } lost;
+    // Staged and never put in place: it and what its workers reported copied in it (DirNode::reported)
+    // are not in DST. It stays under its temporary name for the next run to remove, unless someone
+    // removed it already.
+    bool lost = false;
   };
   using DirErrorFn = std::function<void(const DirNode&, const DirTrouble&)>;
 
@@ -164,7 +167,7 @@ class Walker {
   bool reopen(Frame& frame, Frame& child);
   void finish_dir(DirNode* dir);
   int apply_dir_metadata(DirNode* dir, DirTrouble& trouble);
-  int reveal_or_tally(DirNode* dir, DirTrouble& trouble);
+  int reveal_or_lose(DirNode* dir, DirTrouble& trouble);
   int reveal(DirNode* dir);
   int merge_staged(int pfd, DirNode* dir);
   bool small_leaf(int src_fd);

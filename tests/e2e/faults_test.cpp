@@ -2239,6 +2239,36 @@ TEST_P(FaultsByJobs, AStagedDirectoryMergedIntoAnotherWritersIsNotCountedAsCreat
   EXPECT_EQ(report.at("dirs_created"), 0) << r.out;
 }
 
+// A staged directory someone removed before it was put in place (a second run's or a script's
+// clean-up of temporaries): nothing in it counts as copied. Its files were counted, as they were
+// counted back out only by listing what the directory still held (I22).
+TEST_P(FaultsByJobs, NothingOfAStagedDirectorySomeoneRemovedCountsAsCopied) {
+#ifndef PCOPY_TEST_HOOKS
+  GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
+#endif
+  std::string src = tmp / "src", to = tmp / "to", fifo = tmp / "gate";
+  make_dirs(src + "/a");
+  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/a/f{:02}", i), "a file\n");
+  write_file(src + "/a/gate.txt", "the worker taking this waits until the test opens the gate\n");
+  write_file(src + "/top", "top\n");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  AsyncPcopy p({jobs(), "--json", src, to}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+  UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  ASSERT_TRUE(gate.valid()) << "no worker came to the gate";
+  std::vector<std::string> staged = temporaries(to);
+  ASSERT_EQ(staged.size(), 1u) << "the premise: a is staged under a temporary name";
+  std::filesystem::remove_all(to + "/" + staged[0]);
+  gate.reset();
+  RunResult r = p.wait();
+  EXPECT_EQ(r.status, 1) << describe(r);
+  EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'a': No such file or directory")) << describe(r);
+  EXPECT_EQ(list_tree(to), (std::vector<std::string>{"top"}));
+  nlohmann::json report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report.at("files_copied"), 1) << r.out;
+  EXPECT_EQ(report.at("dirs_created"), 0) << r.out;
+  EXPECT_EQ(report.at("bytes_copied"), 4) << r.out;
+}
+
 // Output paused at the terminal (Ctrl-S; a stalled ssh connection does the same) holds neither
 // the copy nor the signals: the bar is not drawn while the terminal takes nothing, and a SIGTERM
 // (`timeout`, systemd) ends the run, the lines it cannot write dropped a second later. pcopy
