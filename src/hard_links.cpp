@@ -150,10 +150,12 @@ void test_hook_replace_link_target([[maybe_unused]] int dir, [[maybe_unused]] co
 }
 }  // namespace
 
-// With -u or --ignore-existing too: a name linked in one call had nothing at it to compare or keep,
-// and one that had (EEXIST) takes copy()'s way, which compares.
+// With -u too: a name linked in one call had nothing at it to compare, and one that had (EEXIST)
+// takes copy()'s way, which compares. Not with --ignore-existing, which keeps whatever has a name:
+// one a dead worker linked, or one linked to a group's copy another run replaced meanwhile, which
+// link_batch links again, would be kept as it is.
 bool Copier::linkable(const Job& job) const {
-  return job.kind == JobKind::HardLink && !opt_.dry_run && !job.want_hash;
+  return job.kind == JobKind::HardLink && !opt_.dry_run && !opt_.ignore_existing && !job.want_hash;
 }
 
 // Each name is linked straight to its group's copy, which is looked up before the first link to it

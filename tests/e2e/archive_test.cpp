@@ -1094,14 +1094,23 @@ TEST_F(ArchiveSpecialFilesTest, NamesLinkedToAFirstNameAnotherRunReplacedAreLink
     ASSERT_EQ(::link((src + "/f").c_str(), (src + fmt::format("/l{:02}", i)).c_str()), 0);
   RunOptions options;
   options.env = {"PCOPY_TEST_REPLACE_LINK_TARGET=1"};
-  RunResult r = run_pcopy({"-a", "-j1", src, dst}, options);
-  EXPECT_EQ(r.status, 0) << describe(r);
-  struct stat first = lstat_of(dst + "/f");
-  EXPECT_EQ(first.st_nlink, 51u);
-  for (int i = 0; i < 50; ++i) {
-    std::string name = fmt::format("l{:02}", i);
-    EXPECT_EQ(lstat_of(dst + "/" + name).st_ino, first.st_ino) << name;
-    EXPECT_EQ(read_file(dst + "/" + name), "the group's data\n") << name;
+  // Into a new DST, -u and --ignore-existing too: a name they find linked to the replaced copy is
+  // this run's, not one to compare or keep (I23: --ignore-existing kept 50 names on the old copy).
+  for (std::string option : {"", "-u", "--ignore-existing"}) {
+    SCOPED_TRACE(option);
+    std::string to = dst + option;
+    std::vector<std::string> args{"-a", "-j1", "--json", src, to};
+    if (!option.empty()) args.insert(args.begin(), option);
+    RunResult r = run_pcopy(args, options);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(nlohmann::json::parse(r.out).at("files_skipped"), 0) << r.out;
+    struct stat first = lstat_of(to + "/f");
+    EXPECT_EQ(first.st_nlink, 51u);
+    for (int i = 0; i < 50; ++i) {
+      std::string name = fmt::format("l{:02}", i);
+      EXPECT_EQ(lstat_of(to + "/" + name).st_ino, first.st_ino) << name;
+      EXPECT_EQ(read_file(to + "/" + name), "the group's data\n") << name;
+    }
   }
 }
 
