@@ -6,8 +6,10 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -183,26 +185,23 @@ std::string unescaped_mount_path(std::string_view s) {
 // `a` and then `b`, where `b` is "" or begins with a slash.
 std::string joined_path(const std::string& a, const std::string& b) { return a == "/" ? (b.empty() ? a : b) : a + b; }
 
-// Where the resolved path `path` (which need not exist) is in its file system, as the mount table
-// tells it: the file system's device ("major:minor") and the path from that file system's root. A
-// bind mount gives a directory a second name, and ".." of a mount's root leads to its mount point's
-// parent, so neither names nor identities up the tree lead from one name to the other: the mount
-// table's root of each mount does. Nothing where it cannot be told (no /proc, Linux before 5.8).
-std::optional<std::pair<std::string, std::string>> place_in_file_system(std::string path) {
-  if (path.empty() || path[0] != '/') return {};
-  std::string tail;
-  struct statx sx {};
-  while (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &sx) != 0) {
-    if ((errno != ENOENT && errno != ENOTDIR) || path == "/") return {};
-    tail = "/" + base_of(path) + tail;
-    path = dir_of(path);
-  }
-  if (!(sx.stx_mask & STATX_MNT_ID)) return {};
+// What of `path` lies below `base` (within(path, base)): "" or a path beginning with a slash.
+std::string below(const std::string& path, const std::string& base) {
+  return path == base ? "" : base == "/" ? path : path.substr(base.size());
+}
+
+// A line of /proc/self/mountinfo: the mount's id, its file system's device ("major:minor"), where in
+// that file system its root is, and where it is mounted.
+struct MountLine {
+  std::string id, dev, root, point;
+};
+
+std::vector<MountLine> mount_table() {
+  std::vector<MountLine> lines;
   UniqueFd fd(::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC));
   std::string table;
   char buf[16384];
   for (ssize_t n; fd && (n = read_some(fd.get(), buf, sizeof buf)) > 0;) table.append(buf, size_t(n));
-  const std::string id = std::to_string(sx.stx_mnt_id);
   for (size_t at = 0; at < table.size();) {
     size_t end = std::min(table.find('\n', at), table.size());
     std::string_view line(table.data() + at, end - at);
@@ -214,20 +213,49 @@ std::optional<std::pair<std::string, std::string>> place_in_file_system(std::str
       field.push_back(line.substr(from, space - from));
       from = space + 1;
     }
-    if (field.size() < 5 || field[0] != id) continue;
-    std::string root = unescaped_mount_path(field[3]), point = unescaped_mount_path(field[4]);
-    if (!within(path, point)) return {};
-    std::string rest = path == point ? "" : path.substr(point == "/" ? 0 : point.size());
-    return std::pair{std::string(field[2]), joined_path(joined_path(root, rest), tail)};
+    if (field.size() == 5)
+      lines.push_back({std::string(field[0]), std::string(field[2]), unescaped_mount_path(field[3]),
+                       unescaped_mount_path(field[4])});
   }
-  return {};
+  return lines;
 }
 
 // Whether the resolved path `path` (which need not exist) is the resolved directory `dir` or below
-// it, whatever names bind mounts give either.
-bool inside_by_mounts(const std::string& path, const std::string& dir) {
-  auto p = place_in_file_system(path), d = place_in_file_system(dir);
-  return p && d && p->first == d->first && within(p->second, d->second);
+// it under a name the walk of `dir` meets, whatever names bind mounts give either. A bind mount
+// gives a directory a second name, and ".." of a mount's root leads to its mount point's parent, so
+// neither names nor identities up the tree lead from one name to the other; the mount table does,
+// as it says where in its file system each mount's root is. Where a mount of that file system
+// shows `path`'s place inside `dir`, that name is looked at: the same directory, not one a mount
+// there covers. False where the table does not tell (no /proc, Linux before 5.8, a chroot whose
+// root is no mount point): the walk meets DST then.
+bool inside_by_mounts(std::string path, const std::string& dir) {
+  if (path.empty() || path[0] != '/' || dir.empty()) return false;
+  struct statx sx {};  // of the nearest directory of `path` that exists
+  while (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MNT_ID | STATX_INO, &sx) != 0) {
+    if ((errno != ENOENT && errno != ENOTDIR) || path == "/") return false;
+    path = dir_of(path);
+  }
+  if (!(sx.stx_mask & STATX_MNT_ID)) return false;
+  std::vector<MountLine> table = mount_table();
+  const std::string id = std::to_string(sx.stx_mnt_id);
+  auto own = std::find_if(table.begin(), table.end(), [&](const MountLine& m) { return m.id == id; });
+  if (own == table.end() || !within(path, own->point)) return false;
+  const std::string place = joined_path(own->root, below(path, own->point));  // in its file system
+  for (const MountLine& m : table) {
+    if (m.dev != own->dev) continue;
+    std::string shown;  // where `m` shows `place` inside `dir`
+    if (within(m.point, dir)) {
+      if (within(place, m.root)) shown = joined_path(m.point, below(place, m.root));
+    } else if (within(dir, m.point)) {
+      std::string dir_place = joined_path(m.root, below(dir, m.point));
+      if (within(place, dir_place)) shown = joined_path(dir, below(place, dir_place));
+    }
+    struct stat st;
+    if (!shown.empty() && ::lstat(shown.c_str(), &st) == 0 && st.st_ino == sx.stx_ino &&
+        st.st_dev == makedev(sx.stx_dev_major, sx.stx_dev_minor))
+      return true;
+  }
+  return false;
 }
 
 // DST when omitted: <SRC>-copy beside SRC. "." or ".." has no name of its own to add to: the

@@ -1516,6 +1516,39 @@ TEST_F(CopyTest, BindMountsNeverDeleteTheSourceNorCopyTheDestinationIntoItself) 
   EXPECT_EQ(list_tree(into), (std::vector<std::string>{"a", "p", "sub"}));
 }
 
+// DST a bind mount of a directory of another file system mounted inside SRC is inside SRC too, as
+// cp -a finds: it was copied into, SRC's files written into SRC's own tree. And DST a bind mount of
+// a directory inside SRC that a mount covers is not: the walk never meets it, and the copy is made,
+// as rsync makes it; it was refused (I23).
+TEST_F(CopyTest, BindMountsOfMountsInsideTheSourceAreToldByWhatTheWalkWouldMeet) {
+  make_dirs(src + "/sub");
+  write_file(src + "/f", "f\n");
+  Mount sub(src + "/sub", Mount::Tmpfs{"size=1m"});
+  if (!sub.mounted()) GTEST_SKIP() << sub.why();
+  make_dirs(src + "/sub/q");
+  write_file(src + "/sub/g", "g\n");
+  std::string into = tmp / "into";
+  Mount bound(into, Mount::Bind{src + "/sub/q"});
+  if (!bound.mounted()) GTEST_SKIP() << bound.why();
+  RunResult r = run_pcopy({"-a", "--delete", src, into});
+  expect_refused(r, src + "/sub/q/f");
+  EXPECT_TRUE(has_line(r.err, fmt::format("pcopy: cannot copy '{}' into itself ('{}')", src, into))) << describe(r);
+
+  make_dirs(src + "/hid");
+  write_file(src + "/hid/under", "under a mount\n");
+  std::string under = tmp / "under", to = tmp / "to";
+  Mount kept(under, Mount::Bind{src + "/hid"});
+  if (!kept.mounted()) GTEST_SKIP() << kept.why();
+  Mount cover(src + "/hid", Mount::Tmpfs{"size=1m"});
+  if (!cover.mounted()) GTEST_SKIP() << cover.why();
+  Mount to_under(to, Mount::Bind{under});
+  if (!to_under.mounted()) GTEST_SKIP() << to_under.why();
+  r = run_pcopy({"-a", src, to});
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(read_file(to + "/f"), "f\n");
+  EXPECT_EQ(read_file(to + "/under"), "under a mount\n");
+}
+
 // Where the working directory has no path realpath can give (deeper than PATH_MAX here; see the
 // next test for one below a directory the user may not search), SRC and DST are still told apart
 // by identity. Before, an unresolved SRC was an empty path, inside which every path lay: each copy
