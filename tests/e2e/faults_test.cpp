@@ -2211,6 +2211,29 @@ TEST_P(FaultsByJobs, ADestinationDirectoryMovedAwayMidRunIsNotFilledWhereItWent)
   EXPECT_FALSE(exists(to + "/d"));
 }
 
+// Copies (--json, to `to`) a SRC of a file `top` and a directory `a` that is staged: its last file
+// held at the gate, `meanwhile` is done with `a` under its temporary name `staged` in `to`.
+void copy_with_a_staged_directory_held(const std::string& src, const std::string& to, const std::string& logs,
+                                       const std::string& jobs,
+                                       const std::function<void(const std::string& staged)>& meanwhile,
+                                       RunResult& r) {
+  make_dirs(src + "/a");
+  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/a/f{:02}", i), "a file\n");
+  write_file(src + "/a/gate.txt", "the worker taking this waits until the test opens the gate\n");
+  write_file(src + "/top", "top\n");
+  std::string fifo = to + ".gate";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  AsyncPcopy p({jobs, "--json", src, to}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
+  UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
+  ASSERT_TRUE(gate.valid()) << "no worker came to the gate";
+  std::vector<std::string> staged = temporaries(to);
+  ASSERT_EQ(staged.size(), 1u) << "the premise: a is staged under a temporary name";
+  ASSERT_FALSE(exists(to + "/a"));
+  meanwhile(staged[0]);
+  gate.reset();
+  r = p.wait();
+}
+
 // A staged directory whose name another writer took meanwhile (another run into DST made it) is
 // merged into that directory: its files are there and counted, but the directory is not this
 // run's, and is not in dirs_created. Both runs counted it (I22).
@@ -2218,19 +2241,10 @@ TEST_P(FaultsByJobs, AStagedDirectoryMergedIntoAnotherWritersIsNotCountedAsCreat
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
 #endif
-  std::string src = tmp / "src", to = tmp / "to", fifo = tmp / "gate";
-  make_dirs(src + "/a");
-  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/a/f{:02}", i), "a file\n");
-  write_file(src + "/a/gate.txt", "the worker taking this waits until the test opens the gate\n");
-  write_file(src + "/top", "top\n");
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  AsyncPcopy p({jobs(), "--json", src, to}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
-  UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
-  ASSERT_TRUE(gate.valid()) << "no worker came to the gate";
-  ASSERT_FALSE(exists(to + "/a")) << "the premise: a is staged under a temporary name";
-  make_dir(to + "/a");
-  gate.reset();
-  RunResult r = p.wait();
+  std::string src = tmp / "src", to = tmp / "to";
+  RunResult r;
+  ASSERT_NO_FATAL_FAILURE(
+      copy_with_a_staged_directory_held(src, to, logs, jobs(), [&](const std::string&) { make_dir(to + "/a"); }, r));
   ASSERT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(diff_trees(src, to), "");
   EXPECT_EQ(joined(temporaries(to)), "");
@@ -2246,20 +2260,10 @@ TEST_P(FaultsByJobs, NothingOfAStagedDirectorySomeoneRemovedCountsAsCopied) {
 #ifndef PCOPY_TEST_HOOKS
   GTEST_SKIP() << "needs a build with -DPCOPY_TEST_HOOKS=ON";
 #endif
-  std::string src = tmp / "src", to = tmp / "to", fifo = tmp / "gate";
-  make_dirs(src + "/a");
-  for (int i = 0; i < 20; ++i) write_file(src + fmt::format("/a/f{:02}", i), "a file\n");
-  write_file(src + "/a/gate.txt", "the worker taking this waits until the test opens the gate\n");
-  write_file(src + "/top", "top\n");
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  AsyncPcopy p({jobs(), "--json", src, to}, logs, {"PCOPY_TEST_GATE_NAME=gate.txt", "PCOPY_TEST_GATE_FIFO=" + fifo});
-  UniqueFd gate = hold_gate(fifo, Clock::now() + 60s, [&] { return p.running(); });
-  ASSERT_TRUE(gate.valid()) << "no worker came to the gate";
-  std::vector<std::string> staged = temporaries(to);
-  ASSERT_EQ(staged.size(), 1u) << "the premise: a is staged under a temporary name";
-  std::filesystem::remove_all(to + "/" + staged[0]);
-  gate.reset();
-  RunResult r = p.wait();
+  std::string src = tmp / "src", to = tmp / "to";
+  RunResult r;
+  ASSERT_NO_FATAL_FAILURE(copy_with_a_staged_directory_held(
+      src, to, logs, jobs(), [&](const std::string& staged) { std::filesystem::remove_all(to + "/" + staged); }, r));
   EXPECT_EQ(r.status, 1) << describe(r);
   EXPECT_TRUE(has_line(r.err, "pcopy: cannot copy 'a': No such file or directory")) << describe(r);
   EXPECT_EQ(list_tree(to), (std::vector<std::string>{"top"}));

@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -713,32 +714,37 @@ TEST(TempName, RecognisesOnlyPcopyTemporaries) {
   EXPECT_FALSE(is_temp_name(""));
 }
 
+// In a child in a mount namespace of its own, once `enter` has made it ready there: whether a
+// temporary of this process's is in use (1) and one of a process gone (2), or 100 where `enter`
+// failed; -1 where the processes could not be had.
+int temp_in_use_in_a_namespace(const std::function<bool()>& enter) {
+  pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  if (gone < 0 || ::waitpid(gone, nullptr, 0) != gone) return -1;
+  const std::string live_name = ".pcopy-" + std::to_string(::getpid()) + "-1000000001.tmp";
+  const std::string gone_name = ".pcopy-" + std::to_string(gone) + "-1000000001.tmp";
+  pid_t child = ::fork();
+  if (child == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 || !enter())
+      ::_exit(100);
+    int dir = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::_exit((temp_in_use(dir, live_name) ? 1 : 0) | (temp_in_use(dir, gone_name) ? 2 : 0));
+  }
+  int status = 0;
+  if (child < 0 || ::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
 // Without /proc (a chroot, a container that unmounted it) a temporary whose maker's pid exists is
 // in use: a second run into DST took a live run's temporaries for leftovers and removed them, the
 // first run's files failing ("No such file or directory"), as ENOENT from /proc/PID/stat was read
 // as "no such process".
 TEST(TempName, WithoutProcATemporaryOfAProcessThatExistsIsInUse) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (a mount namespace without /proc)";
-  pid_t gone = ::fork();
-  ASSERT_GE(gone, 0);
-  if (gone == 0) ::_exit(0);
-  ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
-  const std::string live_name = ".pcopy-" + std::to_string(::getpid()) + "-1000000001.tmp";
-  const std::string gone_name = ".pcopy-" + std::to_string(gone) + "-1000000001.tmp";
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        ::umount2("/proc", MNT_DETACH) != 0 || ::access("/proc/self/stat", F_OK) == 0)
-      ::_exit(100);
-    int dir = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    ::_exit((temp_in_use(dir, live_name) ? 1 : 0) | (temp_in_use(dir, gone_name) ? 2 : 0));
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 100) GTEST_SKIP() << "cannot unmount /proc in a mount namespace here";
-  EXPECT_EQ(WEXITSTATUS(status), 1) << "1: the live maker's is in use, the gone one's is not";
+  int in_use = temp_in_use_in_a_namespace(
+      [] { return ::umount2("/proc", MNT_DETACH) == 0 && ::access("/proc/self/stat", F_OK) != 0; });
+  if (in_use == 100) GTEST_SKIP() << "cannot unmount /proc in a mount namespace here";
+  EXPECT_EQ(in_use, 1) << "1: the live maker's is in use, the gone one's is not";
 }
 
 // With /proc mounted hidepid=2, another user's process has no /proc/PID: its temporaries are in use
@@ -746,28 +752,13 @@ TEST(TempName, WithoutProcATemporaryOfAProcessThatExistsIsInUse) {
 // ("No such file or directory"; I22).
 TEST(TempName, UnderHidepidATemporaryOfAnotherUsersProcessIsInUse) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (a mount namespace with its own /proc, then another user)";
-  pid_t gone = ::fork();
-  ASSERT_GE(gone, 0);
-  if (gone == 0) ::_exit(0);
-  ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
-  const std::string live_name = ".pcopy-" + std::to_string(::getpid()) + "-1000000001.tmp";
-  const std::string gone_name = ".pcopy-" + std::to_string(gone) + "-1000000001.tmp";
   const std::string live_stat = "/proc/" + std::to_string(::getpid()) + "/stat";
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        ::mount("proc", "/proc", "proc", 0, "hidepid=2") != 0 || ::setgroups(0, nullptr) != 0 ||
-        ::setgid(65534) != 0 || ::setuid(65534) != 0 || ::access(live_stat.c_str(), F_OK) == 0)
-      ::_exit(100);
-    int dir = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    ::_exit((temp_in_use(dir, live_name) ? 1 : 0) | (temp_in_use(dir, gone_name) ? 2 : 0));
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 100) GTEST_SKIP() << "cannot mount /proc with hidepid=2 in a mount namespace here";
-  EXPECT_EQ(WEXITSTATUS(status), 1) << "1: the live maker's is in use, the gone one's is not";
+  int in_use = temp_in_use_in_a_namespace([&] {
+    return ::mount("proc", "/proc", "proc", 0, "hidepid=2") == 0 && ::setgroups(0, nullptr) == 0 &&
+           ::setgid(65534) == 0 && ::setuid(65534) == 0 && ::access(live_stat.c_str(), F_OK) != 0;
+  });
+  if (in_use == 100) GTEST_SKIP() << "cannot mount /proc with hidepid=2 in a mount namespace here";
+  EXPECT_EQ(in_use, 1) << "1: the live maker's is in use, the gone one's is not";
 }
 
 TEST(TempName, StagedDirectoriesHaveTheirOwnNarrowerPattern) {
