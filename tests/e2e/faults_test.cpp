@@ -3601,7 +3601,7 @@ TEST_P(FaultsByJobs, FullDiskReportsErrorRemovesTemporaryAndStops) {
 TEST_P(FaultsByJobs, ABigFileWhoseNameInDstIsADirectoryFailsBeforeItsDataIsCopied) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
   std::string src = shared_tree("huge_and_8mib", [](const std::string& root) {
-    write_big_file(root + "/huge.bin", 300, 5);
+    write_big_file(root + "/huge.bin", 130, 5);  // above kChunkThreshold: split with -j2 and -j8
     write_big_file(root + "/eight.bin", 8, 6);
   });
   Mount mount(tmp / "mnt", Mount::Tmpfs{"size=4m"});
