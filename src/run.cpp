@@ -82,11 +82,10 @@ int Runner::run() {
             if (trouble.flush_err) flush_failed(path.empty() ? "." : path, trouble.flush_err);
             // Not in place: neither are the entries its workers reported copied.
             if (trouble.lost) {
-              auto take = [](uint64_t& count, uint64_t n) { count -= std::min(count, n); };
-              take(stats_.files_copied, dir.reported.files);
-              take(stats_.links_copied, dir.reported.links);
-              take(stats_.dirs_created, 1);
-              take(stats_.bytes_copied, dir.reported.bytes);
+              stats_.files_copied = sub_saturating(stats_.files_copied, dir.reported.files);
+              stats_.links_copied = sub_saturating(stats_.links_copied, dir.reported.links);
+              stats_.dirs_created = sub_saturating(stats_.dirs_created, 1);
+              stats_.bytes_copied = sub_saturating(stats_.bytes_copied, dir.reported.bytes);
             }
           },
           stat_entries_);
@@ -104,10 +103,10 @@ int Runner::run() {
     walker_->on_unmerged([this](const DirNode& dir, const std::string& name, int err, const struct stat& st) {
       error(walker_->rel_path(&dir, name), errno_text(err));
       uint64_t& count = S_ISLNK(st.st_mode) ? stats_.links_copied : stats_.files_copied;
-      count -= std::min<uint64_t>(count, 1);
-      if (S_ISREG(st.st_mode)) stats_.bytes_copied -= std::min(stats_.bytes_copied, uint64_t(st.st_size));
+      count = sub_saturating(count, 1);
+      if (S_ISREG(st.st_mode)) stats_.bytes_copied = sub_saturating(stats_.bytes_copied, uint64_t(st.st_size));
     });
-    walker_->on_merged([this](const DirNode&) { stats_.dirs_created -= std::min<uint64_t>(stats_.dirs_created, 1); });
+    walker_->on_merged([this](const DirNode&) { stats_.dirs_created = sub_saturating(stats_.dirs_created, 1); });
   }
 
   // Emptied only once the run goes ahead, its walk begun: a run refused leaves it as it was.

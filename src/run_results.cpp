@@ -171,7 +171,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
   // What is not copied leaves the total: a finished run ends at 100%, and the ETA counts only what
   // is left (-u skips most of a nightly run's bytes).
   if ((r.outcome == Outcome::Skipped || r.outcome == Outcome::Failed) && info.job.kind != JobKind::HardLink)
-    bytes_total_ -= std::min(bytes_total_, info.job.size > bytes ? info.job.size - bytes : 0);
+    bytes_total_ = sub_saturating(bytes_total_, sub_saturating(info.job.size, bytes));
   auto path = [&] { return rel(info); };  // built only when printed: not for every file
   // Where the copy is: not the source's name for a single file copied to another (`pcopy a b`).
   auto dst_path = [&] { return rel(info.dir, info.job.target()); };
@@ -233,7 +233,7 @@ void Runner::complete(JobInfo& info, const Result& r, uint64_t bytes) {
 }
 
 void Runner::resize_total(uint64_t from, uint64_t to) {
-  bytes_total_ = add_saturating(bytes_total_ - std::min(bytes_total_, from), to);
+  bytes_total_ = add_saturating(sub_saturating(bytes_total_, from), to);
 }
 
 void Runner::note_deleted(const std::string& path) {

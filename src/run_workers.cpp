@@ -124,7 +124,7 @@ void Runner::on_worker_gone(size_t w, bool said) {
   }
   for (uint64_t id : held) {
     JobInfo& info = jobs_.at(id);
-    bytes_done_ -= std::min(bytes_done_, info.reported);
+    bytes_done_ = sub_saturating(bytes_done_, info.reported);
     info.reported = 0;
     info.worker = -1;
     // With no worker to write it again (none left, or the run stops), the file it was writing in

@@ -4,6 +4,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -36,6 +37,9 @@ inline uint64_t add_saturating(uint64_t a, uint64_t b) {
   uint64_t sum;
   return __builtin_add_overflow(a, b, &sum) ? UINT64_MAX : sum;
 }
+
+// a - b, or 0 where b is more: a count taken back never wraps round.
+inline uint64_t sub_saturating(uint64_t a, uint64_t b) { return a - std::min(a, b); }
 
 // What the percentage and the ETA measure: bytes, and for each file kFileWork more, about what
 // copying a file costs beyond its data (some system calls, ~16 us: 32 KiB at 2 GB/s). By bytes
