@@ -128,7 +128,6 @@ int Pool::spawn(size_t i) {
   s.out.clear();
   s.reader = FrameReader();
   s.held.clear();
-  s.batches = 0;
   s.garbled = false;
   return 0;
 }

@@ -130,7 +130,7 @@ void Runner::settle(const Result& r) {
 
   JobInfo info = std::move(it->second);
   jobs_.erase(it);
-  bytes_done_ = add_saturating(bytes_done_, r.bytes >= info.reported ? r.bytes - info.reported : 0);
+  bytes_done_ = add_saturating(bytes_done_, sub_saturating(r.bytes, info.reported));
   if (r.outcome == Outcome::Split) {
     // The worker found the file big: from here on it is copied like a FileBegin.
     resize_total(info.job.size, r.size);

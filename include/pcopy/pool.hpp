@@ -40,7 +40,6 @@ struct WorkerSlot {
   std::string out;   // encoded frames not yet written
   FrameReader reader;
   std::unordered_set<uint64_t> held;  // ids of jobs sent and not yet answered
-  int batches = 0;                    // batches sent and not fully answered
   bool garbled = false;               // it sent a malformed frame: its unsent answers are not taken
 };
 
