@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "pcopy/copier_internal.hpp"
+#include "pcopy/up_to_date.hpp"
 
 namespace pcopy {
 

@@ -11,9 +11,12 @@
 #include <optional>
 
 #include "pcopy/copier_internal.hpp"
+#include "pcopy/fs_facts.hpp"
 #include "pcopy/hash.hpp"
 #include "pcopy/mirror.hpp"
+#include "pcopy/paths.hpp"
 #include "pcopy/ring.hpp"
+#include "pcopy/temp_names.hpp"
 
 namespace pcopy {
 

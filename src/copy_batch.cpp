@@ -11,6 +11,7 @@
 #include <cerrno>
 
 #include "pcopy/copier_internal.hpp"
+#include "pcopy/fs_facts.hpp"
 #include "pcopy/ring.hpp"
 
 namespace pcopy {

@@ -1,7 +1,7 @@
 // Facts about where copies go: a file system's type and traits (local, in memory, extents never
 // shared, big files worth splitting), ACLs present, and whether a read-only file system met is one
 // mounted inside DST.
-#include "pcopy/copier.hpp"
+#include "pcopy/fs_facts.hpp"
 
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -15,6 +15,7 @@
 #include <cstdlib>
 
 #include "pcopy/copier_internal.hpp"
+#include "pcopy/fd.hpp"
 
 namespace pcopy {
 

@@ -13,6 +13,7 @@
 
 #include "pcopy/copier_internal.hpp"
 #include "pcopy/hash.hpp"
+#include "pcopy/paths.hpp"
 
 namespace pcopy {
 

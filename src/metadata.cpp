@@ -1,6 +1,6 @@
 // A copy's metadata: owner, extended attributes (ACLs), mode and times, set in coreutils' order on a
 // new copy or brought up to date on one -u kept, and what the destination refused of them (Unkept).
-#include "pcopy/copier.hpp"
+#include "pcopy/metadata.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -10,7 +10,9 @@
 
 #include <cerrno>
 
+#include "pcopy/copier.hpp"
 #include "pcopy/copier_internal.hpp"
+#include "pcopy/up_to_date.hpp"
 #include "pcopy/xattrs.hpp"
 
 namespace pcopy {

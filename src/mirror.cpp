@@ -17,9 +17,10 @@
 #include <string_view>
 #include <vector>
 
-#include "pcopy/copier.hpp"
 #include "pcopy/fd.hpp"
 #include "pcopy/filter.hpp"
+#include "pcopy/paths.hpp"
+#include "pcopy/temp_names.hpp"
 
 namespace pcopy {
 

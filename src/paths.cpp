@@ -1,6 +1,6 @@
 // Reaching names beneath a root: directories opened without following links and at any depth, listed,
 // and opened up where their mode keeps their owner out (or found append-only); a source file opened.
-#include "pcopy/copier.hpp"
+#include "pcopy/paths.hpp"
 
 #include <fcntl.h>
 #include <linux/fs.h>

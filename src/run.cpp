@@ -25,7 +25,7 @@
 #include <variant>
 #include <vector>
 
-#include "pcopy/copier.hpp"
+#include "pcopy/fs_facts.hpp"
 #include "pcopy/mirror.hpp"
 #include "pcopy/runner.hpp"
 #include "pcopy/worker.hpp"

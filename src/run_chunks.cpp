@@ -11,8 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "pcopy/copier.hpp"
+#include "pcopy/paths.hpp"
 #include "pcopy/protocol.hpp"
+#include "pcopy/temp_names.hpp"
 #include "pcopy/walker.hpp"
 
 namespace pcopy {

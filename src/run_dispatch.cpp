@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "pcopy/copier.hpp"
+#include "pcopy/fs_facts.hpp"
 #include "pcopy/protocol.hpp"
 #include "pcopy/walker.hpp"
 

@@ -15,8 +15,8 @@
 #include <utility>
 #include <vector>
 
-#include "pcopy/copier.hpp"
 #include "pcopy/protocol.hpp"
+#include "pcopy/up_to_date.hpp"
 #include "pcopy/walker.hpp"
 
 namespace pcopy {

@@ -11,7 +11,6 @@
 #include <utility>
 #include <vector>
 
-#include "pcopy/copier.hpp"
 #include "pcopy/protocol.hpp"
 #include "pcopy/walker.hpp"
 

@@ -16,9 +16,10 @@
 #include <string_view>
 #include <vector>
 
-#include "pcopy/copier.hpp"
+#include "pcopy/paths.hpp"
 #include "pcopy/pool.hpp"
 #include "pcopy/protocol.hpp"
+#include "pcopy/temp_names.hpp"
 #include "pcopy/walker.hpp"
 
 namespace pcopy {

@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "pcopy/copier_internal.hpp"
+#include "pcopy/metadata.hpp"
 #include "pcopy/xattrs.hpp"
 
 namespace pcopy {

@@ -1,6 +1,6 @@
 // Temporary names: what pcopy calls a file or directory until it is complete, the run a name is of,
 // and the leftovers of runs that were interrupted.
-#include "pcopy/copier.hpp"
+#include "pcopy/temp_names.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -17,7 +17,10 @@
 #include <cstring>
 #include <ctime>
 
+#include "pcopy/fd.hpp"
 #include "pcopy/mirror.hpp"
+#include "pcopy/paths.hpp"
+#include "pcopy/protocol.hpp"
 
 namespace pcopy {
 

@@ -1,5 +1,5 @@
 // -u: whether a copy is up to date, its times compared as far as its file system keeps them.
-#include "pcopy/copier.hpp"
+#include "pcopy/up_to_date.hpp"
 
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -12,8 +12,10 @@
 #include <map>
 #include <optional>
 
+#include "pcopy/copier.hpp"
 #include "pcopy/copier_internal.hpp"
 #include "pcopy/hash.hpp"
+#include "pcopy/metadata.hpp"
 #include "pcopy/xattrs.hpp"
 
 namespace pcopy {
@@ -22,7 +24,7 @@ namespace {
 constexpr int64_t kNsPerSecond = 1'000'000'000;
 }  // namespace
 
-// The resolution of a copy's times is read off them (see same_mtime in copier.hpp): their nanoseconds
+// The resolution of a copy's times is read off them (see same_mtime in up_to_date.hpp): their nanoseconds
 // are all round only where the file system keeps no more. Only 10 ms and coarser is believed: a
 // ctime (which the kernel sets) is a multiple of 10 ms on a file system that keeps nanoseconds once
 // in ten million, but a multiple of 100 ns once in a hundred, and a source's own times may be round.

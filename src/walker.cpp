@@ -13,8 +13,12 @@
 #include <cstring>
 #include <utility>
 
-#include "pcopy/copier.hpp"
 #include "pcopy/filter.hpp"
+#include "pcopy/fs_facts.hpp"
+#include "pcopy/metadata.hpp"
+#include "pcopy/paths.hpp"
+#include "pcopy/temp_names.hpp"
+#include "pcopy/up_to_date.hpp"
 #include "pcopy/xattrs.hpp"
 
 namespace pcopy {

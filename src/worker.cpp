@@ -14,6 +14,7 @@
 
 #include "pcopy/copier.hpp"
 #include "pcopy/fd.hpp"
+#include "pcopy/paths.hpp"
 #include "pcopy/pool.hpp"
 #include "pcopy/protocol.hpp"
 

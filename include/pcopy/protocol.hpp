@@ -90,7 +90,7 @@ struct Job {
 // that workers need not ask again for every directory.
 struct DirFacts {
   bool known = false;        // else the worker looks for itself
-  bool local = false;        // on a local_fs() (see copier.hpp)
+  bool local = false;        // on a local_fs() (see fs_facts.hpp)
   bool default_acl = false;  // a default ACL, not the mode asked for, shapes what is created there
   // A new directory made under a temporary name (dst_dir) and renamed into place by the parent
   // once everything in it is done: files go straight to their final names inside.
@@ -179,7 +179,7 @@ struct Result {
   std::string detail;    // reason text when err alone does not say it
   Vanished vanished = Vanished::No;  // Failed: because its source is gone
   // Failed with EROFS from a read-only file system mounted inside DST (on the entry, its directory
-  // or above), not DST's own: the entry's alone (on_own_mount(), fails_all() in copier.hpp).
+  // or above), not DST's own: the entry's alone (on_own_mount(), fails_all() in fs_facts.hpp).
   bool own_mount = false;
   std::string temp;      // FileBegin: the temporary created
   uint64_t src_dev = 0, src_ino = 0;  // with `temp`: the identity of the source opened

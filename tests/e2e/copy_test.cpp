@@ -20,8 +20,10 @@
 
 #include "../acl_util.hpp"
 #include "harness.hpp"
-#include "pcopy/copier.hpp"
 #include "pcopy/fd.hpp"
+#include "pcopy/fs_facts.hpp"
+#include "pcopy/paths.hpp"
+#include "pcopy/temp_names.hpp"
 
 namespace pcopy::test {
 namespace {

@@ -15,7 +15,12 @@
 #include <set>
 #include <string>
 
+#include "pcopy/fs_facts.hpp"
 #include "pcopy/hash.hpp"
+#include "pcopy/metadata.hpp"
+#include "pcopy/paths.hpp"
+#include "pcopy/temp_names.hpp"
+#include "pcopy/up_to_date.hpp"
 #include "../acl_util.hpp"
 #include "unit_util.hpp"
 

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "../acl_util.hpp"
-#include "pcopy/copier.hpp"
 #include "pcopy/filter.hpp"
+#include "pcopy/fs_facts.hpp"
 #include "unit_util.hpp"
 
 using namespace pcopy;
