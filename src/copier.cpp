@@ -130,7 +130,7 @@ Copier::Copier(const Options& options)
       privileged_(::geteuid() == 0),
       euid_(::geteuid()),
       egid_(::getegid()),
-      temp_prefix_(std::string(kTempPrefix) + std::to_string(::getpid()) + "-"),
+      pid_(::getpid()),
       try_reflink_(options.reflink != ReflinkMode::Never),
       try_cfr_(options.copy_file_range) {}
 
@@ -183,7 +183,7 @@ bool Copier::append_only_here(int dst_dir) {
 }
 
 std::string Copier::next_temp_name() {
-  return temp_prefix_ + temp_number(secret_count(hides_names_, ++temp_counter_)) + std::string(kTempSuffix);
+  return temp_name(pid_, false, hides_names_, ++temp_counter_);
 }
 
 Result Copier::copy(int src_dir, int dst_dir, int dst_root, const Job& job, const ProgressFn& report) {

@@ -85,7 +85,7 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     // worker that made it, it would be a leftover to a second run into DST once that worker died,
     // while the others still write it. Its number holds the run's, as every temporary's does.
     bool secret = begin.dir && begin.dir->facts.hides_names;
-    temp = fmt::format("{}{}-{}{}", kTempPrefix, ::getpid(), temp_number(secret_count(secret, file)), kTempSuffix);
+    temp = temp_name(::getpid(), false, secret, file);
     if (int err = rename_dst_temp(begin.dir, r.temp, temp)) {
       remove_dst_temp(begin.dir, r.temp);
       Result failed = r;

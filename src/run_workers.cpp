@@ -196,7 +196,7 @@ uint64_t Runner::part_written(size_t w) const {
 // whose links, FIFOs and devices go through a temporary as well (E2).
 void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
   if (!target_.dst_root) return;
-  std::string prefix = std::string(kTempPrefix) + std::to_string(pid) + "-";
+  std::string prefix = temp_prefix(pid);
   std::vector<std::string> seen;
   for (DirNode* dir : dirs) {
     std::string rel_dir = walker_ ? walker_->dst_rel_path(dir) : std::string();

@@ -24,27 +24,6 @@
 
 namespace pcopy {
 
-// Exactly the names pcopy makes, ".pcopy-<pid>-<n>.tmp" and, staged, ".pcopy-<pid>-d<n>.tmp": a
-// user's ".pcopy-notes.tmp" is theirs, never removed as a leftover.
-bool is_temp_name(std::string_view name) {
-  if (name.size() <= kTempPrefix.size() + kTempSuffix.size() || !name.starts_with(kTempPrefix) ||
-      !name.ends_with(kTempSuffix))
-    return false;
-  auto digits = [](std::string_view s) {
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-  };
-  name = name.substr(kTempPrefix.size(), name.size() - kTempPrefix.size() - kTempSuffix.size());
-  size_t dash = name.find('-');
-  if (dash == std::string_view::npos || !digits(name.substr(0, dash))) return false;
-  std::string_view n = name.substr(dash + 1);
-  if (n.starts_with('d')) n.remove_prefix(1);
-  return digits(n);
-}
-
-bool is_staged_name(std::string_view name) {
-  return is_temp_name(name) && name.find("-d", kTempPrefix.size()) != std::string_view::npos;
-}
-
 namespace {
 
 constexpr uint64_t kRunScale = 1'000'000'000;  // a temporary's number is run * kRunScale + its count
@@ -96,19 +75,49 @@ Nanos last_change_ns(int dir, const char* name) {
   return last;
 }
 
-// The run a temporary's name says it is of (its number over kRunScale); `name` is a temp name.
-uint64_t run_of(std::string_view name) {
-  name.remove_suffix(kTempSuffix.size());
-  name = name.substr(name.rfind('-') + 1);
-  if (name.starts_with('d')) name.remove_prefix(1);
+// The value of `digits`, all decimal digits and at least one; saturating at UINT64_MAX.
+std::optional<uint64_t> decimal(std::string_view digits) {
+  if (digits.empty()) return std::nullopt;
   uint64_t n = 0;
-  for (char c : name) n = n > UINT64_MAX / 10 ? UINT64_MAX : n * 10 + uint64_t(c - '0');
-  return n / kRunScale;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n > (UINT64_MAX - 9) / 10 ? UINT64_MAX : n * 10 + uint64_t(c - '0');
+  }
+  return n;
 }
 
 }  // namespace
 
-bool made_by_this_run(std::string_view temp_name) { return is_temp_name(temp_name) && run_of(temp_name) == g_run; }
+std::string temp_prefix(pid_t pid) { return fmt::format("{}{}-", kTempPrefix, pid); }
+
+std::string temp_name(pid_t pid, bool staged, bool secret, uint64_t count) {
+  return fmt::format("{}{}-{}{}{}", kTempPrefix, pid, staged ? "d" : "", temp_number(secret_count(secret, count)),
+                     kTempSuffix);
+}
+
+std::optional<TempName> parse_temp_name(std::string_view name) {
+  if (name.size() <= kTempPrefix.size() + kTempSuffix.size() || !name.starts_with(kTempPrefix) ||
+      !name.ends_with(kTempSuffix))
+    return std::nullopt;
+  name = name.substr(kTempPrefix.size(), name.size() - kTempPrefix.size() - kTempSuffix.size());
+  size_t dash = name.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  TempName parts;
+  std::string_view n = name.substr(dash + 1);
+  parts.staged = n.starts_with('d');
+  if (parts.staged) n.remove_prefix(1);
+  auto pid = decimal(name.substr(0, dash));
+  auto number = decimal(n);
+  if (!pid || !number) return std::nullopt;
+  parts.pid = *pid;
+  parts.number = *number;
+  return parts;
+}
+
+bool made_by_this_run(std::string_view temp_name) {
+  auto parts = parse_temp_name(temp_name);
+  return parts && parts->number / kRunScale == g_run;
+}
 
 std::string temp_number(uint64_t count) { return std::to_string(g_run * kRunScale + count % kRunScale); }
 
@@ -118,13 +127,9 @@ uint64_t secret_count(bool secret, uint64_t count) {
 }
 
 bool temp_in_use(int dir, std::string_view name) {
-  if (!is_temp_name(name)) return false;
-  std::string_view whole = name;
-  name.remove_prefix(kTempPrefix.size());
-  pid_t pid = 0;
-  size_t i = 0;
-  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < 100'000'000; ++i) pid = pid * 10 + (name[i] - '0');
-  if (i == 0 || i >= name.size() || name[i] != '-' || pid <= 0) return false;
+  auto parts = parse_temp_name(name);
+  if (!parts || parts->pid == 0 || parts->pid >= 100'000'000) return false;  // no pid is that large
+  pid_t pid = pid_t(parts->pid);
   // /proc/PID/stat: "pid (comm) state ...". Where it cannot be read, only whether the pid exists:
   // ENOENT says nothing of the process without /proc (a chroot, a container that unmounted it), nor
   // with /proc mounted hidepid=2, which hides other users' processes. A second run took a live
@@ -146,8 +151,8 @@ bool temp_in_use(int dir, std::string_view name) {
   // started (its maker was gone by then); a live run's temporary, or staged directory, changes as
   // it is written (its times set, it is renamed: ctime too).
   pid_t ppid = std::atoi(std::string(stat.substr(close + 3, 24)).c_str());
-  if ((pid == ::getpid() || ppid == ::getpid()) && run_of(whole) != g_run)
-    return last_change_ns(dir, std::string(whole).c_str()) >= g_started_ns - leftover_margin_ns();
+  if ((pid == ::getpid() || ppid == ::getpid()) && parts->number / kRunScale != g_run)
+    return last_change_ns(dir, std::string(name).c_str()) >= g_started_ns - leftover_margin_ns();
   return true;
 }
 

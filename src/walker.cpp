@@ -141,7 +141,7 @@ Walker::Walker(const Options& options, UniqueFd src_root, UniqueFd dst_root, con
       // for files never revealed).
       can_stage_(!options.dry_run && !options.inplace && !options.archive && !options.verify && !options.verbose &&
                  options.manifest.empty()),
-      staged_prefix_(std::string(kTempPrefix) + std::to_string(::getpid()) + "-d"),
+      pid_(::getpid()),
       dents_(new char[kDentsBuffer]) {
   // Each level open holds two fds (SRC's and DST's directory): first as many levels as allowed,
   // then half of what is left for deferred fds.
@@ -437,8 +437,7 @@ std::optional<WalkEvent> Walker::descend(Frame& frame, const std::string& name) 
   const DirNode* parent = frame.node;
   if (can_stage_ && dst_root_ && parent->dst && parent->facts.known && parent->facts.local && !parent->facts.staged &&
       src && small_leaf(src.get()))
-    node->staged_name =
-        staged_prefix_ + temp_number(secret_count(parent->facts.hides_names, ++staged_count_)) + std::string(kTempSuffix);
+    node->staged_name = temp_name(pid_, true, parent->facts.hides_names, ++staged_count_);
   // Before its copy is made or entered: an ACL of SRC's keeps others out of it from the start.
   if (opt_.archive && src) node->xattrs_err = read_xattrs_fd(src.get(), euid_ == 0, node->xattrs);
   node->dst.reset(open_dst_child(frame.node, node, src.get(), err, ev.detail));

@@ -145,7 +145,7 @@ class Copier {
   bool privileged_;    // may chown to anyone and write every xattr namespace
   uid_t euid_;
   gid_t egid_;
-  std::string temp_prefix_;
+  pid_t pid_;          // in the names of the temporaries made (temp_name)
   std::string dir_rel_;
   std::vector<std::string> deleted_;  // by make_way, for the job's result
   std::vector<Unkept> unkept_;        // by note_unkept(), for the job's result

@@ -189,7 +189,7 @@ class Walker {
   int max_open_frames_;   // levels whose fds stay open, within RLIMIT_NOFILE
   int max_deferred_fds_;  // of RLIMIT_NOFILE, for destination fds kept past their listing
   bool can_stage_;        // staging allowed by the options (see descend)
-  std::string staged_prefix_;  // ".pcopy-<pid>-d": staged directories are <prefix><n>.tmp
+  pid_t pid_;             // in staged directories' names (temp_name)
   uint64_t staged_count_ = 0;
   std::vector<std::unique_ptr<Frame>> stack_;
   std::unordered_set<DirNode*> live_;  // every node not yet finished: freed if the walk is abandoned

@@ -777,6 +777,28 @@ TEST(TempName, StagedDirectoriesHaveTheirOwnNarrowerPattern) {
   EXPECT_FALSE(is_staged_name(".pcopy-123-d4"));
 }
 
+// What temp_name() makes, parse_temp_name() reads back: a later run tells leftovers by these parts.
+TEST(TempName, NamesMadeAreReadBackAsTheRunsOwn) {
+  for (bool staged : {false, true})
+    for (bool secret : {false, true}) {
+      std::string name = temp_name(4321, staged, secret, 7);
+      SCOPED_TRACE(name);
+      EXPECT_TRUE(name.starts_with(temp_prefix(4321)));
+      auto parts = parse_temp_name(name);
+      ASSERT_TRUE(parts);
+      EXPECT_EQ(parts->pid, 4321u);
+      EXPECT_EQ(parts->staged, staged);
+      EXPECT_EQ(is_staged_name(name), staged);
+      EXPECT_TRUE(made_by_this_run(name));
+      if (!secret) {
+        EXPECT_EQ(parts->number % 1'000'000'000, 7u);
+      }
+    }
+  EXPECT_NE(temp_name(4321, false, true, 7), temp_name(4321, false, true, 7)) << "a secret name is drawn anew";
+  EXPECT_FALSE(made_by_this_run(".pcopy-4321-7.tmp")) << "run 0: names from before runs were numbered";
+  EXPECT_EQ(parse_temp_name(".pcopy-1-99999999999999999999999.tmp")->number, UINT64_MAX);
+}
+
 TEST(RemoveTemps, RemovesFileTemporariesAndStagedDirectoriesButNotLookalikeDirectories) {
   TempDir tmp;
   std::string d = tmp.path();
