@@ -134,7 +134,9 @@ void Copier::copy_batch(int src_dir, int dst_dir, std::span<const Job> jobs, con
   if (!closes.empty()) {
     const std::vector<int>& res = ring.run();
     for (size_t k = 0; k < closes.size(); ++k)
-      if (res[k] == -ECANCELED) ::close(closes[k]);  // the ring broke: close them ourselves
+      // Not closed where the ring broke, or refused the operation: closed here. (Any other failure
+      // of a close still released the descriptor.)
+      if (res[k] == -ECANCELED || res[k] == -EINVAL || res[k] == -EOPNOTSUPP) ::close(closes[k]);
   }
 }
 

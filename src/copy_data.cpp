@@ -35,9 +35,11 @@ int recheck(int fd, const struct stat& st) {
   return now.st_size == st.st_size && to_ns(now.st_mtim) == to_ns(st.st_mtim) ? 0 : -1;
 }
 
+// EPERM too: seccomp profiles written before copy_file_range existed (Docker's before 19.03)
+// refuse it so, as coreutils finds; an immutable destination then fails the plain copy as well.
 bool fallback_errno(int err) {
   return err == EXDEV || err == EINVAL || err == ENOSYS || err == EOPNOTSUPP || err == ENOTTY ||
-         err == EBADF || err == ETXTBSY;
+         err == EBADF || err == ETXTBSY || err == EPERM;
 }
 
 }  // namespace
@@ -92,12 +94,12 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
     std::vector<std::pair<off_t, off_t>> holes;
     while (!err && as_stated && uint64_t(pos) < size) {
       off_t data = ::lseek(in, pos, SEEK_DATA);
-      if (data < 0) {
-        if (errno != ENXIO) return errno;
-        data = off_t(size);  // the rest is a hole
-      }
+      // ENXIO: the rest is a hole. Any other failure (a file system or sandbox without
+      // SEEK_DATA, EINVAL), or an answer behind `pos`: the rest is read as data, as cp does.
+      if (data < 0 && errno == ENXIO) data = off_t(size);
+      else if (data < pos) data = pos;
       off_t hole = data < off_t(size) ? ::lseek(in, data, SEEK_HOLE) : data;
-      if (hole < 0) return errno;
+      if (hole < data) hole = off_t(size);
       if (fc.hasher) fc.hasher->update_zeros(uint64_t(data - pos));
       if (data > pos) holes.emplace_back(pos, data);
       if (hole > data) {

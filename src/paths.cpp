@@ -24,9 +24,14 @@ int open_segment(int dir, const std::string& seg, bool follow) {
   struct open_how how {};
   how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY;
   how.resolve = follow ? 0 : RESOLVE_NO_SYMLINKS;
-  long fd = ::syscall(SYS_openat2, dir, seg.c_str(), &how, sizeof how);
-  if (fd >= 0 || errno != ENOSYS) return fd < 0 ? -errno : static_cast<int>(fd);
-  // Kernels before 5.6: one component at a time.
+  // Kernels before 5.6 (ENOSYS), and containers whose seccomp profile predates the call (EPERM,
+  // which openat2 itself never gives for a directory): one component at a time, as safe.
+  static bool have_openat2 = true;
+  if (have_openat2) {
+    long fd = ::syscall(SYS_openat2, dir, seg.c_str(), &how, sizeof how);
+    if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) return fd < 0 ? -errno : static_cast<int>(fd);
+    have_openat2 = false;
+  }
   int cur = ::fcntl(dir, F_DUPFD_CLOEXEC, 0);
   size_t pos = 0;
   while (cur >= 0 && pos < seg.size()) {

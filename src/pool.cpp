@@ -1,11 +1,13 @@
 #include "pcopy/pool.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <system_error>
@@ -29,6 +32,27 @@ long now_ms() {
   return long(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
 }
 
+// Closes every descriptor from `first` up where close_range is missing (kernels before 5.9): those
+// /proc lists, or without /proc each number below the limit on open files.
+void close_from(int first) {
+  int dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) {
+    struct rlimit limit {};
+    rlim_t top = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? std::min<rlim_t>(limit.rlim_cur, 1 << 20) : 1024;
+    for (rlim_t fd = rlim_t(first); fd < top; ++fd) ::close(int(fd));
+    return;
+  }
+  alignas(8) char buf[4096];
+  for (long n; (n = ::syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0;)
+    for (long off = 0; off < n;) {
+      auto* d = reinterpret_cast<struct dirent64*>(buf + off);  // the kernel's linux_dirent64
+      int fd = std::atoi(d->d_name);                              // "." and "..": 0
+      if (fd >= first && fd != dir) ::close(fd);
+      off += d->d_reclen;
+    }
+  ::close(dir);
+}
+
 // In the child: puts `fds` at 3, 4, 5, … and closes everything else above 2. A forked worker
 // inherits every descriptor the parent holds (close-on-exec does nothing without exec), and a job
 // pipe held open by a sibling would keep EOF from ever arriving.
@@ -40,7 +64,7 @@ void renumber_fds(const std::vector<int>& fds) {
   for (int fd : fds) tmp.push_back(fd < 0 ? -1 : ::fcntl(fd, F_DUPFD, base));
   for (size_t i = 0; i < tmp.size(); ++i)
     if (tmp[i] >= 0) ::dup2(tmp[i], 3 + int(i));  // dup2 clears FD_CLOEXEC on the copy
-  ::close_range(unsigned(base), ~0u, 0);
+  if (::close_range(unsigned(base), ~0u, 0) != 0) close_from(base);
   for (size_t i = 0; i < tmp.size(); ++i)
     if (tmp[i] < 0) ::close(3 + int(i));
 }

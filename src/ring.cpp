@@ -13,9 +13,16 @@ std::unique_ptr<Ring> Ring::create(unsigned entries) {
   std::unique_ptr<Ring> r(new Ring());
   // One process submits and reaps: completions run when we wait, not as interrupts (6.1+).
   unsigned preferred = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-  if (io_uring_queue_init(entries, r->ring_.get(), preferred) == 0) return r;
-  if (io_uring_queue_init(entries, r->ring_.get(), 0) == 0) return r;
-  return nullptr;
+  if (io_uring_queue_init(entries, r->ring_.get(), preferred) != 0 &&
+      io_uring_queue_init(entries, r->ring_.get(), 0) != 0)
+    return nullptr;
+  // Rings before 5.6 (and gVisor's) answer OPENAT and CLOSE -EINVAL, one by one: a descriptor
+  // handed to such a ring to be closed stayed open. No probe (before 5.6) means no such operations.
+  struct io_uring_probe* probe = io_uring_get_probe_ring(r->ring_.get());
+  bool has_ops = probe && io_uring_opcode_supported(probe, IORING_OP_OPENAT) &&
+                 io_uring_opcode_supported(probe, IORING_OP_CLOSE);
+  if (probe) io_uring_free_probe(probe);
+  return has_ops ? std::move(r) : nullptr;
 }
 
 Ring::~Ring() {

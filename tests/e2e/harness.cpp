@@ -8,12 +8,17 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
 #include <linux/fs.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -26,6 +31,7 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -535,6 +541,29 @@ void child_write(const char* text) { (void)!::write(2, text, std::strlen(text));
   ::_exit(127);
 }
 
+// Installs a seccomp filter under which each of `refused` (number, errno) fails with that errno,
+// and everything else runs. No allocation: this runs between fork and exec.
+void refuse_syscalls(const std::vector<std::pair<long, int>>& refused) {
+  constexpr size_t kMaxRefused = 16;
+  if (refused.size() > kMaxRefused) child_fail("refuse_syscalls: too many");
+  struct sock_filter prog[4 + 2 * kMaxRefused + 1];
+  size_t n = 0;
+  prog[n++] = BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+  prog[n++] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+  prog[n++] = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);  // another ABI: not filtered
+  prog[n++] = BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+  for (auto [nr, err] : refused) {
+    prog[n++] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, uint32_t(nr), 0, 1);
+    prog[n++] = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (uint32_t(err) & SECCOMP_RET_DATA));
+  }
+  prog[n++] = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  struct sock_fprog fprog {};
+  fprog.len = static_cast<unsigned short>(n);
+  fprog.filter = prog;
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail("prctl(PR_SET_NO_NEW_PRIVS)");
+  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0) child_fail("seccomp");
+}
+
 [[noreturn]] void exec_child(Pipe& in, Pipe& out, Pipe& err, char** argv, char** envp, const RunOptions& options) {
   if (::dup2(in.read.get(), 0) < 0 || ::dup2(out.write.get(), 1) < 0 || ::dup2(err.write.get(), 2) < 0) {
     child_fail("dup2");
@@ -581,6 +610,7 @@ void child_write(const char* text) { (void)!::write(2, text, std::strlen(text));
     if (::setgid(65534) != 0) child_fail("setgid");
     if (::setuid(*options.uid) != 0) child_fail("setuid");
   }
+  if (!options.refused_syscalls.empty()) refuse_syscalls(options.refused_syscalls);
   ::execvpe(argv[0], argv, envp);
   child_fail("exec");
 }

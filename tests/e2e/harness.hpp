@@ -41,6 +41,9 @@ struct RunOptions {
   int timeout_s = 300;                 // then the child's process group is killed (status 128+9)
   std::string cwd;                     // the child's working directory (absolute), entered one component
                                        // at a time: it may lie deeper than PATH_MAX
+  // System calls (number, errno) a seccomp filter makes fail in the child and its workers, as an
+  // older kernel (ENOSYS) or a container's profile that predates them (EPERM) does. At most 16.
+  std::vector<std::pair<long, int>> refused_syscalls;
 };
 
 struct RunResult {

@@ -1,0 +1,97 @@
+// Older kernels and containers: system calls pcopy prefers, made to fail by a seccomp filter as a
+// kernel without them (ENOSYS) or a container profile written before them (EPERM) fails them. The
+// copy must come out the same, with exit 0, by the way pcopy falls back to.
+
+#include <errno.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "harness.hpp"
+
+namespace pcopy::test {
+namespace {
+
+class OlderKernelTest : public SrcDstTest {
+ protected:
+  RunOptions refusing(std::vector<std::pair<long, int>> calls) {
+    RunOptions options;
+    options.refused_syscalls = std::move(calls);
+    return options;
+  }
+  void make_tree() {
+    make_dirs(src + "/a/b");
+    for (int i = 0; i < 20; ++i) {
+      write_file(src + "/f" + std::to_string(i), "top " + std::to_string(i));
+      write_file(src + "/a/b/g" + std::to_string(i), random_bytes(5000 + size_t(i), unsigned(i)));
+    }
+    write_file(src + "/a/empty", "");
+  }
+};
+
+// Docker before 19.03 refused copy_file_range with EPERM: each file failed, and --inplace left
+// every file it rewrote cut to 0 bytes (I25). cp and rsync read and write instead; so does pcopy.
+TEST_F(OlderKernelTest, CopyFileRangeRefusedWithEpermCopiesByReadAndWrite) {
+  make_tree();
+  RunResult r = copy({"-j2"}, refusing({{SYS_copy_file_range, EPERM}}));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+
+  // Over an earlier copy, in place: nothing may be left cut short.
+  for (int i = 0; i < 20; ++i) write_file(src + "/f" + std::to_string(i), "new, longer " + std::to_string(i));
+  r = copy({"-j2", "--inplace"}, refusing({{SYS_copy_file_range, EPERM}}));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+// Profiles before Linux 5.6 answer openat2 with EPERM, not ENOSYS: every file below DST's top
+// directory failed, one line each (I25). Directories are then opened one component at a time.
+TEST_F(OlderKernelTest, Openat2RefusedWithEpermOpensDirectoriesOneComponentAtATime) {
+  make_tree();
+  for (int err : {EPERM, ENOSYS}) {
+    SCOPED_TRACE(err);
+    std::string to = tmp / ("dst" + std::to_string(err));
+    RunResult r = run_pcopy({"-j2", src, to}, refusing({{SYS_openat2, err}}));
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(diff_trees(src, to), "");
+    // A symbolic link planted in DST is still not followed.
+    std::string outside = tmp / ("outside" + std::to_string(err));
+    make_dir(outside);
+    ASSERT_EQ(::rename((to + "/a/b").c_str(), (to + "/b-moved").c_str()), 0);
+    make_symlink(outside, to + "/a/b");
+    r = run_pcopy({"-j2", src, to}, refusing({{SYS_openat2, err}}));
+    EXPECT_EQ(list_tree(outside), std::vector<std::string>{}) << describe(r);
+  }
+}
+
+// Where lseek cannot find data and holes (a sandbox, a file system without SEEK_DATA: EINVAL),
+// a sparse file failed (I25). It is read whole instead, as cp does.
+TEST_F(OlderKernelTest, SeekDataRefusedCopiesASparseFileWhole) {
+  std::string sparse = src + "/sparse";
+  write_file(sparse, "head");
+  ASSERT_EQ(::truncate(sparse.c_str(), 4 << 20), 0);
+  write_file(src + "/plain", "plain");
+  RunResult r = copy({"-j2"}, refusing({{SYS_lseek, EINVAL}}));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+// Without close_range (before 5.9), each worker kept the job pipes of the workers forked before
+// it, so the first never saw the end of its jobs: the run waited out the 5 s it gives workers to
+// exit, then killed them (I25). The run takes milliseconds; 4 s is the bound of a hung one.
+TEST_F(OlderKernelTest, WithoutCloseRangeWorkersStillSeeTheEndOfTheirJobs) {
+  make_tree();
+  RunOptions options = refusing({{SYS_close_range, ENOSYS}});
+  options.timeout_s = 4;
+  options.leaked_fds = 3;  // inherited descriptors a worker must not hold either
+  RunResult r = copy({"-j4"}, options);
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+}  // namespace
+}  // namespace pcopy::test
