@@ -488,8 +488,9 @@ int Copier::in_place(int dst_dir, const std::string& name, const struct stat& sr
 // can take its name, keeping what the filters exclude; each path removed goes to deleted_, for the
 // parent to count and show. Returns 0 or the first errno.
 int Copier::make_way(int dst_dir, const std::string& target, bool dry_run) {
-  MirrorCallbacks record{
-      [&](const std::string& path) { deleted_.push_back(path); }, [](const std::string&, int) {}, {}, {}, {}, {}, {}};
+  MirrorCallbacks record;
+  record.deleted = [&](const std::string& path) { deleted_.push_back(path); };
+  record.failed = [](const std::string&, int) {};
   return remove_tree(dst_dir, target, rel_of(target), dry_run, record, opt_.filters, opt_.one_file_system);
 }
 

@@ -112,13 +112,27 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
       }
       pos = hole;
     }
-    if (!err && as_stated && ::ftruncate(out, off_t(size)) != 0) err = errno;
+    // A file that ends in a hole gets its size from a written last byte, not from ftruncate: ext4
+    // writes a truncate's size to its journal at once, and the data only later, so a power cut in
+    // between left a copy of the source's size and mtime holding zeros, which every -u run after
+    // kept (I24). A written byte moves the size on disk only with the data before it. (On ext4 even
+    // an ftruncate to the size the file has already journals it: only a longer file is cut.)
+    struct stat now {};
+    bool ends_in_hole = !err && as_stated && ::fstat(out, &now) == 0 && uint64_t(now.st_size) < size;
+    if (ends_in_hole && ::pwrite(out, "", 1, off_t(size) - 1) != 1) err = errno;
+    if (!err && as_stated && !ends_in_hole && uint64_t(now.st_size) > size && ::ftruncate(out, off_t(size)) != 0)
+      err = errno;
     // XFS keeps blocks it allocated ahead of each write past the end, once the file's end moves
     // past them (the next extent, the final size): twice the source's space for a few extents.
-    // They are given back where the copy holds more than the source, as cp --sparse=always does.
-    struct stat now;
-    if (!err && as_stated && ::fstat(out, &now) == 0 && now.st_blocks > st.st_blocks) {
-      for (auto [from, to] : holes) ::fallocate(out, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, to - from);
+    // They are given back where the copy holds more than the source and that last byte's block, as
+    // cp --sparse=always does; not that block, whose hole would give the size to the journal again.
+    blkcnt_t tail_blocks = ends_in_hole ? now.st_blksize / 512 : 0;
+    if (!err && as_stated && ::fstat(out, &now) == 0 && now.st_blocks > st.st_blocks + tail_blocks) {
+      off_t last_block = (off_t(size) - 1) / now.st_blksize * now.st_blksize;
+      for (auto [from, to] : holes) {
+        to = std::min(to, last_block);
+        if (from < to) ::fallocate(out, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, to - from);
+      }
     }
     fc.bytes = size;  // holes are copied too, as holes: the file's size is what was copied
   }

@@ -395,7 +395,12 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
 }
 
 int remove_quietly(int dir, const std::string& name) {
-  static const MirrorCallbacks quiet{[](const std::string&) {}, [](const std::string&, int) {}, {}, {}, {}, {}, {}};
+  static const MirrorCallbacks quiet = [] {
+    MirrorCallbacks cb;
+    cb.deleted = [](const std::string&) {};
+    cb.failed = [](const std::string&, int) {};
+    return cb;
+  }();
   return remove_tree(dir, name, name, false, quiet);
 }
 
@@ -562,6 +567,9 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       // Removing entries touched the directory's times; put SRC's back.
       struct timespec times[2] = {listing.atime, listing.mtime};
       ::futimens(p.dst.get(), times);
+      // --fsync: the removals reach the disk too. The directories were flushed when their copies
+      // were complete, before the removals; after a power cut what a run reported deleted was back.
+      if (opt.fsync && ::fsync(p.dst.get()) != 0 && cb.flush_failed) cb.flush_failed(path.substr(0, dir_len), errno);
     }
   }
 }

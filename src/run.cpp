@@ -441,6 +441,10 @@ void Runner::run_delete() {
     stats_.errors.add(path, reason);
     failed = opt_.fail_fast;
   };
+  cb.flush_failed = [&](const std::string& rel, int err) {
+    flush_failed(rel.empty() ? "." : rel, err);
+    failed = opt_.fail_fast;
+  };
   // A directory of DST not looked into (SRC has it): not itself one to delete.
   cb.unlisted = [&](const std::string& rel, int err) {
     std::string path = rel.empty() ? "." : rel;

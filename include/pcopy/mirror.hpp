@@ -67,6 +67,8 @@ struct MirrorCallbacks {
   // A dry run may not look into a directory of the user's that the real run would open up: what
   // it would delete there is not known (the caller warns).
   std::function<void(const std::string& rel)> unseen;
+  // --fsync: a directory whose removals could not be flushed to disk.
+  std::function<void(const std::string& rel, int err)> flush_failed;
 };
 
 // `dry_run` reports without removing. Directory times changed by removals are restored from SRC.

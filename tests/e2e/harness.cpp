@@ -968,6 +968,23 @@ Mount::Mount(const std::string& dir, const LoopExt4& fs) : dir_(dir) {
              {"mount", "-o", fs.options.empty() ? "loop" : "loop," + fs.options});
 }
 
+Mount::Mount(const std::string& dir, const LoopImage& fs) : dir_(dir) {
+  make_dirs(dir);
+  if (::geteuid() != 0) {
+    why_ = "needs root to loop-mount a file system image";
+    return;
+  }
+  RunResult r = run({"mount", "-o", "loop", fs.image, dir});
+  mounted_ = r.status == 0;
+  if (!mounted_) why_ = "mount failed: " + r.err.substr(0, r.err.find('\n'));
+}
+
+bool cut_power(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  uint32_t flags = 2;  // XFS_FSOP_GOING_FLAGS_NOLOGFLUSH, EXT4_GOING_FLAGS_NOLOGFLUSH
+  return fd && ::ioctl(fd.get(), _IOR('X', 125, uint32_t), &flags) == 0;
+}
+
 Mount::Mount(const std::string& dir, const FuseFat& fs) : dir_(dir) {
   if (::access("/dev/fuse", R_OK | W_OK) != 0) {
     make_dirs(dir);
