@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "pcopy/copier.hpp"
@@ -221,8 +222,14 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
     shown = out.size();
     shared->unsent.store(uint32_t(shown), std::memory_order_release);
   };
+  // --fsync: each file was flushed before it took its name, and its name is flushed (its
+  // directory) before the parent hears of it: a manifest or -v line names only what is on disk.
+  // After a power cut files listed were missing or old (I24). A failure is the parent's to tell,
+  // when it flushes the directory at its end.
+  bool named_since_flush = false;
   auto flush = [&] {
     if (out.empty()) return true;
+    if (std::exchange(named_since_flush, false) && dirs.dst() >= 0) ::fsync(dirs.dst());
     if (write_all(result_fd, out.data(), out.size()) != 0) return false;
     out.clear();
     if (shared) {
@@ -255,6 +262,8 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
         show();
       };
       auto finish = [&](const Result& r, bool answered) {
+        bool named = r.outcome == Outcome::Copied || r.outcome == Outcome::Replaced;
+        named_since_flush = named_since_flush || (options.fsync && named);
         give_back = give_back || ends_batch(r, options);
         failed_fast = give_back && options.fail_fast;
         if (!answered) answer(r);
