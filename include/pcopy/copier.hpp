@@ -136,6 +136,7 @@ class Copier {
   // Whether a directory has `target`'s name, which fails the copy when it is installed (only
   // --delete removes it there): a big file looks before its data is copied, not after.
   bool directory_in_the_way(int dst_dir, const std::string& target) const;
+  void start_writeback(int fd) const;
   // EROFS: sets r.own_mount (on_own_mount) for `target` in `dst_dir`.
   void note_own_mount(Result& r, int dst_dir, const std::string& target) const;
   void open_up(int dst_dir);
