@@ -12,17 +12,33 @@
 
 #include "pcopy/copier.hpp"
 #include "pcopy/copier_internal.hpp"
+#include "pcopy/fd.hpp"
 #include "pcopy/up_to_date.hpp"
 #include "pcopy/xattrs.hpp"
 
 namespace pcopy {
 
 int chmod_nofollow(int dir, const char* name, mode_t mode) {
-  // The kernel's fchmodat2 (Linux 6.6) takes the flag; before it, glibc (before 2.39) emulates it
-  // through /proc, which a chroot may lack.
+  // The kernel's fchmodat2 (Linux 6.6) takes the flag; before it (ENOSYS), or where a container's
+  // profile refuses it (EPERM), glibc (before 2.39) emulates it through /proc, which a chroot may
+  // lack: then an entry that has the mode already (a FIFO or device made with it) needs nothing,
+  // and a FIFO is opened (not blocking: no writer needed) and changed through its descriptor.
   constexpr long kSysFchmodat2 = 452;  // the same number on every architecture
   if (::syscall(kSysFchmodat2, dir, name, mode, AT_SYMLINK_NOFOLLOW) == 0) return 0;
-  return errno == ENOSYS ? ::fchmodat(dir, name, mode, AT_SYMLINK_NOFOLLOW) : -1;
+  if (errno != ENOSYS && errno != EPERM) return -1;
+  if (::fchmodat(dir, name, mode, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+  int err = errno;
+  struct stat st {};
+  if (::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISLNK(st.st_mode) && (st.st_mode & 07777) == mode)
+    return 0;
+  if (S_ISFIFO(st.st_mode)) {
+    UniqueFd fifo(::openat(dir, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+    struct stat fs;
+    if (fifo && ::fstat(fifo.get(), &fs) == 0 && fs.st_ino == st.st_ino && fs.st_dev == st.st_dev)
+      return ::fchmod(fifo.get(), mode);
+  }
+  errno = err;
+  return -1;
 }
 
 std::string owner_text(const struct stat& st) { return fmt::format("{}:{}", st.st_uid, st.st_gid); }

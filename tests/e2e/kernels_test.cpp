@@ -16,6 +16,11 @@
 namespace pcopy::test {
 namespace {
 
+mode_t lstat_mode(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0 ? st.st_mode & 07777 : 0;
+}
+
 class OlderKernelTest : public SrcDstTest {
  protected:
   RunOptions refusing(std::vector<std::pair<long, int>> calls) {
@@ -78,6 +83,30 @@ TEST_F(OlderKernelTest, SeekDataRefusedCopiesASparseFileWhole) {
   RunResult r = copy({"-j2"}, refusing({{SYS_lseek, EINVAL}}));
   EXPECT_EQ(r.status, 0) << describe(r);
   EXPECT_EQ(diff_trees(src, dst), "");
+}
+
+// Before fchmodat2 (Linux 6.6), a mode is changed without following links through /proc, which a
+// chroot may lack; a profile that predates the call refuses it with EPERM. A FIFO's mode was then
+// not kept with -a (it stayed 0600), and without -a, where it had its mode already, the run said
+// it could not keep it (I25). cp -a and rsync -a keep it.
+TEST_F(OlderKernelTest, FifoModesAreKeptWithoutFchmodat2) {
+  constexpr long kFchmodat2 = 452;
+  ASSERT_EQ(::mkfifo((src + "/fifo").c_str(), 0644), 0);
+  write_file(src + "/file", "x");
+  RunResult r = run_pcopy({"-a", src, dst}, refusing({{kFchmodat2, EPERM}}));
+  EXPECT_EQ(r.status, 0) << describe(r);
+  EXPECT_EQ(diff_trees(src, dst), "");
+
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to hide /proc in a mount namespace";
+  for (std::string how : {"", "-a"}) {
+    std::string to = tmp / ("noproc" + how);
+    std::string script = "mount -t tmpfs none /proc && exec " + shell_quote(pcopy_bin()) + " " + how + " " +
+                         shell_quote(src) + " " + shell_quote(to);
+    RunResult hidden = run({"unshare", "--mount", "sh", "-c", script}, refusing({{kFchmodat2, ENOSYS}}));
+    SCOPED_TRACE(how);
+    EXPECT_EQ(hidden.status, 0) << describe(hidden);
+    EXPECT_EQ(lstat_mode(to + "/fifo"), 0644u);
+  }
 }
 
 // Without close_range (before 5.9), each worker kept the job pipes of the workers forked before
