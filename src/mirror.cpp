@@ -273,10 +273,10 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     cb.deleted(rel);
     return 0;
   }
-  auto enter = [&](UniqueFd fd, mode_t was) {
+  auto enter = [&](UniqueFd fd, mode_t old_mode) {
     struct stat ds {};
     ::fstat(fd.get(), &ds);
-    stack.push_back({std::move(fd), ds.st_dev, ds.st_ino, path.size(), {}, 0, false, was});
+    stack.push_back({std::move(fd), ds.st_dev, ds.st_ino, path.size(), {}, 0, false, old_mode});
     if (int err = listing(stack.back().fd.get(), stack.back().entries, free_fd)) {
       note(path, err);  // what it holds stays, and so does it: one line, no "Directory not empty"
       stack.back().kept = err != ENOENT;
@@ -365,10 +365,11 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
     // kept (--fail-fast tells of a stop only where a removal is held back).
     if (cb.stop && cb.stop(true)) return given_back(), first_err;
     if (e.is_dir) {
-      mode_t was = 0;
-      std::string name(e.name);
-      UniqueFd fd(opening([&] { return open_to_empty(lv.fd.get(), name, dry_run, was).release(); }, free_fd));
-      if (!fd && dry_run && dry_run_may_not_read(lv.fd.get(), name)) {
+      mode_t child_was = 0;
+      std::string child_name(e.name);
+      UniqueFd fd(
+          opening([&] { return open_to_empty(lv.fd.get(), child_name, dry_run, child_was).release(); }, free_fd));
+      if (!fd && dry_run && dry_run_may_not_read(lv.fd.get(), child_name)) {
         cb.deleted(child);
         continue;
       }
@@ -382,7 +383,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
         lv.kept = true;
         continue;
       }
-      enter(std::move(fd), was);
+      enter(std::move(fd), child_was);
     } else if (!dry_run && ::unlinkat(lv.fd.get(), e.name.data(), 0) != 0) {
       int err = errno;
       note(child, err);

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 
 #include "pcopy/copier_internal.hpp"
 
@@ -49,6 +50,14 @@ int open_segment(int dir, const std::string& seg, bool follow) {
 }
 
 }  // namespace
+
+int rename_noreplace(int dir, const char* from, const char* to) {
+  if (::renameat2(dir, from, dir, to, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != EPERM) return errno;
+  struct stat st;
+  if (::fstatat(dir, to, &st, AT_SYMLINK_NOFOLLOW) == 0) return EEXIST;
+  return ::renameat(dir, from, dir, to) == 0 ? 0 : errno;
+}
 
 int open_source(int dir, const std::string& name, bool follow) {
   int flags = source_flags(follow) | O_NONBLOCK;

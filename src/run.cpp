@@ -289,7 +289,7 @@ int Runner::finish() {
       drain_results(w);
       if (!alive[w]) take_unsent(w);  // answers a killed worker had not sent
       if (uint64_t writing = part_written(w))
-        error(rel(jobs_.at(writing)), "not copied: pcopy stopped before it was complete");
+        error(rel(jobs_.at(writing)), kStoppedBeforeComplete);
       if (alive[w]) {  // left for init to reap
         slot.results.reset();
         slot.pid = -1;
@@ -310,7 +310,7 @@ int Runner::finish() {
     // too: its final name holds part of the new data, its mode that of a copy being written (a
     // file copied whole is finished by its worker, or not begun).
     if (opt_.inplace)
-      for (auto& [id, cf] : chunked_) error(rel(cf.begin), "not copied: pcopy stopped before it was complete");
+      for (auto& [id, cf] : chunked_) error(rel(cf.begin), kStoppedBeforeComplete);
     if (walker_ && !dst_stuck_) {
       // Staged directories appear with what was finished in them, never a half-written file.
       std::unordered_map<const DirNode*, std::vector<std::string>> unfinished;

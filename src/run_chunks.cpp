@@ -73,11 +73,7 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
       remove_dst_temp(begin.dir, r.temp);
       return release(begin.dir);
     }
-    Result failed = r;
-    failed.outcome = Outcome::Failed;
-    failed.err = 0;
-    failed.detail = "not copied: pcopy stopped before it was complete";
-    return complete(begin, failed, 0);
+    return complete(begin, fail(r, 0, kStoppedBeforeComplete), 0);
   }
   std::string temp = r.temp;
   if (!opt_.inplace) {
@@ -88,10 +84,7 @@ void Runner::start_chunks(JobInfo& begin, const Result& r) {
     temp = temp_name(::getpid(), false, secret, file);
     if (int err = rename_dst_temp(begin.dir, r.temp, temp)) {
       remove_dst_temp(begin.dir, r.temp);
-      Result failed = r;
-      failed.outcome = Outcome::Failed;
-      failed.err = err;
-      return complete(begin, failed, 0);
+      return complete(begin, fail(r, err), 0);
     }
   }
   // The file as Begin found it, which may have grown or shrunk since the walk.
@@ -190,9 +183,10 @@ int Runner::rename_dst_temp(DirNode* dir, const std::string& from, const std::st
   if (fd < 0) return -fd;
   UniqueFd d(fd);
   if (::renameat2(fd, from.c_str(), fd, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
-  // The NFS client and FUSE file systems without rename2 take no flags (EINVAL). The name is this
-  // run's own: whatever has it is a leftover of a dead process that had the same pid.
-  if (errno != EINVAL) return errno;
+  // The NFS client and FUSE file systems without rename2 take no flags (EINVAL), a seccomp profile
+  // that predates the call refuses it (EPERM, ENOSYS). The name is this run's own: whatever has it
+  // is a leftover of a dead process that had the same pid.
+  if (errno != EINVAL && errno != ENOSYS && errno != EPERM) return errno;
   return ::renameat(fd, from.c_str(), fd, to.c_str()) == 0 ? 0 : errno;
 }
 

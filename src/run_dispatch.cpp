@@ -59,9 +59,7 @@ void Runner::drop(uint64_t id) {
       return release(dir);
     }
     // Part of a chunked file: the file as a whole fails once its last part is accounted for.
-    Result r;
-    r.outcome = Outcome::Failed;
-    r.detail = "not copied: pcopy stopped before it was complete";
+    Result r = fail({}, 0, kStoppedBeforeComplete);
     if (info.job.kind == JobKind::FileEnd) {
       chunked_.at(info.file).chunks_left = 1;
       chunked_.at(info.file).failed = false;
@@ -257,7 +255,7 @@ void Runner::dispatch() {
     }
     batch_left_[size_t(w)].push_back(pb.ids.size());
     encode(frame_, batch);
-    for (size_t i = 0; i < infos.size(); ++i) infos[i]->job = std::move(batch.jobs[i]);
+    for (size_t k = 0; k < infos.size(); ++k) infos[k]->job = std::move(batch.jobs[k]);
     pool_->send(size_t(w), frame_);
     frame_.clear();
 #ifdef PCOPY_TEST_HOOKS

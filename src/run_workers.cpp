@@ -162,10 +162,8 @@ void Runner::on_worker_gone(size_t w, bool said) {
     if (!rest.ids.empty()) retry.push_back(std::move(rest));
   }
   if (failed) {
-    Result r;
+    Result r = fail({}, 0, fmt::format("a worker died copying it ({}), also on retry", describe_wait_status(status)));
     r.id = failed;
-    r.outcome = Outcome::Failed;
-    r.detail = fmt::format("a worker died copying it ({}), also on retry", describe_wait_status(status));
     settle(r);
   }
   if (stopping_) {

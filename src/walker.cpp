@@ -658,9 +658,9 @@ void Walker::prepare_existing(DirNode* node, const DirNode* parent, int fd, int 
   // run still going (two runs into one destination: a cron job overlapping the last), nor a name
   // SRC has too: the copy of a file named like one (a backup of a tree holding a leftover).
   remove_temps(fd, [this, node, fd, src_fd](std::string_view name) {
-    struct stat st;
+    struct stat in_src;
     bool remove = !temp_in_use(fd, name) &&
-                  !(src_fd >= 0 && ::fstatat(src_fd, std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0);
+                  !(src_fd >= 0 && ::fstatat(src_fd, std::string(name).c_str(), &in_src, AT_SYMLINK_NOFOLLOW) == 0);
     if (remove) open_up(node, fd);
     return remove;
   });
@@ -868,8 +868,7 @@ int Walker::reveal(DirNode* dir) {
   if (dir->staged_name.empty()) return 0;
   int pfd = dst_fd_for(dir->parent);
   if (pfd < 0) return errno;
-  if (::renameat2(pfd, dir->staged_name.c_str(), pfd, dir->name.c_str(), RENAME_NOREPLACE) != 0) {
-    int err = errno;
+  if (int err = rename_noreplace(pfd, dir->staged_name.c_str(), dir->name.c_str())) {
     if (err != EEXIST) return err;
     err = merge_staged(pfd, dir);
     if (dir->staged_name.empty() && on_merged_) on_merged_(*dir);  // its entries joined that directory

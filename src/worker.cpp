@@ -32,7 +32,9 @@ constexpr long kDeferMs = 250;  // a batch running longer gives back what it has
 volatile sig_atomic_t g_finish_up = 0;
 void on_finish_up(int) { g_finish_up = 1; }
 
-long now_ms() {
+// Milliseconds of the coarse clock (a tick's precision, read without a system call): a flush's and
+// a batch's time limits need no more.
+long coarse_now_ms() {
   struct timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -200,7 +202,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
   std::string in(64 * 1024, '\0');
   std::string out;
   std::vector<Result> results;
-  long last_flush = now_ms();
+  long last_flush = coarse_now_ms();
 #ifdef PCOPY_TEST_HOOKS
   // Test builds only: answers go by size or at a batch's end, never by time, so that a test knows
   // which ones a worker killed mid-batch had not sent (on a loaded machine some had gone).
@@ -237,7 +239,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
       std::atomic_signal_fence(std::memory_order_seq_cst);  // before the next frames overwrite these
     }
     shown = 0;
-    last_flush = now_ms();
+    last_flush = coarse_now_ms();
     return true;
   };
 
@@ -249,7 +251,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
       if (frame->type != MsgType::Batch) return 3;
       Batch batch = decode_batch(frame->payload);
       int dir_err = dirs.open(batch.dir, batch.dst_dir, batch.facts);
-      long batch_start = now_ms();
+      long batch_start = coarse_now_ms();
       bool give_back = failed_fast;  // a full disk (or --fail-fast error): the rest would fail too
       auto report = [&](uint64_t id, uint64_t bytes) {
         reporting = id;
@@ -268,7 +270,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
         failed_fast = give_back && options.fail_fast;
         if (!answered) answer(r);
         test_hook_done(batch, r.id);
-        return (out.size() < kFlushBytes && (!timed_flush || now_ms() - last_flush < kFlushMs) && !g_finish_up &&
+        return (out.size() < kFlushBytes && (!timed_flush || coarse_now_ms() - last_flush < kFlushMs) && !g_finish_up &&
                 r.id != reporting) ||
                flush();
       };
@@ -277,7 +279,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
         const Job& job = batch.jobs[i];
         Result r;
         r.id = job.id;
-        if (give_back || (i > 0 && now_ms() - batch_start >= kDeferMs)) {
+        if (give_back || (i > 0 && coarse_now_ms() - batch_start >= kDeferMs)) {
           // Sizes are not always known when batches are cut: a batch that turns out long hands
           // its unstarted jobs back, for whichever worker is idle.
           r.outcome = Outcome::Deferred;

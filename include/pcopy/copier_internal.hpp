@@ -52,12 +52,6 @@ inline Result result_for(const Job& job) {
 // to check (Job::dst_ino). 0 or an errno.
 int note_made(int fd, Result& r);
 
-inline Result fail(Result r, int err, std::string detail = {}) {
-  r.outcome = Outcome::Failed;
-  r.err = err;
-  r.detail = std::move(detail);
-  return r;
-}
 
 // The run was abandoned (Copier::stop_when) before the job's copy was put in place: it goes back
 // to the parent as not begun, its temporary removed.

@@ -27,4 +27,9 @@ void for_each_entry(int dir, const std::function<void(const char* name, unsigned
 // symbolic links unless `follow`; works for paths longer than PATH_MAX. Returns -errno on failure.
 int open_dir_beneath(int root, std::string_view rel, bool follow);
 
+// renameat2(RENAME_NOREPLACE) of `from` to `to` in `dir`; where the flag or the call is not to be
+// had (EINVAL: NFS, FUSE; ENOSYS; EPERM: a seccomp profile that predates it), a look that `to` is
+// free, then renameat. Returns 0 or an errno, EEXIST where `to` is taken.
+int rename_noreplace(int dir, const char* from, const char* to);
+
 }  // namespace pcopy

@@ -14,6 +14,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <string_view>
 #include <vector>
 
@@ -141,6 +142,9 @@ inline constexpr const char* kVanishedDir = "vanished from SRC before everything
 inline constexpr const char* kChangedType = "file changed type as we read it";
 // -L: a link of SRC's followed to nothing: an error, not a vanished entry.
 inline constexpr const char* kDanglingLink = "symbolic link points to nothing";
+// A file the run stopped (a signal, --fail-fast, a full disk) while its copy was under way.
+inline constexpr const char* kStoppedBeforeComplete = "not copied: pcopy stopped before it was complete";
+
 
 // Files at least this big are copied in chunks of kChunkBytes by every worker.
 inline constexpr uint64_t kChunkBytes = 64ull << 20;
@@ -190,6 +194,13 @@ struct Result {
   std::vector<std::string> deleted;
   std::vector<Unkept> unkept;  // Copied, Replaced, Skipped (-u's refresh): what the copy lacks
 };
+// `r` as a failure with `err` (an errno, or 0 where `detail` says why).
+inline Result fail(Result r, int err, std::string detail = {}) {
+  r.outcome = Outcome::Failed;
+  r.err = err;
+  r.detail = std::move(detail);
+  return r;
+}
 
 // Bytes written so far in a long file, so the bar moves before the file is done.
 struct Progress {

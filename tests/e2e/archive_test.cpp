@@ -470,7 +470,8 @@ TEST_F(ArchiveSpecialFilesTest, SparseFilesStaySparseFromAFileSystemThatCannotTe
     // writes it: so the size reaches the disk with the data (PowerCutTest).
     long long last_block = lstat_of(dst).st_blksize;
     EXPECT_LE(allocated_bytes(dst + "/all-hole"), last_block) << "its holes were filled";
-    EXPECT_LE(allocated_bytes(dst + "/image"), allocated_bytes(back + "/image") + last_block) << "its holes were filled";
+    EXPECT_LE(allocated_bytes(dst + "/image"), allocated_bytes(back + "/image") + last_block)
+        << "its holes were filled";
     EXPECT_EQ(diff_trees(back, dst), "");
   }
 }

@@ -109,6 +109,22 @@ TEST_F(OlderKernelTest, FifoModesAreKeptWithoutFchmodat2) {
   }
 }
 
+// A new leaf directory is made under a temporary name and renamed into place without replacing
+// anything (RENAME_NOREPLACE). Where renameat2 is refused (a profile that predates it: EPERM, or
+// EINVAL as for a flag not known), each stayed in DST under its temporary name (I25).
+TEST_F(OlderKernelTest, StagedDirectoriesAreRevealedWithoutRenameat2) {
+  make_tree();
+  make_dirs(src + "/new/leaf");
+  write_file(src + "/new/leaf/f", "staged");
+  for (int err : {EPERM, EINVAL, ENOSYS}) {
+    SCOPED_TRACE(err);
+    std::string to = tmp / ("dst" + std::to_string(err));
+    RunResult r = run_pcopy({"-j2", src, to}, refusing({{SYS_renameat2, err}}));
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(diff_trees(src, to), "");  // no .pcopy-*.tmp left either
+  }
+}
+
 // Without close_range (before 5.9), each worker kept the job pipes of the workers forked before
 // it, so the first never saw the end of its jobs: the run waited out the 5 s it gives workers to
 // exit, then killed them (I25). The run takes milliseconds; 4 s is the bound of a hung one.
