@@ -171,12 +171,9 @@ int Runner::start_pool() {
     std::string text = fmt::format("started {} of {} worker processes: {}", live, opt_.jobs, errno_text(err));
     run_warning(text);
   }
-  batch_left_.assign(pool_->size(), {});
-  sent_.assign(pool_->size(), {});
-  answered_.assign(pool_->size(), 0);
-  reporting_.assign(pool_->size(), 0);
-  heard_.assign(pool_->size(), looked_at_ = now_s());
-  silence_told_.assign(pool_->size(), false);
+  WorkerBook fresh;
+  fresh.heard = looked_at_ = now_s();
+  books_.assign(pool_->size(), fresh);
 #ifdef PCOPY_TEST_HOOKS
   if (const char* s = std::getenv("PCOPY_TEST_SILENT_WORKER_S")) silent_after_s_ = std::atof(s);
 #endif
@@ -217,7 +214,7 @@ int Runner::timeout_ms() const {
   for (size_t w = 0; w < pool_->size(); ++w) {
     if (pool_->slot(w).held.empty()) continue;
     held = true;
-    if (!silence_told_[w]) due = std::min(due.value_or(HUGE_VAL), heard_[w] + silent_after_s_);
+    if (!books_[w].silence_told) due = std::min(due.value_or(HUGE_VAL), books_[w].heard + silent_after_s_);
   }
   // While workers hold work, a wait of a second at most: one that comes back much later tells of
   // the run frozen whole (see name_silent_workers), which no worker's silence should count.
@@ -258,7 +255,7 @@ void Runner::suspend(int sig) {
   pool_->signal_all(SIGCONT);
   // The time stopped is no worker's silence (see name_silent_workers).
   double stopped_for = now_s() - stopped_at;
-  for (double& heard : heard_) heard += stopped_for;
+  for (WorkerBook& book : books_) book.heard += stopped_for;
   meter_.skip(stopped_for);  // nor is it time the copy took, for the rate and the ETA
   work_meter_.skip(stopped_for);
 }

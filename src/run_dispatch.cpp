@@ -187,7 +187,7 @@ int Runner::pick_worker(bool heavy) const {
   int best = -1;
   size_t best_load = SIZE_MAX;
   for (size_t i = 0; i < pool_->size(); ++i) {
-    const auto& batches = batch_left_[i];
+    const auto& batches = books_[i].batch_left;
     size_t load = 0;
     for (size_t n : batches) load += n;
     bool room = batches.size() < kBatchesPerWorker ||
@@ -202,7 +202,7 @@ int Runner::pick_worker(bool heavy) const {
 
 bool Runner::idle_worker() const {
   for (size_t i = 0; i < pool_->size(); ++i)
-    if (pool_->slot(i).pid > 0 && batch_left_[i].empty()) return true;
+    if (pool_->slot(i).pid > 0 && books_[i].batch_left.empty()) return true;
   return false;
 }
 
@@ -243,7 +243,7 @@ void Runner::dispatch() {
       info.worker = w;
       info.alone = pb.ids.size() == 1;
       slot.held.insert(id);
-      sent_[size_t(w)].push_back(id);
+      books_[size_t(w)].sent.push_back(id);
       if (info.job.kind == JobKind::FileChunk) {
         ChunkedFile& cf = chunked_.at(info.file);
         info.job.shared = written_elsewhere(cf, w);
@@ -253,7 +253,7 @@ void Runner::dispatch() {
       batch.jobs.push_back(std::move(info.job));
       infos.push_back(&info);
     }
-    batch_left_[size_t(w)].push_back(pb.ids.size());
+    books_[size_t(w)].batch_left.push_back(pb.ids.size());
     encode(frame_, batch);
     for (size_t k = 0; k < infos.size(); ++k) infos[k]->job = std::move(batch.jobs[k]);
     pool_->send(size_t(w), frame_);

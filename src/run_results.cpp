@@ -100,7 +100,7 @@ void Runner::run_warning(const std::string& text) {
 }
 
 void Runner::on_progress(size_t w, const Progress& p) {
-  reporting_[w] = p.id;
+  books_[w].reporting = p.id;
   auto it = jobs_.find(p.id);
   if (it == jobs_.end()) return;
   it->second.reported += p.bytes;
@@ -111,10 +111,10 @@ void Runner::on_result(size_t w, const Result& r) {
   auto it = jobs_.find(r.id);
   if (it == jobs_.end()) return;
   pool_->slot(w).held.erase(r.id);
-  ++answered_[w];
-  auto& left = batch_left_[w];
+  ++books_[w].answered;
+  auto& left = books_[w].batch_left;
   if (!left.empty() && --left.front() == 0) left.pop_front();
-  auto& sent = sent_[w];
+  auto& sent = books_[w].sent;
   while (!sent.empty() && !pool_->slot(w).held.count(sent.front())) sent.pop_front();
   if (r.outcome == Outcome::Deferred) return requeue(it->second);
   settle(r);

@@ -79,27 +79,24 @@ void Runner::on_worker_gone(size_t w, bool said) {
   if (!said) take_unsent(w);  // one killed for what it sent is not taken at its word
   uint64_t writing = part_written(w);  // before spawn() clears the in-hand slot
   std::vector<uint64_t> held;
-  for (uint64_t id : sent_[w])
+  for (uint64_t id : books_[w].sent)
     if (slot.held.count(id)) held.push_back(id);
   std::vector<DirNode*> dirs;
   for (uint64_t id : held) dirs.push_back(jobs_.at(id).dir);
   remove_temps_of(pid, dirs);
   uint64_t culprit = 0;
-  if (slot.held.count(reporting_[w])) {
-    culprit = reporting_[w];
+  if (slot.held.count(books_[w].reporting)) {
+    culprit = books_[w].reporting;
   } else if (!held.empty() && jobs_.at(held.front()).alone) {
     culprit = held.front();
   }
-  std::deque<size_t> batches = std::move(batch_left_[w]);  // unanswered jobs of each batch, oldest first
+  std::deque<size_t> batches = std::move(books_[w].batch_left);  // unanswered jobs of each batch, oldest first
   slot.held.clear();
   slot.results.reset();
   slot.jobs.reset();
-  batch_left_[w].clear();
-  sent_[w].clear();
-  reporting_[w] = 0;
+  startup_deaths_ = books_[w].answered == 0 ? startup_deaths_ + 1 : 0;
+  books_[w] = WorkerBook{};
   heard_from(w);
-  startup_deaths_ = answered_[w] == 0 ? startup_deaths_ + 1 : 0;
-  answered_[w] = 0;
   bool give_up = startup_deaths_ > 2 * int(pool_->size()) + 2;
   // A replacement that cannot be forked leaves the others to go on; with none left, nothing can.
   int no_spawn = abandon_ || give_up ? 0 : pool_->spawn(w);
@@ -185,7 +182,7 @@ void Runner::on_worker_gone(size_t w, bool said) {
 // helper I9); or the progress it reported. Read before spawn(w).
 uint64_t Runner::part_written(size_t w) const {
   uint64_t writing = pool_->in_hand(w);
-  if (!writing) writing = reporting_[w];
+  if (!writing) writing = books_[w].reporting;
   auto it = jobs_.find(writing);
   return opt_.inplace && pool_->slot(w).held.count(writing) && it != jobs_.end() && !it->second.file ? writing : 0;
 }
@@ -299,8 +296,8 @@ void Runner::collect_results(int timeout_ms) {
 }
 
 void Runner::heard_from(size_t w) {
-  heard_[w] = now_s();
-  silence_told_[w] = false;
+  books_[w].heard = now_s();
+  books_[w].silence_told = false;
 }
 
 // A worker that holds jobs and has sent nothing for kSilentWorkerS is named, once per silence, with
@@ -313,17 +310,17 @@ void Runner::name_silent_workers() {
   // cgroup freezer, `docker pause`, SIGSTOP to each), in the wait or anywhere else in the loop;
   // since when is not known, so none of the time since the last look is any worker's silence.
   if (double away = t - looked_at_; away > polled_for_ + 1.0)
-    for (double& heard : heard_) heard = std::min(t, heard + away);
+    for (WorkerBook& book : books_) book.heard = std::min(t, book.heard + away);
   looked_at_ = t;
   for (size_t w = 0; w < pool_->size(); ++w) {
     WorkerSlot& slot = pool_->slot(w);
-    if (silence_told_[w] || slot.held.empty() || t - heard_[w] < silent_after_s_) continue;
-    silence_told_[w] = true;
+    if (books_[w].silence_told || slot.held.empty() || t - books_[w].heard < silent_after_s_) continue;
+    books_[w].silence_told = true;
     // The file it reported progress on is the one it is on; else results come in bunches, and the
     // first unanswered job is only where its unanswered ones begin.
-    bool copying = slot.held.count(reporting_[w]);
-    uint64_t id = copying ? reporting_[w] : 0;
-    for (auto it = sent_[w].begin(); !id && it != sent_[w].end(); ++it)
+    bool copying = slot.held.count(books_[w].reporting);
+    uint64_t id = copying ? books_[w].reporting : 0;
+    for (auto it = books_[w].sent.begin(); !id && it != books_[w].sent.end(); ++it)
       if (slot.held.count(*it)) id = *it;
     auto info = jobs_.find(id);
     std::string raw = info == jobs_.end() ? std::string() : rel(info->second), path = display_path(raw);
@@ -332,7 +329,7 @@ void Runner::name_silent_workers() {
     std::string what = copying ? fmt::format(" while copying '{}' ({} unanswered)", path, count)
                                : fmt::format(" ({} unanswered, from '{}')", count, path);
     std::string text = fmt::format("worker {} has sent nothing for {}{}; still waiting for it", slot.pid,
-                                   format_duration(t - heard_[w]), what);
+                                   format_duration(t - books_[w].heard), what);
     stats_.warnings.add(raw, text);
     if (!opt_.quiet) console_.say_warning("pcopy: warning: " + text);
   }

@@ -255,8 +255,6 @@ class Runner {
   // tree, and each added alone had made a batch of one (and cut the walk's batch short), at a
   // message, two opened directories and a result each: 200,000 pairs took longer than cp -a.
   std::unordered_map<DirNode*, PendingBatch> ready_links_;
-  std::vector<std::deque<size_t>> batch_left_;  // per worker: unanswered jobs of each batch sent, oldest first
-  std::vector<std::deque<uint64_t>> sent_;      // per worker: ids in the order it works on them
   std::map<std::pair<dev_t, ino_t>, LinkGroup> links_;
   std::unordered_map<uint64_t, ChunkedFile> chunked_;  // by FileBegin job id
   uint64_t next_id_ = 1;
@@ -267,12 +265,19 @@ class Runner {
   int stop_err_ = 0;      // what stopped it: ENOSPC, EDQUOT (a full disk or quota), EROFS
   bool abandon_ = false;   // interrupted, --fail-fast error, or no worker can run: stop the workers now
   bool dst_stuck_ = false;  // abandoned with workers stuck in I/O: DST is left as it is
-  std::vector<uint64_t> answered_;  // per worker: results since it was started
-  std::vector<uint64_t> reporting_; // per worker: the job its last Progress message was about
-  // Per worker: when it last sent anything, or was given work while it held none; and whether its
-  // silence since has been told (see name_silent_workers).
-  std::vector<double> heard_;
-  std::vector<bool> silence_told_;
+  // What the parent keeps of each worker, by its slot; a new one (a dead one's replacement) starts
+  // with a fresh book.
+  struct WorkerBook {
+    std::deque<size_t> batch_left;  // unanswered jobs of each batch sent, oldest first
+    std::deque<uint64_t> sent;      // ids in the order it works on them
+    uint64_t answered = 0;          // results since it was started
+    uint64_t reporting = 0;         // the job its last Progress message was about
+    // When it last sent anything, or was given work while it held none; and whether its silence
+    // since has been told (see name_silent_workers).
+    double heard = 0;
+    bool silence_told = false;
+  };
+  std::vector<WorkerBook> books_;
   double silent_after_s_ = kSilentWorkerS;
   double looked_at_ = 0;    // when name_silent_workers last looked
   double polled_for_ = 0;   // the longest the loop's last poll was to wait, in seconds
