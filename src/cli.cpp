@@ -102,7 +102,7 @@ void add_filter_file(Options& o, const std::string& given) {
   size_t number = 0;
   for (size_t at = 0; at < text.size();) {
     // Every '\r' ends a line too, as rsync reads them: Windows line ends, and old Macs' (a '\r'
-    // kept in a pattern matched nothing, and --delete removed what it was to keep: I12).
+    // kept in a pattern matched nothing, and --delete removed what it was to keep).
     size_t end = std::min(text.find_first_of("\r\n", at), text.size());
     std::string line = text.substr(at, end - at);
     at = end + (text.compare(end, 2, "\r\n") == 0 ? 2 : 1);

@@ -27,7 +27,7 @@ void on_tick(int) {}
 
 // A write to a terminal whose output is paused (Ctrl-S, a stalled ssh connection) waits in the
 // kernel until it is resumed, and the ending signals, blocked for the signalfd, cannot cut it
-// short: Ctrl-C and SIGTERM went unheard until the terminal took the line (I10). Around such a
+// short: Ctrl-C and SIGTERM went unheard until the terminal took the line. Around such a
 // write a timer ticks every 100 ms with a signal of pcopy's own, unblocked for the write alone (no
 // SA_RESTART): the write returns what it wrote so far, or EINTR, and the poll hears the signalfd.
 ssize_t write_to_terminal(int fd, const char* data, size_t size) {

@@ -328,7 +328,7 @@ Result Copier::copy_opened(UniqueFd in, const struct stat& st, int dst_dir, cons
   // append-only directory a named temporary could be neither renamed into place nor removed: an
   // O_TMPFILE file is linked in there whatever else would want a named one (--verify rereads it
   // through its descriptor; a file system outside local_fs_ whose close may fail is checked only
-  // after the link), or the file fails with nothing made (I16).
+  // after the link), or the file fails with nothing made.
   const bool unnamed_first = !direct && !split && local_fs_ && !opt_.verify && !replacing_;
   const bool unnamed_only = !direct && !split && !unnamed_first && append_only_here(dst_dir);
   if ((unnamed_first || unnamed_only) && tmpfile_ != Tmpfile::No &&
@@ -509,7 +509,7 @@ int Copier::link_fd(int fd, int dir, const std::string& name) {
 
 // Before a copy is renamed over a file (without --fsync): its data is sent to the disk now, not
 // up to 30 s later. XFS writes a rename to its log before data written back later: after a power
-// cut the old copy had been replaced by an empty file (I24), where ext4 and btrfs start this
+// cut the old copy had been replaced by an empty file, where ext4 and btrfs start this
 // writeback themselves when a rename replaces a file, and cp's rewrite in place gets it from XFS.
 // Not waited for, as they do not wait either; --fsync is what waits.
 void Copier::start_writeback(int fd) const {
@@ -546,7 +546,7 @@ bool Copier::probe_tmpfile(int dst_dir) {
   UniqueFd fd(::openat(dst_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
   if (!fd) {
     // Refused here (an immutable directory, one the user may not write, a full disk): that says
-    // nothing of the file system, whose next directory is asked again (I11).
+    // nothing of the file system, whose next directory is asked again.
     if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) tmpfile_ = Tmpfile::Unknown;
     return false;
   }

@@ -115,7 +115,7 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
     // A file that ends in a hole gets its size from a written last byte, not from ftruncate: ext4
     // writes a truncate's size to its journal at once, and the data only later, so a power cut in
     // between left a copy of the source's size and mtime holding zeros, which every -u run after
-    // kept (I24). A written byte moves the size on disk only with the data before it. (On ext4 even
+    // kept. A written byte moves the size on disk only with the data before it. (On ext4 even
     // an ftruncate to the size the file has already journals it: only a longer file is cut.)
     struct stat now {};
     bool ends_in_hole = !err && as_stated && ::fstat(out, &now) == 0 && uint64_t(now.st_size) < size;

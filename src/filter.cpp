@@ -248,7 +248,7 @@ FilterRule make_rule(bool include, std::string_view pattern) {
 }
 
 void add_filter(Filters& filters, bool include, std::string_view pattern) {
-  // "dir/***/": the same, directories only (as rsync reads it; I12).
+  // "dir/***/": the same, directories only (as rsync reads it).
   bool dirs_only = pattern.size() > 5 && pattern.ends_with("/***/");
   if (dirs_only) pattern.remove_suffix(1);
   if (pattern.size() > 4 && pattern.ends_with("/***")) {

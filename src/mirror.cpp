@@ -286,7 +286,7 @@ int remove_tree(int dir, const std::string& name, const std::string& rel, bool d
   // Stopped half-way: the directories opened up to be emptied, which stay, get their modes back,
   // deepest first. A level whose descriptor was let go (more than kOpenLevels above the deepest) is
   // reopened through ".." of the one below before that one gets its mode back, which may not let
-  // ".." be looked up: they stayed opened up (I8).
+  // ".." be looked up: they stayed opened up.
   auto given_back = [&] {
     UniqueFd here;  // level i's descriptor where it had none
     for (size_t i = stack.size(); i-- > 0;) {
@@ -535,7 +535,7 @@ void delete_extraneous(const SrcListings& src, int dst_root, const Options& opt,
       }
       const std::string& rel = at(e.name);
       // pcopy's temporaries are remove_temps()' to remove, or a live run's to keep; a directory
-      // named like a file's temporary is no one's: it was never removed (I7).
+      // named like a file's temporary is no one's: it was never removed.
       if ((is_temp_name(e.name) && (!e.is_dir || is_staged_name(e.name))) || opt.filters.excluded(rel, e.is_dir))
         continue;
       if (e.is_dir && elsewhere(p.dst.get(), e.name.data())) continue;

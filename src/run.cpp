@@ -68,7 +68,7 @@ int Runner::run() {
     UniqueFd dst(target_.dst_root ? ::fcntl(target_.dst_root.get(), F_DUPFD_CLOEXEC, 0) : -1);
     if (target_.dst_root && !dst) return cannot_open(target_.dst_display, errno);
     // Refused as the other failures to begin are, what was made for the run removed (`ulimit -v`:
-    // it was left, by "pcopy: Cannot allocate memory" from main, I8).
+    // it was left, by "pcopy: Cannot allocate memory" from main).
     try {
       walker_.emplace(
           opt_, std::move(src), std::move(dst), target_.src_st,
@@ -327,7 +327,7 @@ int Runner::finish() {
     target_.flush_outside([&](const std::string& path, int err) { flush_failed(path, err); });
   }
   // A worker that died after its last job (while the removals ran, say) held nothing, but its death
-  // is still said, as any other is: it went unsaid (I14).
+  // is still said, as any other is: it went unsaid.
   for (size_t w = 0; w < pool_->size() && !interrupted_ && !stopping_ && !abandon_; ++w) {
     pid_t pid = pool_->slot(w).pid;
     int status = pool_->reap(w, false);

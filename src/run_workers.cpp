@@ -178,8 +178,8 @@ void Runner::on_worker_gone(size_t w, bool said) {
 
 // --inplace: the job whose file dead worker `w` was writing under its final name, which its death
 // left holding part of the new data (as a big file whose chunks were being written is); 0 for
-// none. Its shared in-hand slot says which, of any size (a small one sends no progress message:
-// helper I9); or the progress it reported. Read before spawn(w).
+// none. Its shared in-hand slot says which, of any size (a small one sends no progress message);
+// or the progress it reported. Read before spawn(w).
 uint64_t Runner::part_written(size_t w) const {
   uint64_t writing = pool_->in_hand(w);
   if (!writing) writing = books_[w].reporting;
@@ -188,7 +188,7 @@ uint64_t Runner::part_written(size_t w) const {
 }
 
 // The temporaries worker `pid` left in the directories of the jobs it held. With --inplace too,
-// whose links, FIFOs and devices go through a temporary as well (E2).
+// whose links, FIFOs and devices go through a temporary as well.
 void Runner::remove_temps_of(pid_t pid, const std::vector<DirNode*>& dirs) {
   if (!target_.dst_root) return;
   std::string prefix = temp_prefix(pid);

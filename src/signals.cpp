@@ -11,7 +11,7 @@ namespace pcopy {
 // The signals that end or stop the run, blocked from the first thing main() does and read from a
 // signalfd from before DST is made: one that came while it was (a CI job cancelled at once) killed
 // pcopy, no report written, and left an empty DST of mode 0700; one that came while the command
-// line was read killed it too (helper I9: 17 of 20 SIGTERMs sent as it started).
+// line was read killed it too (17 of 20 SIGTERMs sent as it started).
 sigset_t block_signals() {
   sigset_t mask;
   sigemptyset(&mask);

@@ -143,7 +143,7 @@ bool Copier::up_to_date(int src_dir, int dst_dir, const Job& given, const struct
 // rewrites the file where it is (its other names see the new data), unless it is on SRC's file
 // system, where one of them may be a file of SRC (see open_in_place), or with -a, whose copies
 // have SRC's links: there it replaces a linked file it rewrites, and a name SRC broke off kept the
-// other's metadata, each run writing both in turn through the one inode (I7).
+// other's metadata, each run writing both in turn through the one inode.
 bool Copier::shared_and_differs(int src_dir, int dst_dir, const Job& job, const struct stat& dst) {
   if (!S_ISREG(dst.st_mode) || dst.st_nlink < 2) return false;
   // Looked at anew: the walk's stat, when it came with the job, has no link count (nor, in a dry

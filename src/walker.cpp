@@ -329,7 +329,7 @@ std::optional<WalkEvent> Walker::classify(Frame& frame, const char* name, unsign
   if (filtered) rel = frame.rel_len == 0 ? std::string(name) : path_ + "/" + name;
   // An excluded entry is not SRC's to --delete (the last name listed): DST's entry of that name is
   // kept only where the filters exclude it as what it is there, as rsync has it. A directory
-  // excluded where SRC has a file kept the directory for good, and the other way round (I12).
+  // excluded where SRC has a file kept the directory for good, and the other way round.
   auto excluded = [&](bool is_dir) {
     if (!filtered || !opt_.filters.excluded(rel, is_dir)) return false;
     if (opt_.delete_extraneous) frame.names.resize(frame.names.size() - std::strlen(name) - 1);
@@ -920,7 +920,7 @@ void Walker::reveal_abandoned(const std::function<std::vector<std::string>(const
   if (opt_.dry_run || !dst_root_) return;
   // A directory's descriptor, and its parent's, are held only while it is dealt with: kept, one
   // for every directory in flight, a stop under a low open-file limit failed "Too many open files"
-  // for hundreds of them, left staged or 0700 (I8).
+  // for hundreds of them, left staged or 0700.
   auto one_at_a_time = [](DirNode* dir, auto&& deal) {
     bool had = bool(dir->dst), parent_had = dir->parent && dir->parent->dst;
     deal();

@@ -226,7 +226,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
   };
   // --fsync: each file was flushed before it took its name, and its name is flushed (its
   // directory) before the parent hears of it: a manifest or -v line names only what is on disk.
-  // After a power cut files listed were missing or old (I24). A failure is the parent's to tell,
+  // After a power cut files listed were missing or old. A failure is the parent's to tell,
   // when it flushes the directory at its end.
   bool named_since_flush = false;
   auto flush = [&] {

@@ -51,7 +51,7 @@ constexpr size_t kMaxLedNames = 1024;
 // And names of groups whose copy there has as many names as SRC's file, the group as the last run
 // left it as far as the count tells (most of an unchanged run's): they wait for all their names as
 // well, apart, so that thousands of them met between two names of a group SRC relinked do not push
-// that group out (LLL).
+// that group out.
 constexpr size_t kMaxSettledNames = 8192;
 constexpr double kBarInterval = 0.1;          // at most ~10 redraws a second
 constexpr double kLineInterval = 2.0;         // --progress=always without a terminal
