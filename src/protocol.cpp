@@ -1,6 +1,7 @@
 #include "pcopy/protocol.hpp"
 
 #include <cstring>
+#include <utility>
 
 namespace pcopy {
 namespace {
@@ -73,6 +74,24 @@ class Reader {
   std::string_view data_;
 };
 
+// The bit of each DirFacts field in a batch's facts, both ways: no field's place rests on its
+// order in the struct.
+constexpr std::pair<bool DirFacts::*, uint16_t> kFactBits[] = {
+    {&DirFacts::known, 1 << 0},        {&DirFacts::local, 1 << 1},       {&DirFacts::default_acl, 1 << 2},
+    {&DirFacts::staged, 1 << 3},       {&DirFacts::never_shares, 1 << 4}, {&DirFacts::hides_names, 1 << 5},
+    {&DirFacts::in_memory, 1 << 6},    {&DirFacts::locked, 1 << 7},      {&DirFacts::remote, 1 << 8},
+};
+
+// A job's flags: three of its bools, and which of its optional parts follow.
+enum JobBit : uint8_t {
+  kJobKnown = 1 << 0,
+  kJobMeta = 1 << 1,
+  kJobInodes = 1 << 2,  // src_dev, src_ino, dst_dev, dst_ino
+  kJobWantHash = 1 << 3,
+  kJobNamesInCopy = 1 << 4,
+  kJobShared = 1 << 5,
+};
+
 }  // namespace
 
 Nanos to_ns(const struct timespec& t) { return Nanos(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
@@ -108,10 +127,10 @@ void encode(std::string& out, const Batch& batch) {
   Writer w(out, MsgType::Batch);
   w.str(batch.dir);
   w.str(batch.dst_dir);
-  const DirFacts& f = batch.facts;
-  w.num(uint16_t((f.known ? 1 : 0) | (f.local ? 2 : 0) | (f.default_acl ? 4 : 0) | (f.staged ? 8 : 0) |
-                  (f.never_shares ? 16 : 0) | (f.hides_names ? 32 : 0) | (f.in_memory ? 64 : 0) | (f.locked ? 128 : 0) |
-                  (f.remote ? 256 : 0)));
+  uint16_t facts = 0;
+  for (auto [field, bit] : kFactBits)
+    if (batch.facts.*field) facts |= bit;
+  w.num(facts);
   w.num(static_cast<uint32_t>(batch.jobs.size()));
   for (const Job& job : batch.jobs) {
     w.num(job.id);
@@ -121,8 +140,9 @@ void encode(std::string& out, const Batch& batch) {
     w.str(job.dst_name);
     w.num(job.size);
     w.nanos(job.mtime_ns);
-    w.num(uint8_t((job.known ? 1 : 0) | (job.meta ? 2 : 0) | (job.src_ino ? 4 : 0) | (job.want_hash ? 8 : 0) |
-                  (job.names_in_copy ? 16 : 0) | (job.shared ? 32 : 0)));
+    w.num(uint8_t((job.known ? kJobKnown : 0) | (job.meta ? kJobMeta : 0) | (job.src_ino ? kJobInodes : 0) |
+                  (job.want_hash ? kJobWantHash : 0) | (job.names_in_copy ? kJobNamesInCopy : 0) |
+                  (job.shared ? kJobShared : 0)));
     if (job.meta) {
       w.num(job.meta->mode);
       w.num(job.meta->uid);
@@ -186,9 +206,7 @@ Batch decode_batch(std::string_view payload) {
   batch.dir = r.str();
   batch.dst_dir = r.str();
   auto facts = r.num<uint16_t>();
-  batch.facts = DirFacts{(facts & 1) != 0,  (facts & 2) != 0,  (facts & 4) != 0,   (facts & 8) != 0,
-                         (facts & 16) != 0, (facts & 32) != 0, (facts & 64) != 0,  (facts & 128) != 0,
-                         (facts & 256) != 0};
+  for (auto [field, bit] : kFactBits) batch.facts.*field = (facts & bit) != 0;
   auto n = r.num<uint32_t>();
   if (n > payload.size()) throw ProtocolError("impossible job count");
   batch.jobs.resize(n);
@@ -201,10 +219,10 @@ Batch decode_batch(std::string_view payload) {
     job.size = r.num<uint64_t>();
     job.mtime_ns = r.nanos();
     auto flags = r.num<uint8_t>();
-    job.known = (flags & 1) != 0;
-    job.want_hash = (flags & 8) != 0;
-    job.shared = (flags & 32) != 0;
-    if (flags & 2) {
+    job.known = (flags & kJobKnown) != 0;
+    job.want_hash = (flags & kJobWantHash) != 0;
+    job.shared = (flags & kJobShared) != 0;
+    if (flags & kJobMeta) {
       Job::Meta& m = job.meta.emplace();
       m.mode = r.num<uint32_t>();
       m.uid = r.num<uint32_t>();
@@ -216,13 +234,13 @@ Batch decode_batch(std::string_view payload) {
     job.temp = r.str();
     job.offset = r.num<uint64_t>();
     job.length = r.num<uint64_t>();
-    if (flags & 4) {
+    if (flags & kJobInodes) {
       job.src_dev = r.num<uint64_t>();
       job.src_ino = r.num<uint64_t>();
       job.dst_dev = r.num<uint64_t>();
       job.dst_ino = r.num<uint64_t>();
     }
-    if (flags & 16) job.names_in_copy = r.num<uint32_t>();
+    if (flags & kJobNamesInCopy) job.names_in_copy = r.num<uint32_t>();
   }
   r.finish();
   return batch;
