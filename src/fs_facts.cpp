@@ -101,15 +101,19 @@ DirFacts dir_facts(int dir, const DirFacts* same_fs) {
   return f;
 }
 
-bool has_default_acl(int dir) {
-  if (::fgetxattr(dir, "system.posix_acl_default", nullptr, 0) >= 0) return true;
-  return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
+namespace {
+
+// Whether `fd` has the ACL attribute `name`; where that cannot be told, assumed so.
+bool has_acl_xattr(int fd, const char* name) {
+  if (::fgetxattr(fd, name, nullptr, 0) >= 0) return true;
+  return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;
 }
 
-bool has_access_acl(int fd) {
-  if (::fgetxattr(fd, "system.posix_acl_access", nullptr, 0) >= 0) return true;
-  return errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP;  // unsure: assume one
-}
+}  // namespace
+
+bool has_default_acl(int dir) { return has_acl_xattr(dir, "system.posix_acl_default"); }
+
+bool has_access_acl(int fd) { return has_acl_xattr(fd, "system.posix_acl_access"); }
 
 bool chunking_helps_on(bool remote, bool in_memory, const Options& options) {
   if (options.reflink == ReflinkMode::Always) return false;  // chunks are copied, never cloned
