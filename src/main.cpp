@@ -24,9 +24,9 @@ int main(int argc, char** argv) {
     return pcopy::run(*cli.options);
   } catch (const std::bad_alloc&) {
     pcopy::print_refusal("pcopy: " + pcopy::errno_text(ENOMEM), "", cli.options->json, 0, cli.options->dry_run);
-    return 2;
+    return pcopy::kExitRefused;
   } catch (const std::exception& e) {
     pcopy::print_refusal(fmt::format("pcopy: {}", e.what()), "", cli.options->json, 0, cli.options->dry_run);
-    return 2;
+    return pcopy::kExitRefused;
   }
 }

@@ -21,6 +21,8 @@
 #include <new>
 #include <system_error>
 
+#include "pcopy/worker.hpp"
+
 namespace pcopy {
 
 namespace {
@@ -127,7 +129,7 @@ int Pool::spawn(size_t i) {
   if (pid < 0) return errno;
   if (pid == 0) {
     // Nothing may escape a forked child: every path ends in _exit.
-    int status = 70;
+    int status = kWorkerCrashed;
     try {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(0);  // the parent died before prctl took effect

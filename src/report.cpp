@@ -226,7 +226,7 @@ void print_refusal(const std::string& message, const std::string& path, bool jso
   print_stderr(message);
   if (!json) return;
   Stats stats;
-  stats.exit_status = signal ? 128 + signal : 2;
+  stats.exit_status = signal ? exit_for_signal(signal) : kExitRefused;
   stats.interrupted = signal != 0;
   stats.dry_run = dry_run;
   stats.errors.add(path, message.substr(message.find(' ') + 1));

@@ -147,7 +147,7 @@ int Runner::refuse_start(const std::string& line, const std::string& path) {
   pool_->shutdown(5000);
   target_.remove_made();
   print_refusal(line, path, opt_.json, 0, opt_.dry_run);
-  return 2;
+  return kExitRefused;
 }
 
 // Forks the workers; 0, or 2 when not one can be (`ulimit -u`): the run is refused and the
@@ -166,7 +166,7 @@ int Runner::start_pool() {
       target_.remove_made();
       print_refusal(fmt::format("pcopy: cannot start a worker process: {}", errno_text(err)), "", opt_.json, 0,
                     opt_.dry_run);
-      return 2;
+      return kExitRefused;
     }
     std::string text = fmt::format("started {} of {} worker processes: {}", live, opt_.jobs, errno_text(err));
     run_warning(text);
@@ -368,7 +368,8 @@ int Runner::finish() {
   stats_.elapsed_s = now_s() - start_;
   stats_.interrupted = interrupted_ != 0;
   stats_.dry_run = opt_.dry_run;
-  stats_.exit_status = interrupted_ ? 128 + interrupted_ : stats_.errors.empty() ? 0 : 1;
+  stats_.exit_status = interrupted_ ? exit_for_signal(interrupted_)
+                                    : (stats_.errors.empty() ? kExitCopied : kExitSomeFailed);
   // The report before the summary: one that cannot be written is still counted there.
   if (opt_.json) write_json_report(stats_, [&](std::string_view piece) { console_.write_out(piece); });
   if (console_.stdout_err() && !stdout_told) {
@@ -519,11 +520,11 @@ int run(const Options& options) {
   if (signals.err) {  // Ctrl-C and SIGTERM would go unheard, and stay blocked: nothing is begun
     print_refusal(fmt::format("pcopy: cannot watch for signals: {}", errno_text(signals.err)), "", options.json, 0,
                   options.dry_run);
-    return 2;
+    return kExitRefused;
   }
   if (std::string why = fd_limit_refusal(options.jobs); !why.empty()) {
     print_refusal(why, "", options.json, 0, options.dry_run);
-    return 2;
+    return kExitRefused;
   }
   auto prepared = prepare_target(options);
   if (auto* no = std::get_if<Refusal>(&prepared)) {
@@ -534,7 +535,7 @@ int run(const Options& options) {
       if (ends_the_run(int(si.ssi_signo))) signal = int(si.ssi_signo);
     }
     print_refusal(no->message, no->path, options.json, signal, options.dry_run);
-    return signal ? 128 + signal : 2;
+    return signal ? exit_for_signal(signal) : kExitRefused;
   }
   // Out of memory (`ulimit -v`) where nothing says more (main() prints it): what was made for the
   // run and is still empty goes, as after a refusal.

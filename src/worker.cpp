@@ -248,7 +248,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
     if (n <= 0) return 0;  // the parent closed the pipe: no more work
     reader.feed(in.data(), size_t(n));
     while (auto frame = reader.next()) {
-      if (frame->type != MsgType::Batch) return 3;
+      if (frame->type != MsgType::Batch) return kWorkerBadMessage;
       Batch batch = decode_batch(frame->payload);
       int dir_err = dirs.open(batch.dir, batch.dst_dir, batch.facts);
       long batch_start = coarse_now_ms();
@@ -302,7 +302,7 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
           else
             copier.link_batch(dirs.src(), dirs.dst(), dst_root, run, report, results);
           for (const Result& done : results)
-            if (!finish(done, files)) return 4;
+            if (!finish(done, files)) return kWorkerCannotAnswer;
           if (g_finish_up) return 0;
           i += results.size();
           continue;
@@ -313,11 +313,11 @@ int run_worker(const Options& options, int job_fd, int result_fd, WorkerShared* 
           }
           r = copier.copy(dirs.src(), dirs.dst(), dst_root, job, report);
         }
-        if (!finish(r, false)) return 4;
+        if (!finish(r, false)) return kWorkerCannotAnswer;
         if (g_finish_up) return 0;
         ++i;
       }
-      if (!flush()) return 4;
+      if (!flush()) return kWorkerCannotAnswer;
     }
   }
 }

@@ -45,6 +45,13 @@ class ErrorLog {
   size_t count_ = 0;
 };
 
+// The exit statuses SPEC defines: everything copied; some entries failed (each one printed); a usage
+// error, or a run refused before anything was tried; and 128 + N for a run ended by signal N.
+inline constexpr int kExitCopied = 0;
+inline constexpr int kExitSomeFailed = 1;
+inline constexpr int kExitRefused = 2;
+inline constexpr int exit_for_signal(int sig) { return 128 + sig; }
+
 struct Stats {
   uint64_t files_copied = 0;  // regular files, hard links, FIFOs, devices
   uint64_t files_skipped = 0;
