@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 #include <cerrno>
 #include <cstring>
 
@@ -42,6 +43,19 @@ bool fallback_errno(int err) {
          err == EBADF || err == ETXTBSY || err == EPERM;
 }
 
+// The next extent of data in `fd` at or after `pos`: [data, hole), data >= size where none is left.
+// ENXIO: the rest is a hole. Any other failure (a file system or sandbox without SEEK_DATA,
+// EINVAL), or an answer behind `pos` or an empty extent: the rest is read as data, as cp does.
+// Each extent holds data, so a loop over them always moves on.
+std::pair<off_t, off_t> next_extent(int fd, off_t pos, off_t size) {
+  off_t data = ::lseek(fd, pos, SEEK_DATA);
+  if (data < 0 && errno == ENXIO) data = size;
+  else if (data < pos) data = pos;
+  off_t hole = data < size ? ::lseek(fd, data, SEEK_HOLE) : data;
+  if (hole <= data && data < size) hole = size;
+  return {data, hole};
+}
+
 }  // namespace
 
 // Hashes a file's contents, holes as the zeros they read as, without reading the holes.
@@ -51,11 +65,9 @@ int Copier::hash_file(int fd, Hasher& h) {
   if (buffer_.empty()) buffer_.resize(kBufferSize);
   off_t size = st.st_size, pos = 0;
   while (pos < size) {
-    off_t data = ::lseek(fd, pos, SEEK_DATA);
-    if (data < 0 && errno != ENXIO) return errno;
-    if (data < 0) data = size;
-    off_t hole = data < size ? ::lseek(fd, data, SEEK_HOLE) : size;
-    if (hole < 0) return errno;
+    auto [data, hole] = next_extent(fd, pos, size);
+    data = std::min(data, size);
+    hole = std::max(hole, data);
     h.update_zeros(uint64_t(data - pos));
     for (off_t off = data; off < hole;) {
       ssize_t n = ::pread(fd, buffer_.data(), size_t(std::min<off_t>(hole - off, off_t(buffer_.size()))), off);
@@ -93,13 +105,7 @@ int Copier::copy_data(int in, int out, const struct stat& st, FileCopy& fc) {
     off_t pos = 0;
     std::vector<std::pair<off_t, off_t>> holes;
     while (!err && as_stated && uint64_t(pos) < size) {
-      off_t data = ::lseek(in, pos, SEEK_DATA);
-      // ENXIO: the rest is a hole. Any other failure (a file system or sandbox without
-      // SEEK_DATA, EINVAL), or an answer behind `pos`: the rest is read as data, as cp does.
-      if (data < 0 && errno == ENXIO) data = off_t(size);
-      else if (data < pos) data = pos;
-      off_t hole = data < off_t(size) ? ::lseek(in, data, SEEK_HOLE) : data;
-      if (hole < data) hole = off_t(size);
+      auto [data, hole] = next_extent(in, pos, off_t(size));
       if (fc.hasher) fc.hasher->update_zeros(uint64_t(data - pos));
       if (data > pos) holes.emplace_back(pos, data);
       if (hole > data) {

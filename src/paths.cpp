@@ -56,7 +56,11 @@ int rename_noreplace(int dir, const char* from, const char* to) {
   if (errno != EINVAL && errno != ENOSYS && errno != EPERM) return errno;
   struct stat st;
   if (::fstatat(dir, to, &st, AT_SYMLINK_NOFOLLOW) == 0) return EEXIST;
-  return ::renameat(dir, from, dir, to) == 0 ? 0 : errno;
+  if (::renameat(dir, from, dir, to) == 0) return 0;
+  // Taken between the look and the rename (another writer): as NOREPLACE would say. (An empty
+  // directory made in between is replaced: only the atomic call can tell.)
+  int err = errno;
+  return err == ENOTEMPTY || err == EEXIST || err == ENOTDIR || err == EISDIR ? EEXIST : err;
 }
 
 int open_source(int dir, const std::string& name, bool follow) {
