@@ -1,6 +1,5 @@
 #include "pcopy/pool.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <poll.h>
@@ -21,6 +20,7 @@
 #include <new>
 #include <system_error>
 
+#include "pcopy/paths.hpp"
 #include "pcopy/worker.hpp"
 
 namespace pcopy {
@@ -44,14 +44,10 @@ void close_from(int first) {
     for (rlim_t fd = rlim_t(first); fd < top; ++fd) ::close(int(fd));
     return;
   }
-  alignas(8) char buf[4096];
-  for (long n; (n = ::syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0;)
-    for (long off = 0; off < n;) {
-      auto* d = reinterpret_cast<struct dirent64*>(buf + off);  // the kernel's linux_dirent64
-      int fd = std::atoi(d->d_name);                              // "." and "..": 0
-      if (fd >= first && fd != dir) ::close(fd);
-      off += d->d_reclen;
-    }
+  for_each_entry(dir, [&](const char* name, unsigned char) {
+    int fd = std::atoi(name);  // "." and "..": 0
+    if (fd >= first && fd != dir) ::close(fd);
+  });
   ::close(dir);
 }
 
